@@ -1,0 +1,80 @@
+# wdeltafs - build, test, demo, bench, install.
+# `make` builds build/libwdelta.a, build/wdelta, build/wdeltafs.
+# `make test` builds everything under ASan+UBSan too and runs all tests.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+PKGS    := fuse3 libzstd libcrypto libcjson
+WERROR  ?= $(if $(CI),-Werror,)
+BASEFLAGS := -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra $(WERROR) \
+             -ffp-contract=off -pthread -Icore
+CFLAGS  ?= -O2 -g
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+CORE_SRC  := $(wildcard core/*.c)
+FS_SRC    := $(wildcard fs/*.c)
+UNIT_SRC  := $(wildcard tests/unit/*.c)
+TOOLS     := wdelta genmodel
+
+# $(1)=build dir, $(2)=extra flags
+define buildset
+$(1)/core/%.o: core/%.c core/*.h | deps-check
+	@mkdir -p $$(@D)
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) -c $$< -o $$@
+$(1)/libwdelta.a: $$(CORE_SRC:%.c=$(1)/%.o)
+	rm -f $$@ && ar rcs $$@ $$^
+$(1)/wdelta: tools/wdelta.c $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
+$(1)/genmodel: tools/genmodel.c $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
+$(1)/wdeltafs: $$(FS_SRC) fs/*.h core/wdelta.h $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Ifs $$(PKG_CFLAGS) $$(FS_SRC) $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
+$(1)/unit_tests: $$(UNIT_SRC) tests/unit/*.h $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Itests/unit $$(PKG_CFLAGS) $$(CHECK_CFLAGS) $$(UNIT_SRC) $(1)/libwdelta.a $$(PKG_LIBS) $$(CHECK_LIBS) -lm -o $$@
+endef
+
+$(eval $(call buildset,build,))
+$(eval $(call buildset,build-asan,$(SAN) -O1))
+
+BINS := build/wdelta build/genmodel build/wdeltafs
+
+.PHONY: all deps deps-check test test-unit test-integration test-asan demo bench install uninstall clean
+all: $(BINS)
+
+deps:
+	@bash tools/deps.sh
+
+# Quiet check before compiling; installs (root) or prints the apt-get line.
+deps-check:
+	@bash tools/deps.sh --quiet
+
+test: all build-asan/wdelta build-asan/wdeltafs build-asan/genmodel build-asan/unit_tests
+	@bash tests/run-all.sh
+
+test-asan: test
+
+demo: all
+	@bash tools/demo.sh
+
+bench: all
+	@bash tests/bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib \
+	           $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 build/wdelta build/wdeltafs $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 build/libwdelta.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 core/wdelta.h $(DESTDIR)$(PREFIX)/include/
+	if [ -d systemd ] && ls systemd/*.service >/dev/null 2>&1; then \
+	  install -m 644 systemd/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/wdelta $(DESTDIR)$(PREFIX)/bin/wdeltafs \
+	      $(DESTDIR)$(PREFIX)/lib/libwdelta.a $(DESTDIR)$(PREFIX)/include/wdelta.h
+
+clean:
+	rm -rf build build-asan

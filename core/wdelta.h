@@ -1,0 +1,277 @@
+/* wdelta.h - public API of libwdelta, the core of wdeltafs.
+ *
+ * Three concerns, one section each:
+ *   1. safetensors files and model directories (read, validate, write headers)
+ *   2. the model content hash (deltatensors' parent_hash)
+ *   3. .wdelta files: create (streaming), open, and decode any block/byte range
+ * plus a thread-safe LRU cache of decoded blocks for the filesystem.
+ *
+ * Conventions: functions that can fail return 0 (or a non-negative count) on
+ * success and -1 on failure, having written a one-line message into *err that
+ * names the file, tensor and offset involved.  No globals; every object may be
+ * used from several threads once opened unless noted otherwise.
+ */
+#ifndef WDELTA_H
+#define WDELTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WD_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- errors */
+typedef struct wd_err {
+    char msg[1024];
+} wd_err;
+
+/* printf-style: writes msg and returns -1, so `return wd_errf(err, ...)`. */
+int wd_errf(wd_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prefix an existing message: "PREFIX: old message". Returns -1. */
+int wd_errprefix(wd_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---------------------------------------------------------------- dtypes */
+typedef enum wd_dtype {
+    WD_F64, WD_F32, WD_F16, WD_BF16,
+    WD_I64, WD_I32, WD_I16, WD_I8,
+    WD_U64, WD_U32, WD_U16, WD_U8,
+    WD_BOOL, WD_F8_E4M3, WD_F8_E5M2,
+    WD_OPAQUE /* any other dtype string: kept, treated as bytes */
+} wd_dtype;
+
+/* Parse a safetensors dtype string ("BF16" ...). Unknown strings give WD_OPAQUE. */
+wd_dtype wd_dtype_from_name(const char *name);
+/* Bytes per element; 0 for WD_OPAQUE (unknown size). */
+unsigned wd_dtype_size(wd_dtype t);
+/* 1 for F64/F32/F16/BF16 (the lossless codec conditions on their exponent). */
+int wd_dtype_is_float(wd_dtype t);
+
+/* --------------------------------------------------------- safetensors */
+#define WD_ST_MAX_HEADER (100u * 1024 * 1024) /* the format's own limit */
+#define WD_MAX_DIMS 32
+
+typedef struct wd_tensor {
+    char *name;            /* UTF-8, NUL-terminated */
+    char dtype_name[32];   /* as written in the header */
+    wd_dtype dtype;
+    int ndim;
+    uint64_t shape[WD_MAX_DIMS];
+    uint64_t nelem;        /* product of shape (1 for a scalar) */
+    uint64_t offset;       /* absolute byte offset of the data in the file */
+    uint64_t length;       /* byte length */
+} wd_tensor;
+
+typedef struct wd_stfile {
+    char *path;            /* as opened */
+    char *name;            /* basename */
+    uint64_t size;         /* file size */
+    unsigned char *header; /* the first header_size bytes verbatim (8-byte length + JSON) */
+    uint64_t header_size;  /* 8 + N; tensor data starts here */
+    size_t ntensors;
+    wd_tensor *tensors;    /* sorted by offset (file order) */
+} wd_stfile;
+
+/* Validate and parse a header held in memory: buf holds at least the 8-byte
+ * length and the JSON (header_size bytes).  file_size is the whole file's
+ * size (to check data offsets); fname is used in error messages.  Checks:
+ * header length past the end / absurd, JSON syntax, non-UTF-8 or duplicate
+ * names, unknown keys types, shape x dtype size != byte length, offsets out of
+ * range, overlapping tensors, gaps, data not ending at file end. */
+int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size,
+                const char *fname, wd_stfile *out, wd_err *err);
+/* Open a file and parse its header (pread; the data is not read). */
+int wd_st_open(const char *path, wd_stfile *out, wd_err *err);
+void wd_st_free(wd_stfile *f);
+/* Find a tensor by name (linear or binary search); NULL if absent. */
+const wd_tensor *wd_st_find(const wd_stfile *f, const char *name);
+
+/* Build a safetensors header (8-byte length + JSON, space-padded to a
+ * multiple of 8) for tensors laid out back to back in the given order;
+ * their offset/length fields are filled in by this function (offset is
+ * absolute, i.e. includes the header).  metadata_json: NULL or a JSON object
+ * text of string->string stored as "__metadata__".  *out is malloc'd. */
+int wd_st_build_header(wd_tensor *tensors, size_t n, const char *metadata_json,
+                       unsigned char **out, size_t *out_len, wd_err *err);
+
+/* A Hugging Face model directory: one model.safetensors, or shards listed in
+ * model.safetensors.index.json, or (no index) every *.safetensors file. */
+typedef struct wd_model {
+    char *dir;
+    size_t nfiles;
+    wd_stfile *files;      /* sorted by file name */
+    size_t ntensors;       /* total over files */
+    struct wd_tref { uint32_t file, tensor; } *by_name; /* sorted by tensor name */
+    size_t nextras;
+    char **extras;         /* other regular files (config.json, tokenizer, the
+                              index.json itself...), sorted, safe names only */
+} wd_model;
+
+int wd_model_open(const char *dir, wd_model *m, wd_err *err);
+void wd_model_free(wd_model *m);
+/* Look a tensor up by name; *file_index (optional) receives its file. */
+const wd_tensor *wd_model_find(const wd_model *m, const char *name, size_t *file_index);
+
+/* The order in which the content hash visits tensors: shards ordered by the
+ * smallest tensor name they hold, names sorted inside a shard.  Fills refs
+ * (m->ntensors entries). */
+void wd_model_hash_order(const wd_model *m, struct wd_tref *refs);
+
+/* 1 if name is safe to use as a file name in a directory we create/serve:
+ * non-empty, <= 255 bytes, no '/', not "." or "..", no control chars, valid UTF-8. */
+int wd_safe_name(const char *name);
+
+/* --------------------------------------------------------- hashing */
+typedef struct wd_sha256 wd_sha256; /* opaque incremental SHA-256 */
+wd_sha256 *wd_sha256_new(void);
+void wd_sha256_update(wd_sha256 *h, const void *p, size_t n);
+void wd_sha256_final(wd_sha256 *h, unsigned char out[32]); /* also frees */
+void wd_sha256_free(wd_sha256 *h);
+void wd_hex(const unsigned char *bin, size_t n, char *out /* 2n+1 */);
+int wd_unhex(const char *hex, unsigned char *out, size_t n);
+
+/* deltatensors' parent_hash of a model: SHA-256 over name bytes + raw tensor
+ * bytes in wd_model_hash_order.  Reads every tensor (pread, bounded memory). */
+int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err);
+
+/* Fast non-cryptographic 64-bit checksum used for blocks. */
+uint64_t wd_hash64(const void *p, size_t n, uint64_t seed);
+
+/* --------------------------------------------------------- .wdelta v2 */
+#define WD_DEFAULT_BLOCK_SIZE (1u << 20)
+
+typedef enum wd_codec {
+    WD_CODEC_ZSTD = 1,     /* whole bytes, zstd (headers, extra files, new tensors) */
+    WD_CODEC_LOSSLESS = 2, /* exact delta against the base tensor of the same name */
+} wd_codec;
+const char *wd_codec_name(wd_codec c);
+
+typedef struct wd_create_opts {
+    const char *base_dir;
+    const char *ft_dir;
+    const char *out_path;
+    const char *strategy;  /* "lossless" (default) */
+    int threads;           /* 0 = number of online CPUs */
+    int level;             /* zstd level, default 3 */
+    uint32_t block_size;   /* output bytes per block, default WD_DEFAULT_BLOCK_SIZE */
+    /* progress: called from the writing thread after each block/tensor */
+    void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total,
+                     size_t tensors_done, size_t tensors_total);
+    void *progress_ctx;
+} wd_create_opts;
+
+typedef struct wd_create_stats {
+    uint64_t input_bytes;  /* bytes of the fine-tune's files */
+    uint64_t output_bytes; /* size of the .wdelta */
+    size_t ntensors, nblocks;
+} wd_create_stats;
+
+/* Stream a delta: writes OUT.tmp.XXXX next to out_path, renames when done. */
+int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err);
+
+/* An extent: a byte range of an output file produced by a run of blocks. */
+typedef struct wd_extent {
+    uint64_t file_offset;  /* where in the output file */
+    uint64_t length;
+    uint32_t first_block;  /* index into the block table */
+    uint32_t nblocks;
+    uint32_t block_size;   /* output bytes per block (last one may be short) */
+    wd_codec codec;
+    wd_dtype dtype;        /* of the tensor (WD_U8 for plain bytes) */
+    const char *tensor;    /* tensor name, NULL for headers/extra files */
+    const char *base_tensor; /* base tensor name for delta codecs, else NULL */
+} wd_extent;
+
+typedef struct wd_outfile {
+    const char *name;      /* safe file name */
+    uint64_t size;
+    int is_safetensors;
+    size_t nextents;
+    const wd_extent *extents; /* sorted by file_offset, contiguous, cover [0,size) */
+} wd_outfile;
+
+typedef struct wd_block {
+    uint64_t offset;       /* in the .wdelta file */
+    uint32_t stored_len;
+    uint32_t out_len;
+    uint64_t stored_hash;  /* wd_hash64 of the stored bytes */
+    uint64_t out_hash;     /* wd_hash64 of the decoded bytes */
+} wd_block;
+
+typedef struct wd_delta wd_delta;
+
+typedef struct wd_delta_info {
+    uint32_t version;      /* 1 or 2 */
+    const char *strategy;
+    const char *tool;
+    const char *options_json;
+    unsigned char base_hash[32];
+    unsigned char result_hash[32];
+    uint64_t file_size;    /* of the .wdelta */
+    uint64_t output_size;  /* sum of all output files */
+    size_t nfiles;
+    const wd_outfile *files;
+    size_t nblocks;
+    const wd_block *blocks;
+} wd_delta_info;
+
+/* Open: checks magic, version, footer, and the digest over manifest+index. */
+int wd_delta_open(const char *path, wd_delta **out, wd_err *err);
+void wd_delta_close(wd_delta *d);
+const wd_delta_info *wd_delta_get_info(const wd_delta *d);
+/* Attach the base model (needed to decode delta codecs).  Checks that every
+ * base tensor the delta references exists with the right dtype and size.
+ * Does NOT hash the base (that reads everything); see wd_model_hash. */
+int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err);
+/* Index of an output file by name, or -1. */
+int wd_delta_find_file(const wd_delta *d, const char *name);
+
+/* Decode one block: reads the stored bytes and (for delta codecs) the base
+ * range with pread, checks both checksums, writes out_len bytes to out.
+ * A checksum mismatch is an error, never data.  Thread-safe. */
+int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err);
+/* Which extent/block holds byte `off` of file `f`: returns block index and
+ * sets *block_file_off to the file offset where that block's output starts. */
+int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off,
+                    uint32_t *block, uint64_t *block_file_off);
+
+/* --------------------------------------------------------- block cache */
+typedef struct wd_cache wd_cache;
+typedef struct wd_cache_stats {
+    uint64_t capacity, used, hits, misses, decoded_bytes, decode_ns, evictions;
+} wd_cache_stats;
+
+wd_cache *wd_cache_new(uint64_t capacity_bytes);
+void wd_cache_free(wd_cache *c);
+void wd_cache_stats_get(wd_cache *c, wd_cache_stats *s);
+
+/* Read [off, off+len) of output file f of delta d through cache c (c may be
+ * NULL: decode directly).  `key` identifies d in the cache (e.g. its inode):
+ * two open deltas with the same key must have the same content.  Concurrent
+ * readers of one block decode it once.  Returns bytes read (short only at
+ * EOF) or -1. */
+ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f,
+                void *buf, size_t len, uint64_t off, wd_err *err);
+
+/* Rebuild the whole fine-tune directory into out_dir (created; files written
+ * under temporary names and renamed).  threads: 0 = online CPUs. */
+int wd_apply(wd_delta *d, const char *out_dir, int threads,
+             void (*progress)(void *ctx, uint64_t done, uint64_t total),
+             void *progress_ctx, wd_err *err);
+
+/* Check every block's checksums (no base needed for stored checksums; with a
+ * base attached, also decodes every block and checks output checksums and
+ * the result hash).  Fills result_hash when a base is attached. */
+int wd_verify(wd_delta *d, int with_base, unsigned char result_hash[32],
+              void (*progress)(void *ctx, uint64_t done, uint64_t total),
+              void *progress_ctx, wd_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WDELTA_H */
