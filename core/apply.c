@@ -1,0 +1,347 @@
+/* apply.c - rebuild a whole fine-tune directory, and verify a delta.
+ *
+ * apply: worker threads take blocks from a shared counter, decode them and
+ * pwrite them at their place in their output file, all inside a temporary
+ * directory that is renamed to the output name only when every file is
+ * complete.  verify: checks every stored checksum; with the base attached it
+ * also decodes everything and recomputes the result's content hash from the
+ * rebuilt safetensors headers and tensors. */
+#include "internal.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* block -> (file, file offset) for writing */
+typedef struct apply_ctx {
+    wd_delta *d;
+    int *fds;
+    uint32_t *block_file;
+    uint64_t *block_off;
+    pthread_mutex_t lock;
+    uint32_t next;
+    uint64_t done;
+    int failed;
+    wd_err err;
+    void (*progress)(void *, uint64_t, uint64_t);
+    void *progress_ctx;
+} apply_ctx;
+
+static void *apply_worker(void *arg)
+{
+    apply_ctx *a = arg;
+    const wd_delta_info *in = wd_delta_get_info(a->d);
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    for (;;) {
+        pthread_mutex_lock(&a->lock);
+        uint32_t b = a->next++;
+        int stop = a->failed || b >= in->nblocks;
+        pthread_mutex_unlock(&a->lock);
+        if (stop) break;
+        wd_err e;
+        size_t n = in->blocks[b].out_len;
+        if (n > cap) {
+            free(buf);
+            buf = malloc(n);
+            cap = buf ? n : 0;
+            if (!buf) {
+                wd_errf(&e, "out of memory");
+                goto fail;
+            }
+        }
+        uint32_t f = a->block_file[b];
+        if (wd_delta_decode_block(a->d, b, buf, &e) ||
+            wd_pwrite_full(a->fds[f], buf, n, a->block_off[b], in->files[f].name, &e))
+            goto fail;
+        pthread_mutex_lock(&a->lock);
+        a->done += n;
+        if (a->progress) a->progress(a->progress_ctx, a->done, in->output_size);
+        pthread_mutex_unlock(&a->lock);
+        continue;
+    fail:
+        pthread_mutex_lock(&a->lock);
+        if (!a->failed) a->err = e;
+        a->failed = 1;
+        pthread_mutex_unlock(&a->lock);
+        break;
+    }
+    free(buf);
+    return NULL;
+}
+
+static int remove_tree(const char *dir, const wd_delta_info *in)
+{
+    char p[4096];
+    for (size_t i = 0; i < in->nfiles; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, in->files[i].name);
+        unlink(p);
+    }
+    return rmdir(dir);
+}
+
+int wd_apply(wd_delta *d, const char *out_dir, int threads,
+             void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    struct stat st;
+    if (lstat(out_dir, &st) == 0) return wd_errf(err, "%s already exists; refusing to overwrite it", out_dir);
+    size_t tl = strlen(out_dir) + 16;
+    char *tmp = malloc(tl);
+    apply_ctx a = {.d = d, .progress = progress, .progress_ctx = progress_ctx};
+    a.fds = calloc(in->nfiles + 1, sizeof *a.fds);
+    a.block_file = malloc((in->nblocks + 1) * sizeof *a.block_file);
+    a.block_off = malloc((in->nblocks + 1) * sizeof *a.block_off);
+    int rc = -1;
+    if (!tmp || !a.fds || !a.block_file || !a.block_off) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < in->nfiles; i++) a.fds[i] = -1;
+    snprintf(tmp, tl, "%s.tmp.XXXXXX", out_dir);
+    if (!mkdtemp(tmp)) {
+        wd_errf(err, "cannot create a temporary directory next to %s: %s", out_dir, strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto out;
+    }
+    chmod(tmp, 0755);
+    char path[4096];
+    for (size_t f = 0; f < in->nfiles; f++) {
+        const wd_outfile *of = &in->files[f];
+        snprintf(path, sizeof path, "%s/%s", tmp, of->name);
+        a.fds[f] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (a.fds[f] < 0 || ftruncate(a.fds[f], (off_t)of->size)) {
+            wd_errf(err, "%s: %s", path, strerror(errno));
+            goto out;
+        }
+        for (size_t k = 0; k < of->nextents; k++) {
+            const wd_extent *e = &of->extents[k];
+            for (uint32_t b = 0; b < e->nblocks; b++) {
+                a.block_file[e->first_block + b] = (uint32_t)f;
+                a.block_off[e->first_block + b] = e->file_offset + (uint64_t)b * e->block_size;
+            }
+        }
+    }
+    pthread_mutex_init(&a.lock, NULL);
+    int n = threads > 0 ? threads : online_cpus();
+    if (n > 256) n = 256;
+    pthread_t *tids = calloc((size_t)n, sizeof *tids);
+    int started = 0;
+    for (int i = 0; tids && i < n; i++)
+        if (pthread_create(&tids[i], NULL, apply_worker, &a) == 0) started++;
+    if (!started) apply_worker(&a);
+    for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
+    free(tids);
+    pthread_mutex_destroy(&a.lock);
+    if (a.failed) {
+        *err = a.err;
+        goto out;
+    }
+    for (size_t f = 0; f < in->nfiles; f++) {
+        if (fsync(a.fds[f]) || close(a.fds[f])) {
+            a.fds[f] = -1;
+            wd_errf(err, "%s/%s: %s", tmp, in->files[f].name, strerror(errno));
+            goto out;
+        }
+        a.fds[f] = -1;
+    }
+    if (rename(tmp, out_dir)) {
+        wd_errf(err, "cannot rename %s to %s: %s", tmp, out_dir, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    for (size_t f = 0; a.fds && f < in->nfiles; f++)
+        if (a.fds[f] >= 0) close(a.fds[f]);
+    if (rc && tmp) remove_tree(tmp, in);
+    free(tmp);
+    free(a.fds);
+    free(a.block_file);
+    free(a.block_off);
+    return rc;
+}
+
+/* ---- verify ---------------------------------------------------------- */
+static int check_stored(wd_delta *d, uint32_t b, unsigned char **buf, size_t *cap, wd_err *err)
+{
+    const wd_block *bl = &d->blocks[b];
+    if (bl->stored_len > *cap) {
+        free(*buf);
+        *buf = malloc(bl->stored_len);
+        *cap = *buf ? bl->stored_len : 0;
+        if (!*buf) return wd_errf(err, "out of memory");
+    }
+    if (wd_pread_full(d->fd, *buf, bl->stored_len, bl->offset, d->path, err)) return -1;
+    if (wd_hash64(*buf, bl->stored_len, 0) != bl->stored_hash)
+        return wd_errf(err, "%s: block %u (offset %llu): stored checksum mismatch", d->path, b,
+                       (unsigned long long)bl->offset);
+    return 0;
+}
+
+/* Decode [off, off+len) of file f, feeding it to the hash. */
+static int hash_range(wd_delta *d, size_t f, uint64_t off, uint64_t len, wd_sha256 *h, unsigned char *buf,
+                      wd_err *err)
+{
+    while (len) {
+        uint32_t b;
+        uint64_t boff;
+        if (wd_delta_locate(d, f, off, &b, &boff))
+            return wd_errf(err, "%s: offset %llu outside file %s", d->path, (unsigned long long)off,
+                           d->files[f].name);
+        if (wd_delta_decode_block(d, b, buf, err)) return -1;
+        uint64_t in_block = off - boff, avail = d->blocks[b].out_len - in_block;
+        uint64_t take = avail < len ? avail : len;
+        wd_sha256_update(h, buf + in_block, (size_t)take);
+        off += take;
+        len -= take;
+    }
+    return 0;
+}
+
+typedef struct hashed_tensor {
+    const wd_tensor *t;
+    size_t file;
+} hashed_tensor;
+
+static int cmp_ht(const void *a, const void *b)
+{
+    const hashed_tensor *x = a, *y = b;
+    return strcmp(x->t->name, y->t->name);
+}
+
+/* The result hash: safetensors headers are decoded and parsed, then tensors
+ * are hashed in the content-hash order (shards by smallest name). */
+static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
+{
+    const wd_delta_info *in = &d->info;
+    size_t nst = 0, nt = 0;
+    int rc = -1;
+    wd_stfile *sf = calloc(in->nfiles + 1, sizeof *sf);
+    size_t *fidx = calloc(in->nfiles + 1, sizeof *fidx);
+    size_t maxb = 1;
+    for (size_t b = 0; b < in->nblocks; b++)
+        if (in->blocks[b].out_len > maxb) maxb = in->blocks[b].out_len;
+    unsigned char *buf = malloc(maxb);
+    hashed_tensor *all = NULL;
+    wd_sha256 *h = wd_sha256_new();
+    if (!sf || !fidx || !buf || !h) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (size_t f = 0; f < in->nfiles; f++) {
+        if (!in->files[f].is_safetensors) continue;
+        const wd_extent *e = &in->files[f].extents[0];
+        unsigned char *hdr = malloc(e->length ? e->length : 1);
+        if (!hdr) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
+        uint64_t at = 0;
+        int ok = 1;
+        for (uint32_t b = 0; ok && b < e->nblocks; b++) {
+            if (wd_delta_decode_block(d, e->first_block + b, buf, err)) ok = 0;
+            else {
+                memcpy(hdr + at, buf, d->blocks[e->first_block + b].out_len);
+                at += d->blocks[e->first_block + b].out_len;
+            }
+        }
+        if (!ok || wd_st_parse(hdr, (size_t)e->length, in->files[f].size, in->files[f].name, &sf[nst], err)) {
+            free(hdr);
+            goto out;
+        }
+        free(hdr);
+        fidx[nst++] = f;
+        nt += sf[nst - 1].ntensors;
+    }
+    all = calloc(nt + 1, sizeof *all);
+    if (!all) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    /* shards ordered by their smallest tensor name, names sorted inside */
+    size_t *order = calloc(nst + 1, sizeof *order);
+    const char **minname = calloc(nst + 1, sizeof *minname);
+    if (!order || !minname) {
+        free(order);
+        free(minname);
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (size_t s = 0; s < nst; s++) {
+        order[s] = s;
+        for (size_t t = 0; t < sf[s].ntensors; t++)
+            if (!minname[s] || strcmp(sf[s].tensors[t].name, minname[s]) < 0) minname[s] = sf[s].tensors[t].name;
+    }
+    for (size_t i = 1; i < nst; i++) /* insertion sort: shard counts are small */
+        for (size_t j = i; j > 0; j--) {
+            const char *a = minname[order[j - 1]], *b = minname[order[j]];
+            if (a && (!b || strcmp(a, b) > 0)) {
+                size_t tmp = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = tmp;
+            } else break;
+        }
+    int ok = 1;
+    for (size_t oi = 0; ok && oi < nst; oi++) {
+        size_t s = order[oi], n = 0;
+        for (size_t t = 0; t < sf[s].ntensors; t++) all[n++] = (hashed_tensor){&sf[s].tensors[t], fidx[s]};
+        qsort(all, n, sizeof *all, cmp_ht);
+        for (size_t t = 0; ok && t < n; t++) {
+            wd_sha256_update(h, all[t].t->name, strlen(all[t].t->name));
+            if (hash_range(d, all[t].file, all[t].t->offset, all[t].t->length, h, buf, err)) ok = 0;
+        }
+    }
+    free(order);
+    free(minname);
+    if (!ok) goto out;
+    wd_sha256_final(h, out);
+    h = NULL;
+    rc = 0;
+out:
+    if (h) wd_sha256_free(h);
+    for (size_t s = 0; sf && s < nst; s++) wd_st_free(&sf[s]);
+    free(sf);
+    free(fidx);
+    free(buf);
+    free(all);
+    return rc;
+}
+
+int wd_verify(wd_delta *d, int with_base, unsigned char out_hash[32],
+              void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
+{
+    const wd_delta_info *in = &d->info;
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    uint64_t total = 0, done = 0;
+    for (size_t b = 0; b < in->nblocks; b++) total += in->blocks[b].stored_len;
+    for (size_t b = 0; b < in->nblocks; b++) {
+        if (check_stored(d, (uint32_t)b, &buf, &cap, err)) {
+            free(buf);
+            return -1;
+        }
+        done += in->blocks[b].stored_len;
+        if (progress) progress(progress_ctx, done, total);
+    }
+    free(buf);
+    if (!with_base) return 0;
+    if (!d->base) return wd_errf(err, "%s: verifying the result needs the base model", d->path);
+    if (result_hash(d, out_hash, err)) return -1;
+    if (memcmp(out_hash, in->result_hash, 32)) {
+        char a[65], b[65];
+        wd_hex(out_hash, 32, a);
+        wd_hex(in->result_hash, 32, b);
+        return wd_errf(err, "%s: rebuilt model hashes to %s, the delta records %s", d->path, a, b);
+    }
+    return 0;
+}

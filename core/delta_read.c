@@ -1,0 +1,475 @@
+/* delta_read.c - open a .wdelta v2 file, check it, and decode any block.
+ *
+ * Opening reads only the preamble, the footer, the manifest and the block
+ * table (all covered by one SHA-256); block data is read on demand with
+ * pread, so an open delta costs memory in proportion to its index, never to
+ * the model. */
+#include "internal.h"
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- scratch pool: decoders reuse buffers and zstd contexts ---------- */
+wd_scratch *wd_delta_scratch_get(wd_delta *d)
+{
+    wd_scratch *s = NULL;
+    pthread_mutex_lock(&d->pool_lock);
+    if (d->npool) s = d->pool[--d->npool];
+    pthread_mutex_unlock(&d->pool_lock);
+    return s ? s : wd_scratch_new();
+}
+
+void wd_delta_scratch_put(wd_delta *d, wd_scratch *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&d->pool_lock);
+    if (d->npool < 64) {
+        if (d->npool == d->cap_pool) {
+            size_t nc = d->cap_pool ? d->cap_pool * 2 : 8;
+            wd_scratch **np = realloc(d->pool, nc * sizeof *np);
+            if (np) {
+                d->pool = np;
+                d->cap_pool = nc;
+            }
+        }
+        if (d->npool < d->cap_pool) {
+            d->pool[d->npool++] = s;
+            s = NULL;
+        }
+    }
+    pthread_mutex_unlock(&d->pool_lock);
+    wd_scratch_free(s);
+}
+
+/* ---- manifest parsing ------------------------------------------------ */
+static int get_u64(const cJSON *o, const char *key, uint64_t *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v)) return -1;
+    double x = v->valuedouble;
+    if (!(x >= 0) || x > 9007199254740992.0 || x != (double)(uint64_t)x) return -1;
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static const char *get_str(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int parse_extent(wd_delta *d, const cJSON *x, const char *fname, size_t k, wd_ext_priv *e,
+                        wd_err *err)
+{
+    uint64_t off, len, fb, nb, bs;
+    const char *codec = get_str(x, "codec"), *dt = get_str(x, "dtype");
+    if (get_u64(x, "offset", &off) || get_u64(x, "length", &len) || get_u64(x, "first_block", &fb) ||
+        get_u64(x, "nblocks", &nb) || get_u64(x, "block_size", &bs) || !codec || !dt)
+        return wd_errf(err, "%s: manifest: file %s extent %zu lacks a field", d->path, fname, k);
+    wd_codec c;
+    if (wd_codec_from_name(codec, &c))
+        return wd_errf(err, "%s: file %s extent %zu uses codec '%s', which this version cannot decode",
+                       d->path, fname, k, codec);
+    if (bs == 0 || bs > (64u << 20) || bs % 8 || fb + nb > d->info.nblocks || nb > UINT32_MAX ||
+        (len + bs - 1) / bs != nb)
+        return wd_errf(err, "%s: file %s extent %zu has inconsistent blocks", d->path, fname, k);
+    e->pub.file_offset = off;
+    e->pub.length = len;
+    e->pub.first_block = (uint32_t)fb;
+    e->pub.nblocks = (uint32_t)nb;
+    e->pub.block_size = (uint32_t)bs;
+    e->pub.codec = c;
+    e->pub.dtype = wd_dtype_from_name(dt);
+    e->tensor = dup_or_null(get_str(x, "tensor"));
+    e->base_tensor = dup_or_null(get_str(x, "base"));
+    e->pub.tensor = e->tensor;
+    e->pub.base_tensor = e->base_tensor;
+    e->base_fd_index = -1;
+    if (c == WD_CODEC_LOSSLESS && !e->base_tensor)
+        return wd_errf(err, "%s: file %s extent %zu is a delta without a base tensor", d->path, fname, k);
+    if (e->pub.length % wd_codec_width(e->pub.dtype))
+        return wd_errf(err, "%s: file %s extent %zu: length %llu is not a multiple of the element size",
+                       d->path, fname, k, (unsigned long long)len);
+    /* every block of the extent must have the right output length */
+    for (uint64_t b = 0; b < nb; b++) {
+        uint64_t want = (b + 1 < nb) ? bs : len - b * bs;
+        if (d->blocks[fb + b].out_len != want)
+            return wd_errf(err, "%s: file %s extent %zu block %llu has output length %u, expected %llu",
+                           d->path, fname, k, (unsigned long long)(fb + b), d->blocks[fb + b].out_len,
+                           (unsigned long long)want);
+    }
+    return 0;
+}
+
+static int parse_file(wd_delta *d, const cJSON *f, size_t i, wd_err *err)
+{
+    const char *name = get_str(f, "name");
+    uint64_t size;
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(f, "extents");
+    if (!name || get_u64(f, "size", &size) || !cJSON_IsArray(ex))
+        return wd_errf(err, "%s: manifest: file %zu lacks name, size or extents", d->path, i);
+    if (!wd_safe_name(name))
+        return wd_errf(err, "%s: manifest: file name '%s' is not a safe file name", d->path, name);
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(d->files[j].name, name))
+            return wd_errf(err, "%s: manifest: file %s appears twice", d->path, name);
+    wd_outfile *of = &d->files[i];
+    of->name = strdup(name);
+    of->size = size;
+    of->is_safetensors = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "safetensors"));
+    size_t n = (size_t)cJSON_GetArraySize(ex);
+    d->file_exts[i] = calloc(n + 1, sizeof(wd_ext_priv));
+    d->file_pub_exts[i] = calloc(n + 1, sizeof(wd_extent));
+    if (!of->name || !d->file_exts[i] || !d->file_pub_exts[i]) return wd_errf(err, "out of memory");
+    of->nextents = n;
+    uint64_t at = 0;
+    for (size_t k = 0; k < n; k++) {
+        wd_ext_priv *e = &d->file_exts[i][k];
+        if (parse_extent(d, cJSON_GetArrayItem(ex, (int)k), name, k, e, err)) return -1;
+        if (e->pub.file_offset != at)
+            return wd_errf(err, "%s: file %s extent %zu starts at %llu, expected %llu (gap or overlap)",
+                           d->path, name, k, (unsigned long long)e->pub.file_offset, (unsigned long long)at);
+        at += e->pub.length;
+        d->file_pub_exts[i][k] = e->pub;
+    }
+    if (at != size)
+        return wd_errf(err, "%s: file %s: extents cover %llu bytes of %llu", d->path, name,
+                       (unsigned long long)at, (unsigned long long)size);
+    of->extents = d->file_pub_exts[i];
+    return 0;
+}
+
+static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err)
+{
+    cJSON *m = cJSON_ParseWithLength(text, len);
+    if (!m || !cJSON_IsObject(m)) {
+        cJSON_Delete(m);
+        return wd_errf(err, "%s: manifest is not valid JSON", d->path);
+    }
+    int rc = -1;
+    const char *fmt = get_str(m, "format"), *bh = get_str(m, "base_hash"), *rh = get_str(m, "result_hash");
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(m, "files");
+    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(m, "options");
+    if (!fmt || strcmp(fmt, "wdelta") || !bh || !rh || !cJSON_IsArray(files)) {
+        wd_errf(err, "%s: manifest lacks format, hashes or files", d->path);
+        goto out;
+    }
+    if (wd_unhex(bh, d->info.base_hash, 32) || wd_unhex(rh, d->info.result_hash, 32)) {
+        wd_errf(err, "%s: manifest hashes are not 64 hex digits", d->path);
+        goto out;
+    }
+    d->strategy = dup_or_null(get_str(m, "strategy"));
+    d->tool = dup_or_null(get_str(m, "tool"));
+    d->options_json = opt ? cJSON_PrintUnformatted(opt) : strdup("{}");
+    size_t nf = (size_t)cJSON_GetArraySize(files);
+    d->files = calloc(nf + 1, sizeof *d->files);
+    d->file_exts = calloc(nf + 1, sizeof *d->file_exts);
+    d->file_pub_exts = calloc(nf + 1, sizeof *d->file_pub_exts);
+    if (!d->files || !d->file_exts || !d->file_pub_exts) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    d->info.nfiles = nf;
+    for (size_t i = 0; i < nf; i++)
+        if (parse_file(d, cJSON_GetArrayItem(files, (int)i), i, err)) goto out;
+    rc = 0;
+out:
+    cJSON_Delete(m);
+    return rc;
+}
+
+/* Every block must belong to exactly one extent. */
+static int map_blocks(wd_delta *d, wd_err *err)
+{
+    size_t nb = d->info.nblocks, next = 0;
+    d->block_ext = malloc((nb ? nb : 1) * sizeof *d->block_ext);
+    if (!d->block_ext) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < nb; i++) d->block_ext[i] = UINT32_MAX;
+    for (size_t f = 0; f < d->info.nfiles; f++) next += d->files[f].nextents;
+    d->ext_by_num = calloc(next + 1, sizeof *d->ext_by_num);
+    if (!d->ext_by_num) return wd_errf(err, "out of memory");
+    d->next = next;
+    size_t num = 0;
+    for (size_t f = 0; f < d->info.nfiles; f++)
+        for (size_t k = 0; k < d->files[f].nextents; k++, num++) {
+            wd_ext_priv *e = &d->file_exts[f][k];
+            d->ext_by_num[num] = e;
+            for (uint32_t b = 0; b < e->pub.nblocks; b++) {
+                uint32_t id = e->pub.first_block + b;
+                if (d->block_ext[id] != UINT32_MAX)
+                    return wd_errf(err, "%s: block %u belongs to two extents", d->path, id);
+                d->block_ext[id] = (uint32_t)num;
+            }
+        }
+    for (size_t i = 0; i < nb; i++)
+        if (d->block_ext[i] == UINT32_MAX) return wd_errf(err, "%s: block %zu belongs to no extent", d->path, i);
+    return 0;
+}
+
+static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
+{
+    unsigned char pre[WD_PREAMBLE_LEN], foot[WD_FOOTER_LEN];
+    if (size < 15) return wd_errf(err, "%s: too short (%llu bytes) to be a .wdelta file", d->path, (unsigned long long)size);
+    if (wd_pread_full(d->fd, pre, 11, 0, d->path, err)) return -1;
+    if (memcmp(pre, WD_MAGIC, WD_MAGIC_LEN)) return wd_errf(err, "%s: not a .wdelta file (bad magic)", d->path);
+    d->info.version = wd_get_u32(pre + 7);
+    if (d->info.version == 1)
+        return wd_errf(err, "%s: deltatensors v1 file: not supported by this version of wdelta yet", d->path);
+    if (d->info.version != 2)
+        return wd_errf(err, "%s: .wdelta version %u is not supported (this build reads version 2)", d->path,
+                       d->info.version);
+    if (size < WD_PREAMBLE_LEN + WD_FOOTER_LEN)
+        return wd_errf(err, "%s: truncated: %llu bytes is less than the fixed parts", d->path, (unsigned long long)size);
+    if (wd_pread_full(d->fd, foot, WD_FOOTER_LEN, size - WD_FOOTER_LEN, d->path, err)) return -1;
+    if (memcmp(foot + 80, WD_FOOTER_MAGIC, 8))
+        return wd_errf(err, "%s: footer missing (file truncated or not completely written)", d->path);
+    uint64_t moff = wd_get_u64(foot), mlen = wd_get_u64(foot + 8), toff = wd_get_u64(foot + 16),
+             nb = wd_get_u64(foot + 24), fsize = wd_get_u64(foot + 32);
+    if (fsize != size)
+        return wd_errf(err, "%s: file is %llu bytes but its footer says %llu (truncated or appended to)", d->path,
+                       (unsigned long long)size, (unsigned long long)fsize);
+    if (mlen > WD_MAX_MANIFEST || nb > WD_MAX_BLOCKS || moff < WD_PREAMBLE_LEN || moff + mlen != toff ||
+        toff + nb * WD_BLOCK_ENTRY_LEN + WD_FOOTER_LEN != size)
+        return wd_errf(err, "%s: footer describes an impossible layout (manifest %llu+%llu, table %llu, %llu blocks)",
+                       d->path, (unsigned long long)moff, (unsigned long long)mlen, (unsigned long long)toff,
+                       (unsigned long long)nb);
+    size_t tlen = (size_t)nb * WD_BLOCK_ENTRY_LEN;
+    unsigned char *buf = malloc(mlen + tlen + 1);
+    if (!buf) return wd_errf(err, "out of memory reading the index of %s", d->path);
+    if (wd_pread_full(d->fd, buf, mlen + tlen, moff, d->path, err)) {
+        free(buf);
+        return -1;
+    }
+    unsigned char digest[32];
+    wd_sha256 *h = wd_sha256_new();
+    if (!h) {
+        free(buf);
+        return wd_errf(err, "out of memory");
+    }
+    wd_sha256_update(h, buf, mlen + tlen);
+    wd_sha256_update(h, foot, 40);
+    wd_sha256_final(h, digest);
+    if (memcmp(digest, foot + 40, 32)) {
+        free(buf);
+        return wd_errf(err, "%s: header digest mismatch: the manifest or block index is corrupt", d->path);
+    }
+    d->info.nblocks = (size_t)nb;
+    d->blocks = calloc(nb ? nb : 1, sizeof *d->blocks);
+    if (!d->blocks) {
+        free(buf);
+        return wd_errf(err, "out of memory");
+    }
+    for (size_t i = 0; i < nb; i++) {
+        const unsigned char *e = buf + mlen + i * WD_BLOCK_ENTRY_LEN;
+        wd_block *b = &d->blocks[i];
+        b->offset = wd_get_u64(e);
+        b->stored_len = wd_get_u32(e + 8);
+        b->out_len = wd_get_u32(e + 12);
+        b->stored_hash = wd_get_u64(e + 16);
+        b->out_hash = wd_get_u64(e + 24);
+        if (b->offset < WD_PREAMBLE_LEN || b->offset + b->stored_len > moff) {
+            free(buf);
+            return wd_errf(err, "%s: block %zu lies outside the data area", d->path, i);
+        }
+    }
+    d->info.blocks = d->blocks;
+    int rc = parse_manifest(d, (const char *)buf, (size_t)mlen, err);
+    free(buf);
+    return rc;
+}
+
+int wd_delta_open(const char *path, wd_delta **out, wd_err *err)
+{
+    wd_delta *d = calloc(1, sizeof *d);
+    if (!d) return wd_errf(err, "out of memory");
+    pthread_mutex_init(&d->pool_lock, NULL);
+    d->path = strdup(path);
+    d->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (d->fd < 0) {
+        wd_errf(err, "%s: %s", path, strerror(errno));
+        wd_delta_close(d);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(d->fd, &st)) {
+        wd_errf(err, "%s: %s", path, strerror(errno));
+        wd_delta_close(d);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        wd_errf(err, "%s: not a regular file", path);
+        wd_delta_close(d);
+        return -1;
+    }
+    d->info.file_size = (uint64_t)st.st_size;
+    if (read_tail(d, (uint64_t)st.st_size, err) || map_blocks(d, err)) {
+        wd_delta_close(d);
+        return -1;
+    }
+    d->info.strategy = d->strategy ? d->strategy : "lossless";
+    d->info.tool = d->tool ? d->tool : "";
+    d->info.options_json = d->options_json;
+    d->info.files = d->files;
+    for (size_t i = 0; i < d->info.nfiles; i++) d->info.output_size += d->files[i].size;
+    *out = d;
+    return 0;
+}
+
+void wd_delta_close(wd_delta *d)
+{
+    if (!d) return;
+    if (d->fd >= 0) close(d->fd);
+    for (size_t f = 0; d->files && f < d->info.nfiles; f++) {
+        free((char *)d->files[f].name);
+        for (size_t k = 0; d->file_exts[f] && k < d->files[f].nextents; k++) {
+            free(d->file_exts[f][k].tensor);
+            free(d->file_exts[f][k].base_tensor);
+        }
+        free(d->file_exts[f]);
+        free(d->file_pub_exts[f]);
+    }
+    free(d->files);
+    free(d->file_exts);
+    free(d->file_pub_exts);
+    free(d->blocks);
+    free(d->block_ext);
+    free(d->ext_by_num);
+    if (d->base_fds) {
+        for (size_t i = 0; i < d->base->nfiles; i++)
+            if (d->base_fds[i] >= 0) close(d->base_fds[i]);
+        free(d->base_fds);
+    }
+    for (size_t i = 0; i < d->npool; i++) wd_scratch_free(d->pool[i]);
+    free(d->pool);
+    pthread_mutex_destroy(&d->pool_lock);
+    free(d->strategy);
+    free(d->tool);
+    free(d->options_json);
+    free(d->path);
+    free(d);
+}
+
+const wd_delta_info *wd_delta_get_info(const wd_delta *d)
+{
+    return &d->info;
+}
+
+int wd_delta_find_file(const wd_delta *d, const char *name)
+{
+    for (size_t i = 0; i < d->info.nfiles; i++)
+        if (!strcmp(d->files[i].name, name)) return (int)i;
+    return -1;
+}
+
+int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err)
+{
+    if (d->base) return wd_errf(err, "%s: a base is already attached", d->path);
+    for (size_t i = 0; i < d->next; i++) {
+        wd_ext_priv *e = d->ext_by_num[i];
+        if (!e->base_tensor) continue;
+        size_t fi;
+        const wd_tensor *t = wd_model_find(base, e->base_tensor, &fi);
+        if (!t)
+            return wd_errf(err, "%s: base %s has no tensor %s", d->path, base->dir, e->base_tensor);
+        if (t->dtype != e->pub.dtype || t->length != e->pub.length)
+            return wd_errf(err, "%s: base tensor %s is %s of %llu bytes, the delta expects %llu bytes", d->path,
+                           e->base_tensor, t->dtype_name, (unsigned long long)t->length,
+                           (unsigned long long)e->pub.length);
+        e->base_fd_index = (int)fi;
+        e->base_offset = t->offset;
+    }
+    d->base_fds = malloc((base->nfiles ? base->nfiles : 1) * sizeof *d->base_fds);
+    if (!d->base_fds) return wd_errf(err, "out of memory");
+    d->base = base;
+    for (size_t i = 0; i < base->nfiles; i++) d->base_fds[i] = -1;
+    for (size_t i = 0; i < base->nfiles; i++)
+        if ((d->base_fds[i] = open(base->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
+            wd_errf(err, "%s: %s", base->files[i].path, strerror(errno));
+            return -1;
+        }
+    return 0;
+}
+
+int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off, uint32_t *block, uint64_t *block_file_off)
+{
+    if (f >= d->info.nfiles || off >= d->files[f].size) return -1;
+    const wd_ext_priv *ex = d->file_exts[f];
+    size_t lo = 0, hi = d->files[f].nextents;
+    while (hi - lo > 1) { /* last extent starting at or before off */
+        size_t mid = (lo + hi) / 2;
+        if (ex[mid].pub.file_offset <= off) lo = mid;
+        else hi = mid;
+    }
+    const wd_extent *e = &ex[lo].pub;
+    uint64_t k = (off - e->file_offset) / e->block_size;
+    *block = e->first_block + (uint32_t)k;
+    *block_file_off = e->file_offset + k * e->block_size;
+    return 0;
+}
+
+static int where(const wd_delta *d, uint32_t block, wd_err *err)
+{
+    const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
+    const wd_block *b = &d->blocks[block];
+    if (e->tensor)
+        return wd_errprefix(err, "%s: tensor %s, block %u (delta offset %llu)", d->path, e->tensor, block,
+                            (unsigned long long)b->offset);
+    return wd_errprefix(err, "%s: block %u (delta offset %llu)", d->path, block, (unsigned long long)b->offset);
+}
+
+int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
+{
+    if (block >= d->info.nblocks) return wd_errf(err, "%s: no block %u", d->path, block);
+    const wd_block *b = &d->blocks[block];
+    const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
+    if (e->pub.codec == WD_CODEC_LOSSLESS && (!d->base || e->base_fd_index < 0))
+        return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path, e->tensor);
+    wd_scratch *s = wd_delta_scratch_get(d);
+    if (!s) return wd_errf(err, "out of memory");
+    int rc = -1;
+    unsigned char *stored = wd_scratch_buf(s, 0, b->stored_len);
+    unsigned char *base = NULL;
+    if (!stored) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    if (wd_pread_full(d->fd, stored, b->stored_len, b->offset, "read", err)) goto out_where;
+    if (wd_hash64(stored, b->stored_len, 0) != b->stored_hash) {
+        wd_errf(err, "stored checksum mismatch (the delta file is corrupt)");
+        goto out_where;
+    }
+    if (e->pub.codec == WD_CODEC_LOSSLESS) {
+        uint64_t rel = (uint64_t)(block - e->pub.first_block) * e->pub.block_size;
+        base = wd_scratch_buf(s, 1, b->out_len);
+        if (!base) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
+        const char *bpath = d->base->files[e->base_fd_index].path;
+        if (wd_pread_full(d->base_fds[e->base_fd_index], base, b->out_len, e->base_offset + rel, bpath, err))
+            goto out_where;
+    }
+    if (wd_decode_block(s, e->pub.codec, e->pub.dtype, stored, b->stored_len, base, out, b->out_len, err))
+        goto out_where;
+    if (wd_hash64(out, b->out_len, 0) != b->out_hash) {
+        wd_errf(err, "output checksum mismatch (%s)",
+                base ? "the base file differs from the one the delta was made against" : "corrupt block");
+        goto out_where;
+    }
+    rc = 0;
+    goto out;
+out_where:
+    where(d, block, err);
+out:
+    wd_delta_scratch_put(d, s);
+    return rc;
+}

@@ -1,0 +1,667 @@
+/* delta_write.c - wd_create: one streaming pass from (base, fine-tune) to a
+ * .wdelta v2 file.
+ *
+ * The reading thread walks the fine-tune in content-hash order (so the
+ * result hash is computed on the way), cuts every stream into blocks and
+ * queues them; worker threads encode and append them to the temporary file
+ * in whatever order they finish (the block table records where each went).
+ * The queue is bounded, so memory stays at a few blocks per thread whatever
+ * the model's size.  The base's content hash is computed by one more thread
+ * at the same time.  Only a complete file is renamed to the output name. */
+#include "internal.h"
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+/* ---- the plan: every output file as extents ------------------------- */
+typedef struct plan_ext {
+    uint64_t file_offset, length;
+    wd_codec codec;
+    wd_dtype dtype;
+    const wd_tensor *tensor;      /* fine-tune tensor, NULL for header/extra */
+    const wd_tensor *base_tensor; /* for WD_CODEC_LOSSLESS */
+    int ft_file, base_file;       /* indices into models' files */
+    uint32_t first_block, nblocks;
+} plan_ext;
+
+typedef struct plan_file {
+    char *name;
+    char *src_path;     /* extra files: where to read them */
+    uint64_t size;
+    int is_st;
+    size_t next;
+    plan_ext *ext;
+} plan_file;
+
+typedef struct job {
+    uint32_t block;
+    wd_codec codec;
+    wd_dtype dtype;
+    unsigned char *ft, *base;
+    size_t n;
+} job;
+
+typedef struct writer {
+    const wd_create_opts *o;
+    int level;
+    uint32_t block_size;
+    int fd;
+    const char *tmp_path;
+    /* queue */
+    pthread_mutex_t lock;
+    pthread_cond_t not_empty, not_full;
+    job *q;
+    size_t qcap, qhead, qlen;
+    int closing;
+    /* output */
+    uint64_t next_offset;
+    wd_block *blocks;
+    uint32_t nblocks;
+    int failed;
+    wd_err err;
+    /* progress */
+    uint64_t total_bytes;
+    size_t tensors_done, ntensors;
+} writer;
+
+static void fail(writer *w, const wd_err *e)
+{
+    pthread_mutex_lock(&w->lock);
+    if (!w->failed) {
+        w->failed = 1;
+        w->err = *e;
+    }
+    pthread_cond_broadcast(&w->not_full);
+    pthread_cond_broadcast(&w->not_empty);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static int submit(writer *w, job *j)
+{
+    pthread_mutex_lock(&w->lock);
+    while (w->qlen == w->qcap && !w->failed) pthread_cond_wait(&w->not_full, &w->lock);
+    int failed = w->failed;
+    if (!failed) {
+        w->q[(w->qhead + w->qlen) % w->qcap] = *j;
+        w->qlen++;
+        pthread_cond_signal(&w->not_empty);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (failed) {
+        free(j->ft);
+        free(j->base);
+    }
+    return failed ? -1 : 0;
+}
+
+static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
+{
+    const unsigned char *out;
+    size_t len;
+    if (wd_encode_block(s, j->codec, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err))
+        return wd_errprefix(err, "block %u", j->block);
+    if (len > UINT32_MAX) return wd_errf(err, "block %u: encoded size %zu too large", j->block, len);
+    pthread_mutex_lock(&w->lock);
+    uint64_t at = w->next_offset;
+    w->next_offset += len;
+    pthread_mutex_unlock(&w->lock);
+    if (wd_pwrite_full(w->fd, out, len, at, w->tmp_path, err)) return -1;
+    wd_block *b = &w->blocks[j->block];
+    b->offset = at;
+    b->stored_len = (uint32_t)len;
+    b->out_len = (uint32_t)j->n;
+    b->stored_hash = wd_hash64(out, len, 0);
+    b->out_hash = wd_hash64(j->ft, j->n, 0);
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    writer *w = arg;
+    wd_scratch *s = wd_scratch_new();
+    if (!s) {
+        wd_err e;
+        wd_errf(&e, "out of memory");
+        fail(w, &e);
+        return NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (w->qlen == 0 && !w->closing && !w->failed) pthread_cond_wait(&w->not_empty, &w->lock);
+        if (w->failed || (w->qlen == 0 && w->closing)) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+        job j = w->q[w->qhead];
+        w->qhead = (w->qhead + 1) % w->qcap;
+        w->qlen--;
+        pthread_cond_signal(&w->not_full);
+        pthread_mutex_unlock(&w->lock);
+        wd_err e;
+        int rc = encode_and_write(w, s, &j, &e);
+        free(j.ft);
+        free(j.base);
+        if (rc) fail(w, &e);
+    }
+    /* drain anything left after a failure */
+    pthread_mutex_lock(&w->lock);
+    while (w->qlen) {
+        job *j = &w->q[w->qhead];
+        free(j->ft);
+        free(j->base);
+        w->qhead = (w->qhead + 1) % w->qcap;
+        w->qlen--;
+    }
+    pthread_cond_broadcast(&w->not_full);
+    pthread_mutex_unlock(&w->lock);
+    wd_scratch_free(s);
+    return NULL;
+}
+
+/* ---- planning -------------------------------------------------------- */
+static int same_shape(const wd_tensor *a, const wd_tensor *b)
+{
+    if (a->ndim != b->ndim || a->dtype != b->dtype || a->length != b->length) return 0;
+    if (strcmp(a->dtype_name, b->dtype_name)) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+static uint32_t blocks_for(uint64_t len, uint32_t bs)
+{
+    return (uint32_t)((len + bs - 1) / bs);
+}
+
+static void free_plan(plan_file *pf, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(pf[i].name);
+        free(pf[i].src_path);
+        free(pf[i].ext);
+    }
+    free(pf);
+}
+
+static int plan_outputs(const wd_model *base, const wd_model *ft, uint32_t bs,
+                        plan_file **out, size_t *nout, wd_err *err)
+{
+    size_t n = ft->nfiles + ft->nextras;
+    plan_file *pf = calloc(n ? n : 1, sizeof *pf);
+    if (!pf) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < ft->nfiles; i++) {
+        const wd_stfile *sf = &ft->files[i];
+        plan_file *p = &pf[i];
+        p->name = strdup(sf->name);
+        p->size = sf->size;
+        p->is_st = 1;
+        p->ext = calloc(sf->ntensors + 1, sizeof *p->ext);
+        if (!p->name || !p->ext) goto oom;
+        p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
+                                       (int)i, -1, 0, 0};
+        for (size_t t = 0; t < sf->ntensors; t++) {
+            const wd_tensor *tt = &sf->tensors[t];
+            if (tt->length == 0) continue;
+            size_t bfi = 0;
+            const wd_tensor *bt = wd_model_find(base, tt->name, &bfi);
+            int delta = bt && same_shape(bt, tt);
+            p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
+                                           delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
+                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0};
+        }
+    }
+    for (size_t i = 0; i < ft->nextras; i++) {
+        plan_file *p = &pf[ft->nfiles + i];
+        struct stat stt;
+        p->name = strdup(ft->extras[i]);
+        size_t pl = strlen(ft->dir) + strlen(ft->extras[i]) + 2;
+        p->src_path = malloc(pl);
+        p->ext = calloc(1, sizeof *p->ext);
+        if (!p->name || !p->src_path || !p->ext) goto oom;
+        snprintf(p->src_path, pl, "%s/%s", ft->dir, ft->extras[i]);
+        if (stat(p->src_path, &stt)) {
+            free_plan(pf, n);
+            return wd_errf(err, "%s/%s: %s", ft->dir, ft->extras[i], strerror(errno));
+        }
+        p->size = (uint64_t)stt.st_size;
+        if (p->size) {
+            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0};
+            p->next = 1;
+        }
+    }
+    (void)bs;
+    *out = pf;
+    *nout = n;
+    return 0;
+oom:
+    free_plan(pf, n);
+    return wd_errf(err, "out of memory planning the delta");
+}
+
+/* ---- feeding ---------------------------------------------------------- */
+static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
+                      plan_ext *e, uint64_t src_off, uint64_t base_off, wd_sha256 *sha,
+                      uint64_t *done, wd_err *err)
+{
+    for (uint32_t b = 0; b < e->nblocks; b++) {
+        uint64_t rel = (uint64_t)b * w->block_size;
+        size_t n = (size_t)(e->length - rel < w->block_size ? e->length - rel : w->block_size);
+        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n};
+        if (!j.ft) return wd_errf(err, "out of memory");
+        if (wd_pread_full(ft_fd, j.ft, n, src_off + rel, ft_path, err)) {
+            free(j.ft);
+            return e->tensor ? wd_errprefix(err, "tensor %s", e->tensor->name) : -1;
+        }
+        if (sha) wd_sha256_update(sha, j.ft, n);
+        if (e->codec == WD_CODEC_LOSSLESS) {
+            j.base = malloc(n);
+            if (!j.base || wd_pread_full(base_fd, j.base, n, base_off + rel, base_path, err)) {
+                free(j.ft);
+                free(j.base);
+                if (!j.base) return wd_errf(err, "out of memory");
+                return wd_errprefix(err, "base tensor %s", e->tensor->name);
+            }
+        }
+        if (submit(w, &j)) return -1;
+        *done += n;
+        if (w->o->progress)
+            w->o->progress(w->o->progress_ctx, *done, w->total_bytes, w->tensors_done, w->ntensors);
+    }
+    return 0;
+}
+
+typedef struct base_hash_job {
+    const wd_model *base;
+    unsigned char digest[32];
+    int rc;
+    wd_err err;
+} base_hash_job;
+
+static void *base_hash_main(void *arg)
+{
+    base_hash_job *h = arg;
+    h->rc = wd_model_hash(h->base, h->digest, &h->err);
+    return NULL;
+}
+
+/* ---- manifest -------------------------------------------------------- */
+static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int threads,
+                            const unsigned char *base_hash, const unsigned char *result_hash,
+                            const plan_file *pf, size_t npf)
+{
+    char hex[65];
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "format", "wdelta");
+    cJSON_AddNumberToObject(m, "version", 2);
+    cJSON_AddStringToObject(m, "tool", "wdelta " WD_VERSION_STRING);
+    cJSON_AddStringToObject(m, "strategy", "lossless");
+    cJSON *opt = cJSON_AddObjectToObject(m, "options");
+    cJSON_AddStringToObject(opt, "strategy", o->strategy ? o->strategy : "lossless");
+    cJSON_AddNumberToObject(opt, "level", level);
+    cJSON_AddNumberToObject(opt, "block_size", bs);
+    cJSON_AddNumberToObject(opt, "threads", threads);
+    wd_hex(base_hash, 32, hex);
+    cJSON_AddStringToObject(m, "base_hash", hex);
+    wd_hex(result_hash, 32, hex);
+    cJSON_AddStringToObject(m, "result_hash", hex);
+    cJSON *files = cJSON_AddArrayToObject(m, "files");
+    for (size_t i = 0; i < npf; i++) {
+        const plan_file *p = &pf[i];
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "name", p->name);
+        cJSON_AddNumberToObject(f, "size", (double)p->size);
+        cJSON_AddBoolToObject(f, "safetensors", p->is_st);
+        cJSON *ex = cJSON_AddArrayToObject(f, "extents");
+        for (size_t k = 0; k < p->next; k++) {
+            const plan_ext *e = &p->ext[k];
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddNumberToObject(x, "offset", (double)e->file_offset);
+            cJSON_AddNumberToObject(x, "length", (double)e->length);
+            cJSON_AddStringToObject(x, "codec", wd_codec_name(e->codec));
+            cJSON_AddStringToObject(x, "dtype", e->tensor ? e->tensor->dtype_name : "U8");
+            if (e->tensor) cJSON_AddStringToObject(x, "tensor", e->tensor->name);
+            if (e->base_tensor) cJSON_AddStringToObject(x, "base", e->base_tensor->name);
+            cJSON_AddNumberToObject(x, "first_block", e->first_block);
+            cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
+            cJSON_AddNumberToObject(x, "block_size", bs);
+            cJSON_AddItemToArray(ex, x);
+        }
+        cJSON_AddItemToArray(files, f);
+    }
+    return m;
+}
+
+static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *err)
+{
+    size_t mlen = strlen(manifest);
+    uint64_t moff = w->next_offset, toff = moff + mlen;
+    size_t tlen = (size_t)w->nblocks * WD_BLOCK_ENTRY_LEN;
+    unsigned char *table = malloc(tlen ? tlen : 1);
+    if (!table) return wd_errf(err, "out of memory");
+    for (uint32_t i = 0; i < w->nblocks; i++) {
+        unsigned char *e = table + (size_t)i * WD_BLOCK_ENTRY_LEN;
+        wd_put_u64(e, w->blocks[i].offset);
+        wd_put_u32(e + 8, w->blocks[i].stored_len);
+        wd_put_u32(e + 12, w->blocks[i].out_len);
+        wd_put_u64(e + 16, w->blocks[i].stored_hash);
+        wd_put_u64(e + 24, w->blocks[i].out_hash);
+    }
+    unsigned char foot[WD_FOOTER_LEN] = {0};
+    uint64_t size = toff + tlen + WD_FOOTER_LEN;
+    wd_put_u64(foot, moff);
+    wd_put_u64(foot + 8, mlen);
+    wd_put_u64(foot + 16, toff);
+    wd_put_u64(foot + 24, w->nblocks);
+    wd_put_u64(foot + 32, size);
+    wd_sha256 *h = wd_sha256_new();
+    if (!h) {
+        free(table);
+        return wd_errf(err, "out of memory");
+    }
+    wd_sha256_update(h, manifest, mlen);
+    wd_sha256_update(h, table, tlen);
+    wd_sha256_update(h, foot, 40);
+    wd_sha256_final(h, foot + 40);
+    memcpy(foot + 80, WD_FOOTER_MAGIC, 8);
+    int rc = wd_pwrite_full(w->fd, manifest, mlen, moff, w->tmp_path, err) ||
+             wd_pwrite_full(w->fd, table, tlen, toff, w->tmp_path, err) ||
+             wd_pwrite_full(w->fd, foot, WD_FOOTER_LEN, toff + tlen, w->tmp_path, err);
+    free(table);
+    *total = size;
+    return rc ? -1 : 0;
+}
+
+/* ---- the driver ------------------------------------------------------ */
+static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf,
+                    unsigned char result_hash[32], wd_err *err);
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
+{
+    if (!o->base_dir || !o->ft_dir || !o->out_path)
+        return wd_errf(err, "create needs a base, a fine-tune and an output path");
+    if (o->strategy && strcmp(o->strategy, "lossless"))
+        return wd_errf(err, "unknown strategy '%s' (this build supports: lossless)", o->strategy);
+    uint32_t bs = o->block_size ? o->block_size : WD_DEFAULT_BLOCK_SIZE;
+    if (bs < 4096 || bs > (64u << 20) || bs % 8)
+        return wd_errf(err, "block size %u must be a multiple of 8 between 4096 and 64 MiB", bs);
+    int threads = o->threads > 0 ? o->threads : online_cpus();
+    if (threads > 256) threads = 256;
+    int level = o->level ? o->level : 1;
+    if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
+        return wd_errf(err, "zstd level %d out of range (%d..%d)", level, ZSTD_minCLevel(), ZSTD_maxCLevel());
+
+    wd_model base = {0}, ft = {0};
+    if (wd_model_open(o->base_dir, &base, err)) return wd_errprefix(err, "base");
+    if (wd_model_open(o->ft_dir, &ft, err)) {
+        wd_model_free(&base);
+        return wd_errprefix(err, "fine-tune");
+    }
+    plan_file *pf = NULL;
+    size_t npf = 0;
+    int rc = -1;
+    char *tmp = NULL;
+    writer w = {0};
+    base_hash_job bh = {.base = &base};
+    pthread_t bh_thread, *tids = NULL;
+    int bh_started = 0, nstarted = 0;
+    if (plan_outputs(&base, &ft, bs, &pf, &npf, err)) goto out;
+
+    /* Blocks are numbered in the order they will be fed: headers and extra
+     * files first, then tensors in content-hash order. */
+    uint32_t nb = 0;
+    for (size_t i = 0; i < npf; i++) {
+        if (pf[i].is_st) {
+            pf[i].ext[0].first_block = nb;
+            pf[i].ext[0].nblocks = blocks_for(pf[i].ext[0].length, bs);
+            nb += pf[i].ext[0].nblocks;
+        } else if (pf[i].next) {
+            pf[i].ext[0].first_block = nb;
+            pf[i].ext[0].nblocks = blocks_for(pf[i].ext[0].length, bs);
+            nb += pf[i].ext[0].nblocks;
+        }
+    }
+    struct wd_tref *order = calloc(ft.ntensors + 1, sizeof *order);
+    if (!order) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    wd_model_hash_order(&ft, order);
+    for (size_t t = 0; t < ft.ntensors; t++) {
+        const wd_tensor *tt = &ft.files[order[t].file].tensors[order[t].tensor];
+        plan_file *p = &pf[order[t].file];
+        for (size_t k = 1; k < p->next; k++)
+            if (p->ext[k].tensor == tt) {
+                uint64_t need = (uint64_t)nb + blocks_for(tt->length, bs);
+                if (need > WD_MAX_BLOCKS) {
+                    free(order);
+                    wd_errf(err, "model needs more than %u blocks; use a larger --block-size", WD_MAX_BLOCKS);
+                    goto out;
+                }
+                p->ext[k].first_block = nb;
+                p->ext[k].nblocks = blocks_for(tt->length, bs);
+                nb = (uint32_t)need;
+            }
+    }
+    free(order);
+
+    /* temporary output next to the final name */
+    size_t tl = strlen(o->out_path) + 16;
+    tmp = malloc(tl);
+    if (!tmp) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    snprintf(tmp, tl, "%s.tmp.XXXXXX", o->out_path);
+    w.fd = mkstemp(tmp);
+    if (w.fd < 0) {
+        wd_errf(err, "%s: cannot create a temporary file: %s", tmp, strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto out;
+    }
+    fchmod(w.fd, 0644);
+    w.o = o;
+    w.level = level;
+    w.block_size = bs;
+    w.tmp_path = tmp;
+    w.qcap = (size_t)threads * 2;
+    w.q = calloc(w.qcap, sizeof *w.q);
+    w.blocks = calloc(nb ? nb : 1, sizeof *w.blocks);
+    w.nblocks = nb;
+    w.next_offset = WD_PREAMBLE_LEN;
+    w.ntensors = ft.ntensors;
+    for (size_t i = 0; i < npf; i++) w.total_bytes += pf[i].size;
+    if (!w.q || !w.blocks) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.not_empty, NULL);
+    pthread_cond_init(&w.not_full, NULL);
+    unsigned char pre[WD_PREAMBLE_LEN] = {0};
+    memcpy(pre, WD_MAGIC, WD_MAGIC_LEN);
+    wd_put_u32(pre + 7, 2);
+    if (wd_pwrite_full(w.fd, pre, sizeof pre, 0, tmp, err)) goto out_sync;
+
+    if (pthread_create(&bh_thread, NULL, base_hash_main, &bh) == 0) bh_started = 1;
+    else {
+        wd_errf(err, "cannot start a thread");
+        goto out_sync;
+    }
+    tids = calloc((size_t)threads, sizeof *tids);
+    for (int i = 0; tids && i < threads; i++)
+        if (pthread_create(&tids[i], NULL, worker_main, &w) == 0) nstarted++;
+    if (nstarted == 0) {
+        wd_errf(err, "cannot start worker threads");
+        goto out_sync;
+    }
+    unsigned char result_hash[32];
+    int feed_rc = feed_all(&w, &base, &ft, pf, npf, result_hash, err);
+    pthread_mutex_lock(&w.lock);
+    w.closing = 1;
+    pthread_cond_broadcast(&w.not_empty);
+    pthread_mutex_unlock(&w.lock);
+    for (int i = 0; i < nstarted; i++) pthread_join(tids[i], NULL);
+    nstarted = 0;
+    pthread_join(bh_thread, NULL);
+    bh_started = 0;
+    if (w.failed) {
+        *err = w.err;
+        goto out_sync;
+    }
+    if (feed_rc) goto out_sync;
+    if (bh.rc) {
+        *err = bh.err;
+        wd_errprefix(err, "hashing the base");
+        goto out_sync;
+    }
+    cJSON *m = manifest_json(o, level, bs, threads, bh.digest, result_hash, pf, npf);
+    char *text = m ? cJSON_PrintUnformatted(m) : NULL;
+    cJSON_Delete(m);
+    if (!text) {
+        wd_errf(err, "out of memory writing the manifest");
+        goto out_sync;
+    }
+    uint64_t total = 0;
+    int trc = write_tail(&w, text, &total, err);
+    free(text);
+    if (trc) goto out_sync;
+    if (fsync(w.fd)) {
+        wd_errf(err, "%s: fsync failed: %s", tmp, strerror(errno));
+        goto out_sync;
+    }
+    if (close(w.fd)) {
+        w.fd = -1;
+        wd_errf(err, "%s: close failed: %s", tmp, strerror(errno));
+        goto out_sync;
+    }
+    w.fd = -1;
+    if (rename(tmp, o->out_path)) {
+        wd_errf(err, "cannot rename %s to %s: %s", tmp, o->out_path, strerror(errno));
+        goto out_sync;
+    }
+    if (st) {
+        st->input_bytes = 0;
+        for (size_t i = 0; i < npf; i++) st->input_bytes += pf[i].size;
+        st->output_bytes = total;
+        st->ntensors = ft.ntensors;
+        st->nblocks = nb;
+    }
+    rc = 0;
+out_sync:
+    if (nstarted || bh_started) {
+        wd_err e2;
+        wd_errf(&e2, "aborted");
+        fail(&w, &e2);
+        for (int i = 0; i < nstarted; i++) pthread_join(tids[i], NULL);
+        if (bh_started) pthread_join(bh_thread, NULL);
+    }
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.not_empty);
+    pthread_cond_destroy(&w.not_full);
+out:
+    free(tids);
+    if (w.fd > 0) close(w.fd);
+    if (rc && tmp) unlink(tmp);
+    free(tmp);
+    free(w.q);
+    free(w.blocks);
+    free_plan(pf, npf);
+    wd_model_free(&base);
+    wd_model_free(&ft);
+    return rc;
+}
+
+static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf,
+                    unsigned char result_hash[32], wd_err *err)
+{
+    uint64_t done = 0;
+    int rc = -1;
+    int *ft_fds = calloc(ft->nfiles + 1, sizeof *ft_fds), *base_fds = calloc(base->nfiles + 1, sizeof *base_fds);
+    struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
+    wd_sha256 *sha = wd_sha256_new();
+    if (!ft_fds || !base_fds || !order || !sha) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < ft->nfiles; i++) ft_fds[i] = -1;
+    for (size_t i = 0; i < base->nfiles; i++) base_fds[i] = -1;
+    for (size_t i = 0; i < ft->nfiles; i++)
+        if ((ft_fds[i] = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
+            wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
+            goto out;
+        }
+    for (size_t i = 0; i < base->nfiles; i++)
+        if ((base_fds[i] = open(base->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
+            wd_errf(err, "%s: %s", base->files[i].path, strerror(errno));
+            goto out;
+        }
+    /* headers and extra files */
+    for (size_t i = 0; i < npf; i++) {
+        plan_file *p = &pf[i];
+        if (p->is_st) {
+            if (feed_range(w, ft_fds[i], ft->files[i].path, -1, NULL, &p->ext[0], 0, 0, NULL, &done, err))
+                goto out;
+        } else if (p->next) {
+            int fd = open(p->src_path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                wd_errf(err, "%s: %s", p->src_path, strerror(errno));
+                goto out;
+            }
+            struct stat s2;
+            if (fstat(fd, &s2) || (uint64_t)s2.st_size != p->size) {
+                close(fd);
+                wd_errf(err, "%s changed size while the delta was being written", p->src_path);
+                goto out;
+            }
+            int r = feed_range(w, fd, p->src_path, -1, NULL, &p->ext[0], 0, 0, NULL, &done, err);
+            close(fd);
+            if (r) goto out;
+        }
+    }
+    /* tensors, in content-hash order, hashing on the way */
+    wd_model_hash_order(ft, order);
+    for (size_t t = 0; t < ft->ntensors; t++) {
+        size_t fi = order[t].file;
+        const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
+        wd_sha256_update(sha, tt->name, strlen(tt->name));
+        plan_file *p = &pf[fi];
+        for (size_t k = 1; k < p->next; k++) {
+            plan_ext *e = &p->ext[k];
+            if (e->tensor != tt) continue;
+            int bfd = e->base_file >= 0 ? base_fds[e->base_file] : -1;
+            const char *bpath = e->base_file >= 0 ? base->files[e->base_file].path : NULL;
+            if (feed_range(w, ft_fds[fi], ft->files[fi].path, bfd, bpath, e, tt->offset,
+                           e->base_tensor ? e->base_tensor->offset : 0, sha, &done, err))
+                goto out;
+        }
+        w->tensors_done++;
+    }
+    wd_sha256_final(sha, result_hash);
+    sha = NULL;
+    rc = 0;
+out:
+    if (sha) wd_sha256_free(sha);
+    for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
+        if (ft_fds[i] >= 0) close(ft_fds[i]);
+    for (size_t i = 0; base_fds && i < base->nfiles; i++)
+        if (base_fds[i] >= 0) close(base_fds[i]);
+    free(ft_fds);
+    free(base_fds);
+    free(order);
+    return rc;
+}

@@ -1,0 +1,99 @@
+/* internal.h - declarations shared between core/ files; not installed. */
+#ifndef WDELTA_INTERNAL_H
+#define WDELTA_INTERNAL_H
+
+#include "wdelta.h"
+#include <pthread.h>
+
+/* ---- file layout constants of .wdelta v2 (see core/FORMAT.md) */
+#define WD_MAGIC "wdelta\0"
+#define WD_MAGIC_LEN 7
+#define WD_PREAMBLE_LEN 16
+#define WD_FOOTER_LEN 88
+#define WD_FOOTER_MAGIC "wdv2end\0"
+#define WD_BLOCK_ENTRY_LEN 32
+#define WD_MAX_MANIFEST (256u * 1024 * 1024)
+#define WD_MAX_BLOCKS (1u << 28)
+
+/* ---- little-endian helpers */
+static inline void wd_put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void wd_put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint32_t wd_get_u32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static inline uint64_t wd_get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* ---- I/O: full reads/writes with retry on EINTR/short counts. */
+int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
+int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
+
+/* ---- codecs (codec.c).  A scratch holds per-thread buffers and zstd
+ * contexts; obtain one per thread and reuse it. */
+typedef struct wd_scratch wd_scratch;
+wd_scratch *wd_scratch_new(void);
+void wd_scratch_free(wd_scratch *s);
+
+/* Encode n bytes of `ft` (with `base` of the same n bytes for
+ * WD_CODEC_LOSSLESS, NULL for WD_CODEC_ZSTD).  On success *out points into
+ * the scratch (valid until its next use) and *out_len is set. */
+int wd_encode_block(wd_scratch *s, wd_codec codec, wd_dtype dt, int level,
+                    const unsigned char *ft, const unsigned char *base, size_t n,
+                    const unsigned char **out, size_t *out_len, wd_err *err);
+/* Decode stored bytes into out (n bytes). */
+int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
+                    const unsigned char *stored, size_t stored_len,
+                    const unsigned char *base, unsigned char *out, size_t n,
+                    wd_err *err);
+/* Scratch buffer of at least n bytes, slot 0..3 (owned by the scratch). */
+unsigned char *wd_scratch_buf(wd_scratch *s, int slot, size_t n);
+
+int wd_codec_from_name(const char *name, wd_codec *out);
+/* The element width the lossless codec works in for a dtype. */
+unsigned wd_codec_width(wd_dtype dt);
+
+/* ---- the open delta (delta_read.c) */
+typedef struct wd_ext_priv {
+    wd_extent pub;
+    char *tensor, *base_tensor;
+    /* resolved at wd_delta_set_base */
+    int base_fd_index;      /* index into base->files, -1 if none */
+    uint64_t base_offset;   /* absolute offset of the base tensor's data */
+} wd_ext_priv;
+
+struct wd_delta {
+    char *path;
+    int fd;
+    wd_delta_info info;
+    char *strategy, *tool, *options_json;
+    wd_outfile *files;
+    wd_ext_priv **file_exts;   /* per file: array of nextents */
+    wd_extent **file_pub_exts; /* per file: public copies */
+    wd_block *blocks;
+    uint32_t *block_ext;       /* block -> global extent number */
+    wd_ext_priv **ext_by_num;  /* global extent number -> extent */
+    size_t next;
+    const wd_model *base;      /* not owned */
+    int *base_fds;             /* one per base file */
+    pthread_mutex_t pool_lock;
+    wd_scratch **pool;
+    size_t npool, cap_pool;
+};
+
+wd_scratch *wd_delta_scratch_get(wd_delta *d);
+void wd_delta_scratch_put(wd_delta *d, wd_scratch *s);
+
+#endif
