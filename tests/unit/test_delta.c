@@ -1,0 +1,402 @@
+/* test_delta.c - .wdelta v2 end to end on generated models: create, open,
+ * random access, apply, verify, and every damage a file can take. */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "internal.h"
+#include "suites.h"
+
+static char root[256];
+static uint64_t seed = 0x12345678abcdefull;
+static uint32_t rnd(void)
+{
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(seed >> 33);
+}
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_msg(fd >= 0, "%s", path);
+    ck_assert(write(fd, p, n) == (ssize_t)n);
+    close(fd);
+}
+
+typedef struct spec {
+    const char *name, *dtype;
+    uint64_t rows, cols;
+    int shard;
+} spec;
+
+/* Writes a model with the given tensors into dir (two shards + index when
+ * any tensor has shard 1).  `ft` perturbs values; `variant` changes the
+ * fine-tune's extra tensor. */
+static void write_model(const char *dir, const spec *sp, size_t ns, int ft)
+{
+    mkdir(dir, 0755);
+    int two = 0;
+    for (size_t i = 0; i < ns; i++) two |= sp[i].shard;
+    char idx[8192] = "{\"metadata\":{},\"weight_map\":{";
+    for (int sh = 0; sh <= two; sh++) {
+        wd_tensor t[16];
+        size_t nt = 0;
+        memset(t, 0, sizeof t);
+        for (size_t i = 0; i < ns; i++) {
+            if (sp[i].shard != sh) continue;
+            t[nt].name = (char *)sp[i].name;
+            snprintf(t[nt].dtype_name, sizeof t[nt].dtype_name, "%s", sp[i].dtype);
+            t[nt].dtype = wd_dtype_from_name(sp[i].dtype);
+            t[nt].ndim = sp[i].cols ? 2 : 1;
+            t[nt].shape[0] = sp[i].rows;
+            t[nt].shape[1] = sp[i].cols;
+            t[nt].nelem = sp[i].rows * (sp[i].cols ? sp[i].cols : 1);
+            nt++;
+        }
+        unsigned char *hdr;
+        size_t hl;
+        wd_err err;
+        ck_assert_msg(wd_st_build_header(t, nt, "{\"format\":\"pt\"}", &hdr, &hl, &err) == 0, "%s", err.msg);
+        char path[512], fname[64];
+        snprintf(fname, sizeof fname, two ? "model-%05d-of-00002.safetensors" : "model.safetensors", sh + 1);
+        snprintf(path, sizeof path, "%s/%s", dir, fname);
+        FILE *f = fopen(path, "wb");
+        ck_assert(f != NULL);
+        fwrite(hdr, 1, hl, f);
+        free(hdr);
+        for (size_t k = 0; k < nt; k++) {
+            size_t es = wd_dtype_size(t[k].dtype);
+            uint64_t saved = seed;
+            seed = 1000 + k * 77 + (uint64_t)sh * 13; /* base and ft share values */
+            for (uint64_t e = 0; e < t[k].nelem; e++) {
+                unsigned char v[8];
+                uint32_t r = rnd();
+                if (es == 2) { /* bf16/f16-like: exponent in 0x3c..0x3e */
+                    v[0] = (unsigned char)r;
+                    v[1] = (unsigned char)(0x3c + (r >> 8) % 3) | (unsigned char)((r >> 12) & 0x80);
+                } else {
+                    for (size_t b = 0; b < es; b++) v[b] = (unsigned char)(r >> (8 * (b % 4)));
+                }
+                if (ft && (rnd() % 4)) v[0] = (unsigned char)(v[0] + rnd() % 5 - 2);
+                fwrite(v, 1, es, f);
+            }
+            seed = saved;
+            if (two) {
+                char line[256];
+                snprintf(line, sizeof line, "%s\"%s\":\"%s\"", idx[strlen(idx) - 1] == '{' ? "" : ",", t[k].name, fname);
+                strcat(idx, line);
+            }
+        }
+        fclose(f);
+    }
+    if (two) {
+        strcat(idx, "}}");
+        char path[512];
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        write_file(path, idx, strlen(idx));
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    const char *cfg = ft ? "{\"model_type\":\"test\",\"tuned\":true}\n" : "{\"model_type\":\"test\"}\n";
+    write_file(path, cfg, strlen(cfg));
+}
+
+static const spec base_spec[] = {
+    {"embed.weight", "BF16", 300, 64, 0},   {"layer.0.w", "BF16", 1200, 512, 0},
+    {"layer.0.norm", "F32", 512, 0, 0},     {"layer.1.w", "BF16", 700, 333, 1},
+    {"layer.1.ids", "I64", 100, 0, 1},      {"layer.1.mask", "BOOL", 77, 0, 1},
+    {"lm_head.weight", "F16", 128, 96, 1},  {"resized.weight", "BF16", 64, 8, 1},
+};
+/* the fine-tune resizes one tensor and adds one */
+static const spec ft_spec[] = {
+    {"embed.weight", "BF16", 300, 64, 0},   {"layer.0.w", "BF16", 1200, 512, 0},
+    {"layer.0.norm", "F32", 512, 0, 0},     {"layer.1.w", "BF16", 700, 333, 1},
+    {"layer.1.ids", "I64", 100, 0, 1},      {"layer.1.mask", "BOOL", 77, 0, 1},
+    {"lm_head.weight", "F16", 128, 96, 1},  {"resized.weight", "BF16", 65, 8, 1},
+    {"score.weight", "F32", 10, 96, 1},
+};
+
+static char basedir[300], ftdir[300], delta[300];
+
+static void setup(void)
+{
+    snprintf(root, sizeof root, "/tmp/wdtest.XXXXXX");
+    ck_assert(mkdtemp(root) != NULL);
+    snprintf(basedir, sizeof basedir, "%s/base", root);
+    snprintf(ftdir, sizeof ftdir, "%s/ft", root);
+    snprintf(delta, sizeof delta, "%s/ft.wdelta", root);
+    write_model(basedir, base_spec, sizeof base_spec / sizeof *base_spec, 0);
+    write_model(ftdir, ft_spec, sizeof ft_spec / sizeof *ft_spec, 1);
+}
+
+static void teardown(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    ck_assert(system(cmd) == 0);
+}
+
+static void create(uint32_t block_size, int threads)
+{
+    wd_create_opts o = {.base_dir = basedir, .ft_dir = ftdir, .out_path = delta, .threads = threads,
+                        .block_size = block_size};
+    wd_create_stats st;
+    wd_err err;
+    unlink(delta);
+    ck_assert_msg(wd_create(&o, &st, &err) == 0, "%s", err.msg);
+    ck_assert(st.output_bytes < st.input_bytes);
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+START_TEST(test_create_apply_identical)
+{
+    create(4096, 3); /* small blocks: many blocks per tensor */
+    wd_delta *d;
+    wd_err err;
+    ck_assert_msg(wd_delta_open(delta, &d, &err) == 0, "%s", err.msg);
+    wd_model base;
+    ck_assert_msg(wd_model_open(basedir, &base, &err) == 0, "%s", err.msg);
+    ck_assert_msg(wd_delta_set_base(d, &base, &err) == 0, "%s", err.msg);
+    const wd_delta_info *in = wd_delta_get_info(d);
+    ck_assert_uint_eq(in->version, 2);
+    ck_assert_uint_eq(in->nfiles, 4); /* 2 shards, index, config */
+    /* base hash recorded = the base's content hash */
+    unsigned char h[32];
+    ck_assert(wd_model_hash(&base, h, &err) == 0);
+    ck_assert(memcmp(h, in->base_hash, 32) == 0);
+    char out[400];
+    snprintf(out, sizeof out, "%s/rebuilt", root);
+    ck_assert_msg(wd_apply(d, out, 2, NULL, NULL, &err) == 0, "%s", err.msg);
+    DIR *dir = opendir(ftdir);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(dir))) {
+        if (de->d_name[0] == '.') continue;
+        char a[700], b[700];
+        snprintf(a, sizeof a, "%s/%s", ftdir, de->d_name);
+        snprintf(b, sizeof b, "%s/%s", out, de->d_name);
+        ck_assert_msg(files_equal(a, b), "%s differs", de->d_name);
+        n++;
+    }
+    closedir(dir);
+    ck_assert_int_eq(n, 4);
+    /* apply refuses an existing directory */
+    ck_assert(wd_apply(d, out, 2, NULL, NULL, &err) == -1);
+    /* verify with base: result hash equals the fine-tune's */
+    wd_model ft;
+    ck_assert(wd_model_open(ftdir, &ft, &err) == 0);
+    ck_assert(wd_model_hash(&ft, h, &err) == 0);
+    ck_assert(memcmp(h, in->result_hash, 32) == 0);
+    unsigned char rh[32];
+    ck_assert_msg(wd_verify(d, 1, rh, NULL, NULL, &err) == 0, "%s", err.msg);
+    ck_assert(memcmp(rh, h, 32) == 0);
+    wd_model_free(&ft);
+    wd_delta_close(d);
+    wd_model_free(&base);
+}
+END_TEST
+
+/* Any byte range decodes from the blocks it overlaps. */
+START_TEST(test_random_access)
+{
+    create(8192, 2);
+    wd_delta *d;
+    wd_err err;
+    wd_model base;
+    ck_assert(wd_delta_open(delta, &d, &err) == 0);
+    ck_assert(wd_model_open(basedir, &base, &err) == 0);
+    ck_assert(wd_delta_set_base(d, &base, &err) == 0);
+    const wd_delta_info *in = wd_delta_get_info(d);
+    unsigned char *blk = malloc(8192);
+    for (size_t f = 0; f < in->nfiles; f++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", ftdir, in->files[f].name);
+        FILE *fp = fopen(path, "rb");
+        ck_assert(fp != NULL);
+        unsigned char *want = malloc(in->files[f].size + 1);
+        ck_assert(fread(want, 1, in->files[f].size, fp) == in->files[f].size);
+        fclose(fp);
+        for (int k = 0; k < 200; k++) {
+            uint64_t off = rnd() % in->files[f].size;
+            uint32_t b;
+            uint64_t boff;
+            ck_assert(wd_delta_locate(d, f, off, &b, &boff) == 0);
+            ck_assert(boff <= off);
+            ck_assert_msg(wd_delta_decode_block(d, b, blk, &err) == 0, "%s", err.msg);
+            ck_assert(off - boff < in->blocks[b].out_len);
+            ck_assert(memcmp(blk, want + boff, in->blocks[b].out_len) == 0);
+        }
+        uint32_t b;
+        uint64_t boff;
+        ck_assert(wd_delta_locate(d, f, in->files[f].size, &b, &boff) == -1);
+        free(want);
+    }
+    free(blk);
+    wd_delta_close(d);
+    wd_model_free(&base);
+}
+END_TEST
+
+static void patch(const char *path, uint64_t off, unsigned char x)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char c;
+    ck_assert(pread(fd, &c, 1, (off_t)off) == 1);
+    c ^= x;
+    ck_assert(pwrite(fd, &c, 1, (off_t)off) == 1);
+    close(fd);
+}
+
+static uint64_t fsize(const char *p)
+{
+    struct stat st;
+    ck_assert(stat(p, &st) == 0);
+    return (uint64_t)st.st_size;
+}
+
+START_TEST(test_damaged_files)
+{
+    create(0, 2);
+    wd_delta *d;
+    wd_err err;
+    uint64_t size = fsize(delta);
+    /* a flipped byte in a block: opens, then that block fails */
+    patch(delta, 40, 0x10);
+    ck_assert(wd_delta_open(delta, &d, &err) == 0);
+    wd_model base;
+    ck_assert(wd_model_open(basedir, &base, &err) == 0);
+    ck_assert(wd_delta_set_base(d, &base, &err) == 0);
+    unsigned char rh[32];
+    ck_assert(wd_verify(d, 0, rh, NULL, NULL, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "checksum") != NULL, "%s", err.msg);
+    int bad = 0;
+    unsigned char *buf = malloc(WD_DEFAULT_BLOCK_SIZE);
+    for (uint32_t b = 0; b < wd_delta_get_info(d)->nblocks; b++)
+        if (wd_delta_decode_block(d, b, buf, &err)) bad++;
+    ck_assert_int_eq(bad, 1);
+    free(buf);
+    wd_delta_close(d);
+    patch(delta, 40, 0x10);
+    /* a flipped byte in the manifest, the table, the footer */
+    const uint64_t where[] = {size - 200, size - 88 - 5, size - 60, size - 3};
+    for (size_t i = 0; i < 4; i++) {
+        patch(delta, where[i], 0x01);
+        ck_assert_msg(wd_delta_open(delta, &d, &err) == -1, "flip at %llu accepted", (unsigned long long)where[i]);
+        patch(delta, where[i], 0x01);
+    }
+    /* wrong magic, other versions */
+    patch(delta, 0, 0x20);
+    ck_assert(wd_delta_open(delta, &d, &err) == -1);
+    ck_assert(strstr(err.msg, "magic") != NULL);
+    patch(delta, 0, 0x20);
+    patch(delta, 7, 0x03); /* version 1 */
+    ck_assert(wd_delta_open(delta, &d, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "v1") != NULL, "%s", err.msg);
+    patch(delta, 7, 0x03);
+    /* truncated, and appended to */
+    ck_assert(truncate(delta, (off_t)(size - 1)) == 0);
+    ck_assert(wd_delta_open(delta, &d, &err) == -1);
+    ck_assert(truncate(delta, 10) == 0);
+    ck_assert(wd_delta_open(delta, &d, &err) == -1);
+    ck_assert(truncate(delta, 0) == 0);
+    ck_assert(wd_delta_open(delta, &d, &err) == -1);
+    create(0, 1);
+    ck_assert(truncate(delta, (off_t)(size + 5)) == 0);
+    ck_assert(wd_delta_open(delta, &d, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "footer") != NULL, "%s", err.msg);
+    ck_assert(wd_delta_open("/nonexistent/x.wdelta", &d, &err) == -1);
+    wd_model_free(&base);
+}
+END_TEST
+
+/* The delta needs the base it was made against. */
+START_TEST(test_wrong_base)
+{
+    create(0, 2);
+    wd_delta *d;
+    wd_err err;
+    ck_assert(wd_delta_open(delta, &d, &err) == 0);
+    unsigned char *buf = malloc(WD_DEFAULT_BLOCK_SIZE);
+    /* no base attached */
+    int failures = 0;
+    for (uint32_t b = 0; b < wd_delta_get_info(d)->nblocks; b++)
+        if (wd_delta_decode_block(d, b, buf, &err)) failures++;
+    ck_assert_int_gt(failures, 0);
+    wd_delta_close(d);
+    /* the fine-tune as "base": same names and sizes, other bytes */
+    wd_model other;
+    ck_assert(wd_delta_open(delta, &d, &err) == 0);
+    ck_assert(wd_model_open(ftdir, &other, &err) == 0);
+    ck_assert(wd_delta_set_base(d, &other, &err) == 0);
+    failures = 0;
+    for (uint32_t b = 0; b < wd_delta_get_info(d)->nblocks; b++)
+        if (wd_delta_decode_block(d, b, buf, &err)) failures++;
+    ck_assert_int_gt(failures, 3);
+    wd_delta_close(d);
+    wd_model_free(&other);
+    /* base modified after the delta was made: decoding fails, never wrong bytes */
+    char p[400];
+    snprintf(p, sizeof p, "%s/model-00001-of-00002.safetensors", basedir);
+    patch(p, fsize(p) - 100, 0x01);
+    wd_model base;
+    ck_assert(wd_delta_open(delta, &d, &err) == 0);
+    ck_assert(wd_model_open(basedir, &base, &err) == 0);
+    ck_assert(wd_delta_set_base(d, &base, &err) == 0);
+    failures = 0;
+    for (uint32_t b = 0; b < wd_delta_get_info(d)->nblocks; b++)
+        if (wd_delta_decode_block(d, b, buf, &err)) failures++;
+    ck_assert_int_eq(failures, 1);
+    unsigned char rh[32];
+    ck_assert(wd_verify(d, 1, rh, NULL, NULL, &err) == -1);
+    free(buf);
+    wd_delta_close(d);
+    wd_model_free(&base);
+}
+END_TEST
+
+/* Nothing is left under the output name when create fails. */
+START_TEST(test_create_failure_leaves_nothing)
+{
+    char bad[400];
+    snprintf(bad, sizeof bad, "%s/ft/model-00002-of-00002.safetensors", root);
+    ck_assert(truncate(bad, 100) == 0);
+    wd_create_opts o = {.base_dir = basedir, .ft_dir = ftdir, .out_path = delta};
+    wd_err err;
+    ck_assert(wd_create(&o, NULL, &err) == -1);
+    ck_assert(access(delta, F_OK) == -1);
+    DIR *dir = opendir(root);
+    struct dirent *de;
+    while ((de = readdir(dir))) ck_assert_msg(strstr(de->d_name, ".tmp.") == NULL, "left %s", de->d_name);
+    closedir(dir);
+    o.strategy = "nonsense";
+    ck_assert(wd_create(&o, NULL, &err) == -1);
+    o.strategy = NULL;
+    o.block_size = 1000;
+    ck_assert(wd_create(&o, NULL, &err) == -1);
+}
+END_TEST
+
+Suite *suite_delta(void)
+{
+    Suite *s = suite_create("delta");
+    TCase *tc = tcase_create("delta");
+    tcase_set_timeout(tc, 300);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_create_apply_identical);
+    tcase_add_test(tc, test_random_access);
+    tcase_add_test(tc, test_damaged_files);
+    tcase_add_test(tc, test_wrong_base);
+    tcase_add_test(tc, test_create_failure_leaves_nothing);
+    suite_add_tcase(s, tc);
+    return s;
+}
