@@ -271,6 +271,37 @@ int wd_verify(wd_delta *d, int with_base, unsigned char result_hash[32],
               void (*progress)(void *ctx, uint64_t done, uint64_t total),
               void *progress_ctx, wd_err *err);
 
+
+/* --------------------------------------------------------- deltatensors v1 */
+/* Version 1 files (../shared/formats/deltatensors-v1.md) have no index:
+ * wd_v1_open reads the JSON header and scans the records once. */
+typedef struct wd_v1 wd_v1;
+typedef struct wd_v1_tensor {
+    const char *name;
+    const char *strategy;  /* int4, quantized, sparse */
+    const char *dtype;     /* of the reconstruction: "float32" */
+    int ndim;
+    uint64_t shape[WD_MAX_DIMS];
+    uint64_t nelem;
+    uint64_t stored_bytes; /* data bytes of its records */
+} wd_v1_tensor;
+
+int wd_v1_open(const char *path, wd_v1 **out, wd_err *err);
+void wd_v1_close(wd_v1 *v);
+size_t wd_v1_count(const wd_v1 *v);
+const wd_v1_tensor *wd_v1_get(const wd_v1 *v, size_t i); /* sorted by name */
+int wd_v1_find(const wd_v1 *v, const char *name);        /* index or -1 */
+const char *wd_v1_strategy(const wd_v1 *v);
+const char *wd_v1_options(const wd_v1 *v);               /* JSON text */
+const unsigned char *wd_v1_parent_hash(const wd_v1 *v);
+uint64_t wd_v1_file_size(const wd_v1 *v);
+/* The trailing SHA-256 over the whole file (reads everything). */
+int wd_v1_check_digest(wd_v1 *v, wd_err *err);
+/* Rebuild tensor i bit-exactly as the reference does: float32(base) + delta,
+ * in float32 without contraction.  base holds nelem elements of base_dtype
+ * (F32, BF16, F16 or F64); out receives nelem floats. */
+int wd_v1_rebuild(wd_v1 *v, size_t i, const void *base, wd_dtype base_dtype, float *out, wd_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `make bench`: size ratio and speed of wdelta create/apply, as a markdown table.
+#   - ../shared/models/pairB (skipped with a message if absent)
+#   - a generated ~200M-parameter bf16 model (BENCH_PARAMS to change)
+# Peak RSS comes from /usr/bin/time -v.  Not a test: always informational.
+# Env: WDELTA_BIN (default build), BENCH_DIR (default a temp dir, removed),
+#      BENCH_PARAMS (default 200M), BENCH_THREADS (default: online CPUs)
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN="${WDELTA_BIN:-build}"
+case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
+WDELTA="$BIN/wdelta"
+GENMODEL="$BIN/genmodel"
+SHARED="$REPO/../shared"
+THREADS="${BENCH_THREADS:-$(nproc)}"
+
+for b in "$WDELTA" "$GENMODEL"; do
+  [ -x "$b" ] || { echo "bench: $b is not built (run make)" >&2; exit 1; }
+done
+if [ ! -x /usr/bin/time ]; then
+  EXTRA_PKGS=time bash "$REPO/tools/deps.sh" || true
+fi
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
+
+if [ -n "${BENCH_DIR:-}" ]; then W="$BENCH_DIR"; mkdir -p "$W"
+else W=$(mktemp -d "${TMPDIR:-/tmp}/wdelta-bench.XXXXXX"); trap 'rm -rf "$W"' EXIT; fi
+
+now() { date +%s.%N; }
+# total bytes of the regular files in a directory
+dirsize() { find "$1" -maxdepth 1 -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }'; }
+# timed LOG CMD...: runs CMD under /usr/bin/time -v; sets SECS and RSS_KB
+timed() {
+  local log=$1; shift
+  local t0 t1
+  t0=$(now)
+  /usr/bin/time -v -o "$log.time" "$@" >"$log" 2>&1 || { echo "bench: failed: $*" >&2; cat "$log" >&2; return 1; }
+  t1=$(now)
+  SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  RSS_KB=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$log.time")
+}
+
+ROWS=()
+# bench NAME BASE FT
+bench() {
+  local name=$1 base=$2 ft=$3
+  local d="$W/$name.wdelta" out="$W/$name.out"
+  rm -rf "$d" "$out"
+  # warm the page cache so both runs read from memory
+  cat "$base"/* "$ft"/* >/dev/null
+  echo "bench: $name: create ($THREADS threads)" >&2
+  timed "$W/$name.create" "$WDELTA" create --base "$base" --finetuned "$ft" -o "$d" --threads "$THREADS" --quiet
+  local c_s=$SECS c_rss=$RSS_KB
+  echo "bench: $name: apply" >&2
+  timed "$W/$name.apply" "$WDELTA" apply "$d" --base "$base" -o "$out" --threads "$THREADS" --quiet
+  local a_s=$SECS a_rss=$RSS_KB
+  local ftb db ob
+  ftb=$(dirsize "$ft"); db=$(stat -c %s "$d"); ob=$(dirsize "$out")
+  local ok=yes f
+  for f in "$ft"/*; do cmp -s "$f" "$out/$(basename "$f")" || ok=NO; done
+  ROWS+=("$(awk -v n="$name" -v ftb="$ftb" -v db="$db" -v ob="$ob" -v cs="$c_s" -v as="$a_s" \
+              -v cr="$c_rss" -v ar="$a_rss" -v ok="$ok" 'BEGIN {
+      printf "| %s | %.1f | %.1f | %.3fx | %.0f | %.0f | %.0f | %.0f | %s |",
+             n, ftb / 1e6, db / 1e6, ftb / db, ftb / 1e6 / cs, ob / 1e6 / as, cr / 1024, ar / 1024, ok }')")
+  rm -rf "$out"
+}
+
+PB="$SHARED/models/pairB"
+if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
+  bench pairB "$PB/base" "$PB/ft"
+else
+  echo "bench: $PB absent; skipping pairB" >&2
+fi
+
+P="${BENCH_PARAMS:-200M}"
+echo "bench: generating a $P-parameter bf16 model pair" >&2
+"$GENMODEL" "$W/gen" --params "$P" --shards 4 --dtype bf16 --seed 1 >&2
+bench "genmodel-$P-bf16" "$W/gen/base" "$W/gen/ft"
+rm -rf "$W/gen"
+
+echo
+echo "wdelta bench on $(nproc) CPUs ($THREADS threads), $(uname -m), page cache warm"
+echo
+echo "| model | ft MB | delta MB | ratio | create MB/s | apply MB/s | create peak RSS MiB | apply peak RSS MiB | bit-exact |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+for r in "${ROWS[@]}"; do echo "$r"; done
+echo
+
+if [ -f "$REPO/tests/bench/fs.sh" ]; then
+  bash "$REPO/tests/bench/fs.sh"
+fi

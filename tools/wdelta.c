@@ -1,0 +1,926 @@
+/* wdelta.c - the command-line tool: parses arguments and calls libwdelta.
+ * No format logic lives here; see core/wdelta.h.
+ *
+ *   wdelta create  --base DIR --finetuned DIR -o OUT.wdelta [options]
+ *   wdelta inspect FILE [--json]
+ *   wdelta apply   FILE --base DIR -o OUTDIR [--threads N]
+ *   wdelta verify  FILE [--base DIR]
+ *   wdelta hash    DIR
+ */
+#include "wdelta.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+
+/* ------------------------------------------------------------ helpers */
+static void die_msg(const char *msg)
+{
+    fprintf(stderr, "wdelta: %s\n", msg);
+}
+
+static int fail(const wd_err *err)
+{
+    die_msg(err->msg[0] ? err->msg : "unknown error");
+    return 1;
+}
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, "wdelta: %s (try 'wdelta %s --help')\n", buf, cmd);
+    else
+        fprintf(stderr, "wdelta: %s (try 'wdelta --help')\n", buf);
+    return EXIT_USAGE;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Parse a non-negative integer in [lo, hi]; accepts K/M/G suffixes (binary)
+ * when allow_suffix. */
+static int parse_num(const char *s, long long lo, long long hi, int allow_suffix, long long *out)
+{
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s) return -1;
+    if (allow_suffix && *end) {
+        long long mul = 1;
+        switch (*end) {
+        case 'k': case 'K': mul = 1024LL; break;
+        case 'm': case 'M': mul = 1024LL * 1024; break;
+        case 'g': case 'G': mul = 1024LL * 1024 * 1024; break;
+        default: return -1;
+        }
+        end++;
+        if (*end == 'i' && end[1] == 'B') end += 2;
+        else if (*end == 'B') end++;
+        if (v > LLONG_MAX / mul) return -1;
+        v *= mul;
+    }
+    if (*end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static void human(uint64_t b, char *out, size_t n)
+{
+    if (b >= 1000ULL * 1000 * 1000)
+        snprintf(out, n, "%.2f GB", (double)b / 1e9);
+    else if (b >= 1000ULL * 1000)
+        snprintf(out, n, "%.2f MB", (double)b / 1e6);
+    else if (b >= 1000ULL)
+        snprintf(out, n, "%.1f kB", (double)b / 1e3);
+    else
+        snprintf(out, n, "%" PRIu64 " B", b);
+}
+
+static const char *dtype_str(wd_dtype t)
+{
+    static const char *names[] = {
+        "F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8",
+        "U64", "U32", "U16", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "OPAQUE",
+    };
+    if ((unsigned)t < sizeof names / sizeof names[0]) return names[t];
+    return "?";
+}
+
+static const char *codec_str(wd_codec c)
+{
+    const char *n = wd_codec_name(c);
+    return n ? n : "?";
+}
+
+static int path_exists(const char *p)
+{
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+/* ------------------------------------------------------------ progress */
+typedef struct progress {
+    const char *label;
+    int enabled;
+    int tty;
+    double start;
+    double last_draw;
+    int last_step;     /* last 5% step printed (non-tty) */
+    int drawn;         /* something is on the tty line */
+} progress;
+
+static void progress_init(progress *p, const char *label, int quiet)
+{
+    memset(p, 0, sizeof *p);
+    p->label = label;
+    p->enabled = !quiet;
+    p->tty = isatty(STDERR_FILENO);
+    p->start = now_s();
+    p->last_step = -1;
+}
+
+static void progress_show(progress *p, uint64_t done, uint64_t total, size_t tdone,
+                          size_t ttotal, int have_tensors)
+{
+    if (!p->enabled) return;
+    double t = now_s();
+    double el = t - p->start;
+    double pct = total ? 100.0 * (double)done / (double)total : 100.0;
+    if (pct > 100.0) pct = 100.0;
+    double rate = el > 0 ? (double)done / el / 1e6 : 0.0;
+    char tens[64] = "";
+    if (have_tensors) snprintf(tens, sizeof tens, ", %zu/%zu tensors", tdone, ttotal);
+    if (p->tty) {
+        if (done < total && t - p->last_draw < 0.1) return;
+        p->last_draw = t;
+        char eta[32] = "--";
+        if (rate > 0 && done > 0 && done <= total) {
+            double rem = (double)(total - done) / 1e6 / rate;
+            snprintf(eta, sizeof eta, "%dm%02ds", (int)(rem / 60), (int)rem % 60);
+        }
+        const int width = 30;
+        int fillc = (int)(pct / 100.0 * width);
+        char bar[64];
+        for (int i = 0; i < width; i++) bar[i] = i < fillc ? '#' : '.';
+        bar[width] = 0;
+        fprintf(stderr, "\r\033[K%s [%s] %5.1f%%%s, %.1f MB/s, ETA %s", p->label, bar, pct,
+                tens, rate, eta);
+        fflush(stderr);
+        p->drawn = 1;
+    } else {
+        int step = (int)(pct / 5.0);
+        if (step <= p->last_step) return;
+        p->last_step = step;
+        fprintf(stderr, "%s: %3d%%%s, %.1f MB/s\n", p->label, step * 5, tens, rate);
+        fflush(stderr);
+    }
+}
+
+static void progress_end(progress *p)
+{
+    if (p->enabled && p->tty && p->drawn) {
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+    }
+}
+
+static void create_progress_cb(void *ctx, uint64_t done, uint64_t total, size_t tdone,
+                               size_t ttotal)
+{
+    progress_show(ctx, done, total, tdone, ttotal, 1);
+}
+
+static void bytes_progress_cb(void *ctx, uint64_t done, uint64_t total)
+{
+    progress_show(ctx, done, total, 0, 0, 0);
+}
+
+/* Remove a directory we created: its regular files/symlinks, then itself
+ * (no recursion into subdirectories). */
+static void remove_flat_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[PATH_MAX];
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
+            struct stat st;
+            if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode)) unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* ------------------------------------------------------------ create */
+static const char create_help[] =
+    "usage: wdelta create --base DIR --finetuned DIR -o OUT.wdelta [options]\n"
+    "\n"
+    "Store the fine-tune DIR as a lossless delta against the base model DIR.\n"
+    "\n"
+    "  -b, --base DIR          base model directory (Hugging Face layout)\n"
+    "  -f, --finetuned DIR     fine-tuned model directory\n"
+    "  -o, --output FILE       the .wdelta to write\n"
+    "  -s, --strategy NAME     lossless (default; the only one in this build)\n"
+    "  -t, --threads N         worker threads (default: online CPUs)\n"
+    "  -l, --level N           zstd level 1..22 (default 3)\n"
+    "      --block-size BYTES  output bytes per block (default 1M; K/M suffix ok)\n"
+    "      --force             overwrite OUT if it exists\n"
+    "  -q, --quiet             no progress output\n"
+    "  -h, --help              this help\n";
+
+static int cmd_create(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"base", required_argument, 0, 'b'},
+        {"finetuned", required_argument, 0, 'f'},
+        {"output", required_argument, 0, 'o'},
+        {"strategy", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 't'},
+        {"level", required_argument, 0, 'l'},
+        {"block-size", required_argument, 0, 'B'},
+        {"force", no_argument, 0, 'F'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    wd_create_opts o;
+    memset(&o, 0, sizeof o);
+    o.strategy = "lossless";
+    o.level = 3;
+    int force = 0, quiet = 0, c;
+    long long v;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":b:f:o:s:t:l:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'b': o.base_dir = optarg; break;
+        case 'f': o.ft_dir = optarg; break;
+        case 'o': o.out_path = optarg; break;
+        case 's': o.strategy = optarg; break;
+        case 't':
+            if (parse_num(optarg, 0, 4096, 0, &v))
+                return usage_error("create", "--threads: '%s' is not a number in 0..4096", optarg);
+            o.threads = (int)v;
+            break;
+        case 'l':
+            if (parse_num(optarg, 1, 22, 0, &v))
+                return usage_error("create", "--level: '%s' is not a number in 1..22", optarg);
+            o.level = (int)v;
+            break;
+        case 'B':
+            if (parse_num(optarg, 1, UINT32_MAX, 1, &v))
+                return usage_error("create", "--block-size: '%s' is not a byte count", optarg);
+            o.block_size = (uint32_t)v;
+            break;
+        case 'F': force = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(create_help, stdout); return 0;
+        case ':': return usage_error("create", "option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error("create", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return usage_error("create", "unexpected argument '%s'", argv[optind]);
+    if (!o.base_dir) return usage_error("create", "missing --base DIR");
+    if (!o.ft_dir) return usage_error("create", "missing --finetuned DIR");
+    if (!o.out_path) return usage_error("create", "missing -o OUT.wdelta");
+    if (!force && path_exists(o.out_path)) {
+        fprintf(stderr, "wdelta: %s already exists (use --force to overwrite)\n", o.out_path);
+        return 1;
+    }
+    struct stat st;
+    if (force && stat(o.out_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "wdelta: %s is a directory\n", o.out_path);
+        return 1;
+    }
+
+    progress pr;
+    progress_init(&pr, "create", quiet);
+    o.progress = create_progress_cb;
+    o.progress_ctx = &pr;
+    wd_create_stats cs;
+    memset(&cs, 0, sizeof cs);
+    wd_err err = {{0}};
+    double t0 = now_s();
+    int rc = wd_create(&o, &cs, &err);
+    progress_end(&pr);
+    if (rc) return fail(&err);
+    double el = now_s() - t0;
+    char in[32], out[32];
+    human(cs.input_bytes, in, sizeof in);
+    human(cs.output_bytes, out, sizeof out);
+    printf("created %s: input %s, delta %s, ratio %.3fx, %zu tensors, %zu blocks, %.2f s, %.1f MB/s\n",
+           o.out_path, in, out,
+           cs.output_bytes ? (double)cs.input_bytes / (double)cs.output_bytes : 0.0,
+           cs.ntensors, cs.nblocks, el, el > 0 ? (double)cs.input_bytes / 1e6 / el : 0.0);
+    return 0;
+}
+
+/* ------------------------------------------------------------ inspect */
+static uint64_t extent_stored(const wd_delta_info *in, const wd_extent *e)
+{
+    uint64_t s = 0;
+    for (uint64_t b = e->first_block; b < (uint64_t)e->first_block + e->nblocks && b < in->nblocks; b++)
+        s += in->blocks[b].stored_len;
+    return s;
+}
+
+static const char inspect_help[] =
+    "usage: wdelta inspect FILE [--json]\n"
+    "\n"
+    "Describe a .wdelta: format version, strategy, hashes, output files and,\n"
+    "per tensor, its codec, output size and stored size.\n"
+    "\n"
+    "  -j, --json   print one JSON object instead of text\n"
+    "  -h, --help   this help\n";
+
+static int inspect_json(const wd_delta_info *in)
+{
+    char hex[65];
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return -1;
+    cJSON_AddNumberToObject(root, "format_version", in->version);
+    cJSON_AddStringToObject(root, "strategy", in->strategy ? in->strategy : "");
+    cJSON_AddStringToObject(root, "tool", in->tool ? in->tool : "");
+    cJSON *opts = in->options_json ? cJSON_Parse(in->options_json) : NULL;
+    if (opts)
+        cJSON_AddItemToObject(root, "options", opts);
+    else
+        cJSON_AddStringToObject(root, "options", in->options_json ? in->options_json : "");
+    wd_hex(in->base_hash, 32, hex);
+    cJSON_AddStringToObject(root, "base_hash", hex);
+    wd_hex(in->result_hash, 32, hex);
+    cJSON_AddStringToObject(root, "result_hash", hex);
+    cJSON_AddNumberToObject(root, "file_size", (double)in->file_size);
+    cJSON_AddNumberToObject(root, "output_size", (double)in->output_size);
+    cJSON_AddNumberToObject(root, "ratio",
+                            in->file_size ? (double)in->output_size / (double)in->file_size : 0.0);
+    cJSON_AddNumberToObject(root, "nblocks", (double)in->nblocks);
+    cJSON *files = cJSON_AddArrayToObject(root, "files");
+    cJSON *extras = cJSON_AddArrayToObject(root, "extra_files");
+    size_t ntensors = 0;
+    for (size_t i = 0; i < in->nfiles; i++) {
+        const wd_outfile *f = &in->files[i];
+        cJSON *jf = cJSON_CreateObject();
+        cJSON_AddStringToObject(jf, "name", f->name ? f->name : "");
+        cJSON_AddNumberToObject(jf, "size", (double)f->size);
+        cJSON_AddBoolToObject(jf, "safetensors", f->is_safetensors);
+        uint64_t fstored = 0;
+        cJSON *je = cJSON_AddArrayToObject(jf, "extents");
+        for (size_t k = 0; k < f->nextents; k++) {
+            const wd_extent *e = &f->extents[k];
+            uint64_t s = extent_stored(in, e);
+            fstored += s;
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddNumberToObject(x, "offset", (double)e->file_offset);
+            cJSON_AddNumberToObject(x, "length", (double)e->length);
+            cJSON_AddNumberToObject(x, "stored", (double)s);
+            cJSON_AddStringToObject(x, "codec", codec_str(e->codec));
+            cJSON_AddStringToObject(x, "dtype", dtype_str(e->dtype));
+            if (e->tensor) {
+                cJSON_AddStringToObject(x, "tensor", e->tensor);
+                ntensors++;
+            } else {
+                cJSON_AddNullToObject(x, "tensor");
+            }
+            if (e->base_tensor)
+                cJSON_AddStringToObject(x, "base_tensor", e->base_tensor);
+            else
+                cJSON_AddNullToObject(x, "base_tensor");
+            cJSON_AddNumberToObject(x, "first_block", e->first_block);
+            cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
+            cJSON_AddNumberToObject(x, "block_size", e->block_size);
+            cJSON_AddItemToArray(je, x);
+        }
+        cJSON_AddNumberToObject(jf, "stored", (double)fstored);
+        cJSON_AddItemToArray(files, jf);
+        if (!f->is_safetensors) cJSON_AddItemToArray(extras, cJSON_CreateString(f->name ? f->name : ""));
+    }
+    cJSON_AddNumberToObject(root, "ntensors", (double)ntensors);
+    cJSON *blocks = cJSON_AddArrayToObject(root, "blocks");
+    for (size_t b = 0; b < in->nblocks; b++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "offset", (double)in->blocks[b].offset);
+        cJSON_AddNumberToObject(x, "stored_len", in->blocks[b].stored_len);
+        cJSON_AddNumberToObject(x, "out_len", in->blocks[b].out_len);
+        cJSON_AddItemToArray(blocks, x);
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s) return -1;
+    puts(s);
+    cJSON_free(s);
+    return 0;
+}
+
+static void inspect_text(const char *path, const wd_delta_info *in)
+{
+    char hex[65], a[32], b[32];
+    printf("file:            %s\n", path);
+    printf("format version:  %u\n", in->version);
+    printf("strategy:        %s\n", in->strategy ? in->strategy : "");
+    printf("tool:            %s\n", in->tool ? in->tool : "");
+    printf("options:         %s\n", in->options_json ? in->options_json : "{}");
+    wd_hex(in->base_hash, 32, hex);
+    printf("base hash:       %s\n", hex);
+    wd_hex(in->result_hash, 32, hex);
+    printf("result hash:     %s\n", hex);
+    printf("blocks:          %zu\n", in->nblocks);
+    printf("\noutput files (%zu):\n", in->nfiles);
+    printf("  %-44s %14s %14s %8s\n", "name", "size", "stored", "ratio");
+    uint64_t tstored_all = 0;
+    size_t ntensors = 0, nextra = 0;
+    for (size_t i = 0; i < in->nfiles; i++) {
+        const wd_outfile *f = &in->files[i];
+        uint64_t s = 0;
+        for (size_t k = 0; k < f->nextents; k++) {
+            s += extent_stored(in, &f->extents[k]);
+            if (f->extents[k].tensor) ntensors++;
+        }
+        tstored_all += s;
+        if (!f->is_safetensors) nextra++;
+        printf("  %-44s %14" PRIu64 " %14" PRIu64 " %7.2fx\n", f->name ? f->name : "", f->size, s,
+               s ? (double)f->size / (double)s : 0.0);
+    }
+    printf("\ntensors (%zu):\n", ntensors);
+    printf("  %-56s %-6s %-9s %12s %12s %8s\n", "name", "dtype", "codec", "size", "stored", "ratio");
+    for (size_t i = 0; i < in->nfiles; i++) {
+        const wd_outfile *f = &in->files[i];
+        for (size_t k = 0; k < f->nextents; k++) {
+            const wd_extent *e = &f->extents[k];
+            if (!e->tensor) continue;
+            uint64_t s = extent_stored(in, e);
+            printf("  %-56s %-6s %-9s %12" PRIu64 " %12" PRIu64 " %7.2fx%s%s\n", e->tensor,
+                   dtype_str(e->dtype), codec_str(e->codec), e->length, s,
+                   s ? (double)e->length / (double)s : 0.0,
+                   e->base_tensor && strcmp(e->base_tensor, e->tensor) ? "  base=" : "",
+                   e->base_tensor && strcmp(e->base_tensor, e->tensor) ? e->base_tensor : "");
+        }
+    }
+    printf("\nextra files (%zu):", nextra);
+    for (size_t i = 0; i < in->nfiles; i++)
+        if (!in->files[i].is_safetensors) printf(" %s", in->files[i].name ? in->files[i].name : "");
+    printf("\n\n");
+    human(in->output_size, a, sizeof a);
+    human(in->file_size, b, sizeof b);
+    printf("total: output %s (%" PRIu64 " bytes), delta %s (%" PRIu64 " bytes, %" PRIu64
+           " in blocks), ratio %.3fx\n",
+           a, in->output_size, b, in->file_size, tstored_all,
+           in->file_size ? (double)in->output_size / (double)in->file_size : 0.0);
+}
+
+/* deltatensors v1 files (read-only description) */
+static int inspect_v1(const char *path, wd_v1 *v, int json)
+{
+    char hex[65];
+    wd_hex(wd_v1_parent_hash(v), 32, hex);
+    size_t n = wd_v1_count(v);
+    uint64_t stored = 0, nelem = 0;
+    for (size_t i = 0; i < n; i++) {
+        stored += wd_v1_get(v, i)->stored_bytes;
+        nelem += wd_v1_get(v, i)->nelem;
+    }
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        if (!root) return 1;
+        cJSON_AddNumberToObject(root, "format_version", 1);
+        cJSON_AddStringToObject(root, "strategy", wd_v1_strategy(v) ? wd_v1_strategy(v) : "");
+        cJSON *opts = wd_v1_options(v) ? cJSON_Parse(wd_v1_options(v)) : NULL;
+        if (opts) cJSON_AddItemToObject(root, "options", opts);
+        else cJSON_AddStringToObject(root, "options", wd_v1_options(v) ? wd_v1_options(v) : "");
+        cJSON_AddStringToObject(root, "base_hash", hex);
+        cJSON_AddNumberToObject(root, "file_size", (double)wd_v1_file_size(v));
+        cJSON_AddNumberToObject(root, "ntensors", (double)n);
+        cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
+        for (size_t i = 0; i < n; i++) {
+            const wd_v1_tensor *t = wd_v1_get(v, i);
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "tensor", t->name ? t->name : "");
+            cJSON_AddStringToObject(x, "strategy", t->strategy ? t->strategy : "");
+            cJSON_AddStringToObject(x, "dtype", t->dtype ? t->dtype : "");
+            cJSON *sh = cJSON_AddArrayToObject(x, "shape");
+            for (int k = 0; k < t->ndim && k < WD_MAX_DIMS; k++)
+                cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[k]));
+            cJSON_AddNumberToObject(x, "stored", (double)t->stored_bytes);
+            cJSON_AddItemToArray(arr, x);
+        }
+        char *s = cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
+        if (!s) return 1;
+        puts(s);
+        cJSON_free(s);
+        return 0;
+    }
+    printf("file:            %s\n", path);
+    printf("format version:  1 (deltatensors)\n");
+    printf("strategy:        %s\n", wd_v1_strategy(v) ? wd_v1_strategy(v) : "");
+    printf("options:         %s\n", wd_v1_options(v) ? wd_v1_options(v) : "{}");
+    printf("base hash:       %s\n", hex);
+    printf("\ntensors (%zu):\n", n);
+    printf("  %-56s %-10s %-8s %14s %12s\n", "name", "strategy", "dtype", "elements", "stored");
+    for (size_t i = 0; i < n; i++) {
+        const wd_v1_tensor *t = wd_v1_get(v, i);
+        printf("  %-56s %-10s %-8s %14" PRIu64 " %12" PRIu64 "\n", t->name ? t->name : "",
+               t->strategy ? t->strategy : "", t->dtype ? t->dtype : "", t->nelem, t->stored_bytes);
+    }
+    printf("\ntotal: %zu tensors, %" PRIu64 " elements, %" PRIu64 " bytes of records, file %" PRIu64
+           " bytes (%.2f bits/param)\n",
+           n, nelem, stored, wd_v1_file_size(v),
+           nelem ? 8.0 * (double)wd_v1_file_size(v) / (double)nelem : 0.0);
+    return 0;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int json = 0, c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":jh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = 1; break;
+        case 'h': fputs(inspect_help, stdout); return 0;
+        default: return usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error("inspect", "missing FILE");
+    if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
+    const char *path = argv[optind];
+    wd_err err = {{0}};
+    wd_delta *d = NULL;
+    if (wd_delta_open(path, &d, &err)) {
+        /* a deltatensors v1 file: describe it through the v1 reader */
+        wd_err err1 = {{0}};
+        wd_v1 *v = NULL;
+        if (wd_v1_open(path, &v, &err1) == 0) {
+            int rc = inspect_v1(path, v, json);
+            wd_v1_close(v);
+            return rc;
+        }
+        return fail(&err);
+    }
+    const wd_delta_info *in = wd_delta_get_info(d);
+    int rc = 0;
+    if (json) {
+        if (inspect_json(in)) {
+            die_msg("out of memory building JSON");
+            rc = 1;
+        }
+    } else {
+        inspect_text(path, in);
+    }
+    wd_delta_close(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------ apply */
+static const char apply_help[] =
+    "usage: wdelta apply FILE --base DIR -o OUTDIR [--threads N]\n"
+    "\n"
+    "Rebuild the fine-tune stored in FILE into OUTDIR (byte-identical files).\n"
+    "\n"
+    "  -b, --base DIR      the base model the delta was made against\n"
+    "  -o, --output DIR    directory to create (must not exist)\n"
+    "  -t, --threads N     worker threads (default: online CPUs)\n"
+    "      --force         replace OUTDIR if it exists\n"
+    "  -q, --quiet         no progress output\n"
+    "  -h, --help          this help\n";
+
+static int replace_dir(const char *tmp, const char *out, int force, wd_err *err)
+{
+    if (rename(tmp, out) == 0) return 0;
+    if (!(force && (errno == ENOTEMPTY || errno == EEXIST || errno == ENOTDIR || errno == EISDIR)))
+        return wd_errf(err, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    struct stat st;
+    if (lstat(out, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        if (unlink(out))
+            return wd_errf(err, "cannot remove %s: %s", out, strerror(errno));
+    } else {
+        size_t n = strlen(out) + 32;
+        char *old = malloc(n);
+        if (!old) return wd_errf(err, "out of memory");
+        snprintf(old, n, "%s.old.XXXXXX", out);
+        if (!mkdtemp(old)) {
+            int e = errno;
+            free(old);
+            return wd_errf(err, "cannot move %s aside: %s", out, strerror(e));
+        }
+        if (rename(out, old)) {
+            int e = errno;
+            rmdir(old);
+            free(old);
+            return wd_errf(err, "cannot move %s aside: %s", out, strerror(e));
+        }
+        if (rename(tmp, out)) {
+            int e = errno;
+            rename(old, out);
+            free(old);
+            return wd_errf(err, "cannot rename %s to %s: %s", tmp, out, strerror(e));
+        }
+        remove_flat_dir(old);
+        if (path_exists(old))
+            fprintf(stderr, "wdelta: note: the previous %s was kept as %s (it has subdirectories)\n",
+                    out, old);
+        free(old);
+        return 0;
+    }
+    if (rename(tmp, out))
+        return wd_errf(err, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    return 0;
+}
+
+static int cmd_apply(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"base", required_argument, 0, 'b'},
+        {"output", required_argument, 0, 'o'},
+        {"threads", required_argument, 0, 't'},
+        {"force", no_argument, 0, 'F'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *base = NULL, *out = NULL;
+    int threads = 0, force = 0, quiet = 0, c;
+    long long v;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":b:o:t:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'b': base = optarg; break;
+        case 'o': out = optarg; break;
+        case 't':
+            if (parse_num(optarg, 0, 4096, 0, &v))
+                return usage_error("apply", "--threads: '%s' is not a number in 0..4096", optarg);
+            threads = (int)v;
+            break;
+        case 'F': force = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(apply_help, stdout); return 0;
+        case ':': return usage_error("apply", "option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error("apply", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error("apply", "missing FILE");
+    if (argc - optind > 1) return usage_error("apply", "unexpected argument '%s'", argv[optind + 1]);
+    if (!base) return usage_error("apply", "missing --base DIR");
+    if (!out) return usage_error("apply", "missing -o OUTDIR");
+    const char *path = argv[optind];
+    if (!force && path_exists(out)) {
+        fprintf(stderr, "wdelta: %s already exists (use --force to replace it)\n", out);
+        return 1;
+    }
+
+    wd_err err = {{0}};
+    wd_delta *d = NULL;
+    wd_model m;
+    memset(&m, 0, sizeof m);
+    int have_model = 0, rc = 1;
+    char *tmp = NULL;
+    if (wd_delta_open(path, &d, &err)) goto done;
+    if (wd_model_open(base, &m, &err)) goto done;
+    have_model = 1;
+    if (wd_delta_set_base(d, &m, &err)) goto done;
+
+    /* Build in a sibling temporary directory, rename into place at the end:
+     * a failed apply leaves nothing under OUTDIR. */
+    size_t n = strlen(out) + 32;
+    tmp = malloc(n);
+    if (!tmp) {
+        wd_errf(&err, "out of memory");
+        goto done;
+    }
+    size_t ol = strlen(out);
+    while (ol > 1 && out[ol - 1] == '/') ol--;
+    snprintf(tmp, n, "%.*s.tmp.XXXXXX", (int)ol, out);
+    if (!mkdtemp(tmp)) {
+        wd_errf(&err, "cannot create a directory next to %s: %s", out, strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto done;
+    }
+    rmdir(tmp); /* wd_apply creates it */
+
+    progress pr;
+    progress_init(&pr, "apply", quiet);
+    double t0 = now_s();
+    int arc = wd_apply(d, tmp, threads, bytes_progress_cb, &pr, &err);
+    progress_end(&pr);
+    if (arc) {
+        remove_flat_dir(tmp);
+        goto done;
+    }
+    char outbuf[PATH_MAX];
+    snprintf(outbuf, sizeof outbuf, "%.*s", (int)ol, out);
+    if (replace_dir(tmp, outbuf, force, &err)) {
+        remove_flat_dir(tmp);
+        goto done;
+    }
+    double el = now_s() - t0;
+    const wd_delta_info *in = wd_delta_get_info(d);
+    char hs[32];
+    human(in->output_size, hs, sizeof hs);
+    printf("applied %s -> %s: %zu files, %s, %.2f s, %.1f MB/s\n", path, outbuf, in->nfiles, hs, el,
+           el > 0 ? (double)in->output_size / 1e6 / el : 0.0);
+    rc = 0;
+done:
+    if (rc) fail(&err);
+    free(tmp);
+    if (d) wd_delta_close(d);
+    if (have_model) wd_model_free(&m);
+    return rc;
+}
+
+/* ------------------------------------------------------------ verify */
+static const char verify_help[] =
+    "usage: wdelta verify FILE [--base DIR]\n"
+    "\n"
+    "Without --base: check the file's structure and every block's stored checksum.\n"
+    "With --base: also check that DIR is the base the delta was made against\n"
+    "(content hash), decode everything and check the result hash.\n"
+    "\n"
+    "  -b, --base DIR   the base model directory\n"
+    "  -q, --quiet      no progress output\n"
+    "  -h, --help       this help\n";
+
+static int cmd_verify(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"base", required_argument, 0, 'b'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *base = NULL;
+    int quiet = 0, c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":b:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'b': base = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(verify_help, stdout); return 0;
+        case ':': return usage_error("verify", "option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error("verify", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error("verify", "missing FILE");
+    if (argc - optind > 1) return usage_error("verify", "unexpected argument '%s'", argv[optind + 1]);
+    const char *path = argv[optind];
+
+    wd_err err = {{0}};
+    wd_delta *d = NULL;
+    wd_model m;
+    memset(&m, 0, sizeof m);
+    int have_model = 0, rc = 1;
+    unsigned char rh[32];
+    char hex[65], hex2[65];
+    if (wd_delta_open(path, &d, &err)) goto done;
+    const wd_delta_info *in = wd_delta_get_info(d);
+    printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, in->version,
+           in->nfiles, in->nblocks);
+    fflush(stdout);
+    if (base) {
+        if (wd_model_open(base, &m, &err)) goto done;
+        have_model = 1;
+        unsigned char bh[32];
+        if (wd_model_hash(&m, bh, &err)) goto done;
+        if (memcmp(bh, in->base_hash, 32)) {
+            wd_hex(bh, 32, hex);
+            wd_hex(in->base_hash, 32, hex2);
+            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s",
+                    base, path, hex, hex2);
+            goto done;
+        }
+        wd_hex(bh, 32, hex);
+        printf("OK: base %s matches base hash %s\n", base, hex);
+        fflush(stdout);
+        if (wd_delta_set_base(d, &m, &err)) goto done;
+    }
+    progress pr;
+    progress_init(&pr, "verify", quiet);
+    int vrc = wd_verify(d, base != NULL, rh, bytes_progress_cb, &pr, &err);
+    progress_end(&pr);
+    if (vrc) goto done;
+    printf("OK: all %zu block checksums (stored data) match\n", in->nblocks);
+    if (base) {
+        if (memcmp(rh, in->result_hash, 32)) {
+            wd_hex(rh, 32, hex);
+            wd_hex(in->result_hash, 32, hex2);
+            wd_errf(&err, "%s: decoded result hash %s differs from the recorded %s", path, hex, hex2);
+            goto done;
+        }
+        wd_hex(rh, 32, hex);
+        printf("OK: decoded %zu files (%" PRIu64 " bytes), result hash %s matches\n", in->nfiles,
+               in->output_size, hex);
+    }
+    rc = 0;
+done:
+    fflush(stdout);
+    if (rc) fail(&err);
+    if (d) wd_delta_close(d);
+    if (have_model) wd_model_free(&m);
+    return rc;
+}
+
+/* ------------------------------------------------------------ hash */
+static const char hash_help[] =
+    "usage: wdelta hash DIR\n"
+    "\n"
+    "Print the content hash of a model directory (deltatensors' parent_hash):\n"
+    "SHA-256 over tensor names and raw tensor bytes, independent of sharding.\n";
+
+static int cmd_hash(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(hash_help, stdout); return 0;
+        default: return usage_error("hash", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error("hash", "missing DIR");
+    if (argc - optind > 1) return usage_error("hash", "unexpected argument '%s'", argv[optind + 1]);
+    wd_err err = {{0}};
+    wd_model m;
+    memset(&m, 0, sizeof m);
+    if (wd_model_open(argv[optind], &m, &err)) return fail(&err);
+    unsigned char h[32];
+    char hex[65];
+    int rc = wd_model_hash(&m, h, &err);
+    wd_model_free(&m);
+    if (rc) return fail(&err);
+    wd_hex(h, 32, hex);
+    printf("%s\n", hex);
+    return 0;
+}
+
+/* ------------------------------------------------------------ main */
+static const char main_help[] =
+    "usage: wdelta COMMAND [ARGS]\n"
+    "\n"
+    "Store fine-tuned models as lossless deltas against their base model.\n"
+    "\n"
+    "commands:\n"
+    "  create   --base DIR --finetuned DIR -o OUT.wdelta   make a delta\n"
+    "  inspect  FILE [--json]                             describe a delta\n"
+    "  apply    FILE --base DIR -o OUTDIR                 rebuild the fine-tune\n"
+    "  verify   FILE [--base DIR]                         check checksums / hashes\n"
+    "  hash     DIR                                       content hash of a model\n"
+    "\n"
+    "  wdelta COMMAND --help   help for one command\n"
+    "  wdelta --version        print the version\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(main_help, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(main_help, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V") || !strcmp(cmd, "version")) {
+        printf("wdelta %s\n", WD_VERSION_STRING);
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        {"create", cmd_create}, {"inspect", cmd_inspect}, {"apply", cmd_apply},
+        {"verify", cmd_verify}, {"hash", cmd_hash},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (!strcmp(cmd, cmds[i].name)) {
+            int rc = cmds[i].fn(argc - 1, argv + 1);
+            if (fflush(stdout) != 0 || ferror(stdout)) {
+                if (rc == 0) {
+                    fprintf(stderr, "wdelta: error writing to standard output: %s\n", strerror(errno));
+                    rc = 1;
+                }
+            }
+            return rc;
+        }
+    }
+    if (cmd[0] == '-') return usage_error(NULL, "unknown option '%s'", cmd);
+    return usage_error(NULL, "unknown command '%s'", cmd);
+}
