@@ -651,6 +651,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
         }
         w->tensors_done++;
     }
+    if (w->o->progress) w->o->progress(w->o->progress_ctx, done, w->total_bytes, w->tensors_done, w->ntensors);
     wd_sha256_final(sha, result_hash);
     sha = NULL;
     rc = 0;
