@@ -79,14 +79,63 @@ static void *apply_worker(void *arg)
     return NULL;
 }
 
-static int remove_tree(const char *dir, const wd_delta_info *in)
+static int remove_tree(const char *dir, const wd_delta_info *in, const wd_model *base)
 {
     char p[4096];
     for (size_t i = 0; i < in->nfiles; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, in->files[i].name);
         unlink(p);
     }
+    for (size_t i = 0; base && i < base->nextras; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, base->extras[i]);
+        unlink(p);
+    }
     return rmdir(dir);
+}
+
+static int copy_file(const char *from, const char *to, wd_err *err)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC), out = -1;
+    if (in < 0) return wd_errf(err, "%s: %s", from, strerror(errno));
+    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0) {
+        close(in);
+        return wd_errf(err, "%s: %s", to, strerror(errno));
+    }
+    unsigned char buf[65536];
+    uint64_t off = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            rc = wd_errf(err, "%s: %s", from, strerror(errno));
+            break;
+        }
+        if (n == 0) break;
+        if (wd_pwrite_full(out, buf, (size_t)n, off, to, err)) {
+            rc = -1;
+            break;
+        }
+        off += (uint64_t)n;
+    }
+    close(in);
+    if (close(out) && !rc) rc = wd_errf(err, "%s: %s", to, strerror(errno));
+    return rc;
+}
+
+/* A v1 delta rebuilds only weights: the rest of the directory (config,
+ * tokenizer) is the base's. */
+static int copy_base_extras(wd_delta *d, const char *dir, wd_err *err)
+{
+    char from[4096], to[4096];
+    for (size_t i = 0; i < d->base->nextras; i++) {
+        if (wd_delta_find_file(d, d->base->extras[i]) >= 0) continue;
+        snprintf(from, sizeof from, "%s/%s", d->base->dir, d->base->extras[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, d->base->extras[i]);
+        if (copy_file(from, to, err)) return -1;
+    }
+    return 0;
 }
 
 int wd_apply(wd_delta *d, const char *out_dir, int threads,
@@ -155,6 +204,7 @@ int wd_apply(wd_delta *d, const char *out_dir, int threads,
         }
         a.fds[f] = -1;
     }
+    if (d->v1 && d->base && copy_base_extras(d, tmp, err)) goto out;
     if (rename(tmp, out_dir)) {
         wd_errf(err, "cannot rename %s to %s: %s", tmp, out_dir, strerror(errno));
         goto out;
@@ -163,7 +213,7 @@ int wd_apply(wd_delta *d, const char *out_dir, int threads,
 out:
     for (size_t f = 0; a.fds && f < in->nfiles; f++)
         if (a.fds[f] >= 0) close(a.fds[f]);
-    if (rc && tmp) remove_tree(tmp, in);
+    if (rc && tmp) remove_tree(tmp, in, d->v1 ? d->base : NULL);
     free(tmp);
     free(a.fds);
     free(a.block_file);
@@ -317,10 +367,21 @@ out:
     return rc;
 }
 
+/* v1: the trailing SHA-256, then (with the base) every tensor rebuilt; v1
+ * records no result hash, so the rebuilt model's is reported, not compared. */
+static int verify_v1(wd_delta *d, int with_base, unsigned char out_hash[32], wd_err *err)
+{
+    if (wd_v1_check_digest(d->v1, err)) return -1;
+    if (!with_base) return 0;
+    if (!d->base) return wd_errf(err, "%s: verifying the result needs the base model", d->path);
+    return result_hash(d, out_hash, err);
+}
+
 int wd_verify(wd_delta *d, int with_base, unsigned char out_hash[32],
               void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
 {
     const wd_delta_info *in = &d->info;
+    if (d->v1) return verify_v1(d, with_base, out_hash, err);
     unsigned char *buf = NULL;
     size_t cap = 0;
     uint64_t total = 0, done = 0;

@@ -88,6 +88,9 @@ const char *wd_codec_name(wd_codec c)
     switch (c) {
     case WD_CODEC_ZSTD: return "zstd";
     case WD_CODEC_LOSSLESS: return "lossless";
+    case WD_CODEC_V1: return "v1";
+    case WD_CODEC_GENERATED: return "generated";
+    case WD_CODEC_BASE_COPY: return "base";
     }
     return "unknown";
 }

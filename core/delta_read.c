@@ -191,6 +191,8 @@ out:
 static int map_blocks(wd_delta *d, wd_err *err)
 {
     size_t nb = d->info.nblocks, next = 0;
+    free(d->block_ext); /* a v1 view maps again once its base is attached */
+    free(d->ext_by_num);
     d->block_ext = malloc((nb ? nb : 1) * sizeof *d->block_ext);
     if (!d->block_ext) return wd_errf(err, "out of memory");
     for (size_t i = 0; i < nb; i++) d->block_ext[i] = UINT32_MAX;
@@ -222,8 +224,15 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
     if (wd_pread_full(d->fd, pre, 11, 0, d->path, err)) return -1;
     if (memcmp(pre, WD_MAGIC, WD_MAGIC_LEN)) return wd_errf(err, "%s: not a .wdelta file (bad magic)", d->path);
     d->info.version = wd_get_u32(pre + 7);
-    if (d->info.version == 1)
-        return wd_errf(err, "%s: deltatensors v1 file: not supported by this version of wdelta yet", d->path);
+    if (d->info.version == 1) { /* deltatensors: scan its records; outputs come with the base */
+        if (wd_v1_open(d->path, &d->v1, err)) return -1;
+        memcpy(d->info.base_hash, wd_v1_parent_hash(d->v1), 32);
+        d->strategy = strdup(wd_v1_strategy(d->v1));
+        d->tool = strdup("deltatensors (v1)");
+        d->options_json = strdup(wd_v1_options(d->v1));
+        if (!d->strategy || !d->tool || !d->options_json) return wd_errf(err, "out of memory");
+        return 0;
+    }
     if (d->info.version != 2)
         return wd_errf(err, "%s: .wdelta version %u is not supported (this build reads version 2)", d->path,
                        d->info.version);
@@ -292,6 +301,8 @@ int wd_delta_open(const char *path, wd_delta **out, wd_err *err)
     wd_delta *d = calloc(1, sizeof *d);
     if (!d) return wd_errf(err, "out of memory");
     pthread_mutex_init(&d->pool_lock, NULL);
+    pthread_mutex_init(&d->memo_lock, NULL);
+    d->memo_tensor = -1;
     d->path = strdup(path);
     d->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (d->fd < 0) {
@@ -351,6 +362,9 @@ void wd_delta_close(wd_delta *d)
     for (size_t i = 0; i < d->npool; i++) wd_scratch_free(d->pool[i]);
     free(d->pool);
     pthread_mutex_destroy(&d->pool_lock);
+    wd_v1view_free(d);
+    pthread_mutex_destroy(&d->memo_lock);
+    wd_v1_close(d->v1);
     free(d->strategy);
     free(d->tool);
     free(d->options_json);
@@ -370,9 +384,30 @@ int wd_delta_find_file(const wd_delta *d, const char *name)
     return -1;
 }
 
+void wd_delta_v1_use_base_dtype(wd_delta *d, int yes)
+{
+    d->v1_base_dtype = yes;
+}
+
+static int open_base_fds(wd_delta *d, const wd_model *base, wd_err *err)
+{
+    d->base_fds = malloc((base->nfiles ? base->nfiles : 1) * sizeof *d->base_fds);
+    if (!d->base_fds) return wd_errf(err, "out of memory");
+    d->base = base;
+    for (size_t i = 0; i < base->nfiles; i++) d->base_fds[i] = -1;
+    for (size_t i = 0; i < base->nfiles; i++)
+        if ((d->base_fds[i] = open(base->files[i].path, O_RDONLY | O_CLOEXEC)) < 0)
+            return wd_errf(err, "%s: %s", base->files[i].path, strerror(errno));
+    return 0;
+}
+
 int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err)
 {
     if (d->base) return wd_errf(err, "%s: a base is already attached", d->path);
+    if (d->v1) {
+        if (open_base_fds(d, base, err) || wd_v1view_set_base(d, base, err) || map_blocks(d, err)) return -1;
+        return 0;
+    }
     for (size_t i = 0; i < d->next; i++) {
         wd_ext_priv *e = d->ext_by_num[i];
         if (!e->base_tensor) continue;
@@ -387,16 +422,7 @@ int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err)
         e->base_fd_index = (int)fi;
         e->base_offset = t->offset;
     }
-    d->base_fds = malloc((base->nfiles ? base->nfiles : 1) * sizeof *d->base_fds);
-    if (!d->base_fds) return wd_errf(err, "out of memory");
-    d->base = base;
-    for (size_t i = 0; i < base->nfiles; i++) d->base_fds[i] = -1;
-    for (size_t i = 0; i < base->nfiles; i++)
-        if ((d->base_fds[i] = open(base->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
-            wd_errf(err, "%s: %s", base->files[i].path, strerror(errno));
-            return -1;
-        }
-    return 0;
+    return open_base_fds(d, base, err);
 }
 
 int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off, uint32_t *block, uint64_t *block_file_off)
@@ -420,8 +446,8 @@ static int where(const wd_delta *d, uint32_t block, wd_err *err)
 {
     const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
     const wd_block *b = &d->blocks[block];
-    if (e->tensor)
-        return wd_errprefix(err, "%s: tensor %s, block %u (delta offset %llu)", d->path, e->tensor, block,
+    if (e->pub.tensor)
+        return wd_errprefix(err, "%s: tensor %s, block %u (delta offset %llu)", d->path, e->pub.tensor, block,
                             (unsigned long long)b->offset);
     return wd_errprefix(err, "%s: block %u (delta offset %llu)", d->path, block, (unsigned long long)b->offset);
 }
@@ -431,6 +457,7 @@ int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
     if (block >= d->info.nblocks) return wd_errf(err, "%s: no block %u", d->path, block);
     const wd_block *b = &d->blocks[block];
     const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
+    if (d->v1) return wd_v1view_decode(d, block, out, err);
     if (e->pub.codec == WD_CODEC_LOSSLESS && (!d->base || e->base_fd_index < 0))
         return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path, e->tensor);
     wd_scratch *s = wd_delta_scratch_get(d);

@@ -88,10 +88,22 @@ struct wd_delta {
     size_t next;
     const wd_model *base;      /* not owned */
     int *base_fds;             /* one per base file */
+    /* deltatensors v1 (version 1): a view built at wd_delta_set_base */
+    wd_v1 *v1;
+    int v1_base_dtype;
+    unsigned char **gen;       /* generated blobs (headers, index), per extent number */
+    pthread_mutex_t memo_lock; /* one rebuilt v1 tensor kept for its neighbours */
+    long memo_tensor;
+    unsigned char *memo;
     pthread_mutex_t pool_lock;
     wd_scratch **pool;
     size_t npool, cap_pool;
 };
+
+/* v1_view.c */
+int wd_v1view_set_base(wd_delta *d, const wd_model *base, wd_err *err);
+int wd_v1view_decode(wd_delta *d, uint32_t block, unsigned char *out, wd_err *err);
+void wd_v1view_free(wd_delta *d);
 
 wd_scratch *wd_delta_scratch_get(wd_delta *d);
 void wd_delta_scratch_put(wd_delta *d, wd_scratch *s);

@@ -148,6 +148,10 @@ uint64_t wd_hash64(const void *p, size_t n, uint64_t seed);
 typedef enum wd_codec {
     WD_CODEC_ZSTD = 1,     /* whole bytes, zstd (headers, extra files, new tensors) */
     WD_CODEC_LOSSLESS = 2, /* exact delta against the base tensor of the same name */
+    /* Views of deltatensors v1 files (no stored blocks, no block checksums): */
+    WD_CODEC_V1 = 16,      /* a v1 tensor, rebuilt whole on first touch */
+    WD_CODEC_GENERATED = 17, /* bytes made at wd_delta_set_base (headers, index) */
+    WD_CODEC_BASE_COPY = 18, /* a base tensor the v1 file leaves unchanged */
 } wd_codec;
 const char *wd_codec_name(wd_codec c);
 
@@ -228,6 +232,11 @@ const wd_delta_info *wd_delta_get_info(const wd_delta *d);
  * base tensor the delta references exists with the right dtype and size.
  * Does NOT hash the base (that reads everything); see wd_model_hash. */
 int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err);
+/* v1 files are presented as float32 tensors (what the reference writes);
+ * call this before wd_delta_set_base to present them in the base's dtype
+ * (BF16/F16/F32, round to nearest even) instead.  No effect on v2. */
+void wd_delta_v1_use_base_dtype(wd_delta *d, int yes);
+
 /* Index of an output file by name, or -1. */
 int wd_delta_find_file(const wd_delta *d, const char *name);
 

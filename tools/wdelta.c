@@ -558,16 +558,16 @@ static int cmd_inspect(int argc, char **argv)
     const char *path = argv[optind];
     wd_err err = {{0}};
     wd_delta *d = NULL;
-    if (wd_delta_open(path, &d, &err)) {
-        /* a deltatensors v1 file: describe it through the v1 reader */
-        wd_err err1 = {{0}};
+    if (wd_delta_open(path, &d, &err)) return fail(&err);
+    if (wd_delta_get_info(d)->version == 1) {
+        /* deltatensors v1: its outputs exist only with a base; describe
+         * the records through the v1 reader */
+        wd_delta_close(d);
         wd_v1 *v = NULL;
-        if (wd_v1_open(path, &v, &err1) == 0) {
-            int rc = inspect_v1(path, v, json);
-            wd_v1_close(v);
-            return rc;
-        }
-        return fail(&err);
+        if (wd_v1_open(path, &v, &err)) return fail(&err);
+        int rc = inspect_v1(path, v, json);
+        wd_v1_close(v);
+        return rc;
     }
     const wd_delta_info *in = wd_delta_get_info(d);
     int rc = 0;
@@ -592,6 +592,8 @@ static const char apply_help[] =
     "  -b, --base DIR      the base model the delta was made against\n"
     "  -o, --output DIR    directory to create (must not exist)\n"
     "  -t, --threads N     worker threads (default: online CPUs)\n"
+    "      --base-dtype    deltatensors v1 files: write tensors in the base's dtype\n"
+    "                      (default: float32, as the reference does)\n"
     "      --force         replace OUTDIR if it exists\n"
     "  -q, --quiet         no progress output\n"
     "  -h, --help          this help\n";
@@ -646,12 +648,13 @@ static int cmd_apply(int argc, char **argv)
         {"output", required_argument, 0, 'o'},
         {"threads", required_argument, 0, 't'},
         {"force", no_argument, 0, 'F'},
+        {"base-dtype", no_argument, 0, 'D'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *base = NULL, *out = NULL;
-    int threads = 0, force = 0, quiet = 0, c;
+    int threads = 0, force = 0, quiet = 0, base_dtype = 0, c;
     long long v;
     optind = 0;
     opterr = 0;
@@ -665,6 +668,7 @@ static int cmd_apply(int argc, char **argv)
             threads = (int)v;
             break;
         case 'F': force = 1; break;
+        case 'D': base_dtype = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(apply_help, stdout); return 0;
         case ':': return usage_error("apply", "option '%s' needs a value", argv[optind - 1]);
@@ -690,6 +694,19 @@ static int cmd_apply(int argc, char **argv)
     if (wd_delta_open(path, &d, &err)) goto done;
     if (wd_model_open(base, &m, &err)) goto done;
     have_model = 1;
+    if (wd_delta_get_info(d)->version == 1) {
+        /* v1 blocks carry no checksums: make sure this is the right base */
+        unsigned char bh[32];
+        if (wd_model_hash(&m, bh, &err)) goto done;
+        if (memcmp(bh, wd_delta_get_info(d)->base_hash, 32)) {
+            char h1[65], h2[65];
+            wd_hex(bh, 32, h1);
+            wd_hex(wd_delta_get_info(d)->base_hash, 32, h2);
+            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", base, path, h1, h2);
+            goto done;
+        }
+        wd_delta_v1_use_base_dtype(d, base_dtype);
+    }
     if (wd_delta_set_base(d, &m, &err)) goto done;
 
     /* Build in a sibling temporary directory, rename into place at the end:
@@ -812,8 +829,13 @@ static int cmd_verify(int argc, char **argv)
     int vrc = wd_verify(d, base != NULL, rh, bytes_progress_cb, &pr, &err);
     progress_end(&pr);
     if (vrc) goto done;
-    printf("OK: all %zu block checksums (stored data) match\n", in->nblocks);
-    if (base) {
+    if (in->version == 1) printf("OK: trailing SHA-256 of the v1 file matches\n");
+    else printf("OK: all %zu block checksums (stored data) match\n", in->nblocks);
+    if (base && in->version == 1) {
+        wd_hex(rh, 32, hex);
+        printf("OK: rebuilt %zu files (%" PRIu64 " bytes); v1 records no result hash, the rebuilt model's is %s\n",
+               in->nfiles, in->output_size, hex);
+    } else if (base) {
         if (memcmp(rh, in->result_hash, 32)) {
             wd_hex(rh, 32, hex);
             wd_hex(in->result_hash, 32, hex2);
