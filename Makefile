@@ -40,7 +40,8 @@ endef
 $(eval $(call buildset,build,))
 $(eval $(call buildset,build-asan,$(SAN) -O1))
 
-BINS := build/wdelta build/genmodel build/wdeltafs
+BINS := build/wdelta build/genmodel $(if $(FS_SRC),build/wdeltafs,)
+ASAN_BINS := build-asan/wdelta build-asan/genmodel build-asan/unit_tests $(if $(FS_SRC),build-asan/wdeltafs,)
 
 .PHONY: all deps deps-check test test-unit test-integration test-asan demo bench install uninstall clean
 all: $(BINS)
@@ -52,7 +53,7 @@ deps:
 deps-check:
 	@bash tools/deps.sh --quiet
 
-test: all build-asan/wdelta build-asan/wdeltafs build-asan/genmodel build-asan/unit_tests
+test: all $(ASAN_BINS)
 	@bash tests/run-all.sh
 
 test-asan: test

@@ -37,6 +37,9 @@ static inline uint64_t wd_get_u64(const unsigned char *p)
     return v;
 }
 
+/* 1 if the n bytes at s are valid UTF-8 (dtype.c). */
+int wd_utf8_valid(const char *s, size_t n);
+
 /* ---- I/O: full reads/writes with retry on EINTR/short counts. */
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
 int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);

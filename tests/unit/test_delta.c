@@ -153,7 +153,7 @@ static void create(uint32_t block_size, int threads)
 
 static int files_equal(const char *a, const char *b)
 {
-    char cmd[700];
+    char cmd[1600];
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
     return system(cmd) == 0;
 }

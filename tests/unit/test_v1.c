@@ -96,7 +96,7 @@ START_TEST(test_v1_vectors)
     const char *sets[] = {"synth-f32", "synth-bf16", "pairB"};
     int checked = 0;
     for (size_t s = 0; s < 3; s++) {
-        char dir[700], base[700];
+        char dir[700], base[800];
         snprintf(dir, sizeof dir, "%s/vectors/v1/%s", sh, sets[s]);
         if (!strcmp(sets[s], "pairB")) snprintf(base, sizeof base, "%s/models/pairB/base", sh);
         else snprintf(base, sizeof base, "%s/base", dir);

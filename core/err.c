@@ -1,0 +1,37 @@
+/* err.c - one-line error messages that say what and where. */
+#include "wdelta.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int wd_errf(wd_err *err, const char *fmt, ...)
+{
+    if (!err) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int wd_errprefix(wd_err *err, const char *fmt, ...)
+{
+    if (!err) return -1;
+    char prefix[sizeof err->msg], old[sizeof err->msg];
+    memcpy(old, err->msg, sizeof old);
+    old[sizeof old - 1] = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    /* keep as much of both as fits */
+    size_t pl = strlen(prefix);
+    if (pl > sizeof err->msg - 3) pl = sizeof err->msg - 3;
+    memcpy(err->msg, prefix, pl);
+    memcpy(err->msg + pl, ": ", 2);
+    size_t room = sizeof err->msg - pl - 3, ol = strlen(old);
+    if (ol > room) ol = room;
+    memcpy(err->msg + pl + 2, old, ol);
+    err->msg[pl + 2 + ol] = 0;
+    return -1;
+}

@@ -1,0 +1,363 @@
+/* safetensors.c - parse, validate and build safetensors headers.
+ *
+ * A header is an 8-byte little-endian length N and N bytes of JSON; tensor
+ * data follows, each tensor at data_offsets relative to byte 8+N.  Every
+ * rule the format implies is checked here, so that nothing downstream ever
+ * trusts an offset it was not given by this file. */
+#include "internal.h"
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_SAFE_INT 9007199254740992.0 /* 2^53: cJSON numbers are doubles */
+
+void wd_st_free(wd_stfile *f)
+{
+    if (!f) return;
+    for (size_t i = 0; f->tensors && i < f->ntensors; i++) free(f->tensors[i].name);
+    free(f->tensors);
+    free(f->header);
+    free(f->path);
+    free(f->name);
+    memset(f, 0, sizeof *f);
+}
+
+static int as_u64(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v)) return -1;
+    double d = v->valuedouble;
+    if (!(d >= 0) || d >= MAX_SAFE_INT || d != (double)(uint64_t)d) return -1;
+    *out = (uint64_t)d;
+    return 0;
+}
+
+static int parse_metadata(const cJSON *m, const char *fname, wd_err *err)
+{
+    if (!cJSON_IsObject(m)) return wd_errf(err, "%s: __metadata__ is not an object", fname);
+    for (const cJSON *it = m->child; it; it = it->next)
+        if (!cJSON_IsString(it))
+            return wd_errf(err, "%s: __metadata__ value '%s' is not a string", fname, it->string);
+    return 0;
+}
+
+static int parse_tensor(const cJSON *it, const char *fname, uint64_t data_size, uint64_t data_start,
+                        wd_tensor *t, wd_err *err)
+{
+    const char *name = it->string;
+    if (!*name) return wd_errf(err, "%s: a tensor has an empty name", fname);
+    if (!wd_utf8_valid(name, strlen(name))) return wd_errf(err, "%s: tensor name is not valid UTF-8", fname);
+    if (!cJSON_IsObject(it)) return wd_errf(err, "%s: tensor %s: entry is not an object", fname, name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
+    const cJSON *of = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+    if (!cJSON_IsString(dt)) return wd_errf(err, "%s: tensor %s: dtype missing or not a string", fname, name);
+    if (!cJSON_IsArray(sh)) return wd_errf(err, "%s: tensor %s: shape missing or not a list", fname, name);
+    if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2)
+        return wd_errf(err, "%s: tensor %s: data_offsets must be a list of two integers", fname, name);
+    if (strlen(dt->valuestring) >= sizeof t->dtype_name || !*dt->valuestring)
+        return wd_errf(err, "%s: tensor %s: dtype '%.40s' is not a dtype", fname, name, dt->valuestring);
+    t->name = strdup(name);
+    if (!t->name) return wd_errf(err, "out of memory");
+    strcpy(t->dtype_name, dt->valuestring);
+    t->dtype = wd_dtype_from_name(t->dtype_name);
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > WD_MAX_DIMS) return wd_errf(err, "%s: tensor %s: %d dimensions (at most %d)", fname, name, nd, WD_MAX_DIMS);
+    t->ndim = nd;
+    uint64_t ne = 1;
+    int overflow = 0;
+    for (int i = 0; i < nd; i++) {
+        if (as_u64(cJSON_GetArrayItem(sh, i), &t->shape[i]))
+            return wd_errf(err, "%s: tensor %s: shape[%d] is not a non-negative integer", fname, name, i);
+        if (t->shape[i] && ne > UINT64_MAX / t->shape[i]) overflow = 1;
+        else ne *= t->shape[i];
+    }
+    if (overflow && ne) return wd_errf(err, "%s: tensor %s: shape product overflows 64 bits", fname, name);
+    if (overflow) ne = 0; /* a zero dimension makes any product zero */
+    t->nelem = ne;
+    uint64_t b, e;
+    if (as_u64(cJSON_GetArrayItem(of, 0), &b) || as_u64(cJSON_GetArrayItem(of, 1), &e))
+        return wd_errf(err, "%s: tensor %s: data_offsets must be non-negative integers", fname, name);
+    if (e < b) return wd_errf(err, "%s: tensor %s: data_offsets end %llu before begin %llu", fname, name,
+                              (unsigned long long)e, (unsigned long long)b);
+    if (e > data_size)
+        return wd_errf(err, "%s: tensor %s: data_offsets [%llu, %llu) run past the data (%llu bytes)", fname, name,
+                       (unsigned long long)b, (unsigned long long)e, (unsigned long long)data_size);
+    unsigned es = wd_dtype_size(t->dtype);
+    if (es) {
+        if (ne > UINT64_MAX / es)
+            return wd_errf(err, "%s: tensor %s: byte size overflows 64 bits", fname, name);
+        if (ne * es != e - b)
+            return wd_errf(err, "%s: tensor %s: shape x %s size is %llu bytes but data_offsets span %llu", fname,
+                           name, t->dtype_name, (unsigned long long)(ne * es), (unsigned long long)(e - b));
+    }
+    t->offset = data_start + b;
+    t->length = e - b;
+    return 0;
+}
+
+static int cmp_offset(const void *a, const void *b)
+{
+    const wd_tensor *x = a, *y = b;
+    if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
+    if (x->length != y->length) return x->length < y->length ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static int cmp_name_ptr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Duplicate keys: cJSON keeps them all, the format forbids them. */
+static int check_duplicates(const wd_stfile *f, const char *fname, wd_err *err)
+{
+    if (f->ntensors < 2) return 0;
+    char **names = malloc(f->ntensors * sizeof *names);
+    if (!names) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < f->ntensors; i++) names[i] = f->tensors[i].name;
+    qsort(names, f->ntensors, sizeof *names, cmp_name_ptr);
+    int rc = 0;
+    for (size_t i = 1; i < f->ntensors && !rc; i++)
+        if (!strcmp(names[i], names[i - 1])) rc = wd_errf(err, "%s: tensor %s appears twice", fname, names[i]);
+    free(names);
+    return rc;
+}
+
+/* Tensors must tile the data region: no overlap, no gap, nothing after. */
+static int check_layout(const wd_stfile *f, const char *fname, uint64_t data_start, wd_err *err)
+{
+    uint64_t at = data_start;
+    for (size_t i = 0; i < f->ntensors; i++) {
+        const wd_tensor *t = &f->tensors[i];
+        if (t->offset < at)
+            return wd_errf(err, "%s: tensor %s at data offset %llu overlaps the previous tensor (ends at %llu)", fname,
+                           t->name, (unsigned long long)(t->offset - data_start),
+                           (unsigned long long)(at - data_start));
+        if (t->offset > at)
+            return wd_errf(err, "%s: gap of %llu bytes before tensor %s (data offset %llu)", fname,
+                           (unsigned long long)(t->offset - at), t->name, (unsigned long long)(at - data_start));
+        at = t->offset + t->length;
+    }
+    if (at != f->size)
+        return wd_errf(err, "%s: tensors end at byte %llu but the file has %llu (trailing bytes)", fname,
+                       (unsigned long long)at, (unsigned long long)f->size);
+    return 0;
+}
+
+int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
+                wd_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (buflen < 8 || file_size < 8)
+        return wd_errf(err, "%s: too short for a safetensors header (%llu bytes)", fname, (unsigned long long)file_size);
+    uint64_t n = wd_get_u64(buf);
+    if (n == 0 || n > WD_ST_MAX_HEADER)
+        return wd_errf(err, "%s: absurd header size %llu (limit %u)", fname, (unsigned long long)n, WD_ST_MAX_HEADER);
+    if (8 + n > file_size)
+        return wd_errf(err, "%s: header length %llu runs past the end of the file (%llu bytes)", fname,
+                       (unsigned long long)n, (unsigned long long)file_size);
+    if (8 + n > buflen) return wd_errf(err, "%s: header buffer holds %zu of %llu bytes", fname, buflen, (unsigned long long)(8 + n));
+    const char *json = (const char *)buf + 8, *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, (size_t)n, &end, 0);
+    if (!root) {
+        size_t at = end ? (size_t)(end - json) : 0;
+        const char *ep = cJSON_GetErrorPtr();
+        if (ep && ep >= json && ep <= json + n) at = (size_t)(ep - json);
+        return wd_errf(err, "%s: header is not valid JSON (near byte %zu of the header)", fname, at);
+    }
+    int rc = -1;
+    if (end) /* only padding may follow the JSON */
+        for (const char *p = end; p < json + n; p++)
+            if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != 0) {
+                wd_errf(err, "%s: unexpected bytes after the header JSON (header byte %zu)", fname, (size_t)(p - json));
+                goto out;
+            }
+    if (!cJSON_IsObject(root)) {
+        wd_errf(err, "%s: header is not a JSON object", fname);
+        goto out;
+    }
+    size_t count = 0;
+    for (const cJSON *it = root->child; it; it = it->next) count++;
+    out->tensors = calloc(count + 1, sizeof *out->tensors);
+    out->size = file_size;
+    out->header_size = 8 + n;
+    out->header = malloc((size_t)(8 + n));
+    if (!out->tensors || !out->header) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    memcpy(out->header, buf, (size_t)(8 + n));
+    for (const cJSON *it = root->child; it; it = it->next) {
+        if (it->string && !strcmp(it->string, "__metadata__")) {
+            if (parse_metadata(it, fname, err)) goto out;
+            continue;
+        }
+        if (!it->string) {
+            wd_errf(err, "%s: header entry without a name", fname);
+            goto out;
+        }
+        wd_tensor *t = &out->tensors[out->ntensors++];
+        if (parse_tensor(it, fname, file_size - 8 - n, 8 + n, t, err)) goto out;
+    }
+    qsort(out->tensors, out->ntensors, sizeof *out->tensors, cmp_offset);
+    if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto out;
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    if (rc) wd_st_free(out);
+    return rc;
+}
+
+static char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return strdup(s ? s + 1 : path);
+}
+
+int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return wd_errf(err, "%s: %s", path, strerror(errno));
+    struct stat st;
+    unsigned char len8[8], *buf = NULL;
+    int rc = -1;
+    if (fstat(fd, &st)) {
+        wd_errf(err, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        wd_errf(err, "%s: not a regular file", path);
+        goto out;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < 8) {
+        wd_errf(err, "%s: too short for a safetensors file (%llu bytes)", path, (unsigned long long)size);
+        goto out;
+    }
+    if (wd_pread_full(fd, len8, 8, 0, path, err)) goto out;
+    uint64_t n = wd_get_u64(len8);
+    if (n == 0 || n > WD_ST_MAX_HEADER) { /* before allocating anything */
+        wd_errf(err, "%s: absurd header size %llu (limit %u)", path, (unsigned long long)n, WD_ST_MAX_HEADER);
+        goto out;
+    }
+    if (8 + n > size) {
+        wd_errf(err, "%s: header length %llu runs past the end of the file (%llu bytes)", path,
+                (unsigned long long)n, (unsigned long long)size);
+        goto out;
+    }
+    buf = malloc((size_t)(8 + n));
+    if (!buf) {
+        wd_errf(err, "out of memory reading the header of %s", path);
+        goto out;
+    }
+    memcpy(buf, len8, 8);
+    if (wd_pread_full(fd, buf + 8, (size_t)n, 8, path, err)) goto out;
+    if (wd_st_parse(buf, (size_t)(8 + n), size, path, out, err)) goto out;
+    out->path = strdup(path);
+    out->name = base_name(path);
+    if (!out->path || !out->name) {
+        wd_st_free(out);
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+const wd_tensor *wd_st_find(const wd_stfile *f, const char *name)
+{
+    for (size_t i = 0; i < f->ntensors; i++)
+        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+    return NULL;
+}
+
+/* ---- building ---------------------------------------------------------- */
+int wd_st_build_header(wd_tensor *tensors, size_t n, const char *metadata_json, unsigned char **out,
+                       size_t *out_len, wd_err *err)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return wd_errf(err, "out of memory");
+    int rc = -1;
+    char *text = NULL;
+    if (metadata_json) {
+        cJSON *m = cJSON_Parse(metadata_json);
+        if (!m || parse_metadata(m, "metadata", err)) {
+            cJSON_Delete(m);
+            if (!m) wd_errf(err, "metadata is not valid JSON");
+            goto out;
+        }
+        cJSON_AddItemToObject(root, "__metadata__", m);
+    }
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        wd_tensor *t = &tensors[i];
+        unsigned es = wd_dtype_size(t->dtype);
+        if (!es) {
+            wd_errf(err, "tensor %s: dtype %s has no known element size", t->name, t->dtype_name);
+            goto out;
+        }
+        if (!t->name || !*t->name || !wd_utf8_valid(t->name, strlen(t->name))) {
+            wd_errf(err, "tensor %zu: empty or non-UTF-8 name", i);
+            goto out;
+        }
+        if (cJSON_GetObjectItemCaseSensitive(root, t->name)) {
+            wd_errf(err, "tensor %s appears twice", t->name);
+            goto out;
+        }
+        uint64_t ne = 1;
+        for (int d = 0; d < t->ndim; d++) {
+            if (t->shape[d] && ne > UINT64_MAX / es / t->shape[d]) {
+                wd_errf(err, "tensor %s: shape overflows", t->name);
+                goto out;
+            }
+            ne *= t->shape[d];
+        }
+        t->nelem = ne;
+        t->length = ne * es;
+        if (at + t->length >= (uint64_t)MAX_SAFE_INT) {
+            wd_errf(err, "tensor %s: offsets beyond 2^53", t->name);
+            goto out;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(root, t->name, o);
+        cJSON_AddStringToObject(o, "dtype", t->dtype_name);
+        cJSON *sh = cJSON_AddArrayToObject(o, "shape");
+        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON *of = cJSON_AddArrayToObject(o, "data_offsets");
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)at));
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(at + t->length)));
+        t->offset = at; /* made absolute below */
+        at += t->length;
+    }
+    text = cJSON_PrintUnformatted(root);
+    if (!text) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    size_t jl = strlen(text), pad = (8 - (8 + jl) % 8) % 8, hn = jl + pad;
+    unsigned char *b = malloc(8 + hn);
+    if (!b) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    wd_put_u64(b, hn);
+    memcpy(b + 8, text, jl);
+    memset(b + 8 + jl, ' ', pad);
+    for (size_t i = 0; i < n; i++) tensors[i].offset += 8 + hn;
+    *out = b;
+    *out_len = 8 + hn;
+    rc = 0;
+out:
+    free(text);
+    cJSON_Delete(root);
+    return rc;
+}

@@ -1,0 +1,12 @@
+/* suites.h - every check suite of the unit test binary. */
+#ifndef WD_TEST_SUITES_H
+#define WD_TEST_SUITES_H
+#include <check.h>
+
+Suite *suite_safetensors(void);
+Suite *suite_model(void);
+Suite *suite_codec(void);
+Suite *suite_delta(void);
+Suite *suite_v1(void);
+
+#endif

@@ -1,0 +1,16 @@
+/* test_main.c - runs every suite; exit status 0 only if all pass. */
+#include <stdlib.h>
+#include "suites.h"
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite_safetensors());
+    srunner_add_suite(sr, suite_model());
+    srunner_add_suite(sr, suite_codec());
+    srunner_add_suite(sr, suite_delta());
+    srunner_add_suite(sr, suite_v1());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
