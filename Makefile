@@ -31,6 +31,8 @@ $(1)/wdelta: tools/wdelta.c $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/genmodel: tools/genmodel.c $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
+$(1)/decode_speed: tests/bench/decode_speed.c $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/wdeltafs: $$(FS_SRC) fs/*.h core/wdelta.h $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Ifs $$(PKG_CFLAGS) $$(FS_SRC) $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/unit_tests: $$(UNIT_SRC) tests/unit/*.h $(1)/libwdelta.a
@@ -61,7 +63,7 @@ test-asan: test
 demo: all
 	@bash tools/demo.sh
 
-bench: all
+bench: all build/decode_speed
 	@bash tests/bench/run.sh
 
 install: all

@@ -259,6 +259,9 @@ wd_cache *wd_cache_new(uint64_t capacity_bytes);
 void wd_cache_free(wd_cache *c);
 void wd_cache_stats_get(wd_cache *c, wd_cache_stats *s);
 
+/* Decode a block into the cache (for read-ahead); no-op if present. */
+int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd_err *err);
+
 /* Read [off, off+len) of output file f of delta d through cache c (c may be
  * NULL: decode directly).  `key` identifies d in the cache (e.g. its inode):
  * two open deltas with the same key must have the same content.  Concurrent

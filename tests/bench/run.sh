@@ -53,14 +53,16 @@ bench() {
   echo "bench: $name: apply" >&2
   timed "$W/$name.apply" "$WDELTA" apply "$d" --base "$base" -o "$out" --threads "$THREADS" --quiet
   local a_s=$SECS a_rss=$RSS_KB
+  local dec
+  dec=$("$REPO/build/decode_speed" "$d" "$base" 3)
   local ftb db ob
   ftb=$(dirsize "$ft"); db=$(stat -c %s "$d"); ob=$(dirsize "$out")
   local ok=yes f
   for f in "$ft"/*; do cmp -s "$f" "$out/$(basename "$f")" || ok=NO; done
   ROWS+=("$(awk -v n="$name" -v ftb="$ftb" -v db="$db" -v ob="$ob" -v cs="$c_s" -v as="$a_s" \
-              -v cr="$c_rss" -v ar="$a_rss" -v ok="$ok" 'BEGIN {
-      printf "| %s | %.1f | %.1f | %.3fx | %.0f | %.0f | %.0f | %.0f | %s |",
-             n, ftb / 1e6, db / 1e6, ftb / db, ftb / 1e6 / cs, ob / 1e6 / as, cr / 1024, ar / 1024, ok }')")
+              -v cr="$c_rss" -v ar="$a_rss" -v ok="$ok" -v dec="$dec" 'BEGIN {
+      printf "| %s | %.1f | %.1f | %.3fx | %.0f | %.0f | %s | %.0f | %.0f | %s |",
+             n, ftb / 1e6, db / 1e6, ftb / db, ftb / 1e6 / cs, ob / 1e6 / as, dec, cr / 1024, ar / 1024, ok }')")
   rm -rf "$out"
 }
 
@@ -80,8 +82,8 @@ rm -rf "$W/gen"
 echo
 echo "wdelta bench on $(nproc) CPUs ($THREADS threads), $(uname -m), page cache warm"
 echo
-echo "| model | ft MB | delta MB | ratio | create MB/s | apply MB/s | create peak RSS MiB | apply peak RSS MiB | bit-exact |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+echo "| model | ft MB | delta MB | ratio | create MB/s | apply MB/s | decode MB/s (1 core) | create peak RSS MiB | apply peak RSS MiB | bit-exact |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo
 

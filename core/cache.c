@@ -1,0 +1,292 @@
+/* cache.c - one LRU cache of decoded blocks for every open delta, bounded in
+ * bytes, and wd_read, which serves byte ranges of output files from it.
+ *
+ * Entries are keyed by (delta key, block).  A miss inserts a "loading" entry
+ * and decodes outside the lock; readers of the same block meanwhile wait on
+ * the entry instead of decoding it again.  Failed decodes are not cached.
+ * Entries in use are pinned; eviction takes the least recently used unpinned
+ * ones until the cache is back under its capacity. */
+#include "internal.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct centry {
+    uint64_t key;
+    uint32_t block;
+    int state; /* 0 loading, 1 ready */
+    int refs;
+    unsigned char *data;
+    uint32_t len;
+    struct centry *hnext;             /* hash chain */
+    struct centry *lprev, *lnext;     /* LRU list, most recent at head */
+} centry;
+
+struct wd_cache {
+    pthread_mutex_t lock;
+    pthread_cond_t loaded;
+    uint64_t capacity, used;
+    centry **table;
+    size_t nbuckets, count;
+    centry *head, *tail;
+    wd_cache_stats st;
+};
+
+static uint64_t mix(uint64_t key, uint32_t block)
+{
+    uint64_t h = key * 0x9E3779B97F4A7C15ull ^ ((uint64_t)block + 0x632BE59BD9B4E019ull);
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 29);
+}
+
+wd_cache *wd_cache_new(uint64_t capacity)
+{
+    wd_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->capacity = capacity;
+    c->nbuckets = 4096;
+    c->table = calloc(c->nbuckets, sizeof *c->table);
+    if (!c->table) {
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->loaded, NULL);
+    c->st.capacity = capacity;
+    return c;
+}
+
+void wd_cache_free(wd_cache *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < c->nbuckets; i++)
+        for (centry *e = c->table[i], *n; e; e = n) {
+            n = e->hnext;
+            free(e->data);
+            free(e);
+        }
+    free(c->table);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->loaded);
+    free(c);
+}
+
+void wd_cache_stats_get(wd_cache *c, wd_cache_stats *s)
+{
+    pthread_mutex_lock(&c->lock);
+    *s = c->st;
+    s->used = c->used;
+    s->capacity = c->capacity;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- internals (lock held) ------------------------------------------- */
+static void lru_unlink(wd_cache *c, centry *e)
+{
+    if (e->lprev) e->lprev->lnext = e->lnext;
+    else c->head = e->lnext;
+    if (e->lnext) e->lnext->lprev = e->lprev;
+    else c->tail = e->lprev;
+    e->lprev = e->lnext = NULL;
+}
+
+static void lru_push(wd_cache *c, centry *e)
+{
+    e->lprev = NULL;
+    e->lnext = c->head;
+    if (c->head) c->head->lprev = e;
+    c->head = e;
+    if (!c->tail) c->tail = e;
+}
+
+static centry **slot(wd_cache *c, uint64_t key, uint32_t block)
+{
+    centry **p = &c->table[mix(key, block) & (c->nbuckets - 1)];
+    while (*p && ((*p)->key != key || (*p)->block != block)) p = &(*p)->hnext;
+    return p;
+}
+
+static void grow(wd_cache *c)
+{
+    size_t nb = c->nbuckets * 2;
+    centry **t = calloc(nb, sizeof *t);
+    if (!t) return; /* keep the longer chains */
+    for (size_t i = 0; i < c->nbuckets; i++)
+        for (centry *e = c->table[i], *n; e; e = n) {
+            n = e->hnext;
+            size_t b = mix(e->key, e->block) & (nb - 1);
+            e->hnext = t[b];
+            t[b] = e;
+        }
+    free(c->table);
+    c->table = t;
+    c->nbuckets = nb;
+}
+
+static void remove_entry(wd_cache *c, centry *e)
+{
+    centry **p = slot(c, e->key, e->block);
+    if (*p == e) *p = e->hnext;
+    lru_unlink(c, e);
+    c->used -= e->len;
+    c->count--;
+    free(e->data);
+    free(e);
+}
+
+static void evict(wd_cache *c)
+{
+    centry *e = c->tail;
+    while (c->used > c->capacity && e) {
+        centry *prev = e->lprev;
+        if (e->refs == 0 && e->state == 1) {
+            remove_entry(c, e);
+            c->st.evictions++;
+        }
+        e = prev;
+    }
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Pin the block's entry, decoding it if needed.  Returns the entry (ready,
+ * refs held) or NULL with err set. */
+static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, wd_err *err)
+{
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        centry **p = slot(c, key, block);
+        centry *e = *p;
+        if (e && e->state == 1) {
+            e->refs++;
+            lru_unlink(c, e);
+            lru_push(c, e);
+            c->st.hits++;
+            pthread_mutex_unlock(&c->lock);
+            return e;
+        }
+        if (e) { /* someone is decoding it: wait, then look again */
+            pthread_cond_wait(&c->loaded, &c->lock);
+            continue;
+        }
+        /* miss: claim it */
+        e = calloc(1, sizeof *e);
+        if (!e) {
+            pthread_mutex_unlock(&c->lock);
+            wd_errf(err, "out of memory");
+            return NULL;
+        }
+        e->key = key;
+        e->block = block;
+        e->refs = 1;
+        *p = e;
+        c->count++;
+        if (c->count > c->nbuckets) grow(c);
+        c->st.misses++;
+        pthread_mutex_unlock(&c->lock);
+
+        uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
+        unsigned char *data = malloc(len ? len : 1);
+        uint64_t t0 = now_ns();
+        int rc = data ? wd_delta_decode_block(d, block, data, err) : wd_errf(err, "out of memory");
+        uint64_t dt = now_ns() - t0;
+
+        pthread_mutex_lock(&c->lock);
+        if (rc) {
+            centry **q = slot(c, key, block);
+            if (*q == e) *q = e->hnext;
+            c->count--;
+            free(data);
+            free(e);
+            pthread_cond_broadcast(&c->loaded);
+            pthread_mutex_unlock(&c->lock);
+            return NULL;
+        }
+        e->data = data;
+        e->len = len;
+        e->state = 1;
+        c->used += len;
+        c->st.decoded_bytes += len;
+        c->st.decode_ns += dt;
+        lru_push(c, e);
+        evict(c);
+        pthread_cond_broadcast(&c->loaded);
+        pthread_mutex_unlock(&c->lock);
+        return e;
+    }
+}
+
+static void release(wd_cache *c, centry *e)
+{
+    pthread_mutex_lock(&c->lock);
+    e->refs--;
+    if (c->used > c->capacity) evict(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd_err *err)
+{
+    if (block >= wd_delta_get_info(d)->nblocks) return 0;
+    centry *e = acquire(c, d, key, block, err);
+    if (!e) return -1;
+    release(c, e);
+    return 0;
+}
+
+static size_t max_block(const wd_delta_info *in)
+{
+    size_t m = 1;
+    for (size_t b = 0; b < in->nblocks; b++)
+        if (in->blocks[b].out_len > m) m = in->blocks[b].out_len;
+    return m;
+}
+
+ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,
+                wd_err *err)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    if (f >= in->nfiles) return wd_errf(err, "no output file %zu", f);
+    uint64_t size = in->files[f].size;
+    if (off >= size || len == 0) return 0;
+    if (len > size - off) len = (size_t)(size - off);
+    unsigned char *out = buf, *tmp = NULL;
+    size_t done = 0;
+    while (done < len) {
+        uint32_t b;
+        uint64_t boff;
+        if (wd_delta_locate(d, f, off + done, &b, &boff)) {
+            free(tmp);
+            return wd_errf(err, "offset %llu of %s is outside the file", (unsigned long long)(off + done),
+                           in->files[f].name);
+        }
+        uint64_t in_block = off + done - boff;
+        size_t take = in->blocks[b].out_len - (size_t)in_block;
+        if (take > len - done) take = len - done;
+        if (c) {
+            centry *e = acquire(c, d, key, b, err);
+            if (!e) {
+                free(tmp);
+                return -1;
+            }
+            memcpy(out + done, e->data + in_block, take);
+            release(c, e);
+        } else {
+            if (!tmp && !(tmp = malloc(max_block(in)))) return wd_errf(err, "out of memory");
+            if (wd_delta_decode_block(d, b, tmp, err)) {
+                free(tmp);
+                return -1;
+            }
+            memcpy(out + done, tmp + in_block, take);
+        }
+        done += take;
+    }
+    free(tmp);
+    return (ssize_t)done;
+}

@@ -1,0 +1,849 @@
+/* main.c - wdeltafs: the FUSE daemon.  Options, the low-level FUSE
+ * operations (each a thin translation to tree.c and the core's wd_read),
+ * the rescan thread, read-ahead workers and logging.
+ *
+ *   wdeltafs SRC MOUNTPOINT [-f] [-d] [-o base=DIR[:DIR...],cache_size=1G,...]
+ */
+#define FUSE_USE_VERSION 35
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+#include "tree.h"
+
+#define TIMEOUT 1.0 /* seconds the kernel may cache entries and attributes */
+
+/* ---- options ----------------------------------------------------------- */
+typedef struct options {
+    char *base, *cache_size, *cache_dir, *scan_interval, *readahead, *v1_dtype;
+    int help, version;
+} options;
+
+#define OPT(t, p) {t, offsetof(options, p), 1}
+static const struct fuse_opt opt_spec[] = {
+    OPT("base=%s", base),
+    OPT("cache_size=%s", cache_size),
+    OPT("cache_dir=%s", cache_dir),
+    OPT("scan_interval=%s", scan_interval),
+    OPT("readahead=%s", readahead),
+    OPT("v1_dtype=%s", v1_dtype),
+    OPT("-h", help),
+    OPT("--help", help),
+    OPT("-V", version),
+    OPT("--version", version),
+    FUSE_OPT_END,
+};
+
+/* ---- daemon state ------------------------------------------------------- */
+typedef struct prefetch_job {
+    model *m;
+    uint32_t block;
+} prefetch_job;
+
+typedef struct daemon_state {
+    tree t;
+    struct fuse_session *se;
+    int foreground;
+    unsigned scan_interval;
+    unsigned readahead;
+    volatile int stopping;
+    pthread_mutex_t lock; /* open count, prefetch queue */
+    pthread_cond_t work, stop_cv;
+    int open_files;
+    prefetch_job q[256];
+    size_t qhead, qlen;
+} daemon_state;
+
+static daemon_state *G; /* only for the log function and signal-safe paths */
+
+static void logmsg(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (!G || G->foreground) {
+        fprintf(stderr, "wdeltafs: ");
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+    } else {
+        vsyslog(level, fmt, ap);
+    }
+    va_end(ap);
+}
+
+/* ---- handles ------------------------------------------------------------- */
+typedef struct handle {
+    node_kind kind;
+    model *m;
+    int fidx;
+    int fd;          /* base extra file */
+    char *text;      /* status document */
+    size_t text_len;
+    uint64_t next_off; /* where a sequential reader will read next */
+    char *listing;   /* readdir buffer */
+    size_t listing_len;
+} handle;
+
+static daemon_state *state_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+/* ---- attributes --------------------------------------------------------- */
+static void fill_attr(const node *n, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = n->ino;
+    st->st_nlink = 1;
+    st->st_blksize = 1 << 20;
+    switch (n->kind) {
+    case N_DIR:
+    case N_META:
+        st->st_mode = S_IFDIR | 0555;
+        st->st_nlink = 2;
+        st->st_uid = 0;
+        st->st_gid = 0;
+        break;
+    case N_STATUS:
+        st->st_mode = S_IFREG | 0444;
+        break;
+    case N_MODEL: {
+        const struct stat *ds = &n->m->st;
+        mode_t r = ds->st_mode & 0444;
+        st->st_mode = S_IFDIR | r | (r >> 2); /* x wherever r */
+        st->st_nlink = 2;
+        st->st_uid = ds->st_uid;
+        st->st_gid = ds->st_gid;
+        st->st_mtim = ds->st_mtim;
+        st->st_ctim = ds->st_mtim;
+        st->st_atim = ds->st_mtim;
+        break;
+    }
+    case N_FILE: {
+        const struct stat *ds = &n->m->st;
+        const mfile *f = &n->m->files[n->fidx];
+        st->st_mode = S_IFREG | (ds->st_mode & 0444);
+        st->st_uid = ds->st_uid;
+        st->st_gid = ds->st_gid;
+        st->st_size = (off_t)f->size;
+        st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+        st->st_mtim = ds->st_mtim;
+        st->st_ctim = ds->st_mtim;
+        st->st_atim = ds->st_mtim;
+        break;
+    }
+    }
+}
+
+static void reply_entry_of(fuse_req_t req, const node *n)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    e.ino = n->ino;
+    e.generation = 1;
+    e.attr_timeout = TIMEOUT;
+    e.entry_timeout = TIMEOUT;
+    fill_attr(n, &e.attr);
+    fuse_reply_entry(req, &e);
+}
+
+/* ---- lookups -------------------------------------------------------- */
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    daemon_state *ds = state_of(req);
+    snapshot *s = tree_snapshot(&ds->t);
+    node *dir = snap_node(s, parent);
+    node *n = NULL;
+    if (dir && (dir->kind == N_DIR || dir->kind == N_META || dir->kind == N_MODEL)) {
+        if (!strcmp(name, ".")) n = dir;
+        else if (!strcmp(name, "..")) n = snap_node(s, dir->parent);
+        else n = snap_child(s, dir, name);
+    }
+    if (n) reply_entry_of(req, n);
+    else fuse_reply_err(req, dir ? ENOENT : ESTALE);
+    tree_snapshot_put(&ds->t, s);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    daemon_state *ds = state_of(req);
+    struct stat st;
+    handle *h = fi ? (handle *)(uintptr_t)fi->fh : NULL;
+    if (h && h->kind == N_FILE) { /* an open file keeps its version */
+        node n = {.ino = ino, .kind = N_FILE, .m = h->m, .fidx = h->fidx};
+        fill_attr(&n, &st);
+        fuse_reply_attr(req, &st, TIMEOUT);
+        return;
+    }
+    snapshot *s = tree_snapshot(&ds->t);
+    node *n = snap_node(s, ino);
+    if (n) {
+        fill_attr(n, &st);
+        fuse_reply_attr(req, &st, TIMEOUT);
+    } else {
+        fuse_reply_err(req, ENOENT);
+    }
+    tree_snapshot_put(&ds->t, s);
+}
+
+/* ---- directories ----------------------------------------------------- */
+static int listing_add(fuse_req_t req, handle *h, size_t *cap, const char *name, const node *n)
+{
+    struct stat st;
+    fill_attr(n, &st);
+    size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+    if (h->listing_len + need > *cap) {
+        size_t nc = (*cap + need) * 2;
+        char *p = realloc(h->listing, nc);
+        if (!p) return -1;
+        h->listing = p;
+        *cap = nc;
+    }
+    fuse_add_direntry(req, h->listing + h->listing_len, need, name, &st, (off_t)(h->listing_len + need));
+    h->listing_len += need;
+    return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    daemon_state *ds = state_of(req);
+    snapshot *s = tree_snapshot(&ds->t);
+    node *n = snap_node(s, ino);
+    if (!n || (n->kind != N_DIR && n->kind != N_META && n->kind != N_MODEL)) {
+        fuse_reply_err(req, n ? ENOTDIR : ENOENT);
+        tree_snapshot_put(&ds->t, s);
+        return;
+    }
+    handle *h = calloc(1, sizeof *h);
+    size_t cap = 0;
+    int bad = !h;
+    if (h) {
+        h->kind = n->kind;
+        h->fd = -1;
+        node *parent = snap_node(s, n->parent);
+        bad = listing_add(req, h, &cap, ".", n) || listing_add(req, h, &cap, "..", parent ? parent : n);
+        for (size_t i = 0; !bad && i < n->nchild; i++) {
+            node *c = &s->nodes[n->child[i]];
+            bad = listing_add(req, h, &cap, c->name, c);
+        }
+    }
+    tree_snapshot_put(&ds->t, s);
+    if (bad) {
+        if (h) free(h->listing);
+        free(h);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->cache_readdir = 0;
+    fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)ino;
+    handle *h = (handle *)(uintptr_t)fi->fh;
+    if ((size_t)off >= h->listing_len) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    /* entries are whole: find the last one that fits in size */
+    size_t end = (size_t)off, at = (size_t)off;
+    while (at < h->listing_len) {
+        /* each entry's off field (the next entry's position) is at a fixed
+         * place in struct fuse_dirent: ino(8) off(8) namelen(4) type(4) */
+        uint64_t next;
+        memcpy(&next, h->listing + at + 8, 8);
+        if (next - (size_t)off > size) break;
+        end = (size_t)next;
+        at = (size_t)next;
+    }
+    fuse_reply_buf(req, h->listing + off, end - (size_t)off);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    handle *h = (handle *)(uintptr_t)fi->fh;
+    free(h->listing);
+    free(h);
+    fuse_reply_err(req, 0);
+}
+
+/* ---- files ---------------------------------------------------------- */
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    daemon_state *ds = state_of(req);
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    snapshot *s = tree_snapshot(&ds->t);
+    node *n = snap_node(s, ino);
+    handle *h = NULL;
+    int err = 0;
+    if (!n) err = ENOENT;
+    else if (n->kind != N_FILE && n->kind != N_STATUS) err = EISDIR;
+    else if (!(h = calloc(1, sizeof *h))) err = ENOMEM;
+    if (!err) {
+        h->kind = n->kind;
+        h->fd = -1;
+        if (n->kind == N_STATUS) {
+            pthread_mutex_lock(&ds->lock);
+            int open_files = ds->open_files;
+            pthread_mutex_unlock(&ds->lock);
+            h->text = tree_status_json(&ds->t, open_files);
+            h->text_len = h->text ? strlen(h->text) : 0;
+            if (!h->text) err = ENOMEM;
+            fi->direct_io = 1; /* its size is not known in advance */
+        } else {
+            h->m = n->m;
+            h->fidx = n->fidx;
+            model_ref(&ds->t, h->m);
+            const mfile *f = &h->m->files[h->fidx];
+            if (f->delta_file < 0 && (h->fd = open(f->extra_path, O_RDONLY | O_CLOEXEC)) < 0) {
+                err = errno;
+                logmsg(LOG_ERR, "%s: %s", f->extra_path, strerror(errno));
+            }
+            fi->keep_cache = 1; /* immutable: a new version has new inodes */
+        }
+    }
+    tree_snapshot_put(&ds->t, s);
+    if (err) {
+        if (h) {
+            if (h->m) model_unref(&ds->t, h->m);
+            free(h->text);
+            free(h);
+        }
+        fuse_reply_err(req, err);
+        return;
+    }
+    if (h->kind == N_FILE) {
+        pthread_mutex_lock(&ds->lock);
+        ds->open_files++;
+        pthread_mutex_unlock(&ds->lock);
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fuse_reply_open(req, fi);
+}
+
+static void queue_prefetch(daemon_state *ds, model *m, uint32_t first, unsigned count)
+{
+    const wd_delta_info *in = wd_delta_get_info(m->d);
+    pthread_mutex_lock(&ds->lock);
+    for (unsigned k = 0; k < count && first + k < in->nblocks; k++) {
+        if (ds->qlen == sizeof ds->q / sizeof *ds->q) break; /* read-ahead is best effort */
+        model_ref(&ds->t, m);
+        ds->q[(ds->qhead + ds->qlen) % (sizeof ds->q / sizeof *ds->q)] = (prefetch_job){m, first + k};
+        ds->qlen++;
+    }
+    pthread_cond_broadcast(&ds->work);
+    pthread_mutex_unlock(&ds->lock);
+}
+
+static void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t size, off_t off)
+{
+    const mfile *f = &h->m->files[h->fidx];
+    if ((uint64_t)off >= f->size) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    if (size > f->size - (uint64_t)off) size = (size_t)(f->size - (uint64_t)off);
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    wd_err err;
+    ssize_t n = wd_read(h->m->d, h->m->key, ds->t.cache, (size_t)f->delta_file, buf, size, (uint64_t)off, &err);
+    if (n < 0) {
+        logmsg(LOG_ERR, "read of %s/%s at offset %lld failed: %s", h->m->rel, f->name, (long long)off, err.msg);
+        fuse_reply_err(req, EIO);
+    } else {
+        fuse_reply_buf(req, buf, (size_t)n);
+        /* a sequential reader: decode the next blocks on other threads */
+        if (ds->readahead && (uint64_t)off == h->next_off && (uint64_t)off + (uint64_t)n < f->size) {
+            uint32_t b;
+            uint64_t boff;
+            if (wd_delta_locate(h->m->d, (size_t)f->delta_file, (uint64_t)off + (uint64_t)n, &b, &boff) == 0)
+                queue_prefetch(ds, h->m, b, ds->readahead);
+        }
+        h->next_off = (uint64_t)off + (uint64_t)n;
+    }
+    free(buf);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)ino;
+    daemon_state *ds = state_of(req);
+    handle *h = (handle *)(uintptr_t)fi->fh;
+    if (h->kind == N_STATUS) {
+        size_t o = (size_t)off < h->text_len ? (size_t)off : h->text_len;
+        size_t n = h->text_len - o < size ? h->text_len - o : size;
+        fuse_reply_buf(req, h->text + o, n);
+        return;
+    }
+    const mfile *f = &h->m->files[h->fidx];
+    if (f->delta_file >= 0) {
+        read_delta_file(req, ds, h, size, off);
+        return;
+    }
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    ssize_t n = pread(h->fd, buf, size, off);
+    if (n < 0) {
+        logmsg(LOG_ERR, "read of %s at offset %lld failed: %s", f->extra_path, (long long)off, strerror(errno));
+        fuse_reply_err(req, EIO);
+    } else {
+        fuse_reply_buf(req, buf, (size_t)n);
+    }
+    free(buf);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    daemon_state *ds = state_of(req);
+    handle *h = (handle *)(uintptr_t)fi->fh;
+    if (h->kind == N_FILE) {
+        pthread_mutex_lock(&ds->lock);
+        ds->open_files--;
+        pthread_mutex_unlock(&ds->lock);
+    }
+    if (h->fd >= 0) close(h->fd);
+    if (h->m) model_unref(&ds->t, h->m);
+    free(h->text);
+    free(h);
+    fuse_reply_err(req, 0);
+}
+
+/* ---- extended attributes on model directories ------------------------- */
+static const char *const xattr_names[] = {"user.wdelta.codec", "user.wdelta.base_hash", "user.wdelta.result_hash",
+                                          "user.wdelta.stored_size", "user.wdelta.ratio", "user.wdelta.delta"};
+
+static int xattr_value(const model *m, const char *name, char *out, size_t n)
+{
+    const wd_delta_info *in = wd_delta_get_info(m->d);
+    char hex[65];
+    if (!strcmp(name, xattr_names[0])) {
+        /* the strategy, plus the codecs its extents use */
+        int used[32] = {0};
+        size_t len = (size_t)snprintf(out, n, "%s", in->strategy);
+        for (size_t f = 0; f < in->nfiles; f++)
+            for (size_t k = 0; k < in->files[f].nextents; k++) used[in->files[f].extents[k].codec & 31] = 1;
+        const char *sep = " (";
+        for (int c = 0; c < 32 && len < n; c++)
+            if (used[c]) {
+                len += (size_t)snprintf(out + len, n - len, "%s%s", sep, wd_codec_name((wd_codec)c));
+                sep = ",";
+            }
+        if (len < n && strcmp(sep, " (")) snprintf(out + len, n - len, ")");
+    } else if (!strcmp(name, xattr_names[1])) {
+        wd_hex(in->base_hash, 32, hex);
+        snprintf(out, n, "%s", hex);
+    } else if (!strcmp(name, xattr_names[2])) {
+        wd_hex(in->result_hash, 32, hex);
+        snprintf(out, n, "%s", in->version == 1 ? "none (deltatensors v1 records none)" : hex);
+    } else if (!strcmp(name, xattr_names[3])) {
+        snprintf(out, n, "%llu", (unsigned long long)in->file_size);
+    } else if (!strcmp(name, xattr_names[4])) {
+        snprintf(out, n, "%.3f", in->file_size ? (double)in->output_size / (double)in->file_size : 0.0);
+    } else if (!strcmp(name, xattr_names[5])) {
+        snprintf(out, n, "%s", m->delta_path);
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    daemon_state *ds = state_of(req);
+    snapshot *s = tree_snapshot(&ds->t);
+    node *n = snap_node(s, ino);
+    char val[4200];
+    if (!n || n->kind != N_MODEL || xattr_value(n->m, name, val, sizeof val)) {
+        fuse_reply_err(req, n ? ENODATA : ENOENT);
+    } else {
+        size_t len = strlen(val);
+        if (size == 0) fuse_reply_xattr(req, len);
+        else if (size < len) fuse_reply_err(req, ERANGE);
+        else fuse_reply_buf(req, val, len);
+    }
+    tree_snapshot_put(&ds->t, s);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    daemon_state *ds = state_of(req);
+    snapshot *s = tree_snapshot(&ds->t);
+    node *n = snap_node(s, ino);
+    char list[512];
+    size_t len = 0;
+    if (n && n->kind == N_MODEL)
+        for (size_t i = 0; i < sizeof xattr_names / sizeof *xattr_names; i++) {
+            size_t l = strlen(xattr_names[i]) + 1;
+            memcpy(list + len, xattr_names[i], l);
+            len += l;
+        }
+    tree_snapshot_put(&ds->t, s);
+    if (!n) fuse_reply_err(req, ENOENT);
+    else if (size == 0) fuse_reply_xattr(req, len);
+    else if (size < len) fuse_reply_err(req, ERANGE);
+    else fuse_reply_buf(req, list, len);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    struct statvfs sv;
+    memset(&sv, 0, sizeof sv);
+    sv.f_bsize = sv.f_frsize = 4096;
+    sv.f_namemax = 255;
+    sv.f_flag = ST_RDONLY;
+    fuse_reply_statfs(req, &sv);
+}
+
+/* ---- everything that would write ------------------------------------- */
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *a, int to_set, struct fuse_file_info *fi)
+{
+    (void)ino, (void)a, (void)to_set, (void)fi;
+    fuse_reply_err(req, EROFS);
+}
+static void op_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t r)
+{
+    (void)p, (void)n, (void)m, (void)r;
+    fuse_reply_err(req, EROFS);
+}
+static void op_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
+{
+    (void)p, (void)n, (void)m;
+    fuse_reply_err(req, EROFS);
+}
+static void op_unlink(fuse_req_t req, fuse_ino_t p, const char *n)
+{
+    (void)p, (void)n;
+    fuse_reply_err(req, EROFS);
+}
+static void op_symlink(fuse_req_t req, const char *l, fuse_ino_t p, const char *n)
+{
+    (void)l, (void)p, (void)n;
+    fuse_reply_err(req, EROFS);
+}
+static void op_rename(fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np, const char *nn, unsigned int f)
+{
+    (void)p, (void)n, (void)np, (void)nn, (void)f;
+    fuse_reply_err(req, EROFS);
+}
+static void op_link(fuse_req_t req, fuse_ino_t i, fuse_ino_t p, const char *n)
+{
+    (void)i, (void)p, (void)n;
+    fuse_reply_err(req, EROFS);
+}
+static void op_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, struct fuse_file_info *fi)
+{
+    (void)p, (void)n, (void)m, (void)fi;
+    fuse_reply_err(req, EROFS);
+}
+static void op_write(fuse_req_t req, fuse_ino_t i, const char *b, size_t s, off_t o, struct fuse_file_info *fi)
+{
+    (void)i, (void)b, (void)s, (void)o, (void)fi;
+    fuse_reply_err(req, EROFS);
+}
+static void op_setxattr(fuse_req_t req, fuse_ino_t i, const char *n, const char *v, size_t s, int f)
+{
+    (void)i, (void)n, (void)v, (void)s, (void)f;
+    fuse_reply_err(req, EROFS);
+}
+static void op_removexattr(fuse_req_t req, fuse_ino_t i, const char *n)
+{
+    (void)i, (void)n;
+    fuse_reply_err(req, EROFS);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    /* large reads, and let the kernel read ahead as far as it likes */
+    conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
+    if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .statfs = op_statfs,
+    .setattr = op_setattr,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_unlink,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .create = op_create,
+    .write = op_write,
+    .setxattr = op_setxattr,
+    .removexattr = op_removexattr,
+};
+
+/* ---- background threads ---------------------------------------------- */
+static void *prefetch_main(void *arg)
+{
+    daemon_state *ds = arg;
+    for (;;) {
+        pthread_mutex_lock(&ds->lock);
+        while (!ds->qlen && !ds->stopping) pthread_cond_wait(&ds->work, &ds->lock);
+        if (ds->stopping) {
+            pthread_mutex_unlock(&ds->lock);
+            return NULL;
+        }
+        prefetch_job j = ds->q[ds->qhead];
+        ds->qhead = (ds->qhead + 1) % (sizeof ds->q / sizeof *ds->q);
+        ds->qlen--;
+        pthread_mutex_unlock(&ds->lock);
+        wd_err err;
+        if (wd_cache_prefetch(j.m->d, j.m->key, ds->t.cache, j.block, &err))
+            logmsg(LOG_ERR, "read-ahead of %s failed: %s", j.m->rel, err.msg);
+        model_unref(&ds->t, j.m);
+    }
+}
+
+static void invalidate(void *ctx, uint64_t parent, const char *name)
+{
+    daemon_state *ds = ctx;
+    fuse_lowlevel_notify_inval_entry(ds->se, parent, name, strlen(name));
+}
+
+static void *scanner_main(void *arg)
+{
+    daemon_state *ds = arg;
+    /* bases too large to hash before mounting are hashed here first */
+    tree_hash_pending(&ds->t, 0);
+    for (;;) {
+        tree_rescan(&ds->t, invalidate, ds);
+        pthread_mutex_lock(&ds->lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += ds->scan_interval;
+        while (!ds->stopping && pthread_cond_timedwait(&ds->stop_cv, &ds->lock, &until) != ETIMEDOUT) {
+        }
+        int stop = ds->stopping;
+        pthread_mutex_unlock(&ds->lock);
+        if (stop) return NULL;
+    }
+}
+
+/* Tell systemd (Type=notify) that the mount is up, without libsystemd. */
+static void notify_ready(void)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || (path[0] != '/' && path[0] != '@')) return;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t l = strlen(path);
+    if (l >= sizeof sa.sun_path) l = sizeof sa.sun_path - 1;
+    memcpy(sa.sun_path, path, l);
+    if (sa.sun_path[0] == '@') sa.sun_path[0] = 0;
+    const char msg[] = "READY=1";
+    sendto(fd, msg, sizeof msg - 1, 0, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + l));
+    close(fd);
+}
+
+/* ---- main ------------------------------------------------------------- */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0) return -1;
+    switch (*end) {
+    case 'k': case 'K': v *= 1024; end++; break;
+    case 'm': case 'M': v *= 1024.0 * 1024; end++; break;
+    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': v *= 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static void usage(const char *prog)
+{
+    printf("usage: %s SRC MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]\n"
+           "\n"
+           "Shows every SRC/**/NAME.wdelta as a model directory MOUNTPOINT/**/NAME/.\n"
+           "\n"
+           "  -o base=DIR[:DIR...]      base models, matched to deltas by content hash\n"
+           "  -o cache_size=SIZE        decoded-block cache (default 1G; K/M/G suffixes)\n"
+           "  -o cache_dir=DIR          where base digests are remembered (default /var/cache/wdeltafs)\n"
+           "  -o scan_interval=SECS     rescan SRC for changes this often (default 2)\n"
+           "  -o readahead=N            blocks decoded ahead of a sequential reader (default 4)\n"
+           "  -o v1_dtype=float32|base  deltatensors v1 tensors as float32 (default) or the base's dtype\n"
+           "  -f                        foreground, log to stderr (else syslog)\n"
+           "  -d                        FUSE debug output (implies -f)\n"
+           "  and FUSE mount options (allow_other, ...); the mount is always read-only.\n",
+           prog);
+}
+
+int main(int argc, char **argv)
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    options o;
+    memset(&o, 0, sizeof o);
+    int rc = 1;
+    if (fuse_opt_parse(&args, &o, opt_spec, NULL) == -1) return 1;
+    if (o.help) {
+        usage(argv[0]);
+        fuse_opt_free_args(&args);
+        return 0;
+    }
+    if (o.version) {
+        printf("wdeltafs %s (libfuse %s)\n", WD_VERSION_STRING, fuse_pkgversion());
+        fuse_opt_free_args(&args);
+        return 0;
+    }
+    /* the first non-option argument is SRC; fuse_parse_cmdline takes MOUNTPOINT */
+    char *src = NULL;
+    for (int i = 1; i < args.argc; i++) {
+        if (args.argv[i][0] == '-') {
+            if (!strcmp(args.argv[i], "-o")) i++;
+            continue;
+        }
+        src = realpath(args.argv[i], NULL);
+        if (!src) {
+            fprintf(stderr, "wdeltafs: %s: %s\n", args.argv[i], strerror(errno));
+            return 1;
+        }
+        free(args.argv[i]);
+        for (int k = i; k + 1 < args.argc; k++) args.argv[k] = args.argv[k + 1];
+        args.argc--;
+        args.argv[args.argc] = NULL;
+        break;
+    }
+    struct fuse_cmdline_opts co;
+    if (!src || fuse_parse_cmdline(&args, &co) != 0 || !co.mountpoint) {
+        fprintf(stderr, "wdeltafs: need SRC and MOUNTPOINT (try --help)\n");
+        free(src);
+        return 1;
+    }
+    static daemon_state ds;
+    G = &ds;
+    ds.foreground = co.foreground;
+    ds.scan_interval = 2;
+    ds.readahead = 4;
+    if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
+    uint64_t cache_size = 1ull << 30;
+    if (o.cache_size && parse_size(o.cache_size, &cache_size)) {
+        fprintf(stderr, "wdeltafs: cache_size=%s is not a size\n", o.cache_size);
+        return 1;
+    }
+    if (o.scan_interval) ds.scan_interval = (unsigned)atoi(o.scan_interval) > 0 ? (unsigned)atoi(o.scan_interval) : 1;
+    if (o.readahead) ds.readahead = (unsigned)atoi(o.readahead) <= 64 ? (unsigned)atoi(o.readahead) : 64;
+    if (o.v1_dtype && strcmp(o.v1_dtype, "float32") && strcmp(o.v1_dtype, "base")) {
+        fprintf(stderr, "wdeltafs: v1_dtype must be float32 or base\n");
+        return 1;
+    }
+    ds.t.v1_base_dtype = o.v1_dtype && !strcmp(o.v1_dtype, "base");
+    ds.t.src = src;
+    ds.t.cache_dir = o.cache_dir ? o.cache_dir : "/var/cache/wdeltafs";
+    ds.t.log = logmsg;
+    ds.t.cache = wd_cache_new(cache_size);
+    pthread_mutex_init(&ds.t.snap_lock, NULL);
+    pthread_mutex_init(&ds.t.model_lock, NULL);
+    pthread_mutex_init(&ds.lock, NULL);
+    pthread_cond_init(&ds.work, NULL);
+    pthread_cond_init(&ds.stop_cv, NULL);
+    wd_err err;
+    if (!ds.t.cache) {
+        fprintf(stderr, "wdeltafs: out of memory\n");
+        return 1;
+    }
+    if (tree_open_bases(&ds.t, o.base, &err)) {
+        fprintf(stderr, "wdeltafs: %s\n", err.msg);
+        return 1;
+    }
+    /* small bases are hashed now so the first listing is complete; larger
+     * ones (when their digest is not cached) in the background */
+    tree_hash_pending(&ds.t, 1);
+    tree_rescan(&ds.t, NULL, NULL);
+
+    fuse_opt_add_arg(&args, "-oro,default_permissions,subtype=wdeltafs");
+    char fsname[4200];
+    snprintf(fsname, sizeof fsname, "-ofsname=%s", src);
+    for (char *p = fsname + 9; *p; p++)
+        if (*p == ',') *p = '_'; /* a comma would end the option */
+    fuse_opt_add_arg(&args, fsname);
+    ds.se = fuse_session_new(&args, &ops, sizeof ops, &ds);
+    if (!ds.se) goto out;
+    if (fuse_set_signal_handlers(ds.se) != 0) goto out_session;
+    if (fuse_session_mount(ds.se, co.mountpoint) != 0) goto out_signals;
+    if (fuse_daemonize(co.foreground) != 0) goto out_unmount;
+    notify_ready();
+    pthread_t scanner, pf[2];
+    int nthreads = 0, scanning = pthread_create(&scanner, NULL, scanner_main, &ds) == 0;
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&pf[i], NULL, prefetch_main, &ds) == 0) nthreads++;
+    logmsg(LOG_INFO, "serving %s on %s", src, co.mountpoint);
+    struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
+    rc = co.singlethread ? fuse_session_loop(ds.se) : fuse_session_loop_mt(ds.se, &lc);
+    pthread_mutex_lock(&ds.lock);
+    ds.stopping = 1;
+    pthread_cond_broadcast(&ds.work);
+    pthread_cond_broadcast(&ds.stop_cv);
+    pthread_mutex_unlock(&ds.lock);
+    if (scanning) pthread_join(scanner, NULL);
+    for (int i = 0; i < nthreads; i++) pthread_join(pf[i], NULL);
+    while (ds.qlen) { /* drop read-ahead not done */
+        model_unref(&ds.t, ds.q[ds.qhead].m);
+        ds.qhead = (ds.qhead + 1) % (sizeof ds.q / sizeof *ds.q);
+        ds.qlen--;
+    }
+out_unmount:
+    fuse_session_unmount(ds.se);
+out_signals:
+    fuse_remove_signal_handlers(ds.se);
+out_session:
+    fuse_session_destroy(ds.se);
+out:
+    tree_free(&ds.t);
+    wd_cache_free(ds.t.cache);
+    free(src);
+    free(co.mountpoint);
+    fuse_opt_free_args(&args);
+    free(o.base);
+    free(o.cache_size);
+    free(o.cache_dir);
+    free(o.scan_interval);
+    free(o.readahead);
+    free(o.v1_dtype);
+    return rc ? 1 : 0;
+}

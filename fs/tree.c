@@ -1,0 +1,682 @@
+/* tree.c - bases, model versions and snapshots of the mounted tree.
+ *
+ * Nothing here knows about FUSE.  A rescan walks SRC, reuses the model of
+ * every .wdelta whose identity (device, inode, size, mtime) is unchanged,
+ * opens new or replaced ones, and publishes a fresh immutable snapshot; the
+ * previous snapshot lives on until its last reader lets go, and a model
+ * version lives on while any open file uses it, so a file open across a
+ * replace keeps reading the version it opened.
+ *
+ * Inode numbers are hashes of the entry's path (and, for files, of the
+ * identity of the .wdelta they come from): the same across remounts, and a
+ * replaced delta's files get new numbers, so the kernel never serves one
+ * version's cached pages for another. */
+#include "tree.h"
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define MAX_DEPTH 16
+#define SMALL_BASE (256ull << 20) /* hashed before mounting when uncached */
+
+/* ---- inode numbers ------------------------------------------------------ */
+static uint64_t ino_of(const char *kind, const char *a, const char *b)
+{
+    uint64_t h = wd_hash64(kind, strlen(kind), 0x77646c74);
+    h = wd_hash64(a, strlen(a), h);
+    if (b) h = wd_hash64(b, strlen(b), h);
+    h &= 0x7fffffffffffffffull; /* positive as a signed 64-bit number */
+    return h < 16 ? h + 16 : h;
+}
+
+static void identity(const struct stat *st, char *buf, size_t n)
+{
+    snprintf(buf, n, "%llu:%llu:%lld:%lld.%09ld", (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+             (long long)st->st_size, (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
+}
+
+/* ---- bases ------------------------------------------------------------ */
+/* The digest cache key: the directory and, per weight file, name, size,
+ * mtime and inode.  Any change to a shard means hashing again. */
+static char *base_key(const base_ent *b)
+{
+    size_t cap = 256, len = 0;
+    char *k = malloc(cap);
+    if (!k) return NULL;
+    len = (size_t)snprintf(k, cap, "%s", b->dir);
+    for (size_t i = 0; i < b->model.nfiles; i++) {
+        struct stat st;
+        char part[600];
+        if (stat(b->model.files[i].path, &st)) {
+            free(k);
+            return NULL;
+        }
+        int n = snprintf(part, sizeof part, "|%s:%lld:%lld.%09ld:%llu", b->model.files[i].name, (long long)st.st_size,
+                         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+        if (len + (size_t)n + 1 > cap) {
+            cap = (len + (size_t)n + 1) * 2;
+            char *nk = realloc(k, cap);
+            if (!nk) {
+                free(k);
+                return NULL;
+            }
+            k = nk;
+        }
+        memcpy(k + len, part, (size_t)n + 1);
+        len += (size_t)n;
+    }
+    return k;
+}
+
+static void cache_path(const tree *t, const base_ent *b, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/base-%016llx.digest", t->cache_dir,
+             (unsigned long long)wd_hash64(b->dir, strlen(b->dir), 0));
+}
+
+static int load_cached_digest(const tree *t, base_ent *b)
+{
+    char path[4200], *key = base_key(b);
+    if (!key) return -1;
+    cache_path(t, b, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    int rc = -1;
+    if (f) {
+        size_t kl = strlen(key);
+        char *line = malloc(kl + 128);
+        char hex[80];
+        if (line && fgets(line, (int)(kl + 128), f) && strlen(line) == kl + 1 && !strncmp(line, key, kl) &&
+            fgets(hex, sizeof hex, f) && strlen(hex) >= 64) {
+            hex[64] = 0;
+            if (!wd_unhex(hex, b->hash, 32)) rc = 0;
+        }
+        free(line);
+        fclose(f);
+    }
+    free(key);
+    return rc;
+}
+
+static void store_digest(const tree *t, const base_ent *b)
+{
+    char path[4200], tmp[4300], hex[65], *key = base_key(b);
+    if (!key) return;
+    mkdir(t->cache_dir, 0755);
+    cache_path(t, b, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid());
+    wd_hex(b->hash, 32, hex);
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        fprintf(f, "%s\n%s\n", key, hex);
+        if (fclose(f) == 0 && rename(tmp, path) == 0) {
+            free(key);
+            return;
+        }
+        unlink(tmp);
+    }
+    t->log(LOG_WARNING, "cannot write the digest cache %s: %s (the base will be hashed again next mount)", path,
+           strerror(errno));
+    free(key);
+}
+
+int tree_open_bases(tree *t, const char *list, wd_err *err)
+{
+    if (!list || !*list) return 0;
+    char *copy = strdup(list), *save = NULL;
+    if (!copy) return wd_errf(err, "out of memory");
+    size_t n = 1;
+    for (const char *p = list; *p; p++) n += *p == ':';
+    t->bases = calloc(n, sizeof *t->bases);
+    if (!t->bases) {
+        free(copy);
+        return wd_errf(err, "out of memory");
+    }
+    for (char *tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+        base_ent *b = &t->bases[t->nbases];
+        char *real = realpath(tok, NULL);
+        b->dir = real ? real : strdup(tok);
+        if (wd_model_open(b->dir, &b->model, err)) {
+            wd_errprefix(err, "base %s", tok);
+            free(copy);
+            return -1;
+        }
+        b->opened = 1;
+        b->state = load_cached_digest(t, b) == 0 ? BASE_READY : BASE_PENDING;
+        t->nbases++;
+    }
+    free(copy);
+    return 0;
+}
+
+static uint64_t base_bytes(const base_ent *b)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < b->model.nfiles; i++) n += b->model.files[i].size;
+    return n;
+}
+
+void tree_hash_pending(tree *t, int only_small)
+{
+    for (size_t i = 0; i < t->nbases; i++) {
+        base_ent *b = &t->bases[i];
+        pthread_mutex_lock(&t->snap_lock);
+        int todo = b->state == BASE_PENDING && (!only_small || base_bytes(b) <= SMALL_BASE);
+        if (todo) b->state = BASE_HASHING;
+        pthread_mutex_unlock(&t->snap_lock);
+        if (!todo) continue;
+        wd_err err;
+        unsigned char h[32];
+        int rc = wd_model_hash(&b->model, h, &err);
+        pthread_mutex_lock(&t->snap_lock);
+        if (rc) {
+            b->state = BASE_FAILED;
+            snprintf(b->error, sizeof b->error, "%s", err.msg);
+        } else {
+            memcpy(b->hash, h, 32);
+            b->state = BASE_READY;
+        }
+        pthread_mutex_unlock(&t->snap_lock);
+        if (rc) t->log(LOG_ERR, "base %s cannot be hashed: %s", b->dir, err.msg);
+        else store_digest(t, b);
+    }
+}
+
+/* ---- models ---------------------------------------------------------- */
+void model_ref(tree *t, model *m)
+{
+    pthread_mutex_lock(&t->model_lock);
+    m->refs++;
+    pthread_mutex_unlock(&t->model_lock);
+}
+
+static void model_free(model *m)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        free(m->files[i].name);
+        free(m->files[i].extra_path);
+    }
+    free(m->files);
+    wd_delta_close(m->d);
+    free(m->rel);
+    free(m->delta_path);
+    free(m);
+}
+
+void model_unref(tree *t, model *m)
+{
+    if (!m) return;
+    pthread_mutex_lock(&t->model_lock);
+    int last = --m->refs == 0;
+    pthread_mutex_unlock(&t->model_lock);
+    if (last) model_free(m);
+}
+
+static int add_file(model *m, const char *name, uint64_t size, int delta_file, const char *extra_path)
+{
+    mfile *f = &m->files[m->nfiles];
+    char idn[128];
+    identity(&m->st, idn, sizeof idn);
+    size_t l = strlen(m->rel) + strlen(name) + strlen(idn) + 4;
+    char *key = malloc(l);
+    if (!key) return -1;
+    snprintf(key, l, "%s/%s|%s", m->rel, name, idn);
+    f->name = strdup(name);
+    f->size = size;
+    f->ino = ino_of("f", key, NULL);
+    f->delta_file = delta_file;
+    f->extra_path = extra_path ? strdup(extra_path) : NULL;
+    free(key);
+    if (!f->name || (extra_path && !f->extra_path)) return -1;
+    m->nfiles++;
+    return 0;
+}
+
+/* Open one .wdelta; on failure *reason says why it is not served. */
+static model *open_model(tree *t, const char *path, const char *rel, const struct stat *st, char **reason)
+{
+    wd_err err;
+    char buf[1400];
+    model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->refs = 1;
+    m->st = *st;
+    m->rel = strdup(rel);
+    m->delta_path = strdup(path);
+    m->ino = ino_of("m", rel, NULL);
+    if (wd_delta_open(path, &m->d, &err)) {
+        *reason = strdup(err.msg);
+        goto fail;
+    }
+    const wd_delta_info *in = wd_delta_get_info(m->d);
+    char want[65];
+    wd_hex(in->base_hash, 32, want);
+    int waiting = 0;
+    for (size_t i = 0; i < t->nbases && !m->base; i++) {
+        base_ent *b = &t->bases[i];
+        pthread_mutex_lock(&t->snap_lock);
+        base_state s = b->state;
+        pthread_mutex_unlock(&t->snap_lock);
+        if (s == BASE_READY && !memcmp(b->hash, in->base_hash, 32)) m->base = b;
+        else if (s == BASE_PENDING || s == BASE_HASHING) waiting = 1;
+    }
+    if (!m->base) {
+        snprintf(buf, sizeof buf, "%s with content hash %s%s", waiting ? "base not known yet (bases still being hashed); needs the base"
+                                                                       : "no base given has content hash",
+                 want, waiting ? "" : " (pass it with -o base=DIR)");
+        *reason = strdup(buf);
+        goto fail;
+    }
+    if (in->version == 1) wd_delta_v1_use_base_dtype(m->d, t->v1_base_dtype);
+    if (wd_delta_set_base(m->d, &m->base->model, &err)) {
+        *reason = strdup(err.msg);
+        goto fail;
+    }
+    const wd_model *bm = &m->base->model;
+    m->files = calloc(in->nfiles + bm->nextras + 1, sizeof *m->files);
+    if (!m->files) goto oom;
+    for (size_t i = 0; i < in->nfiles; i++)
+        if (add_file(m, in->files[i].name, in->files[i].size, (int)i, NULL)) goto oom;
+    for (size_t i = 0; i < bm->nextras; i++) {
+        if (wd_delta_find_file(m->d, bm->extras[i]) >= 0) continue;
+        if (!strcmp(bm->extras[i], "model.safetensors.index.json")) continue; /* the delta's sharding rules */
+        struct stat es;
+        snprintf(buf, sizeof buf, "%s/%s", bm->dir, bm->extras[i]);
+        if (stat(buf, &es) || !S_ISREG(es.st_mode)) continue;
+        if (add_file(m, bm->extras[i], (uint64_t)es.st_size, -1, buf)) goto oom;
+    }
+    pthread_mutex_lock(&t->model_lock);
+    m->key = ++t->next_key;
+    pthread_mutex_unlock(&t->model_lock);
+    return m;
+oom:
+    *reason = strdup("out of memory");
+fail:
+    model_free(m);
+    return NULL;
+}
+
+/* ---- snapshots --------------------------------------------------------- */
+static int snap_add(snapshot *s, uint64_t ino, node_kind kind, const char *name, uint64_t parent, model *m, int fidx)
+{
+    if (s->nnodes == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 64;
+        node *p = realloc(s->nodes, nc * sizeof *p);
+        if (!p) return -1;
+        s->nodes = p;
+        s->cap = nc;
+    }
+    node *n = &s->nodes[s->nnodes];
+    memset(n, 0, sizeof *n);
+    n->ino = ino;
+    n->kind = kind;
+    n->name = strdup(name);
+    n->parent = parent;
+    n->m = m;
+    n->fidx = fidx;
+    if (!n->name) return -1;
+    return (int)s->nnodes++;
+}
+
+static int add_child(snapshot *s, uint32_t dir, uint32_t child)
+{
+    node *d = &s->nodes[dir];
+    if (d->nchild == d->cap) {
+        size_t nc = d->cap ? d->cap * 2 : 8;
+        uint32_t *p = realloc(d->child, nc * sizeof *p);
+        if (!p) return -1;
+        d->child = p;
+        d->cap = nc;
+    }
+    d->child[d->nchild++] = child;
+    return 0;
+}
+
+static int build_index(snapshot *s)
+{
+    s->index_size = 16;
+    while (s->index_size < s->nnodes * 2) s->index_size *= 2;
+    s->index = calloc(s->index_size, sizeof *s->index);
+    if (!s->index) return -1;
+    for (size_t i = 0; i < s->nnodes; i++) {
+        size_t h = (size_t)(s->nodes[i].ino * 0x9E3779B97F4A7C15ull) & (s->index_size - 1);
+        while (s->index[h]) h = (h + 1) & (s->index_size - 1);
+        s->index[h] = (uint32_t)i + 1;
+    }
+    return 0;
+}
+
+node *snap_node(snapshot *s, uint64_t ino)
+{
+    size_t h = (size_t)(ino * 0x9E3779B97F4A7C15ull) & (s->index_size - 1);
+    while (s->index[h]) {
+        node *n = &s->nodes[s->index[h] - 1];
+        if (n->ino == ino) return n;
+        h = (h + 1) & (s->index_size - 1);
+    }
+    return NULL;
+}
+
+node *snap_child(snapshot *s, const node *dir, const char *name)
+{
+    for (size_t i = 0; i < dir->nchild; i++)
+        if (!strcmp(s->nodes[dir->child[i]].name, name)) return &s->nodes[dir->child[i]];
+    return NULL;
+}
+
+static void snap_free(tree *t, snapshot *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->nnodes; i++) {
+        free(s->nodes[i].name);
+        free(s->nodes[i].child);
+    }
+    free(s->nodes);
+    free(s->index);
+    for (size_t i = 0; i < s->nmodels; i++) model_unref(t, s->models[i]);
+    free(s->models);
+    for (size_t i = 0; i < s->nunav; i++) {
+        free(s->unav[i].delta);
+        free(s->unav[i].reason);
+    }
+    free(s->unav);
+    free(s);
+}
+
+snapshot *tree_snapshot(tree *t)
+{
+    pthread_mutex_lock(&t->snap_lock);
+    snapshot *s = t->cur;
+    s->refs++;
+    pthread_mutex_unlock(&t->snap_lock);
+    return s;
+}
+
+void tree_snapshot_put(tree *t, snapshot *s)
+{
+    pthread_mutex_lock(&t->snap_lock);
+    int last = --s->refs == 0;
+    pthread_mutex_unlock(&t->snap_lock);
+    if (last) snap_free(t, s);
+}
+
+/* ---- scanning ---------------------------------------------------------- */
+typedef struct scan {
+    tree *t;
+    snapshot *old, *s;
+    size_t cap_models, cap_unav;
+} scan;
+
+static model *reuse(scan *sc, const char *path, const struct stat *st)
+{
+    if (!sc->old) return NULL;
+    for (size_t i = 0; i < sc->old->nmodels; i++) {
+        model *m = sc->old->models[i];
+        if (!strcmp(m->delta_path, path) && m->st.st_dev == st->st_dev && m->st.st_ino == st->st_ino &&
+            m->st.st_size == st->st_size && m->st.st_mtim.tv_sec == st->st_mtim.tv_sec &&
+            m->st.st_mtim.tv_nsec == st->st_mtim.tv_nsec) {
+            model_ref(sc->t, m);
+            return m;
+        }
+    }
+    return NULL;
+}
+
+static void note_unavailable(scan *sc, const char *path, const char *reason)
+{
+    snapshot *s = sc->s;
+    if (s->nunav == sc->cap_unav) {
+        size_t nc = sc->cap_unav ? sc->cap_unav * 2 : 8;
+        unavailable *p = realloc(s->unav, nc * sizeof *p);
+        if (!p) return;
+        s->unav = p;
+        sc->cap_unav = nc;
+    }
+    s->unav[s->nunav].delta = strdup(path);
+    s->unav[s->nunav].reason = strdup(reason);
+    s->nunav++;
+}
+
+/* Unavailable deltas are logged once per version, not on every rescan. */
+static int was_unavailable(scan *sc, const char *path, const char *reason)
+{
+    if (!sc->old) return 0;
+    for (size_t i = 0; i < sc->old->nunav; i++)
+        if (!strcmp(sc->old->unav[i].delta, path) && !strcmp(sc->old->unav[i].reason, reason)) return 1;
+    return 0;
+}
+
+static int add_model_nodes(scan *sc, uint32_t dir, const char *name, model *m)
+{
+    snapshot *s = sc->s;
+    int mi = snap_add(s, m->ino, N_MODEL, name, s->nodes[dir].ino, m, -1);
+    if (mi < 0 || add_child(s, dir, (uint32_t)mi)) return -1;
+    for (size_t f = 0; f < m->nfiles; f++) {
+        int fi = snap_add(s, m->files[f].ino, N_FILE, m->files[f].name, m->ino, m, (int)f);
+        if (fi < 0 || add_child(s, (uint32_t)mi, (uint32_t)fi)) return -1;
+    }
+    if (s->nmodels == sc->cap_models) {
+        size_t nc = sc->cap_models ? sc->cap_models * 2 : 16;
+        model **p = realloc(s->models, nc * sizeof *p);
+        if (!p) return -1;
+        s->models = p;
+        sc->cap_models = nc;
+    }
+    s->models[s->nmodels++] = m;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Walk one directory of SRC; rel is its path under the mount ("" = root). */
+static void scan_dir(scan *sc, const char *path, const char *rel, uint32_t dir, int depth)
+{
+    DIR *d = opendir(path);
+    if (!d) {
+        sc->t->log(LOG_WARNING, "cannot read %s: %s", path, strerror(errno));
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue; /* hidden, temporary, . and .. */
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char **p = realloc(names, cap * sizeof *p);
+            if (!p) break;
+            names = p;
+        }
+        if (!(names[n] = strdup(de->d_name))) break;
+        n++;
+    }
+    closedir(d);
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        char child[4096], crel[4096];
+        if (snprintf(child, sizeof child, "%s/%s", path, names[i]) >= (int)sizeof child) continue;
+        struct stat st;
+        if (stat(child, &st)) continue;
+        size_t nl = strlen(names[i]);
+        if (S_ISDIR(st.st_mode)) {
+            if (depth >= MAX_DEPTH || !wd_safe_name(names[i])) continue;
+            if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", names[i]) >= (int)sizeof crel) continue;
+            if (snap_child(sc->s, &sc->s->nodes[dir], names[i])) continue;
+            int di = snap_add(sc->s, ino_of("d", crel, NULL), N_DIR, names[i], sc->s->nodes[dir].ino, NULL, -1);
+            if (di < 0) continue;
+            scan_dir(sc, child, crel, (uint32_t)di, depth + 1);
+            /* directories without any model are not shown */
+            if (sc->s->nodes[di].nchild) add_child(sc->s, dir, (uint32_t)di);
+        } else if (S_ISREG(st.st_mode) && nl > 7 && !strcmp(names[i] + nl - 7, ".wdelta")) {
+            char mname[256];
+            snprintf(mname, sizeof mname, "%.*s", (int)(nl - 7), names[i]);
+            if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", mname) >= (int)sizeof crel) continue;
+            if (!wd_safe_name(mname) || snap_child(sc->s, &sc->s->nodes[dir], mname)) {
+                note_unavailable(sc, child, "its name clashes with another entry or is not a safe name");
+                continue;
+            }
+            model *m = reuse(sc, child, &st);
+            char *reason = NULL;
+            if (!m) m = open_model(sc->t, child, crel, &st, &reason);
+            if (!m) {
+                const char *r = reason ? reason : "out of memory";
+                if (!was_unavailable(sc, child, r)) sc->t->log(LOG_WARNING, "not serving %s: %s", child, r);
+                note_unavailable(sc, child, r);
+                free(reason);
+                continue;
+            }
+            if (add_model_nodes(sc, dir, mname, m)) model_unref(sc->t, m);
+        }
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+/* Names under `parent` whose node differs between old and new snapshots. */
+static void report_changes(snapshot *old, snapshot *s, void (*changed)(void *, uint64_t, const char *), void *ctx)
+{
+    if (!old || !changed) return;
+    for (size_t i = 0; i < old->nnodes; i++) {
+        node *o = &old->nodes[i];
+        if (o->kind == N_META || o->kind == N_STATUS || o->ino == INO_ROOT) continue;
+        node *n = snap_node(s, o->ino);
+        if (!n || (o->kind == N_MODEL && n->m != o->m)) changed(ctx, o->parent, o->name);
+    }
+    for (size_t i = 0; i < s->nnodes; i++) {
+        node *n = &s->nodes[i];
+        if (n->ino != INO_ROOT && n->kind != N_META && n->kind != N_STATUS && !snap_node(old, n->ino))
+            changed(ctx, n->parent, n->name);
+    }
+}
+
+void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void *ctx)
+{
+    scan sc = {.t = t};
+    pthread_mutex_lock(&t->snap_lock);
+    sc.old = t->cur;
+    if (sc.old) sc.old->refs++;
+    pthread_mutex_unlock(&t->snap_lock);
+    sc.s = calloc(1, sizeof *sc.s);
+    if (!sc.s) goto out;
+    sc.s->refs = 1;
+    int root = snap_add(sc.s, INO_ROOT, N_DIR, "", INO_ROOT, NULL, -1);
+    int meta = snap_add(sc.s, INO_META, N_META, ".wdeltafs", INO_ROOT, NULL, -1);
+    int st = snap_add(sc.s, INO_STATUS, N_STATUS, "status", INO_META, NULL, -1);
+    if (root < 0 || meta < 0 || st < 0 || add_child(sc.s, (uint32_t)root, (uint32_t)meta) ||
+        add_child(sc.s, (uint32_t)meta, (uint32_t)st)) {
+        snap_free(t, sc.s);
+        goto out;
+    }
+    scan_dir(&sc, t->src, "", (uint32_t)root, 0);
+    if (build_index(sc.s)) {
+        snap_free(t, sc.s);
+        goto out;
+    }
+    pthread_mutex_lock(&t->snap_lock);
+    snapshot *prev = t->cur;
+    t->cur = sc.s;
+    pthread_mutex_unlock(&t->snap_lock);
+    report_changes(sc.old, sc.s, changed, ctx);
+    if (prev) tree_snapshot_put(t, prev);
+out:
+    if (sc.old) tree_snapshot_put(t, sc.old);
+}
+
+/* ---- status --------------------------------------------------------- */
+static const char *state_name(base_state s)
+{
+    switch (s) {
+    case BASE_PENDING: return "waiting";
+    case BASE_HASHING: return "hashing";
+    case BASE_READY: return "ready";
+    default: return "failed";
+    }
+}
+
+char *tree_status_json(tree *t, int open_files)
+{
+    snapshot *s = tree_snapshot(t);
+    cJSON *root = cJSON_CreateObject();
+    char hex[65];
+    cJSON_AddStringToObject(root, "source", t->src);
+    cJSON *ms = cJSON_AddArrayToObject(root, "models");
+    for (size_t i = 0; i < s->nmodels; i++) {
+        model *m = s->models[i];
+        const wd_delta_info *in = wd_delta_get_info(m->d);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", m->rel);
+        cJSON_AddStringToObject(o, "delta", m->delta_path);
+        cJSON_AddStringToObject(o, "base", m->base->dir);
+        cJSON_AddNumberToObject(o, "format_version", in->version);
+        cJSON_AddStringToObject(o, "strategy", in->strategy);
+        cJSON_AddNumberToObject(o, "stored_bytes", (double)in->file_size);
+        cJSON_AddNumberToObject(o, "output_bytes", (double)in->output_size);
+        cJSON_AddNumberToObject(o, "files", (double)m->nfiles);
+        cJSON_AddItemToArray(ms, o);
+    }
+    cJSON *un = cJSON_AddArrayToObject(root, "unavailable");
+    for (size_t i = 0; i < s->nunav; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "delta", s->unav[i].delta);
+        cJSON_AddStringToObject(o, "reason", s->unav[i].reason);
+        cJSON_AddItemToArray(un, o);
+    }
+    cJSON *bs = cJSON_AddArrayToObject(root, "bases");
+    pthread_mutex_lock(&t->snap_lock);
+    for (size_t i = 0; i < t->nbases; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "dir", t->bases[i].dir);
+        cJSON_AddStringToObject(o, "state", state_name(t->bases[i].state));
+        if (t->bases[i].state == BASE_READY) {
+            wd_hex(t->bases[i].hash, 32, hex);
+            cJSON_AddStringToObject(o, "hash", hex);
+        }
+        if (t->bases[i].state == BASE_FAILED) cJSON_AddStringToObject(o, "error", t->bases[i].error);
+        cJSON_AddItemToArray(bs, o);
+    }
+    pthread_mutex_unlock(&t->snap_lock);
+    wd_cache_stats cs;
+    wd_cache_stats_get(t->cache, &cs);
+    cJSON *c = cJSON_AddObjectToObject(root, "cache");
+    cJSON_AddNumberToObject(c, "capacity", (double)cs.capacity);
+    cJSON_AddNumberToObject(c, "used", (double)cs.used);
+    cJSON_AddNumberToObject(c, "hits", (double)cs.hits);
+    cJSON_AddNumberToObject(c, "misses", (double)cs.misses);
+    cJSON_AddNumberToObject(c, "evictions", (double)cs.evictions);
+    cJSON_AddNumberToObject(c, "decoded_bytes", (double)cs.decoded_bytes);
+    cJSON_AddNumberToObject(c, "decode_seconds", (double)cs.decode_ns / 1e9);
+    cJSON_AddNumberToObject(root, "open_files", open_files);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    tree_snapshot_put(t, s);
+    if (text) {
+        size_t l = strlen(text);
+        char *p = realloc(text, l + 2);
+        if (p) {
+            p[l] = '\n';
+            p[l + 1] = 0;
+            text = p;
+        }
+    }
+    return text;
+}
+
+void tree_free(tree *t)
+{
+    if (t->cur) tree_snapshot_put(t, t->cur);
+    t->cur = NULL;
+    for (size_t i = 0; i < t->nbases; i++) {
+        if (t->bases[i].opened) wd_model_free(&t->bases[i].model);
+        free(t->bases[i].dir);
+    }
+    free(t->bases);
+}

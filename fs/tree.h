@@ -1,0 +1,115 @@
+/* tree.h - what the mount shows, apart from FUSE: bases, model versions and
+ * immutable snapshots of the tree that a rescan of SRC replaces. */
+#ifndef WDELTAFS_TREE_H
+#define WDELTAFS_TREE_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include "wdelta.h"
+
+#define INO_ROOT 1
+#define INO_META 2   /* /.wdeltafs */
+#define INO_STATUS 3 /* /.wdeltafs/status */
+
+typedef enum base_state { BASE_PENDING, BASE_HASHING, BASE_READY, BASE_FAILED } base_state;
+
+typedef struct base_ent {
+    char *dir;
+    wd_model model;
+    int opened;
+    base_state state;
+    unsigned char hash[32];
+    char error[1024];
+} base_ent;
+
+typedef struct mfile {
+    char *name;
+    uint64_t size;
+    uint64_t ino;
+    int delta_file;   /* index of the delta's output file, or -1: a base extra */
+    char *extra_path; /* base extra: its path */
+} mfile;
+
+/* One version of one .wdelta file, shared by snapshots and open files. */
+typedef struct model {
+    int refs; /* under tree.model_lock */
+    char *rel;        /* path under the mount, e.g. "team/chat-v2" */
+    char *delta_path;
+    struct stat st;   /* of the .wdelta when opened: its identity */
+    wd_delta *d;
+    base_ent *base;
+    uint64_t key;     /* cache key: unique per version */
+    uint64_t ino;     /* its directory */
+    size_t nfiles;
+    mfile *files;
+} model;
+
+typedef enum node_kind { N_DIR, N_MODEL, N_FILE, N_META, N_STATUS } node_kind;
+
+typedef struct node {
+    uint64_t ino;
+    node_kind kind;
+    char *name;
+    uint64_t parent;
+    model *m;    /* N_MODEL and N_FILE */
+    int fidx;    /* N_FILE */
+    size_t nchild, cap;
+    uint32_t *child; /* node indices */
+} node;
+
+typedef struct unavailable {
+    char *delta;
+    char *reason;
+} unavailable;
+
+typedef struct snapshot {
+    int refs; /* under tree.snap_lock */
+    node *nodes;
+    size_t nnodes, cap;
+    uint32_t *index; /* open-addressed ino -> node index + 1 */
+    size_t index_size;
+    model **models;
+    size_t nmodels;
+    unavailable *unav;
+    size_t nunav;
+} snapshot;
+
+typedef struct tree {
+    char *src;
+    base_ent *bases;
+    size_t nbases;
+    char *cache_dir;
+    int v1_base_dtype;
+    wd_cache *cache;
+    pthread_mutex_t snap_lock, model_lock;
+    snapshot *cur;
+    uint64_t next_key;
+    void (*log)(int level, const char *fmt, ...);
+} tree;
+
+/* Bases: open each, and take its digest from the cache file when the base
+ * is unchanged; returns the number still to hash (hash_pending does it). */
+int tree_open_bases(tree *t, const char *colon_list, wd_err *err);
+void tree_hash_pending(tree *t, int only_small);
+
+/* Rescan SRC and publish a new snapshot.  `changed(ctx, parent_ino, name)`
+ * is called for every entry that appeared, vanished or changed, so the FUSE
+ * side can tell the kernel. */
+void tree_rescan(tree *t, void (*changed)(void *ctx, uint64_t parent, const char *name), void *ctx);
+
+snapshot *tree_snapshot(tree *t);
+void tree_snapshot_put(tree *t, snapshot *s);
+node *snap_node(snapshot *s, uint64_t ino);
+node *snap_child(snapshot *s, const node *dir, const char *name);
+
+void model_ref(tree *t, model *m);
+void model_unref(tree *t, model *m);
+
+/* The status document (JSON); caller frees. */
+char *tree_status_json(tree *t, int open_files);
+
+void tree_free(tree *t);
+
+#endif
