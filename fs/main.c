@@ -370,8 +370,9 @@ static void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t 
         logmsg(LOG_ERR, "read of %s/%s at offset %lld failed: %s", h->m->rel, f->name, (long long)off, err.msg);
         fuse_reply_err(req, EIO);
     } else {
-        fuse_reply_buf(req, buf, (size_t)n);
-        /* a sequential reader: decode the next blocks on other threads */
+        /* a sequential reader: decode the next blocks on other threads.
+         * All of this before replying: once the reply is out, the kernel
+         * may release the handle. */
         if (ds->readahead && (uint64_t)off == h->next_off && (uint64_t)off + (uint64_t)n < f->size) {
             uint32_t b;
             uint64_t boff;
@@ -379,6 +380,7 @@ static void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t 
                 queue_prefetch(ds, h->m, b, ds->readahead);
         }
         h->next_off = (uint64_t)off + (uint64_t)n;
+        fuse_reply_buf(req, buf, (size_t)n);
     }
     free(buf);
 }
