@@ -267,9 +267,10 @@ static model *open_model(tree *t, const char *path, const char *rel, const struc
         else if (s == BASE_PENDING || s == BASE_HASHING) waiting = 1;
     }
     if (!m->base) {
-        snprintf(buf, sizeof buf, "%s with content hash %s%s", waiting ? "base not known yet (bases still being hashed); needs the base"
-                                                                       : "no base given has content hash",
-                 want, waiting ? "" : " (pass it with -o base=DIR)");
+        if (waiting)
+            snprintf(buf, sizeof buf, "needs the base with content hash %s; bases are still being hashed", want);
+        else
+            snprintf(buf, sizeof buf, "no base given has content hash %s (pass its directory with -o base=DIR)", want);
         *reason = strdup(buf);
         goto fail;
     }
