@@ -580,7 +580,9 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t i, const char *n)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void)userdata;
-    /* large reads, and let the kernel read ahead as far as it likes */
+    /* Large requests: libfuse derives the kernel's max_pages (the largest
+     * read too) from max_write, so raise it although nothing is written. */
+    conn->max_write = 1u << 20;
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
 }
@@ -676,6 +678,36 @@ static void notify_ready(void)
     const char msg[] = "READY=1";
     sendto(fd, msg, sizeof msg - 1, 0, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + l));
     close(fd);
+}
+
+/* The kernel reads ahead only read_ahead_kb per mount (128 KiB by
+ * default), which keeps sequential FUSE requests small; root may raise it
+ * in sysfs.  The mount's device number comes from /proc/self/mountinfo:
+ * stat() on our own mountpoint before the session loop runs would wait for
+ * ourselves.  Best effort: a failure only costs speed. */
+static void raise_readahead(const char *mnt)
+{
+    char *real = realpath(mnt, NULL), line[8192];
+    FILE *mi = real ? fopen("/proc/self/mountinfo", "r") : NULL;
+    unsigned maj = 0, min = 0;
+    int found = 0;
+    while (mi && fgets(line, sizeof line, mi)) {
+        char point[4096];
+        unsigned a, b;
+        /* id parent major:minor root mountpoint ... */
+        if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, point) == 3 && !strcmp(point, real)) {
+            maj = a, min = b, found = 1; /* the last match is the newest mount */
+        }
+    }
+    if (mi) fclose(mi);
+    free(real);
+    if (!found) return;
+    char path[128];
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    fprintf(f, "1024\n");
+    if (fclose(f)) logmsg(LOG_INFO, "could not raise %s", path);
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -808,6 +840,7 @@ int main(int argc, char **argv)
     if (!ds.se) goto out;
     if (fuse_set_signal_handlers(ds.se) != 0) goto out_session;
     if (fuse_session_mount(ds.se, co.mountpoint) != 0) goto out_signals;
+    raise_readahead(co.mountpoint);
     if (fuse_daemonize(co.foreground) != 0) goto out_unmount;
     notify_ready();
     pthread_t scanner, pf[2];
