@@ -4,13 +4,19 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Both functions format into a local buffer first: callers may pass
+ * err->msg itself as an argument ("%s", err->msg), and vsnprintf into the
+ * buffer it is reading from would be undefined. */
+
 int wd_errf(wd_err *err, const char *fmt, ...)
 {
     if (!err) return -1;
+    char tmp[sizeof err->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(err->msg, tmp, strlen(tmp) + 1);
     return -1;
 }
 
@@ -24,7 +30,8 @@ int wd_errprefix(wd_err *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    /* keep as much of both as fits */
+    /* keep as much of both as fits: the prefix first (it says where), then
+     * the start of the old message (it says what) */
     size_t pl = strlen(prefix);
     if (pl > sizeof err->msg - 3) pl = sizeof err->msg - 3;
     memcpy(err->msg, prefix, pl);

@@ -2,8 +2,11 @@
  *
  * The content hash is deltatensors' parent_hash: SHA-256 over every tensor's
  * name bytes followed by its raw bytes, in wd_model_hash_order.  It depends
- * only on names and bytes, not on how a model is sharded within a shard's
- * order, and is read with pread in bounded chunks. */
+ * on names, bytes and which tensors share a shard (that fixes the order), not
+ * on where in a file a tensor lies.  Read with pread in bounded chunks.
+ *
+ * NOTE: name and bytes are concatenated with no separator or length, as the
+ * reference does; that is its definition, so it is reproduced as is. */
 #include "internal.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -77,8 +80,24 @@ int wd_unhex(const char *hex, unsigned char *out, size_t n)
     return 0;
 }
 
+/* Hash one tensor: its name, then its bytes in chunks of at most `cap`. */
+static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor *t, unsigned char *buf,
+                       size_t cap, wd_err *err)
+{
+    wd_sha256_update(h, t->name, strlen(t->name));
+    for (uint64_t at = 0; at < t->length;) {
+        size_t n = t->length - at < cap ? (size_t)(t->length - at) : cap;
+        if (wd_pread_full(fd, buf, n, t->offset + at, f->path, err))
+            return wd_errprefix(err, "hashing tensor %s (at its byte %llu)", t->name, (unsigned long long)at);
+        wd_sha256_update(h, buf, n);
+        at += n;
+    }
+    return 0;
+}
+
 int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
 {
+    /* bounded memory whatever the model's size: 4 MiB at a time */
     enum { CHUNK = 4 << 20 };
     struct wd_tref *order = malloc((m->ntensors + 1) * sizeof *order);
     int *fds = malloc((m->nfiles + 1) * sizeof *fds);
@@ -90,25 +109,18 @@ int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
         wd_errf(err, "out of memory hashing %s", m->dir);
         goto out;
     }
-    for (size_t i = 0; i < m->nfiles; i++)
+    for (size_t i = 0; i < m->nfiles; i++) {
         if ((fds[i] = open(m->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
             wd_errf(err, "%s: %s", m->files[i].path, strerror(errno));
             goto out;
         }
+        /* shards are read about once, mostly front to back */
+        posix_fadvise(fds[i], 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
     wd_model_hash_order(m, order);
     for (size_t k = 0; k < m->ntensors; k++) {
         const wd_stfile *f = &m->files[order[k].file];
-        const wd_tensor *t = &f->tensors[order[k].tensor];
-        wd_sha256_update(h, t->name, strlen(t->name));
-        for (uint64_t at = 0; at < t->length;) {
-            size_t n = t->length - at < CHUNK ? (size_t)(t->length - at) : CHUNK;
-            if (wd_pread_full(fds[order[k].file], buf, n, t->offset + at, f->path, err)) {
-                wd_errprefix(err, "hashing tensor %s", t->name);
-                goto out;
-            }
-            wd_sha256_update(h, buf, n);
-            at += n;
-        }
+        if (hash_tensor(h, fds[order[k].file], f, &f->tensors[order[k].tensor], buf, CHUNK, err)) goto out;
     }
     wd_sha256_final(h, out);
     h = NULL;

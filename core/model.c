@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,14 @@ static int ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* DIR/NAME into out; an error rather than a silently truncated path. */
+static int join_path(char *out, size_t cap, const char *dir, const char *name, wd_err *err)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap) return wd_errf(err, "%s/%s: path too long", dir, name);
+    return 0;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -90,8 +99,8 @@ static char *read_small_file(const char *path, size_t max, size_t *len, wd_err *
  * the cross-check once the shards are open. */
 static int index_shards(const char *dir, strlist *shards, cJSON **map_out, wd_err *err)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, INDEX_NAME);
+    char path[PATH_MAX];
+    if (join_path(path, sizeof path, dir, INDEX_NAME, err)) return -1;
     size_t len;
     char *text = read_small_file(path, MAX_INDEX, &len, err);
     if (!text) return -1;
@@ -126,8 +135,8 @@ static int index_shards(const char *dir, strlist *shards, cJSON **map_out, wd_er
     return 0;
 }
 
-/* Every tensor the index names is in its shard, and every tensor of the
- * shards is in the index. */
+/* Every tensor the index names is in the shard it names, and every tensor
+ * of the shards is in the index (exactly once: cJSON keeps duplicate keys). */
 static int check_index(const wd_model *m, const cJSON *root, wd_err *err)
 {
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
@@ -140,10 +149,26 @@ static int check_index(const wd_model *m, const cJSON *root, wd_err *err)
             return wd_errf(err, "%s/%s puts tensor %s in %s, but it is in %s", m->dir, INDEX_NAME, it->string,
                            it->valuestring, m->files[fi].name);
     }
-    if (entries != m->ntensors)
-        return wd_errf(err, "%s: the shards hold %zu tensors but %s names %zu (duplicate or missing entries)", m->dir,
-                       m->ntensors, INDEX_NAME, entries);
-    return 0;
+    /* each entry was found in its shard; now: no entry twice, and no shard
+     * tensor left out (equal counts alone would miss "a twice, b never") */
+    const char **keys = malloc((entries + 1) * sizeof *keys);
+    if (!keys) return wd_errf(err, "out of memory");
+    size_t k = 0;
+    for (const cJSON *it = wm->child; it; it = it->next) keys[k++] = it->string;
+    qsort(keys, k, sizeof *keys, cmp_str);
+    int rc = 0;
+    for (size_t i = 1; i < k && !rc; i++)
+        if (!strcmp(keys[i], keys[i - 1]))
+            rc = wd_errf(err, "%s/%s lists tensor %s twice", m->dir, INDEX_NAME, keys[i]);
+    for (size_t i = 0; i < m->ntensors && !rc; i++) {
+        const struct wd_tref *r = &m->by_name[i];
+        const char *nm = m->files[r->file].tensors[r->tensor].name;
+        if (!bsearch(&nm, keys, k, sizeof *keys, cmp_str))
+            rc = wd_errf(err, "%s: tensor %s of %s is missing from %s", m->dir, nm, m->files[r->file].name,
+                         INDEX_NAME);
+    }
+    free(keys);
+    return rc;
 }
 
 /* Sorting carries each name next to its reference, so the comparator needs
@@ -192,74 +217,83 @@ static int cmp_file(const void *a, const void *b)
     return strcmp(((const wd_stfile *)a)->name, ((const wd_stfile *)b)->name);
 }
 
+static int in_list(const strlist *l, const char *s)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], s)) return 1;
+    return 0;
+}
+
+/* Sort the directory's regular files into shards and extras.  With an
+ * index, shards already holds the files it names; a .safetensors file it
+ * does not name travels as an extra file like any other. */
+static int scan_dir(const char *dir, int have_index, strlist *shards, strlist *extras, wd_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) return wd_errf(err, "%s: %s", dir, strerror(errno));
+    char path[PATH_MAX];
+    int rc = 0;
+    for (;;) {
+        errno = 0; /* readdir signals errors only through errno */
+        struct dirent *de = readdir(d);
+        if (!de) break;
+        const char *nm = de->d_name;
+        struct stat st;
+        /* unsafe names are skipped, never served; stat follows symlinks
+         * (the Hugging Face cache links every file into its blob store) */
+        if (!wd_safe_name(nm)) continue;
+        if ((rc = join_path(path, sizeof path, dir, nm, err))) break;
+        if (stat(path, &st) || !S_ISREG(st.st_mode)) continue;
+        strlist *to = !have_index && ends_with(nm, ".safetensors") ? shards : in_list(shards, nm) ? NULL : extras;
+        if (to && strlist_add(to, nm)) {
+            rc = wd_errf(err, "out of memory");
+            break;
+        }
+    }
+    if (!rc && errno) rc = wd_errf(err, "%s: reading the directory: %s", dir, strerror(errno));
+    closedir(d);
+    return rc;
+}
+
+static int open_shards(wd_model *m, const strlist *shards, wd_err *err)
+{
+    char path[PATH_MAX];
+    m->files = calloc(shards->n, sizeof *m->files);
+    if (!m->files) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < shards->n; i++) {
+        if (join_path(path, sizeof path, m->dir, shards->v[i], err) || wd_st_open(path, &m->files[i], err))
+            return -1;
+        m->nfiles++;
+    }
+    qsort(m->files, m->nfiles, sizeof *m->files, cmp_file);
+    return 0;
+}
+
 int wd_model_open(const char *dir, wd_model *m, wd_err *err)
 {
     memset(m, 0, sizeof *m);
     strlist shards = {0}, extras = {0};
     cJSON *index = NULL;
-    char path[4096];
-    int rc = -1;
+    char path[PATH_MAX];
     struct stat st;
     if (stat(dir, &st)) return wd_errf(err, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return wd_errf(err, "%s: not a directory", dir);
-    m->dir = strdup(dir);
-    if (!m->dir) return wd_errf(err, "out of memory");
-    snprintf(path, sizeof path, "%s/%s", dir, INDEX_NAME);
-    int have_index = access(path, F_OK) == 0;
+    if (join_path(path, sizeof path, dir, INDEX_NAME, err)) return -1;
+    if (!(m->dir = strdup(dir))) return wd_errf(err, "out of memory");
+    int rc = -1, have_index = access(path, F_OK) == 0;
     if (have_index && index_shards(dir, &shards, &index, err)) goto out;
-
-    DIR *d = opendir(dir);
-    if (!d) {
-        wd_errf(err, "%s: %s", dir, strerror(errno));
-        goto out;
-    }
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *nm = de->d_name;
-        if (!strcmp(nm, ".") || !strcmp(nm, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, nm);
-        if (stat(path, &st) || !S_ISREG(st.st_mode) || !wd_safe_name(nm)) continue;
-        int is_weight = ends_with(nm, ".safetensors");
-        if (is_weight && !have_index) {
-            if (strlist_add(&shards, nm)) goto oom_dir;
-        } else if (!is_weight || !have_index) {
-            if (strlist_add(&extras, nm)) goto oom_dir;
-        } else {
-            /* with an index, a .safetensors file it does not name is kept as
-             * an extra file only if it is not one of the shards */
-            int listed = 0;
-            for (size_t i = 0; i < shards.n && !listed; i++) listed = !strcmp(shards.v[i], nm);
-            if (!listed && strlist_add(&extras, nm)) goto oom_dir;
-        }
-    }
-    closedir(d);
+    if (scan_dir(dir, have_index, &shards, &extras, err)) goto out;
     if (!shards.n) {
         wd_errf(err, "%s: no safetensors files (no model.safetensors, no *.safetensors, no index)", dir);
         goto out;
     }
-    m->files = calloc(shards.n, sizeof *m->files);
-    if (!m->files) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < shards.n; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, shards.v[i]);
-        if (wd_st_open(path, &m->files[i], err)) goto out;
-        m->nfiles++;
-    }
-    qsort(m->files, m->nfiles, sizeof *m->files, cmp_file);
-    if (build_by_name(m, err)) goto out;
+    if (open_shards(m, &shards, err) || build_by_name(m, err)) goto out;
     if (index && check_index(m, index, err)) goto out;
     if (extras.n) qsort(extras.v, extras.n, sizeof *extras.v, cmp_str);
     m->extras = extras.v;
     m->nextras = extras.n;
-    extras.v = NULL;
-    extras.n = 0;
+    extras = (strlist){0};
     rc = 0;
-    goto out;
-oom_dir:
-    closedir(d);
-    wd_errf(err, "out of memory");
 out:
     cJSON_Delete(index);
     strlist_free(&shards);
@@ -286,28 +320,60 @@ const wd_tensor *wd_model_find(const wd_model *m, const char *name, size_t *file
     return NULL;
 }
 
-/* by_name is sorted, so the first entry of each file is its smallest name:
- * shards are ordered by that, then by_name is walked once per shard. */
+/* The smallest tensor name of a shard (NULL if it holds none). */
+static const char *min_name(const wd_stfile *f)
+{
+    const char *best = NULL;
+    for (size_t i = 0; i < f->ntensors; i++)
+        if (!best || strcmp(f->tensors[i].name, best) < 0) best = f->tensors[i].name;
+    return best;
+}
+
+/* Fallback when two small arrays cannot be had (the function cannot fail):
+ * repeatedly pick the shard with the next larger smallest name.  Slower,
+ * O(files x tensors), but it needs no memory. */
+static void hash_order_nomem(const wd_model *m, struct wd_tref *refs)
+{
+    size_t k = 0;
+    const char *prev = NULL;
+    for (;;) {
+        size_t next = m->nfiles;
+        const char *next_min = NULL;
+        for (size_t f = 0; f < m->nfiles; f++) {
+            const char *mn = min_name(&m->files[f]);
+            if (mn && (!prev || strcmp(mn, prev) > 0) && (!next_min || strcmp(mn, next_min) < 0))
+                next = f, next_min = mn;
+        }
+        if (next == m->nfiles) return;
+        for (size_t i = 0; i < m->ntensors; i++)
+            if (m->by_name[i].file == next) refs[k++] = m->by_name[i];
+        prev = next_min;
+    }
+}
+
+/* by_name is sorted, so a shard's first entry in it holds its smallest name:
+ * that gives each shard its rank, and a counting sort by rank (stable, so
+ * names stay sorted inside a shard) gives the order.  O(tensors + files). */
 void wd_model_hash_order(const wd_model *m, struct wd_tref *refs)
 {
-    size_t nf = m->nfiles, k = 0;
-    uint32_t *order = malloc((nf + 1) * sizeof *order);
-    char *seen = calloc(nf + 1, 1);
-    if (!order || !seen) { /* cannot happen for sane sizes; fall back to name order */
-        free(order);
-        free(seen);
-        memcpy(refs, m->by_name, m->ntensors * sizeof *refs);
+    size_t nf = m->nfiles;
+    size_t *rank = malloc((nf + 1) * sizeof *rank), *start = malloc((nf + 1) * sizeof *start);
+    if (!rank || !start) {
+        free(rank);
+        free(start);
+        hash_order_nomem(m, refs);
         return;
     }
-    size_t no = 0;
+    for (size_t f = 0; f < nf; f++) rank[f] = SIZE_MAX;
+    size_t nr = 0;
     for (size_t i = 0; i < m->ntensors; i++)
-        if (!seen[m->by_name[i].file]) {
-            seen[m->by_name[i].file] = 1;
-            order[no++] = m->by_name[i].file;
-        }
-    for (size_t o = 0; o < no; o++)
-        for (size_t i = 0; i < m->ntensors; i++)
-            if (m->by_name[i].file == order[o]) refs[k++] = m->by_name[i];
-    free(order);
-    free(seen);
+        if (rank[m->by_name[i].file] == SIZE_MAX) rank[m->by_name[i].file] = nr++;
+    /* start[r] = where the shard of rank r begins in refs */
+    memset(start, 0, (nf + 1) * sizeof *start);
+    for (size_t f = 0; f < nf; f++)
+        if (rank[f] != SIZE_MAX) start[rank[f] + 1] = m->files[f].ntensors;
+    for (size_t r = 0; r < nr; r++) start[r + 1] += start[r];
+    for (size_t i = 0; i < m->ntensors; i++) refs[start[rank[m->by_name[i].file]]++] = m->by_name[i];
+    free(rank);
+    free(start);
 }

@@ -138,6 +138,9 @@ static int check_layout(const wd_stfile *f, const char *fname, uint64_t data_sta
             return wd_errf(err, "%s: tensor %s at data offset %llu overlaps the previous tensor (ends at %llu)", fname,
                            t->name, (unsigned long long)(t->offset - data_start),
                            (unsigned long long)(at - data_start));
+        if (t->offset > at && at == data_start)
+            return wd_errf(err, "%s: the data must start at data offset 0, but the first tensor %s starts at %llu",
+                           fname, t->name, (unsigned long long)(t->offset - data_start));
         if (t->offset > at)
             return wd_errf(err, "%s: gap of %llu bytes before tensor %s (data offset %llu)", fname,
                            (unsigned long long)(t->offset - at), t->name, (unsigned long long)(at - data_start));
@@ -149,61 +152,107 @@ static int check_layout(const wd_stfile *f, const char *fname, uint64_t data_sta
     return 0;
 }
 
+/* cJSON is laxer than JSON: it skips any byte <= 0x20 between tokens, keeps
+ * raw control bytes inside strings, and decodes \u0000 into a NUL that would
+ * silently cut a name short.  The format is JSON, so reject all three here:
+ * a control byte other than tab/newline/return anywhere, or an escaped NUL. */
+static int check_json_bytes(const char *json, size_t n, const char *fname, wd_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)json[i];
+        if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+            return wd_errf(err, "%s: header has control byte 0x%02x at header byte %zu", fname, c, i);
+        if (c != '\\' || i + 1 >= n) continue;
+        /* a backslash starts an escape: the byte after it is consumed too */
+        if (json[i + 1] == 'u' && i + 5 < n && !memcmp(json + i + 2, "0000", 4))
+            return wd_errf(err, "%s: header has an escaped NUL (\\u0000) at header byte %zu", fname, i);
+        i++;
+    }
+    return 0;
+}
+
+static int is_json_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Parse the JSON text; only whitespace (the format pads with spaces) may
+ * follow the value.  NULL on error, with the message written. */
+static cJSON *parse_json(const char *json, size_t n, const char *fname, wd_err *err)
+{
+    if (check_json_bytes(json, n, fname, err)) return NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, n, &end, 0);
+    if (!root) {
+        /* end is set to the error position on failure; cJSON_GetErrorPtr
+         * would read a global that other threads may be writing */
+        size_t at = end && end >= json && end <= json + n ? (size_t)(end - json) : 0;
+        wd_errf(err, "%s: header is not valid JSON (syntax error near header byte %zu)", fname, at);
+        return NULL;
+    }
+    for (const char *p = end ? end : json + n; p < json + n; p++)
+        if (!is_json_ws(*p)) {
+            wd_errf(err, "%s: unexpected bytes after the header JSON (header byte %zu)", fname, (size_t)(p - json));
+            cJSON_Delete(root);
+            return NULL;
+        }
+    return root;
+}
+
+/* Parse every entry of the header object into out->tensors. */
+static int parse_entries(const cJSON *root, const char *fname, uint64_t data_start, wd_stfile *out,
+                         wd_err *err)
+{
+    size_t count = 0;
+    int have_meta = 0;
+    for (const cJSON *it = root->child; it; it = it->next) count++;
+    out->tensors = calloc(count + 1, sizeof *out->tensors);
+    if (!out->tensors) return wd_errf(err, "out of memory");
+    for (const cJSON *it = root->child; it; it = it->next) {
+        if (!it->string) return wd_errf(err, "%s: header entry without a name", fname);
+        if (!strcmp(it->string, "__metadata__")) {
+            if (have_meta++) return wd_errf(err, "%s: __metadata__ appears twice", fname);
+            if (parse_metadata(it, fname, err)) return -1;
+            continue;
+        }
+        wd_tensor *t = &out->tensors[out->ntensors++];
+        if (parse_tensor(it, fname, out->size - data_start, data_start, t, err)) return -1;
+    }
+    return 0;
+}
+
 int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
                 wd_err *err)
 {
     memset(out, 0, sizeof *out);
     if (buflen < 8 || file_size < 8)
-        return wd_errf(err, "%s: too short for a safetensors header (%llu bytes)", fname, (unsigned long long)file_size);
+        return wd_errf(err, "%s: too short for a safetensors header (%llu bytes, the length alone takes 8)", fname,
+                       (unsigned long long)(file_size < buflen ? file_size : buflen));
     uint64_t n = wd_get_u64(buf);
+    /* checked before anything is allocated or read: n comes from the file */
     if (n == 0 || n > WD_ST_MAX_HEADER)
         return wd_errf(err, "%s: absurd header size %llu (limit %u)", fname, (unsigned long long)n, WD_ST_MAX_HEADER);
     if (8 + n > file_size)
         return wd_errf(err, "%s: header length %llu runs past the end of the file (%llu bytes)", fname,
                        (unsigned long long)n, (unsigned long long)file_size);
-    if (8 + n > buflen) return wd_errf(err, "%s: header buffer holds %zu of %llu bytes", fname, buflen, (unsigned long long)(8 + n));
-    const char *json = (const char *)buf + 8, *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, (size_t)n, &end, 0);
-    if (!root) {
-        size_t at = end ? (size_t)(end - json) : 0;
-        const char *ep = cJSON_GetErrorPtr();
-        if (ep && ep >= json && ep <= json + n) at = (size_t)(ep - json);
-        return wd_errf(err, "%s: header is not valid JSON (near byte %zu of the header)", fname, at);
-    }
+    if (8 + n > buflen)
+        return wd_errf(err, "%s: header buffer holds %zu of %llu bytes", fname, buflen, (unsigned long long)(8 + n));
+    cJSON *root = parse_json((const char *)buf + 8, (size_t)n, fname, err);
+    if (!root) return -1;
     int rc = -1;
-    if (end) /* only padding may follow the JSON */
-        for (const char *p = end; p < json + n; p++)
-            if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != 0) {
-                wd_errf(err, "%s: unexpected bytes after the header JSON (header byte %zu)", fname, (size_t)(p - json));
-                goto out;
-            }
     if (!cJSON_IsObject(root)) {
         wd_errf(err, "%s: header is not a JSON object", fname);
         goto out;
     }
-    size_t count = 0;
-    for (const cJSON *it = root->child; it; it = it->next) count++;
-    out->tensors = calloc(count + 1, sizeof *out->tensors);
     out->size = file_size;
     out->header_size = 8 + n;
     out->header = malloc((size_t)(8 + n));
-    if (!out->tensors || !out->header) {
+    if (!out->header) {
         wd_errf(err, "out of memory");
         goto out;
     }
     memcpy(out->header, buf, (size_t)(8 + n));
-    for (const cJSON *it = root->child; it; it = it->next) {
-        if (it->string && !strcmp(it->string, "__metadata__")) {
-            if (parse_metadata(it, fname, err)) goto out;
-            continue;
-        }
-        if (!it->string) {
-            wd_errf(err, "%s: header entry without a name", fname);
-            goto out;
-        }
-        wd_tensor *t = &out->tensors[out->ntensors++];
-        if (parse_tensor(it, fname, file_size - 8 - n, 8 + n, t, err)) goto out;
-    }
+    if (parse_entries(root, fname, 8 + n, out, err)) goto out;
     qsort(out->tensors, out->ntensors, sizeof *out->tensors, cmp_offset);
     if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto out;
     rc = 0;
@@ -281,69 +330,120 @@ const wd_tensor *wd_st_find(const wd_stfile *f, const char *name)
 }
 
 /* ---- building ---------------------------------------------------------- */
+
+/* cJSON prints numbers with "%1.15g", which turns 10^15 into "1e+15": legal
+ * JSON, but readers that want integers (the Rust safetensors crate) refuse
+ * it.  Offsets and dimensions are therefore written as raw integer text. */
+static int add_uint(cJSON *arr, uint64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+    cJSON *x = cJSON_CreateRaw(num);
+    return x && cJSON_AddItemToArray(arr, x) ? 0 : -1;
+}
+
+/* One tensor's entry; t->offset (relative for now) and t->length are set. */
+static int build_entry(cJSON *root, wd_tensor *t, uint64_t at, wd_err *err)
+{
+    unsigned es = wd_dtype_size(t->dtype);
+    if (!es || wd_dtype_from_name(t->dtype_name) != t->dtype)
+        return wd_errf(err, "tensor %s: dtype '%s' has no known element size or does not match its dtype code",
+                       t->name, t->dtype_name);
+    if (t->ndim < 0 || t->ndim > WD_MAX_DIMS) return wd_errf(err, "tensor %s: %d dimensions", t->name, t->ndim);
+    uint64_t ne = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] && ne > UINT64_MAX / es / t->shape[d])
+            return wd_errf(err, "tensor %s: shape overflows 64 bits", t->name);
+        ne *= t->shape[d];
+    }
+    t->nelem = ne;
+    t->length = ne * es;
+    /* readers hold offsets in doubles (cJSON, Python): stay below 2^53 */
+    if (t->length >= (uint64_t)MAX_SAFE_INT || at + t->length >= (uint64_t)MAX_SAFE_INT)
+        return wd_errf(err, "tensor %s: data offset %llu + %llu bytes reaches 2^53", t->name, (unsigned long long)at,
+                       (unsigned long long)t->length);
+    t->offset = at;
+    cJSON *o = cJSON_CreateObject(), *sh = NULL, *of = NULL;
+    if (!o || !cJSON_AddItemToObject(root, t->name, o)) {
+        cJSON_Delete(o);
+        return wd_errf(err, "out of memory");
+    }
+    int bad = !cJSON_AddStringToObject(o, "dtype", t->dtype_name) || !(sh = cJSON_AddArrayToObject(o, "shape")) ||
+              !(of = cJSON_AddArrayToObject(o, "data_offsets"));
+    for (int d = 0; !bad && d < t->ndim; d++) bad = add_uint(sh, t->shape[d]);
+    if (bad || add_uint(of, at) || add_uint(of, at + t->length)) return wd_errf(err, "out of memory");
+    return 0;
+}
+
+/* Names must be what wd_st_parse accepts: non-empty UTF-8, all distinct,
+ * and not the metadata key. */
+static int check_build_names(const wd_tensor *tensors, size_t n, wd_err *err)
+{
+    const char **names = malloc((n + 1) * sizeof *names);
+    if (!names) return wd_errf(err, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *nm = tensors[i].name;
+        if (!nm || !*nm || !wd_utf8_valid(nm, strlen(nm)) || !strcmp(nm, "__metadata__"))
+            rc = wd_errf(err, "tensor %zu: name '%s' is empty, not UTF-8 or reserved", i, nm ? nm : "(null)");
+        names[i] = nm;
+    }
+    if (!rc) qsort(names, n, sizeof *names, cmp_name_ptr);
+    for (size_t i = 1; i < n && !rc; i++)
+        if (!strcmp(names[i], names[i - 1])) rc = wd_errf(err, "tensor %s appears twice", names[i]);
+    free(names);
+    return rc;
+}
+
+static cJSON *parse_build_metadata(const char *metadata_json, wd_err *err)
+{
+    const char *end = NULL;
+    cJSON *m = cJSON_ParseWithOpts(metadata_json, &end, 1);
+    if (!m) {
+        wd_errf(err, "metadata is not valid JSON (near byte %zu)",
+                end && end >= metadata_json ? (size_t)(end - metadata_json) : (size_t)0);
+        return NULL;
+    }
+    if (parse_metadata(m, "metadata", err)) {
+        cJSON_Delete(m);
+        return NULL;
+    }
+    return m;
+}
+
 int wd_st_build_header(wd_tensor *tensors, size_t n, const char *metadata_json, unsigned char **out,
                        size_t *out_len, wd_err *err)
 {
+    if (check_build_names(tensors, n, err)) return -1;
     cJSON *root = cJSON_CreateObject();
     if (!root) return wd_errf(err, "out of memory");
     int rc = -1;
     char *text = NULL;
-    if (metadata_json) {
-        cJSON *m = cJSON_Parse(metadata_json);
-        if (!m || parse_metadata(m, "metadata", err)) {
+    if (metadata_json) { /* first, as the format's own writer puts it */
+        cJSON *m = parse_build_metadata(metadata_json, err);
+        if (!m) goto out;
+        if (!cJSON_AddItemToObject(root, "__metadata__", m)) {
             cJSON_Delete(m);
-            if (!m) wd_errf(err, "metadata is not valid JSON");
+            wd_errf(err, "out of memory");
             goto out;
         }
-        cJSON_AddItemToObject(root, "__metadata__", m);
     }
     uint64_t at = 0;
     for (size_t i = 0; i < n; i++) {
-        wd_tensor *t = &tensors[i];
-        unsigned es = wd_dtype_size(t->dtype);
-        if (!es) {
-            wd_errf(err, "tensor %s: dtype %s has no known element size", t->name, t->dtype_name);
-            goto out;
-        }
-        if (!t->name || !*t->name || !wd_utf8_valid(t->name, strlen(t->name))) {
-            wd_errf(err, "tensor %zu: empty or non-UTF-8 name", i);
-            goto out;
-        }
-        if (cJSON_GetObjectItemCaseSensitive(root, t->name)) {
-            wd_errf(err, "tensor %s appears twice", t->name);
-            goto out;
-        }
-        uint64_t ne = 1;
-        for (int d = 0; d < t->ndim; d++) {
-            if (t->shape[d] && ne > UINT64_MAX / es / t->shape[d]) {
-                wd_errf(err, "tensor %s: shape overflows", t->name);
-                goto out;
-            }
-            ne *= t->shape[d];
-        }
-        t->nelem = ne;
-        t->length = ne * es;
-        if (at + t->length >= (uint64_t)MAX_SAFE_INT) {
-            wd_errf(err, "tensor %s: offsets beyond 2^53", t->name);
-            goto out;
-        }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToObject(root, t->name, o);
-        cJSON_AddStringToObject(o, "dtype", t->dtype_name);
-        cJSON *sh = cJSON_AddArrayToObject(o, "shape");
-        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
-        cJSON *of = cJSON_AddArrayToObject(o, "data_offsets");
-        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)at));
-        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(at + t->length)));
-        t->offset = at; /* made absolute below */
-        at += t->length;
+        if (build_entry(root, &tensors[i], at, err)) goto out;
+        at += tensors[i].length;
     }
     text = cJSON_PrintUnformatted(root);
     if (!text) {
         wd_errf(err, "out of memory");
         goto out;
     }
+    /* pad with spaces so the data starts 8-byte aligned */
     size_t jl = strlen(text), pad = (8 - (8 + jl) % 8) % 8, hn = jl + pad;
+    if (hn > WD_ST_MAX_HEADER) {
+        wd_errf(err, "header of %zu tensors would take %zu bytes (limit %u)", n, hn, WD_ST_MAX_HEADER);
+        goto out;
+    }
     unsigned char *b = malloc(8 + hn);
     if (!b) {
         wd_errf(err, "out of memory");
