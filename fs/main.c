@@ -90,6 +90,7 @@ typedef struct handle {
     char *text;      /* status document */
     size_t text_len;
     uint64_t next_off; /* where a sequential reader will read next */
+    uint64_t ra_until; /* read-ahead has been queued up to here */
     char *listing;   /* readdir buffer */
     size_t listing_len;
 } handle;
@@ -337,16 +338,26 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
-static void queue_prefetch(daemon_state *ds, model *m, uint32_t first, unsigned count)
+/* Queue the `count` blocks that follow file offset `pos` of output file f,
+ * in file order (block numbers follow the writer's order, not the file's).
+ * Blocks already queued for this handle are skipped. */
+static void queue_prefetch(daemon_state *ds, handle *h, size_t f, uint64_t pos, unsigned count)
 {
+    model *m = h->m;
     const wd_delta_info *in = wd_delta_get_info(m->d);
+    uint64_t size = in->files[f].size;
+    if (pos < h->ra_until) pos = h->ra_until;
     pthread_mutex_lock(&ds->lock);
-    for (unsigned k = 0; k < count && first + k < in->nblocks; k++) {
-        if (ds->qlen == sizeof ds->q / sizeof *ds->q) break; /* read-ahead is best effort */
+    for (unsigned k = 0; k < count && pos < size; k++) {
+        uint32_t b;
+        uint64_t boff;
+        if (ds->qlen == sizeof ds->q / sizeof *ds->q || wd_delta_locate(m->d, f, pos, &b, &boff)) break;
         model_ref(&ds->t, m);
-        ds->q[(ds->qhead + ds->qlen) % (sizeof ds->q / sizeof *ds->q)] = (prefetch_job){m, first + k};
+        ds->q[(ds->qhead + ds->qlen) % (sizeof ds->q / sizeof *ds->q)] = (prefetch_job){m, b};
         ds->qlen++;
+        pos = boff + in->blocks[b].out_len;
     }
+    h->ra_until = pos;
     pthread_cond_broadcast(&ds->work);
     pthread_mutex_unlock(&ds->lock);
 }
@@ -374,10 +385,9 @@ static void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t 
          * All of this before replying: once the reply is out, the kernel
          * may release the handle. */
         if (ds->readahead && (uint64_t)off == h->next_off && (uint64_t)off + (uint64_t)n < f->size) {
-            uint32_t b;
-            uint64_t boff;
-            if (wd_delta_locate(h->m->d, (size_t)f->delta_file, (uint64_t)off + (uint64_t)n, &b, &boff) == 0)
-                queue_prefetch(ds, h->m, b, ds->readahead);
+            /* keep `readahead` blocks queued beyond what was just read */
+            uint64_t want = (uint64_t)off + (uint64_t)n + (uint64_t)ds->readahead * WD_DEFAULT_BLOCK_SIZE;
+            if (h->ra_until < want) queue_prefetch(ds, h, (size_t)f->delta_file, (uint64_t)off + (uint64_t)n, ds->readahead);
         }
         h->next_off = (uint64_t)off + (uint64_t)n;
         fuse_reply_buf(req, buf, (size_t)n);
@@ -682,28 +692,46 @@ static void notify_ready(void)
 
 /* The kernel reads ahead only read_ahead_kb per mount (128 KiB by
  * default), which keeps sequential FUSE requests small; root may raise it
- * in sysfs.  The mount's device number comes from /proc/self/mountinfo:
- * stat() on our own mountpoint before the session loop runs would wait for
- * ourselves.  Best effort: a failure only costs speed. */
+ * in sysfs.  Best effort: a failure only costs speed.  The device number
+ * comes from /proc/self/mountinfo: stat() of the mountpoint would wait for
+ * the INIT reply, which only the session loop (not started yet) sends. */
 static void raise_readahead(const char *mnt)
 {
-    char *real = realpath(mnt, NULL), line[8192];
-    FILE *mi = real ? fopen("/proc/self/mountinfo", "r") : NULL;
-    unsigned maj = 0, min = 0;
+    char *real = strdup(mnt); /* fuse_parse_cmdline made it absolute (realpath) */
+    FILE *mi = fopen("/proc/self/mountinfo", "r");
+    unsigned maj = 0, mnr = 0;
     int found = 0;
-    while (mi && fgets(line, sizeof line, mi)) {
-        char point[4096];
-        unsigned a, b;
-        /* id parent major:minor root mountpoint ... */
-        if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, point) == 3 && !strcmp(point, real)) {
-            maj = a, min = b, found = 1; /* the last match is the newest mount */
+    if (real && mi) {
+        char line[8192];
+        while (fgets(line, sizeof line, mi)) {
+            unsigned a, b;
+            char where[4096];
+            if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &a, &b, where) != 3) continue;
+            /* mountinfo escapes space, tab, newline and backslash as \ooo */
+            char un[4096];
+            size_t k = 0;
+            for (const char *p = where; *p && k + 1 < sizeof un; p++) {
+                if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' &&
+                    p[3] <= '7') {
+                    un[k++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+                    p += 3;
+                } else {
+                    un[k++] = *p;
+                }
+            }
+            un[k] = 0;
+            if (!strcmp(un, real) && strstr(line, " - fuse")) { /* the last one is ours */
+                maj = a;
+                mnr = b;
+                found = 1;
+            }
         }
     }
     if (mi) fclose(mi);
     free(real);
     if (!found) return;
     char path[128];
-    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", maj, mnr);
     FILE *f = fopen(path, "w");
     if (!f) return;
     fprintf(f, "1024\n");
@@ -740,7 +768,7 @@ static void usage(const char *prog)
            "  -o cache_size=SIZE        decoded-block cache (default 1G; K/M/G suffixes)\n"
            "  -o cache_dir=DIR          where base digests are remembered (default /var/cache/wdeltafs)\n"
            "  -o scan_interval=SECS     rescan SRC for changes this often (default 2)\n"
-           "  -o readahead=N            blocks decoded ahead of a sequential reader (default 4)\n"
+           "  -o readahead=N            blocks decoded ahead of a sequential reader (default 8)\n"
            "  -o v1_dtype=float32|base  deltatensors v1 tensors as float32 (default) or the base's dtype\n"
            "  -f                        foreground, log to stderr (else syslog)\n"
            "  -d                        FUSE debug output (implies -f)\n"
@@ -793,7 +821,7 @@ int main(int argc, char **argv)
     G = &ds;
     ds.foreground = co.foreground;
     ds.scan_interval = 2;
-    ds.readahead = 4;
+    ds.readahead = 8;
     if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
     uint64_t cache_size = 1ull << 30;
     if (o.cache_size && parse_size(o.cache_size, &cache_size)) {

@@ -175,6 +175,7 @@ void tree_hash_pending(tree *t, int only_small)
         unsigned char h[32];
         int rc = wd_model_hash(&b->model, h, &err);
         pthread_mutex_lock(&t->snap_lock);
+        t->base_gen++;
         if (rc) {
             b->state = BASE_FAILED;
             snprintf(b->error, sizeof b->error, "%s", err.msg);
@@ -429,7 +430,7 @@ static model *reuse(scan *sc, const char *path, const struct stat *st)
     return NULL;
 }
 
-static void note_unavailable(scan *sc, const char *path, const char *reason)
+static void note_unavailable(scan *sc, const char *path, const char *reason, const struct stat *st)
 {
     snapshot *s = sc->s;
     if (s->nunav == sc->cap_unav) {
@@ -439,9 +440,46 @@ static void note_unavailable(scan *sc, const char *path, const char *reason)
         s->unav = p;
         sc->cap_unav = nc;
     }
-    s->unav[s->nunav].delta = strdup(path);
-    s->unav[s->nunav].reason = strdup(reason);
+    unavailable *u = &s->unav[s->nunav];
+    memset(u, 0, sizeof *u);
+    u->delta = strdup(path);
+    u->reason = strdup(reason);
+    if (!u->delta || !u->reason) {
+        free(u->delta);
+        free(u->reason);
+        return;
+    }
+    if (st) {
+        u->st = *st;
+        u->has_st = 1;
+    }
+    pthread_mutex_lock(&sc->t->snap_lock);
+    u->base_gen = sc->t->base_gen;
+    pthread_mutex_unlock(&sc->t->snap_lock);
     s->nunav++;
+}
+
+static int same_identity(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* A delta that could not be served and has not changed since (nor have
+ * the bases) is not opened again on every rescan: its old reason stands. */
+static const char *known_failure(scan *sc, const char *path, const struct stat *st)
+{
+    if (!sc->old) return NULL;
+    pthread_mutex_lock(&sc->t->snap_lock);
+    uint64_t gen = sc->t->base_gen;
+    pthread_mutex_unlock(&sc->t->snap_lock);
+    for (size_t i = 0; i < sc->old->nunav; i++) {
+        const unavailable *u = &sc->old->unav[i];
+        if (u->has_st && u->base_gen == gen && !strcmp(u->delta, path) && same_identity(&u->st, st))
+            return u->reason;
+    }
+    return NULL;
 }
 
 /* Unavailable deltas are logged once per version, not on every rescan. */
@@ -522,16 +560,21 @@ static void scan_dir(scan *sc, const char *path, const char *rel, uint32_t dir, 
             snprintf(mname, sizeof mname, "%.*s", (int)(nl - 7), names[i]);
             if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", mname) >= (int)sizeof crel) continue;
             if (!wd_safe_name(mname) || snap_child(sc->s, &sc->s->nodes[dir], mname)) {
-                note_unavailable(sc, child, "its name clashes with another entry or is not a safe name");
+                note_unavailable(sc, child, "its name clashes with another entry or is not a safe name", NULL);
                 continue;
             }
             model *m = reuse(sc, child, &st);
+            const char *known = m ? NULL : known_failure(sc, child, &st);
+            if (known) {
+                note_unavailable(sc, child, known, &st);
+                continue;
+            }
             char *reason = NULL;
             if (!m) m = open_model(sc->t, child, crel, &st, &reason);
             if (!m) {
                 const char *r = reason ? reason : "out of memory";
                 if (!was_unavailable(sc, child, r)) sc->t->log(LOG_WARNING, "not serving %s: %s", child, r);
-                note_unavailable(sc, child, r);
+                note_unavailable(sc, child, r, &st);
                 free(reason);
                 continue;
             }

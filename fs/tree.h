@@ -62,6 +62,9 @@ typedef struct node {
 typedef struct unavailable {
     char *delta;
     char *reason;
+    struct stat st;    /* identity of the .wdelta when it failed (has_st) */
+    int has_st;
+    uint64_t base_gen; /* tree.base_gen then: retried when bases change */
 } unavailable;
 
 typedef struct snapshot {
@@ -86,6 +89,7 @@ typedef struct tree {
     pthread_mutex_t snap_lock, model_lock;
     snapshot *cur;
     uint64_t next_key;
+    uint64_t base_gen; /* bumped (under snap_lock) when a base is hashed */
     void (*log)(int level, const char *fmt, ...);
 } tree;
 
