@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <pthread.h>
 #include "internal.h"
 #include "suites.h"
 
@@ -386,6 +387,88 @@ START_TEST(test_create_failure_leaves_nothing)
 }
 END_TEST
 
+/* wd_read through a small shared cache from several threads: every byte
+ * right, the cache stays within its bound, blocks are reused and evicted. */
+typedef struct reader_arg {
+    wd_delta *d;
+    wd_cache *c;
+    const wd_delta_info *in;
+    unsigned char **want;
+    uint64_t seed;
+    int bad;
+} reader_arg;
+
+static void *reader(void *p)
+{
+    reader_arg *a = p;
+    unsigned char *buf = malloc(70000);
+    wd_err err;
+    for (int k = 0; k < 300; k++) {
+        a->seed = a->seed * 6364136223846793005ull + 1442695040888963407ull;
+        size_t f = (size_t)(a->seed >> 33) % a->in->nfiles;
+        uint64_t size = a->in->files[f].size;
+        uint64_t off = (a->seed >> 13) % size;
+        size_t len = (size_t)((a->seed >> 40) % 70000);
+        ssize_t n = wd_read(a->d, 7, a->c, f, buf, len, off, &err);
+        size_t expect = off + len > size ? (size_t)(size - off) : len;
+        if (n != (ssize_t)expect || memcmp(buf, a->want[f] + off, expect)) a->bad++;
+    }
+    free(buf);
+    return NULL;
+}
+
+START_TEST(test_cache_reads)
+{
+    create(4096, 2);
+    wd_delta *d;
+    wd_err err;
+    wd_model base;
+    ck_assert(wd_delta_open(delta, &d, &err) == 0);
+    ck_assert(wd_model_open(basedir, &base, &err) == 0);
+    ck_assert(wd_delta_set_base(d, &base, &err) == 0);
+    const wd_delta_info *in = wd_delta_get_info(d);
+    unsigned char **want = calloc(in->nfiles, sizeof *want);
+    for (size_t f = 0; f < in->nfiles; f++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", ftdir, in->files[f].name);
+        FILE *fp = fopen(path, "rb");
+        want[f] = malloc(in->files[f].size + 1);
+        ck_assert(fread(want[f], 1, in->files[f].size, fp) == in->files[f].size);
+        fclose(fp);
+    }
+    wd_cache *c = wd_cache_new(64 * 1024);
+    pthread_t t[4];
+    reader_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (reader_arg){d, c, in, want, 1000 + (uint64_t)i, 0};
+        pthread_create(&t[i], NULL, reader, &a[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(a[i].bad, 0);
+    }
+    wd_cache_stats st;
+    wd_cache_stats_get(c, &st);
+    ck_assert_uint_gt(st.hits, 0);
+    ck_assert_uint_gt(st.evictions, 0);
+    ck_assert_uint_le(st.used, st.capacity);
+    ck_assert_uint_ge(st.decoded_bytes, 4096);
+    /* prefetch, reads without a cache, reads at and past the end */
+    ck_assert(wd_cache_prefetch(d, 7, c, 0, &err) == 0);
+    ck_assert(wd_cache_prefetch(d, 7, c, (uint32_t)in->nblocks + 5, &err) == 0);
+    unsigned char buf[100];
+    ck_assert(wd_read(d, 7, NULL, 0, buf, sizeof buf, 10, &err) == (ssize_t)sizeof buf);
+    ck_assert(memcmp(buf, want[0] + 10, sizeof buf) == 0);
+    ck_assert(wd_read(d, 7, c, 0, buf, sizeof buf, in->files[0].size, &err) == 0);
+    ck_assert(wd_read(d, 7, c, in->nfiles, buf, sizeof buf, 0, &err) == -1);
+    wd_cache_free(c);
+    for (size_t f = 0; f < in->nfiles; f++) free(want[f]);
+    free(want);
+    wd_delta_close(d);
+    wd_model_free(&base);
+}
+END_TEST
+
 Suite *suite_delta(void)
 {
     Suite *s = suite_create("delta");
@@ -397,6 +480,7 @@ Suite *suite_delta(void)
     tcase_add_test(tc, test_damaged_files);
     tcase_add_test(tc, test_wrong_base);
     tcase_add_test(tc, test_create_failure_leaves_nothing);
+    tcase_add_test(tc, test_cache_reads);
     suite_add_tcase(s, tc);
     return s;
 }
