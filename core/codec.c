@@ -333,6 +333,23 @@ static unsigned choose_ctx_lo(const unsigned char *base, size_t n, unsigned w, c
     return best_lo;
 }
 
+/* Where each (context, lane) region starts in a plane: contexts in order,
+ * lanes in order inside a context.  pos gets each lane's first position,
+ * start[c] each context's first. */
+static void region_starts(uint32_t cnt[LANES][MAX_CTX], unsigned k, uint32_t pos[LANES][MAX_CTX],
+                          uint32_t start[MAX_CTX + 1])
+{
+    start[0] = 0;
+    for (unsigned c = 0; c < k; c++) {
+        uint32_t off = start[c];
+        for (int l = 0; l < LANES; l++) {
+            pos[l][c] = off;
+            off += cnt[l][c];
+        }
+        start[c + 1] = off;
+    }
+}
+
 static int ensure_zstd(wd_scratch *s, int enc, wd_err *err)
 {
     if (enc && !s->cctx && !(s->cctx = ZSTD_createCCtx()))
@@ -364,15 +381,7 @@ int wd_encode_block(wd_scratch *s, wd_codec codec, wd_dtype dt, int level,
     uint32_t cnt[LANES][MAX_CTX] = {{0}}, pos[LANES][MAX_CTX];
     run_count(dt, w, mode, base, ne, map, cnt);
     uint32_t start[MAX_CTX + 1];
-    start[0] = 0;
-    for (unsigned c = 0; c < k; c++) {
-        uint32_t off = start[c];
-        for (int l = 0; l < LANES; l++) {
-            pos[l][c] = off;
-            off += cnt[l][c];
-        }
-        start[c + 1] = off;
-    }
+    region_starts(cnt, k, pos, start);
     unsigned char *planes = wd_scratch_buf(s, SLOT_PLANES, n);
     size_t hdr = HDR_FIXED + 4u * (LANES * k + w * k);
     size_t bound = hdr;
@@ -447,15 +456,7 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
             total += cnt[l][c];
         }
     if (total != ne) return wd_errf(err, "block counts %llu elements, expected %zu", (unsigned long long)total, ne);
-    start[0] = 0;
-    for (unsigned c = 0; c < k; c++) {
-        uint32_t off = start[c];
-        for (int l = 0; l < LANES; l++) {
-            pos[l][c] = off;
-            off += cnt[l][c];
-        }
-        start[c + 1] = off;
-    }
+    region_starts(cnt, k, pos, start);
     unsigned char *planes = wd_scratch_buf(s, SLOT_PLANES, n + ne + 8);
     if (!planes) return wd_errf(err, "out of memory decoding a %zu-byte block", n);
     if (ensure_zstd(s, 0, err)) return -1;
