@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 typedef struct centry {
@@ -32,6 +33,25 @@ struct wd_cache {
     centry *head, *tail;
     wd_cache_stats st;
 };
+
+/* Block buffers of 64 KiB and more are mapped directly: freed ones go back
+ * to the system at once, so the process's memory follows the cache's size
+ * instead of growing with malloc arenas (one per reading thread). */
+#define MAP_MIN (64u << 10)
+
+static unsigned char *blk_alloc(uint32_t len)
+{
+    if (len < MAP_MIN) return malloc(len ? len : 1);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void blk_free(unsigned char *p, uint32_t len)
+{
+    if (!p) return;
+    if (len < MAP_MIN) free(p);
+    else munmap(p, len);
+}
 
 static uint64_t mix(uint64_t key, uint32_t block)
 {
@@ -64,7 +84,7 @@ void wd_cache_free(wd_cache *c)
     for (size_t i = 0; i < c->nbuckets; i++)
         for (centry *e = c->table[i], *n; e; e = n) {
             n = e->hnext;
-            free(e->data);
+            blk_free(e->data, e->len);
             free(e);
         }
     free(c->table);
@@ -132,7 +152,7 @@ static void remove_entry(wd_cache *c, centry *e)
     lru_unlink(c, e);
     c->used -= e->len;
     c->count--;
-    free(e->data);
+    blk_free(e->data, e->len);
     free(e);
 }
 
@@ -158,7 +178,7 @@ static uint64_t now_ns(void)
 
 /* Pin the block's entry, decoding it if needed.  Returns the entry (ready,
  * refs held) or NULL with err set. */
-static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, wd_err *err)
+static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, int count_hit, wd_err *err)
 {
     pthread_mutex_lock(&c->lock);
     for (;;) {
@@ -168,7 +188,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, w
             e->refs++;
             lru_unlink(c, e);
             lru_push(c, e);
-            c->st.hits++;
+            if (count_hit) c->st.hits++;
             pthread_mutex_unlock(&c->lock);
             return e;
         }
@@ -193,7 +213,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, w
         pthread_mutex_unlock(&c->lock);
 
         uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
-        unsigned char *data = malloc(len ? len : 1);
+        unsigned char *data = blk_alloc(len);
         uint64_t t0 = now_ns();
         int rc = data ? wd_delta_decode_block(d, block, data, err) : wd_errf(err, "out of memory");
         uint64_t dt = now_ns() - t0;
@@ -203,7 +223,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, w
             centry **q = slot(c, key, block);
             if (*q == e) *q = e->hnext;
             c->count--;
-            free(data);
+            blk_free(data, len);
             free(e);
             pthread_cond_broadcast(&c->loaded);
             pthread_mutex_unlock(&c->lock);
@@ -234,7 +254,7 @@ static void release(wd_cache *c, centry *e)
 int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd_err *err)
 {
     if (block >= wd_delta_get_info(d)->nblocks) return 0;
-    centry *e = acquire(c, d, key, block, err);
+    centry *e = acquire(c, d, key, block, 0, err);
     if (!e) return -1;
     release(c, e);
     return 0;
@@ -270,7 +290,7 @@ ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, siz
         size_t take = in->blocks[b].out_len - (size_t)in_block;
         if (take > len - done) take = len - done;
         if (c) {
-            centry *e = acquire(c, d, key, b, err);
+            centry *e = acquire(c, d, key, b, 1, err);
             if (!e) {
                 free(tmp);
                 return -1;

@@ -22,11 +22,13 @@
 #include <unistd.h>
 #include "tree.h"
 
+#define MAX_PREFETCH_THREADS 16
+#define SEQ_WINDOW (2u << 20) /* a read this close to the last one is sequential */
 #define TIMEOUT 1.0 /* seconds the kernel may cache entries and attributes */
 
 /* ---- options ----------------------------------------------------------- */
 typedef struct options {
-    char *base, *cache_size, *cache_dir, *scan_interval, *readahead, *v1_dtype;
+    char *base, *cache_size, *cache_dir, *scan_interval, *readahead, *v1_dtype, *ra_threads;
     int help, version;
 } options;
 
@@ -38,6 +40,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("scan_interval=%s", scan_interval),
     OPT("readahead=%s", readahead),
     OPT("v1_dtype=%s", v1_dtype),
+    OPT("readahead_threads=%s", ra_threads),
     OPT("-h", help),
     OPT("--help", help),
     OPT("-V", version),
@@ -57,12 +60,21 @@ typedef struct daemon_state {
     int foreground;
     unsigned scan_interval;
     unsigned readahead;
+    unsigned prefetch_threads;
     volatile int stopping;
+    int hashing_done, rescan_now; /* under lock */
     pthread_mutex_t lock; /* open count, prefetch queue */
     pthread_cond_t work, stop_cv;
     int open_files;
     prefetch_job q[256];
     size_t qhead, qlen;
+    /* inodes the kernel holds (lookup count > 0) of model dirs and files:
+     * they stay valid after a rescan drops them, for fstat and open of a
+     * file whose delta was replaced or removed */
+    pthread_mutex_t klock;
+    struct known **ktab;
+    size_t knb, kcount;
+    struct handle *handles; /* open handles (under lock), freed at exit */
 } daemon_state;
 
 static daemon_state *G; /* only for the log function and signal-safe paths */
@@ -93,7 +105,34 @@ typedef struct handle {
     uint64_t ra_until; /* read-ahead has been queued up to here */
     char *listing;   /* readdir buffer */
     size_t listing_len;
+    struct handle *prev, *next; /* daemon_state.handles */
 } handle;
+
+static void handle_track(daemon_state *ds, handle *h)
+{
+    pthread_mutex_lock(&ds->lock);
+    h->prev = NULL;
+    h->next = ds->handles;
+    if (ds->handles) ds->handles->prev = h;
+    ds->handles = h;
+    pthread_mutex_unlock(&ds->lock);
+}
+
+/* Unlink and free; the daemon's open-file count goes down for files. */
+static void handle_free(daemon_state *ds, handle *h)
+{
+    pthread_mutex_lock(&ds->lock);
+    if (h->prev) h->prev->next = h->next;
+    else ds->handles = h->next;
+    if (h->next) h->next->prev = h->prev;
+    if (h->kind == N_FILE) ds->open_files--;
+    pthread_mutex_unlock(&ds->lock);
+    if (h->fd >= 0) close(h->fd);
+    if (h->m) model_unref(&ds->t, h->m);
+    free(h->text);
+    free(h->listing);
+    free(h);
+}
 
 static daemon_state *state_of(fuse_req_t req)
 {
@@ -158,6 +197,134 @@ static void reply_entry_of(fuse_req_t req, const node *n)
     fuse_reply_entry(req, &e);
 }
 
+/* ---- inodes the kernel knows -------------------------------------------- */
+typedef struct known {
+    uint64_t ino, nlookup;
+    node_kind kind;
+    model *m; /* a reference */
+    int fidx;
+    struct known *next;
+} known;
+
+static size_t kslot(const daemon_state *ds, uint64_t ino)
+{
+    return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> 20) & (ds->knb - 1);
+}
+
+/* A lookup reply for n is about to go out: count it.  The newest version
+ * of the model replaces the one remembered (same inode: same content). */
+static void known_add(daemon_state *ds, const node *n)
+{
+    if (n->kind != N_FILE && n->kind != N_MODEL) return;
+    model *drop = NULL;
+    pthread_mutex_lock(&ds->klock);
+    if (!ds->ktab || ds->kcount >= ds->knb) { /* grow */
+        size_t nb = ds->knb ? ds->knb * 2 : 1024;
+        known **t = calloc(nb, sizeof *t);
+        if (t) {
+            for (size_t i = 0; i < ds->knb; i++)
+                for (known *k = ds->ktab[i], *nx; k; k = nx) {
+                    nx = k->next;
+                    size_t b = (size_t)((k->ino * 0x9E3779B97F4A7C15ull) >> 20) & (nb - 1);
+                    k->next = t[b];
+                    t[b] = k;
+                }
+            free(ds->ktab);
+            ds->ktab = t;
+            ds->knb = nb;
+        }
+    }
+    if (ds->ktab) {
+        known *k = ds->ktab[kslot(ds, n->ino)];
+        while (k && k->ino != n->ino) k = k->next;
+        if (!k && (k = calloc(1, sizeof *k))) {
+            k->ino = n->ino;
+            k->kind = n->kind;
+            size_t b = kslot(ds, n->ino);
+            k->next = ds->ktab[b];
+            ds->ktab[b] = k;
+            ds->kcount++;
+        }
+        if (k) {
+            k->nlookup++;
+            if (k->m != n->m) {
+                drop = k->m;
+                model_ref(&ds->t, n->m);
+                k->m = n->m;
+                k->fidx = n->fidx;
+            }
+        }
+    }
+    pthread_mutex_unlock(&ds->klock);
+    model_unref(&ds->t, drop);
+}
+
+static void known_forget(daemon_state *ds, uint64_t ino, uint64_t nlookup)
+{
+    model *drop = NULL;
+    pthread_mutex_lock(&ds->klock);
+    if (ds->ktab) {
+        known **p = &ds->ktab[kslot(ds, ino)];
+        while (*p && (*p)->ino != ino) p = &(*p)->next;
+        known *k = *p;
+        if (k && (k->nlookup <= nlookup || (k->nlookup -= nlookup) == 0)) {
+            *p = k->next;
+            ds->kcount--;
+            drop = k->m;
+            free(k);
+        }
+    }
+    pthread_mutex_unlock(&ds->klock);
+    model_unref(&ds->t, drop);
+}
+
+/* Fill *out for an inode no longer in the snapshot; 0 if known. */
+static int known_node(daemon_state *ds, uint64_t ino, node *out)
+{
+    int found = 0;
+    pthread_mutex_lock(&ds->klock);
+    if (ds->ktab) {
+        known *k = ds->ktab[kslot(ds, ino)];
+        while (k && k->ino != ino) k = k->next;
+        if (k) {
+            memset(out, 0, sizeof *out);
+            out->ino = ino;
+            out->kind = k->kind;
+            out->m = k->m;
+            out->fidx = k->fidx;
+            model_ref(&ds->t, k->m); /* the caller unrefs out->m */
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&ds->klock);
+    return found ? 0 : -1;
+}
+
+static void known_free(daemon_state *ds)
+{
+    for (size_t i = 0; i < ds->knb; i++)
+        for (known *k = ds->ktab[i], *nx; k; k = nx) {
+            nx = k->next;
+            model_unref(&ds->t, k->m);
+            free(k);
+        }
+    free(ds->ktab);
+    ds->ktab = NULL;
+    ds->knb = ds->kcount = 0;
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    known_forget(state_of(req), ino, nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    for (size_t i = 0; i < count; i++) known_forget(state_of(req), forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
 /* ---- lookups -------------------------------------------------------- */
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -165,13 +332,17 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     snapshot *s = tree_snapshot(&ds->t);
     node *dir = snap_node(s, parent);
     node *n = NULL;
-    if (dir && (dir->kind == N_DIR || dir->kind == N_META || dir->kind == N_MODEL)) {
-        if (!strcmp(name, ".")) n = dir;
-        else if (!strcmp(name, "..")) n = snap_node(s, dir->parent);
+    if (dir && !strcmp(name, ".")) n = dir; /* NFS export: any node by its id */
+    else if (dir && (dir->kind == N_DIR || dir->kind == N_META || dir->kind == N_MODEL)) {
+        if (!strcmp(name, "..")) n = snap_node(s, dir->parent);
         else n = snap_child(s, dir, name);
     }
-    if (n) reply_entry_of(req, n);
-    else fuse_reply_err(req, dir ? ENOENT : ESTALE);
+    if (n) {
+        known_add(ds, n);
+        reply_entry_of(req, n);
+    } else {
+        fuse_reply_err(req, dir ? ENOENT : ESTALE);
+    }
     tree_snapshot_put(&ds->t, s);
 }
 
@@ -187,14 +358,31 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino);
+    node *n = snap_node(s, ino), old;
     if (n) {
         fill_attr(n, &st);
+        fuse_reply_attr(req, &st, TIMEOUT);
+    } else if (known_node(ds, ino, &old) == 0) { /* replaced or removed since */
+        fill_attr(&old, &st);
+        model_unref(&ds->t, old.m);
         fuse_reply_attr(req, &st, TIMEOUT);
     } else {
         fuse_reply_err(req, ENOENT);
     }
     tree_snapshot_put(&ds->t, s);
+}
+
+/* Reply with a copy of data that belongs to a handle (see op_readdir). */
+static void reply_copy(fuse_req_t req, const char *data, size_t n)
+{
+    char small[4096], *buf = n <= sizeof small ? small : malloc(n);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    memcpy(buf, data, n);
+    fuse_reply_buf(req, buf, n);
+    if (buf != small) free(buf);
 }
 
 /* ---- directories ----------------------------------------------------- */
@@ -245,6 +433,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    handle_track(ds, h);
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->cache_readdir = 0;
     fuse_reply_open(req, fi);
@@ -269,15 +458,16 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
         end = (size_t)next;
         at = (size_t)next;
     }
-    fuse_reply_buf(req, h->listing + off, end - (size_t)off);
+    /* reply from a copy: once the kernel has the reply, the directory may
+     * be closed and releasedir (another thread) free the listing while
+     * fuse_reply_buf is still returning */
+    reply_copy(req, h->listing + off, end - (size_t)off);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    handle *h = (handle *)(uintptr_t)fi->fh;
-    free(h->listing);
-    free(h);
+    handle_free(state_of(req), (handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -290,7 +480,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino);
+    node *n = snap_node(s, ino), old;
+    model *old_ref = NULL; /* an inode from a version no longer in SRC */
+    if (!n && known_node(ds, ino, &old) == 0) {
+        n = &old;
+        old_ref = old.m;
+    }
     handle *h = NULL;
     int err = 0;
     if (!n) err = ENOENT;
@@ -320,6 +515,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         }
     }
     tree_snapshot_put(&ds->t, s);
+    model_unref(&ds->t, old_ref);
     if (err) {
         if (h) {
             if (h->m) model_unref(&ds->t, h->m);
@@ -334,20 +530,20 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         ds->open_files++;
         pthread_mutex_unlock(&ds->lock);
     }
+    handle_track(ds, h);
     fi->fh = (uint64_t)(uintptr_t)h;
     fuse_reply_open(req, fi);
 }
 
 /* Queue the `count` blocks that follow file offset `pos` of output file f,
  * in file order (block numbers follow the writer's order, not the file's).
- * Blocks already queued for this handle are skipped. */
-static void queue_prefetch(daemon_state *ds, handle *h, size_t f, uint64_t pos, unsigned count)
+ * Blocks already queued for this handle are skipped.  ds->lock held. */
+static void queue_prefetch_locked(daemon_state *ds, handle *h, size_t f, uint64_t pos, unsigned count)
 {
     model *m = h->m;
     const wd_delta_info *in = wd_delta_get_info(m->d);
     uint64_t size = in->files[f].size;
     if (pos < h->ra_until) pos = h->ra_until;
-    pthread_mutex_lock(&ds->lock);
     for (unsigned k = 0; k < count && pos < size; k++) {
         uint32_t b;
         uint64_t boff;
@@ -359,7 +555,6 @@ static void queue_prefetch(daemon_state *ds, handle *h, size_t f, uint64_t pos, 
     }
     h->ra_until = pos;
     pthread_cond_broadcast(&ds->work);
-    pthread_mutex_unlock(&ds->lock);
 }
 
 static void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t size, off_t off)
@@ -383,13 +578,20 @@ static void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t 
     } else {
         /* a sequential reader: decode the next blocks on other threads.
          * All of this before replying: once the reply is out, the kernel
-         * may release the handle. */
-        if (ds->readahead && (uint64_t)off == h->next_off && (uint64_t)off + (uint64_t)n < f->size) {
+         * may release the handle.  The kernel sends reads of one handle in
+         * parallel and they may finish out of order, so "sequential" means
+         * near where the reader was; the state is kept under ds->lock. */
+        uint64_t end = (uint64_t)off + (uint64_t)n, u = (uint64_t)off;
+        pthread_mutex_lock(&ds->lock);
+        int seq = u + SEQ_WINDOW >= h->next_off && u <= h->next_off + SEQ_WINDOW;
+        if (ds->readahead && seq && end < f->size) {
             /* keep `readahead` blocks queued beyond what was just read */
-            uint64_t want = (uint64_t)off + (uint64_t)n + (uint64_t)ds->readahead * WD_DEFAULT_BLOCK_SIZE;
-            if (h->ra_until < want) queue_prefetch(ds, h, (size_t)f->delta_file, (uint64_t)off + (uint64_t)n, ds->readahead);
+            uint64_t want = end + (uint64_t)ds->readahead * WD_DEFAULT_BLOCK_SIZE;
+            if (h->ra_until < want) queue_prefetch_locked(ds, h, (size_t)f->delta_file, end, ds->readahead);
         }
-        h->next_off = (uint64_t)off + (uint64_t)n;
+        if (!seq) h->ra_until = end; /* a jump: read-ahead starts over from here */
+        if (!seq || end > h->next_off) h->next_off = end;
+        pthread_mutex_unlock(&ds->lock);
         fuse_reply_buf(req, buf, (size_t)n);
     }
     free(buf);
@@ -403,7 +605,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     if (h->kind == N_STATUS) {
         size_t o = (size_t)off < h->text_len ? (size_t)off : h->text_len;
         size_t n = h->text_len - o < size ? h->text_len - o : size;
-        fuse_reply_buf(req, h->text + o, n);
+        reply_copy(req, h->text + o, n);
         return;
     }
     const mfile *f = &h->m->files[h->fidx];
@@ -429,17 +631,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    daemon_state *ds = state_of(req);
-    handle *h = (handle *)(uintptr_t)fi->fh;
-    if (h->kind == N_FILE) {
-        pthread_mutex_lock(&ds->lock);
-        ds->open_files--;
-        pthread_mutex_unlock(&ds->lock);
-    }
-    if (h->fd >= 0) close(h->fd);
-    if (h->m) model_unref(&ds->t, h->m);
-    free(h->text);
-    free(h);
+    handle_free(state_of(req), (handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -595,11 +787,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_write = 1u << 20;
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+    /* NFS re-export: lookups of "." and ".." are answered, node ids are
+     * hashes that are never reused for other content */
+    if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 }
 
 static const struct fuse_lowlevel_ops ops = {
     .init = op_init,
     .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
     .getattr = op_getattr,
     .opendir = op_opendir,
     .readdir = op_readdir,
@@ -652,19 +849,34 @@ static void invalidate(void *ctx, uint64_t parent, const char *name)
     fuse_lowlevel_notify_inval_entry(ds->se, parent, name, strlen(name));
 }
 
+/* Bases whose digest was neither cached nor small enough to hash before
+ * mounting are hashed here, while the mount already serves everything
+ * else; the deltas that need them appear at the rescan that follows. */
+static void *hasher_main(void *arg)
+{
+    daemon_state *ds = arg;
+    tree_hash_pending(&ds->t, 0);
+    pthread_mutex_lock(&ds->lock);
+    ds->hashing_done = 1;
+    ds->rescan_now = 1;
+    pthread_cond_broadcast(&ds->stop_cv);
+    pthread_mutex_unlock(&ds->lock);
+    return NULL;
+}
+
 static void *scanner_main(void *arg)
 {
     daemon_state *ds = arg;
-    /* bases too large to hash before mounting are hashed here first */
-    tree_hash_pending(&ds->t, 0);
     for (;;) {
         tree_rescan(&ds->t, invalidate, ds);
         pthread_mutex_lock(&ds->lock);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += ds->scan_interval;
-        while (!ds->stopping && pthread_cond_timedwait(&ds->stop_cv, &ds->lock, &until) != ETIMEDOUT) {
+        while (!ds->stopping && !ds->rescan_now &&
+               pthread_cond_timedwait(&ds->stop_cv, &ds->lock, &until) != ETIMEDOUT) {
         }
+        ds->rescan_now = 0;
         int stop = ds->stopping;
         pthread_mutex_unlock(&ds->lock);
         if (stop) return NULL;
@@ -768,7 +980,9 @@ static void usage(const char *prog)
            "  -o cache_size=SIZE        decoded-block cache (default 1G; K/M/G suffixes)\n"
            "  -o cache_dir=DIR          where base digests are remembered (default /var/cache/wdeltafs)\n"
            "  -o scan_interval=SECS     rescan SRC for changes this often (default 2)\n"
-           "  -o readahead=N            blocks decoded ahead of a sequential reader (default 8)\n"
+           "  -o readahead=N            blocks decoded ahead of a sequential reader\n"
+           "                            (default: 2 x readahead_threads, at least 8; 0 = none)\n"
+           "  -o readahead_threads=N    threads decoding those blocks (default: CPUs, 2..16)\n"
            "  -o v1_dtype=float32|base  deltatensors v1 tensors as float32 (default) or the base's dtype\n"
            "  -f                        foreground, log to stderr (else syslog)\n"
            "  -d                        FUSE debug output (implies -f)\n"
@@ -821,7 +1035,10 @@ int main(int argc, char **argv)
     G = &ds;
     ds.foreground = co.foreground;
     ds.scan_interval = 2;
-    ds.readahead = 8;
+    /* read-ahead: one decoding thread per CPU (decoding is what limits a
+     * cold read), each with two blocks in flight */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    ds.prefetch_threads = ncpu < 2 ? 2 : ncpu > MAX_PREFETCH_THREADS ? MAX_PREFETCH_THREADS : (unsigned)ncpu;
     if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
     uint64_t cache_size = 1ull << 30;
     if (o.cache_size && parse_size(o.cache_size, &cache_size)) {
@@ -829,6 +1046,11 @@ int main(int argc, char **argv)
         return 1;
     }
     if (o.scan_interval) ds.scan_interval = (unsigned)atoi(o.scan_interval) > 0 ? (unsigned)atoi(o.scan_interval) : 1;
+    if (o.ra_threads) {
+        int n = atoi(o.ra_threads);
+        ds.prefetch_threads = n < 1 ? 1 : n > MAX_PREFETCH_THREADS ? MAX_PREFETCH_THREADS : (unsigned)n;
+    }
+    ds.readahead = 2 * ds.prefetch_threads < 8 ? 8 : 2 * ds.prefetch_threads;
     if (o.readahead) ds.readahead = (unsigned)atoi(o.readahead) <= 64 ? (unsigned)atoi(o.readahead) : 64;
     if (o.v1_dtype && strcmp(o.v1_dtype, "float32") && strcmp(o.v1_dtype, "base")) {
         fprintf(stderr, "wdeltafs: v1_dtype must be float32 or base\n");
@@ -842,6 +1064,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&ds.t.snap_lock, NULL);
     pthread_mutex_init(&ds.t.model_lock, NULL);
     pthread_mutex_init(&ds.lock, NULL);
+    pthread_mutex_init(&ds.klock, NULL);
     pthread_cond_init(&ds.work, NULL);
     pthread_cond_init(&ds.stop_cv, NULL);
     wd_err err;
@@ -871,13 +1094,18 @@ int main(int argc, char **argv)
     raise_readahead(co.mountpoint);
     if (fuse_daemonize(co.foreground) != 0) goto out_unmount;
     notify_ready();
-    pthread_t scanner, pf[2];
+    pthread_t scanner, hasher, pf[MAX_PREFETCH_THREADS];
     int nthreads = 0, scanning = pthread_create(&scanner, NULL, scanner_main, &ds) == 0;
-    for (int i = 0; i < 2; i++)
-        if (pthread_create(&pf[i], NULL, prefetch_main, &ds) == 0) nthreads++;
+    if (pthread_create(&hasher, NULL, hasher_main, &ds) == 0) pthread_detach(hasher);
+    else ds.hashing_done = 1;
+    for (unsigned i = 0; i < ds.prefetch_threads; i++)
+        if (pthread_create(&pf[nthreads], NULL, prefetch_main, &ds) == 0) nthreads++;
     logmsg(LOG_INFO, "serving %s on %s", src, co.mountpoint);
     struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
     rc = co.singlethread ? fuse_session_loop(ds.se) : fuse_session_loop_mt(ds.se, &lc);
+    /* libfuse reports the signal that ended the loop; a stop by signal is
+     * a clean exit (systemd's stop sends SIGTERM) */
+    if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP) rc = 0;
     pthread_mutex_lock(&ds.lock);
     ds.stopping = 1;
     pthread_cond_broadcast(&ds.work);
@@ -890,8 +1118,21 @@ int main(int argc, char **argv)
         ds.qhead = (ds.qhead + 1) % (sizeof ds.q / sizeof *ds.q);
         ds.qlen--;
     }
+    pthread_mutex_lock(&ds.lock);
+    int hashing = !ds.hashing_done;
+    pthread_mutex_unlock(&ds.lock);
+    if (hashing) {
+        /* a base is still being hashed (it cannot be interrupted): unmount
+         * and leave without freeing what that thread reads */
+        logmsg(LOG_INFO, "stopping while a base is being hashed; its digest is not cached");
+        fuse_session_unmount(ds.se);
+        fuse_remove_signal_handlers(ds.se);
+        _exit(rc ? 1 : 0);
+    }
 out_unmount:
     fuse_session_unmount(ds.se);
+    known_free(&ds);
+    while (ds.handles) handle_free(&ds, ds.handles); /* still open at a SIGTERM */
 out_signals:
     fuse_remove_signal_handlers(ds.se);
 out_session:
@@ -908,5 +1149,6 @@ out:
     free(o.scan_interval);
     free(o.readahead);
     free(o.v1_dtype);
+    free(o.ra_threads);
     return rc ? 1 : 0;
 }

@@ -422,7 +422,9 @@ static model *reuse(scan *sc, const char *path, const struct stat *st)
         model *m = sc->old->models[i];
         if (!strcmp(m->delta_path, path) && m->st.st_dev == st->st_dev && m->st.st_ino == st->st_ino &&
             m->st.st_size == st->st_size && m->st.st_mtim.tv_sec == st->st_mtim.tv_sec &&
-            m->st.st_mtim.tv_nsec == st->st_mtim.tv_nsec) {
+            m->st.st_mtim.tv_nsec == st->st_mtim.tv_nsec && m->st.st_mode == st->st_mode &&
+            m->st.st_uid == st->st_uid && m->st.st_gid == st->st_gid) {
+            /* (a chmod/chown opens it again: the model shows new owner/mode) */
             model_ref(sc->t, m);
             return m;
         }
@@ -698,7 +700,11 @@ char *tree_status_json(tree *t, int open_files)
     cJSON_AddNumberToObject(c, "evictions", (double)cs.evictions);
     cJSON_AddNumberToObject(c, "decoded_bytes", (double)cs.decoded_bytes);
     cJSON_AddNumberToObject(c, "decode_seconds", (double)cs.decode_ns / 1e9);
+    cJSON_AddNumberToObject(c, "decode_mb_per_s",
+                            cs.decode_ns ? (double)cs.decoded_bytes / 1e6 / ((double)cs.decode_ns / 1e9) : 0.0);
     cJSON_AddNumberToObject(root, "open_files", open_files);
+    cJSON_AddNumberToObject(root, "models_served", (double)s->nmodels);
+    cJSON_AddNumberToObject(root, "models_unavailable", (double)s->nunav);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     tree_snapshot_put(t, s);
