@@ -258,31 +258,21 @@ static int hash_range(wd_delta *d, size_t f, uint64_t off, uint64_t len, wd_sha2
     return 0;
 }
 
-typedef struct hashed_tensor {
-    const wd_tensor *t;
-    size_t file;
-} hashed_tensor;
-
-static int cmp_ht(const void *a, const void *b)
-{
-    const hashed_tensor *x = a, *y = b;
-    return strcmp(x->t->name, y->t->name);
-}
-
-/* The result hash: safetensors headers are decoded and parsed, then tensors
- * are hashed in the content-hash order (shards by smallest name). */
+/* The result hash: the rebuilt safetensors headers are decoded and parsed
+ * into a model of their own, whose tensors are then hashed in the one
+ * content-hash order (wd_model_hash_order), decoding as it goes. */
 static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
 {
     const wd_delta_info *in = &d->info;
-    size_t nst = 0, nt = 0;
     int rc = -1;
-    wd_stfile *sf = calloc(in->nfiles + 1, sizeof *sf);
-    size_t *fidx = calloc(in->nfiles + 1, sizeof *fidx);
     size_t maxb = 1;
     for (size_t b = 0; b < in->nblocks; b++)
         if (in->blocks[b].out_len > maxb) maxb = in->blocks[b].out_len;
+    wd_model vm = {.dir = d->path};
+    wd_stfile *sf = calloc(in->nfiles + 1, sizeof *sf);
+    size_t *fidx = calloc(in->nfiles + 1, sizeof *fidx);
     unsigned char *buf = malloc(maxb);
-    hashed_tensor *all = NULL;
+    struct wd_tref *order = NULL;
     wd_sha256 *h = wd_sha256_new();
     if (!sf || !fidx || !buf || !h) {
         wd_errf(err, "out of memory");
@@ -305,65 +295,37 @@ static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
                 at += d->blocks[e->first_block + b].out_len;
             }
         }
-        if (!ok || wd_st_parse(hdr, (size_t)e->length, in->files[f].size, in->files[f].name, &sf[nst], err)) {
+        if (!ok || wd_st_parse(hdr, (size_t)e->length, in->files[f].size, in->files[f].name, &sf[vm.nfiles], err)) {
             free(hdr);
             goto out;
         }
         free(hdr);
-        fidx[nst++] = f;
-        nt += sf[nst - 1].ntensors;
+        fidx[vm.nfiles++] = f;
     }
-    all = calloc(nt + 1, sizeof *all);
-    if (!all) {
+    vm.files = sf;
+    if (wd_model_index(&vm, err)) goto out;
+    order = malloc((vm.ntensors + 1) * sizeof *order);
+    if (!order) {
         wd_errf(err, "out of memory");
         goto out;
     }
-    /* shards ordered by their smallest tensor name, names sorted inside */
-    size_t *order = calloc(nst + 1, sizeof *order);
-    const char **minname = calloc(nst + 1, sizeof *minname);
-    if (!order || !minname) {
-        free(order);
-        free(minname);
-        wd_errf(err, "out of memory");
-        goto out;
+    wd_model_hash_order(&vm, order);
+    for (size_t k = 0; k < vm.ntensors; k++) {
+        const wd_tensor *t = &sf[order[k].file].tensors[order[k].tensor];
+        wd_sha256_update(h, t->name, strlen(t->name));
+        if (hash_range(d, fidx[order[k].file], t->offset, t->length, h, buf, err)) goto out;
     }
-    for (size_t s = 0; s < nst; s++) {
-        order[s] = s;
-        for (size_t t = 0; t < sf[s].ntensors; t++)
-            if (!minname[s] || strcmp(sf[s].tensors[t].name, minname[s]) < 0) minname[s] = sf[s].tensors[t].name;
-    }
-    for (size_t i = 1; i < nst; i++) /* insertion sort: shard counts are small */
-        for (size_t j = i; j > 0; j--) {
-            const char *a = minname[order[j - 1]], *b = minname[order[j]];
-            if (a && (!b || strcmp(a, b) > 0)) {
-                size_t tmp = order[j];
-                order[j] = order[j - 1];
-                order[j - 1] = tmp;
-            } else break;
-        }
-    int ok = 1;
-    for (size_t oi = 0; ok && oi < nst; oi++) {
-        size_t s = order[oi], n = 0;
-        for (size_t t = 0; t < sf[s].ntensors; t++) all[n++] = (hashed_tensor){&sf[s].tensors[t], fidx[s]};
-        qsort(all, n, sizeof *all, cmp_ht);
-        for (size_t t = 0; ok && t < n; t++) {
-            wd_sha256_update(h, all[t].t->name, strlen(all[t].t->name));
-            if (hash_range(d, all[t].file, all[t].t->offset, all[t].t->length, h, buf, err)) ok = 0;
-        }
-    }
-    free(order);
-    free(minname);
-    if (!ok) goto out;
     wd_sha256_final(h, out);
     h = NULL;
     rc = 0;
 out:
     if (h) wd_sha256_free(h);
-    for (size_t s = 0; sf && s < nst; s++) wd_st_free(&sf[s]);
+    for (size_t s = 0; sf && s < vm.nfiles; s++) wd_st_free(&sf[s]);
     free(sf);
+    free(vm.by_name);
     free(fidx);
     free(buf);
-    free(all);
+    free(order);
     return rc;
 }
 

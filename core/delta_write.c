@@ -191,8 +191,7 @@ static void free_plan(plan_file *pf, size_t n)
     free(pf);
 }
 
-static int plan_outputs(const wd_model *base, const wd_model *ft, uint32_t bs,
-                        plan_file **out, size_t *nout, wd_err *err)
+static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **out, size_t *nout, wd_err *err)
 {
     size_t n = ft->nfiles + ft->nextras;
     plan_file *pf = calloc(n ? n : 1, sizeof *pf);
@@ -237,7 +236,6 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, uint32_t bs,
             p->next = 1;
         }
     }
-    (void)bs;
     *out = pf;
     *nout = n;
     return 0;
@@ -418,17 +416,13 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     base_hash_job bh = {.base = &base};
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
-    if (plan_outputs(&base, &ft, bs, &pf, &npf, err)) goto out;
+    if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
 
     /* Blocks are numbered in the order they will be fed: headers and extra
      * files first, then tensors in content-hash order. */
     uint32_t nb = 0;
     for (size_t i = 0; i < npf; i++) {
-        if (pf[i].is_st) {
-            pf[i].ext[0].first_block = nb;
-            pf[i].ext[0].nblocks = blocks_for(pf[i].ext[0].length, bs);
-            nb += pf[i].ext[0].nblocks;
-        } else if (pf[i].next) {
+        if (pf[i].next) { /* a safetensors header, or a non-empty extra file */
             pf[i].ext[0].first_block = nb;
             pf[i].ext[0].nblocks = blocks_for(pf[i].ext[0].length, bs);
             nb += pf[i].ext[0].nblocks;

@@ -40,6 +40,10 @@ static inline uint64_t wd_get_u64(const unsigned char *p)
 /* 1 if the n bytes at s are valid UTF-8 (dtype.c). */
 int wd_utf8_valid(const char *s, size_t n);
 
+/* Build m->by_name and m->ntensors from m->files (model.c); an error names
+ * a tensor held by two files.  For models made of parsed headers too. */
+int wd_model_index(wd_model *m, wd_err *err);
+
 /* ---- I/O: full reads/writes with retry on EINTR/short counts. */
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
 int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);

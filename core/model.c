@@ -183,7 +183,7 @@ static int cmp_name_ref(const void *a, const void *b)
     return strcmp(((const name_ref *)a)->name, ((const name_ref *)b)->name);
 }
 
-static int build_by_name(wd_model *m, wd_err *err)
+int wd_model_index(wd_model *m, wd_err *err)
 {
     size_t n = 0;
     for (size_t f = 0; f < m->nfiles; f++) n += m->files[f].ntensors;
@@ -287,7 +287,7 @@ int wd_model_open(const char *dir, wd_model *m, wd_err *err)
         wd_errf(err, "%s: no safetensors files (no model.safetensors, no *.safetensors, no index)", dir);
         goto out;
     }
-    if (open_shards(m, &shards, err) || build_by_name(m, err)) goto out;
+    if (open_shards(m, &shards, err) || wd_model_index(m, err)) goto out;
     if (index && check_index(m, index, err)) goto out;
     if (extras.n) qsort(extras.v, extras.n, sizeof *extras.v, cmp_str);
     m->extras = extras.v;
