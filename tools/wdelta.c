@@ -709,37 +709,32 @@ static int cmd_apply(int argc, char **argv)
     }
     if (wd_delta_set_base(d, &m, &err)) goto done;
 
-    /* Build in a sibling temporary directory, rename into place at the end:
-     * a failed apply leaves nothing under OUTDIR. */
-    size_t n = strlen(out) + 32;
-    tmp = malloc(n);
-    if (!tmp) {
-        wd_errf(&err, "out of memory");
-        goto done;
-    }
+    /* wd_apply itself builds in a temporary directory and renames it into
+     * place.  Only --force over an existing OUTDIR needs one more step:
+     * build under a fresh name, then swap it in. */
     size_t ol = strlen(out);
     while (ol > 1 && out[ol - 1] == '/') ol--;
-    snprintf(tmp, n, "%.*s.tmp.XXXXXX", (int)ol, out);
-    if (!mkdtemp(tmp)) {
-        wd_errf(&err, "cannot create a directory next to %s: %s", out, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto done;
+    char outbuf[PATH_MAX];
+    snprintf(outbuf, sizeof outbuf, "%.*s", (int)ol, out);
+    const char *target = outbuf;
+    if (force && path_exists(outbuf)) {
+        size_t n = ol + 32;
+        tmp = malloc(n);
+        if (!tmp) {
+            wd_errf(&err, "out of memory");
+            goto done;
+        }
+        snprintf(tmp, n, "%s.new.%ld", outbuf, (long)getpid());
+        target = tmp;
     }
-    rmdir(tmp); /* wd_apply creates it */
 
     progress pr;
     progress_init(&pr, "apply", quiet);
     double t0 = now_s();
-    int arc = wd_apply(d, tmp, threads, bytes_progress_cb, &pr, &err);
+    int arc = wd_apply(d, target, threads, bytes_progress_cb, &pr, &err);
     progress_end(&pr);
-    if (arc) {
-        remove_flat_dir(tmp);
-        goto done;
-    }
-    char outbuf[PATH_MAX];
-    snprintf(outbuf, sizeof outbuf, "%.*s", (int)ol, out);
-    if (replace_dir(tmp, outbuf, force, &err)) {
+    if (arc) goto done;
+    if (tmp && replace_dir(tmp, outbuf, force, &err)) {
         remove_flat_dir(tmp);
         goto done;
     }
