@@ -333,7 +333,7 @@ out:
  * records no result hash, so the rebuilt model's is reported, not compared. */
 static int verify_v1(wd_delta *d, int with_base, unsigned char out_hash[32], wd_err *err)
 {
-    if (wd_v1_check_digest(d->v1, err)) return -1;
+    if (wd_delta_check_digest(d, err)) return -1;
     if (!with_base) return 0;
     if (!d->base) return wd_errf(err, "%s: verifying the result needs the base model", d->path);
     return result_hash(d, out_hash, err);

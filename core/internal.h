@@ -101,6 +101,7 @@ struct wd_delta {
     unsigned char **gen;       /* generated blobs (headers, index), per extent number */
     pthread_mutex_t memo_lock; /* one rebuilt v1 tensor kept for its neighbours */
     long memo_tensor;
+    int v1_digest;             /* under memo_lock: 0 unchecked, 1 good, -1 bad */
     unsigned char *memo;
     pthread_mutex_t pool_lock;
     wd_scratch **pool;

@@ -245,6 +245,30 @@ static int rebuild_tensor(wd_delta *d, const wd_ext_priv *e, wd_err *err)
     return 0;
 }
 
+int wd_delta_check_digest(wd_delta *d, wd_err *err)
+{
+    if (!d->v1) return 0;
+    pthread_mutex_lock(&d->memo_lock);
+    int state = d->v1_digest;
+    pthread_mutex_unlock(&d->memo_lock);
+    if (state > 0) return 0;
+    if (state < 0) return wd_errf(err, "%s: trailing SHA-256 does not match the file's contents", d->path);
+    int rc = wd_v1_check_digest(d->v1, err); /* no lock held: it reads the whole file */
+    pthread_mutex_lock(&d->memo_lock);
+    d->v1_digest = rc ? -1 : 1;
+    pthread_mutex_unlock(&d->memo_lock);
+    return rc;
+}
+
+int wd_delta_digest_state(wd_delta *d)
+{
+    if (!d->v1) return 1;
+    pthread_mutex_lock(&d->memo_lock);
+    int state = d->v1_digest;
+    pthread_mutex_unlock(&d->memo_lock);
+    return state;
+}
+
 int wd_v1view_decode(wd_delta *d, uint32_t block, unsigned char *out, wd_err *err)
 {
     const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
@@ -262,6 +286,11 @@ int wd_v1view_decode(wd_delta *d, uint32_t block, unsigned char *out, wd_err *er
     case WD_CODEC_V1: {
         pthread_mutex_lock(&d->memo_lock);
         int rc = 0;
+        if (d->v1_digest < 0) { /* never data from a file known to be corrupt */
+            pthread_mutex_unlock(&d->memo_lock);
+            return wd_errf(err, "%s: tensor %s: the file's trailing SHA-256 does not match (corrupt file)", d->path,
+                           e->tensor);
+        }
         if (d->memo_tensor != wd_v1_find(d->v1, e->tensor)) rc = rebuild_tensor(d, e, err);
         if (!rc) memcpy(out, d->memo + rel, b->out_len);
         pthread_mutex_unlock(&d->memo_lock);

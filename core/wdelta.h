@@ -237,6 +237,14 @@ int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err);
  * (BF16/F16/F32, round to nearest even) instead.  No effect on v2. */
 void wd_delta_v1_use_base_dtype(wd_delta *d, int yes);
 
+/* The whole-file digest of a v1 file (reads all of it); remembered, so a
+ * second call costs nothing.  Once it has failed, every v1 block decode
+ * fails too.  v2 files: 0 (their index digest is checked at open, each block
+ * by its checksums). */
+int wd_delta_check_digest(wd_delta *d, wd_err *err);
+/* 1 checked and good, -1 bad, 0 not checked yet (v2: always 1). */
+int wd_delta_digest_state(wd_delta *d);
+
 /* Index of an output file by name, or -1. */
 int wd_delta_find_file(const wd_delta *d, const char *name);
 

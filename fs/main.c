@@ -836,9 +836,10 @@ static void *prefetch_main(void *arg)
         ds->qhead = (ds->qhead + 1) % (sizeof ds->q / sizeof *ds->q);
         ds->qlen--;
         pthread_mutex_unlock(&ds->lock);
+        /* a failure is not logged here: the read that needs the block
+         * fails too and logs it, once per read rather than per guess */
         wd_err err;
-        if (wd_cache_prefetch(j.m->d, j.m->key, ds->t.cache, j.block, &err))
-            logmsg(LOG_ERR, "read-ahead of %s failed: %s", j.m->rel, err.msg);
+        (void)wd_cache_prefetch(j.m->d, j.m->key, ds->t.cache, j.block, &err);
         model_unref(&ds->t, j.m);
     }
 }
