@@ -44,6 +44,11 @@ int wd_utf8_valid(const char *s, size_t n);
  * a tensor held by two files.  For models made of parsed headers too. */
 int wd_model_index(wd_model *m, wd_err *err);
 
+/* float32 bits -> bfloat16 / IEEE half bits, round to nearest even, NaN
+ * kept a (quiet) NaN, overflow to infinity (v1_view.c). */
+uint16_t wd_f32_to_bf16(uint32_t u);
+uint16_t wd_f32_to_f16(uint32_t u);
+
 /* ---- I/O: full reads/writes with retry on EINTR/short counts. */
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
 int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);

@@ -187,13 +187,13 @@ int wd_v1view_set_base(wd_delta *d, const wd_model *base, wd_err *err)
 }
 
 /* ---- float32 -> bf16 / f16, round to nearest even (NaN kept quiet) ---- */
-static uint16_t to_bf16(uint32_t u)
+uint16_t wd_f32_to_bf16(uint32_t u)
 {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
-static uint16_t to_f16(uint32_t u)
+uint16_t wd_f32_to_f16(uint32_t u)
 {
     uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
     if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
@@ -236,7 +236,7 @@ static int rebuild_tensor(wd_delta *d, const wd_ext_priv *e, wd_err *err)
         for (uint64_t i = 0; i < t->nelem; i++) {
             uint32_t u;
             memcpy(&u, &out[i], 4);
-            o16[i] = e->pub.dtype == WD_BF16 ? to_bf16(u) : to_f16(u);
+            o16[i] = e->pub.dtype == WD_BF16 ? wd_f32_to_bf16(u) : wd_f32_to_f16(u);
         }
     }
     free(d->memo);

@@ -5,12 +5,13 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "wdelta.h"
+#include "internal.h"
 #include "suites.h"
 
 static const char *shared_dir(void)
@@ -166,6 +167,101 @@ START_TEST(test_v1_damaged)
 }
 END_TEST
 
+static uint32_t bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* Narrowing for v1_dtype=base: round to nearest even, like numpy's astype. */
+START_TEST(test_narrowing)
+{
+    static const struct { float f; uint16_t half, bf16; } cases[] = {
+        {1.0f, 0x3c00, 0x3f80},
+        {-2.0f, 0xc000, 0xc000},
+        {0.0f, 0x0000, 0x0000},
+        {-0.0f, 0x8000, 0x8000},
+        {65504.0f, 0x7bff, 0x4780},            /* bf16 rounds up to 65536 */
+        {65520.0f, 0x7c00, 0x4780},            /* rounds to infinity in half */
+        {1e9f, 0x7c00, 0x4e6e},
+        {0x1p-24f, 0x0001, 0x3380},            /* smallest half subnormal */
+        {0x1p-25f, 0x0000, 0x3300},            /* tie: to even (zero) */
+        {0x1.8p-25f, 0x0001, 0x33c0},
+        {0x1p-14f, 0x0400, 0x3880},            /* smallest half normal */
+        {1.0f + 0x1p-11f, 0x3c00, 0x3f80},     /* tie: to even */
+        {1.0f + 0x3p-11f, 0x3c02, 0x3f80},     /* tie: to even (up) */
+        {1.0f + 0x1p-8f, 0x3c04, 0x3f80},      /* bf16 tie: to even */
+        {1.0f + 0x3p-8f, 0x3c0c, 0x3f82},      /* bf16 tie: up to even */
+        {INFINITY, 0x7c00, 0x7f80},
+        {-INFINITY, 0xfc00, 0xff80},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ck_assert_msg(wd_f32_to_f16(bits(cases[i].f)) == cases[i].half, "half of %a: %04x, want %04x", (double)cases[i].f,
+                      wd_f32_to_f16(bits(cases[i].f)), cases[i].half);
+        ck_assert_msg(wd_f32_to_bf16(bits(cases[i].f)) == cases[i].bf16, "bf16 of %a: %04x, want %04x",
+                      (double)cases[i].f, wd_f32_to_bf16(bits(cases[i].f)), cases[i].bf16);
+    }
+    uint16_t h = wd_f32_to_f16(bits(NAN)), b = wd_f32_to_bf16(bits(NAN));
+    ck_assert((h & 0x7c00) == 0x7c00 && (h & 0x3ff));
+    ck_assert((b & 0x7f80) == 0x7f80 && (b & 0x7f));
+}
+END_TEST
+
+/* The v1 view through the delta API: the same bits as the reference, with
+ * the base's layout, in float32 and narrowed to the base's bf16. */
+START_TEST(test_v1_view)
+{
+    const char *sh = shared_dir();
+    if (!sh) return;
+    char delta[600], base_dir[600], expected[600];
+    snprintf(delta, sizeof delta, "%s/vectors/v1/synth-bf16/int4.wdelta", sh);
+    snprintf(base_dir, sizeof base_dir, "%s/vectors/v1/synth-bf16/base", sh);
+    snprintf(expected, sizeof expected, "%s/vectors/v1/synth-bf16/int4.expected.json", sh);
+    wd_err err;
+    wd_model base;
+    ck_assert(wd_model_open(base_dir, &base, &err) == 0);
+    for (int narrow = 0; narrow < 2; narrow++) {
+        wd_delta *d;
+        ck_assert_msg(wd_delta_open(delta, &d, &err) == 0, "%s", err.msg);
+        ck_assert_uint_eq(wd_delta_get_info(d)->version, 1);
+        ck_assert_uint_eq(wd_delta_get_info(d)->nfiles, 0); /* outputs come with the base */
+        wd_delta_v1_use_base_dtype(d, narrow);
+        ck_assert_msg(wd_delta_set_base(d, &base, &err) == 0, "%s", err.msg);
+        ck_assert(wd_delta_check_digest(d, &err) == 0);
+        ck_assert_int_eq(wd_delta_digest_state(d), 1);
+        const wd_delta_info *in = wd_delta_get_info(d);
+        ck_assert_uint_eq(in->nfiles, 1);
+        ck_assert_str_eq(in->files[0].name, "model.safetensors");
+        unsigned char *file = malloc(in->files[0].size);
+        ck_assert(wd_read(d, 1, NULL, 0, file, in->files[0].size, 0, &err) == (ssize_t)in->files[0].size);
+        wd_stfile sf;
+        ck_assert_msg(wd_st_parse(file, in->files[0].size, in->files[0].size, "view", &sf, &err) == 0, "%s", err.msg);
+        char *text = slurp(expected);
+        cJSON *exp = cJSON_Parse(text);
+        free(text);
+        for (size_t t = 0; t < sf.ntensors; t++) {
+            const wd_tensor *tt = &sf.tensors[t];
+            ck_assert_int_eq(tt->dtype, narrow ? WD_BF16 : WD_F32);
+            if (narrow) continue; /* the reference publishes float32 digests only */
+            wd_sha256 *h = wd_sha256_new();
+            wd_sha256_update(h, file + tt->offset, tt->length);
+            unsigned char dg[32];
+            char hex[65];
+            wd_sha256_final(h, dg);
+            wd_hex(dg, 32, hex);
+            cJSON *et = cJSON_GetObjectItem(cJSON_GetObjectItem(exp, "tensors"), tt->name);
+            ck_assert_str_eq(hex, cJSON_GetObjectItem(et, "sha256")->valuestring);
+        }
+        cJSON_Delete(exp);
+        wd_st_free(&sf);
+        free(file);
+        wd_delta_close(d);
+    }
+    wd_model_free(&base);
+}
+END_TEST
+
 Suite *suite_v1(void)
 {
     Suite *s = suite_create("v1");
@@ -173,6 +269,8 @@ Suite *suite_v1(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_v1_vectors);
     tcase_add_test(tc, test_v1_damaged);
+    tcase_add_test(tc, test_narrowing);
+    tcase_add_test(tc, test_v1_view);
     suite_add_tcase(s, tc);
     return s;
 }
