@@ -187,7 +187,7 @@ START_TEST(test_narrowing)
         {1e9f, 0x7c00, 0x4e6e},
         {0x1p-24f, 0x0001, 0x3380},            /* smallest half subnormal */
         {0x1p-25f, 0x0000, 0x3300},            /* tie: to even (zero) */
-        {0x1.8p-25f, 0x0001, 0x33c0},
+        {0x1.8p-25f, 0x0001, 0x3340},
         {0x1p-14f, 0x0400, 0x3880},            /* smallest half normal */
         {1.0f + 0x1p-11f, 0x3c00, 0x3f80},     /* tie: to even */
         {1.0f + 0x3p-11f, 0x3c02, 0x3f80},     /* tie: to even (up) */
