@@ -515,6 +515,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     bh_started = 0;
     if (w.failed) {
         *err = w.err;
+        wd_errprefix(err, "cannot write %s", o->out_path);
         goto out_sync;
     }
     if (feed_rc) goto out_sync;

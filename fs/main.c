@@ -84,9 +84,11 @@ static void logmsg(int level, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     if (!G || G->foreground) {
+        flockfile(stderr); /* one whole line per message, whatever the thread */
         fprintf(stderr, "wdeltafs: ");
         vfprintf(stderr, fmt, ap);
         fputc('\n', stderr);
+        funlockfile(stderr);
     } else {
         vsyslog(level, fmt, ap);
     }
@@ -996,8 +998,13 @@ int main(int argc, char **argv)
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     options o;
     memset(&o, 0, sizeof o);
+    struct fuse_cmdline_opts co;
+    memset(&co, 0, sizeof co);
+    static daemon_state ds;
+    G = &ds;
+    char *src = NULL;
     int rc = 1;
-    if (fuse_opt_parse(&args, &o, opt_spec, NULL) == -1) return 1;
+    if (fuse_opt_parse(&args, &o, opt_spec, NULL) == -1) goto out;
     if (o.help) {
         usage(argv[0]);
         fuse_opt_free_args(&args);
@@ -1009,7 +1016,6 @@ int main(int argc, char **argv)
         return 0;
     }
     /* the first non-option argument is SRC; fuse_parse_cmdline takes MOUNTPOINT */
-    char *src = NULL;
     for (int i = 1; i < args.argc; i++) {
         if (args.argv[i][0] == '-') {
             if (!strcmp(args.argv[i], "-o")) i++;
@@ -1018,7 +1024,7 @@ int main(int argc, char **argv)
         src = realpath(args.argv[i], NULL);
         if (!src) {
             fprintf(stderr, "wdeltafs: %s: %s\n", args.argv[i], strerror(errno));
-            return 1;
+            goto out;
         }
         free(args.argv[i]);
         for (int k = i; k + 1 < args.argc; k++) args.argv[k] = args.argv[k + 1];
@@ -1026,14 +1032,10 @@ int main(int argc, char **argv)
         args.argv[args.argc] = NULL;
         break;
     }
-    struct fuse_cmdline_opts co;
     if (!src || fuse_parse_cmdline(&args, &co) != 0 || !co.mountpoint) {
         fprintf(stderr, "wdeltafs: need SRC and MOUNTPOINT (try --help)\n");
-        free(src);
-        return 1;
+        goto out;
     }
-    static daemon_state ds;
-    G = &ds;
     ds.foreground = co.foreground;
     ds.scan_interval = 2;
     /* read-ahead: one decoding thread per CPU (decoding is what limits a
@@ -1044,7 +1046,7 @@ int main(int argc, char **argv)
     uint64_t cache_size = 1ull << 30;
     if (o.cache_size && parse_size(o.cache_size, &cache_size)) {
         fprintf(stderr, "wdeltafs: cache_size=%s is not a size\n", o.cache_size);
-        return 1;
+        goto out;
     }
     if (o.scan_interval) ds.scan_interval = (unsigned)atoi(o.scan_interval) > 0 ? (unsigned)atoi(o.scan_interval) : 1;
     if (o.ra_threads) {
@@ -1055,7 +1057,7 @@ int main(int argc, char **argv)
     if (o.readahead) ds.readahead = (unsigned)atoi(o.readahead) <= 64 ? (unsigned)atoi(o.readahead) : 64;
     if (o.v1_dtype && strcmp(o.v1_dtype, "float32") && strcmp(o.v1_dtype, "base")) {
         fprintf(stderr, "wdeltafs: v1_dtype must be float32 or base\n");
-        return 1;
+        goto out;
     }
     ds.t.v1_base_dtype = o.v1_dtype && !strcmp(o.v1_dtype, "base");
     ds.t.src = src;
@@ -1071,11 +1073,11 @@ int main(int argc, char **argv)
     wd_err err;
     if (!ds.t.cache) {
         fprintf(stderr, "wdeltafs: out of memory\n");
-        return 1;
+        goto out;
     }
     if (tree_open_bases(&ds.t, o.base, &err)) {
         fprintf(stderr, "wdeltafs: %s\n", err.msg);
-        return 1;
+        goto out;
     }
     /* small bases are hashed now so the first listing is complete; larger
      * ones (when their digest is not cached) in the background */

@@ -142,14 +142,23 @@ int tree_open_bases(tree *t, const char *list, wd_err *err)
         base_ent *b = &t->bases[t->nbases];
         char *real = realpath(tok, NULL);
         b->dir = real ? real : strdup(tok);
-        if (wd_model_open(b->dir, &b->model, err)) {
-            wd_errprefix(err, "base %s", tok);
+        t->nbases++;
+        if (!b->dir) {
             free(copy);
-            return -1;
+            return wd_errf(err, "out of memory");
+        }
+        /* A damaged base must not keep the others from being served (nor a
+         * restart after a crash from mounting): it is marked failed, its
+         * deltas are listed unavailable, and the status file says why. */
+        wd_err berr;
+        if (wd_model_open(b->dir, &b->model, &berr)) {
+            b->state = BASE_FAILED;
+            snprintf(b->error, sizeof b->error, "%s", berr.msg);
+            t->log(LOG_ERR, "base %s cannot be used: %s", b->dir, berr.msg);
+            continue;
         }
         b->opened = 1;
         b->state = load_cached_digest(t, b) == 0 ? BASE_READY : BASE_PENDING;
-        t->nbases++;
     }
     free(copy);
     return 0;
