@@ -35,8 +35,8 @@ $(1)/decode_speed: tests/bench/decode_speed.c $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/wdeltafs: $$(FS_SRC) fs/*.h core/wdelta.h $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Ifs $$(PKG_CFLAGS) $$(FS_SRC) $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
-$(1)/unit_tests: $$(UNIT_SRC) tests/unit/*.h $(1)/libwdelta.a
-	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Itests/unit $$(PKG_CFLAGS) $$(CHECK_CFLAGS) $$(UNIT_SRC) $(1)/libwdelta.a $$(PKG_LIBS) $$(CHECK_LIBS) -lm -o $$@
+$(1)/unit_tests: $$(UNIT_SRC) tests/unit/*.h tests/fuzz/fuzz_common.h $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Itests/unit -Itests/fuzz $$(PKG_CFLAGS) $$(CHECK_CFLAGS) $$(UNIT_SRC) $(1)/libwdelta.a $$(PKG_LIBS) $$(CHECK_LIBS) -lm -o $$@
 endef
 
 $(eval $(call buildset,build,))
@@ -46,6 +46,7 @@ BINS := build/wdelta build/genmodel $(if $(FS_SRC),build/wdeltafs,)
 ASAN_BINS := build-asan/wdelta build-asan/genmodel build-asan/unit_tests $(if $(FS_SRC),build-asan/wdeltafs,)
 
 .PHONY: all deps deps-check test test-unit test-integration test-asan demo bench install uninstall clean
+.PHONY: stress fuzz fuzz-build fuzz-deps
 all: $(BINS)
 
 deps:
@@ -66,6 +67,40 @@ demo: all
 bench: all build/decode_speed
 	@bash tests/bench/run.sh
 
+# ---- fuzzing (libFuzzer + ASan/UBSan; clang installed on demand)
+# `make fuzz` builds build-fuzz/fuzz_* and runs each FUZZ_SECONDS seconds
+# (FUZZ_TARGETS, FUZZ_JOBS: see tests/fuzz/run.sh); `make fuzz-build` only builds.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 600
+FUZZ_NAMES   := fuzz_safetensors fuzz_v1 fuzz_v2 fuzz_codec
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+                -ffp-contract=off -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread -Wno-unknown-attributes -Icore -Itests/fuzz
+FUZZ_PKG_CFLAGS = $(shell pkg-config --cflags libzstd libcrypto libcjson 2>/dev/null)
+FUZZ_PKG_LIBS   = $(shell pkg-config --libs libzstd libcrypto libcjson 2>/dev/null)
+
+# clang must link a libFuzzer program; if it cannot, install clang and its
+# runtime (libclang-rt-dev: the distribution's default version) through deps.sh.
+fuzz-deps:
+	@printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }\n' | \
+	  $(FUZZ_CC) -x c - -fsanitize=fuzzer,address,undefined -o /dev/null >/dev/null 2>&1 \
+	  || EXTRA_PKGS="clang libclang-rt-dev" bash tools/deps.sh
+	@bash tools/deps.sh --quiet
+
+build-fuzz/core/%.o: core/%.c core/*.h | fuzz-deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_PKG_CFLAGS) -c $< -o $@
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(CORE_SRC:%.c=build-fuzz/%.o)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_PKG_CFLAGS) $< $(CORE_SRC:%.c=build-fuzz/%.o) $(FUZZ_PKG_LIBS) -lm -o $@
+
+fuzz-build: $(FUZZ_NAMES:%=build-fuzz/%)
+.SECONDARY: $(CORE_SRC:%.c=build-fuzz/%.o)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
+
+stress: all
+	@bash tests/stress/run.sh
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib \
 	           $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/systemd/system
@@ -80,4 +115,4 @@ uninstall:
 	      $(DESTDIR)$(PREFIX)/lib/libwdelta.a $(DESTDIR)$(PREFIX)/include/wdelta.h
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct centry {
     uint64_t key;
@@ -32,6 +33,13 @@ struct wd_cache {
     size_t nbuckets, count;
     centry *head, *tail;
     wd_cache_stats st;
+    /* Decoding: at most max_decoders at once (more than the CPUs gains
+     * nothing), each with a scratch from one pool shared by every delta,
+     * so the memory beside the cache is bounded by max_decoders scratches. */
+    pthread_cond_t decoder_free;
+    unsigned max_decoders, decoders;
+    wd_scratch **pool;
+    size_t npool;
 };
 
 /* Block buffers of 64 KiB and more are mapped directly: freed ones go back
@@ -72,8 +80,17 @@ wd_cache *wd_cache_new(uint64_t capacity)
         free(c);
         return NULL;
     }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    c->max_decoders = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (unsigned)ncpu;
+    c->pool = calloc(c->max_decoders, sizeof *c->pool);
+    if (!c->pool) {
+        free(c->table);
+        free(c);
+        return NULL;
+    }
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->loaded, NULL);
+    pthread_cond_init(&c->decoder_free, NULL);
     c->st.capacity = capacity;
     return c;
 }
@@ -88,8 +105,11 @@ void wd_cache_free(wd_cache *c)
             free(e);
         }
     free(c->table);
+    for (size_t i = 0; i < c->npool; i++) wd_scratch_free(c->pool[i]);
+    free(c->pool);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->loaded);
+    pthread_cond_destroy(&c->decoder_free);
     free(c);
 }
 
@@ -214,11 +234,21 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
 
         uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
         unsigned char *data = blk_alloc(len);
+        pthread_mutex_lock(&c->lock);
+        while (c->decoders >= c->max_decoders) pthread_cond_wait(&c->decoder_free, &c->lock);
+        c->decoders++;
+        wd_scratch *sc = c->npool ? c->pool[--c->npool] : NULL;
+        pthread_mutex_unlock(&c->lock);
+        if (!sc) sc = wd_scratch_new();
         uint64_t t0 = now_ns();
-        int rc = data ? wd_delta_decode_block(d, block, data, err) : wd_errf(err, "out of memory");
+        int rc = data && sc ? wd_delta_decode_with(d, block, data, sc, err) : wd_errf(err, "out of memory");
         uint64_t dt = now_ns() - t0;
 
         pthread_mutex_lock(&c->lock);
+        if (sc && c->npool < c->max_decoders) c->pool[c->npool++] = sc;
+        else wd_scratch_free(sc);
+        c->decoders--;
+        pthread_cond_signal(&c->decoder_free);
         if (rc) {
             centry **q = slot(c, key, block);
             if (*q == e) *q = e->hnext;

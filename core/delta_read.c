@@ -27,7 +27,7 @@ void wd_delta_scratch_put(wd_delta *d, wd_scratch *s)
 {
     if (!s) return;
     pthread_mutex_lock(&d->pool_lock);
-    if (d->npool < 64) {
+    if (d->npool < 2) { /* idle scratches hold megabytes each: keep few */
         if (d->npool == d->cap_pool) {
             size_t nc = d->cap_pool ? d->cap_pool * 2 : 8;
             wd_scratch **np = realloc(d->pool, nc * sizeof *np);
@@ -452,16 +452,15 @@ static int where(const wd_delta *d, uint32_t block, wd_err *err)
     return wd_errprefix(err, "%s: block %u (delta offset %llu)", d->path, block, (unsigned long long)b->offset);
 }
 
-int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
+int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, wd_err *err)
 {
     if (block >= d->info.nblocks) return wd_errf(err, "%s: no block %u", d->path, block);
     const wd_block *b = &d->blocks[block];
     const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
     if (d->v1) return wd_v1view_decode(d, block, out, err);
     if (e->pub.codec == WD_CODEC_LOSSLESS && (!d->base || e->base_fd_index < 0))
-        return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path, e->tensor);
-    wd_scratch *s = wd_delta_scratch_get(d);
-    if (!s) return wd_errf(err, "out of memory");
+        return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path,
+                       e->tensor ? e->tensor : e->base_tensor); /* "tensor" is optional in the manifest */
     int rc = -1;
     unsigned char *stored = wd_scratch_buf(s, 0, b->stored_len);
     unsigned char *base = NULL;
@@ -497,6 +496,14 @@ int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
 out_where:
     where(d, block, err);
 out:
+    return rc;
+}
+
+int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
+{
+    wd_scratch *s = wd_delta_scratch_get(d);
+    if (!s) return wd_errf(err, "out of memory");
+    int rc = wd_delta_decode_with(d, block, out, s, err);
     wd_delta_scratch_put(d, s);
     return rc;
 }

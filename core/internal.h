@@ -118,6 +118,11 @@ int wd_v1view_set_base(wd_delta *d, const wd_model *base, wd_err *err);
 int wd_v1view_decode(wd_delta *d, uint32_t block, unsigned char *out, wd_err *err);
 void wd_v1view_free(wd_delta *d);
 
+/* wd_delta_decode_block with the caller's scratch (the block cache shares
+ * one small pool among all deltas, so memory follows the decoding threads,
+ * not the number of open deltas). */
+int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, wd_err *err);
+
 wd_scratch *wd_delta_scratch_get(wd_delta *d);
 void wd_delta_scratch_put(wd_delta *d, wd_scratch *s);
 

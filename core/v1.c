@@ -93,7 +93,9 @@ static int parse_tensor_meta(wd_v1 *v, const cJSON *item, v1_tensor *t, wd_err *
     uint64_t ne = 1;
     for (int i = 0; i < nd; i++) {
         const cJSON *d = cJSON_GetArrayItem(shape, i);
-        if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble != (double)(uint64_t)d->valuedouble)
+        /* range first: converting a double >= 2^64 to an integer is undefined */
+        if (!cJSON_IsNumber(d) || !(d->valuedouble >= 0) || d->valuedouble > 9007199254740992.0 ||
+            d->valuedouble != (double)(uint64_t)d->valuedouble)
             return wd_errf(err, "%s: tensor %s: bad shape", v->path, name);
         t->pub.shape[i] = (uint64_t)d->valuedouble;
         if (t->pub.shape[i] && ne > UINT64_MAX / 4 / t->pub.shape[i])
@@ -462,6 +464,12 @@ static int delta_int4(wd_v1 *v, v1_tensor *t, float *out, wd_err *err)
                 o++;
                 continue;
             }
+        }
+        /* n - k codes are stored: outlier indices that end before all k
+         * are used (one >= n after the last element) would read past them */
+        if (q >= n - k) {
+            wd_errf(err, "%s: tensor %s: outlier indices are not ascending", v->path, t->name);
+            goto out;
         }
         unsigned byte = ((const unsigned char *)packed)[q / 2];
         unsigned code = (q % 2 == 0) ? byte >> 4 : byte & 15;

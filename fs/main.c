@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1003,6 +1004,11 @@ int main(int argc, char **argv)
     static daemon_state ds;
     G = &ds;
     char *src = NULL;
+    /* Reads allocate 1 MiB buffers on many threads: a fixed mmap threshold
+     * (glibc otherwise raises it as buffers are freed) and few arenas return
+     * that memory, so the daemon stays near its cache size. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_ARENA_MAX, 4);
     int rc = 1;
     if (fuse_opt_parse(&args, &o, opt_spec, NULL) == -1) goto out;
     if (o.help) {

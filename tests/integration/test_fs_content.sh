@@ -8,70 +8,32 @@
 # the daemon keeps serving.
 # Env: WDELTA_BIN = directory holding wdelta, wdeltafs, genmodel (default build-asan).
 # Exit: 0 pass, 77 skip, 1 fail.
-set -u
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="${WDELTA_BIN:-build-asan}"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-WDELTA="$BIN/wdelta" GENMODEL="$BIN/genmodel" WDELTAFS="$BIN/wdeltafs"
-PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3 || true)
-for b in "$WDELTA" "$GENMODEL" "$WDELTAFS"; do [ -x "$b" ] || { echo "SKIP: $b not built"; exit 77; }; done
-[ -c /dev/fuse ] || { echo "SKIP: /dev/fuse missing"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "SKIP: fusermount3 missing (apt-get install fuse3)"; exit 77; }
-[ -n "$PY" ] || { echo "SKIP: python3 missing"; exit 77; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_bins wdelta genmodel wdeltafs
+require_fuse
+require_python
 
-T=$(mktemp -d /tmp/wdeltafs-content.XXXXXX)
-SRC="$T/src" MNT="$T/mnt" LOG="$T/daemon.log"
-mkdir -p "$SRC/team" "$MNT"
-DPID=""
-cleanup() {
-  if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null; fi
-  if [ -n "$DPID" ]; then
-    for _ in $(seq 50); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$DPID" 2>/dev/null
-  fi
-  rm -rf "$T"
-}
-trap cleanup EXIT
-nfail=0 npass=0
-pass() { npass=$((npass + 1)); echo "ok   - $*"; }
-fail() { nfail=$((nfail + 1)); echo "FAIL - $*"; }
-check() { local d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
-mount_fs() { # OPTS
-  "$WDELTAFS" "$SRC" "$MNT" -f -o "$1" 2>>"$LOG" &
-  DPID=$!
-  for _ in $(seq 300); do
-    mountpoint -q "$MNT" && return 0
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "      mount failed; daemon log:"; tail -n 20 "$LOG" | sed 's/^/      | /'
-  return 1
-}
-unmount_fs() {
-  fusermount3 -u "$MNT" || return 1
-  for _ in $(seq 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-  wait "$DPID"; local rc=$?
-  DPID=""
-  return $rc
-}
+setup_mount_tmp wdeltafs-content
+mkdir -p "$SRC/team"
+start_watchdog 240
 
 # ---------------------------------------------------------------- inputs
-"$GENMODEL" "$T/gen" --params 4M --shards 3 >/dev/null 2>&1 || { echo "genmodel failed"; exit 1; }
-"$GENMODEL" "$T/other" --params 1M --seed 9 >/dev/null 2>&1 || { echo "genmodel failed"; exit 1; }
-check "create team/gen.wdelta" "$WDELTA" create --base "$T/gen/base" --finetuned "$T/gen/ft" -o "$SRC/team/gen.wdelta" --quiet
+gen_pair "$T/gen" --params 4M --shards 3 || die "genmodel failed"
+gen_pair "$T/other" --params 1M --seed 9 || die "genmodel failed"
+check "create team/gen.wdelta" create_delta "$T/gen/base" "$T/gen/ft" "$SRC/team/gen.wdelta"
 check "create nobase.wdelta (its base is not given)" \
-  "$WDELTA" create --base "$T/other/base" --finetuned "$T/other/ft" -o "$SRC/nobase.wdelta" --quiet
+  create_delta "$T/other/base" "$T/other/ft" "$SRC/nobase.wdelta"
 printf 'not a delta at all\n' >"$SRC/garbage.wdelta"
 declare -A FT=([team/gen]="$T/gen/ft") BASEOF=([team/gen]="$T/gen/base")
 BASES="$T/gen/base"
-PB="$REPO/../shared/models/pairB"
+PB="$SHARED/models/pairB"
 if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
-  check "create pairB.wdelta" "$WDELTA" create --base "$PB/base" --finetuned "$PB/ft" -o "$SRC/pairB.wdelta" --quiet
+  check "create pairB.wdelta" create_delta "$PB/base" "$PB/ft" "$SRC/pairB.wdelta"
   FT[pairB]="$PB/ft"; BASEOF[pairB]="$PB/base"; BASES="$BASES:$PB/base"
 else
   echo "note: SKIP pairB part: $PB absent (only the generated model is checked)"
 fi
-mount_fs "base=$BASES,cache_size=16M,cache_dir=$T/cache" && pass "mounted" || { fail "mount"; exit 1; }
+mount_wdeltafs "$SRC" "$MNT" "$LOG" "base=$BASES,cache_size=16M,cache_dir=$T/cache" && pass "mounted" || { fail "mount"; finish; }
 
 # ---------------------------------------------------------------- every file
 for m in "${!FT[@]}"; do
@@ -177,17 +139,17 @@ check "status: cache used stays within cache_size=16M" \
   "$PY" -c 'import json,sys; c=json.load(open(sys.argv[1]))["cache"]; sys.exit(c["used"] > c["capacity"])' "$MNT/.wdeltafs/status"
 check "xattr user.wdelta.base_hash of team/gen equals wdelta hash of its base" \
   [ "$(getfattr --only-values -n user.wdelta.base_hash "$MNT/team/gen" 2>/dev/null)" = "$("$WDELTA" hash "$T/gen/base" 2>/dev/null)" ]
-if unmount_fs; then pass "unmounted, daemon exited 0"; else fail "unmount / daemon exit status"; fi
+if unmount_wdeltafs "$MNT"; then pass "unmounted, daemon exited 0"; else fail "unmount / daemon exit status"; fi
 
 # ---------------------------------------------------------------- a corrupted block
 # Flip bytes in the middle of a copy (block payloads; the header and index
 # sit at the ends and are digest-checked at open), mount only that copy.
 rm -rf "$SRC"; mkdir -p "$SRC"
-"$WDELTA" create --base "$T/gen/base" --finetuned "$T/gen/ft" -o "$SRC/bad.wdelta" --quiet
+create_delta "$T/gen/base" "$T/gen/ft" "$SRC/bad.wdelta"
 sz=$(stat -c %s "$SRC/bad.wdelta")
 printf '\xde\xad\xbe\xef\xde\xad\xbe\xef' | dd of="$SRC/bad.wdelta" bs=1 seek=$((sz / 2)) conv=notrunc status=none
 : >"$LOG"
-mount_fs "base=$T/gen/base,cache_dir=$T/cache" && pass "mounted the corrupted copy" || { fail "mount"; exit 1; }
+mount_wdeltafs "$SRC" "$MNT" "$LOG" "base=$T/gen/base,cache_dir=$T/cache" && pass "mounted the corrupted copy" || { fail "mount"; finish; }
 eio=0 ok=0
 for f in "$T/gen/ft"/*; do
   n=$(basename "$f")
@@ -205,8 +167,7 @@ check "log line names file, tensor/offset and block" grep -qE 'read of bad/.*(bl
 grep -m1 'read of bad/' "$LOG" | sed 's/^/      | /'
 check "daemon still serving after the EIO (config.json readable)" cmp -s "$MNT/bad/config.json" "$T/gen/ft/config.json"
 check "daemon process alive" kill -0 "$DPID"
-if unmount_fs; then pass "unmounted, daemon exited 0"; else fail "unmount / daemon exit status"; fi
-check "no sanitizer report in the daemon log" [ -z "$(grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error' "$LOG")" ]
+if unmount_wdeltafs "$MNT"; then pass "unmounted, daemon exited 0"; else fail "unmount / daemon exit status"; fi
+assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon log"
 
-echo "$npass passed, $nfail failed"
-[ $nfail -eq 0 ]
+finish

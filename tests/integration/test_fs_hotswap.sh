@@ -7,76 +7,40 @@
 # .wdelta changes the model's mode; inode numbers of a model's files change
 # on replace (so no stale page is served) and stay the same otherwise.
 # Env: WDELTA_BIN (default build-asan).  Exit: 0 pass, 77 skip, 1 fail.
-set -u
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="${WDELTA_BIN:-build-asan}"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-WDELTA="$BIN/wdelta" GENMODEL="$BIN/genmodel" WDELTAFS="$BIN/wdeltafs"
-for b in "$WDELTA" "$GENMODEL" "$WDELTAFS"; do [ -x "$b" ] || { echo "SKIP: $b not built"; exit 77; }; done
-[ -c /dev/fuse ] || { echo "SKIP: /dev/fuse missing"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "SKIP: fusermount3 missing (apt-get install fuse3)"; exit 77; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_bins wdelta genmodel wdeltafs
+require_fuse
 
-T=$(mktemp -d /tmp/wdeltafs-hotswap.XXXXXX)
-SRC="$T/src" MNT="$T/mnt" LOG="$T/daemon.log"
-mkdir -p "$SRC" "$MNT"
-DPID=""
-cleanup() {
-  exec 3<&- 4<&- 2>/dev/null
-  if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null; fi
-  if [ -n "$DPID" ]; then
-    for _ in $(seq 50); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$DPID" 2>/dev/null
-  fi
-  rm -rf "$T"
-}
-trap cleanup EXIT
-nfail=0 npass=0
-pass() { npass=$((npass + 1)); echo "ok   - $*"; }
-fail() { nfail=$((nfail + 1)); echo "FAIL - $*"; }
-check() { local d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
-# wait_for SECS CMD...: until CMD succeeds; prints how long it took
-wait_for() {
-  local limit=$1 t0 i; shift
-  t0=$(date +%s.%N)
-  for i in $(seq $((limit * 10))); do
-    if "$@" 2>/dev/null; then WAITED=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'); return 0; fi
-    sleep 0.1
-  done
-  WAITED=">$limit"; return 1
-}
-same_dir() { # MODEL_DIR FT_DIR: every file of FT_DIR equal under MODEL_DIR
-  local f
-  for f in "$2"/*; do cmp -s "$f" "$1/$(basename "$f")" || return 1; done
-}
+setup_mount_tmp wdeltafs-hotswap
+at_exit --early 'exec 3<&- 4<&- 2>/dev/null'
+start_watchdog 240
 
 # base + two fine-tunes of it: ft (genmodel's) and ft2 (the base itself, as
 # an identity fine-tune: same file names, other weights)
-"$GENMODEL" "$T/g" --params 2M >/dev/null 2>&1 || { echo "genmodel failed"; exit 1; }
+gen_pair "$T/g" --params 2M || die "genmodel failed"
 BASE="$T/g/base" FT1="$T/g/ft" FT2="$T/g/base"
-"$WDELTA" create --base "$BASE" --finetuned "$FT1" -o "$T/v1.wdelta" --quiet || exit 1
-"$WDELTA" create --base "$BASE" --finetuned "$FT2" -o "$T/v2.wdelta" --quiet || exit 1
+create_delta "$BASE" "$FT1" "$T/v1.wdelta" || die "wdelta create failed"
+create_delta "$BASE" "$FT2" "$T/v2.wdelta" || die "wdelta create failed"
 SHARD=model-00001-of-00002.safetensors
 cmp -s "$FT1/$SHARD" "$FT2/$SHARD" && { echo "test setup: the two fine-tunes do not differ"; exit 1; }
 
-"$WDELTAFS" "$SRC" "$MNT" -f -o "base=$BASE,cache_dir=$T/cache,cache_size=8M" 2>"$LOG" &
-DPID=$!
-wait_for 30 mountpoint -q "$MNT" && pass "mounted an empty SRC" || { fail "mount"; cat "$LOG"; exit 1; }
+mount_wdeltafs "$SRC" "$MNT" "$LOG" "base=$BASE,cache_dir=$T/cache,cache_size=8M" && pass "mounted an empty SRC" || { fail "mount"; finish; }
 check "empty SRC: MNT lists only .wdeltafs" [ "$(ls -A "$MNT")" = ".wdeltafs" ]
 
 # ---- add
 cp "$T/v1.wdelta" "$SRC/.a.wdelta.part" && mv "$SRC/.a.wdelta.part" "$SRC/a.wdelta"
-if wait_for 10 same_dir "$MNT/a" "$FT1"; then pass "added a.wdelta: MNT/a appears with the fine-tune's bytes after ${WAITED}s"
+if wait_for 10 same_model "$MNT/a" "$FT1"; then pass "added a.wdelta: MNT/a appears with the fine-tune's bytes after ${WAITED}s"
 else fail "added a.wdelta: MNT/a did not appear (or differs) within 10 s"; ls -la "$MNT"; fi
 mkdir -p "$SRC/team/x"
 cp "$T/v2.wdelta" "$SRC/team/x/b.wdelta"
-if wait_for 10 same_dir "$MNT/team/x/b" "$FT2"; then pass "added team/x/b.wdelta in a new subfolder: MNT/team/x/b after ${WAITED}s"
+if wait_for 10 same_model "$MNT/team/x/b" "$FT2"; then pass "added team/x/b.wdelta in a new subfolder: MNT/team/x/b after ${WAITED}s"
 else fail "team/x/b.wdelta did not appear within 10 s"; fi
 
 # ---- replace while open
 ino_before=$(stat -c %i "$MNT/a/$SHARD")
 exec 3<"$MNT/a/$SHARD"          # held open across the replace
 cp "$T/v2.wdelta" "$SRC/.a.new" && mv -f "$SRC/.a.new" "$SRC/a.wdelta"
-if wait_for 10 same_dir "$MNT/a" "$FT2"; then pass "replaced a.wdelta: MNT/a shows the new version after ${WAITED}s"
+if wait_for 10 same_model "$MNT/a" "$FT2"; then pass "replaced a.wdelta: MNT/a shows the new version after ${WAITED}s"
 else fail "replaced a.wdelta: new content not seen within 10 s"; fi
 ino_after=$(stat -c %i "$MNT/a/$SHARD")
 check "the replaced model's file has a new inode number ($ino_before -> $ino_after)" [ "$ino_before" != "$ino_after" ]
@@ -99,7 +63,7 @@ exec 4<&-
 # ---- a second rename onto the same name with the same content: still served
 cp "$T/v2.wdelta" "$SRC/.a.same" && mv -f "$SRC/.a.same" "$SRC/a.wdelta"
 sleep 4
-check "after a same-content replace MNT/a still equal to ft2" same_dir "$MNT/a" "$FT2"
+check "after a same-content replace MNT/a still equal to ft2" same_model "$MNT/a" "$FT2"
 
 # ---- stable inodes while unchanged
 i1=$(stat -c %i "$MNT/a/$SHARD"); sleep 3; i2=$(stat -c %i "$MNT/a/$SHARD")
@@ -118,14 +82,10 @@ sleep 3
 check "a truncated c.wdelta is not shown" test ! -e "$MNT/c"
 check "and is named in the status" grep -q "c.wdelta" "$MNT/.wdeltafs/status"
 cat "$T/v1.wdelta" >"$SRC/c.wdelta"
-if wait_for 10 same_dir "$MNT/c" "$FT1"; then pass "c.wdelta completed: MNT/c served after ${WAITED}s"
+if wait_for 10 same_model "$MNT/c" "$FT1"; then pass "c.wdelta completed: MNT/c served after ${WAITED}s"
 else fail "completed c.wdelta not served within 10 s"; fi
 
 # ---- unmount
-fusermount3 -u "$MNT"
-for _ in $(seq 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-wait "$DPID"; rc=$?; DPID=""
-check "unmounted, daemon exited 0" [ $rc -eq 0 ]
-check "no sanitizer report in the daemon log" [ -z "$(grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error' "$LOG")" ]
-echo "$npass passed, $nfail failed"
-[ $nfail -eq 0 ]
+check "unmounted, daemon exited 0" unmount_wdeltafs "$MNT"
+assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon log"
+finish

@@ -6,95 +6,32 @@
 # reads from 8 threads, a clean unmount (exit 0, no sanitizer report), and a
 # clean stop on SIGTERM.
 # Env: WDELTA_BIN = directory of the binaries under test (default build-asan).
-set -u
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="${WDELTA_BIN:-build-asan}"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-WDELTA="$BIN/wdelta"
-GENMODEL="$BIN/genmodel"
-WDELTAFS="$BIN/wdeltafs"
-SHARED="$REPO/../shared"
-PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3 || true)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_bins wdelta genmodel wdeltafs
+require_fuse
+require_python
 
-for b in "$WDELTA" "$GENMODEL" "$WDELTAFS"; do
-  [ -x "$b" ] || { echo "SKIP: $b not built"; exit 77; }
-done
-[ -c /dev/fuse ] || { echo "SKIP: /dev/fuse missing (no FUSE in this machine)"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "SKIP: fusermount3 missing (apt-get install fuse3)"; exit 77; }
-[ -n "$PY" ] || { echo "SKIP: python3 missing"; exit 77; }
-
-T=$(mktemp -d /tmp/wdeltafs-basic.XXXXXX)
-SRC="$T/src" MNT="$T/mnt" LOG="$T/daemon.log"
-mkdir -p "$SRC/sub" "$MNT"
-DPID="" WPID=""
-cleanup() {
-  [ -n "$WPID" ] && kill "$WPID" 2>/dev/null
-  if timeout 5 mountpoint -q "$MNT" 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
-  fi
-  if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
-    kill "$DPID" 2>/dev/null; sleep 1; kill -9 "$DPID" 2>/dev/null
-  fi
-  rm -rf "$T"
-}
-trap cleanup EXIT
+setup_mount_tmp wdeltafs-basic
+mkdir -p "$SRC/sub"
 # watchdog: a hung daemon must not hang the test (calls on the mount then fail)
-( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep 170 & sp=$!; wait $sp; echo "watchdog: 170 s passed, killing the daemon"
-  [ -s "$T/dpid" ] && kill -9 "$(cat "$T/dpid")" 2>/dev/null; fusermount3 -uz "$MNT" 2>/dev/null ) &
-WPID=$!
-
-nfail=0 npass=0
-pass() { npass=$((npass + 1)); echo "ok   - $*"; }
-fail() { nfail=$((nfail + 1)); echo "FAIL - $*"; }
-check() { local d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
-not() { ! "$@" >/dev/null 2>&1; }
-san_clean() { ! grep -qE 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error' "$1"; }
-
-# mount_fs: start the daemon in the foreground (background job), wait for the mount
-mount_fs() {
-  echo "---- mount: wdeltafs $SRC $MNT -f -o $OPTS" >>"$LOG"
-  "$WDELTAFS" "$SRC" "$MNT" -f -o "$OPTS" 2>>"$LOG" &
-  DPID=$!; echo "$DPID" >"$T/dpid"
-  local i
-  for i in $(seq 1 200); do
-    timeout 2 mountpoint -q "$MNT" && return 0
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "      daemon did not mount within 20 s; its log:"; tail -n 20 "$LOG" | sed 's/^/      | /'
-  return 1
-}
-# unmount_fs: fusermount3 -u, the daemon must exit 0 within 20 s
-unmount_fs() {
-  fusermount3 -u "$MNT" || { echo "      fusermount3 -u failed"; return 1; }
-  local i
-  for i in $(seq 1 200); do
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$DPID" 2>/dev/null; then echo "      daemon still running 20 s after the unmount"; return 1; fi
-  wait "$DPID"; local rc=$?
-  DPID=""
-  [ $rc -eq 0 ] || { echo "      daemon exited $rc"; tail -n 20 "$LOG" | sed 's/^/      | /'; return 1; }
-  return 0
-}
+start_watchdog 170
 
 # ------------------------------------------------------------------ inputs
 echo "# generating models and deltas in $T"
-"$GENMODEL" "$T/gen" --params 3M >/dev/null 2>"$T/err" || { cat "$T/err"; echo "genmodel failed"; exit 1; }
-"$GENMODEL" "$T/gen7" --params 1M --seed 7 >/dev/null 2>"$T/err" || { cat "$T/err"; echo "genmodel --seed 7 failed"; exit 1; }
+gen_pair "$T/gen" --params 3M || die "genmodel failed"
+gen_pair "$T/gen7" --params 1M --seed 7 || die "genmodel --seed 7 failed"
 # a non-weight file only the base has: the mount must show it too
 echo "base-only notes" >"$T/gen/base/NOTES.md"
 MODELS=(gen)          # names under the mount
 declare -A FTDIR BASEDIR
 FTDIR[gen]="$T/gen/ft"; BASEDIR[gen]="$T/gen/base"
-check "create gen.wdelta" "$WDELTA" create --base "$T/gen/base" --finetuned "$T/gen/ft" -o "$SRC/gen.wdelta" --quiet
+check "create gen.wdelta" create_delta "$T/gen/base" "$T/gen/ft" "$SRC/gen.wdelta"
 check "create orphan.wdelta (its base is not passed to the mount)" \
-  "$WDELTA" create --base "$T/gen7/base" --finetuned "$T/gen7/ft" -o "$SRC/orphan.wdelta" --quiet
+  create_delta "$T/gen7/base" "$T/gen7/ft" "$SRC/orphan.wdelta"
 BASES="$T/gen/base"
 PB="$SHARED/models/pairB"
 if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
-  check "create sub/pairB.wdelta" "$WDELTA" create --base "$PB/base" --finetuned "$PB/ft" -o "$SRC/sub/pairB.wdelta" --quiet
+  check "create sub/pairB.wdelta" create_delta "$PB/base" "$PB/ft" "$SRC/sub/pairB.wdelta"
   MODELS+=(sub/pairB); FTDIR[sub/pairB]="$PB/ft"; BASEDIR[sub/pairB]="$PB/base"
   BASES="$BASES:$PB/base"
 else
@@ -103,7 +40,7 @@ fi
 OPTS="base=$BASES,cache_size=64M,cache_dir=$T/cache"
 
 # ------------------------------------------------------------------ mount
-if mount_fs; then pass "mounted (wdeltafs -f -o $OPTS)"; else fail "mount"; echo "$npass passed, $nfail failed"; exit 1; fi
+if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then pass "mounted (wdeltafs -f -o $OPTS)"; else fail "mount"; finish; fi
 
 # ------------------------------------------------------------------ contents
 # expected listing of a model: ft files + base non-weight files the ft lacks
@@ -225,29 +162,28 @@ check "10,000 random preads from 8 threads equal the original ($rm_model)" [ $rc
 # ------------------------------------------------------------------ inodes across a remount
 ino_list() { for m in "${MODELS[@]}"; do stat -c "%i %n" "$MNT/$m" "$MNT/$m"/*; done; }
 ino_list >"$T/ino1"
-if unmount_fs; then pass "fusermount3 -u: daemon exited 0"; else fail "fusermount3 -u: daemon exit"; fi
+if unmount_wdeltafs "$MNT"; then pass "fusermount3 -u: daemon exited 0"; else fail "fusermount3 -u: daemon exit"; fi
 check "the mountpoint is no longer mounted" not timeout 2 mountpoint -q "$MNT"
-if mount_fs; then
+if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then
   pass "remounted"
   ino_list >"$T/ino2"
   if cmp -s "$T/ino1" "$T/ino2"; then pass "inodes of model dirs and files stable across unmount/remount ($(wc -l <"$T/ino1") checked)"
   else fail "inodes stable across unmount/remount"; diff "$T/ino1" "$T/ino2" | head -n 10 | sed 's/^/      /'; fi
   check "after remount: gen/model-00001-of-00002.safetensors still equal" \
     cmp -s "$MNT/gen/model-00001-of-00002.safetensors" "$T/gen/ft/model-00001-of-00002.safetensors"
-  if unmount_fs; then pass "second fusermount3 -u: daemon exited 0"; else fail "second unmount: daemon exit"; fi
+  if unmount_wdeltafs "$MNT"; then pass "second fusermount3 -u: daemon exited 0"; else fail "second unmount: daemon exit"; fi
 else
   fail "remount"
 fi
 
 # ------------------------------------------------------------------ SIGTERM
-if mount_fs; then
+if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then
   pass "third mount"
   kill -TERM "$DPID"
-  for i in $(seq 1 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$DPID" 2>/dev/null; then
+  if ! wait_daemon 20; then
     fail "SIGTERM: daemon still running after 20 s"
   else
-    wait "$DPID"; rc=$?; DPID=""
+    rc=$DAEMON_RC
     check "SIGTERM: the mount is gone" not timeout 2 mountpoint -q "$MNT"
     check "SIGTERM: daemon exited 0 (got $rc)" [ $rc -eq 0 ]
   fi
@@ -256,8 +192,6 @@ else
 fi
 
 # ------------------------------------------------------------------ daemon log
-if san_clean "$LOG"; then pass "no sanitizer report in the daemon's stderr"
-else fail "sanitizer report in the daemon's stderr:"; grep -E -A 30 'ERROR: (Address|Leak)Sanitizer|runtime error' "$LOG" | head -n 60 | sed 's/^/      | /'; fi
+assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon's stderr"
 
-echo "$npass passed, $nfail failed"
-[ $nfail -eq 0 ]
+finish

@@ -7,68 +7,23 @@
 #   - an fd opened before the replace keeps returning the OLD bytes, never a mix
 # and the daemon exits 0 without a sanitizer report after fusermount3 -u.
 # Env: WDELTA_BIN = directory of the binaries under test (default build-asan).
-set -u
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="${WDELTA_BIN:-build-asan}"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-WDELTA="$BIN/wdelta"
-GENMODEL="$BIN/genmodel"
-WDELTAFS="$BIN/wdeltafs"
-PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3 || true)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LIMIT=5   # seconds a change may take to show
+require_bins wdelta genmodel wdeltafs
+require_fuse
+require_python
 
-for b in "$WDELTA" "$GENMODEL" "$WDELTAFS"; do
-  [ -x "$b" ] || { echo "SKIP: $b not built"; exit 77; }
-done
-[ -c /dev/fuse ] || { echo "SKIP: /dev/fuse missing (no FUSE in this machine)"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "SKIP: fusermount3 missing (apt-get install fuse3)"; exit 77; }
-[ -n "$PY" ] || { echo "SKIP: python3 missing"; exit 77; }
-
-T=$(mktemp -d /tmp/wdeltafs-hot.XXXXXX)
-SRC="$T/src" MNT="$T/mnt" LOG="$T/daemon.log"
-mkdir -p "$SRC" "$MNT"
-DPID="" HPID="" WPID=""
-cleanup() {
-  [ -n "$HPID" ] && kill "$HPID" 2>/dev/null
-  [ -n "$WPID" ] && kill "$WPID" 2>/dev/null
-  if timeout 5 mountpoint -q "$MNT" 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
-  fi
-  if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
-    kill "$DPID" 2>/dev/null; sleep 1; kill -9 "$DPID" 2>/dev/null
-  fi
-  rm -rf "$T"
-}
-trap cleanup EXIT
+setup_mount_tmp wdeltafs-hot
+HPID=""
+at_exit --early '[ -n "$HPID" ] && kill "$HPID" 2>/dev/null'
 # watchdog: a hung daemon must not hang the test (calls on the mount then fail)
-( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep 160 & sp=$!; wait $sp; echo "watchdog: 160 s passed, killing the daemon"
-  [ -s "$T/dpid" ] && kill -9 "$(cat "$T/dpid")" 2>/dev/null; fusermount3 -uz "$MNT" 2>/dev/null ) &
-WPID=$!
-
-nfail=0 npass=0
-pass() { npass=$((npass + 1)); echo "ok   - $*"; }
-fail() { nfail=$((nfail + 1)); echo "FAIL - $*"; }
-check() { local d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
-san_clean() { ! grep -qE 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error' "$1"; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-# within SECS CMD...: poll CMD every 0.1 s until it succeeds or SECS pass
-within() {
-  local secs=$1; shift
-  local end; end=$(awk -v a="$(now)" -v s="$secs" 'BEGIN { printf "%.3f", a + s }')
-  while :; do
-    "$@" >/dev/null 2>&1 && return 0
-    awk -v e="$end" -v n="$(now)" 'BEGIN { exit !(n > e) }' && return 1
-    sleep 0.1
-  done
-}
+start_watchdog 160
 
 # ------------------------------------------------------------------ inputs
 echo "# three generated model pairs (different bases and fine-tunes) in $T"
 for s in 1 2 3; do
-  "$GENMODEL" "$T/g$s" --params 1M --shards 2 --seed $s >/dev/null 2>"$T/err" || { cat "$T/err"; echo "genmodel failed"; exit 1; }
-  "$WDELTA" create --base "$T/g$s/base" --finetuned "$T/g$s/ft" -o "$T/g$s.wdelta" --quiet >/dev/null 2>"$T/err" \
-    || { cat "$T/err"; echo "wdelta create failed"; exit 1; }
+  gen_pair "$T/g$s" --params 1M --shards 2 --seed $s || die "genmodel failed"
+  create_delta "$T/g$s/base" "$T/g$s/ft" "$T/g$s.wdelta" || die "wdelta create failed"
 done
 SHARD=model-00001-of-00002.safetensors
 cmp -s "$T/g1/ft/$SHARD" "$T/g2/ft/$SHARD" && { echo "g1 and g2 fine-tunes are identical: the replace check would prove nothing"; exit 1; }
@@ -77,20 +32,15 @@ cp "$T/g3.wdelta" "$SRC/c.wdelta"
 
 # ------------------------------------------------------------------ mount
 OPTS="base=$T/g1/base:$T/g2/base:$T/g3/base,cache_size=64M,cache_dir=$T/cache"
-"$WDELTAFS" "$SRC" "$MNT" -f -o "$OPTS" 2>"$LOG" &
-DPID=$!; echo "$DPID" >"$T/dpid"
-if within 20 timeout 2 mountpoint -q "$MNT"; then pass "mounted (wdeltafs -f -o $OPTS)"
-else fail "mount within 20 s"; cat "$LOG"; echo "$npass passed, $nfail failed"; exit 1; fi
-same_model() { # DIR FTDIR: every file of FTDIR equal in DIR
-  local f; for f in "$2"/*; do cmp -s "$f" "$1/$(basename "$f")" || return 1; done
-}
+if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then pass "mounted (wdeltafs -f -o $OPTS)"
+else fail "mount within $MOUNT_TIMEOUT s"; finish; fi
 check "a/ serves g1's fine-tune" same_model "$MNT/a" "$T/g1/ft"
 check "c/ serves g3's fine-tune" same_model "$MNT/c" "$T/g3/ft"
 
 # ------------------------------------------------------------------ add
 t0=$(now)
 cp "$T/g2.wdelta" "$SRC/.b.tmp" && mv "$SRC/.b.tmp" "$SRC/b.wdelta"
-if within $LIMIT test -d "$MNT/b"; then pass "new delta b.wdelta appears as b/ ($(since "$t0") s)"
+if wait_for $LIMIT test -d "$MNT/b"; then pass "new delta b.wdelta appears as b/ ($(since "$t0") s)"
 else fail "new delta b.wdelta did not appear within $LIMIT s"; ls -la "$MNT"; fi
 check "b/ serves g2's fine-tune" same_model "$MNT/b" "$T/g2/ft"
 check "ls MNT lists b" grep -qx b <(ls "$MNT")
@@ -98,7 +48,7 @@ check "ls MNT lists b" grep -qx b <(ls "$MNT")
 # ------------------------------------------------------------------ remove
 t0=$(now)
 rm -f "$SRC/c.wdelta"
-if within $LIMIT bash -c "! test -e '$MNT/c' && ! ls '$MNT' | grep -qx c"; then pass "removed delta c.wdelta disappears ($(since "$t0") s)"
+if wait_for $LIMIT bash -c "! test -e '$MNT/c' && ! ls '$MNT' | grep -qx c"; then pass "removed delta c.wdelta disappears ($(since "$t0") s)"
 else fail "removed delta c.wdelta still visible after $LIMIT s"; ls -la "$MNT"; fi
 
 # ------------------------------------------------------------------ replace, with an fd held open
@@ -156,11 +106,11 @@ sys.exit(1 if bad else 0)
 PYEOF
 "$PY" "$T/holder.py" "$MNT/a/$SHARD" "$T/g1/ft/$SHARD" "$T/ready" "$T/go" >"$T/holder.out" 2>&1 &
 HPID=$!
-if within 30 test -e "$T/ready"; then
+if wait_for 30 test -e "$T/ready"; then
   pass "an fd open on a/$SHARD reads g1's bytes before the replace"
   t0=$(now)
   cp "$T/g2.wdelta" "$SRC/a.wdelta.tmp" && mv -f "$SRC/a.wdelta.tmp" "$SRC/a.wdelta"
-  if within $LIMIT cmp -s "$MNT/a/$SHARD" "$T/g2/ft/$SHARD"; then pass "replaced a.wdelta: a/$SHARD is g2's within $(since "$t0") s"
+  if wait_for $LIMIT cmp -s "$MNT/a/$SHARD" "$T/g2/ft/$SHARD"; then pass "replaced a.wdelta: a/$SHARD is g2's within $(since "$t0") s"
   else fail "replaced a.wdelta: a/$SHARD not g2's after $LIMIT s"; fi
   check "after the replace every file of a/ is g2's" same_model "$MNT/a" "$T/g2/ft"
   touch "$T/go"
@@ -175,7 +125,7 @@ fi
 # replace again with the same bytes under a new file (same content): still served
 t0=$(now)
 cp "$T/g1.wdelta" "$SRC/a.wdelta.tmp" && mv -f "$SRC/a.wdelta.tmp" "$SRC/a.wdelta"
-if within $LIMIT cmp -s "$MNT/a/$SHARD" "$T/g1/ft/$SHARD"; then pass "replaced back: a/ is g1's again within $(since "$t0") s"
+if wait_for $LIMIT cmp -s "$MNT/a/$SHARD" "$T/g1/ft/$SHARD"; then pass "replaced back: a/ is g1's again within $(since "$t0") s"
 else fail "replaced back: a/ not g1's after $LIMIT s"; fi
 
 # status lists the current models
@@ -184,13 +134,7 @@ if "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); n=sorted(m["name"]
 else fail "status lists exactly a and b: $(tail -n1 "$T/err")"; fi
 
 # ------------------------------------------------------------------ unmount
-fusermount3 -u "$MNT"; urc=$?
-check "fusermount3 -u" [ $urc -eq 0 ]
-for i in $(seq 1 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$DPID" 2>/dev/null; then fail "daemon still running 20 s after the unmount"
-else wait "$DPID"; rc=$?; DPID=""; check "daemon exited 0 (got $rc)" [ $rc -eq 0 ]; fi
-if san_clean "$LOG"; then pass "no sanitizer report in the daemon's stderr"
-else fail "sanitizer report in the daemon's stderr:"; grep -E -A 30 'ERROR: (Address|Leak)Sanitizer|runtime error' "$LOG" | head -n 60 | sed 's/^/      | /'; fi
+unmount_checked "$MNT"
+assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon's stderr"
 
-echo "$npass passed, $nfail failed"
-[ $nfail -eq 0 ]
+finish

@@ -5,65 +5,31 @@
 # `umount MNT` stops it; and `systemd-analyze verify` accepts the unit.
 # Binaries this test installed are removed again at the end.
 # Env: WDELTA_BIN = directory of the wdelta/genmodel used to make inputs (default build-asan).
-set -u
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="${WDELTA_BIN:-build-asan}"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-WDELTA="$BIN/wdelta"
-GENMODEL="$BIN/genmodel"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PREFIX=/usr/local
 UNIT="wdeltafs@.service"
 
-[ "$(id -u)" = 0 ] || { echo "SKIP: needs root (installs into $PREFIX and mounts with mount -t)"; exit 77; }
-for b in "$WDELTA" "$GENMODEL"; do
-  [ -x "$b" ] || { echo "SKIP: $b not built"; exit 77; }
-done
-[ -n "$(ls "$REPO"/fs/*.c 2>/dev/null)" ] || { echo "SKIP: fs/ has no sources (wdeltafs not written yet)"; exit 77; }
-[ -c /dev/fuse ] || { echo "SKIP: /dev/fuse missing (no FUSE in this machine)"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "SKIP: fusermount3 missing (apt-get install fuse3)"; exit 77; }
+skip_unless_root "installs into $PREFIX and mounts with mount -t"
+require_bins wdelta genmodel
+[ -n "$(ls "$REPO"/fs/*.c 2>/dev/null)" ] || skip "fs/ has no sources (wdeltafs not written yet)"
+require_fuse
 MOUNT_FUSE=$(PATH=/usr/sbin:/sbin:/usr/bin:/bin command -v mount.fuse3 || true)
-[ -n "$MOUNT_FUSE" ] || { echo "SKIP: mount.fuse3 missing (apt-get install fuse3)"; exit 77; }
+[ -n "$MOUNT_FUSE" ] || skip "mount.fuse3 missing (apt-get install fuse3)"
 
-T=$(mktemp -d /tmp/wdeltafs-install.XXXXXX)
-SRC="$T/src" MNT="$T/mnt"
-mkdir -p "$SRC" "$MNT"
+setup_mount_tmp wdeltafs-install
 # what existed before, so that only what this test added is removed
 had_bin=0; [ -e "$PREFIX/bin/wdeltafs" ] && had_bin=1
 had_unit=0; [ -e "$PREFIX/lib/systemd/system/$UNIT" ] && had_unit=1
-WPID=""
-daemon_pids() { # pids of processes whose command line names our SRC
-  local p
-  for p in /proc/[0-9]*; do
-    { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "wdeltafs $SRC " && echo "${p#/proc/}"
-  done
-}
-cleanup() {
-  [ -n "$WPID" ] && kill "$WPID" 2>/dev/null
-  if timeout 5 mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null; fi
-  local p; for p in $(daemon_pids); do kill "$p" 2>/dev/null; done
-  if [ $had_bin = 0 ]; then
-    make -s -C "$REPO" uninstall PREFIX="$PREFIX" >/dev/null 2>&1
-  fi
-  if [ $had_unit = 0 ]; then
-    rm -f "$PREFIX/lib/systemd/system/$UNIT"
-    rmdir "$PREFIX/lib/systemd/system" "$PREFIX/lib/systemd" 2>/dev/null
-  fi
-  rm -rf "$T"
-}
-trap cleanup EXIT
-( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep 160 & sp=$!; wait $sp; echo "watchdog: 160 s passed, detaching the mount"
-  fusermount3 -uz "$MNT" 2>/dev/null ) &
-WPID=$!
-
-nfail=0 npass=0
-pass() { npass=$((npass + 1)); echo "ok   - $*"; }
-fail() { nfail=$((nfail + 1)); echo "FAIL - $*"; }
-check() { local d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
+# mounted with mount(8): umount first (the generic fusermount3 -u/-uz follows)
+at_exit --early 'timeout 5 mountpoint -q "$MNT" 2>/dev/null && umount "$MNT" 2>/dev/null'
+at_exit '[ $had_bin = 0 ] && make -s -C "$REPO" uninstall PREFIX="$PREFIX" >/dev/null 2>&1'
+at_exit '[ $had_unit = 0 ] && { rm -f "$PREFIX/lib/systemd/system/$UNIT"; rmdir "$PREFIX/lib/systemd/system" "$PREFIX/lib/systemd" 2>/dev/null; }'
+start_watchdog 160
 
 # ------------------------------------------------------------------ install
 echo "# make install PREFIX=$PREFIX"
 if make -s -C "$REPO" install PREFIX="$PREFIX" >"$T/make.out" 2>&1; then pass "make install PREFIX=$PREFIX"
-else fail "make install PREFIX=$PREFIX"; tail -n 20 "$T/make.out" | sed 's/^/      /'; echo "$npass passed, $nfail failed"; exit 1; fi
+else fail "make install PREFIX=$PREFIX"; tail -n 20 "$T/make.out" | sed 's/^/      /'; finish; fi
 check "$PREFIX/bin/wdeltafs installed and executable" test -x "$PREFIX/bin/wdeltafs"
 check "$PREFIX/bin/wdelta installed and executable" test -x "$PREFIX/bin/wdelta"
 check "$PREFIX/lib/systemd/system/$UNIT installed" test -f "$PREFIX/lib/systemd/system/$UNIT"
@@ -71,9 +37,8 @@ check "wdeltafs is on the system PATH mount.fuse3 uses" \
   env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin sh -c 'command -v wdeltafs >/dev/null'
 
 # ------------------------------------------------------------------ mount -t fuse.wdeltafs
-"$GENMODEL" "$T/gen" --params 1M >/dev/null 2>"$T/err" || { cat "$T/err"; echo "genmodel failed"; exit 1; }
-"$WDELTA" create --base "$T/gen/base" --finetuned "$T/gen/ft" -o "$SRC/chat.wdelta" --quiet >/dev/null 2>"$T/err" \
-  || { cat "$T/err"; echo "wdelta create failed"; exit 1; }
+gen_pair "$T/gen" --params 1M || die "genmodel failed"
+create_delta "$T/gen/base" "$T/gen/ft" "$SRC/chat.wdelta" || die "wdelta create failed"
 echo "# mount -t fuse.wdeltafs $SRC $MNT -o base=$T/gen/base,cache_dir=$T/cache"
 if timeout 60 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
      mount -t fuse.wdeltafs "$SRC" "$MNT" -o "base=$T/gen/base,cache_dir=$T/cache" >"$T/mount.out" 2>&1; then
@@ -91,12 +56,7 @@ if timeout 5 mountpoint -q "$MNT"; then
   pids=$(daemon_pids)
   if umount "$MNT" 2>"$T/err"; then pass "umount $MNT"; else fail "umount $MNT: $(cat "$T/err")"; fi
   check "no longer mounted" bash -c "! timeout 2 mountpoint -q '$MNT'"
-  gone=1
-  for i in $(seq 1 100); do
-    gone=1; for p in $pids; do kill -0 "$p" 2>/dev/null && gone=0; done
-    [ $gone = 1 ] && break; sleep 0.1
-  done
-  check "the daemon exited after umount" [ $gone = 1 ]
+  check "the daemon exited after umount" wait_gone $pids
 else
   fail "$MNT is not a mountpoint after mount -t"
 fi
@@ -126,5 +86,4 @@ else
   echo "note: systemd-analyze missing and package systemd could not be installed; skipping the unit check"
 fi
 
-echo "$npass passed, $nfail failed"
-[ $nfail -eq 0 ]
+finish

@@ -6,51 +6,22 @@
 #   owned.wdelta 0600 wdtestuser -> that user reads it
 # Needs root (creates the user wdtestuser, removed at the end); else skips.
 # Env: WDELTA_BIN = directory of the binaries under test (default build-asan).
-set -u
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="${WDELTA_BIN:-build-asan}"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-WDELTA="$BIN/wdelta"
-GENMODEL="$BIN/genmodel"
-WDELTAFS="$BIN/wdeltafs"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TUSER=wdtestuser
 
-[ "$(id -u)" = 0 ] || { echo "SKIP: needs root (creates a user, mounts with allow_other)"; exit 77; }
-for b in "$WDELTA" "$GENMODEL" "$WDELTAFS"; do
-  [ -x "$b" ] || { echo "SKIP: $b not built"; exit 77; }
-done
-[ -c /dev/fuse ] || { echo "SKIP: /dev/fuse missing (no FUSE in this machine)"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "SKIP: fusermount3 missing (apt-get install fuse3)"; exit 77; }
+skip_unless_root "creates a user, mounts with allow_other"
+require_bins wdelta genmodel wdeltafs
+require_fuse
 for c in useradd userdel su; do
-  command -v $c >/dev/null || { echo "SKIP: $c missing"; exit 77; }
+  command -v $c >/dev/null || skip "$c missing"
 done
 
-T=$(mktemp -d /tmp/wdeltafs-perm.XXXXXX)
+setup_mount_tmp wdeltafs-perm
 chmod 755 "$T"   # the test user must reach the mountpoint
-SRC="$T/src" MNT="$T/mnt" LOG="$T/daemon.log"
-mkdir -p "$SRC" "$MNT"
-DPID="" WPID="" MADE_USER=0
-cleanup() {
-  [ -n "$WPID" ] && kill "$WPID" 2>/dev/null
-  if timeout 5 mountpoint -q "$MNT" 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
-  fi
-  if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
-    kill "$DPID" 2>/dev/null; sleep 1; kill -9 "$DPID" 2>/dev/null
-  fi
-  [ $MADE_USER = 1 ] && userdel "$TUSER" 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep 160 & sp=$!; wait $sp; echo "watchdog: 160 s passed, killing the daemon"
-  [ -s "$T/dpid" ] && kill -9 "$(cat "$T/dpid")" 2>/dev/null; fusermount3 -uz "$MNT" 2>/dev/null ) &
-WPID=$!
+MADE_USER=0
+at_exit '[ $MADE_USER = 1 ] && userdel "$TUSER" 2>/dev/null'
+start_watchdog 160
 
-nfail=0 npass=0
-pass() { npass=$((npass + 1)); echo "ok   - $*"; }
-fail() { nfail=$((nfail + 1)); echo "FAIL - $*"; }
-check() { local d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
-san_clean() { ! grep -qE 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error' "$1"; }
 # as_user CMD: run a shell command as the test user; output in $T/u.out
 as_user() { su -s /bin/sh "$TUSER" -c "$1" >"$T/u.out" 2>&1; }
 
@@ -63,9 +34,8 @@ if useradd -M -s /bin/sh "$TUSER" 2>"$T/err"; then MADE_USER=1; pass "useradd -M
 else echo "useradd failed: $(cat "$T/err")"; exit 1; fi
 
 # ------------------------------------------------------------------ deltas
-"$GENMODEL" "$T/gen" --params 1M >/dev/null 2>"$T/err" || { cat "$T/err"; echo "genmodel failed"; exit 1; }
-"$WDELTA" create --base "$T/gen/base" --finetuned "$T/gen/ft" -o "$SRC/public.wdelta" --quiet >/dev/null 2>"$T/err" \
-  || { cat "$T/err"; echo "wdelta create failed"; exit 1; }
+gen_pair "$T/gen" --params 1M || die "genmodel failed"
+create_delta "$T/gen/base" "$T/gen/ft" "$SRC/public.wdelta" || die "wdelta create failed"
 cp "$SRC/public.wdelta" "$SRC/secret.wdelta"
 cp "$SRC/public.wdelta" "$SRC/owned.wdelta"
 chmod 600 "$SRC/owned.wdelta"; chown "$TUSER" "$SRC/owned.wdelta"
@@ -76,11 +46,8 @@ chmod 755 "$SRC"
 
 # ------------------------------------------------------------------ mount
 OPTS="base=$T/gen/base,allow_other,cache_size=64M,cache_dir=$T/cache"
-"$WDELTAFS" "$SRC" "$MNT" -f -o "$OPTS" 2>"$LOG" &
-DPID=$!; echo "$DPID" >"$T/dpid"
-for i in $(seq 1 200); do timeout 2 mountpoint -q "$MNT" && break; kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-if timeout 2 mountpoint -q "$MNT"; then pass "mounted (wdeltafs -f -o $OPTS)"
-else fail "mount within 20 s"; cat "$LOG"; echo "$npass passed, $nfail failed"; exit 1; fi
+if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then pass "mounted (wdeltafs -f -o $OPTS)"
+else fail "mount within $MOUNT_TIMEOUT s"; finish; fi
 
 # ------------------------------------------------------------------ modes
 st_s=$(stat -c '%a %U' "$MNT/secret"); st_sf=$(stat -c '%a %U' "$MNT/secret/config.json")
@@ -115,13 +82,7 @@ if as_user "touch '$MNT/public/x'"; then fail "$TUSER: touch public/x succeeded"
 else pass "$TUSER: touch public/x fails -> $(head -n1 "$T/u.out")"; fi
 
 # ------------------------------------------------------------------ unmount
-fusermount3 -u "$MNT"; urc=$?
-check "fusermount3 -u" [ $urc -eq 0 ]
-for i in $(seq 1 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$DPID" 2>/dev/null; then fail "daemon still running 20 s after the unmount"
-else wait "$DPID"; rc=$?; DPID=""; check "daemon exited 0 (got $rc)" [ $rc -eq 0 ]; fi
-if san_clean "$LOG"; then pass "no sanitizer report in the daemon's stderr"
-else fail "sanitizer report in the daemon's stderr:"; grep -E -A 30 'ERROR: (Address|Leak)Sanitizer|runtime error' "$LOG" | head -n 60 | sed 's/^/      | /'; fi
+unmount_checked "$MNT"
+assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon's stderr"
 
-echo "$npass passed, $nfail failed"
-[ $nfail -eq 0 ]
+finish

@@ -3,29 +3,10 @@
 # present, ../shared/models/pairB.  Malformed inputs must give one clear error
 # line, a non-zero exit, no sanitizer report and no output file.
 # Env: WDELTA_BIN = directory of the binaries under test (default build-asan).
-set -u
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="${WDELTA_BIN:-build-asan}"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-WDELTA="$BIN/wdelta"
-GENMODEL="$BIN/genmodel"
-SHARED="$REPO/../shared"
-PY=$(command -v python3 || true)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_bins wdelta genmodel
 
-for b in "$WDELTA" "$GENMODEL"; do
-  [ -x "$b" ] || { echo "SKIP: $b not built"; exit 77; }
-done
-
-mkdir -p "$REPO/tests/tmp"
-T=$(mktemp -d "$REPO/tests/tmp/tool.XXXXXX")
-cleanup() { chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-
-nfail=0 npass=0
-pass() { npass=$((npass + 1)); echo "ok   - $*"; }
-fail() { nfail=$((nfail + 1)); echo "FAIL - $*"; }
-
-san_clean() { ! grep -qE 'Sanitizer|runtime error:|LeakSanitizer' "$1"; }
+setup_tmp tool "$REPO/tests/tmp"
 
 # run DESC CMD...: must succeed without sanitizer output
 run() {
@@ -326,5 +307,4 @@ else
   echo "note: $PB absent; skipping the pairB parts"
 fi
 
-echo "$npass passed, $nfail failed"
-[ $nfail -eq 0 ]
+finish

@@ -1,0 +1,8 @@
+/* fuzz_codec.c - libFuzzer entry point; the body is fuzz_codec_one in fuzz_common.h. */
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return fuzz_codec_one(data, size);
+}
