@@ -1,7 +1,7 @@
 /* mkcorpus.c - writes the fuzz_codec seed inputs (encoded blocks of a few
  * dtypes, and round-trip inputs) into the directory given.  Built and run
  * by tests/fuzz/mkcorpus.sh; the corpus is committed, this is how it was made. */
-#include "internal.h"
+#include "fuzz_common.h" /* fuzz_fill_base: the same bases the harness derives */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,17 +15,6 @@ static void put(const char *dir, const char *name, const unsigned char *hdr, siz
     if (!f || fwrite(hdr, 1, hl, f) != hl || fwrite(p, 1, n, f) != n || fclose(f)) {
         perror(path);
         exit(1);
-    }
-}
-
-static void fill(unsigned char *b, size_t n, uint32_t seed)
-{
-    uint64_t x = 0x9E3779B97F4A7C15ull ^ seed;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        b[i] = (unsigned char)(x >> 24);
     }
 }
 
@@ -44,7 +33,7 @@ int main(int argc, char **argv)
         for (int codec = 0; codec < 2; codec++) {
             /* sel: bit0 codec, bits1-3 dtype, bits 5-7 base pattern (1 = filled) */
             unsigned sel = (unsigned)codec | (unsigned)di << 1 | 1u << 5;
-            fill(base, n, sel); /* what the harness will use as the base */
+            fuzz_fill_base(base, n, sel); /* what the harness will use as the base */
             memcpy(ft, base, n);
             for (size_t i = 0; i < n; i += w) ft[i] ^= (unsigned char)(i * 7 & 3); /* small moves */
             const unsigned char *enc;
@@ -61,7 +50,7 @@ int main(int argc, char **argv)
         }
         /* a round-trip input: ft bytes, base = ft with low bits flipped */
         unsigned char hdr[3] = {(unsigned char)(di << 1 | 16 | 0x40), 0, 0};
-        fill(ft, n, (unsigned)di);
+        fuzz_fill_base(ft, n, (unsigned)di);
         char nm[64];
         snprintf(nm, sizeof nm, "rt-%s", names[di]);
         put(argv[1], nm, hdr, 3, ft, n);

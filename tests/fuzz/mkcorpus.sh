@@ -56,7 +56,7 @@ for name in ("a", "b"):
 PY
 
 # codec: encoded blocks and round-trip inputs
-gcc -std=c11 -D_GNU_SOURCE -O1 -Icore tests/fuzz/mkcorpus.c build/libwdelta.a \
+gcc -std=c11 -D_GNU_SOURCE -O1 -Icore -Itests/fuzz tests/fuzz/mkcorpus.c build/libwdelta.a \
   $(pkg-config --libs libzstd libcrypto libcjson) -lm -o "$TMP/mkcorpus"
 "$TMP/mkcorpus" "$C/fuzz_codec"
 chmod 644 "$C"/*/*
