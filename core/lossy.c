@@ -122,12 +122,17 @@ int lr_section(lrd *r, wd_scratch *s, int slot, size_t want, size_t maxlen,
 }
 
 /* ---- header ---------------------------------------------------------- */
+unsigned lh_kind(wd_dtype dt)
+{
+    return dt == WD_BF16 ? 1 : dt == WD_F16 ? 2 : dt == WD_F32 ? 3 : 0;
+}
+
 void lh_put(unsigned char *p, const lhdr *h)
 {
     p[0] = WD_LOSSY_TAG;
     p[1] = (unsigned char)h->codec;
     p[2] = (unsigned char)h->width;
-    p[3] = 0;
+    p[3] = (unsigned char)h->kind;
     wd_put_u32(p + 4, h->cols);
     wd_put_u32(p + 8, h->rows);
     wd_put_u32(p + 12, h->p1);
@@ -143,11 +148,12 @@ int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, s
         return wd_errf(err, "lossy block header is malformed (%zu bytes)", slen);
     h->codec = src[1];
     h->width = src[2];
+    h->kind = src[3];
     h->cols = wd_get_u32(src + 4);
     h->rows = wd_get_u32(src + 8);
     h->p1 = wd_get_u32(src + 12);
     h->p2 = wd_get_u32(src + 16);
-    if (h->codec != (unsigned)codec || h->width != w || src[3] != 0 || wd_get_u32(src + 20) != 0)
+    if (h->codec != (unsigned)codec || h->width != w || h->kind != lh_kind(dt) || wd_get_u32(src + 20) != 0)
         return wd_errf(err, "lossy block header does not match its codec %s and dtype (codec %u, width %u)",
                        wd_codec_name(codec), h->codec, h->width);
     if (h->cols == 0 || (uint64_t)h->cols * h->rows * w != n)

@@ -43,12 +43,13 @@ int lr_section(lrd *r, wd_scratch *s, int slot, size_t want, size_t maxlen,
                const unsigned char **out, size_t *out_len, wd_err *err);
 
 /* ---- the common block header (WD_LOSSY_HDR bytes):
- *   u8 'L', u8 codec, u8 element width, u8 0, u32 cols, u32 rows,
- *   u32 p1, u32 p2, u32 0 */
+ *   u8 'L', u8 codec, u8 element width, u8 dtype (1 BF16, 2 F16, 3 F32),
+ *   u32 cols, u32 rows, u32 p1, u32 p2, u32 0 */
 typedef struct lhdr {
-    unsigned codec, width;
+    unsigned codec, width, kind;
     uint32_t cols, rows, p1, p2;
 } lhdr;
+unsigned lh_kind(wd_dtype dt);
 void lh_put(unsigned char *p, const lhdr *h);
 int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, size_t n,
            lhdr *h, wd_err *err);

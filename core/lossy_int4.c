@@ -90,7 +90,7 @@ int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const u
             }
         }
     unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){WD_CODEC_INT4, w, (uint32_t)cols, (uint32_t)rows, (uint32_t)g, e});
+    lh_put(hdr, &(lhdr){WD_CODEC_INT4, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, (uint32_t)g, e});
     lb_put(out, hdr, sizeof hdr);
     lb_u32(out, (uint32_t)k);
     int level = p->level ? p->level : 3;

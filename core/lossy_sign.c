@@ -101,7 +101,7 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
     er = ls_exponent(r, rows);
     for (size_t i = 0; i < rows; i++) rh[i] = ls_to_half(r[i], er);
     unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){(unsigned)codec, w, (uint32_t)cols, (uint32_t)rows, er, ec});
+    lh_put(hdr, &(lhdr){(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec});
     lb_put(out, hdr, sizeof hdr);
     int level = p->level ? p->level : 3;
     int rc = lb_section(out, s, rh, rows * 2, level, err) ||

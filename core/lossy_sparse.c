@@ -21,7 +21,7 @@ int wd_sparse_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const
     lf_delta(ft, base, dt, ne, d);
     if (wd_topk(d, ne, k, idx, s, err)) return -1;
     unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){WD_CODEC_SPARSE, w, (uint32_t)cols, (uint32_t)(ne / cols), (uint32_t)k, 0});
+    lh_put(hdr, &(lhdr){WD_CODEC_SPARSE, w, lh_kind(dt), (uint32_t)cols, (uint32_t)(ne / cols), (uint32_t)k, 0});
     lb_put(out, hdr, sizeof hdr);
     int level = p->level ? p->level : 3;
     return k ? patches_put(out, s, level, idx, k, ft, base, w, err) : 0;
