@@ -323,6 +323,7 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
     if (!strcmp(strategy, "auto")) cJSON_AddNumberToObject(opt, "max_error", o->max_error);
     if (o->lossy.group) cJSON_AddNumberToObject(opt, "group_size", o->lossy.group);
     if (o->lossy.outliers > 0) cJSON_AddNumberToObject(opt, "outliers", o->lossy.outliers);
+    if (o->lossy.step > 0) cJSON_AddNumberToObject(opt, "step", o->lossy.step);
     if (o->lossy.density > 0) cJSON_AddNumberToObject(opt, "density", o->lossy.density);
     cJSON_AddNumberToObject(opt, "level", level);
     cJSON_AddNumberToObject(opt, "block_size", bs);
@@ -357,6 +358,7 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
                 if (e->codec == WD_CODEC_INT4) {
                     cJSON_AddNumberToObject(pj, "group_size", e->lp.group);
                     cJSON_AddNumberToObject(pj, "outliers", e->lp.outliers);
+                    if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
                 }
                 if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
             }
@@ -735,7 +737,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
             if (!lbs) continue;
             wd_codec c = fixed;
             wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
-                                  o->lossy.outliers, o->lossy.density, lossy_level};
+                                  o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step};
             if (c == WD_CODEC_INT4) {
                 if (!lp.group) lp.group = 64;
                 if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */

@@ -33,14 +33,15 @@ int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
 typedef struct cand {
     wd_codec codec;
     uint32_t group;
-    double outliers, density;
+    double outliers, density, step;
 } cand;
 static const cand cands[] = {
-    {WD_CODEC_BITDELTA, 0, 0, 0},       {WD_CODEC_AXIS1, 0, 0, 0},
-    {WD_CODEC_SPARSE, 0, 0, 0.01},      {WD_CODEC_SPARSE, 0, 0, 0.03},
-    {WD_CODEC_INT4, 128, 0.0005, 0},    {WD_CODEC_INT4, 64, 0.001, 0},
-    {WD_CODEC_INT4, 32, 0.002, 0},      {WD_CODEC_INT4, 16, 0.005, 0},
-    {WD_CODEC_SPARSE, 0, 0, 0.1},       {WD_CODEC_SPARSE, 0, 0, 0.3},
+    {WD_CODEC_BITDELTA, 0, 0, 0, 0},       {WD_CODEC_AXIS1, 0, 0, 0, 0},
+    {WD_CODEC_SPARSE, 0, 0, 0.01, 0},      {WD_CODEC_SPARSE, 0, 0, 0.03, 0},
+    {WD_CODEC_INT4, 128, 0.002, 0, 1.0},   {WD_CODEC_INT4, 128, 0.002, 0, 0.7},
+    {WD_CODEC_INT4, 128, 0.002, 0, 0.5},   {WD_CODEC_INT4, 128, 0.002, 0, 0.35},
+    {WD_CODEC_INT4, 64, 0.002, 0, 0},      {WD_CODEC_INT4, 32, 0.005, 0, 0},
+    {WD_CODEC_SPARSE, 0, 0, 0.1, 0},       {WD_CODEC_SPARSE, 0, 0, 0.3, 0},
 };
 #define NCANDS (sizeof cands / sizeof cands[0])
 
@@ -70,7 +71,7 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, int base_f
             goto out;
         }
         for (size_t c = 0; c < NCANDS; c++) {
-            wd_lossy_params p = {cols, cands[c].group, cands[c].outliers, cands[c].density, level};
+            wd_lossy_params p = {cols, cands[c].group, cands[c].outliers, cands[c].density, level, cands[c].step};
             if (wd_lossy_measure(s, cands[c].codec, t->dtype, &p, ft, base, n, dec, &st[c], err)) {
                 wd_errprefix(err, "tensor %s", t->name);
                 goto out;
@@ -84,7 +85,8 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, int base_f
     }
     if (best < NCANDS) { /* else the tensor stays lossless */
         *codec = cands[best].codec;
-        *out = (wd_lossy_params){cols, cands[best].group, cands[best].outliers, cands[best].density, level};
+        *out = (wd_lossy_params){cols, cands[best].group, cands[best].outliers, cands[best].density, level,
+                                 cands[best].step};
     }
     rc = 0;
 out:

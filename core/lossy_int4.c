@@ -70,10 +70,22 @@ int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const u
         return -1;
     }
     for (size_t j = 0; j < k; j++) d[idx[j]] = 0;
+    float step = 0;
+    if (p->step > 0) {
+        double ss = 0;
+        for (size_t i = 0; i < ne; i++) ss += (double)d[i] * d[i];
+        step = (float)(p->step * sqrt(ss / (double)(ne > k ? ne - k : 1)));
+    }
     for (size_t r = 0; r < rows; r++)
         for (size_t q = 0; q < gpr; q++) {
             size_t a = r * cols + q * g, m = q * g + g <= cols ? g : cols - q * g;
-            sc[r * gpr + q] = best_scale(d + a, m);
+            if (step > 0) {
+                float amax = 0;
+                for (size_t j = 0; j < m; j++) amax = fabsf(d[a + j]) > amax ? fabsf(d[a + j]) : amax;
+                sc[r * gpr + q] = amax == 0 ? 0 : amax / 7.5f > step ? amax / 7.5f : step;
+            } else {
+                sc[r * gpr + q] = best_scale(d + a, m);
+            }
         }
     unsigned e = ls_exponent(sc, ng);
     for (size_t i = 0; i < ng; i++) sh[i] = ls_to_half(sc[i], e);

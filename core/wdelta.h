@@ -169,6 +169,9 @@ typedef struct wd_lossy_params {
     double outliers;  /* int4: fraction of each block kept exactly (default 0.002) */
     double density;   /* sparse: fraction of each block kept (default 0.1) */
     int level;        /* zstd level of the entropy-coded sections (default 3) */
+    double step;      /* int4: quantization step as a fraction of the block's RMS delta
+                         (groups whose range needs more get max|D|/7.5); 0: per-group
+                         scale of least squared error */
 } wd_lossy_params;
 
 typedef struct wd_create_opts {

@@ -235,6 +235,8 @@ static const char create_help[] =
     "  -s, --strategy NAME     lossless (default), int4, sparse, bitdelta, axis1, auto\n"
     "      --group-size N      int4: elements per FP16 scale (default 64)\n"
     "      --outliers F        int4: fraction of each block kept exactly (default 0.002)\n"
+    "      --step F            int4: quantization step as a fraction of the block's\n"
+    "                          RMS delta (default: per-group least-squares scale)\n"
     "      --density F         sparse: fraction of each block kept exactly (default 0.1)\n"
     "      --max-error E       auto: per tensor the cheapest codec and setting whose\n"
     "                          relative error ||rebuilt - ft|| / ||ft - base|| <= E\n"
@@ -258,6 +260,7 @@ static int cmd_create(int argc, char **argv)
         {"group-size", required_argument, 0, 'G'},
         {"outliers", required_argument, 0, 'O'},
         {"density", required_argument, 0, 'D'},
+        {"step", required_argument, 0, 'S'},
         {"max-error", required_argument, 0, 'E'},
         {"force", no_argument, 0, 'F'},
         {"quiet", no_argument, 0, 'q'},
@@ -298,6 +301,15 @@ static int cmd_create(int argc, char **argv)
                 return usage_error("create", "--group-size: '%s' is not an even number in 2..65536", optarg);
             o.lossy.group = (uint32_t)v;
             break;
+        case 'S': {
+            char *end;
+            errno = 0;
+            double x = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(x > 0 && x <= 16))
+                return usage_error("create", "--step: '%s' is not a number in (0, 16]", optarg);
+            o.lossy.step = x;
+            break;
+        }
         case 'O':
         case 'D':
         case 'E': {
