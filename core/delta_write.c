@@ -724,7 +724,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                          const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err)
 {
     if (!is_auto && !wd_codec_is_lossy(fixed)) return 0;
-    int lossy_level = o->lossy.level ? o->lossy.level : 3;
+    int lossy_level = o->lossy.level ? o->lossy.level : o->level ? o->level : 3;
     (void)level;
     size_t done = 0;
     for (size_t i = 0; i < npf && i < ft->nfiles; i++) {

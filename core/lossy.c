@@ -211,7 +211,7 @@ void lf_delta(const unsigned char *ft, const unsigned char *base, wd_dtype dt, s
     }
 }
 
-__attribute__((optimize("tree-vectorize")))
+WD_VEC
 static void apply_bf16(uint16_t *restrict out, const uint16_t *restrict base, const float *restrict d, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

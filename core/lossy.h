@@ -54,6 +54,13 @@ void lh_put(unsigned char *p, const lhdr *h);
 int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, size_t n,
            lhdr *h, wd_err *err);
 
+/* hot loops get an AVX2 clone next to the baseline one (chosen at load time) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define WD_VEC __attribute__((optimize("tree-vectorize"), target_clones("avx2", "default")))
+#else
+#define WD_VEC __attribute__((optimize("tree-vectorize")))
+#endif
+
 /* ---- float helpers */
 float wd_half_to_float(uint16_t h);
 /* element i of a float tensor of dtype dt as float32 (exact) */

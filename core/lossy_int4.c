@@ -112,13 +112,13 @@ int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const u
     return rc ? -1 : 0;
 }
 
-__attribute__((optimize("tree-vectorize")))
+WD_VEC
 static void group_values(float *restrict dr, const unsigned char *restrict q, size_t m, float s)
 {
     for (size_t j = 0; j < m; j++) dr[j] = (float)((int)q[j] - 8) * s;
 }
 
-__attribute__((optimize("tree-vectorize")))
+WD_VEC
 static void unpack_nibbles(unsigned char *restrict q, const unsigned char *restrict codes, size_t pairs)
 {
     for (size_t j = 0; j < pairs; j++) {

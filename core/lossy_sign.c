@@ -111,32 +111,34 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
     return rc ? -1 : 0;
 }
 
-/* masks[j] = sign bit of element a+j, in bit 31 */
-__attribute__((optimize("tree-vectorize")))
-static void unpack_signs(uint32_t *restrict m, const unsigned char *restrict plane, size_t a, size_t cnt)
+/* q[j] = 0x80 if element a+j is negative, else 0: eight bits a step
+ * (a multiply spreads a byte's bits, one per byte lane) */
+static void unpack_signs(unsigned char *restrict q, const unsigned char *restrict plane, size_t a, size_t cnt)
 {
+    size_t j = 0;
     if (a % 8 == 0) {
         const unsigned char *pp = plane + a / 8;
-        size_t full = cnt / 8;
-        for (size_t b = 0; b < full; b++)
-            for (int t = 0; t < 8; t++) m[8 * b + t] = (uint32_t)((pp[b] >> t) & 1) << 31;
-        for (size_t j = full * 8; j < cnt; j++) m[j] = (uint32_t)((pp[j >> 3] >> (j & 7)) & 1) << 31;
-        return;
+        const uint64_t hi = 0x8080808080808080ull, lo = 0x7f7f7f7f7f7f7f7full;
+        for (; j + 8 <= cnt; j += 8) {
+            uint64_t x = ((uint64_t)pp[j / 8] * 0x0101010101010101ull) & 0x8040201008040201ull;
+            x = (((x & lo) + lo) | x) & hi;
+            memcpy(q + j, &x, 8); /* little-endian: byte k is bit k */
+        }
     }
-    for (size_t j = 0; j < cnt; j++) m[j] = (uint32_t)((plane[(a + j) >> 3] >> ((a + j) & 7)) & 1) << 31;
+    for (; j < cnt; j++) q[j] = (unsigned char)(((plane[(a + j) >> 3] >> ((a + j) & 7)) & 1) << 7);
 }
 
-__attribute__((optimize("tree-vectorize")))
-static void row_const(float *restrict dr, const uint32_t *restrict m, float sc, size_t cnt)
+WD_VEC
+static void row_const(float *restrict dr, const unsigned char *restrict q, float sc, size_t cnt)
 {
     uint32_t u = fb(sc);
-    for (size_t j = 0; j < cnt; j++) dr[j] = bf(u ^ m[j]);
+    for (size_t j = 0; j < cnt; j++) dr[j] = bf(u ^ ((uint32_t)q[j] << 24));
 }
 
-__attribute__((optimize("tree-vectorize")))
-static void row_axis(float *restrict dr, const uint32_t *restrict m, float rs, const float *restrict c, size_t cnt)
+WD_VEC
+static void row_axis(float *restrict dr, const unsigned char *restrict q, float rs, const float *restrict c, size_t cnt)
 {
-    for (size_t j = 0; j < cnt; j++) dr[j] = bf(fb(rs * c[j]) ^ m[j]);
+    for (size_t j = 0; j < cnt; j++) dr[j] = bf(fb(rs * c[j]) ^ ((uint32_t)q[j] << 24));
 }
 
 int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
@@ -154,7 +156,7 @@ int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lr
         lr_section(r, s, LS_C, (ne + 7) / 8, (ne + 7) / 8, &plane, &len, err))
         return wd_errprefix(err, "%s", wd_codec_name(codec));
     float *dr = (float *)(void *)wd_scratch_buf(s, LS_D, cols * 4);
-    uint32_t *m = (uint32_t *)(void *)wd_scratch_buf(s, LS_E, cols * 4);
+    unsigned char *m = wd_scratch_buf(s, LS_E, cols + 8);
     float *c = axis ? (float *)(void *)wd_scratch_buf(s, LS_F, cols * 4) : NULL;
     if (!dr || !m || (axis && !c)) return wd_errf(err, "out of memory");
     if (axis)
