@@ -45,16 +45,16 @@ trap cleanup EXIT
 SETS=(
   "lossless|lossless|exact|-s lossless"
   "int4-g64|int4|group 64, 0.2% outliers|-s int4"
+  "int4-g16|int4|group 16, 0.2% outliers|-s int4 --group-size 16"
   "int4-g128-s05|int4|group 128, step 0.5 rms|-s int4 --group-size 128 --step 0.5"
   "int4-g128-s07|int4|group 128, step 0.7 rms|-s int4 --group-size 128 --step 0.7"
   "sparse-10|sparse|density 0.1|-s sparse --density 0.1"
   "sparse-03|sparse|density 0.03|-s sparse --density 0.03"
   "bitdelta|bitdelta|per-row scale|-s bitdelta"
   "axis1|axis1|row x column scales|-s axis1"
-  "auto-01|auto|max error 0.1|-s auto --max-error 0.1"
   "auto-02|auto|max error 0.2|-s auto --max-error 0.2"
 )
-[ "${QUALITY_SETS:-full}" = quick ] && SETS=("${SETS[0]}" "${SETS[1]}" "${SETS[6]}" "${SETS[7]}")
+[ "${QUALITY_SETS:-full}" = quick ] && SETS=("${SETS[0]}" "${SETS[1]}" "${SETS[7]}" "${SETS[8]}")
 for s in "${SETS[@]}"; do
   IFS='|' read -r name codec setting args <<<"$s"
   say "create $name ($args)"
