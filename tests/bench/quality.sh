@@ -44,7 +44,7 @@ trap cleanup EXIT
 # NAME|CODEC|SETTING|create args (ours), then the v1 reference files
 SETS=(
   "lossless|lossless|exact|-s lossless"
-  "int4-g64|int4|group 64, 0.2% outliers|-s int4"
+  "int4-g64|int4|group 64, 0.2% outliers|-s int4 --group-size 64 --outliers 0.002"
   "int4-g16|int4|group 16, 0.2% outliers|-s int4 --group-size 16"
   "int4-g128-s05|int4|group 128, step 0.5 rms|-s int4 --group-size 128 --step 0.5"
   "int4-g128-s07|int4|group 128, step 0.7 rms|-s int4 --group-size 128 --step 0.7"

@@ -171,6 +171,15 @@ START_TEST(test_lossy_random_bounds)
         }
         ck_assert_msg(e_ax < 0.95 * e_bit, "axis1 (%g) should beat bitdelta (%g) on row x column structure", e_ax,
                       e_bit);
+        /* int4 with a uniform step: error about step / sqrt(12) of the RMS,
+         * fewer bits than the per-group least-squares scales */
+        size_t st_ls, st_step;
+        wd_lossy_params ps = {0, 128, 0.002, 0, 3, 0.5};
+        errs e1 = roundtrip(WD_CODEC_INT4, fdt[d], 96, 320, NULL, &st_ls);
+        errs e2 = roundtrip(WD_CODEC_INT4, fdt[d], 96, 320, &ps, &st_step);
+        ck_assert_msg(e2.rel > 0.08 && e2.rel < 0.2, "int4 step 0.5: relative error %g", e2.rel);
+        ck_assert_msg(st_step < st_ls && e1.rel < e2.rel, "int4 step 0.5: %zu bytes (%g) vs %zu (%g)", st_step, e2.rel,
+                      st_ls, e1.rel);
     }
 }
 END_TEST
