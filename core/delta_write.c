@@ -738,10 +738,12 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
             wd_codec c = fixed;
             wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
                                   o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step};
-            if (c == WD_CODEC_INT4) {
-                if (!lp.group) lp.group = 64;
+            if (c == WD_CODEC_INT4) { /* defaults measured on pairB (core/FORMAT.md) */
+                if (!lp.group) lp.group = 128;
                 if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */
                 if (lp.outliers < 0) lp.outliers = 0;
+                if (lp.step == 0) lp.step = 0.6; /* negative: per-group least-squares scales */
+                if (lp.step < 0) lp.step = 0;
             }
             if (c == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
             if (is_auto) {

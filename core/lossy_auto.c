@@ -39,7 +39,8 @@ static const cand cands[] = {
     {WD_CODEC_BITDELTA, 0, 0, 0, 0},       {WD_CODEC_AXIS1, 0, 0, 0, 0},
     {WD_CODEC_SPARSE, 0, 0, 0.01, 0},      {WD_CODEC_SPARSE, 0, 0, 0.03, 0},
     {WD_CODEC_INT4, 128, 0.002, 0, 1.0},   {WD_CODEC_INT4, 128, 0.002, 0, 0.7},
-    {WD_CODEC_INT4, 128, 0.002, 0, 0.5},   {WD_CODEC_INT4, 128, 0.002, 0, 0.35},
+    {WD_CODEC_INT4, 128, 0.002, 0, 0.6},   {WD_CODEC_INT4, 128, 0.002, 0, 0.5},
+    {WD_CODEC_INT4, 128, 0.002, 0, 0.35},
     {WD_CODEC_INT4, 64, 0.002, 0, 0},      {WD_CODEC_INT4, 32, 0.005, 0, 0},
     {WD_CODEC_SPARSE, 0, 0, 0.1, 0},       {WD_CODEC_SPARSE, 0, 0, 0.3, 0},
 };

@@ -165,12 +165,13 @@ int wd_codec_is_lossy(wd_codec c);
 /* Settings of the lossy codecs (0 = default). */
 typedef struct wd_lossy_params {
     uint32_t cols;    /* elements per row (the tensor's last dimension); set by create */
-    uint32_t group;   /* int4: elements per scale group (default 64) */
+    uint32_t group;   /* int4: elements per scale group (default 128) */
     double outliers;  /* int4: fraction of each block kept exactly (default 0.002) */
     double density;   /* sparse: fraction of each block kept (default 0.1) */
     int level;        /* zstd level of the entropy-coded sections (default 3) */
     double step;      /* int4: quantization step as a fraction of the block's RMS delta
-                         (groups whose range needs more get max|D|/7.5); 0: per-group
+                         (groups whose range needs more get max|D|/7.5); wd_create's
+                         default 0.6; negative there, 0 for the codec itself: per-group
                          scale of least squared error */
 } wd_lossy_params;
 

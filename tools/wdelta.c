@@ -233,10 +233,11 @@ static const char create_help[] =
     "  -f, --finetuned DIR     fine-tuned model directory\n"
     "  -o, --output FILE       the .wdelta to write\n"
     "  -s, --strategy NAME     lossless (default), int4, sparse, bitdelta, axis1, auto\n"
-    "      --group-size N      int4: elements per FP16 scale (default 64)\n"
+    "      --group-size N      int4: elements per FP16 scale (default 128)\n"
     "      --outliers F        int4: fraction of each block kept exactly (default 0.002)\n"
     "      --step F            int4: quantization step as a fraction of the block's\n"
-    "                          RMS delta (default: per-group least-squares scale)\n"
+    "                          RMS delta (default 0.6; 0: per-group least-squares\n"
+    "                          scales, which shrink the update and cost perplexity)\n"
     "      --density F         sparse: fraction of each block kept exactly (default 0.1)\n"
     "      --max-error E       auto: per tensor the cheapest codec and setting whose\n"
     "                          relative error ||rebuilt - ft|| / ||ft - base|| <= E\n"
@@ -305,9 +306,9 @@ static int cmd_create(int argc, char **argv)
             char *end;
             errno = 0;
             double x = strtod(optarg, &end);
-            if (errno || end == optarg || *end || !(x > 0 && x <= 16))
-                return usage_error("create", "--step: '%s' is not a number in (0, 16]", optarg);
-            o.lossy.step = x;
+            if (errno || end == optarg || *end || !(x >= 0 && x <= 16))
+                return usage_error("create", "--step: '%s' is not a number in [0, 16]", optarg);
+            o.lossy.step = x > 0 ? x : -1; /* -1: per-group least-squares scales */
             break;
         }
         case 'O':

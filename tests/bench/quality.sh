@@ -44,17 +44,18 @@ trap cleanup EXIT
 # NAME|CODEC|SETTING|create args (ours), then the v1 reference files
 SETS=(
   "lossless|lossless|exact|-s lossless"
-  "int4-g64|int4|group 64, 0.2% outliers|-s int4 --group-size 64 --outliers 0.002"
-  "int4-g16|int4|group 16, 0.2% outliers|-s int4 --group-size 16"
-  "int4-g128-s05|int4|group 128, step 0.5 rms|-s int4 --group-size 128 --step 0.5"
-  "int4-g128-s07|int4|group 128, step 0.7 rms|-s int4 --group-size 128 --step 0.7"
+  "int4|int4|default: group 128, step 0.6 rms, 0.2% outliers|-s int4"
+  "int4-s05|int4|step 0.5 rms|-s int4 --step 0.5"
+  "int4-s07|int4|step 0.7 rms|-s int4 --step 0.7"
+  "int4-s10|int4|step 1.0 rms|-s int4 --step 1.0"
+  "int4-ls64|int4|group 64, least-squares scales (--step 0)|-s int4 --group-size 64 --step 0"
   "sparse-10|sparse|density 0.1|-s sparse --density 0.1"
   "sparse-03|sparse|density 0.03|-s sparse --density 0.03"
-  "bitdelta|bitdelta|per-row scale|-s bitdelta"
+  "bitdelta|bitdelta|row scale|-s bitdelta"
   "axis1|axis1|row x column scales|-s axis1"
   "auto-02|auto|max error 0.2|-s auto --max-error 0.2"
 )
-[ "${QUALITY_SETS:-full}" = quick ] && SETS=("${SETS[0]}" "${SETS[1]}" "${SETS[7]}" "${SETS[8]}")
+[ "${QUALITY_SETS:-full}" = quick ] && SETS=("${SETS[0]}" "${SETS[1]}" "${SETS[8]}" "${SETS[9]}")
 for s in "${SETS[@]}"; do
   IFS='|' read -r name codec setting args <<<"$s"
   say "create $name ($args)"
