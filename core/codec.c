@@ -49,8 +49,8 @@
 struct wd_scratch {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
-    unsigned char *buf[6];
-    size_t cap[6];
+    unsigned char *buf[11];
+    size_t cap[11];
 };
 
 wd_scratch *wd_scratch_new(void)
@@ -63,7 +63,7 @@ void wd_scratch_free(wd_scratch *s)
     if (!s) return;
     ZSTD_freeCCtx(s->cctx);
     ZSTD_freeDCtx(s->dctx);
-    for (int i = 0; i < 6; i++) free(s->buf[i]);
+    for (int i = 0; i < 11; i++) free(s->buf[i]);
     free(s);
 }
 
@@ -78,7 +78,8 @@ unsigned char *wd_scratch_buf(wd_scratch *s, int slot, size_t n)
     }
     return s->buf[slot];
 }
-/* slots 0-2 are for callers; the codec uses 3 (planes), 4 (output), 5 (codes). */
+/* slots 0-2 are for callers; the codec uses 3 (planes), 4 (output), 5 (codes);
+ * the lossy codecs (lossy*.c) use 4-10. */
 #define SLOT_PLANES 3
 #define SLOT_OUT 4
 #define SLOT_CODES 5
@@ -88,6 +89,10 @@ const char *wd_codec_name(wd_codec c)
     switch (c) {
     case WD_CODEC_ZSTD: return "zstd";
     case WD_CODEC_LOSSLESS: return "lossless";
+    case WD_CODEC_INT4: return "int4";
+    case WD_CODEC_SPARSE: return "sparse";
+    case WD_CODEC_BITDELTA: return "bitdelta";
+    case WD_CODEC_AXIS1: return "axis1";
     case WD_CODEC_V1: return "v1";
     case WD_CODEC_GENERATED: return "generated";
     case WD_CODEC_BASE_COPY: return "base";
@@ -99,7 +104,41 @@ int wd_codec_from_name(const char *name, wd_codec *out)
 {
     if (!strcmp(name, "zstd")) *out = WD_CODEC_ZSTD;
     else if (!strcmp(name, "lossless")) *out = WD_CODEC_LOSSLESS;
+    else if (!strcmp(name, "int4")) *out = WD_CODEC_INT4;
+    else if (!strcmp(name, "sparse")) *out = WD_CODEC_SPARSE;
+    else if (!strcmp(name, "bitdelta")) *out = WD_CODEC_BITDELTA;
+    else if (!strcmp(name, "axis1")) *out = WD_CODEC_AXIS1;
     else return -1;
+    return 0;
+}
+
+int wd_codec_is_lossy(wd_codec c)
+{
+    return c == WD_CODEC_INT4 || c == WD_CODEC_SPARSE || c == WD_CODEC_BITDELTA || c == WD_CODEC_AXIS1;
+}
+
+int wd_codec_needs_base(wd_codec c)
+{
+    return c == WD_CODEC_LOSSLESS || wd_codec_is_lossy(c);
+}
+
+int wd_zstd_compress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n, int level,
+                     size_t *out, wd_err *err)
+{
+    if (!s->cctx && !(s->cctx = ZSTD_createCCtx())) return wd_errf(err, "out of memory creating a zstd compressor");
+    size_t z = ZSTD_compressCCtx(s->cctx, dst, cap, src, n, level);
+    if (ZSTD_isError(z)) return wd_errf(err, "zstd compression failed: %s", ZSTD_getErrorName(z));
+    *out = z;
+    return 0;
+}
+
+int wd_zstd_decompress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n,
+                       size_t *out, wd_err *err)
+{
+    if (!s->dctx && !(s->dctx = ZSTD_createDCtx())) return wd_errf(err, "out of memory creating a zstd decompressor");
+    size_t r = ZSTD_decompressDCtx(s->dctx, dst, cap, src, n);
+    if (ZSTD_isError(r)) return wd_errf(err, "zstd: %s", ZSTD_getErrorName(r));
+    *out = r;
     return 0;
 }
 
@@ -427,6 +466,7 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
                     const unsigned char *src, size_t slen,
                     const unsigned char *base, unsigned char *out, size_t n, wd_err *err)
 {
+    if (wd_codec_is_lossy(codec)) return wd_lossy_decode(s, codec, dt, src, slen, base, out, n, err);
     int mode = codec == WD_CODEC_LOSSLESS;
     if (codec != WD_CODEC_ZSTD && codec != WD_CODEC_LOSSLESS)
         return wd_errf(err, "unknown codec %d", (int)codec);

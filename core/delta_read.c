@@ -93,8 +93,16 @@ static int parse_extent(wd_delta *d, const cJSON *x, const char *fname, size_t k
     e->base_tensor = dup_or_null(get_str(x, "base"));
     e->pub.tensor = e->tensor;
     e->pub.base_tensor = e->base_tensor;
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(x, "params");
+    if (params) {
+        if (!cJSON_IsObject(params) || !(e->params = cJSON_PrintUnformatted(params)))
+            return wd_errf(err, "%s: file %s extent %zu has malformed params", d->path, fname, k);
+        e->pub.params = e->params;
+    }
     e->base_fd_index = -1;
-    if (c == WD_CODEC_LOSSLESS && !e->base_tensor)
+    if (wd_codec_is_lossy(c) && (e->pub.dtype != WD_BF16 && e->pub.dtype != WD_F16 && e->pub.dtype != WD_F32))
+        return wd_errf(err, "%s: file %s extent %zu: codec %s on a %s tensor", d->path, fname, k, codec, dt);
+    if (wd_codec_needs_base(c) && !e->base_tensor)
         return wd_errf(err, "%s: file %s extent %zu is a delta without a base tensor", d->path, fname, k);
     if (e->pub.length % wd_codec_width(e->pub.dtype))
         return wd_errf(err, "%s: file %s extent %zu: length %llu is not a multiple of the element size",
@@ -344,6 +352,7 @@ void wd_delta_close(wd_delta *d)
         for (size_t k = 0; d->file_exts[f] && k < d->files[f].nextents; k++) {
             free(d->file_exts[f][k].tensor);
             free(d->file_exts[f][k].base_tensor);
+            free(d->file_exts[f][k].params);
         }
         free(d->file_exts[f]);
         free(d->file_pub_exts[f]);
@@ -458,7 +467,7 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
     const wd_block *b = &d->blocks[block];
     const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
     if (d->v1) return wd_v1view_decode(d, block, out, err);
-    if (e->pub.codec == WD_CODEC_LOSSLESS && (!d->base || e->base_fd_index < 0))
+    if (wd_codec_needs_base(e->pub.codec) && (!d->base || e->base_fd_index < 0))
         return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path,
                        e->tensor ? e->tensor : e->base_tensor); /* "tensor" is optional in the manifest */
     int rc = -1;
@@ -473,7 +482,7 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
         wd_errf(err, "stored checksum mismatch (the delta file is corrupt)");
         goto out_where;
     }
-    if (e->pub.codec == WD_CODEC_LOSSLESS) {
+    if (wd_codec_needs_base(e->pub.codec)) {
         uint64_t rel = (uint64_t)(block - e->pub.first_block) * e->pub.block_size;
         base = wd_scratch_buf(s, 1, b->out_len);
         if (!base) {

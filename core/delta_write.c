@@ -30,6 +30,8 @@ typedef struct plan_ext {
     const wd_tensor *base_tensor; /* for WD_CODEC_LOSSLESS */
     int ft_file, base_file;       /* indices into models' files */
     uint32_t first_block, nblocks;
+    uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
+    wd_lossy_params lp;           /* lossy codecs' settings */
 } plan_ext;
 
 typedef struct plan_file {
@@ -47,6 +49,7 @@ typedef struct job {
     wd_dtype dtype;
     unsigned char *ft, *base;
     size_t n;
+    const wd_lossy_params *lp;
 } job;
 
 typedef struct writer {
@@ -106,8 +109,21 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
 {
     const unsigned char *out;
     size_t len;
-    if (wd_encode_block(s, j->codec, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err))
-        return wd_errprefix(err, "block %u", j->block);
+    uint64_t out_hash;
+    if (wd_codec_is_lossy(j->codec)) {
+        /* the block's output is what our decoder makes of it */
+        if (wd_lossy_encode(s, j->codec, j->dtype, j->lp, j->ft, j->base, j->n, &out, &len, err))
+            return wd_errprefix(err, "block %u", j->block);
+        unsigned char *dec = wd_scratch_buf(s, 0, j->n);
+        if (!dec) return wd_errf(err, "out of memory");
+        if (wd_lossy_decode(s, j->codec, j->dtype, out, len, j->base, dec, j->n, err))
+            return wd_errprefix(err, "block %u: decoding what was just encoded", j->block);
+        out_hash = wd_hash64(dec, j->n, 0);
+    } else {
+        if (wd_encode_block(s, j->codec, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err))
+            return wd_errprefix(err, "block %u", j->block);
+        out_hash = wd_hash64(j->ft, j->n, 0);
+    }
     if (len > UINT32_MAX) return wd_errf(err, "block %u: encoded size %zu too large", j->block, len);
     pthread_mutex_lock(&w->lock);
     uint64_t at = w->next_offset;
@@ -119,7 +135,7 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
     b->stored_len = (uint32_t)len;
     b->out_len = (uint32_t)j->n;
     b->stored_hash = wd_hash64(out, len, 0);
-    b->out_hash = wd_hash64(j->ft, j->n, 0);
+    b->out_hash = out_hash;
     return 0;
 }
 
@@ -205,7 +221,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->ext = calloc(sf->ntensors + 1, sizeof *p->ext);
         if (!p->name || !p->ext) goto oom;
         p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
-                                       (int)i, -1, 0, 0};
+                                       (int)i, -1, 0, 0, 0, {0}};
         for (size_t t = 0; t < sf->ntensors; t++) {
             const wd_tensor *tt = &sf->tensors[t];
             if (tt->length == 0) continue;
@@ -214,7 +230,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             int delta = bt && same_shape(bt, tt);
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
-                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0};
+                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}};
         }
     }
     for (size_t i = 0; i < ft->nextras; i++) {
@@ -232,7 +248,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         }
         p->size = (uint64_t)stt.st_size;
         if (p->size) {
-            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0};
+            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}};
             p->next = 1;
         }
     }
@@ -250,16 +266,16 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
                       uint64_t *done, wd_err *err)
 {
     for (uint32_t b = 0; b < e->nblocks; b++) {
-        uint64_t rel = (uint64_t)b * w->block_size;
-        size_t n = (size_t)(e->length - rel < w->block_size ? e->length - rel : w->block_size);
-        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n};
+        uint64_t rel = (uint64_t)b * e->bs;
+        size_t n = (size_t)(e->length - rel < e->bs ? e->length - rel : e->bs);
+        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp};
         if (!j.ft) return wd_errf(err, "out of memory");
         if (wd_pread_full(ft_fd, j.ft, n, src_off + rel, ft_path, err)) {
             free(j.ft);
             return e->tensor ? wd_errprefix(err, "tensor %s", e->tensor->name) : -1;
         }
         if (sha) wd_sha256_update(sha, j.ft, n);
-        if (e->codec == WD_CODEC_LOSSLESS) {
+        if (wd_codec_needs_base(e->codec)) {
             j.base = malloc(n);
             if (!j.base || wd_pread_full(base_fd, j.base, n, base_off + rel, base_path, err)) {
                 free(j.ft);
@@ -300,9 +316,15 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
     cJSON_AddStringToObject(m, "format", "wdelta");
     cJSON_AddNumberToObject(m, "version", 2);
     cJSON_AddStringToObject(m, "tool", "wdelta " WD_VERSION_STRING);
-    cJSON_AddStringToObject(m, "strategy", "lossless");
+    const char *strategy = o->strategy ? o->strategy : "lossless";
+    cJSON_AddStringToObject(m, "strategy", strategy);
     cJSON *opt = cJSON_AddObjectToObject(m, "options");
-    cJSON_AddStringToObject(opt, "strategy", o->strategy ? o->strategy : "lossless");
+    cJSON_AddStringToObject(opt, "strategy", strategy);
+    if (!strcmp(strategy, "auto")) cJSON_AddNumberToObject(opt, "max_error", o->max_error);
+    if (o->lossy.group) cJSON_AddNumberToObject(opt, "group_size", o->lossy.group);
+    if (o->lossy.outliers > 0) cJSON_AddNumberToObject(opt, "outliers", o->lossy.outliers);
+    if (o->lossy.step > 0) cJSON_AddNumberToObject(opt, "step", o->lossy.step);
+    if (o->lossy.density > 0) cJSON_AddNumberToObject(opt, "density", o->lossy.density);
     cJSON_AddNumberToObject(opt, "level", level);
     cJSON_AddNumberToObject(opt, "block_size", bs);
     cJSON_AddNumberToObject(opt, "threads", threads);
@@ -329,7 +351,17 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
             if (e->base_tensor) cJSON_AddStringToObject(x, "base", e->base_tensor->name);
             cJSON_AddNumberToObject(x, "first_block", e->first_block);
             cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
-            cJSON_AddNumberToObject(x, "block_size", bs);
+            cJSON_AddNumberToObject(x, "block_size", e->bs);
+            if (wd_codec_is_lossy(e->codec)) {
+                cJSON *pj = cJSON_AddObjectToObject(x, "params");
+                cJSON_AddNumberToObject(pj, "cols", e->lp.cols);
+                if (e->codec == WD_CODEC_INT4) {
+                    cJSON_AddNumberToObject(pj, "group_size", e->lp.group);
+                    cJSON_AddNumberToObject(pj, "outliers", e->lp.outliers);
+                    if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
+                }
+                if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
+            }
             cJSON_AddItemToArray(ex, x);
         }
         cJSON_AddItemToArray(files, f);
@@ -381,6 +413,12 @@ static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *
 static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf,
                     unsigned char result_hash[32], wd_err *err);
 
+static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
+                         const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err);
+static int any_lossy(const plan_file *pf, size_t npf);
+static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf,
+                        unsigned char result_hash[32], wd_err *err);
+
 static int online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -391,8 +429,18 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
 {
     if (!o->base_dir || !o->ft_dir || !o->out_path)
         return wd_errf(err, "create needs a base, a fine-tune and an output path");
-    if (o->strategy && strcmp(o->strategy, "lossless"))
-        return wd_errf(err, "unknown strategy '%s' (this build supports: lossless)", o->strategy);
+    wd_codec fixed = WD_CODEC_LOSSLESS;
+    int is_auto = o->strategy && !strcmp(o->strategy, "auto");
+    if (o->strategy && !is_auto && (wd_codec_from_name(o->strategy, &fixed) || fixed == WD_CODEC_ZSTD))
+        return wd_errf(err, "unknown strategy '%s' (lossless, int4, sparse, bitdelta, axis1 or auto)", o->strategy);
+    if (is_auto && !(o->max_error > 0))
+        return wd_errf(err, "strategy auto needs a maximum relative error > 0 (--max-error)");
+    if (o->lossy.group && (o->lossy.group < 2 || o->lossy.group > 65536 || o->lossy.group % 2))
+        return wd_errf(err, "group size %u must be even, 2..65536", o->lossy.group);
+    if (o->lossy.outliers > 1)
+        return wd_errf(err, "outlier fraction %g must be in [0, 1]", o->lossy.outliers);
+    if (o->lossy.density < 0 || o->lossy.density > 1)
+        return wd_errf(err, "density %g must be in (0, 1]", o->lossy.density);
     uint32_t bs = o->block_size ? o->block_size : WD_DEFAULT_BLOCK_SIZE;
     if (bs < 4096 || bs > (64u << 20) || bs % 8)
         return wd_errf(err, "block size %u must be a multiple of 8 between 4096 and 64 MiB", bs);
@@ -417,12 +465,14 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
+    if (choose_codecs(o, fixed, is_auto, level, bs, &base, &ft, pf, npf, err)) goto out;
 
     /* Blocks are numbered in the order they will be fed: headers and extra
      * files first, then tensors in content-hash order. */
     uint32_t nb = 0;
     for (size_t i = 0; i < npf; i++) {
         if (pf[i].next) { /* a safetensors header, or a non-empty extra file */
+            pf[i].ext[0].bs = bs;
             pf[i].ext[0].first_block = nb;
             pf[i].ext[0].nblocks = blocks_for(pf[i].ext[0].length, bs);
             nb += pf[i].ext[0].nblocks;
@@ -439,14 +489,16 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         plan_file *p = &pf[order[t].file];
         for (size_t k = 1; k < p->next; k++)
             if (p->ext[k].tensor == tt) {
-                uint64_t need = (uint64_t)nb + blocks_for(tt->length, bs);
+                uint32_t ebs = p->ext[k].bs ? p->ext[k].bs : bs;
+                p->ext[k].bs = ebs;
+                uint64_t need = (uint64_t)nb + blocks_for(tt->length, ebs);
                 if (need > WD_MAX_BLOCKS) {
                     free(order);
                     wd_errf(err, "model needs more than %u blocks; use a larger --block-size", WD_MAX_BLOCKS);
                     goto out;
                 }
                 p->ext[k].first_block = nb;
-                p->ext[k].nblocks = blocks_for(tt->length, bs);
+                p->ext[k].nblocks = blocks_for(tt->length, ebs);
                 nb = (uint32_t)need;
             }
     }
@@ -524,6 +576,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         wd_errprefix(err, "hashing the base");
         goto out_sync;
     }
+    if (any_lossy(pf, npf) && hash_decoded(&w, &base, &ft, pf, result_hash, err)) goto out_sync;
     cJSON *m = manifest_json(o, level, bs, threads, bh.digest, result_hash, pf, npf);
     char *text = m ? cJSON_PrintUnformatted(m) : NULL;
     cJSON_Delete(m);
@@ -659,5 +712,159 @@ out:
     free(ft_fds);
     free(base_fds);
     free(order);
+    return rc;
+}
+
+/* ---- lossy strategies ------------------------------------------------- */
+/* Give every eligible delta extent (a floating tensor of 2+ dims with the
+ * base's shape and dtype) the strategy's codec, or for `auto` the codec
+ * wd_lossy_auto picks; 1-D tensors (norms, biases) and everything else stay
+ * as planned (lossless or zstd). */
+static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
+                         const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err)
+{
+    if (!is_auto && !wd_codec_is_lossy(fixed)) return 0;
+    int lossy_level = o->lossy.level ? o->lossy.level : o->level ? o->level : 3;
+    (void)level;
+    size_t done = 0;
+    for (size_t i = 0; i < npf && i < ft->nfiles; i++) {
+        plan_file *p = &pf[i];
+        int ffd = -1, bfd = -1, bfile = -1, rc = 0;
+        for (size_t k = 1; k < p->next && !rc; k++) {
+            plan_ext *e = &p->ext[k];
+            if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) continue;
+            uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
+            if (!lbs) continue;
+            wd_codec c = fixed;
+            wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
+                                  o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step};
+            if (c == WD_CODEC_INT4) { /* defaults measured on pairB (core/FORMAT.md) */
+                if (!lp.group) lp.group = 128;
+                if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */
+                if (lp.outliers < 0) lp.outliers = 0;
+                if (lp.step == 0) lp.step = 0.6; /* negative: per-group least-squares scales */
+                if (lp.step < 0) lp.step = 0;
+            }
+            if (c == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
+            if (is_auto) {
+                if (ffd < 0 && (ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
+                    rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
+                    break;
+                }
+                if (bfile != e->base_file) {
+                    if (bfd >= 0) close(bfd);
+                    bfile = e->base_file;
+                    if ((bfd = open(base->files[bfile].path, O_RDONLY | O_CLOEXEC)) < 0) {
+                        rc = wd_errf(err, "%s: %s", base->files[bfile].path, strerror(errno));
+                        break;
+                    }
+                }
+                rc = wd_lossy_auto(e->tensor, ffd, ft->files[i].path, bfd, base->files[bfile].path,
+                                   e->base_tensor->offset, o->max_error, lossy_level, bs, &c, &lp, err);
+                if (rc) break;
+                if (o->progress) o->progress(o->progress_ctx, 0, 1, ++done, ft->ntensors);
+            }
+            if (wd_codec_is_lossy(c)) {
+                e->codec = c;
+                e->lp = lp;
+                e->bs = lbs;
+            }
+        }
+        if (ffd >= 0) close(ffd);
+        if (bfd >= 0) close(bfd);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+static int any_lossy(const plan_file *pf, size_t npf)
+{
+    for (size_t i = 0; i < npf; i++)
+        for (size_t k = 0; k < pf[i].next; k++)
+            if (wd_codec_is_lossy(pf[i].ext[k].codec)) return 1;
+    return 0;
+}
+
+/* The result hash of a lossy delta is the content hash of what the decoder
+ * produces: a second pass in content-hash order that decodes every lossy
+ * block back from the temporary file (checking its output checksum) and
+ * reads every other tensor from the fine-tune.  One block in memory. */
+static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf,
+                        unsigned char result_hash[32], wd_err *err)
+{
+    struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
+    wd_sha256 *sha = wd_sha256_new();
+    wd_scratch *s = wd_scratch_new();
+    size_t cap = 0;
+    for (uint32_t b = 0; b < w->nblocks; b++)
+        if (w->blocks[b].out_len > cap) cap = w->blocks[b].out_len;
+    if (cap < (1u << 20)) cap = 1u << 20;
+    unsigned char *buf = malloc(cap), *bbuf = malloc(cap);
+    int rc = -1, fd = -1;
+    if (!order || !sha || !s || !buf || !bbuf) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    wd_model_hash_order(ft, order);
+    for (size_t t = 0; t < ft->ntensors; t++) {
+        size_t fi = order[t].file;
+        const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
+        wd_sha256_update(sha, tt->name, strlen(tt->name));
+        plan_ext *e = NULL;
+        for (size_t k = 1; k < pf[fi].next; k++)
+            if (pf[fi].ext[k].tensor == tt) e = &pf[fi].ext[k];
+        if (!e) continue; /* empty tensor */
+        if (!wd_codec_is_lossy(e->codec)) {
+            if ((fd = open(ft->files[fi].path, O_RDONLY | O_CLOEXEC)) < 0) {
+                wd_errf(err, "%s: %s", ft->files[fi].path, strerror(errno));
+                goto out;
+            }
+            for (uint64_t at = 0; at < tt->length; at += cap) {
+                size_t n = (size_t)(tt->length - at < cap ? tt->length - at : cap);
+                if (wd_pread_full(fd, buf, n, tt->offset + at, ft->files[fi].path, err)) goto out;
+                wd_sha256_update(sha, buf, n);
+            }
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        const wd_stfile *bf = &base->files[e->base_file];
+        if ((fd = open(bf->path, O_RDONLY | O_CLOEXEC)) < 0) {
+            wd_errf(err, "%s: %s", bf->path, strerror(errno));
+            goto out;
+        }
+        for (uint32_t b = 0; b < e->nblocks; b++) {
+            const wd_block *bl = &w->blocks[e->first_block + b];
+            unsigned char *stored = wd_scratch_buf(s, 0, bl->stored_len);
+            if (!stored) {
+                wd_errf(err, "out of memory");
+                goto out;
+            }
+            if (wd_pread_full(w->fd, stored, bl->stored_len, bl->offset, w->tmp_path, err) ||
+                wd_pread_full(fd, bbuf, bl->out_len, e->base_tensor->offset + (uint64_t)b * e->bs, bf->path, err) ||
+                wd_decode_block(s, e->codec, e->dtype, stored, bl->stored_len, bbuf, buf, bl->out_len, err)) {
+                wd_errprefix(err, "tensor %s block %u", tt->name, e->first_block + b);
+                goto out;
+            }
+            if (wd_hash64(buf, bl->out_len, 0) != bl->out_hash) {
+                wd_errf(err, "tensor %s block %u decodes differently the second time (base changed?)", tt->name,
+                        e->first_block + b);
+                goto out;
+            }
+            wd_sha256_update(sha, buf, bl->out_len);
+        }
+        close(fd);
+        fd = -1;
+    }
+    wd_sha256_final(sha, result_hash);
+    sha = NULL;
+    rc = 0;
+out:
+    if (fd >= 0) close(fd);
+    if (sha) wd_sha256_free(sha);
+    wd_scratch_free(s);
+    free(order);
+    free(buf);
+    free(bbuf);
     return rc;
 }

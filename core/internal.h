@@ -74,13 +74,51 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
 unsigned char *wd_scratch_buf(wd_scratch *s, int slot, size_t n);
 
 int wd_codec_from_name(const char *name, wd_codec *out);
+/* 1 if the codec reads the base tensor (lossless and the lossy codecs) */
+int wd_codec_needs_base(wd_codec c);
+
+/* ---- lossy codecs (lossy.c); the block holds whole rows of p->cols. */
+int wd_lossy_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
+                    const unsigned char *ft, const unsigned char *base, size_t n,
+                    const unsigned char **out, size_t *out_len, wd_err *err);
+int wd_lossy_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const unsigned char *stored,
+                    size_t stored_len, const unsigned char *base, unsigned char *out, size_t n,
+                    wd_err *err);
+/* 1 if a tensor may take a lossy codec: F32/F16/BF16, at least 2 dims. */
+int wd_lossy_eligible(const wd_tensor *t);
+/* Block size (bytes) for a lossy extent: whole rows, a multiple of 8,
+ * about `target` bytes; 0 if no row group fits the format's limits. */
+uint32_t wd_lossy_block_size(const wd_tensor *t, uint32_t target);
+
+/* Encode and decode one block with a lossy codec, adding to st: stored
+ * bytes, squared error of the rebuilt values against ft, squared delta,
+ * largest |rebuilt - ft| (float64 over finite values).  dec: n bytes. */
+typedef struct wd_lossy_stats {
+    uint64_t stored, nelem;
+    double err2, delta2, max_abs;
+} wd_lossy_stats;
+int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
+                     const unsigned char *ft, const unsigned char *base, size_t n, unsigned char *dec,
+                     wd_lossy_stats *st, wd_err *err);
+/* `auto`: the cheapest codec and setting for tensor t (read from ft_fd,
+ * its base at base_off of base_fd) with relative error <= max_error;
+ * WD_CODEC_LOSSLESS when none qualifies or the tensor is not eligible. */
+int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
+                  uint64_t base_off, double max_error, int level, uint32_t target_bs, wd_codec *codec,
+                  wd_lossy_params *out, wd_err *err);
+
+/* zstd through the scratch's contexts */
+int wd_zstd_compress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n, int level,
+                     size_t *out, wd_err *err);
+int wd_zstd_decompress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n,
+                       size_t *out, wd_err *err);
 /* The element width the lossless codec works in for a dtype. */
 unsigned wd_codec_width(wd_dtype dt);
 
 /* ---- the open delta (delta_read.c) */
 typedef struct wd_ext_priv {
     wd_extent pub;
-    char *tensor, *base_tensor;
+    char *tensor, *base_tensor, *params;
     /* resolved at wd_delta_set_base */
     int base_fd_index;      /* index into base->files, -1 if none */
     uint64_t base_offset;   /* absolute offset of the base tensor's data */

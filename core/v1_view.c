@@ -107,7 +107,7 @@ int wd_v1view_set_base(wd_delta *d, const wd_model *base, wd_err *err)
         of->name = strdup(sf->name);
         of->is_safetensors = 1;
         size_t ne = 0;
-        ex[ne].pub = (wd_extent){0, hl, 0, 0, 0, WD_CODEC_GENERATED, WD_U8, NULL, NULL};
+        ex[ne].pub = (wd_extent){0, hl, 0, 0, 0, WD_CODEC_GENERATED, WD_U8, NULL, NULL, NULL};
         ex[ne].base_fd_index = -1;
         ex[ne].tensor = (char *)hdr; /* the blob; freed in wd_v1view_free */
         of->nextents = ++ne;
@@ -117,7 +117,7 @@ int wd_v1view_set_base(wd_delta *d, const wd_model *base, wd_err *err)
             int vi = wd_v1_find(d->v1, tt[k].name);
             wd_ext_priv *e = &ex[ne];
             e->pub = (wd_extent){tt[k].offset, tt[k].length, 0, 0, 0,
-                                 vi >= 0 ? WD_CODEC_V1 : WD_CODEC_BASE_COPY, tt[k].dtype, NULL, NULL};
+                                 vi >= 0 ? WD_CODEC_V1 : WD_CODEC_BASE_COPY, tt[k].dtype, NULL, NULL, NULL};
             e->tensor = strdup(tt[k].name);
             e->base_tensor = strdup(tt[k].name);
             e->pub.tensor = e->tensor;
@@ -159,7 +159,7 @@ int wd_v1view_set_base(wd_delta *d, const wd_model *base, wd_err *err)
         d->file_exts[f] = ex;
         d->files[f].nextents = 1;
         size_t len = strlen(text);
-        ex->pub = (wd_extent){0, len, 0, 0, 0, WD_CODEC_GENERATED, WD_U8, NULL, NULL};
+        ex->pub = (wd_extent){0, len, 0, 0, 0, WD_CODEC_GENERATED, WD_U8, NULL, NULL, NULL};
         ex->tensor = text;
         ex->base_fd_index = -1;
         if (add_block_range(d, ex, len, WD_DEFAULT_BLOCK_SIZE, &nb, &capb, err)) return -1;

@@ -148,18 +148,41 @@ uint64_t wd_hash64(const void *p, size_t n, uint64_t seed);
 typedef enum wd_codec {
     WD_CODEC_ZSTD = 1,     /* whole bytes, zstd (headers, extra files, new tensors) */
     WD_CODEC_LOSSLESS = 2, /* exact delta against the base tensor of the same name */
+    /* Lossy deltas of floating tensors, whole rows per block (FORMAT.md): */
+    WD_CODEC_INT4 = 3,     /* 4-bit codes, FP16 scale per group, exact outliers */
+    WD_CODEC_SPARSE = 4,   /* the largest |delta| exactly, the rest as the base */
+    WD_CODEC_BITDELTA = 5, /* sign bit + FP16 scale per row */
+    WD_CODEC_AXIS1 = 6,    /* sign bit + FP16 scales per row and per column */
     /* Views of deltatensors v1 files (no stored blocks, no block checksums): */
     WD_CODEC_V1 = 16,      /* a v1 tensor, rebuilt whole on first touch */
     WD_CODEC_GENERATED = 17, /* bytes made at wd_delta_set_base (headers, index) */
     WD_CODEC_BASE_COPY = 18, /* a base tensor the v1 file leaves unchanged */
 } wd_codec;
 const char *wd_codec_name(wd_codec c);
+/* 1 for int4, sparse, bitdelta, axis1 */
+int wd_codec_is_lossy(wd_codec c);
+
+/* Settings of the lossy codecs (0 = default). */
+typedef struct wd_lossy_params {
+    uint32_t cols;    /* elements per row (the tensor's last dimension); set by create */
+    uint32_t group;   /* int4: elements per scale group (default 128) */
+    double outliers;  /* int4: fraction of each block kept exactly (default 0.002) */
+    double density;   /* sparse: fraction of each block kept (default 0.1) */
+    int level;        /* zstd level of the entropy-coded sections (default 3) */
+    double step;      /* int4: quantization step as a fraction of the block's RMS delta
+                         (groups whose range needs more get max|D|/7.5); wd_create's
+                         default 0.6; negative there, 0 for the codec itself: per-group
+                         scale of least squared error */
+} wd_lossy_params;
 
 typedef struct wd_create_opts {
     const char *base_dir;
     const char *ft_dir;
     const char *out_path;
-    const char *strategy;  /* "lossless" (default) */
+    const char *strategy;  /* "lossless" (default), "int4", "sparse", "bitdelta",
+                              "axis1" or "auto" */
+    wd_lossy_params lossy; /* settings of the lossy strategies (0 = default) */
+    double max_error;      /* auto: largest relative error per tensor (> 0) */
     int threads;           /* 0 = number of online CPUs */
     int level;             /* zstd level, default 3 */
     uint32_t block_size;   /* output bytes per block, default WD_DEFAULT_BLOCK_SIZE */
@@ -189,6 +212,7 @@ typedef struct wd_extent {
     wd_dtype dtype;        /* of the tensor (WD_U8 for plain bytes) */
     const char *tensor;    /* tensor name, NULL for headers/extra files */
     const char *base_tensor; /* base tensor name for delta codecs, else NULL */
+    const char *params;    /* lossy codecs: their settings as JSON text, else NULL */
 } wd_extent;
 
 typedef struct wd_outfile {
@@ -256,6 +280,23 @@ int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err);
  * sets *block_file_off to the file offset where that block's output starts. */
 int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off,
                     uint32_t *block, uint64_t *block_file_off);
+
+/* Quality of a delta: per tensor, the rebuilt values against the fine-tune's
+ * (float64 over finite values): err2 = sum (rebuilt - ft)^2, delta2 =
+ * sum (ft - base)^2 (0 for a tensor without a base tensor), max_abs =
+ * max |rebuilt - ft|, stored = bytes of the tensor's blocks.  Non-float
+ * tensors count as exact when their bytes are identical (err2 = NaN if not).
+ * Needs the base attached; reads the fine-tune tensor by tensor. */
+typedef struct wd_eval_tensor {
+    const char *name;
+    wd_codec codec;
+    wd_dtype dtype;
+    const char *params;    /* lossy settings (JSON) or NULL */
+    uint64_t nelem, stored;
+    double err2, delta2, max_abs;
+} wd_eval_tensor;
+int wd_eval(wd_delta *d, const wd_model *ft, void (*cb)(void *ctx, const wd_eval_tensor *t), void *ctx,
+            wd_err *err);
 
 /* --------------------------------------------------------- block cache */
 typedef struct wd_cache wd_cache;

@@ -15,6 +15,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,12 +223,24 @@ static void remove_flat_dir(const char *dir)
 static const char create_help[] =
     "usage: wdelta create --base DIR --finetuned DIR -o OUT.wdelta [options]\n"
     "\n"
-    "Store the fine-tune DIR as a lossless delta against the base model DIR.\n"
+    "Store the fine-tune DIR as a delta against the base model DIR: exact\n"
+    "(lossless, the default) or lossy for floating tensors of 2+ dimensions\n"
+    "with the base's shape and dtype (1-D tensors such as norms and biases, and\n"
+    "all other tensors, always stay exact).  The result hash of a lossy delta is\n"
+    "that of the model its decoder rebuilds.\n"
     "\n"
     "  -b, --base DIR          base model directory (Hugging Face layout)\n"
     "  -f, --finetuned DIR     fine-tuned model directory\n"
     "  -o, --output FILE       the .wdelta to write\n"
-    "  -s, --strategy NAME     lossless (default; the only one in this build)\n"
+    "  -s, --strategy NAME     lossless (default), int4, sparse, bitdelta, axis1, auto\n"
+    "      --group-size N      int4: elements per FP16 scale (default 128)\n"
+    "      --outliers F        int4: fraction of each block kept exactly (default 0.002)\n"
+    "      --step F            int4: quantization step as a fraction of the block's\n"
+    "                          RMS delta (default 0.6; 0: per-group least-squares\n"
+    "                          scales, which shrink the update and cost perplexity)\n"
+    "      --density F         sparse: fraction of each block kept exactly (default 0.1)\n"
+    "      --max-error E       auto: per tensor the cheapest codec and setting whose\n"
+    "                          relative error ||rebuilt - ft|| / ||ft - base|| <= E\n"
     "  -t, --threads N         worker threads (default: online CPUs)\n"
     "  -l, --level N           zstd level 1..22 (default 3)\n"
     "      --block-size BYTES  output bytes per block (default 1M; K/M suffix ok)\n"
@@ -245,6 +258,11 @@ static int cmd_create(int argc, char **argv)
         {"threads", required_argument, 0, 't'},
         {"level", required_argument, 0, 'l'},
         {"block-size", required_argument, 0, 'B'},
+        {"group-size", required_argument, 0, 'G'},
+        {"outliers", required_argument, 0, 'O'},
+        {"density", required_argument, 0, 'D'},
+        {"step", required_argument, 0, 'S'},
+        {"max-error", required_argument, 0, 'E'},
         {"force", no_argument, 0, 'F'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -279,6 +297,34 @@ static int cmd_create(int argc, char **argv)
                 return usage_error("create", "--block-size: '%s' is not a byte count", optarg);
             o.block_size = (uint32_t)v;
             break;
+        case 'G':
+            if (parse_num(optarg, 2, 65536, 0, &v) || v % 2)
+                return usage_error("create", "--group-size: '%s' is not an even number in 2..65536", optarg);
+            o.lossy.group = (uint32_t)v;
+            break;
+        case 'S': {
+            char *end;
+            errno = 0;
+            double x = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(x >= 0 && x <= 16))
+                return usage_error("create", "--step: '%s' is not a number in [0, 16]", optarg);
+            o.lossy.step = x > 0 ? x : -1; /* -1: per-group least-squares scales */
+            break;
+        }
+        case 'O':
+        case 'D':
+        case 'E': {
+            char *end;
+            errno = 0;
+            double x = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(x >= 0 && x <= (c == 'E' ? 1e6 : 1.0)) || (c != 'O' && x == 0))
+                return usage_error("create", "--%s: '%s' is not a number in %s", c == 'O' ? "outliers" : c == 'D' ? "density" : "max-error",
+                                   optarg, c == 'O' ? "[0, 1]" : c == 'D' ? "(0, 1]" : "(0, 1e6]");
+            if (c == 'O') o.lossy.outliers = x > 0 ? x : -1; /* -1: none */
+            else if (c == 'D') o.lossy.density = x;
+            else o.max_error = x;
+            break;
+        }
         case 'F': force = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(create_help, stdout); return 0;
@@ -396,6 +442,10 @@ static int inspect_json(const wd_delta_info *in)
             cJSON_AddNumberToObject(x, "first_block", e->first_block);
             cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
             cJSON_AddNumberToObject(x, "block_size", e->block_size);
+            if (e->params) {
+                cJSON *pj = cJSON_Parse(e->params);
+                if (pj) cJSON_AddItemToObject(x, "params", pj);
+            }
             cJSON_AddItemToArray(je, x);
         }
         cJSON_AddNumberToObject(jf, "stored", (double)fstored);
@@ -449,16 +499,18 @@ static void inspect_text(const char *path, const wd_delta_info *in)
                s ? (double)f->size / (double)s : 0.0);
     }
     printf("\ntensors (%zu):\n", ntensors);
-    printf("  %-56s %-6s %-9s %12s %12s %8s\n", "name", "dtype", "codec", "size", "stored", "ratio");
+    printf("  %-56s %-6s %-9s %12s %12s %8s %7s\n", "name", "dtype", "codec", "size", "stored", "ratio", "bits/p");
     for (size_t i = 0; i < in->nfiles; i++) {
         const wd_outfile *f = &in->files[i];
         for (size_t k = 0; k < f->nextents; k++) {
             const wd_extent *e = &f->extents[k];
             if (!e->tensor) continue;
             uint64_t s = extent_stored(in, e);
-            printf("  %-56s %-6s %-9s %12" PRIu64 " %12" PRIu64 " %7.2fx%s%s\n", e->tensor,
+            unsigned es = wd_dtype_size(e->dtype) ? wd_dtype_size(e->dtype) : 1;
+            printf("  %-56s %-6s %-9s %12" PRIu64 " %12" PRIu64 " %7.2fx %7.3f%s%s%s%s\n", e->tensor,
                    dtype_str(e->dtype), codec_str(e->codec), e->length, s,
-                   s ? (double)e->length / (double)s : 0.0,
+                   s ? (double)e->length / (double)s : 0.0, e->length ? (double)s * 8 * es / (double)e->length : 0.0,
+                   e->params ? "  " : "", e->params ? e->params : "",
                    e->base_tensor && strcmp(e->base_tensor, e->tensor) ? "  base=" : "",
                    e->base_tensor && strcmp(e->base_tensor, e->tensor) ? e->base_tensor : "");
         }
@@ -851,6 +903,175 @@ done:
 }
 
 /* ------------------------------------------------------------ hash */
+/* ------------------------------------------------------------ eval */
+static const char eval_help[] =
+    "usage: wdelta eval FILE --base DIR --finetuned DIR [--json]\n"
+    "\n"
+    "How close the model rebuilt from FILE and the base DIR is to the fine-tune:\n"
+    "per tensor its codec, bits per parameter (stored bytes of its blocks * 8 /\n"
+    "parameters), relative error ||rebuilt - ft|| / ||ft - base|| and largest\n"
+    "absolute error, then the totals (the whole-file figure counts every byte of\n"
+    "FILE).\n"
+    "\n"
+    "  -b, --base DIR        base model directory\n"
+    "  -f, --finetuned DIR   the fine-tune the delta was made from\n"
+    "  -j, --json            one JSON object instead of a table\n"
+    "  -h, --help            this help\n";
+
+typedef struct eval_rows {
+    wd_eval_tensor *r;
+    size_t n, cap;
+    int oom;
+} eval_rows;
+
+static void eval_cb(void *ctx, const wd_eval_tensor *t)
+{
+    eval_rows *er = ctx;
+    if (er->oom) return;
+    if (er->n == er->cap) {
+        size_t nc = er->cap ? er->cap * 2 : 64;
+        wd_eval_tensor *p = realloc(er->r, nc * sizeof *p);
+        if (!p) {
+            er->oom = 1;
+            return;
+        }
+        er->r = p;
+        er->cap = nc;
+    }
+    wd_eval_tensor *x = &er->r[er->n];
+    *x = *t;
+    x->name = strdup(t->name);
+    x->params = t->params ? strdup(t->params) : NULL;
+    if (!x->name) er->oom = 1;
+    else er->n++;
+}
+
+static double rel_err(double e2, double d2)
+{
+    if (e2 != e2) return e2;
+    if (d2 > 0) return sqrt(e2 / d2);
+    return e2 > 0 ? INFINITY : 0.0;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"base", required_argument, 0, 'b'},
+        {"finetuned", required_argument, 0, 'f'},
+        {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *base = NULL, *ftdir = NULL;
+    int json = 0, c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":b:f:jh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'b': base = optarg; break;
+        case 'f': ftdir = optarg; break;
+        case 'j': json = 1; break;
+        case 'h': fputs(eval_help, stdout); return 0;
+        case ':': return usage_error("eval", "option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error("eval", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error("eval", "missing FILE");
+    if (argc - optind > 1) return usage_error("eval", "unexpected argument '%s'", argv[optind + 1]);
+    if (!base) return usage_error("eval", "missing --base DIR");
+    if (!ftdir) return usage_error("eval", "missing --finetuned DIR");
+    const char *path = argv[optind];
+    wd_err err = {{0}};
+    wd_delta *d = NULL;
+    wd_model bm, fm;
+    memset(&bm, 0, sizeof bm);
+    memset(&fm, 0, sizeof fm);
+    eval_rows er = {0};
+    int rc = 1, hb = 0, hf = 0;
+    if (wd_delta_open(path, &d, &err)) goto done;
+    if (wd_model_open(base, &bm, &err)) goto done;
+    hb = 1;
+    if (wd_model_open(ftdir, &fm, &err)) goto done;
+    hf = 1;
+    if (wd_delta_set_base(d, &bm, &err)) goto done;
+    if (wd_eval(d, &fm, eval_cb, &er, &err)) goto done;
+    if (er.oom) {
+        wd_errf(&err, "out of memory");
+        goto done;
+    }
+    const wd_delta_info *in = wd_delta_get_info(d);
+    double te2 = 0, td2 = 0, tmax = 0;
+    uint64_t tp = 0, ts = 0;
+    for (size_t i = 0; i < er.n; i++) {
+        te2 += er.r[i].err2;
+        td2 += er.r[i].delta2;
+        if (er.r[i].max_abs > tmax) tmax = er.r[i].max_abs;
+        tp += er.r[i].nelem;
+        ts += er.r[i].stored;
+    }
+    double bpp = tp ? (double)ts * 8 / (double)tp : 0, fbpp = tp ? (double)in->file_size * 8 / (double)tp : 0;
+    if (json) {
+        cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "tensors");
+        for (size_t i = 0; i < er.n; i++) {
+            const wd_eval_tensor *t = &er.r[i];
+            cJSON *x = cJSON_CreateObject();
+            double re = rel_err(t->err2, t->delta2);
+            cJSON_AddStringToObject(x, "name", t->name);
+            cJSON_AddStringToObject(x, "codec", codec_str(t->codec));
+            cJSON_AddStringToObject(x, "dtype", dtype_str(t->dtype));
+            if (t->params) cJSON_AddItemToObject(x, "params", cJSON_Parse(t->params));
+            cJSON_AddNumberToObject(x, "params_count", (double)t->nelem);
+            cJSON_AddNumberToObject(x, "stored_bytes", (double)t->stored);
+            cJSON_AddNumberToObject(x, "bits_per_param", t->nelem ? (double)t->stored * 8 / (double)t->nelem : 0);
+            if (isfinite(re)) cJSON_AddNumberToObject(x, "rel_error", re);
+            else cJSON_AddNullToObject(x, "rel_error");
+            cJSON_AddNumberToObject(x, "max_abs_error", t->max_abs);
+            cJSON_AddItemToArray(arr, x);
+        }
+        cJSON *tot = cJSON_AddObjectToObject(root, "total");
+        cJSON_AddNumberToObject(tot, "params", (double)tp);
+        cJSON_AddNumberToObject(tot, "tensor_stored_bytes", (double)ts);
+        cJSON_AddNumberToObject(tot, "file_bytes", (double)in->file_size);
+        cJSON_AddNumberToObject(tot, "bits_per_param", bpp);
+        cJSON_AddNumberToObject(tot, "file_bits_per_param", fbpp);
+        double re = rel_err(te2, td2);
+        if (isfinite(re)) cJSON_AddNumberToObject(tot, "rel_error", re);
+        else cJSON_AddNullToObject(tot, "rel_error");
+        cJSON_AddNumberToObject(tot, "max_abs_error", tmax);
+        char *txt = cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
+        if (!txt) {
+            wd_errf(&err, "out of memory");
+            goto done;
+        }
+        puts(txt);
+        cJSON_free(txt);
+    } else {
+        printf("%-52s %-9s %10s %8s %10s %10s\n", "tensor", "codec", "params", "bits/p", "rel.err", "max.abs");
+        for (size_t i = 0; i < er.n; i++) {
+            const wd_eval_tensor *t = &er.r[i];
+            printf("%-52s %-9s %10" PRIu64 " %8.3f %10.3g %10.3g\n", t->name, codec_str(t->codec), t->nelem,
+                   t->nelem ? (double)t->stored * 8 / (double)t->nelem : 0.0, rel_err(t->err2, t->delta2),
+                   t->max_abs);
+        }
+        printf("%-52s %-9s %10" PRIu64 " %8.3f %10.3g %10.3g\n", "total (tensor blocks)", in->strategy ? in->strategy : "",
+               tp, bpp, rel_err(te2, td2), tmax);
+        printf("whole file: %" PRIu64 " bytes, %.3f bits/param\n", in->file_size, fbpp);
+    }
+    rc = 0;
+done:
+    if (rc) fail(&err);
+    for (size_t i = 0; i < er.n; i++) {
+        free((char *)er.r[i].name);
+        free((char *)er.r[i].params);
+    }
+    free(er.r);
+    if (d) wd_delta_close(d);
+    if (hb) wd_model_free(&bm);
+    if (hf) wd_model_free(&fm);
+    return rc;
+}
+
 static const char hash_help[] =
     "usage: wdelta hash DIR\n"
     "\n"
@@ -892,13 +1113,14 @@ static int cmd_hash(int argc, char **argv)
 static const char main_help[] =
     "usage: wdelta COMMAND [ARGS]\n"
     "\n"
-    "Store fine-tuned models as lossless deltas against their base model.\n"
+    "Store fine-tuned models as deltas (lossless or lossy) against their base model.\n"
     "\n"
     "commands:\n"
     "  create   --base DIR --finetuned DIR -o OUT.wdelta   make a delta\n"
     "  inspect  FILE [--json]                             describe a delta\n"
     "  apply    FILE --base DIR -o OUTDIR                 rebuild the fine-tune\n"
     "  verify   FILE [--base DIR]                         check checksums / hashes\n"
+    "  eval     FILE --base DIR --finetuned DIR [--json]  error and bits/param per tensor\n"
     "  hash     DIR                                       content hash of a model\n"
     "\n"
     "  wdelta COMMAND --help   help for one command\n"
@@ -924,7 +1146,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {
         {"create", cmd_create}, {"inspect", cmd_inspect}, {"apply", cmd_apply},
-        {"verify", cmd_verify}, {"hash", cmd_hash},
+        {"verify", cmd_verify}, {"hash", cmd_hash}, {"eval", cmd_eval},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (!strcmp(cmd, cmds[i].name)) {

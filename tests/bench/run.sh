@@ -87,6 +87,25 @@ echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo
 
+# lossy codecs: decode speed per codec on pairB (one core): the whole block
+# path (pread, checksums, decode) and the codec alone
+if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
+  echo "| codec | bits/param (file) | decode MB/s, block path (1 core) | decode MB/s, codec alone |"
+  echo "| --- | ---: | ---: | ---: |"
+  for s in lossless int4 sparse bitdelta axis1; do
+    "$WDELTA" create -q -b "$PB/base" -f "$PB/ft" -o "$W/speed-$s.wdelta" -s "$s" >/dev/null
+    read -r full alone < <("$REPO/build/decode_speed" "$W/speed-$s.wdelta" "$PB/base" 10 "$s")
+    np=$("$WDELTA" eval "$W/speed-$s.wdelta" -b "$PB/base" -f "$PB/ft" --json | grep -oE '"params":[0-9]+' | cut -d: -f2)
+    awk -v s="$s" -v sz="$(stat -c %s "$W/speed-$s.wdelta")" -v f="$full" -v a="$alone" -v np="$np" \
+      'BEGIN { printf "| %s | %.3f | %s | %s |\n", s, sz * 8 / np, f, a }'
+    rm -f "$W/speed-$s.wdelta"
+  done
+  echo
+fi
+
 if [ -f "$REPO/tests/bench/fs.sh" ]; then
   bash "$REPO/tests/bench/fs.sh"
 fi
+
+# perplexity of the lossy codecs read through a mount (pairB; needs python3-torch)
+QUALITY_OUT="${QUALITY_OUT:-$W/quality}" bash "$REPO/tests/bench/quality.sh" || echo "bench: quality part failed" >&2

@@ -430,6 +430,10 @@ static inline int fuzz_codec_one(const uint8_t *data, size_t size)
             if ((sel >> 5) == 0) memset(base, 0, n);
             else fuzz_fill_base(base, n, sel);
             (void)wd_decode_block(s, codec, dt, p, plen, codec == WD_CODEC_LOSSLESS ? base : NULL, out, n, &err);
+            /* the lossy decoders on the same bytes (floating dtypes) */
+            static const wd_codec lossy[4] = {WD_CODEC_INT4, WD_CODEC_SPARSE, WD_CODEC_BITDELTA, WD_CODEC_AXIS1};
+            if (dt == WD_BF16 || dt == WD_F16 || dt == WD_F32)
+                for (int c = 0; c < 4; c++) (void)wd_decode_block(s, lossy[c], dt, p, plen, base, out, n, &err);
         }
         free(base);
         free(out);

@@ -148,7 +148,7 @@ expect_fail "apply with missing base" "$T/m3" "$WDELTA" apply "$D" --base "$T/no
 expect_fail "apply of a missing delta" "$T/m4" "$WDELTA" apply "$T/nonexistent.wdelta" --base "$G/base" -o "$T/m4"
 expect_fail "inspect of a missing delta" - "$WDELTA" inspect "$T/nonexistent.wdelta"
 expect_fail "hash of a missing dir" - "$WDELTA" hash "$T/nonexistent"
-expect_fail "create with an unknown strategy" "$T/m5.wdelta" "$WDELTA" create --base "$G/base" --finetuned "$G/ft" -o "$T/m5.wdelta" --strategy int4
+expect_fail "create with an unknown strategy" "$T/m5.wdelta" "$WDELTA" create --base "$G/base" --finetuned "$G/ft" -o "$T/m5.wdelta" --strategy int3
 
 # ------------------------------------------------------------------ malformed deltas
 size=$(filesize "$D")

@@ -8,6 +8,7 @@ Suite *suite_model(void);
 Suite *suite_codec(void);
 Suite *suite_delta(void);
 Suite *suite_v1(void);
+Suite *suite_lossy(void);
 Suite *suite_fuzz_regressions(void);
 
 #endif
