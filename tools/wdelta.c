@@ -218,15 +218,36 @@ static void remove_flat_dir(const char *dir)
     rmdir(dir);
 }
 
+/* ------------------------------------------------------------ chains */
+#define MAX_CHAIN_ARGS 256
+typedef struct chain_args {
+    const char *paths[MAX_CHAIN_ARGS];
+    size_t n;
+} chain_args;
+
+static int chain_arg(chain_args *ca, const char *cmd, const char *p)
+{
+    if (ca->n == MAX_CHAIN_ARGS) return usage_error(cmd, "too many --chain options (at most %d)", MAX_CHAIN_ARGS);
+    ca->paths[ca->n++] = p;
+    return 0;
+}
+
 /* ------------------------------------------------------------ create */
 static const char create_help[] =
     "usage: wdelta create --base DIR --finetuned DIR -o OUT.wdelta [options]\n"
+    "       wdelta create --parent PARENT.wdelta --base DIR --finetuned DIR -o OUT.wdelta\n"
     "\n"
-    "Store the fine-tune DIR as a lossless delta against the base model DIR.\n"
+    "Store the fine-tune DIR as a lossless delta against the base model DIR, or,\n"
+    "with --parent, against the model PARENT rebuilds (a chain link: PARENT may\n"
+    "itself be a chain ending at the base DIR; nothing is written to disk but OUT).\n"
     "\n"
-    "  -b, --base DIR          base model directory (Hugging Face layout)\n"
+    "  -b, --base DIR          base model directory (Hugging Face layout); with\n"
+    "                          --parent, the base at the root of PARENT's chain\n"
     "  -f, --finetuned DIR     fine-tuned model directory\n"
     "  -o, --output FILE       the .wdelta to write\n"
+    "  -p, --parent FILE       make a chain link: delta against what FILE rebuilds\n"
+    "  -c, --chain PATH        where PARENT's own links are (a .wdelta or a\n"
+    "                          directory of them; repeatable; default: PARENT's directory)\n"
     "  -s, --strategy NAME     lossless (default; the only one in this build)\n"
     "  -t, --threads N         worker threads (default: online CPUs)\n"
     "  -l, --level N           zstd level 1..22 (default 3)\n"
@@ -241,6 +262,8 @@ static int cmd_create(int argc, char **argv)
         {"base", required_argument, 0, 'b'},
         {"finetuned", required_argument, 0, 'f'},
         {"output", required_argument, 0, 'o'},
+        {"parent", required_argument, 0, 'p'},
+        {"chain", required_argument, 0, 'c'},
         {"strategy", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},
         {"level", required_argument, 0, 'l'},
@@ -256,10 +279,17 @@ static int cmd_create(int argc, char **argv)
     o.level = 3;
     int force = 0, quiet = 0, c;
     long long v;
+    const char *parent = NULL;
+    static chain_args ca;
+    ca.n = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:f:o:s:t:l:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:qh", lo, NULL)) != -1) {
         switch (c) {
+        case 'p': parent = optarg; break;
+        case 'c':
+            if (chain_arg(&ca, "create", optarg)) return EXIT_USAGE;
+            break;
         case 'b': o.base_dir = optarg; break;
         case 'f': o.ft_dir = optarg; break;
         case 'o': o.out_path = optarg; break;
@@ -300,17 +330,27 @@ static int cmd_create(int argc, char **argv)
         return 1;
     }
 
+    if (ca.n && !parent) return usage_error("create", "--chain needs --parent");
+
+    wd_err err = {{0}};
+    wd_chain *chain = NULL;
+    if (parent) {
+        if (wd_chain_open(parent, ca.paths, ca.n, o.base_dir, NULL, &chain, &err)) return fail(&err);
+        o.parent = wd_chain_top(chain);
+    }
     progress pr;
     progress_init(&pr, "create", quiet);
     o.progress = create_progress_cb;
     o.progress_ctx = &pr;
     wd_create_stats cs;
     memset(&cs, 0, sizeof cs);
-    wd_err err = {{0}};
     double t0 = now_s();
     int rc = wd_create(&o, &cs, &err);
     progress_end(&pr);
+    size_t links = chain ? wd_chain_length(chain) : 0;
+    wd_chain_close(chain);
     if (rc) return fail(&err);
+    if (parent) printf("link %zu of a chain: made against the model %s rebuilds\n", links + 1, parent);
     double el = now_s() - t0;
     char in[32], out[32];
     human(cs.input_bytes, in, sizeof in);
@@ -585,11 +625,14 @@ static int cmd_inspect(int argc, char **argv)
 
 /* ------------------------------------------------------------ apply */
 static const char apply_help[] =
-    "usage: wdelta apply FILE --base DIR -o OUTDIR [--threads N]\n"
+    "usage: wdelta apply FILE --base DIR -o OUTDIR [--chain PATH]... [--threads N]\n"
     "\n"
     "Rebuild the fine-tune stored in FILE into OUTDIR (byte-identical files).\n"
+    "A chain link is rebuilt through its parents, found by content hash.\n"
     "\n"
-    "  -b, --base DIR      the base model the delta was made against\n"
+    "  -b, --base DIR      the base model the delta (or its chain) was made against\n"
+    "  -c, --chain PATH    where FILE's parent links are: a .wdelta or a directory\n"
+    "                      of them (repeatable; default: FILE's own directory)\n"
     "  -o, --output DIR    directory to create (must not exist)\n"
     "  -t, --threads N     worker threads (default: online CPUs)\n"
     "      --base-dtype    deltatensors v1 files: write tensors in the base's dtype\n"
@@ -646,6 +689,7 @@ static int cmd_apply(int argc, char **argv)
     static const struct option lo[] = {
         {"base", required_argument, 0, 'b'},
         {"output", required_argument, 0, 'o'},
+        {"chain", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'},
         {"force", no_argument, 0, 'F'},
         {"base-dtype", no_argument, 0, 'D'},
@@ -656,10 +700,15 @@ static int cmd_apply(int argc, char **argv)
     const char *base = NULL, *out = NULL;
     int threads = 0, force = 0, quiet = 0, base_dtype = 0, c;
     long long v;
+    static chain_args ca;
+    ca.n = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:o:t:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:o:c:t:qh", lo, NULL)) != -1) {
         switch (c) {
+        case 'c':
+            if (chain_arg(&ca, "apply", optarg)) return EXIT_USAGE;
+            break;
         case 'b': base = optarg; break;
         case 'o': out = optarg; break;
         case 't':
@@ -691,7 +740,16 @@ static int cmd_apply(int argc, char **argv)
     memset(&m, 0, sizeof m);
     int have_model = 0, rc = 1;
     char *tmp = NULL;
+    wd_chain *chain = NULL;
+    wd_delta *top;
     if (wd_delta_open(path, &d, &err)) goto done;
+    if (wd_delta_get_info(d)->version == 2) { /* maybe a chain link: resolve through its parents */
+        wd_delta_close(d);
+        d = NULL;
+        if (wd_chain_open(path, ca.paths, ca.n, base, NULL, &chain, &err)) goto done;
+        top = wd_chain_top(chain);
+        goto build;
+    }
     if (wd_model_open(base, &m, &err)) goto done;
     have_model = 1;
     if (wd_delta_get_info(d)->version == 1) {
@@ -708,7 +766,8 @@ static int cmd_apply(int argc, char **argv)
         wd_delta_v1_use_base_dtype(d, base_dtype);
     }
     if (wd_delta_set_base(d, &m, &err)) goto done;
-
+    top = d;
+build:;
     /* wd_apply itself builds in a temporary directory and renames it into
      * place.  Only --force over an existing OUTDIR needs one more step:
      * build under a fresh name, then swap it in. */
@@ -731,7 +790,7 @@ static int cmd_apply(int argc, char **argv)
     progress pr;
     progress_init(&pr, "apply", quiet);
     double t0 = now_s();
-    int arc = wd_apply(d, target, threads, bytes_progress_cb, &pr, &err);
+    int arc = wd_apply(top, target, threads, bytes_progress_cb, &pr, &err);
     progress_end(&pr);
     if (arc) goto done;
     if (tmp && replace_dir(tmp, outbuf, force, &err)) {
@@ -739,15 +798,18 @@ static int cmd_apply(int argc, char **argv)
         goto done;
     }
     double el = now_s() - t0;
-    const wd_delta_info *in = wd_delta_get_info(d);
+    const wd_delta_info *in = wd_delta_get_info(top);
     char hs[32];
     human(in->output_size, hs, sizeof hs);
-    printf("applied %s -> %s: %zu files, %s, %.2f s, %.1f MB/s\n", path, outbuf, in->nfiles, hs, el,
+    printf("applied %s -> %s: %zu files, %s, %.2f s, %.1f MB/s", path, outbuf, in->nfiles, hs, el,
            el > 0 ? (double)in->output_size / 1e6 / el : 0.0);
+    if (chain && wd_chain_length(chain) > 1) printf(" (chain of %zu links)", wd_chain_length(chain));
+    printf("\n");
     rc = 0;
 done:
     if (rc) fail(&err);
     free(tmp);
+    wd_chain_close(chain);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
     return rc;
@@ -755,30 +817,102 @@ done:
 
 /* ------------------------------------------------------------ verify */
 static const char verify_help[] =
-    "usage: wdelta verify FILE [--base DIR]\n"
+    "usage: wdelta verify FILE [--base DIR] [--chain PATH]...\n"
     "\n"
     "Without --base: check the file's structure and every block's stored checksum.\n"
     "With --base: also check that DIR is the base the delta was made against\n"
     "(content hash), decode everything and check the result hash.\n"
+    "A chain link is checked with every link below it, root first: each one's\n"
+    "checksums and (with --base) its result hash.\n"
     "\n"
-    "  -b, --base DIR   the base model directory\n"
+    "  -b, --base DIR   the base model directory (of the chain's root)\n"
+    "  -c, --chain PATH where FILE's parent links are: a .wdelta or a directory\n"
+    "                   of them (repeatable; default: FILE's own directory)\n"
     "  -q, --quiet      no progress output\n"
     "  -h, --help       this help\n";
+
+/* verify a v2 file and the links below it, root first */
+static int verify_chain(const char *path, const char *base, const chain_args *ca, int quiet)
+{
+    wd_err err = {{0}};
+    wd_chain *chain = NULL;
+    char hex[65], hex2[65];
+    unsigned char rh[32], bh[32];
+    int rc = 1;
+    if (wd_chain_open(path, ca->paths, ca->n, base, NULL, &chain, &err)) goto done;
+    size_t n = wd_chain_length(chain);
+    const wd_delta_info *top = wd_delta_get_info(wd_chain_top(chain));
+    printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, top->version, top->nfiles,
+           top->nblocks);
+    if (n > 1) {
+        printf("OK: chain of %zu links, root first:", n);
+        for (size_t i = 0; i < n; i++) printf(" %s", wd_delta_path(wd_chain_link(chain, i)));
+        printf("\n");
+    }
+    fflush(stdout);
+    if (base) {
+        const wd_delta_info *root = wd_delta_get_info(wd_chain_link(chain, 0));
+        if (wd_chain_base_hash(chain, bh, &err)) goto done;
+        if (memcmp(bh, root->base_hash, 32)) {
+            wd_hex(bh, 32, hex);
+            wd_hex(root->base_hash, 32, hex2);
+            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", base,
+                    wd_delta_path(wd_chain_link(chain, 0)), hex, hex2);
+            goto done;
+        }
+        wd_hex(bh, 32, hex);
+        printf("OK: base %s matches base hash %s\n", base, hex);
+        fflush(stdout);
+    }
+    for (size_t i = 0; i < n; i++) {
+        wd_delta *l = wd_chain_link(chain, i);
+        const wd_delta_info *in = wd_delta_get_info(l);
+        char label[64];
+        if (n > 1) snprintf(label, sizeof label, "link %zu/%zu: ", i + 1, n);
+        else label[0] = 0;
+        progress pr;
+        progress_init(&pr, "verify", quiet);
+        int vrc = wd_verify(l, base != NULL, rh, bytes_progress_cb, &pr, &err);
+        progress_end(&pr);
+        if (vrc) goto done;
+        char who[PATH_MAX + 80] = "";
+        if (n > 1) snprintf(who, sizeof who, "%s%s: ", label, wd_delta_path(l));
+        printf("OK: %sall %zu block checksums (stored data) match\n", who, in->nblocks);
+        if (base) {
+            wd_hex(rh, 32, hex);
+            printf("OK: %sdecoded %zu files (%" PRIu64 " bytes), result hash %s matches\n", who, in->nfiles,
+                   in->output_size, hex);
+        }
+        fflush(stdout);
+    }
+    rc = 0;
+done:
+    fflush(stdout);
+    if (rc) fail(&err);
+    wd_chain_close(chain);
+    return rc;
+}
 
 static int cmd_verify(int argc, char **argv)
 {
     static const struct option lo[] = {
         {"base", required_argument, 0, 'b'},
+        {"chain", required_argument, 0, 'c'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *base = NULL;
     int quiet = 0, c;
+    static chain_args ca;
+    ca.n = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:c:qh", lo, NULL)) != -1) {
         switch (c) {
+        case 'c':
+            if (chain_arg(&ca, "verify", optarg)) return EXIT_USAGE;
+            break;
         case 'b': base = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(verify_help, stdout); return 0;
@@ -798,6 +932,10 @@ static int cmd_verify(int argc, char **argv)
     unsigned char rh[32];
     char hex[65], hex2[65];
     if (wd_delta_open(path, &d, &err)) goto done;
+    if (wd_delta_get_info(d)->version == 2) {
+        wd_delta_close(d);
+        return verify_chain(path, base, &ca, quiet);
+    }
     const wd_delta_info *in = wd_delta_get_info(d);
     printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, in->version,
            in->nfiles, in->nblocks);
