@@ -576,24 +576,36 @@ static int inspect_v1(const char *path, wd_v1 *v, int json)
     return 0;
 }
 
+static int inspect_chain(int argc, char **argv);
+static void inspect_chain_usage(void);
+
 static int cmd_inspect(int argc, char **argv)
 {
     static const struct option lo[] = {
         {"json", no_argument, 0, 'j'},
+        {"chain", no_argument, 0, 'c'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int json = 0, c;
+    int json = 0, chain = 0, c;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":jh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":jch", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
-        case 'h': fputs(inspect_help, stdout); return 0;
+        case 'c': chain = 1; break;
+        case 'h':
+            fputs(inspect_help, stdout);
+            inspect_chain_usage();
+            return 0;
         default: return usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind >= argc) return usage_error("inspect", "missing FILE");
+    if (chain) {
+        if (json) return usage_error("inspect", "--chain prints text only");
+        return inspect_chain(argc - optind, argv + optind);
+    }
     if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
     wd_err err = {{0}};
@@ -1026,6 +1038,386 @@ static int cmd_hash(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------ chains: inspect */
+static const char inspect_chain_help[] =
+    "usage: wdelta inspect --chain FILE...\n"
+    "       wdelta inspect --chain DIR\n"
+    "\n"
+    "Describe a chain of deltas, one link a line: codec, stored and output sizes,\n"
+    "base and result hashes, and whether each link's base is the model the link\n"
+    "before it rebuilds.  Several FILEs are taken in the order given (root first)\n"
+    "and must connect; one FILE is followed down through the deltas of its own\n"
+    "directory; a DIR shows every chain (a forest) among its .wdelta files.\n";
+
+static void inspect_chain_usage(void)
+{
+    fputs("\n", stdout);
+    fputs(inspect_chain_help, stdout);
+}
+
+static void codecs_used(const wd_delta_info *in, char *out, size_t n)
+{
+    int used[32] = {0};
+    size_t len = (size_t)snprintf(out, n, "%s", in->strategy ? in->strategy : "?");
+    for (size_t f = 0; f < in->nfiles; f++)
+        for (size_t k = 0; k < in->files[f].nextents; k++) used[in->files[f].extents[k].codec & 31] = 1;
+    const char *sep = " (";
+    for (int c = 0; c < 32 && len + 1 < n; c++)
+        if (used[c]) {
+            len += (size_t)snprintf(out + len, n - len, "%s%s", sep, wd_codec_name((wd_codec)c));
+            sep = ",";
+        }
+    if (len + 2 < n && sep[0] == ',') snprintf(out + len, n - len, ")");
+}
+
+static void print_link(const char *indent, size_t k, wd_delta *d, const char *connects)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    char codecs[128], st[32], out[32], bh[65], rh[65];
+    codecs_used(in, codecs, sizeof codecs);
+    human(in->file_size, st, sizeof st);
+    human(in->output_size, out, sizeof out);
+    wd_hex(in->base_hash, 32, bh);
+    wd_hex(in->result_hash, 32, rh);
+    printf("%s%zu. %s\n", indent, k, wd_delta_path(d));
+    printf("%s   codec %s, stored %s, output %s, ratio %.3fx\n", indent, codecs, st, out,
+           in->file_size ? (double)in->output_size / (double)in->file_size : 0.0);
+    printf("%s   base   %s\n", indent, bh);
+    if (in->version == 2) printf("%s   result %s\n", indent, rh);
+    else printf("%s   result (not recorded: deltatensors v1)\n", indent);
+    printf("%s   %s\n", indent, connects);
+}
+
+typedef struct forest {
+    wd_delta **d;
+    size_t n;
+    int *shown;
+} forest;
+
+static void print_subtree(forest *fo, size_t i, int depth)
+{
+    char indent[80];
+    int w = depth * 2 < 70 ? depth * 2 : 70;
+    memset(indent, ' ', (size_t)w);
+    indent[w] = 0;
+    fo->shown[i] = 1;
+    const wd_delta_info *in = wd_delta_get_info(fo->d[i]);
+    char msg[600];
+    if (depth == 0)
+        snprintf(msg, sizeof msg, "made against a base model (none of these deltas rebuilds its base)");
+    else
+        snprintf(msg, sizeof msg, "connects: its base is what the link above rebuilds");
+    print_link(indent, (size_t)depth + 1, fo->d[i], msg);
+    if (in->version != 2) return;
+    for (size_t j = 0; j < fo->n; j++)
+        if (!fo->shown[j] && !memcmp(wd_delta_get_info(fo->d[j])->base_hash, in->result_hash, 32))
+            print_subtree(fo, j, depth + 1);
+}
+
+static int inspect_forest(const char *dir)
+{
+    DIR *dd = opendir(dir);
+    if (!dd) {
+        fprintf(stderr, "wdelta: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    forest fo = {0};
+    size_t cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    char **names = NULL;
+    size_t nn = 0, ncap = 0;
+    while ((e = readdir(dd))) {
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || l <= 7 || strcmp(e->d_name + l - 7, ".wdelta")) continue;
+        if (nn == ncap) {
+            ncap = ncap ? ncap * 2 : 16;
+            char **p = realloc(names, ncap * sizeof *p);
+            if (!p) break;
+            names = p;
+        }
+        names[nn++] = strdup(e->d_name);
+    }
+    closedir(dd);
+    /* sorted, so the listing is stable */
+    for (size_t i = 1; i < nn; i++)
+        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char *t = names[j];
+            names[j] = names[j - 1];
+            names[j - 1] = t;
+        }
+    for (size_t i = 0; i < nn; i++) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        free(names[i]);
+        wd_err err = {{0}};
+        wd_delta *d;
+        if (wd_delta_open(p, &d, &err)) {
+            printf("unreadable: %s\n", err.msg);
+            rc = 1;
+            continue;
+        }
+        if (fo.n == cap) {
+            cap = cap ? cap * 2 : 16;
+            wd_delta **q = realloc(fo.d, cap * sizeof *q);
+            if (!q) {
+                wd_delta_close(d);
+                break;
+            }
+            fo.d = q;
+        }
+        fo.d[fo.n++] = d;
+    }
+    free(names);
+    fo.shown = calloc(fo.n + 1, sizeof *fo.shown);
+    size_t chains = 0;
+    for (size_t i = 0; fo.shown && i < fo.n; i++) {
+        int has_parent = 0;
+        for (size_t j = 0; j < fo.n; j++)
+            if (j != i && wd_delta_get_info(fo.d[j])->version == 2 &&
+                !memcmp(wd_delta_get_info(fo.d[j])->result_hash, wd_delta_get_info(fo.d[i])->base_hash, 32))
+                has_parent = 1;
+        if (has_parent) continue;
+        printf("chain %zu:\n", ++chains);
+        print_subtree(&fo, i, 0);
+    }
+    for (size_t i = 0; fo.shown && i < fo.n; i++)
+        if (!fo.shown[i]) {
+            printf("in a loop (no link leads to a base): %s\n", wd_delta_path(fo.d[i]));
+            rc = 1;
+        }
+    printf("%zu deltas, %zu chain roots\n", fo.n, chains);
+    for (size_t i = 0; i < fo.n; i++) wd_delta_close(fo.d[i]);
+    free(fo.d);
+    free(fo.shown);
+    return rc;
+}
+
+static int inspect_chain(int argc, char **argv)
+{
+    int nfiles = argc;
+    if (nfiles == 1) {
+        struct stat st;
+        if (stat(argv[0], &st) == 0 && S_ISDIR(st.st_mode)) return inspect_forest(argv[0]);
+        wd_err err = {{0}};
+        wd_chain *c = NULL;
+        if (wd_chain_open(argv[0], NULL, 0, NULL, NULL, &c, &err)) return fail(&err);
+        size_t n = wd_chain_length(c);
+        printf("chain of %zu link%s, root first:\n", n, n == 1 ? "" : "s");
+        for (size_t i = 0; i < n; i++)
+            print_link("", i + 1, wd_chain_link(c, i),
+                       i ? "connects: its base is what link above rebuilds"
+                         : "root: made against a base model (no delta beside it rebuilds its base)");
+        wd_chain_close(c);
+        return 0;
+    }
+    wd_delta **d = calloc((size_t)nfiles, sizeof *d);
+    if (!d) return fail(&(wd_err){"out of memory"});
+    int rc = 0;
+    wd_err err = {{0}};
+    for (int i = 0; i < nfiles; i++)
+        if (wd_delta_open(argv[i], &d[i], &err)) {
+            rc = fail(&err);
+            goto out;
+        }
+    size_t bad = wd_chain_check_order(d, (size_t)nfiles);
+    printf("chain of %d links, in the order given:\n", nfiles);
+    for (int i = 0; i < nfiles; i++)
+        print_link("", (size_t)i + 1, d[i],
+                   i == 0 ? "root"
+                   : (size_t)i < bad ? "connects: its base is what the link above rebuilds"
+                                     : (size_t)i == bad ? "DOES NOT CONNECT to the link above"
+                                                        : "(after a break)");
+    if (bad < (size_t)nfiles) {
+        /* would another order connect?  (the files given in the wrong order) */
+        /* another order connects when exactly one link has no parent among them */
+        int roots = 0;
+        for (int i = 0; i < nfiles; i++) {
+            int found = 0;
+            for (int j = 0; j < nfiles; j++)
+                if (j != i && !memcmp(wd_delta_get_info(d[j])->result_hash, wd_delta_get_info(d[i])->base_hash, 32))
+                    found = 1;
+            roots += !found;
+        }
+        int reorder = roots == 1;
+        char a[17], b[17];
+        wd_hex(wd_delta_get_info(d[bad])->base_hash, 8, a);
+        wd_hex(wd_delta_get_info(d[bad - 1])->result_hash, 8, b);
+        fprintf(stderr, "wdelta: links do not connect: %s was made against the model %s..., but %s rebuilds %s...%s\n",
+                argv[bad], a, argv[bad - 1], b,
+                reorder ? " (wrong order? give the links root first)" : " (a link is missing)");
+        rc = 1;
+    }
+out:
+    for (int i = 0; i < nfiles; i++) wd_delta_close(d[i]);
+    free(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------ rebase / convert */
+static const char rebase_help[] =
+    "usage: wdelta rebase FILE --base DIR -o OUT.wdelta [--chain PATH]... [options]\n"
+    "\n"
+    "Flatten a chain link: store the model FILE rebuilds (through its parents)\n"
+    "as a direct delta against the base DIR.  The model is rebuilt into a\n"
+    "temporary directory next to OUT, removed when done.\n"
+    "\n"
+    "  -b, --base DIR          the base at the root of FILE's chain\n"
+    "  -o, --output FILE       the .wdelta to write\n"
+    "  -c, --chain PATH        where FILE's parent links are (a .wdelta or a\n"
+    "                          directory; repeatable; default: FILE's directory)\n"
+    "  -t, --threads N         worker threads (default: online CPUs)\n"
+    "  -l, --level N           zstd level 1..22 (default 3)\n"
+    "      --force             overwrite OUT if it exists\n"
+    "  -q, --quiet             no progress output\n"
+    "  -h, --help              this help\n";
+
+static const char convert_help[] =
+    "usage: wdelta convert IN.wdelta --base DIR -o OUT.wdelta [--base-dtype] [options]\n"
+    "\n"
+    "Rewrite a deltatensors (version 1) file as a version 2 delta against DIR\n"
+    "whose rebuilt files are byte-identical to what `wdelta apply IN` writes:\n"
+    "tensors as float32 (default) or, with --base-dtype, in the base's dtype.\n"
+    "\n"
+    "  -b, --base DIR          the base model IN was made against\n"
+    "  -o, --output FILE       the .wdelta to write\n"
+    "      --base-dtype        present rebuilt tensors in the base's dtype\n"
+    "  -t, --threads N         worker threads (default: online CPUs)\n"
+    "  -l, --level N           zstd level 1..22 (default 3)\n"
+    "      --force             overwrite OUT if it exists\n"
+    "  -q, --quiet             no progress output\n"
+    "  -h, --help              this help\n";
+
+static int flatten_cmd(int argc, char **argv, int convert)
+{
+    static const struct option lo[] = {
+        {"base", required_argument, 0, 'b'},
+        {"output", required_argument, 0, 'o'},
+        {"chain", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 't'},
+        {"level", required_argument, 0, 'l'},
+        {"base-dtype", no_argument, 0, 'D'},
+        {"force", no_argument, 0, 'F'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *cmd = convert ? "convert" : "rebase";
+    wd_create_opts o;
+    memset(&o, 0, sizeof o);
+    o.strategy = "lossless";
+    o.level = 3;
+    int force = 0, quiet = 0, base_dtype = 0, c;
+    long long v;
+    static chain_args ca;
+    ca.n = 0;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":b:o:c:t:l:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'b': o.base_dir = optarg; break;
+        case 'o': o.out_path = optarg; break;
+        case 'c':
+            if (convert) return usage_error(cmd, "unknown option '--chain'");
+            if (chain_arg(&ca, cmd, optarg)) return EXIT_USAGE;
+            break;
+        case 't':
+            if (parse_num(optarg, 0, 4096, 0, &v))
+                return usage_error(cmd, "--threads: '%s' is not a number in 0..4096", optarg);
+            o.threads = (int)v;
+            break;
+        case 'l':
+            if (parse_num(optarg, 1, 22, 0, &v)) return usage_error(cmd, "--level: '%s' is not a number in 1..22", optarg);
+            o.level = (int)v;
+            break;
+        case 'D':
+            if (!convert) return usage_error(cmd, "unknown option '--base-dtype'");
+            base_dtype = 1;
+            break;
+        case 'F': force = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(convert ? convert_help : rebase_help, stdout); return 0;
+        case ':': return usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error(cmd, "missing FILE");
+    if (argc - optind > 1) return usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+    if (!o.base_dir) return usage_error(cmd, "missing --base DIR");
+    if (!o.out_path) return usage_error(cmd, "missing -o OUT.wdelta");
+    const char *path = argv[optind];
+    if (!force && path_exists(o.out_path)) {
+        fprintf(stderr, "wdelta: %s already exists (use --force to overwrite)\n", o.out_path);
+        return 1;
+    }
+    wd_err err = {{0}};
+    wd_chain *chain = NULL;
+    wd_delta *d = NULL;
+    wd_model m;
+    memset(&m, 0, sizeof m);
+    int have_model = 0, rc = 1;
+    if (convert) {
+        if (wd_delta_open(path, &d, &err)) goto done;
+        if (wd_delta_get_info(d)->version != 1) {
+            wd_errf(&err, "%s is a version %u file; convert reads deltatensors version 1 files", path,
+                    wd_delta_get_info(d)->version);
+            goto done;
+        }
+        if (wd_model_open(o.base_dir, &m, &err)) goto done;
+        have_model = 1;
+        unsigned char bh[32];
+        if (wd_model_hash(&m, bh, &err)) goto done;
+        if (memcmp(bh, wd_delta_get_info(d)->base_hash, 32)) {
+            char h1[65], h2[65];
+            wd_hex(bh, 32, h1);
+            wd_hex(wd_delta_get_info(d)->base_hash, 32, h2);
+            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", o.base_dir, path, h1, h2);
+            goto done;
+        }
+        wd_delta_v1_use_base_dtype(d, base_dtype);
+        if (wd_delta_set_base(d, &m, &err)) goto done;
+    } else {
+        if (wd_chain_open(path, ca.paths, ca.n, o.base_dir, NULL, &chain, &err)) goto done;
+    }
+    wd_delta *src = convert ? d : wd_chain_top(chain);
+    if (!quiet) fprintf(stderr, "%s: rebuilding %s, then storing it against %s\n", cmd, path, o.base_dir);
+    progress pr;
+    progress_init(&pr, cmd, quiet);
+    o.progress = create_progress_cb;
+    o.progress_ctx = &pr;
+    wd_create_stats cs;
+    memset(&cs, 0, sizeof cs);
+    double t0 = now_s();
+    int frc = wd_flatten(src, &o, &cs, &err);
+    progress_end(&pr);
+    if (frc) goto done;
+    double el = now_s() - t0;
+    char in[32], out[32];
+    human(cs.input_bytes, in, sizeof in);
+    human(cs.output_bytes, out, sizeof out);
+    printf("%s %s -> %s: input %s, delta %s, ratio %.3fx, %.2f s", convert ? "converted" : "rebased", path,
+           o.out_path, in, out, cs.output_bytes ? (double)cs.input_bytes / (double)cs.output_bytes : 0.0, el);
+    if (chain) printf(" (was link %zu of a chain)", wd_chain_length(chain));
+    printf("\n");
+    rc = 0;
+done:
+    if (rc) fail(&err);
+    wd_chain_close(chain);
+    if (d) wd_delta_close(d);
+    if (have_model) wd_model_free(&m);
+    return rc;
+}
+
+static int cmd_rebase(int argc, char **argv)
+{
+    return flatten_cmd(argc, argv, 0);
+}
+
+static int cmd_convert(int argc, char **argv)
+{
+    return flatten_cmd(argc, argv, 1);
+}
+
 /* ------------------------------------------------------------ main */
 static const char main_help[] =
     "usage: wdelta COMMAND [ARGS]\n"
@@ -1037,6 +1429,10 @@ static const char main_help[] =
     "  inspect  FILE [--json]                             describe a delta\n"
     "  apply    FILE --base DIR -o OUTDIR                 rebuild the fine-tune\n"
     "  verify   FILE [--base DIR]                         check checksums / hashes\n"
+    "  inspect  --chain FILE...|DIR                       describe a chain of deltas\n"
+    "  rebase   FILE --base DIR -o OUT.wdelta             flatten a chain link\n"
+    "  convert  IN.v1.wdelta --base DIR -o OUT.wdelta     deltatensors v1 -> version 2\n"
+    "  (create, apply and verify follow chains: create --parent, --chain PATH)\n"
     "  hash     DIR                                       content hash of a model\n"
     "\n"
     "  wdelta COMMAND --help   help for one command\n"
@@ -1062,7 +1458,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {
         {"create", cmd_create}, {"inspect", cmd_inspect}, {"apply", cmd_apply},
-        {"verify", cmd_verify}, {"hash", cmd_hash},
+        {"verify", cmd_verify}, {"hash", cmd_hash}, {"rebase", cmd_rebase}, {"convert", cmd_convert},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (!strcmp(cmd, cmds[i].name)) {
