@@ -324,6 +324,19 @@ int wd_chain_open(const char *file, const char *const *search, size_t nsearch, c
             }
         for (size_t i = 0; i < nrev && !next; i++) /* a loop through links already taken */
             if (!memcmp(rev[i]->info.result_hash, want, 32)) {
+                if (!c->have_base) {
+                    /* without a base the chain's end is not known: a delta
+                     * rebuilding the base of one already taken (a revert)
+                     * was followed; the chain ends before the loop */
+                    for (size_t k = i + 1; k < nrev; k++)
+                        for (size_t j = 0; j < c->ncands; j++)
+                            if (!c->cands[j]) {
+                                c->cands[j] = rev[k];
+                                break;
+                            }
+                    nrev = i + 1;
+                    goto resolved;
+                }
                 char msg[900];
                 size_t l = 0;
                 for (size_t k = i; k < nrev && l < sizeof msg - 8; k++)
@@ -352,6 +365,7 @@ int wd_chain_open(const char *file, const char *const *search, size_t nsearch, c
         rev[nrev++] = next;
         c->cands[ni] = NULL;
     }
+resolved:
     /* links, root first; attach sources from the root up */
     c->links = calloc(nrev, sizeof *c->links);
     if (!c->links) {

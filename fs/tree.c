@@ -730,22 +730,31 @@ static model *resolve(scan *sc, cand *c)
         else if (st == BASE_PENDING || st == BASE_HASHING) waiting = 1;
     }
     if (!b && c->version == 2) {
-        cand *p = NULL;
-        for (size_t i = 0; i < sc->nc && !p; i++)
-            if (&sc->c[i] != c && sc->c[i].version == 2 && !sc->c[i].err &&
-                !memcmp(sc->c[i].result_hash, c->base_hash, 32))
-                p = &sc->c[i];
-        if (p) {
-            int was_busy = p->state == 1;
+        /* several deltas may rebuild the same model: the first that is
+         * served (by name order) is the parent */
+        cand *first = NULL;
+        int loop = 0;
+        for (size_t i = 0; i < sc->nc && !pm; i++) {
+            cand *p = &sc->c[i];
+            if (p == c || p->version != 2 || p->err || memcmp(p->result_hash, c->base_hash, 32)) continue;
+            if (p->state == 1) { /* on the way down to here: a loop */
+                loop = 1;
+                continue;
+            }
             pm = resolve(sc, p);
             if (!pm) {
-                if (was_busy || (p->reason && strstr(p->reason, "chain loop")))
-                    cand_fail(c, "chain loop: its parent %s is (through its own parents) made against this delta's result",
-                              p->path);
-                else
-                    cand_fail(c, "its parent %s is unavailable: %s", p->path, p->reason ? p->reason : "?");
-                return NULL;
+                if (!first) first = p;
+                if (p->reason && strstr(p->reason, "chain loop")) loop = 1;
             }
+        }
+        if (!pm && (first || loop)) {
+            if (loop)
+                cand_fail(c, "chain loop: every delta that rebuilds its base (%s...) is, through its own parents, "
+                             "made against this delta's result", want);
+            else
+                cand_fail(c, "its parent %s is unavailable: %s", first->path, first->reason ? first->reason : "?");
+            c->fail_stable = 0;
+            return NULL;
         }
     }
     if (!b && !pm) {

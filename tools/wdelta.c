@@ -1181,12 +1181,15 @@ static int inspect_forest(const char *dir)
         printf("chain %zu:\n", ++chains);
         print_subtree(&fo, i, 0);
     }
+    /* what is left is in loops: deltas rebuilding each other's bases (a
+     * delta that reverts to its base makes one); shown from the first */
     for (size_t i = 0; fo.shown && i < fo.n; i++)
         if (!fo.shown[i]) {
-            printf("in a loop (no link leads to a base): %s\n", wd_delta_path(fo.d[i]));
-            rc = 1;
+            printf("chain %zu (a loop: each of its links rebuilds the base of another, so the root is not known):\n",
+                   ++chains);
+            print_subtree(&fo, i, 0);
         }
-    printf("%zu deltas, %zu chain roots\n", fo.n, chains);
+    printf("%zu deltas, %zu chains\n", fo.n, chains);
     for (size_t i = 0; i < fo.n; i++) wd_delta_close(fo.d[i]);
     free(fo.d);
     free(fo.shown);
