@@ -382,7 +382,7 @@ resolved:
     if (c->have_base) {
         if (wd_delta_set_base(c->links[0], &c->base, err)) goto fail;
         for (size_t i = 1; i < c->n; i++)
-            if (wd_delta_set_parent(c->links[i], c->links[i - 1], (uint64_t)i + 1, cache, err)) goto fail;
+            if (wd_delta_set_parent(c->links[i], c->links[i - 1], (uint64_t)i, cache, err)) goto fail;
     }
     free(rev);
     *out = c;

@@ -349,7 +349,8 @@ int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err);
  * none: FILE's own directory), down to the base directory `base_dir`
  * (NULL: links are found but no source is attached).  Missing links,
  * loops and a base that is not the root's are errors naming the files.
- * Links share `cache` (may be NULL). */
+ * Links share `cache` (may be NULL) under keys 1..length (link i reads
+ * its parent, link i-1, under key i): read the top under key `length`. */
 typedef struct wd_chain wd_chain;
 int wd_chain_open(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
                   wd_cache *cache, wd_chain **out, wd_err *err);

@@ -991,7 +991,7 @@ static cJSON *forest_children(snapshot *s, base_ent *b, model *parent, int depth
         model *m = s->models[i];
         if (m->parent != parent || (!parent && m->base != b)) continue;
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", m->rel);
+        cJSON_AddStringToObject(o, "model", m->rel);
         cJSON_AddStringToObject(o, "delta", m->delta_path);
         cJSON_AddItemToObject(o, "children", forest_children(s, b, m, depth + 1));
         cJSON_AddItemToArray(a, o);
@@ -1035,7 +1035,7 @@ char *tree_status_json(tree *t, int open_files)
     for (size_t i = 0; i < t->nbases; i++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "base", t->bases[i].dir);
-        if (t->bases[i].bm) cJSON_AddStringToObject(o, "name", t->bases[i].bm->rel);
+        if (t->bases[i].bm) cJSON_AddStringToObject(o, "dir", t->bases[i].bm->rel);
         cJSON_AddItemToObject(o, "children", forest_children(s, &t->bases[i], NULL, 0));
         cJSON_AddItemToArray(forest, o);
     }

@@ -199,15 +199,15 @@ check "status: the forest (A: a1 with children a2 and asib; a2 -> a3)" \
   "$PY" - "$T/status.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
-f = {x["name"]: x for x in s["forest"]}
+f = {x["dir"]: x for x in s["forest"]}
 a = f[".wdeltafs/bases/base"]["children"]
-assert [c["name"] for c in a] == ["archA/a1"], a
-kids = sorted(c["name"] for c in a[0]["children"])
+assert [c["model"] for c in a] == ["archA/a1"], a
+kids = sorted(c["model"] for c in a[0]["children"])
 assert kids == ["archA/asib", "archA/deep/a2"], kids
-a2 = [c for c in a[0]["children"] if c["name"] == "archA/deep/a2"][0]
-assert [c["name"] for c in a2["children"]] == ["archA/a3"]
+a2 = [c for c in a[0]["children"] if c["model"] == "archA/deep/a2"][0]
+assert [c["model"] for c in a2["children"]] == ["archA/a3"]
 b = f[".wdeltafs/bases/base-2"]["children"]
-assert [c["name"] for c in b] == ["archB/b1"] and [c["name"] for c in b[0]["children"]] == ["archB/b2"]
+assert [c["model"] for c in b] == ["archB/b1"] and [c["model"] for c in b[0]["children"]] == ["archB/b2"]
 EOF
 check "status: broken chains unavailable with the reason (loop, missing link, unavailable parent)" \
   "$PY" - "$T/status.json" <<'EOF'
