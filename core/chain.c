@@ -353,9 +353,21 @@ int wd_chain_open(const char *file, const char *const *search, size_t nsearch, c
             if (hash_base(c, err)) goto fail;
             short_hex(want, h1);
             short_hex(c->base_hash, h2);
+            char names[600] = "";
+            size_t l = 0, shown = 0, left = 0;
+            for (size_t i = 0; i < c->ncands; i++) {
+                if (!c->cands[i]) continue;
+                if (shown < 4 && l < sizeof names - 8) {
+                    l += (size_t)snprintf(names + l, sizeof names - l, "%s%s", shown ? ", " : ": ", c->cands[i]->path);
+                    shown++;
+                } else {
+                    left++;
+                }
+            }
+            if (left && l < sizeof names - 8) snprintf(names + l, sizeof names - l, " and %zu more", left);
             wd_errf(err, "missing link: %s was made against the model with content hash %s..., which is neither "
-                         "the base %s (%s...) nor rebuilt by any of the %zu other deltas searched",
-                    cur->path, h1, c->base.dir, h2, c->ncands);
+                         "the base %s (%s...) nor rebuilt by any of the %zu other deltas searched%s",
+                    cur->path, h1, c->base.dir, h2, shown + left, names);
             goto fail;
         }
         if (nrev == MAX_CHAIN) {
