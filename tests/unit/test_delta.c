@@ -566,10 +566,10 @@ START_TEST(test_chain_reads)
     ck_assert_uint_eq(om.ntensors, ftm.ntensors);
     wd_model_free(&om);
     wd_model_free(&ftm);
-    wd_chain_close(ch);
-    wd_cache_free(c);
     for (size_t f = 0; f < in->nfiles; f++) free(want[f]);
     free(want);
+    wd_chain_close(ch); /* `in` belongs to the top link */
+    wd_cache_free(c);
 }
 END_TEST
 
