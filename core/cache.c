@@ -298,7 +298,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         e->state = 1;
         c->used += len;
         c->st.decoded_bytes += len;
-        c->st.decode_ns += dt;
+        if (!nested) c->st.decode_ns += dt; /* a nested decode's time is inside its caller's */
         lru_push(c, e);
         evict(c);
         pthread_cond_broadcast(&c->loaded);
