@@ -397,6 +397,11 @@ static int inspect_json(const wd_delta_info *in)
     cJSON_AddStringToObject(root, "base_hash", hex);
     wd_hex(in->result_hash, 32, hex);
     cJSON_AddStringToObject(root, "result_hash", hex);
+    if (in->parent_name) {
+        cJSON *par = cJSON_AddObjectToObject(root, "parent");
+        cJSON_AddStringToObject(par, "name", in->parent_name);
+        cJSON_AddNumberToObject(par, "depth", in->parent_depth);
+    }
     cJSON_AddNumberToObject(root, "file_size", (double)in->file_size);
     cJSON_AddNumberToObject(root, "output_size", (double)in->output_size);
     cJSON_AddNumberToObject(root, "ratio",
@@ -471,6 +476,9 @@ static void inspect_text(const char *path, const wd_delta_info *in)
     printf("base hash:       %s\n", hex);
     wd_hex(in->result_hash, 32, hex);
     printf("result hash:     %s\n", hex);
+    if (in->parent_name) /* a chain link: its base is what the parent rebuilds */
+        printf("parent:          %s (made against its model; %u link%s down to the base; see inspect --chain)\n",
+               in->parent_name, in->parent_depth, in->parent_depth == 1 ? "" : "s");
     printf("blocks:          %zu\n", in->nblocks);
     printf("\noutput files (%zu):\n", in->nfiles);
     printf("  %-44s %14s %14s %8s\n", "name", "size", "stored", "ratio");

@@ -76,6 +76,8 @@ check "verify a3 without --base: stored checksums of the 3 links" \
   bash -c '"$1" verify "$2" --quiet | grep -c "block checksums" | grep -qx 3' _ "$W" "$T/da/a3.wdelta"
 check "inspect --chain a3: 3 links, all connect" \
   bash -c '"$1" inspect --chain "$2" >"$3" && grep -q "chain of 3 links" "$3" && [ "$(grep -c "connects:" "$3")" -eq 2 ]' _ "$W" "$T/da/a3.wdelta" "$T/out"
+check "inspect --json a3: the manifest names its parent a2 and the depth 2" \
+  bash -c '"$1" inspect --json "$2" | grep -q "\"parent\":{\"name\":\"a2.wdelta\",\"depth\":2}"' _ "$W" "$T/da/a3.wdelta"
 check "inspect --chain a1 a2 a3 (given order): exit 0" "$W" inspect --chain "$T/da/a1.wdelta" "$T/da/a2.wdelta" "$T/da/a3.wdelta"
 check "inspect --chain DIR: the forest (4 deltas)" \
   bash -c '"$1" inspect --chain "$2" >"$3" && grep -q "^4 deltas, [0-9]* chains" "$3"' _ "$W" "$T/da" "$T/out"
