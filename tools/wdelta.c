@@ -1443,8 +1443,10 @@ static const char main_help[] =
     "  inspect  --chain FILE...|DIR                       describe a chain of deltas\n"
     "  rebase   FILE --base DIR -o OUT.wdelta             flatten a chain link\n"
     "  convert  IN.v1.wdelta --base DIR -o OUT.wdelta     deltatensors v1 -> version 2\n"
-    "  (create, apply and verify follow chains: create --parent, --chain PATH)\n"
     "  hash     DIR                                       content hash of a model\n"
+    "\n"
+    "  chains: create --parent PARENT.wdelta makes a link; apply, verify and rebase\n"
+    "  find a link's parents by content hash (--chain PATH, default: its directory)\n"
     "\n"
     "  wdelta COMMAND --help   help for one command\n"
     "  wdelta --version        print the version\n";
