@@ -33,6 +33,8 @@ $(1)/genmodel: tools/genmodel.c $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/decode_speed: tests/bench/decode_speed.c $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
+$(1)/chain_read: tests/bench/chain_read.c $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/wdeltafs: $$(FS_SRC) fs/*.h core/wdelta.h $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Ifs $$(PKG_CFLAGS) $$(FS_SRC) $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/unit_tests: $$(UNIT_SRC) tests/unit/*.h tests/fuzz/fuzz_common.h $(1)/libwdelta.a
@@ -64,7 +66,7 @@ test-asan: test
 demo: all
 	@bash tools/demo.sh
 
-bench: all build/decode_speed
+bench: all build/decode_speed build/chain_read
 	@bash tests/bench/run.sh
 
 # ---- fuzzing (libFuzzer + ASan/UBSan; clang installed on demand)

@@ -358,7 +358,7 @@ int wd_verify(wd_delta *d, int with_base, unsigned char out_hash[32],
     }
     free(buf);
     if (!with_base) return 0;
-    if (!d->base) return wd_errf(err, "%s: verifying the result needs the base model", d->path);
+    if (!d->base && !d->parent) return wd_errf(err, "%s: verifying the result needs the base model", d->path);
     if (result_hash(d, out_hash, err)) return -1;
     if (memcmp(out_hash, in->result_hash, 32)) {
         char a[65], b[65];

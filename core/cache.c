@@ -197,9 +197,24 @@ static uint64_t now_ns(void)
 }
 
 /* Pin the block's entry, decoding it if needed.  Returns the entry (ready,
- * refs held) or NULL with err set. */
-static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, int count_hit, wd_err *err)
+ * refs held) or NULL with err set.
+ *
+ * Chains: decoding a block of a chain link reads its parent's output
+ * through this cache (acquire with nested = 1, on the same thread), so a
+ * decode can wait for another.  Two rules keep that free of deadlocks:
+ *   - a top-level decoder takes its decoder slot *before* it claims the
+ *     entry, never while holding a loading entry, and nested decodes take
+ *     no slot (their thread already holds one): a thread that owns a
+ *     loading entry therefore never waits for a slot;
+ *   - a decode only waits for entries of its ancestors (a chain has no
+ *     cycles; tree.c and chain.c refuse them), so waits follow the chain
+ *     downwards and always end at a base.
+ * Memory beside the cache stays bounded: loading entries and scratches are
+ * at most (decoder threads) x (chain depth). */
+static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, int count_hit, int nested,
+                       wd_err *err)
 {
+    int have_slot = 0;
     pthread_mutex_lock(&c->lock);
     for (;;) {
         centry **p = slot(c, key, block);
@@ -209,16 +224,37 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
             lru_unlink(c, e);
             lru_push(c, e);
             if (count_hit) c->st.hits++;
+            if (have_slot) {
+                c->decoders--;
+                pthread_cond_signal(&c->decoder_free);
+            }
             pthread_mutex_unlock(&c->lock);
             return e;
         }
         if (e) { /* someone is decoding it: wait, then look again */
+            if (have_slot) { /* never hold a slot while waiting */
+                c->decoders--;
+                have_slot = 0;
+                pthread_cond_signal(&c->decoder_free);
+            }
             pthread_cond_wait(&c->loaded, &c->lock);
             continue;
+        }
+        if (!nested && !have_slot) {
+            if (c->decoders >= c->max_decoders) {
+                pthread_cond_wait(&c->decoder_free, &c->lock);
+                continue; /* the block may have been loaded meanwhile */
+            }
+            c->decoders++;
+            have_slot = 1;
         }
         /* miss: claim it */
         e = calloc(1, sizeof *e);
         if (!e) {
+            if (have_slot) {
+                c->decoders--;
+                pthread_cond_signal(&c->decoder_free);
+            }
             pthread_mutex_unlock(&c->lock);
             wd_errf(err, "out of memory");
             return NULL;
@@ -230,15 +266,11 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         c->count++;
         if (c->count > c->nbuckets) grow(c);
         c->st.misses++;
+        wd_scratch *sc = c->npool ? c->pool[--c->npool] : NULL;
         pthread_mutex_unlock(&c->lock);
 
         uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
         unsigned char *data = blk_alloc(len);
-        pthread_mutex_lock(&c->lock);
-        while (c->decoders >= c->max_decoders) pthread_cond_wait(&c->decoder_free, &c->lock);
-        c->decoders++;
-        wd_scratch *sc = c->npool ? c->pool[--c->npool] : NULL;
-        pthread_mutex_unlock(&c->lock);
         if (!sc) sc = wd_scratch_new();
         uint64_t t0 = now_ns();
         int rc = data && sc ? wd_delta_decode_with(d, block, data, sc, err) : wd_errf(err, "out of memory");
@@ -247,8 +279,10 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         pthread_mutex_lock(&c->lock);
         if (sc && c->npool < c->max_decoders) c->pool[c->npool++] = sc;
         else wd_scratch_free(sc);
-        c->decoders--;
-        pthread_cond_signal(&c->decoder_free);
+        if (have_slot) {
+            c->decoders--;
+            pthread_cond_signal(&c->decoder_free);
+        }
         if (rc) {
             centry **q = slot(c, key, block);
             if (*q == e) *q = e->hnext;
@@ -264,7 +298,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         e->state = 1;
         c->used += len;
         c->st.decoded_bytes += len;
-        c->st.decode_ns += dt;
+        if (!nested) c->st.decode_ns += dt; /* a nested decode's time is inside its caller's */
         lru_push(c, e);
         evict(c);
         pthread_cond_broadcast(&c->loaded);
@@ -284,7 +318,7 @@ static void release(wd_cache *c, centry *e)
 int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd_err *err)
 {
     if (block >= wd_delta_get_info(d)->nblocks) return 0;
-    centry *e = acquire(c, d, key, block, 0, err);
+    centry *e = acquire(c, d, key, block, 0, 0, err);
     if (!e) return -1;
     release(c, e);
     return 0;
@@ -298,8 +332,8 @@ static size_t max_block(const wd_delta_info *in)
     return m;
 }
 
-ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,
-                wd_err *err)
+static ssize_t read_impl(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,
+                         int nested, wd_err *err)
 {
     const wd_delta_info *in = wd_delta_get_info(d);
     if (f >= in->nfiles) return wd_errf(err, "no output file %zu", f);
@@ -320,7 +354,7 @@ ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, siz
         size_t take = in->blocks[b].out_len - (size_t)in_block;
         if (take > len - done) take = len - done;
         if (c) {
-            centry *e = acquire(c, d, key, b, 1, err);
+            centry *e = acquire(c, d, key, b, 1, nested, err);
             if (!e) {
                 free(tmp);
                 return -1;
@@ -339,4 +373,16 @@ ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, siz
     }
     free(tmp);
     return (ssize_t)done;
+}
+
+ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,
+                wd_err *err)
+{
+    return read_impl(d, key, c, f, buf, len, off, 0, err);
+}
+
+ssize_t wd_read_nested(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,
+                       wd_err *err)
+{
+    return read_impl(d, key, c, f, buf, len, off, 1, err);
 }

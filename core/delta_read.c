@@ -178,6 +178,13 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
     d->strategy = dup_or_null(get_str(m, "strategy"));
     d->tool = dup_or_null(get_str(m, "tool"));
     d->options_json = opt ? cJSON_PrintUnformatted(opt) : strdup("{}");
+    const cJSON *par = cJSON_GetObjectItemCaseSensitive(m, "parent"); /* lineage, optional */
+    uint64_t depth = 0;
+    if (cJSON_IsObject(par)) {
+        d->parent_name = dup_or_null(get_str(par, "name"));
+        if (!get_u64(par, "depth", &depth) && depth < 1000000) d->info.parent_depth = (unsigned)depth;
+        d->info.parent_name = d->parent_name;
+    }
     size_t nf = (size_t)cJSON_GetArraySize(files);
     d->files = calloc(nf + 1, sizeof *d->files);
     d->file_exts = calloc(nf + 1, sizeof *d->file_exts);
@@ -377,6 +384,7 @@ void wd_delta_close(wd_delta *d)
     free(d->strategy);
     free(d->tool);
     free(d->options_json);
+    free(d->parent_name);
     free(d->path);
     free(d);
 }
@@ -412,7 +420,7 @@ static int open_base_fds(wd_delta *d, const wd_model *base, wd_err *err)
 
 int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err)
 {
-    if (d->base) return wd_errf(err, "%s: a base is already attached", d->path);
+    if (d->base || d->parent) return wd_errf(err, "%s: a base is already attached", d->path);
     if (d->v1) {
         if (open_base_fds(d, base, err) || wd_v1view_set_base(d, base, err) || map_blocks(d, err)) return -1;
         return 0;
@@ -467,7 +475,7 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
     const wd_block *b = &d->blocks[block];
     const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
     if (d->v1) return wd_v1view_decode(d, block, out, err);
-    if (wd_codec_needs_base(e->pub.codec) && (!d->base || e->base_fd_index < 0))
+    if (wd_codec_needs_base(e->pub.codec) && ((!d->base && !d->parent) || e->base_fd_index < 0))
         return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path,
                        e->tensor ? e->tensor : e->base_tensor); /* "tensor" is optional in the manifest */
     int rc = -1;
@@ -489,9 +497,7 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
             wd_errf(err, "out of memory");
             goto out;
         }
-        const char *bpath = d->base->files[e->base_fd_index].path;
-        if (wd_pread_full(d->base_fds[e->base_fd_index], base, b->out_len, e->base_offset + rel, bpath, err))
-            goto out_where;
+        if (wd_delta_read_base(d, e, base, b->out_len, rel, err)) goto out_where;
     }
     if (wd_decode_block(s, e->pub.codec, e->pub.dtype, stored, b->stored_len, base, out, b->out_len, err))
         goto out_where;

@@ -73,6 +73,7 @@ typedef struct writer {
     /* progress */
     uint64_t total_bytes;
     size_t tensors_done, ntensors;
+    int *parent_files; /* with o->parent: base file -> parent output file */
 } writer;
 
 static void fail(writer *w, const wd_err *e)
@@ -261,6 +262,14 @@ oom:
 }
 
 /* ---- feeding ---------------------------------------------------------- */
+/* The base bytes of a delta against a parent delta: decoded from it. */
+static int read_parent(writer *w, int base_file, unsigned char *buf, size_t n, uint64_t off, wd_err *err)
+{
+    ssize_t got = wd_read(w->o->parent, 0, NULL, (size_t)w->parent_files[base_file], buf, n, off, err);
+    if (got >= 0 && (size_t)got != n) return wd_errf(err, "short read at offset %llu", (unsigned long long)off);
+    return got < 0 ? wd_errprefix(err, "parent %s", wd_delta_path(w->o->parent)) : 0;
+}
+
 static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
                       plan_ext *e, uint64_t src_off, uint64_t base_off, wd_sha256 *sha,
                       uint64_t *done, wd_err *err)
@@ -277,7 +286,8 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
         if (sha) wd_sha256_update(sha, j.ft, n);
         if (wd_codec_needs_base(e->codec)) {
             j.base = malloc(n);
-            if (!j.base || wd_pread_full(base_fd, j.base, n, base_off + rel, base_path, err)) {
+            if (!j.base || (w->o->parent ? read_parent(w, e->base_file, j.base, n, base_off + rel, err)
+                                         : wd_pread_full(base_fd, j.base, n, base_off + rel, base_path, err))) {
                 free(j.ft);
                 free(j.base);
                 if (!j.base) return wd_errf(err, "out of memory");
@@ -294,6 +304,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
 
 typedef struct base_hash_job {
     const wd_model *base;
+    const unsigned char *known; /* the parent's result hash */
     unsigned char digest[32];
     int rc;
     wd_err err;
@@ -302,6 +313,11 @@ typedef struct base_hash_job {
 static void *base_hash_main(void *arg)
 {
     base_hash_job *h = arg;
+    if (h->known) {
+        memcpy(h->digest, h->known, 32);
+        h->rc = 0;
+        return NULL;
+    }
     h->rc = wd_model_hash(h->base, h->digest, &h->err);
     return NULL;
 }
@@ -332,6 +348,14 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
     cJSON_AddStringToObject(m, "base_hash", hex);
     wd_hex(result_hash, 32, hex);
     cJSON_AddStringToObject(m, "result_hash", hex);
+    if (o->parent) { /* lineage: base_hash is the parent delta's result_hash */
+        const char *pp = wd_delta_path(o->parent), *slash = strrchr(pp, '/');
+        unsigned depth = 0;
+        for (wd_delta *p = o->parent; p; p = wd_delta_get_parent(p)) depth++;
+        cJSON *par = cJSON_AddObjectToObject(m, "parent");
+        cJSON_AddStringToObject(par, "name", slash ? slash + 1 : pp);
+        cJSON_AddNumberToObject(par, "depth", depth);
+    }
     cJSON *files = cJSON_AddArrayToObject(m, "files");
     for (size_t i = 0; i < npf; i++) {
         const plan_file *p = &pf[i];
@@ -427,7 +451,7 @@ static int online_cpus(void)
 
 int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
 {
-    if (!o->base_dir || !o->ft_dir || !o->out_path)
+    if ((!o->base_dir && !o->parent) || !o->ft_dir || !o->out_path)
         return wd_errf(err, "create needs a base, a fine-tune and an output path");
     wd_codec fixed = WD_CODEC_LOSSLESS;
     int is_auto = o->strategy && !strcmp(o->strategy, "auto");
@@ -451,7 +475,8 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         return wd_errf(err, "zstd level %d out of range (%d..%d)", level, ZSTD_minCLevel(), ZSTD_maxCLevel());
 
     wd_model base = {0}, ft = {0};
-    if (wd_model_open(o->base_dir, &base, err)) return wd_errprefix(err, "base");
+    if (o->parent ? wd_delta_output_model(o->parent, &base, err) : wd_model_open(o->base_dir, &base, err))
+        return wd_errprefix(err, o->parent ? "parent" : "base");
     if (wd_model_open(o->ft_dir, &ft, err)) {
         wd_model_free(&base);
         return wd_errprefix(err, "fine-tune");
@@ -461,7 +486,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     int rc = -1;
     char *tmp = NULL;
     writer w = {0};
-    base_hash_job bh = {.base = &base};
+    base_hash_job bh = {.base = &base, .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL};
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
@@ -648,12 +673,16 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
     }
     for (size_t i = 0; i < ft->nfiles; i++) ft_fds[i] = -1;
     for (size_t i = 0; i < base->nfiles; i++) base_fds[i] = -1;
+    if (w->o->parent) { /* base files are the parent's outputs of the same name */
+        w->parent_files = base_fds;
+        for (size_t i = 0; i < base->nfiles; i++) base_fds[i] = wd_delta_find_file(w->o->parent, base->files[i].name);
+    }
     for (size_t i = 0; i < ft->nfiles; i++)
         if ((ft_fds[i] = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
             wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
             goto out;
         }
-    for (size_t i = 0; i < base->nfiles; i++)
+    for (size_t i = 0; i < base->nfiles && !w->o->parent; i++)
         if ((base_fds[i] = open(base->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
             wd_errf(err, "%s: %s", base->files[i].path, strerror(errno));
             goto out;
@@ -707,7 +736,7 @@ out:
     if (sha) wd_sha256_free(sha);
     for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
         if (ft_fds[i] >= 0) close(ft_fds[i]);
-    for (size_t i = 0; base_fds && i < base->nfiles; i++)
+    for (size_t i = 0; base_fds && i < base->nfiles && !w->o->parent; i++)
         if (base_fds[i] >= 0) close(base_fds[i]);
     free(ft_fds);
     free(base_fds);

@@ -128,7 +128,7 @@ struct wd_delta {
     char *path;
     int fd;
     wd_delta_info info;
-    char *strategy, *tool, *options_json;
+    char *strategy, *tool, *options_json, *parent_name;
     wd_outfile *files;
     wd_ext_priv **file_exts;   /* per file: array of nextents */
     wd_extent **file_pub_exts; /* per file: public copies */
@@ -149,6 +149,13 @@ struct wd_delta {
     pthread_mutex_t pool_lock;
     wd_scratch **pool;
     size_t npool, cap_pool;
+    /* chains (chain.c): the base bytes are another delta's rebuilt output,
+     * read through `parent_cache` (NULL: decoded directly).  Then each
+     * extent's base_fd_index is the parent's output file and base_offset the
+     * base tensor's offset in it. */
+    wd_delta *parent;          /* not owned */
+    uint64_t parent_key;
+    wd_cache *parent_cache;
 };
 
 /* v1_view.c */
@@ -163,5 +170,14 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
 
 wd_scratch *wd_delta_scratch_get(wd_delta *d);
 void wd_delta_scratch_put(wd_delta *d, wd_scratch *s);
+
+/* chain.c: read n base bytes of extent e, at base_offset + rel, from the
+ * base model's file or from the parent delta's output. */
+int wd_delta_read_base(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, size_t n, uint64_t rel, wd_err *err);
+
+/* cache.c: wd_read from inside a decode (a chain link reading its parent):
+ * uses no decoder slot, since the calling thread already holds one. */
+ssize_t wd_read_nested(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,
+                       wd_err *err);
 
 #endif

@@ -190,6 +190,10 @@ typedef struct wd_create_opts {
     void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total,
                      size_t tensors_done, size_t tensors_total);
     void *progress_ctx;
+    /* lineage: take the delta against the model this delta rebuilds (its
+     * source attached, see wd_delta_set_parent) instead of base_dir; the
+     * output's base_hash is then the parent's result_hash */
+    struct wd_delta *parent;
 } wd_create_opts;
 
 typedef struct wd_create_stats {
@@ -246,6 +250,9 @@ typedef struct wd_delta_info {
     const wd_outfile *files;
     size_t nblocks;
     const wd_block *blocks;
+    /* lineage: the manifest's "parent" (NULL/0 for a delta against a base) */
+    const char *parent_name; /* the parent's file name when this was made */
+    unsigned parent_depth;   /* links between this one and the base */
 } wd_delta_info;
 
 /* Open: checks magic, version, footer, and the digest over manifest+index. */
@@ -362,6 +369,47 @@ int wd_v1_check_digest(wd_v1 *v, wd_err *err);
  * in float32 without contraction.  base holds nelem elements of base_dtype
  * (F32, BF16, F16 or F64); out receives nelem floats. */
 int wd_v1_rebuild(wd_v1 *v, size_t i, const void *base, wd_dtype base_dtype, float *out, wd_err *err);
+
+/* --------------------------------------------------------- chains (lineage) */
+/* A delta's source is a base model directory (wd_delta_set_base) or the
+ * model another delta rebuilds: wd_delta_set_parent makes d read its base
+ * tensors from parent's output (parent must have its own source attached,
+ * and its result_hash must be d's base_hash), through `cache` under
+ * `parent_key` (cache NULL: decoded directly).  Only the parent blocks a
+ * range overlaps are decoded, recursively.  parent must outlive d. */
+int wd_delta_set_parent(wd_delta *d, wd_delta *parent, uint64_t parent_key, wd_cache *cache, wd_err *err);
+wd_delta *wd_delta_get_parent(const wd_delta *d);
+const char *wd_delta_path(const wd_delta *d);
+/* The rebuilt model's safetensors files, parsed from the delta's rebuilt
+ * headers, as a model (files' paths are "DELTA:NAME"; no extras).  The
+ * delta needs a source only when its headers do (never for v2). */
+int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err);
+
+/* A chain: FILE and the deltas it needs, found by content hash among the
+ * `search` paths (files, or directories whose *.wdelta files are read;
+ * none: FILE's own directory), down to the base directory `base_dir`
+ * (NULL: links are found but no source is attached).  Missing links,
+ * loops and a base that is not the root's are errors naming the files.
+ * Links share `cache` (may be NULL) under keys 1..length (link i reads
+ * its parent, link i-1, under key i): read the top under key `length`. */
+typedef struct wd_chain wd_chain;
+int wd_chain_open(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
+                  wd_cache *cache, wd_chain **out, wd_err *err);
+void wd_chain_close(wd_chain *c);
+size_t wd_chain_length(const wd_chain *c);
+wd_delta *wd_chain_link(const wd_chain *c, size_t i); /* 0: made against the base; length-1: FILE */
+wd_delta *wd_chain_top(const wd_chain *c);
+const wd_model *wd_chain_base(const wd_chain *c);
+int wd_chain_base_hash(wd_chain *c, unsigned char out[32], wd_err *err);
+/* Index of the first of links[] whose base_hash is not the result_hash of
+ * the one before it; n when every link connects. */
+size_t wd_chain_check_order(wd_delta *const *links, size_t n);
+/* Store the model d rebuilds (d has its source attached) as a delta
+ * against o->base_dir, written to o->out_path (o->ft_dir is ignored): the
+ * model is rebuilt into a temporary directory next to the output, which is
+ * removed afterwards.  `wdelta rebase` (a chain link made direct) and
+ * `wdelta convert` (a v1 file as v2) are this. */
+int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err *err);
 
 #ifdef __cplusplus
 }

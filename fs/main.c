@@ -160,6 +160,15 @@ static void fill_attr(const node *n, struct stat *st)
     case N_STATUS:
         st->st_mode = S_IFREG | 0444;
         break;
+    case N_LINK:
+        st->st_mode = S_IFLNK | 0444;
+        st->st_size = n->link ? (off_t)strlen(n->link) : 0;
+        st->st_uid = n->m->st.st_uid;
+        st->st_gid = n->m->st.st_gid;
+        st->st_mtim = n->m->st.st_mtim;
+        st->st_ctim = n->m->st.st_mtim;
+        st->st_atim = n->m->st.st_mtim;
+        break;
     case N_MODEL: {
         const struct stat *ds = &n->m->st;
         mode_t r = ds->st_mode & 0444;
@@ -677,13 +686,23 @@ static int xattr_value(const model *m, const char *name, char *out, size_t n)
     return 0;
 }
 
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    daemon_state *ds = state_of(req);
+    snapshot *s = tree_snapshot(&ds->t);
+    node *n = snap_node(s, ino);
+    if (n && n->kind == N_LINK && n->link) fuse_reply_readlink(req, n->link);
+    else fuse_reply_err(req, n ? EINVAL : ENOENT);
+    tree_snapshot_put(&ds->t, s);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     daemon_state *ds = state_of(req);
     snapshot *s = tree_snapshot(&ds->t);
     node *n = snap_node(s, ino);
     char val[4200];
-    if (!n || n->kind != N_MODEL || xattr_value(n->m, name, val, sizeof val)) {
+    if (!n || n->kind != N_MODEL || n->m->is_base || xattr_value(n->m, name, val, sizeof val)) {
         fuse_reply_err(req, n ? ENODATA : ENOENT);
     } else {
         size_t len = strlen(val);
@@ -701,7 +720,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     node *n = snap_node(s, ino);
     char list[512];
     size_t len = 0;
-    if (n && n->kind == N_MODEL)
+    if (n && n->kind == N_MODEL && !n->m->is_base)
         for (size_t i = 0; i < sizeof xattr_names / sizeof *xattr_names; i++) {
             size_t l = strlen(xattr_names[i]) + 1;
             memcpy(list + len, xattr_names[i], l);
@@ -798,6 +817,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static const struct fuse_lowlevel_ops ops = {
     .init = op_init,
     .lookup = op_lookup,
+    .readlink = op_readlink,
     .forget = op_forget,
     .forget_multi = op_forget_multi,
     .getattr = op_getattr,
@@ -979,6 +999,9 @@ static void usage(const char *prog)
     printf("usage: %s SRC MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]\n"
            "\n"
            "Shows every SRC/**/NAME.wdelta as a model directory MOUNTPOINT/**/NAME/.\n"
+           "Chains (deltas made against another delta's model) are served when they end\n"
+           "at a given base; each model directory has `parent`, a symlink to its parent\n"
+           "model or to its base (MOUNTPOINT/.wdeltafs/bases/NAME).\n"
            "\n"
            "  -o base=DIR[:DIR...]      base models, matched to deltas by content hash\n"
            "  -o cache_size=SIZE        decoded-block cache (default 1G; K/M/G suffixes)\n"

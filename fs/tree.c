@@ -42,6 +42,8 @@ static void identity(const struct stat *st, char *buf, size_t n)
              (long long)st->st_size, (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
 }
 
+static model *open_base_model(tree *t, base_ent *b);
+
 /* ---- bases ------------------------------------------------------------ */
 /* The digest cache key: the directory and, per weight file, name, size,
  * mtime and inode.  Any change to a shard means hashing again. */
@@ -161,6 +163,23 @@ int tree_open_bases(tree *t, const char *list, wd_err *err)
         b->state = load_cached_digest(t, b) == 0 ? BASE_READY : BASE_PENDING;
     }
     free(copy);
+    /* each base shows as /.wdeltafs/bases/NAME (its directory's name, made
+     * unique), the target of the `parent` links of the deltas made on it */
+    for (size_t i = 0; i < t->nbases; i++) {
+        base_ent *b = &t->bases[i];
+        const char *slash = strrchr(b->dir, '/');
+        const char *bn = slash && slash[1] ? slash + 1 : b->dir;
+        char name[300];
+        snprintf(name, sizeof name, "%.250s", wd_safe_name(bn) ? bn : "base");
+        for (int k = 2;; k++) {
+            int clash = 0;
+            for (size_t j = 0; j < i; j++) clash |= !strcmp(t->bases[j].name, name);
+            if (!clash) break;
+            snprintf(name, sizeof name, "%.250s-%d", wd_safe_name(bn) ? bn : "base", k);
+        }
+        if (!(b->name = strdup(name))) return wd_errf(err, "out of memory");
+        if (b->opened) b->bm = open_base_model(t, b);
+    }
     return 0;
 }
 
@@ -206,14 +225,15 @@ void model_ref(tree *t, model *m)
     pthread_mutex_unlock(&t->model_lock);
 }
 
-static void model_free(model *m)
+static void model_free(tree *t, model *m)
 {
     for (size_t i = 0; i < m->nfiles; i++) {
         free(m->files[i].name);
         free(m->files[i].extra_path);
     }
     free(m->files);
-    wd_delta_close(m->d);
+    wd_delta_close(m->d); /* before its parent: it reads the parent's delta */
+    model_unref(t, m->parent);
     free(m->rel);
     free(m->delta_path);
     free(m);
@@ -225,7 +245,7 @@ void model_unref(tree *t, model *m)
     pthread_mutex_lock(&t->model_lock);
     int last = --m->refs == 0;
     pthread_mutex_unlock(&t->model_lock);
-    if (last) model_free(m);
+    if (last) model_free(t, m);
 }
 
 static int add_file(model *m, const char *name, uint64_t size, int delta_file, const char *extra_path)
@@ -248,46 +268,45 @@ static int add_file(model *m, const char *name, uint64_t size, int delta_file, c
     return 0;
 }
 
-/* Open one .wdelta; on failure *reason says why it is not served. */
-static model *open_model(tree *t, const char *path, const char *rel, const struct stat *st, char **reason)
+/* Open one .wdelta (or take `d`, already opened: owned from here on) with
+ * its source: the base b, or the parent model pm.  On failure *reason says
+ * why it is not served. */
+static model *open_model(tree *t, const char *path, const char *rel, const struct stat *st, wd_delta *d, base_ent *b,
+                         model *pm, char **reason)
 {
     wd_err err;
     char buf[1400];
     model *m = calloc(1, sizeof *m);
-    if (!m) return NULL;
+    if (!m) {
+        wd_delta_close(d);
+        return NULL;
+    }
     m->refs = 1;
     m->st = *st;
     m->rel = strdup(rel);
     m->delta_path = strdup(path);
     m->ino = ino_of("m", rel, NULL);
-    if (wd_delta_open(path, &m->d, &err)) {
+    m->d = d;
+    if (!m->d && wd_delta_open(path, &m->d, &err)) {
         *reason = strdup(err.msg);
         goto fail;
     }
     const wd_delta_info *in = wd_delta_get_info(m->d);
-    char want[65];
-    wd_hex(in->base_hash, 32, want);
-    int waiting = 0;
-    for (size_t i = 0; i < t->nbases && !m->base; i++) {
-        base_ent *b = &t->bases[i];
-        pthread_mutex_lock(&t->snap_lock);
-        base_state s = b->state;
-        pthread_mutex_unlock(&t->snap_lock);
-        if (s == BASE_READY && !memcmp(b->hash, in->base_hash, 32)) m->base = b;
-        else if (s == BASE_PENDING || s == BASE_HASHING) waiting = 1;
-    }
-    if (!m->base) {
-        if (waiting)
-            snprintf(buf, sizeof buf, "needs the base with content hash %s; bases are still being hashed", want);
-        else
-            snprintf(buf, sizeof buf, "no base given has content hash %s (pass its directory with -o base=DIR)", want);
-        *reason = strdup(buf);
-        goto fail;
-    }
-    if (in->version == 1) wd_delta_v1_use_base_dtype(m->d, t->v1_base_dtype);
-    if (wd_delta_set_base(m->d, &m->base->model, &err)) {
-        *reason = strdup(err.msg);
-        goto fail;
+    if (pm) {
+        model_ref(t, pm);
+        m->parent = pm;
+        m->base = pm->base;
+        if (wd_delta_set_parent(m->d, pm->d, pm->key, t->cache, &err)) {
+            *reason = strdup(err.msg);
+            goto fail;
+        }
+    } else {
+        m->base = b;
+        if (in->version == 1) wd_delta_v1_use_base_dtype(m->d, t->v1_base_dtype);
+        if (wd_delta_set_base(m->d, &m->base->model, &err)) {
+            *reason = strdup(err.msg);
+            goto fail;
+        }
     }
     const wd_model *bm = &m->base->model;
     m->files = calloc(in->nfiles + bm->nextras + 1, sizeof *m->files);
@@ -309,7 +328,41 @@ static model *open_model(tree *t, const char *path, const char *rel, const struc
 oom:
     *reason = strdup("out of memory");
 fail:
-    model_free(m);
+    model_free(t, m);
+    return NULL;
+}
+
+/* A base model shown as a directory of its own files (for `parent`
+ * links): its weight files and extras, read straight from the base. */
+static model *open_base_model(tree *t, base_ent *b)
+{
+    model *m = calloc(1, sizeof *m);
+    char rel[600], path[4200];
+    if (!m) return NULL;
+    m->refs = 1;
+    m->is_base = 1;
+    m->base = b;
+    snprintf(rel, sizeof rel, ".wdeltafs/bases/%s", b->name);
+    m->rel = strdup(rel);
+    m->delta_path = strdup(b->dir);
+    m->ino = ino_of("m", rel, NULL);
+    if (stat(b->dir, &m->st) || !m->rel || !m->delta_path) goto fail;
+    m->files = calloc(b->model.nfiles + b->model.nextras + 1, sizeof *m->files);
+    if (!m->files) goto fail;
+    for (size_t i = 0; i < b->model.nfiles; i++)
+        if (add_file(m, b->model.files[i].name, b->model.files[i].size, -1, b->model.files[i].path)) goto fail;
+    for (size_t i = 0; i < b->model.nextras; i++) {
+        struct stat es;
+        snprintf(path, sizeof path, "%s/%s", b->dir, b->model.extras[i]);
+        if (stat(path, &es) || !S_ISREG(es.st_mode)) continue;
+        if (add_file(m, b->model.extras[i], (uint64_t)es.st_size, -1, path)) goto fail;
+    }
+    pthread_mutex_lock(&t->model_lock);
+    m->key = ++t->next_key;
+    pthread_mutex_unlock(&t->model_lock);
+    return m;
+fail:
+    model_free(t, m);
     return NULL;
 }
 
@@ -387,6 +440,7 @@ static void snap_free(tree *t, snapshot *s)
     for (size_t i = 0; i < s->nnodes; i++) {
         free(s->nodes[i].name);
         free(s->nodes[i].child);
+        free(s->nodes[i].link);
     }
     free(s->nodes);
     free(s->index);
@@ -418,10 +472,32 @@ void tree_snapshot_put(tree *t, snapshot *s)
 }
 
 /* ---- scanning ---------------------------------------------------------- */
+/* A .wdelta found under SRC, before it is served.  A rescan first lists
+ * them all (with their hashes) and then resolves each one's source: a base
+ * with its base_hash, or (a chain) the delta whose result_hash it is, which
+ * is resolved first, recursively. */
+typedef struct cand {
+    char *path, *rel;
+    struct stat st;
+    model *old;        /* the previous snapshot's version, if unchanged (a ref) */
+    wd_delta *d;       /* opened now (when there is no old one) */
+    char *err;         /* cannot be opened (or known to fail unchanged) */
+    unsigned version;
+    unsigned char base_hash[32], result_hash[32];
+    int state;         /* 0 unresolved, 1 resolving, 2 served, 3 failed */
+    model *m;          /* state 2: a ref */
+    char *reason;      /* state 3 */
+    int fail_stable;   /* the failure does not depend on other deltas */
+} cand;
+
 typedef struct scan {
     tree *t;
     snapshot *old, *s;
     size_t cap_models, cap_unav;
+    cand *c;
+    size_t nc, capc, hint;
+    uint32_t *mnodes; /* node index of each delta's model directory */
+    size_t nmnodes, capmnodes;
 } scan;
 
 static model *reuse(scan *sc, const char *path, const struct stat *st)
@@ -511,6 +587,15 @@ static int add_model_nodes(scan *sc, uint32_t dir, const char *name, model *m)
         int fi = snap_add(s, m->files[f].ino, N_FILE, m->files[f].name, m->ino, m, (int)f);
         if (fi < 0 || add_child(s, (uint32_t)mi, (uint32_t)fi)) return -1;
     }
+    if (m->is_base) return 0; /* the tree holds base models */
+    if (sc->nmnodes == sc->capmnodes) {
+        size_t nc = sc->capmnodes ? sc->capmnodes * 2 : 16;
+        uint32_t *p = realloc(sc->mnodes, nc * sizeof *p);
+        if (!p) return -1;
+        sc->mnodes = p;
+        sc->capmnodes = nc;
+    }
+    sc->mnodes[sc->nmnodes++] = (uint32_t)mi;
     if (s->nmodels == sc->cap_models) {
         size_t nc = sc->cap_models ? sc->cap_models * 2 : 16;
         model **p = realloc(s->models, nc * sizeof *p);
@@ -525,6 +610,235 @@ static int add_model_nodes(scan *sc, uint32_t dir, const char *name, model *m)
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* ---- chains: listing and resolving ------------------------------------ */
+static void add_cand(scan *sc, const char *path, const char *rel, const struct stat *st)
+{
+    if (sc->nc == sc->capc) {
+        size_t nc = sc->capc ? sc->capc * 2 : 32;
+        cand *p = realloc(sc->c, nc * sizeof *p);
+        if (!p) return;
+        sc->c = p;
+        sc->capc = nc;
+    }
+    cand *c = &sc->c[sc->nc];
+    memset(c, 0, sizeof *c);
+    c->path = strdup(path);
+    c->rel = strdup(rel);
+    c->st = *st;
+    if (!c->path || !c->rel) {
+        free(c->path);
+        free(c->rel);
+        return;
+    }
+    sc->nc++;
+    c->old = reuse(sc, path, st);
+    const char *known = c->old ? NULL : known_failure(sc, path, st);
+    wd_err err;
+    if (known) {
+        c->err = strdup(known);
+    } else if (!c->old && wd_delta_open(path, &c->d, &err)) {
+        c->err = strdup(err.msg);
+        c->d = NULL;
+    }
+    if (c->err) {
+        c->state = 3;
+        c->reason = strdup(c->err);
+        c->fail_stable = 1;
+        return;
+    }
+    const wd_delta_info *in = wd_delta_get_info(c->old ? c->old->d : c->d);
+    c->version = in->version;
+    memcpy(c->base_hash, in->base_hash, 32);
+    memcpy(c->result_hash, in->result_hash, 32);
+}
+
+/* List every .wdelta under SRC, as scan_dir will meet them. */
+static void collect(scan *sc, const char *path, const char *rel, int depth)
+{
+    DIR *d = opendir(path);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char child[4096], crel[4096];
+        if (snprintf(child, sizeof child, "%s/%s", path, de->d_name) >= (int)sizeof child) continue;
+        struct stat st;
+        if (stat(child, &st)) continue;
+        size_t nl = strlen(de->d_name);
+        if (S_ISDIR(st.st_mode)) {
+            if (depth >= MAX_DEPTH || !wd_safe_name(de->d_name)) continue;
+            if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", de->d_name) >= (int)sizeof crel) continue;
+            collect(sc, child, crel, depth + 1);
+        } else if (S_ISREG(st.st_mode) && nl > 7 && !strcmp(de->d_name + nl - 7, ".wdelta")) {
+            if (snprintf(crel, sizeof crel, "%s%s%.*s", rel, *rel ? "/" : "", (int)(nl - 7), de->d_name) >=
+                (int)sizeof crel)
+                continue;
+            add_cand(sc, child, crel, &st);
+        }
+    }
+    closedir(d);
+}
+
+static cand *find_cand(scan *sc, const char *path)
+{
+    for (size_t k = 0; k < sc->nc; k++) {
+        size_t i = (sc->hint + k) % sc->nc;
+        if (!strcmp(sc->c[i].path, path)) {
+            sc->hint = i + 1;
+            return &sc->c[i];
+        }
+    }
+    return NULL;
+}
+
+static void cand_fail(cand *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cand_fail(cand *c, const char *fmt, ...)
+{
+    char buf[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    c->state = 3;
+    free(c->reason);
+    c->reason = strdup(buf);
+}
+
+/* The model of c, served with its source, or NULL (c->reason says why). */
+static model *resolve(scan *sc, cand *c)
+{
+    tree *t = sc->t;
+    if (c->state == 2) return c->m;
+    if (c->state == 3) return NULL;
+    if (c->state == 1) {
+        cand_fail(c, "chain loop: this delta is (through its parents) its own parent");
+        return NULL;
+    }
+    c->state = 1;
+    char want[65];
+    wd_hex(c->base_hash, 32, want);
+    base_ent *b = NULL;
+    model *pm = NULL;
+    int waiting = 0;
+    for (size_t i = 0; i < t->nbases && !b; i++) {
+        pthread_mutex_lock(&t->snap_lock);
+        base_state st = t->bases[i].state;
+        pthread_mutex_unlock(&t->snap_lock);
+        if (st == BASE_READY && !memcmp(t->bases[i].hash, c->base_hash, 32)) b = &t->bases[i];
+        else if (st == BASE_PENDING || st == BASE_HASHING) waiting = 1;
+    }
+    if (!b && c->version == 2) {
+        /* several deltas may rebuild the same model: the first that is
+         * served (by name order) is the parent */
+        cand *first = NULL;
+        int loop = 0;
+        for (size_t i = 0; i < sc->nc && !pm; i++) {
+            cand *p = &sc->c[i];
+            if (p == c || p->version != 2 || p->err || memcmp(p->result_hash, c->base_hash, 32)) continue;
+            if (p->state == 1) { /* on the way down to here: a loop */
+                loop = 1;
+                continue;
+            }
+            pm = resolve(sc, p);
+            if (!pm) {
+                if (!first) first = p;
+                if (p->reason && strstr(p->reason, "chain loop")) loop = 1;
+            }
+        }
+        if (!pm && (first || loop)) {
+            if (loop)
+                cand_fail(c, "chain loop: every delta that rebuilds its base (%s...) is, through its own parents, "
+                             "made against this delta's result", want);
+            else
+                cand_fail(c, "its parent %s is unavailable: %s", first->path, first->reason ? first->reason : "?");
+            c->fail_stable = 0;
+            return NULL;
+        }
+    }
+    if (!b && !pm) {
+        if (waiting)
+            cand_fail(c, "needs the base with content hash %s; bases are still being hashed", want);
+        else if (c->version == 2)
+            cand_fail(c, "missing link: no base given and no delta under the source rebuilds the model with content hash %s "
+                         "(pass its base with -o base=DIR, or add its parent delta)", want);
+        else
+            cand_fail(c, "no base given has content hash %s (pass its directory with -o base=DIR)", want);
+        c->fail_stable = 0;
+        return NULL;
+    }
+    model *m = NULL;
+    if (c->old && c->old->parent == pm && (pm || c->old->base == b)) {
+        m = c->old; /* unchanged, and so is its source */
+        c->old = NULL;
+    } else {
+        wd_delta *d = c->d;
+        c->d = NULL;
+        char *reason = NULL;
+        m = open_model(t, c->path, c->rel, &c->st, d, b, pm, &reason);
+        if (!m) {
+            cand_fail(c, "%s", reason ? reason : "out of memory");
+            c->fail_stable = pm == NULL;
+            free(reason);
+            return NULL;
+        }
+    }
+    c->m = m;
+    c->state = 2;
+    return m;
+}
+
+static void free_cands(scan *sc)
+{
+    for (size_t i = 0; i < sc->nc; i++) {
+        cand *c = &sc->c[i];
+        model_unref(sc->t, c->old);
+        model_unref(sc->t, c->m);
+        wd_delta_close(c->d);
+        free(c->path);
+        free(c->rel);
+        free(c->err);
+        free(c->reason);
+    }
+    free(sc->c);
+    free(sc->mnodes);
+}
+
+/* Each delta's directory gets `parent`, a relative symlink to its parent
+ * model's directory or to its base's under /.wdeltafs/bases. */
+static void add_parent_links(scan *sc)
+{
+    snapshot *s = sc->s;
+    for (size_t i = 0; i < sc->nmnodes; i++) {
+        uint32_t mi = sc->mnodes[i];
+        model *m = s->nodes[mi].m;
+        const char *to = m->parent ? m->parent->rel : m->base && m->base->bm ? m->base->bm->rel : NULL;
+        if (!to || snap_child(s, &s->nodes[mi], "parent")) continue;
+        char target[8192];
+        size_t l = 0;
+        for (const char *p = m->rel; *p && l + 4 < sizeof target; p++)
+            if (p == m->rel || *p == '/') l += (size_t)snprintf(target + l, sizeof target - l, "../");
+        if (snprintf(target + l, sizeof target - l, "%s", to) >= (int)(sizeof target - l)) continue;
+        int li = snap_add(s, ino_of("l", m->rel, target), N_LINK, "parent", m->ino, m, -1);
+        if (li < 0) continue;
+        if (!(s->nodes[li].link = strdup(target)) || add_child(s, mi, (uint32_t)li)) {
+            free(s->nodes[li].link);
+            s->nodes[li].link = NULL;
+        }
+    }
+}
+
+/* /.wdeltafs/bases/NAME: every base opened */
+static void add_base_dirs(scan *sc, uint32_t meta)
+{
+    snapshot *s = sc->s;
+    int bi = snap_add(s, INO_BASES, N_DIR, "bases", INO_META, NULL, -1);
+    if (bi < 0 || add_child(s, meta, (uint32_t)bi)) return;
+    for (size_t i = 0; i < sc->t->nbases; i++) {
+        model *bm = sc->t->bases[i].bm;
+        if (bm) add_model_nodes(sc, (uint32_t)bi, sc->t->bases[i].name, bm);
+    }
 }
 
 /* Walk one directory of SRC; rel is its path under the mount ("" = root). */
@@ -574,21 +888,16 @@ static void scan_dir(scan *sc, const char *path, const char *rel, uint32_t dir, 
                 note_unavailable(sc, child, "its name clashes with another entry or is not a safe name", NULL);
                 continue;
             }
-            model *m = reuse(sc, child, &st);
-            const char *known = m ? NULL : known_failure(sc, child, &st);
-            if (known) {
-                note_unavailable(sc, child, known, &st);
-                continue;
-            }
-            char *reason = NULL;
-            if (!m) m = open_model(sc->t, child, crel, &st, &reason);
+            cand *c = find_cand(sc, child);
+            if (!c) continue; /* appeared since the listing: next rescan */
+            model *m = resolve(sc, c);
             if (!m) {
-                const char *r = reason ? reason : "out of memory";
+                const char *r = c->reason ? c->reason : "out of memory";
                 if (!was_unavailable(sc, child, r)) sc->t->log(LOG_WARNING, "not serving %s: %s", child, r);
-                note_unavailable(sc, child, r, &st);
-                free(reason);
+                note_unavailable(sc, child, r, c->fail_stable ? &c->st : NULL);
                 continue;
             }
+            model_ref(sc->t, m);
             if (add_model_nodes(sc, dir, mname, m)) model_unref(sc->t, m);
         }
     }
@@ -623,6 +932,7 @@ void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void 
     sc.s = calloc(1, sizeof *sc.s);
     if (!sc.s) goto out;
     sc.s->refs = 1;
+    sc.nc = 0;
     int root = snap_add(sc.s, INO_ROOT, N_DIR, "", INO_ROOT, NULL, -1);
     int meta = snap_add(sc.s, INO_META, N_META, ".wdeltafs", INO_ROOT, NULL, -1);
     int st = snap_add(sc.s, INO_STATUS, N_STATUS, "status", INO_META, NULL, -1);
@@ -631,7 +941,14 @@ void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void 
         snap_free(t, sc.s);
         goto out;
     }
+    collect(&sc, t->src, "", 0);
     scan_dir(&sc, t->src, "", (uint32_t)root, 0);
+    add_base_dirs(&sc, (uint32_t)meta);
+    add_parent_links(&sc);
+    free_cands(&sc);
+    sc.c = NULL;
+    sc.nc = 0;
+    sc.mnodes = NULL;
     if (build_index(sc.s)) {
         snap_free(t, sc.s);
         goto out;
@@ -666,6 +983,22 @@ static const char *state_name(base_state s)
     }
 }
 
+static cJSON *forest_children(snapshot *s, base_ent *b, model *parent, int depth)
+{
+    cJSON *a = cJSON_CreateArray();
+    if (depth > 64) return a;
+    for (size_t i = 0; i < s->nmodels; i++) {
+        model *m = s->models[i];
+        if (m->parent != parent || (!parent && m->base != b)) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", m->rel);
+        cJSON_AddStringToObject(o, "delta", m->delta_path);
+        cJSON_AddItemToObject(o, "children", forest_children(s, b, m, depth + 1));
+        cJSON_AddItemToArray(a, o);
+    }
+    return a;
+}
+
 char *tree_status_json(tree *t, int open_files)
 {
     snapshot *s = tree_snapshot(t);
@@ -680,6 +1013,11 @@ char *tree_status_json(tree *t, int open_files)
         cJSON_AddStringToObject(o, "name", m->rel);
         cJSON_AddStringToObject(o, "delta", m->delta_path);
         cJSON_AddStringToObject(o, "base", m->base->dir);
+        if (m->parent) cJSON_AddStringToObject(o, "parent", m->parent->rel);
+        else cJSON_AddStringToObject(o, "parent", m->base->bm ? m->base->bm->rel : m->base->dir);
+        int depth = 1;
+        for (model *p = m->parent; p; p = p->parent) depth++;
+        cJSON_AddNumberToObject(o, "chain_length", depth);
         cJSON_AddNumberToObject(o, "format_version", in->version);
         cJSON_AddStringToObject(o, "strategy", in->strategy);
         if (in->version == 1) {
@@ -690,6 +1028,16 @@ char *tree_status_json(tree *t, int open_files)
         cJSON_AddNumberToObject(o, "output_bytes", (double)in->output_size);
         cJSON_AddNumberToObject(o, "files", (double)m->nfiles);
         cJSON_AddItemToArray(ms, o);
+    }
+    /* the forest: each base, and under it the models made on it, each with
+     * the models made against it */
+    cJSON *forest = cJSON_AddArrayToObject(root, "forest");
+    for (size_t i = 0; i < t->nbases; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "base", t->bases[i].dir);
+        if (t->bases[i].bm) cJSON_AddStringToObject(o, "dir", t->bases[i].bm->rel);
+        cJSON_AddItemToObject(o, "children", forest_children(s, &t->bases[i], NULL, 0));
+        cJSON_AddItemToArray(forest, o);
     }
     cJSON *un = cJSON_AddArrayToObject(root, "unavailable");
     for (size_t i = 0; i < s->nunav; i++) {
@@ -747,8 +1095,10 @@ void tree_free(tree *t)
     if (t->cur) tree_snapshot_put(t, t->cur);
     t->cur = NULL;
     for (size_t i = 0; i < t->nbases; i++) {
+        model_unref(t, t->bases[i].bm);
         if (t->bases[i].opened) wd_model_free(&t->bases[i].model);
         free(t->bases[i].dir);
+        free(t->bases[i].name);
     }
     free(t->bases);
 }

@@ -12,6 +12,9 @@
 #define INO_ROOT 1
 #define INO_META 2   /* /.wdeltafs */
 #define INO_STATUS 3 /* /.wdeltafs/status */
+#define INO_BASES 4  /* /.wdeltafs/bases: each base model as a directory */
+
+struct model;
 
 typedef enum base_state { BASE_PENDING, BASE_HASHING, BASE_READY, BASE_FAILED } base_state;
 
@@ -22,6 +25,8 @@ typedef struct base_ent {
     base_state state;
     unsigned char hash[32];
     char error[1024];
+    char *name;        /* its directory under /.wdeltafs/bases (unique) */
+    struct model *bm;  /* that directory's contents: the base's own files */
 } base_ent;
 
 typedef struct mfile {
@@ -44,9 +49,13 @@ typedef struct model {
     uint64_t ino;     /* its directory */
     size_t nfiles;
     mfile *files;
+    /* lineage: the model this delta's base is (a reference), or NULL when
+     * it was made against `base` directly; `base` is the chain's root */
+    struct model *parent;
+    int is_base;      /* a base model directory (d is NULL) */
 } model;
 
-typedef enum node_kind { N_DIR, N_MODEL, N_FILE, N_META, N_STATUS } node_kind;
+typedef enum node_kind { N_DIR, N_MODEL, N_FILE, N_META, N_STATUS, N_LINK } node_kind;
 
 typedef struct node {
     uint64_t ino;
@@ -55,6 +64,7 @@ typedef struct node {
     uint64_t parent;
     model *m;    /* N_MODEL and N_FILE */
     int fidx;    /* N_FILE */
+    char *link;  /* N_LINK: the symlink's target */
     size_t nchild, cap;
     uint32_t *child; /* node indices */
 } node;

@@ -219,19 +219,40 @@ static void remove_flat_dir(const char *dir)
     rmdir(dir);
 }
 
+/* ------------------------------------------------------------ chains */
+#define MAX_CHAIN_ARGS 256
+typedef struct chain_args {
+    const char *paths[MAX_CHAIN_ARGS];
+    size_t n;
+} chain_args;
+
+static int chain_arg(chain_args *ca, const char *cmd, const char *p)
+{
+    if (ca->n == MAX_CHAIN_ARGS) return usage_error(cmd, "too many --chain options (at most %d)", MAX_CHAIN_ARGS);
+    ca->paths[ca->n++] = p;
+    return 0;
+}
+
 /* ------------------------------------------------------------ create */
 static const char create_help[] =
     "usage: wdelta create --base DIR --finetuned DIR -o OUT.wdelta [options]\n"
+    "       wdelta create --parent PARENT.wdelta --base DIR --finetuned DIR -o OUT.wdelta\n"
     "\n"
-    "Store the fine-tune DIR as a delta against the base model DIR: exact\n"
-    "(lossless, the default) or lossy for floating tensors of 2+ dimensions\n"
+    "Store the fine-tune DIR as a delta against the base model DIR, or, with\n"
+    "--parent, against the model PARENT rebuilds (a chain link: PARENT may itself\n"
+    "be a chain ending at the base DIR; nothing is written to disk but OUT).\n"
+    "Exact (lossless, the default) or lossy for floating tensors of 2+ dimensions\n"
     "with the base's shape and dtype (1-D tensors such as norms and biases, and\n"
     "all other tensors, always stay exact).  The result hash of a lossy delta is\n"
     "that of the model its decoder rebuilds.\n"
     "\n"
-    "  -b, --base DIR          base model directory (Hugging Face layout)\n"
+    "  -b, --base DIR          base model directory (Hugging Face layout); with\n"
+    "                          --parent, the base at the root of PARENT's chain\n"
     "  -f, --finetuned DIR     fine-tuned model directory\n"
     "  -o, --output FILE       the .wdelta to write\n"
+    "  -p, --parent FILE       make a chain link: delta against what FILE rebuilds\n"
+    "  -c, --chain PATH        where PARENT's own links are (a .wdelta or a\n"
+    "                          directory of them; repeatable; default: PARENT's directory)\n"
     "  -s, --strategy NAME     lossless (default), int4, sparse, bitdelta, axis1, auto\n"
     "      --group-size N      int4: elements per FP16 scale (default 128)\n"
     "      --outliers F        int4: fraction of each block kept exactly (default 0.002)\n"
@@ -254,6 +275,8 @@ static int cmd_create(int argc, char **argv)
         {"base", required_argument, 0, 'b'},
         {"finetuned", required_argument, 0, 'f'},
         {"output", required_argument, 0, 'o'},
+        {"parent", required_argument, 0, 'p'},
+        {"chain", required_argument, 0, 'c'},
         {"strategy", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},
         {"level", required_argument, 0, 'l'},
@@ -274,10 +297,17 @@ static int cmd_create(int argc, char **argv)
     o.level = 3;
     int force = 0, quiet = 0, c;
     long long v;
+    const char *parent = NULL;
+    static chain_args ca;
+    ca.n = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:f:o:s:t:l:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:qh", lo, NULL)) != -1) {
         switch (c) {
+        case 'p': parent = optarg; break;
+        case 'c':
+            if (chain_arg(&ca, "create", optarg)) return EXIT_USAGE;
+            break;
         case 'b': o.base_dir = optarg; break;
         case 'f': o.ft_dir = optarg; break;
         case 'o': o.out_path = optarg; break;
@@ -346,17 +376,27 @@ static int cmd_create(int argc, char **argv)
         return 1;
     }
 
+    if (ca.n && !parent) return usage_error("create", "--chain needs --parent");
+
+    wd_err err = {{0}};
+    wd_chain *chain = NULL;
+    if (parent) {
+        if (wd_chain_open(parent, ca.paths, ca.n, o.base_dir, NULL, &chain, &err)) return fail(&err);
+        o.parent = wd_chain_top(chain);
+    }
     progress pr;
     progress_init(&pr, "create", quiet);
     o.progress = create_progress_cb;
     o.progress_ctx = &pr;
     wd_create_stats cs;
     memset(&cs, 0, sizeof cs);
-    wd_err err = {{0}};
     double t0 = now_s();
     int rc = wd_create(&o, &cs, &err);
     progress_end(&pr);
+    size_t links = chain ? wd_chain_length(chain) : 0;
+    wd_chain_close(chain);
     if (rc) return fail(&err);
+    if (parent) printf("link %zu of a chain: made against the model %s rebuilds\n", links + 1, parent);
     double el = now_s() - t0;
     char in[32], out[32];
     human(cs.input_bytes, in, sizeof in);
@@ -403,6 +443,11 @@ static int inspect_json(const wd_delta_info *in)
     cJSON_AddStringToObject(root, "base_hash", hex);
     wd_hex(in->result_hash, 32, hex);
     cJSON_AddStringToObject(root, "result_hash", hex);
+    if (in->parent_name) {
+        cJSON *par = cJSON_AddObjectToObject(root, "parent");
+        cJSON_AddStringToObject(par, "name", in->parent_name);
+        cJSON_AddNumberToObject(par, "depth", in->parent_depth);
+    }
     cJSON_AddNumberToObject(root, "file_size", (double)in->file_size);
     cJSON_AddNumberToObject(root, "output_size", (double)in->output_size);
     cJSON_AddNumberToObject(root, "ratio",
@@ -481,6 +526,9 @@ static void inspect_text(const char *path, const wd_delta_info *in)
     printf("base hash:       %s\n", hex);
     wd_hex(in->result_hash, 32, hex);
     printf("result hash:     %s\n", hex);
+    if (in->parent_name) /* a chain link: its base is what the parent rebuilds */
+        printf("parent:          %s (made against its model; %u link%s down to the base; see inspect --chain)\n",
+               in->parent_name, in->parent_depth, in->parent_depth == 1 ? "" : "s");
     printf("blocks:          %zu\n", in->nblocks);
     printf("\noutput files (%zu):\n", in->nfiles);
     printf("  %-44s %14s %14s %8s\n", "name", "size", "stored", "ratio");
@@ -588,24 +636,36 @@ static int inspect_v1(const char *path, wd_v1 *v, int json)
     return 0;
 }
 
+static int inspect_chain(int argc, char **argv);
+static void inspect_chain_usage(void);
+
 static int cmd_inspect(int argc, char **argv)
 {
     static const struct option lo[] = {
         {"json", no_argument, 0, 'j'},
+        {"chain", no_argument, 0, 'c'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int json = 0, c;
+    int json = 0, chain = 0, c;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":jh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":jch", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
-        case 'h': fputs(inspect_help, stdout); return 0;
+        case 'c': chain = 1; break;
+        case 'h':
+            fputs(inspect_help, stdout);
+            inspect_chain_usage();
+            return 0;
         default: return usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind >= argc) return usage_error("inspect", "missing FILE");
+    if (chain) {
+        if (json) return usage_error("inspect", "--chain prints text only");
+        return inspect_chain(argc - optind, argv + optind);
+    }
     if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
     wd_err err = {{0}};
@@ -637,11 +697,14 @@ static int cmd_inspect(int argc, char **argv)
 
 /* ------------------------------------------------------------ apply */
 static const char apply_help[] =
-    "usage: wdelta apply FILE --base DIR -o OUTDIR [--threads N]\n"
+    "usage: wdelta apply FILE --base DIR -o OUTDIR [--chain PATH]... [--threads N]\n"
     "\n"
     "Rebuild the fine-tune stored in FILE into OUTDIR (byte-identical files).\n"
+    "A chain link is rebuilt through its parents, found by content hash.\n"
     "\n"
-    "  -b, --base DIR      the base model the delta was made against\n"
+    "  -b, --base DIR      the base model the delta (or its chain) was made against\n"
+    "  -c, --chain PATH    where FILE's parent links are: a .wdelta or a directory\n"
+    "                      of them (repeatable; default: FILE's own directory)\n"
     "  -o, --output DIR    directory to create (must not exist)\n"
     "  -t, --threads N     worker threads (default: online CPUs)\n"
     "      --base-dtype    deltatensors v1 files: write tensors in the base's dtype\n"
@@ -698,6 +761,7 @@ static int cmd_apply(int argc, char **argv)
     static const struct option lo[] = {
         {"base", required_argument, 0, 'b'},
         {"output", required_argument, 0, 'o'},
+        {"chain", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'},
         {"force", no_argument, 0, 'F'},
         {"base-dtype", no_argument, 0, 'D'},
@@ -708,10 +772,15 @@ static int cmd_apply(int argc, char **argv)
     const char *base = NULL, *out = NULL;
     int threads = 0, force = 0, quiet = 0, base_dtype = 0, c;
     long long v;
+    static chain_args ca;
+    ca.n = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:o:t:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:o:c:t:qh", lo, NULL)) != -1) {
         switch (c) {
+        case 'c':
+            if (chain_arg(&ca, "apply", optarg)) return EXIT_USAGE;
+            break;
         case 'b': base = optarg; break;
         case 'o': out = optarg; break;
         case 't':
@@ -743,7 +812,16 @@ static int cmd_apply(int argc, char **argv)
     memset(&m, 0, sizeof m);
     int have_model = 0, rc = 1;
     char *tmp = NULL;
+    wd_chain *chain = NULL;
+    wd_delta *top;
     if (wd_delta_open(path, &d, &err)) goto done;
+    if (wd_delta_get_info(d)->version == 2) { /* maybe a chain link: resolve through its parents */
+        wd_delta_close(d);
+        d = NULL;
+        if (wd_chain_open(path, ca.paths, ca.n, base, NULL, &chain, &err)) goto done;
+        top = wd_chain_top(chain);
+        goto build;
+    }
     if (wd_model_open(base, &m, &err)) goto done;
     have_model = 1;
     if (wd_delta_get_info(d)->version == 1) {
@@ -760,7 +838,8 @@ static int cmd_apply(int argc, char **argv)
         wd_delta_v1_use_base_dtype(d, base_dtype);
     }
     if (wd_delta_set_base(d, &m, &err)) goto done;
-
+    top = d;
+build:;
     /* wd_apply itself builds in a temporary directory and renames it into
      * place.  Only --force over an existing OUTDIR needs one more step:
      * build under a fresh name, then swap it in. */
@@ -783,7 +862,7 @@ static int cmd_apply(int argc, char **argv)
     progress pr;
     progress_init(&pr, "apply", quiet);
     double t0 = now_s();
-    int arc = wd_apply(d, target, threads, bytes_progress_cb, &pr, &err);
+    int arc = wd_apply(top, target, threads, bytes_progress_cb, &pr, &err);
     progress_end(&pr);
     if (arc) goto done;
     if (tmp && replace_dir(tmp, outbuf, force, &err)) {
@@ -791,15 +870,18 @@ static int cmd_apply(int argc, char **argv)
         goto done;
     }
     double el = now_s() - t0;
-    const wd_delta_info *in = wd_delta_get_info(d);
+    const wd_delta_info *in = wd_delta_get_info(top);
     char hs[32];
     human(in->output_size, hs, sizeof hs);
-    printf("applied %s -> %s: %zu files, %s, %.2f s, %.1f MB/s\n", path, outbuf, in->nfiles, hs, el,
+    printf("applied %s -> %s: %zu files, %s, %.2f s, %.1f MB/s", path, outbuf, in->nfiles, hs, el,
            el > 0 ? (double)in->output_size / 1e6 / el : 0.0);
+    if (chain && wd_chain_length(chain) > 1) printf(" (chain of %zu links)", wd_chain_length(chain));
+    printf("\n");
     rc = 0;
 done:
     if (rc) fail(&err);
     free(tmp);
+    wd_chain_close(chain);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
     return rc;
@@ -807,30 +889,102 @@ done:
 
 /* ------------------------------------------------------------ verify */
 static const char verify_help[] =
-    "usage: wdelta verify FILE [--base DIR]\n"
+    "usage: wdelta verify FILE [--base DIR] [--chain PATH]...\n"
     "\n"
     "Without --base: check the file's structure and every block's stored checksum.\n"
     "With --base: also check that DIR is the base the delta was made against\n"
     "(content hash), decode everything and check the result hash.\n"
+    "A chain link is checked with every link below it, root first: each one's\n"
+    "checksums and (with --base) its result hash.\n"
     "\n"
-    "  -b, --base DIR   the base model directory\n"
+    "  -b, --base DIR   the base model directory (of the chain's root)\n"
+    "  -c, --chain PATH where FILE's parent links are: a .wdelta or a directory\n"
+    "                   of them (repeatable; default: FILE's own directory)\n"
     "  -q, --quiet      no progress output\n"
     "  -h, --help       this help\n";
+
+/* verify a v2 file and the links below it, root first */
+static int verify_chain(const char *path, const char *base, const chain_args *ca, int quiet)
+{
+    wd_err err = {{0}};
+    wd_chain *chain = NULL;
+    char hex[65], hex2[65];
+    unsigned char rh[32], bh[32];
+    int rc = 1;
+    if (wd_chain_open(path, ca->paths, ca->n, base, NULL, &chain, &err)) goto done;
+    size_t n = wd_chain_length(chain);
+    const wd_delta_info *top = wd_delta_get_info(wd_chain_top(chain));
+    printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, top->version, top->nfiles,
+           top->nblocks);
+    if (n > 1) {
+        printf("OK: chain of %zu links, root first:", n);
+        for (size_t i = 0; i < n; i++) printf(" %s", wd_delta_path(wd_chain_link(chain, i)));
+        printf("\n");
+    }
+    fflush(stdout);
+    if (base) {
+        const wd_delta_info *root = wd_delta_get_info(wd_chain_link(chain, 0));
+        if (wd_chain_base_hash(chain, bh, &err)) goto done;
+        if (memcmp(bh, root->base_hash, 32)) {
+            wd_hex(bh, 32, hex);
+            wd_hex(root->base_hash, 32, hex2);
+            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", base,
+                    wd_delta_path(wd_chain_link(chain, 0)), hex, hex2);
+            goto done;
+        }
+        wd_hex(bh, 32, hex);
+        printf("OK: base %s matches base hash %s\n", base, hex);
+        fflush(stdout);
+    }
+    for (size_t i = 0; i < n; i++) {
+        wd_delta *l = wd_chain_link(chain, i);
+        const wd_delta_info *in = wd_delta_get_info(l);
+        char label[64];
+        if (n > 1) snprintf(label, sizeof label, "link %zu/%zu: ", i + 1, n);
+        else label[0] = 0;
+        progress pr;
+        progress_init(&pr, "verify", quiet);
+        int vrc = wd_verify(l, base != NULL, rh, bytes_progress_cb, &pr, &err);
+        progress_end(&pr);
+        if (vrc) goto done;
+        char who[PATH_MAX + 80] = "";
+        if (n > 1) snprintf(who, sizeof who, "%s%s: ", label, wd_delta_path(l));
+        printf("OK: %sall %zu block checksums (stored data) match\n", who, in->nblocks);
+        if (base) {
+            wd_hex(rh, 32, hex);
+            printf("OK: %sdecoded %zu files (%" PRIu64 " bytes), result hash %s matches\n", who, in->nfiles,
+                   in->output_size, hex);
+        }
+        fflush(stdout);
+    }
+    rc = 0;
+done:
+    fflush(stdout);
+    if (rc) fail(&err);
+    wd_chain_close(chain);
+    return rc;
+}
 
 static int cmd_verify(int argc, char **argv)
 {
     static const struct option lo[] = {
         {"base", required_argument, 0, 'b'},
+        {"chain", required_argument, 0, 'c'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *base = NULL;
     int quiet = 0, c;
+    static chain_args ca;
+    ca.n = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:c:qh", lo, NULL)) != -1) {
         switch (c) {
+        case 'c':
+            if (chain_arg(&ca, "verify", optarg)) return EXIT_USAGE;
+            break;
         case 'b': base = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(verify_help, stdout); return 0;
@@ -850,6 +1004,10 @@ static int cmd_verify(int argc, char **argv)
     unsigned char rh[32];
     char hex[65], hex2[65];
     if (wd_delta_open(path, &d, &err)) goto done;
+    if (wd_delta_get_info(d)->version == 2) {
+        wd_delta_close(d);
+        return verify_chain(path, base, &ca, quiet);
+    }
     const wd_delta_info *in = wd_delta_get_info(d);
     printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, in->version,
            in->nfiles, in->nblocks);
@@ -1109,6 +1267,389 @@ static int cmd_hash(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------ chains: inspect */
+static const char inspect_chain_help[] =
+    "usage: wdelta inspect --chain FILE...\n"
+    "       wdelta inspect --chain DIR\n"
+    "\n"
+    "Describe a chain of deltas, one link a line: codec, stored and output sizes,\n"
+    "base and result hashes, and whether each link's base is the model the link\n"
+    "before it rebuilds.  Several FILEs are taken in the order given (root first)\n"
+    "and must connect; one FILE is followed down through the deltas of its own\n"
+    "directory; a DIR shows every chain (a forest) among its .wdelta files.\n";
+
+static void inspect_chain_usage(void)
+{
+    fputs("\n", stdout);
+    fputs(inspect_chain_help, stdout);
+}
+
+static void codecs_used(const wd_delta_info *in, char *out, size_t n)
+{
+    int used[32] = {0};
+    size_t len = (size_t)snprintf(out, n, "%s", in->strategy ? in->strategy : "?");
+    for (size_t f = 0; f < in->nfiles; f++)
+        for (size_t k = 0; k < in->files[f].nextents; k++) used[in->files[f].extents[k].codec & 31] = 1;
+    const char *sep = " (";
+    for (int c = 0; c < 32 && len + 1 < n; c++)
+        if (used[c]) {
+            len += (size_t)snprintf(out + len, n - len, "%s%s", sep, wd_codec_name((wd_codec)c));
+            sep = ",";
+        }
+    if (len + 2 < n && sep[0] == ',') snprintf(out + len, n - len, ")");
+}
+
+static void print_link(const char *indent, size_t k, wd_delta *d, const char *connects)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    char codecs[128], st[32], out[32], bh[65], rh[65];
+    codecs_used(in, codecs, sizeof codecs);
+    human(in->file_size, st, sizeof st);
+    human(in->output_size, out, sizeof out);
+    wd_hex(in->base_hash, 32, bh);
+    wd_hex(in->result_hash, 32, rh);
+    printf("%s%zu. %s\n", indent, k, wd_delta_path(d));
+    printf("%s   codec %s, stored %s, output %s, ratio %.3fx\n", indent, codecs, st, out,
+           in->file_size ? (double)in->output_size / (double)in->file_size : 0.0);
+    printf("%s   base   %s\n", indent, bh);
+    if (in->version == 2) printf("%s   result %s\n", indent, rh);
+    else printf("%s   result (not recorded: deltatensors v1)\n", indent);
+    printf("%s   %s\n", indent, connects);
+}
+
+typedef struct forest {
+    wd_delta **d;
+    size_t n;
+    int *shown;
+} forest;
+
+static void print_subtree(forest *fo, size_t i, int depth)
+{
+    char indent[80];
+    int w = depth * 2 < 70 ? depth * 2 : 70;
+    memset(indent, ' ', (size_t)w);
+    indent[w] = 0;
+    fo->shown[i] = 1;
+    const wd_delta_info *in = wd_delta_get_info(fo->d[i]);
+    char msg[600];
+    if (depth == 0)
+        snprintf(msg, sizeof msg, "made against a base model (none of these deltas rebuilds its base)");
+    else
+        snprintf(msg, sizeof msg, "connects: its base is what the link above rebuilds");
+    print_link(indent, (size_t)depth + 1, fo->d[i], msg);
+    if (in->version != 2) return;
+    for (size_t j = 0; j < fo->n; j++)
+        if (!fo->shown[j] && !memcmp(wd_delta_get_info(fo->d[j])->base_hash, in->result_hash, 32))
+            print_subtree(fo, j, depth + 1);
+}
+
+static int inspect_forest(const char *dir)
+{
+    DIR *dd = opendir(dir);
+    if (!dd) {
+        fprintf(stderr, "wdelta: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    forest fo = {0};
+    size_t cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    char **names = NULL;
+    size_t nn = 0, ncap = 0;
+    while ((e = readdir(dd))) {
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || l <= 7 || strcmp(e->d_name + l - 7, ".wdelta")) continue;
+        if (nn == ncap) {
+            ncap = ncap ? ncap * 2 : 16;
+            char **p = realloc(names, ncap * sizeof *p);
+            if (!p) break;
+            names = p;
+        }
+        names[nn++] = strdup(e->d_name);
+    }
+    closedir(dd);
+    /* sorted, so the listing is stable */
+    for (size_t i = 1; i < nn; i++)
+        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char *t = names[j];
+            names[j] = names[j - 1];
+            names[j - 1] = t;
+        }
+    for (size_t i = 0; i < nn; i++) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        free(names[i]);
+        wd_err err = {{0}};
+        wd_delta *d;
+        if (wd_delta_open(p, &d, &err)) {
+            printf("unreadable: %s\n", err.msg);
+            rc = 1;
+            continue;
+        }
+        if (fo.n == cap) {
+            cap = cap ? cap * 2 : 16;
+            wd_delta **q = realloc(fo.d, cap * sizeof *q);
+            if (!q) {
+                wd_delta_close(d);
+                break;
+            }
+            fo.d = q;
+        }
+        fo.d[fo.n++] = d;
+    }
+    free(names);
+    fo.shown = calloc(fo.n + 1, sizeof *fo.shown);
+    size_t chains = 0;
+    for (size_t i = 0; fo.shown && i < fo.n; i++) {
+        int has_parent = 0;
+        for (size_t j = 0; j < fo.n; j++)
+            if (j != i && wd_delta_get_info(fo.d[j])->version == 2 &&
+                !memcmp(wd_delta_get_info(fo.d[j])->result_hash, wd_delta_get_info(fo.d[i])->base_hash, 32))
+                has_parent = 1;
+        if (has_parent) continue;
+        printf("chain %zu:\n", ++chains);
+        print_subtree(&fo, i, 0);
+    }
+    /* what is left is in loops: deltas rebuilding each other's bases (a
+     * delta that reverts to its base makes one); shown from the first */
+    for (size_t i = 0; fo.shown && i < fo.n; i++)
+        if (!fo.shown[i]) {
+            printf("chain %zu (a loop: each of its links rebuilds the base of another, so the root is not known):\n",
+                   ++chains);
+            print_subtree(&fo, i, 0);
+        }
+    printf("%zu deltas, %zu chains\n", fo.n, chains);
+    for (size_t i = 0; i < fo.n; i++) wd_delta_close(fo.d[i]);
+    free(fo.d);
+    free(fo.shown);
+    return rc;
+}
+
+static int inspect_chain(int argc, char **argv)
+{
+    int nfiles = argc;
+    if (nfiles == 1) {
+        struct stat st;
+        if (stat(argv[0], &st) == 0 && S_ISDIR(st.st_mode)) return inspect_forest(argv[0]);
+        wd_err err = {{0}};
+        wd_chain *c = NULL;
+        if (wd_chain_open(argv[0], NULL, 0, NULL, NULL, &c, &err)) return fail(&err);
+        size_t n = wd_chain_length(c);
+        printf("chain of %zu link%s, root first:\n", n, n == 1 ? "" : "s");
+        for (size_t i = 0; i < n; i++)
+            print_link("", i + 1, wd_chain_link(c, i),
+                       i ? "connects: its base is what link above rebuilds"
+                         : "root: made against a base model (no delta beside it rebuilds its base)");
+        wd_chain_close(c);
+        return 0;
+    }
+    wd_delta **d = calloc((size_t)nfiles, sizeof *d);
+    if (!d) return fail(&(wd_err){"out of memory"});
+    int rc = 0;
+    wd_err err = {{0}};
+    for (int i = 0; i < nfiles; i++)
+        if (wd_delta_open(argv[i], &d[i], &err)) {
+            rc = fail(&err);
+            goto out;
+        }
+    size_t bad = wd_chain_check_order(d, (size_t)nfiles);
+    printf("chain of %d links, in the order given:\n", nfiles);
+    for (int i = 0; i < nfiles; i++)
+        print_link("", (size_t)i + 1, d[i],
+                   i == 0 ? "root"
+                   : (size_t)i < bad ? "connects: its base is what the link above rebuilds"
+                                     : (size_t)i == bad ? "DOES NOT CONNECT to the link above"
+                                                        : "(after a break)");
+    if (bad < (size_t)nfiles) {
+        /* would another order connect?  (the files given in the wrong order) */
+        /* another order connects when exactly one link has no parent among them */
+        int roots = 0;
+        for (int i = 0; i < nfiles; i++) {
+            int found = 0;
+            for (int j = 0; j < nfiles; j++)
+                if (j != i && !memcmp(wd_delta_get_info(d[j])->result_hash, wd_delta_get_info(d[i])->base_hash, 32))
+                    found = 1;
+            roots += !found;
+        }
+        int reorder = roots == 1;
+        char a[17], b[17];
+        wd_hex(wd_delta_get_info(d[bad])->base_hash, 8, a);
+        wd_hex(wd_delta_get_info(d[bad - 1])->result_hash, 8, b);
+        fprintf(stderr, "wdelta: links do not connect: %s was made against the model %s..., but %s rebuilds %s...%s\n",
+                argv[bad], a, argv[bad - 1], b,
+                reorder ? " (wrong order? give the links root first)" : " (a link is missing)");
+        rc = 1;
+    }
+out:
+    for (int i = 0; i < nfiles; i++) wd_delta_close(d[i]);
+    free(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------ rebase / convert */
+static const char rebase_help[] =
+    "usage: wdelta rebase FILE --base DIR -o OUT.wdelta [--chain PATH]... [options]\n"
+    "\n"
+    "Flatten a chain link: store the model FILE rebuilds (through its parents)\n"
+    "as a direct delta against the base DIR.  The model is rebuilt into a\n"
+    "temporary directory next to OUT, removed when done.\n"
+    "\n"
+    "  -b, --base DIR          the base at the root of FILE's chain\n"
+    "  -o, --output FILE       the .wdelta to write\n"
+    "  -c, --chain PATH        where FILE's parent links are (a .wdelta or a\n"
+    "                          directory; repeatable; default: FILE's directory)\n"
+    "  -t, --threads N         worker threads (default: online CPUs)\n"
+    "  -l, --level N           zstd level 1..22 (default 3)\n"
+    "      --force             overwrite OUT if it exists\n"
+    "  -q, --quiet             no progress output\n"
+    "  -h, --help              this help\n";
+
+static const char convert_help[] =
+    "usage: wdelta convert IN.wdelta --base DIR -o OUT.wdelta [--base-dtype] [options]\n"
+    "\n"
+    "Rewrite a deltatensors (version 1) file as a version 2 delta against DIR\n"
+    "whose rebuilt files are byte-identical to what `wdelta apply IN` writes:\n"
+    "tensors as float32 (default) or, with --base-dtype, in the base's dtype.\n"
+    "\n"
+    "  -b, --base DIR          the base model IN was made against\n"
+    "  -o, --output FILE       the .wdelta to write\n"
+    "      --base-dtype        present rebuilt tensors in the base's dtype\n"
+    "  -t, --threads N         worker threads (default: online CPUs)\n"
+    "  -l, --level N           zstd level 1..22 (default 3)\n"
+    "      --force             overwrite OUT if it exists\n"
+    "  -q, --quiet             no progress output\n"
+    "  -h, --help              this help\n";
+
+static int flatten_cmd(int argc, char **argv, int convert)
+{
+    static const struct option lo[] = {
+        {"base", required_argument, 0, 'b'},
+        {"output", required_argument, 0, 'o'},
+        {"chain", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 't'},
+        {"level", required_argument, 0, 'l'},
+        {"base-dtype", no_argument, 0, 'D'},
+        {"force", no_argument, 0, 'F'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *cmd = convert ? "convert" : "rebase";
+    wd_create_opts o;
+    memset(&o, 0, sizeof o);
+    o.strategy = "lossless";
+    o.level = 3;
+    int force = 0, quiet = 0, base_dtype = 0, c;
+    long long v;
+    static chain_args ca;
+    ca.n = 0;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":b:o:c:t:l:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'b': o.base_dir = optarg; break;
+        case 'o': o.out_path = optarg; break;
+        case 'c':
+            if (convert) return usage_error(cmd, "unknown option '--chain'");
+            if (chain_arg(&ca, cmd, optarg)) return EXIT_USAGE;
+            break;
+        case 't':
+            if (parse_num(optarg, 0, 4096, 0, &v))
+                return usage_error(cmd, "--threads: '%s' is not a number in 0..4096", optarg);
+            o.threads = (int)v;
+            break;
+        case 'l':
+            if (parse_num(optarg, 1, 22, 0, &v)) return usage_error(cmd, "--level: '%s' is not a number in 1..22", optarg);
+            o.level = (int)v;
+            break;
+        case 'D':
+            if (!convert) return usage_error(cmd, "unknown option '--base-dtype'");
+            base_dtype = 1;
+            break;
+        case 'F': force = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(convert ? convert_help : rebase_help, stdout); return 0;
+        case ':': return usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error(cmd, "missing FILE");
+    if (argc - optind > 1) return usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+    if (!o.base_dir) return usage_error(cmd, "missing --base DIR");
+    if (!o.out_path) return usage_error(cmd, "missing -o OUT.wdelta");
+    const char *path = argv[optind];
+    if (!force && path_exists(o.out_path)) {
+        fprintf(stderr, "wdelta: %s already exists (use --force to overwrite)\n", o.out_path);
+        return 1;
+    }
+    wd_err err = {{0}};
+    wd_chain *chain = NULL;
+    wd_delta *d = NULL;
+    wd_model m;
+    memset(&m, 0, sizeof m);
+    int have_model = 0, rc = 1;
+    if (convert) {
+        if (wd_delta_open(path, &d, &err)) goto done;
+        if (wd_delta_get_info(d)->version != 1) {
+            wd_errf(&err, "%s is a version %u file; convert reads deltatensors version 1 files", path,
+                    wd_delta_get_info(d)->version);
+            goto done;
+        }
+        if (wd_model_open(o.base_dir, &m, &err)) goto done;
+        have_model = 1;
+        unsigned char bh[32];
+        if (wd_model_hash(&m, bh, &err)) goto done;
+        if (memcmp(bh, wd_delta_get_info(d)->base_hash, 32)) {
+            char h1[65], h2[65];
+            wd_hex(bh, 32, h1);
+            wd_hex(wd_delta_get_info(d)->base_hash, 32, h2);
+            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", o.base_dir, path, h1, h2);
+            goto done;
+        }
+        wd_delta_v1_use_base_dtype(d, base_dtype);
+        if (wd_delta_set_base(d, &m, &err)) goto done;
+    } else {
+        if (wd_chain_open(path, ca.paths, ca.n, o.base_dir, NULL, &chain, &err)) goto done;
+    }
+    wd_delta *src = convert ? d : wd_chain_top(chain);
+    if (!quiet) fprintf(stderr, "%s: rebuilding %s, then storing it against %s\n", cmd, path, o.base_dir);
+    progress pr;
+    progress_init(&pr, cmd, quiet);
+    o.progress = create_progress_cb;
+    o.progress_ctx = &pr;
+    wd_create_stats cs;
+    memset(&cs, 0, sizeof cs);
+    double t0 = now_s();
+    int frc = wd_flatten(src, &o, &cs, &err);
+    progress_end(&pr);
+    if (frc) goto done;
+    double el = now_s() - t0;
+    char in[32], out[32];
+    human(cs.input_bytes, in, sizeof in);
+    human(cs.output_bytes, out, sizeof out);
+    printf("%s %s -> %s: input %s, delta %s, ratio %.3fx, %.2f s", convert ? "converted" : "rebased", path,
+           o.out_path, in, out, cs.output_bytes ? (double)cs.input_bytes / (double)cs.output_bytes : 0.0, el);
+    if (chain) printf(" (was link %zu of a chain)", wd_chain_length(chain));
+    printf("\n");
+    rc = 0;
+done:
+    if (rc) fail(&err);
+    wd_chain_close(chain);
+    if (d) wd_delta_close(d);
+    if (have_model) wd_model_free(&m);
+    return rc;
+}
+
+static int cmd_rebase(int argc, char **argv)
+{
+    return flatten_cmd(argc, argv, 0);
+}
+
+static int cmd_convert(int argc, char **argv)
+{
+    return flatten_cmd(argc, argv, 1);
+}
+
 /* ------------------------------------------------------------ main */
 static const char main_help[] =
     "usage: wdelta COMMAND [ARGS]\n"
@@ -1121,7 +1662,13 @@ static const char main_help[] =
     "  apply    FILE --base DIR -o OUTDIR                 rebuild the fine-tune\n"
     "  verify   FILE [--base DIR]                         check checksums / hashes\n"
     "  eval     FILE --base DIR --finetuned DIR [--json]  error and bits/param per tensor\n"
+    "  inspect  --chain FILE...|DIR                       describe a chain of deltas\n"
+    "  rebase   FILE --base DIR -o OUT.wdelta             flatten a chain link\n"
+    "  convert  IN.v1.wdelta --base DIR -o OUT.wdelta     deltatensors v1 -> version 2\n"
     "  hash     DIR                                       content hash of a model\n"
+    "\n"
+    "  chains: create --parent PARENT.wdelta makes a link; apply, verify and rebase\n"
+    "  find a link's parents by content hash (--chain PATH, default: its directory)\n"
     "\n"
     "  wdelta COMMAND --help   help for one command\n"
     "  wdelta --version        print the version\n";
@@ -1147,6 +1694,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         {"create", cmd_create}, {"inspect", cmd_inspect}, {"apply", cmd_apply},
         {"verify", cmd_verify}, {"hash", cmd_hash}, {"eval", cmd_eval},
+        {"rebase", cmd_rebase}, {"convert", cmd_convert},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (!strcmp(cmd, cmds[i].name)) {

@@ -103,6 +103,27 @@ if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
   echo
 fi
 
+# ---- lineage: reading from the end of a chain of 5 vs a single delta
+if [ -d "$PB/base" ] && [ -d "$PB/ft" ] && /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+  echo "bench: pairB chain of 5 (tools/mkchain.py intermediates)" >&2
+  C="$W/chain"; rm -rf "$C"; mkdir -p "$C/d" "$C/single"
+  /usr/bin/python3 "$REPO/tools/mkchain.py" "$PB/base" "$PB/ft" "$C/m" 5 >/dev/null
+  "$WDELTA" create --base "$PB/base" --finetuned "$C/m/m1" -o "$C/d/l1.wdelta" --quiet >/dev/null
+  for k in 2 3 4; do
+    "$WDELTA" create --parent "$C/d/l$((k - 1)).wdelta" --base "$PB/base" --finetuned "$C/m/m$k" -o "$C/d/l$k.wdelta" --quiet >/dev/null
+  done
+  "$WDELTA" create --parent "$C/d/l4.wdelta" --base "$PB/base" --finetuned "$PB/ft" -o "$C/d/l5.wdelta" --quiet >/dev/null
+  "$WDELTA" create --base "$PB/base" --finetuned "$PB/ft" -o "$C/single/ft.wdelta" --quiet >/dev/null
+  echo
+  echo "Lineage: reading pairB's fine-tune from the end of a chain of 5 links vs from a single delta"
+  echo "(wd_read through a 1 GiB block cache, one thread, page cache warm, median of 5; target: chain within 3x)"
+  echo
+  "$BIN/chain_read" "$PB/base" "$C/single/ft.wdelta" "$C/d/l5.wdelta" 5
+  rm -rf "$C"
+else
+  echo "bench: $PB or numpy absent; skipping the chain benchmark" >&2
+fi
+
 if [ -f "$REPO/tests/bench/fs.sh" ]; then
   bash "$REPO/tests/bench/fs.sh"
 fi

@@ -469,6 +469,158 @@ START_TEST(test_cache_reads)
 }
 END_TEST
 
+/* ---- chains: base -> ft -> base -> ft, links made with .parent ------- */
+/* ft2 = ft with bytes changed near the end of both shards, ft3 = ft2 with
+ * more changes: three distinct models of one architecture */
+static char ft2dir[400], ft3dir[400];
+static void make_variant(const char *from, const char *to, unsigned char x)
+{
+    char cmd[1000], path[700];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", from, to);
+    ck_assert(system(cmd) == 0);
+    for (int sh = 1; sh <= 2; sh++) {
+        snprintf(path, sizeof path, "%s/model-%05d-of-00002.safetensors", to, sh);
+        uint64_t n = fsize(path);
+        for (uint64_t k = 1; k < 4000 && k < n / 2; k += 37) patch(path, n - k, x);
+    }
+}
+
+static void make_chain(char links[3][600])
+{
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/chain", root);
+    mkdir(dir, 0755);
+    snprintf(ft2dir, sizeof ft2dir, "%s/ft2", root);
+    snprintf(ft3dir, sizeof ft3dir, "%s/ft3", root);
+    make_variant(ftdir, ft2dir, 0x01);
+    make_variant(ft2dir, ft3dir, 0x10);
+    const char *fts[3] = {ftdir, ft2dir, ft3dir};
+    wd_chain *ch = NULL;
+    wd_err err;
+    for (int i = 0; i < 3; i++) {
+        snprintf(links[i], 600, "%s/l%d.wdelta", dir, i + 1);
+        wd_create_opts o = {.base_dir = basedir, .ft_dir = fts[i], .out_path = links[i], .threads = 2,
+                            .block_size = 4096};
+        if (i) {
+            ck_assert_msg(wd_chain_open(links[i - 1], NULL, 0, basedir, NULL, &ch, &err) == 0, "%s", err.msg);
+            ck_assert_uint_eq(wd_chain_length(ch), (size_t)i);
+            o.parent = wd_chain_top(ch);
+        }
+        wd_create_stats st;
+        ck_assert_msg(wd_create(&o, &st, &err) == 0, "%s", err.msg);
+        wd_chain_close(ch);
+        ch = NULL;
+    }
+}
+
+START_TEST(test_chain_reads)
+{
+    char links[3][600];
+    make_chain(links);
+    wd_err err;
+    wd_cache *c = wd_cache_new(64 * 1024); /* far smaller than the model: evictions, nested waits */
+    wd_chain *ch;
+    ck_assert_msg(wd_chain_open(links[2], NULL, 0, basedir, c, &ch, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(wd_chain_length(ch), 3);
+    wd_delta *top = wd_chain_top(ch);
+    const wd_delta_info *in = wd_delta_get_info(top);
+    ck_assert_uint_eq(in->parent_depth, 2);
+    ck_assert_ptr_nonnull(in->parent_name);
+    ck_assert_str_eq(in->parent_name, "l2.wdelta");
+    ck_assert(memcmp(in->base_hash, wd_delta_get_info(wd_chain_link(ch, 1))->result_hash, 32) == 0);
+    unsigned char **want = calloc(in->nfiles, sizeof *want);
+    for (size_t f = 0; f < in->nfiles; f++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", ft3dir, in->files[f].name);
+        FILE *fp = fopen(path, "rb");
+        ck_assert_ptr_nonnull(fp);
+        want[f] = malloc(in->files[f].size + 1);
+        ck_assert(fread(want[f], 1, in->files[f].size, fp) == in->files[f].size);
+        fclose(fp);
+    }
+    /* 4 readers of the top (under key 7: unused by the links, 1..2) on a cache whose
+     * decoders are fewer than the readers, each decode needing its parent's */
+    pthread_t t[4];
+    reader_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (reader_arg){top, c, in, want, 2000 + (uint64_t)i, 0};
+        pthread_create(&t[i], NULL, reader, &a[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(a[i].bad, 0);
+    }
+    wd_cache_stats st;
+    wd_cache_stats_get(c, &st);
+    ck_assert_uint_le(st.used, st.capacity);
+    ck_assert_uint_gt(st.evictions, 0);
+    /* verify: every link, with its source */
+    unsigned char rh[32];
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_msg(wd_verify(wd_chain_link(ch, i), 1, rh, NULL, NULL, &err) == 0, "%s", err.msg);
+    /* the rebuilt model's tensors as a model, for create --parent */
+    wd_model om;
+    ck_assert_msg(wd_delta_output_model(top, &om, &err) == 0, "%s", err.msg);
+    wd_model ftm;
+    ck_assert(wd_model_open(ft3dir, &ftm, &err) == 0);
+    ck_assert_uint_eq(om.ntensors, ftm.ntensors);
+    wd_model_free(&om);
+    wd_model_free(&ftm);
+    for (size_t f = 0; f < in->nfiles; f++) free(want[f]);
+    free(want);
+    wd_chain_close(ch); /* `in` belongs to the top link */
+    wd_cache_free(c);
+}
+END_TEST
+
+START_TEST(test_chain_errors)
+{
+    char links[3][600];
+    make_chain(links);
+    wd_err err;
+    wd_chain *ch = NULL;
+    /* missing link: l2 moved away */
+    char moved[500];
+    snprintf(moved, sizeof moved, "%s/l2.moved", root);
+    ck_assert(rename(links[1], moved) == 0);
+    ck_assert(wd_chain_open(links[2], NULL, 0, basedir, NULL, &ch, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "missing link") && strstr(err.msg, "l3.wdelta"), "%s", err.msg);
+    ck_assert(rename(moved, links[1]) == 0);
+    /* links in the wrong order, and in the right one */
+    wd_delta *d[3];
+    for (int i = 0; i < 3; i++) ck_assert(wd_delta_open(links[i], &d[i], &err) == 0);
+    ck_assert_uint_eq(wd_chain_check_order(d, 3), 3);
+    wd_delta *wrong[3] = {d[0], d[2], d[1]};
+    ck_assert_uint_eq(wd_chain_check_order(wrong, 3), 1);
+    /* a parent that is not the base's model, or has no source */
+    ck_assert(wd_delta_set_parent(d[1], d[0], 1, NULL, &err) == -1); /* d[0] has no source */
+    ck_assert_msg(strstr(err.msg, "no base attached"), "%s", err.msg);
+    wd_model base;
+    ck_assert(wd_model_open(basedir, &base, &err) == 0);
+    ck_assert(wd_delta_set_base(d[0], &base, &err) == 0);
+    ck_assert(wd_delta_set_parent(d[2], d[0], 1, NULL, &err) == -1); /* l3 is made against l2's model */
+    ck_assert_msg(strstr(err.msg, "rebuilds"), "%s", err.msg);
+    ck_assert(wd_delta_set_parent(d[1], d[0], 1, NULL, &err) == 0);
+    ck_assert(wd_delta_set_parent(d[1], d[0], 1, NULL, &err) == -1); /* twice */
+    for (int i = 2; i >= 0; i--) wd_delta_close(d[i]);
+    wd_model_free(&base);
+    /* flattening l3 gives a direct delta against the base rebuilding ft */
+    ck_assert(wd_chain_open(links[2], NULL, 0, basedir, NULL, &ch, &err) == 0);
+    char flat[500];
+    snprintf(flat, sizeof flat, "%s/flat.wdelta", root);
+    wd_create_opts o = {.base_dir = basedir, .out_path = flat, .threads = 1, .block_size = 4096};
+    wd_create_stats st;
+    ck_assert_msg(wd_flatten(wd_chain_top(ch), &o, &st, &err) == 0, "%s", err.msg);
+    wd_delta *fd;
+    ck_assert(wd_delta_open(flat, &fd, &err) == 0);
+    ck_assert(memcmp(wd_delta_get_info(fd)->result_hash, wd_delta_get_info(wd_chain_top(ch))->result_hash, 32) == 0);
+    ck_assert(memcmp(wd_delta_get_info(fd)->base_hash, wd_delta_get_info(wd_chain_link(ch, 0))->base_hash, 32) == 0);
+    ck_assert_ptr_null(wd_delta_get_info(fd)->parent_name);
+    wd_delta_close(fd);
+    wd_chain_close(ch);
+}
+END_TEST
+
 Suite *suite_delta(void)
 {
     Suite *s = suite_create("delta");
@@ -481,6 +633,8 @@ Suite *suite_delta(void)
     tcase_add_test(tc, test_wrong_base);
     tcase_add_test(tc, test_create_failure_leaves_nothing);
     tcase_add_test(tc, test_cache_reads);
+    tcase_add_test(tc, test_chain_reads);
+    tcase_add_test(tc, test_chain_errors);
     suite_add_tcase(s, tc);
     return s;
 }
