@@ -263,11 +263,49 @@ oom:
 
 /* ---- feeding ---------------------------------------------------------- */
 /* The base bytes of a delta against a parent delta: decoded from it. */
-static int read_parent(writer *w, int base_file, unsigned char *buf, size_t n, uint64_t off, wd_err *err)
+static int read_parent(const wd_delta *parent, int out_file, unsigned char *buf, size_t n, uint64_t off, wd_err *err)
 {
-    ssize_t got = wd_read(w->o->parent, 0, NULL, (size_t)w->parent_files[base_file], buf, n, off, err);
+    ssize_t got = wd_read((wd_delta *)parent, 0, NULL, (size_t)out_file, buf, n, off, err);
     if (got >= 0 && (size_t)got != n) return wd_errf(err, "short read at offset %llu", (unsigned long long)off);
-    return got < 0 ? wd_errprefix(err, "parent %s", wd_delta_path(w->o->parent)) : 0;
+    return got < 0 ? wd_errprefix(err, "parent %s", wd_delta_path(parent)) : 0;
+}
+
+/* One base file's bytes, wherever they come from: the base directory's
+ * file (opened on first use) or, for a chain link, the parent's output of
+ * the same name.  Used outside the main feed (auto's trial encodes, the
+ * lossy result-hash pass). */
+typedef struct base_src {
+    const wd_create_opts *o;
+    const wd_model *base;
+    size_t file;
+    int fd, parent_file;
+} base_src;
+
+static int base_src_open(base_src *b, const wd_create_opts *o, const wd_model *base, size_t file, wd_err *err)
+{
+    *b = (base_src){o, base, file, -1, -1};
+    if (o->parent) {
+        b->parent_file = wd_delta_find_file(o->parent, base->files[file].name);
+        if (b->parent_file < 0)
+            return wd_errf(err, "parent %s rebuilds no file %s", wd_delta_path(o->parent), base->files[file].name);
+        return 0;
+    }
+    if ((b->fd = open(base->files[file].path, O_RDONLY | O_CLOEXEC)) < 0)
+        return wd_errf(err, "%s: %s", base->files[file].path, strerror(errno));
+    return 0;
+}
+
+static void base_src_close(base_src *b)
+{
+    if (b->fd >= 0) close(b->fd);
+    b->fd = -1;
+}
+
+static int base_src_read(void *ctx, unsigned char *buf, size_t n, uint64_t off, wd_err *err)
+{
+    base_src *b = ctx;
+    if (b->o->parent) return read_parent(b->o->parent, b->parent_file, buf, n, off, err);
+    return wd_pread_full(b->fd, buf, n, off, b->base->files[b->file].path, err);
 }
 
 static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
@@ -286,7 +324,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
         if (sha) wd_sha256_update(sha, j.ft, n);
         if (wd_codec_needs_base(e->codec)) {
             j.base = malloc(n);
-            if (!j.base || (w->o->parent ? read_parent(w, e->base_file, j.base, n, base_off + rel, err)
+            if (!j.base || (w->o->parent ? read_parent(w->o->parent, w->parent_files[e->base_file], j.base, n, base_off + rel, err)
                                          : wd_pread_full(base_fd, j.base, n, base_off + rel, base_path, err))) {
                 free(j.ft);
                 free(j.base);
@@ -758,7 +796,8 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
     size_t done = 0;
     for (size_t i = 0; i < npf && i < ft->nfiles; i++) {
         plan_file *p = &pf[i];
-        int ffd = -1, bfd = -1, bfile = -1, rc = 0;
+        int ffd = -1, bfile = -1, rc = 0;
+        base_src bsrc = {.fd = -1};
         for (size_t k = 1; k < p->next && !rc; k++) {
             plan_ext *e = &p->ext[k];
             if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) continue;
@@ -781,14 +820,11 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                     break;
                 }
                 if (bfile != e->base_file) {
-                    if (bfd >= 0) close(bfd);
+                    base_src_close(&bsrc);
                     bfile = e->base_file;
-                    if ((bfd = open(base->files[bfile].path, O_RDONLY | O_CLOEXEC)) < 0) {
-                        rc = wd_errf(err, "%s: %s", base->files[bfile].path, strerror(errno));
-                        break;
-                    }
+                    if ((rc = base_src_open(&bsrc, o, base, (size_t)bfile, err))) break;
                 }
-                rc = wd_lossy_auto(e->tensor, ffd, ft->files[i].path, bfd, base->files[bfile].path,
+                rc = wd_lossy_auto(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
                                    e->base_tensor->offset, o->max_error, lossy_level, bs, &c, &lp, err);
                 if (rc) break;
                 if (o->progress) o->progress(o->progress_ctx, 0, 1, ++done, ft->ntensors);
@@ -800,7 +836,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
             }
         }
         if (ffd >= 0) close(ffd);
-        if (bfd >= 0) close(bfd);
+        base_src_close(&bsrc);
         if (rc) return -1;
     }
     return 0;
@@ -830,6 +866,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
     if (cap < (1u << 20)) cap = 1u << 20;
     unsigned char *buf = malloc(cap), *bbuf = malloc(cap);
     int rc = -1, fd = -1;
+    base_src bsrc = {.fd = -1};
     if (!order || !sha || !s || !buf || !bbuf) {
         wd_errf(err, "out of memory");
         goto out;
@@ -857,11 +894,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
             fd = -1;
             continue;
         }
-        const wd_stfile *bf = &base->files[e->base_file];
-        if ((fd = open(bf->path, O_RDONLY | O_CLOEXEC)) < 0) {
-            wd_errf(err, "%s: %s", bf->path, strerror(errno));
-            goto out;
-        }
+        if (base_src_open(&bsrc, w->o, base, (size_t)e->base_file, err)) goto out;
         for (uint32_t b = 0; b < e->nblocks; b++) {
             const wd_block *bl = &w->blocks[e->first_block + b];
             unsigned char *stored = wd_scratch_buf(s, 0, bl->stored_len);
@@ -870,7 +903,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
                 goto out;
             }
             if (wd_pread_full(w->fd, stored, bl->stored_len, bl->offset, w->tmp_path, err) ||
-                wd_pread_full(fd, bbuf, bl->out_len, e->base_tensor->offset + (uint64_t)b * e->bs, bf->path, err) ||
+                base_src_read(&bsrc, bbuf, bl->out_len, e->base_tensor->offset + (uint64_t)b * e->bs, err) ||
                 wd_decode_block(s, e->codec, e->dtype, stored, bl->stored_len, bbuf, buf, bl->out_len, err)) {
                 wd_errprefix(err, "tensor %s block %u", tt->name, e->first_block + b);
                 goto out;
@@ -882,14 +915,14 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
             }
             wd_sha256_update(sha, buf, bl->out_len);
         }
-        close(fd);
-        fd = -1;
+        base_src_close(&bsrc);
     }
     wd_sha256_final(sha, result_hash);
     sha = NULL;
     rc = 0;
 out:
     if (fd >= 0) close(fd);
+    base_src_close(&bsrc);
     if (sha) wd_sha256_free(sha);
     wd_scratch_free(s);
     free(order);

@@ -100,10 +100,13 @@ typedef struct wd_lossy_stats {
 int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
                      const unsigned char *ft, const unsigned char *base, size_t n, unsigned char *dec,
                      wd_lossy_stats *st, wd_err *err);
+/* Reads n bytes at offset off of the base tensor's file (a base file, or a
+ * parent delta's rebuilt output); 0 or -1 with err set. */
+typedef int (*wd_base_read_fn)(void *ctx, unsigned char *buf, size_t n, uint64_t off, wd_err *err);
 /* `auto`: the cheapest codec and setting for tensor t (read from ft_fd,
- * its base at base_off of base_fd) with relative error <= max_error;
+ * its base at base_off through read_base) with relative error <= max_error;
  * WD_CODEC_LOSSLESS when none qualifies or the tensor is not eligible. */
-int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
+int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                   uint64_t base_off, double max_error, int level, uint32_t target_bs, wd_codec *codec,
                   wd_lossy_params *out, wd_err *err);
 

@@ -46,7 +46,7 @@ static const cand cands[] = {
 };
 #define NCANDS (sizeof cands / sizeof cands[0])
 
-int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
+int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                   uint64_t base_off, double max_error, int level, uint32_t target_bs, wd_codec *codec,
                   wd_lossy_params *out, wd_err *err)
 {
@@ -67,7 +67,7 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, int base_f
     for (uint64_t at = 0; at < t->length; at += bs) {
         size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
         if (wd_pread_full(ft_fd, ft, n, t->offset + at, ft_path, err) ||
-            wd_pread_full(base_fd, base, n, base_off + at, base_path, err)) {
+            read_base(base_ctx, base, n, base_off + at, err)) {
             wd_errprefix(err, "tensor %s", t->name);
             goto out;
         }

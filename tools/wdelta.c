@@ -1063,7 +1063,7 @@ done:
 /* ------------------------------------------------------------ hash */
 /* ------------------------------------------------------------ eval */
 static const char eval_help[] =
-    "usage: wdelta eval FILE --base DIR --finetuned DIR [--json]\n"
+    "usage: wdelta eval FILE --base DIR --finetuned DIR [--chain PATH]... [--json]\n"
     "\n"
     "How close the model rebuilt from FILE and the base DIR is to the fine-tune:\n"
     "per tensor its codec, bits per parameter (stored bytes of its blocks * 8 /\n"
@@ -1073,6 +1073,9 @@ static const char eval_help[] =
     "\n"
     "  -b, --base DIR        base model directory\n"
     "  -f, --finetuned DIR   the fine-tune the delta was made from\n"
+    "  -c, --chain PATH      where a chain link's parents are (a .wdelta or a\n"
+    "                        directory; repeatable; default: FILE's directory);\n"
+    "                        a link's errors are measured against its parent\n"
     "  -j, --json            one JSON object instead of a table\n"
     "  -h, --help            this help\n";
 
@@ -1117,18 +1120,23 @@ static int cmd_eval(int argc, char **argv)
         {"base", required_argument, 0, 'b'},
         {"finetuned", required_argument, 0, 'f'},
         {"json", no_argument, 0, 'j'},
+        {"chain", required_argument, 0, 'c'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *base = NULL, *ftdir = NULL;
+    static chain_args ca;
     int json = 0, c;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:f:jh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:f:c:jh", lo, NULL)) != -1) {
         switch (c) {
         case 'b': base = optarg; break;
         case 'f': ftdir = optarg; break;
         case 'j': json = 1; break;
+        case 'c':
+            if (chain_arg(&ca, "eval", optarg)) return EXIT_USAGE;
+            break;
         case 'h': fputs(eval_help, stdout); return 0;
         case ':': return usage_error("eval", "option '%s' needs a value", argv[optind - 1]);
         default: return usage_error("eval", "unknown option '%s'", argv[optind - 1]);
@@ -1146,18 +1154,28 @@ static int cmd_eval(int argc, char **argv)
     memset(&fm, 0, sizeof fm);
     eval_rows er = {0};
     int rc = 1, hb = 0, hf = 0;
-    if (wd_delta_open(path, &d, &err)) goto done;
-    if (wd_model_open(base, &bm, &err)) goto done;
-    hb = 1;
+    wd_chain *chain = NULL;
+    wd_delta *top = NULL;
     if (wd_model_open(ftdir, &fm, &err)) goto done;
     hf = 1;
-    if (wd_delta_set_base(d, &bm, &err)) goto done;
-    if (wd_eval(d, &fm, eval_cb, &er, &err)) goto done;
+    if (wd_delta_open(path, &d, &err)) goto done;
+    if (wd_delta_get_info(d)->version == 2) { /* maybe a chain link: errors are against its parent */
+        wd_delta_close(d);
+        d = NULL;
+        if (wd_chain_open(path, ca.paths, ca.n, base, NULL, &chain, &err)) goto done;
+        top = wd_chain_top(chain);
+    } else {
+        if (wd_model_open(base, &bm, &err)) goto done;
+        hb = 1;
+        if (wd_delta_set_base(d, &bm, &err)) goto done;
+        top = d;
+    }
+    if (wd_eval(top, &fm, eval_cb, &er, &err)) goto done;
     if (er.oom) {
         wd_errf(&err, "out of memory");
         goto done;
     }
-    const wd_delta_info *in = wd_delta_get_info(d);
+    const wd_delta_info *in = wd_delta_get_info(top);
     double te2 = 0, td2 = 0, tmax = 0;
     uint64_t tp = 0, ts = 0;
     for (size_t i = 0; i < er.n; i++) {
@@ -1225,6 +1243,7 @@ done:
     }
     free(er.r);
     if (d) wd_delta_close(d);
+    if (chain) wd_chain_close(chain);
     if (hb) wd_model_free(&bm);
     if (hf) wd_model_free(&fm);
     return rc;

@@ -10,7 +10,8 @@
 #    the files.
 #  - the mount: every link of every chain served byte-identically, `parent`
 #    symlinks, the bases under .wdeltafs/bases, the forest and the broken
-#    chains (with reasons) in the status file, concurrent reads of chain
+#    chains (with reasons) in the status file, lossy links (int4, bitdelta)
+#    equal to what apply writes, concurrent reads of chain
 #    ends through a small cache (nested decodes), daemon exit 0, no
 #    sanitizer report.
 # Env: WDELTA_BIN = directory holding wdelta, wdeltafs, genmodel (default build-asan).
@@ -92,6 +93,25 @@ check "create --parent refuses a parent made against another base" \
   not "$W" create --parent "$T/db/b1.wdelta" --base "$T/a/base" --finetuned "$T/a/ft" -o "$T/bad.wdelta" --quiet
 check "no partial output left after the failure" not ls "$T"/bad.wdelta*
 
+# lossy links: a3 -> l4 (int4, to a.ft) -> l5 (bitdelta, to a2.base); each
+# rebuilds exactly what `wdelta apply` writes (checked again through the mount)
+mkdir -p "$T/dl"
+check "lossy link l4: create --parent a3 --strategy int4" \
+  create_delta "$T/a/base" "$T/a/ft" "$T/dl/l4.wdelta" --parent "$T/da/a3.wdelta" --strategy int4
+check "lossy link l5: create --parent l4 --strategy bitdelta" \
+  create_delta "$T/a/base" "$T/a2/base" "$T/dl/l5.wdelta" --parent "$T/dl/l4.wdelta" --chain "$T/da" --strategy bitdelta
+for k in l4 l5; do
+  rm -rf "$T/out.$k"
+  check "apply $k (lossy link of a chain of ${k#l})" \
+    "$W" apply "$T/dl/$k.wdelta" --base "$T/a/base" --chain "$T/da" --chain "$T/dl" -o "$T/out.$k" --quiet
+done
+"$W" verify "$T/dl/l5.wdelta" --base "$T/a/base" --chain "$T/da" --chain "$T/dl" --quiet >"$T/out" 2>"$T/err"
+check "verify l5 --base: the 5 links' result hashes (two of them lossy) match" \
+  bash -c '[ "$(grep -c "result hash .* matches" "$1")" -eq 5 ]' _ "$T/out"
+check "eval l4: errors measured against its parent a3's model, int4 bits/param < 4" \
+  bash -c '"$1" eval "$2" --base "$3" --finetuned "$4" --chain "$5" --json | "$6" -c "import json,sys; t=json.load(sys.stdin)[\"total\"]; assert 0 < t[\"rel_error\"] < 0.5 and t[\"bits_per_param\"] < 4, t"' \
+  _ "$W" "$T/dl/l4.wdelta" "$T/a/base" "$T/a/ft" "$T/da" "$PY"
+
 # ------------------------------------------------------------------ errors
 mkdir -p "$T/miss" "$T/loop"
 cp "$T/da/a1.wdelta" "$T/da/a3.wdelta" "$T/miss/"
@@ -149,17 +169,18 @@ require_fuse
 mkdir -p "$SRC/archA/deep" "$SRC/archB" "$SRC/broken"
 cp "$T/da/a1.wdelta" "$SRC/archA/"
 cp "$T/da/a2.wdelta" "$SRC/archA/deep/"
-cp "$T/da/a3.wdelta" "$T/da/asib.wdelta" "$SRC/archA/"
+cp "$T/da/a3.wdelta" "$T/da/asib.wdelta" "$T/dl/l4.wdelta" "$T/dl/l5.wdelta" "$SRC/archA/"
 cp "$T/db/b1.wdelta" "$T/db/b2.wdelta" "$SRC/archB/"
 cp "$T/loop/x.wdelta" "$T/loop/y.wdelta" "$SRC/broken/"
 check "orphan (its base and parent are absent)" create_delta "$T/o/base" "$T/o/ft" "$SRC/broken/orphan.wdelta"
 # a link whose parent is the orphan: unavailable because its parent is
 check "child of the orphan" create_delta "$T/o/base" "$T/o3/base" "$SRC/broken/orphan-child.wdelta" --parent "$SRC/broken/orphan.wdelta" --chain "$T/o"
 declare -A MWANT=([archA/a1]="$T/a/ft" [archA/deep/a2]="$T/a2/base" [archA/a3]="$T/a2/ft" [archA/asib]="$T/a/base"
-                  [archB/b1]="$T/b/ft" [archB/b2]="$T/b2/ft")
+                  [archB/b1]="$T/b/ft" [archB/b2]="$T/b2/ft" [archA/l4]="$T/out.l4" [archA/l5]="$T/out.l5")
 declare -A MPARENT=([archA/a1]="../../.wdeltafs/bases/base" [archA/deep/a2]="../../../archA/a1"
                     [archA/a3]="../../archA/deep/a2" [archA/asib]="../../archA/a1"
-                    [archB/b1]="../../.wdeltafs/bases/base-2" [archB/b2]="../../archB/b1")
+                    [archB/b1]="../../.wdeltafs/bases/base-2" [archB/b2]="../../archB/b1"
+                    [archA/l4]="../../archA/a3" [archA/l5]="../../archA/l4")
 BASES="$T/a/base:$T/b/base"
 if [ $HAVE_PB = 1 ]; then
   mkdir -p "$SRC/pairB"
@@ -182,7 +203,7 @@ check "following parent links from a3 reaches the base" same "$MNT/archA/a3/pare
 # concurrent readers of chain ends and siblings through a 4M cache: nested
 # decodes wait for each other's blocks (and must never deadlock)
 pids=()
-for m in archA/a3 archA/asib archA/deep/a2 archB/b2 archA/a3 archB/b2; do
+for m in archA/a3 archA/asib archA/deep/a2 archB/b2 archA/a3 archB/b2 archA/l5; do
   ( same "$MNT/$m" "${MWANT[$m]}" ) & pids+=($!)
 done
 if [ $HAVE_PB = 1 ]; then for m in pairB/p5 pairB/p4 pairB/p5; do ( same "$MNT/$m" "${MWANT[$m]}" ) & pids+=($!); done; fi
