@@ -162,30 +162,17 @@ int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, s
 }
 
 /* ---- floats ---------------------------------------------------------- */
-static inline float f_from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint32_t f_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
 
 float wd_half_to_float(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return f_from_bits(sign | 0x7f800000u | (man << 13));
+    if (exp == 0x1f) return lf_from_bits(sign | 0x7f800000u | (man << 13));
     if (exp == 0) {
-        if (!man) return f_from_bits(sign);
+        if (!man) return lf_from_bits(sign);
         float f = (float)man * 0x1p-24f;
         return sign ? -f : f;
     }
-    return f_from_bits(sign | ((exp + 112) << 23) | (man << 13));
+    return lf_from_bits(sign | ((exp + 112) << 23) | (man << 13));
 }
 
 unsigned ls_exponent(const float *v, size_t n)
@@ -200,7 +187,7 @@ unsigned ls_exponent(const float *v, size_t n)
 
 uint16_t ls_to_half(float v, unsigned e)
 {
-    return wd_f32_to_f16(f_bits(v * (1.0f / ls_pow2m(e))));
+    return wd_f32_to_f16(lf_bits(v * (1.0f / ls_pow2m(e))));
 }
 
 void lf_delta(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, float *d)
@@ -215,7 +202,7 @@ WD_VEC
 static void apply_bf16(uint16_t *restrict out, const uint16_t *restrict base, const float *restrict d, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = f_bits(f_from_bits((uint32_t)base[i] << 16) + d[i]);
+        uint32_t u = lf_bits(lf_from_bits((uint32_t)base[i] << 16) + d[i]);
         uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
         uint32_t q = (u >> 16) | 0x40;
         out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
@@ -230,7 +217,7 @@ void lf_apply(unsigned char *out, const unsigned char *base, wd_dtype dt, const 
         for (size_t i = 0; i < n; i++) {
             uint16_t b;
             memcpy(&b, base + 2 * i, 2);
-            uint16_t o = wd_f32_to_f16(f_bits(wd_half_to_float(b) + d[i]));
+            uint16_t o = wd_f32_to_f16(lf_bits(wd_half_to_float(b) + d[i]));
             memcpy(out + 2 * i, &o, 2);
         }
     } else {
@@ -256,7 +243,7 @@ int wd_topk(const float *d, size_t n, size_t k, uint32_t *idx, wd_scratch *s, wd
     }
     uint32_t *key = (uint32_t *)(void *)wd_scratch_buf(s, LS_E, n * 4);
     if (!key) return wd_errf(err, "out of memory");
-    for (size_t i = 0; i < n; i++) key[i] = f_bits(d[i]) & 0x7fffffffu;
+    for (size_t i = 0; i < n; i++) key[i] = lf_bits(d[i]) & 0x7fffffffu;
     /* find the k-th largest key: 4 passes of 8 bits */
     uint32_t prefix = 0, pmask = 0;
     size_t need = k; /* how many still to take among keys matching prefix */

@@ -62,6 +62,18 @@ int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, s
 #endif
 
 /* ---- float helpers */
+static inline uint32_t lf_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float lf_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 float wd_half_to_float(uint16_t h);
 /* element i of a float tensor of dtype dt as float32 (exact) */
 static inline float lf_get(const unsigned char *p, wd_dtype dt, size_t i)

@@ -26,18 +26,6 @@
 
 #define ALS_ROUNDS 4
 
-static inline uint32_t fb(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float bf(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
                    const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err)
@@ -142,14 +130,14 @@ static void unpack_signs(unsigned char *restrict q, const unsigned char *restric
 WD_VEC
 static void row_const(float *restrict dr, const unsigned char *restrict q, float sc, size_t cnt)
 {
-    uint32_t u = fb(sc);
-    for (size_t j = 0; j < cnt; j++) dr[j] = bf(u ^ ((uint32_t)q[j] << 24));
+    uint32_t u = lf_bits(sc);
+    for (size_t j = 0; j < cnt; j++) dr[j] = lf_from_bits(u ^ ((uint32_t)q[j] << 24));
 }
 
 WD_VEC
 static void row_axis(float *restrict dr, const unsigned char *restrict q, float rs, const float *restrict c, size_t cnt)
 {
-    for (size_t j = 0; j < cnt; j++) dr[j] = bf(fb(rs * c[j]) ^ ((uint32_t)q[j] << 24));
+    for (size_t j = 0; j < cnt; j++) dr[j] = lf_from_bits(lf_bits(rs * c[j]) ^ ((uint32_t)q[j] << 24));
 }
 
 int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
