@@ -177,7 +177,7 @@ START_TEST(test_lowrank_exact_blocks_alone)
     for (size_t t = 0; t < 3; t++) {
         wd_dtype dt = dts[t];
         unsigned w = wd_dtype_size(dt);
-        size_t rows = 96, cols = 130, n = rows * cols * w, ne = rows * cols;
+        size_t rows = 384, cols = 130, n = rows * cols * w, ne = rows * cols;
         unsigned char *base = malloc(n), *ft = malloc(n), *out = malloc(n);
         float *d = lowrank_matrix(rows, cols, 7, 1e-6);
         for (size_t i = 0; i < ne; i++) {
@@ -195,7 +195,7 @@ START_TEST(test_lowrank_exact_blocks_alone)
         }
         free(d);
         /* three row blocks, each coded and decoded alone with only its rows */
-        size_t cuts[4] = {0, 40, 72, rows};
+        size_t cuts[4] = {0, 160, 288, rows};
         wd_scratch *s = wd_scratch_new();
         wd_err err;
         size_t total = 0;
