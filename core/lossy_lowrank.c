@@ -246,6 +246,13 @@ static int put_block(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
         int e = m > 0 && isfinite(m) ? (int)floor(log2(16384.0 / m)) : 0;
         ev = e < 0 ? 0 : e > 100 ? 100 : (unsigned)e;
     }
+    {   /* factors FP16 cannot hold (deltas beyond 2^15): no prediction */
+        double m = 0;
+        for (size_t i = 0; i < rows; i++)
+            for (unsigned c = 0; c < rank; c++) m = fabs(uf[i * kmax + c]) > m ? fabs(uf[i * kmax + c]) : m;
+        for (size_t i = 0; i < (size_t)rank * cols; i++) m = fabs(vf[i]) > m ? fabs(vf[i]) : m;
+        if (!(m < 32768.0)) rank = 0, eu = ev = 0;
+    }
     size_t nu = rows * rank, nv = (size_t)rank * cols;
     unsigned char *hu = malloc(2 * nu + 2 * nv + 2);
     float *fu = malloc((nu + nv + cols + 1) * sizeof(float));
