@@ -2,7 +2,7 @@
 and a PNG plot of the perplexity increase on eval-ft against bits/param.
 The PNG is written with zlib + struct (no plotting library): x axis bits per
 parameter (whole file), y axis perplexity increase in % on a log scale
-(points at or below 0.001% sit on the bottom line); one colour per codec,
+(0.001% to 1000%; points at or below 0.001% sit on the bottom line); one colour per codec,
 the legend is printed under the table."""
 import sys, struct, zlib, math, csv
 
@@ -41,7 +41,7 @@ def text(x, y, s, c=(0, 0, 0)):
                 if b == "1": rect(x + (i % 3) * 2, y + (i // 3) * 2, x + (i % 3) * 2 + 1, y + (i // 3) * 2 + 1, c)
         x += 8
 xmax = max(10.0, max(float(r["bits_file"]) for r in rows if r["name"] != "fine-tune") * 1.05)
-ylo, yhi = -3.0, 2.0  # log10 of percent: 0.001% .. 100%
+ylo, yhi = -3.0, 3.0  # log10 of percent: 0.001% .. 1000%
 def X(b): return int(L + b / xmax * (W - L - R))
 def Y(p): return int(H - B - (min(max(math.log10(max(p, 1e-3)), ylo), yhi) - ylo) / (yhi - ylo) * (H - T - B))
 rect(L, T, L, H - B, (0, 0, 0)); rect(L, H - B, W - R, H - B, (0, 0, 0))
