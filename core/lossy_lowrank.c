@@ -410,6 +410,45 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, int b
         goto out;
     }
     wd_lossy_params p = {(uint32_t)t->shape[t->ndim - 1], 0, 0, 0, level, 0, 0};
+    if (codec == WD_CODEC_LOWRANK_EXACT) {
+        /* cheap test first (full fine-tunes fail it): up to 256 rows of the
+         * first block need a spectral gap at rank <= 16 holding 80% of
+         * their squared delta */
+        size_t w = wd_dtype_size(t->dtype), cols = p.cols, rows = bs / (cols * w);
+        if (rows > 256) rows = 256;
+        size_t n = rows * cols * w;
+        if (n > t->length) n = (size_t)t->length, rows = n / (cols * w);
+        if (wd_pread_full(ft_fd, ft, n, t->offset, ft_path, err) ||
+            wd_pread_full(base_fd, base, n, base_off, base_path, err)) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        float *d = malloc(rows * cols * sizeof *d + 1);
+        double *uf = malloc(rows * 16 * sizeof *uf + 8), *vf = malloc(16 * cols * sizeof *vf + 8), sv[16];
+        unsigned k = 0, r = 0;
+        int ok = d && uf && vf;
+        if (!ok) wd_errf(err, "out of memory");
+        if (ok) {
+            lf_delta(ft, base, t->dtype, rows * cols, d);
+            ok = wd_lowrank_fit(d, rows, cols, 16, uf, vf, sv, &k, err) == 0;
+        }
+        double tot = 0, cap = 0;
+        if (ok) {
+            for (size_t i = 0; i < rows * cols; i++) tot += (double)d[i] * d[i];
+            r = wd_lowrank_gap_rank(sv, k);
+            for (unsigned c = 0; c < r && r < k; c++) cap += sv[c] * sv[c];
+        }
+        free(d), free(uf), free(vf);
+        if (!ok) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        if (!(r > 0 && r < k && cap >= 0.8 * tot)) { /* not low-rank: plain lossless */
+            *stored = 1, *plain = 0;
+            rc = 0;
+            goto out;
+        }
+    }
     for (uint64_t at = 0; at < t->length; at += bs) {
         size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
         if (wd_pread_full(ft_fd, ft, n, t->offset + at, ft_path, err) ||
