@@ -93,6 +93,8 @@ const char *wd_codec_name(wd_codec c)
     case WD_CODEC_SPARSE: return "sparse";
     case WD_CODEC_BITDELTA: return "bitdelta";
     case WD_CODEC_AXIS1: return "axis1";
+    case WD_CODEC_LOWRANK: return "lowrank";
+    case WD_CODEC_LOWRANK_EXACT: return "lowrank-exact";
     case WD_CODEC_V1: return "v1";
     case WD_CODEC_GENERATED: return "generated";
     case WD_CODEC_BASE_COPY: return "base";
@@ -108,18 +110,26 @@ int wd_codec_from_name(const char *name, wd_codec *out)
     else if (!strcmp(name, "sparse")) *out = WD_CODEC_SPARSE;
     else if (!strcmp(name, "bitdelta")) *out = WD_CODEC_BITDELTA;
     else if (!strcmp(name, "axis1")) *out = WD_CODEC_AXIS1;
+    else if (!strcmp(name, "lowrank")) *out = WD_CODEC_LOWRANK;
+    else if (!strcmp(name, "lowrank-exact")) *out = WD_CODEC_LOWRANK_EXACT;
     else return -1;
     return 0;
 }
 
 int wd_codec_is_lossy(wd_codec c)
 {
-    return c == WD_CODEC_INT4 || c == WD_CODEC_SPARSE || c == WD_CODEC_BITDELTA || c == WD_CODEC_AXIS1;
+    return c == WD_CODEC_INT4 || c == WD_CODEC_SPARSE || c == WD_CODEC_BITDELTA || c == WD_CODEC_AXIS1 ||
+           c == WD_CODEC_LOWRANK;
+}
+
+int wd_codec_is_rowblock(wd_codec c)
+{
+    return wd_codec_is_lossy(c) || c == WD_CODEC_LOWRANK_EXACT;
 }
 
 int wd_codec_needs_base(wd_codec c)
 {
-    return c == WD_CODEC_LOSSLESS || wd_codec_is_lossy(c);
+    return c == WD_CODEC_LOSSLESS || wd_codec_is_rowblock(c);
 }
 
 int wd_zstd_compress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n, int level,
@@ -466,7 +476,7 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
                     const unsigned char *src, size_t slen,
                     const unsigned char *base, unsigned char *out, size_t n, wd_err *err)
 {
-    if (wd_codec_is_lossy(codec)) return wd_lossy_decode(s, codec, dt, src, slen, base, out, n, err);
+    if (wd_codec_is_rowblock(codec)) return wd_lossy_decode(s, codec, dt, src, slen, base, out, n, err);
     int mode = codec == WD_CODEC_LOSSLESS;
     if (codec != WD_CODEC_ZSTD && codec != WD_CODEC_LOSSLESS)
         return wd_errf(err, "unknown codec %d", (int)codec);

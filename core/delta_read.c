@@ -100,7 +100,7 @@ static int parse_extent(wd_delta *d, const cJSON *x, const char *fname, size_t k
         e->pub.params = e->params;
     }
     e->base_fd_index = -1;
-    if (wd_codec_is_lossy(c) && (e->pub.dtype != WD_BF16 && e->pub.dtype != WD_F16 && e->pub.dtype != WD_F32))
+    if (wd_codec_is_rowblock(c) && (e->pub.dtype != WD_BF16 && e->pub.dtype != WD_F16 && e->pub.dtype != WD_F32))
         return wd_errf(err, "%s: file %s extent %zu: codec %s on a %s tensor", d->path, fname, k, codec, dt);
     if (wd_codec_needs_base(c) && !e->base_tensor)
         return wd_errf(err, "%s: file %s extent %zu is a delta without a base tensor", d->path, fname, k);

@@ -32,6 +32,7 @@ typedef struct plan_ext {
     uint32_t first_block, nblocks;
     uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
     wd_lossy_params lp;           /* lossy codecs' settings */
+    unsigned rank_found;          /* lowrank codecs: largest rank of a block */
 } plan_ext;
 
 typedef struct plan_file {
@@ -111,7 +112,7 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
     const unsigned char *out;
     size_t len;
     uint64_t out_hash;
-    if (wd_codec_is_lossy(j->codec)) {
+    if (wd_codec_is_rowblock(j->codec)) {
         /* the block's output is what our decoder makes of it */
         if (wd_lossy_encode(s, j->codec, j->dtype, j->lp, j->ft, j->base, j->n, &out, &len, err))
             return wd_errprefix(err, "block %u", j->block);
@@ -222,7 +223,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->ext = calloc(sf->ntensors + 1, sizeof *p->ext);
         if (!p->name || !p->ext) goto oom;
         p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
-                                       (int)i, -1, 0, 0, 0, {0}};
+                                       (int)i, -1, 0, 0, 0, {0}, 0};
         for (size_t t = 0; t < sf->ntensors; t++) {
             const wd_tensor *tt = &sf->tensors[t];
             if (tt->length == 0) continue;
@@ -231,7 +232,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             int delta = bt && same_shape(bt, tt);
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
-                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}};
+                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0};
         }
     }
     for (size_t i = 0; i < ft->nextras; i++) {
@@ -249,7 +250,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         }
         p->size = (uint64_t)stt.st_size;
         if (p->size) {
-            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}};
+            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0};
             p->next = 1;
         }
     }
@@ -414,7 +415,7 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
             cJSON_AddNumberToObject(x, "first_block", e->first_block);
             cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
             cJSON_AddNumberToObject(x, "block_size", e->bs);
-            if (wd_codec_is_lossy(e->codec)) {
+            if (wd_codec_is_rowblock(e->codec)) {
                 cJSON *pj = cJSON_AddObjectToObject(x, "params");
                 cJSON_AddNumberToObject(pj, "cols", e->lp.cols);
                 if (e->codec == WD_CODEC_INT4) {
@@ -423,6 +424,8 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
                     if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
                 }
                 if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
+                if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
+                    cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
             }
             cJSON_AddItemToArray(ex, x);
         }
@@ -493,8 +496,9 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         return wd_errf(err, "create needs a base, a fine-tune and an output path");
     wd_codec fixed = WD_CODEC_LOSSLESS;
     int is_auto = o->strategy && !strcmp(o->strategy, "auto");
-    if (o->strategy && !is_auto && (wd_codec_from_name(o->strategy, &fixed) || fixed == WD_CODEC_ZSTD))
-        return wd_errf(err, "unknown strategy '%s' (lossless, int4, sparse, bitdelta, axis1 or auto)", o->strategy);
+    if (o->strategy && !is_auto && (wd_codec_from_name(o->strategy, &fixed) || fixed == WD_CODEC_ZSTD ||
+                                          fixed == WD_CODEC_LOWRANK_EXACT))
+        return wd_errf(err, "unknown strategy '%s' (lossless, int4, sparse, bitdelta, axis1, lowrank or auto)", o->strategy);
     if (is_auto && !(o->max_error > 0))
         return wd_errf(err, "strategy auto needs a maximum relative error > 0 (--max-error)");
     if (o->lossy.group && (o->lossy.group < 2 || o->lossy.group > 65536 || o->lossy.group % 2))
@@ -790,7 +794,8 @@ out:
 static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
                          const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err)
 {
-    if (!is_auto && !wd_codec_is_lossy(fixed)) return 0;
+    int try_exact = !o->no_lowrank; /* lossless tensors: lowrank-exact where smaller */
+    if (!is_auto && !wd_codec_is_lossy(fixed) && !try_exact) return 0;
     int lossy_level = o->lossy.level ? o->lossy.level : o->level ? o->level : 3;
     (void)level;
     size_t done = 0;
@@ -805,7 +810,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
             if (!lbs) continue;
             wd_codec c = fixed;
             wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
-                                  o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step};
+                                  o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step, o->lossy.rank};
             if (c == WD_CODEC_INT4) { /* defaults measured on pairB (core/FORMAT.md) */
                 if (!lp.group) lp.group = 128;
                 if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */
@@ -814,25 +819,44 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 if (lp.step < 0) lp.step = 0;
             }
             if (c == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
-            if (is_auto) {
+            int need_data = is_auto || try_exact || c == WD_CODEC_LOWRANK;
+            if (need_data) {
                 if (ffd < 0 && (ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
                     rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
                     break;
                 }
-                if (bfile != e->base_file) {
+                if (bfile != e->base_file) { /* base bytes: the base's file, or the parent's output */
                     base_src_close(&bsrc);
                     bfile = e->base_file;
                     if ((rc = base_src_open(&bsrc, o, base, (size_t)bfile, err))) break;
                 }
+            }
+            if (is_auto) {
                 rc = wd_lossy_auto(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
                                    e->base_tensor->offset, o->max_error, lossy_level, bs, &c, &lp, err);
                 if (rc) break;
-                if (o->progress) o->progress(o->progress_ctx, 0, 1, ++done, ft->ntensors);
             }
-            if (wd_codec_is_lossy(c)) {
+            unsigned rank = 0;
+            if (c == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found, for inspect */
+                uint64_t st, pl;
+                rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
+                                        e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, err);
+                if (rc) break;
+            }
+            if (c == WD_CODEC_LOSSLESS && try_exact) {
+                uint64_t st, pl;
+                rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
+                                        e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
+                                        &pl, &rank, err);
+                if (rc) break;
+                if (st < pl) c = WD_CODEC_LOWRANK_EXACT;
+            }
+            if (need_data && o->progress) o->progress(o->progress_ctx, 0, 1, ++done, ft->ntensors);
+            if (wd_codec_is_rowblock(c)) {
                 e->codec = c;
                 e->lp = lp;
                 e->bs = lbs;
+                e->rank_found = rank;
             }
         }
         if (ffd >= 0) close(ffd);

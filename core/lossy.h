@@ -144,4 +144,21 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
 int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
                    const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
 
+/* lossy_lowrank.c: lowrank and lowrank-exact.  rank_out (may be NULL): the
+ * rank the block was coded with. */
+int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
+                      const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out,
+                      unsigned *rank_out, wd_err *err);
+int wd_lowrank_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
+                      const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
+/* Truncated SVD of d (m x n) by randomized subspace iteration: kout <= kmax
+ * components, sv descending, uf (m x kmax, row-major, columns scaled by
+ * sqrt(s)), vf (kout x n, rows scaled by sqrt(s)); d ~ uf . vf. */
+int wd_lowrank_fit(const float *d, size_t m, size_t n, unsigned kmax, double *uf, double *vf, double *sv,
+                   unsigned *kout, wd_err *err);
+unsigned wd_lowrank_gap_rank(const double *sv, unsigned k);
+/* The prediction in its documented float32 order (FORMAT.md); acc: cols floats. */
+void wd_lowrank_predict(unsigned char *out, const unsigned char *base, wd_dtype dt, const float *u,
+                        const float *v, size_t rows, size_t cols, unsigned rank, float *acc);
+
 #endif

@@ -36,6 +36,7 @@ typedef struct cand {
     double outliers, density, step;
 } cand;
 static const cand cands[] = {
+    {WD_CODEC_LOWRANK, 0, 0, 0, 0},
     {WD_CODEC_BITDELTA, 0, 0, 0, 0},       {WD_CODEC_AXIS1, 0, 0, 0, 0},
     {WD_CODEC_SPARSE, 0, 0, 0.01, 0},      {WD_CODEC_SPARSE, 0, 0, 0.03, 0},
     {WD_CODEC_INT4, 128, 0.002, 0, 1.0},   {WD_CODEC_INT4, 128, 0.002, 0, 0.7},
@@ -72,7 +73,7 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_re
             goto out;
         }
         for (size_t c = 0; c < NCANDS; c++) {
-            wd_lossy_params p = {cols, cands[c].group, cands[c].outliers, cands[c].density, level, cands[c].step};
+            wd_lossy_params p = {cols, cands[c].group, cands[c].outliers, cands[c].density, level, cands[c].step, 0};
             if (wd_lossy_measure(s, cands[c].codec, t->dtype, &p, ft, base, n, dec, &st[c], err)) {
                 wd_errprefix(err, "tensor %s", t->name);
                 goto out;
@@ -87,7 +88,7 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_re
     if (best < NCANDS) { /* else the tensor stays lossless */
         *codec = cands[best].codec;
         *out = (wd_lossy_params){cols, cands[best].group, cands[best].outliers, cands[best].density, level,
-                                 cands[best].step};
+                                 cands[best].step, 0};
     }
     rc = 0;
 out:

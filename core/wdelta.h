@@ -153,14 +153,20 @@ typedef enum wd_codec {
     WD_CODEC_SPARSE = 4,   /* the largest |delta| exactly, the rest as the base */
     WD_CODEC_BITDELTA = 5, /* sign bit + FP16 scale per row */
     WD_CODEC_AXIS1 = 6,    /* sign bit + FP16 scales per row and per column */
+    WD_CODEC_LOWRANK = 7,  /* FP16 low-rank factors U.V of the delta (lossy) */
+    /* Exact, row blocks: lossless against a low-rank prediction */
+    WD_CODEC_LOWRANK_EXACT = 8,
     /* Views of deltatensors v1 files (no stored blocks, no block checksums): */
     WD_CODEC_V1 = 16,      /* a v1 tensor, rebuilt whole on first touch */
     WD_CODEC_GENERATED = 17, /* bytes made at wd_delta_set_base (headers, index) */
     WD_CODEC_BASE_COPY = 18, /* a base tensor the v1 file leaves unchanged */
 } wd_codec;
 const char *wd_codec_name(wd_codec c);
-/* 1 for int4, sparse, bitdelta, axis1 */
+/* 1 for int4, sparse, bitdelta, axis1, lowrank */
 int wd_codec_is_lossy(wd_codec c);
+/* 1 for the codecs of whole-row blocks: the lossy ones and lowrank-exact */
+int wd_codec_is_rowblock(wd_codec c);
+#define WD_LOWRANK_KMAX 32
 
 /* Settings of the lossy codecs (0 = default). */
 typedef struct wd_lossy_params {
@@ -173,6 +179,7 @@ typedef struct wd_lossy_params {
                          (groups whose range needs more get max|D|/7.5); wd_create's
                          default 0.6; negative there, 0 for the codec itself: per-group
                          scale of least squared error */
+    uint32_t rank;    /* lowrank, lowrank-exact: fixed rank (0: found per block) */
 } wd_lossy_params;
 
 typedef struct wd_create_opts {
@@ -182,6 +189,7 @@ typedef struct wd_create_opts {
     const char *strategy;  /* "lossless" (default), "int4", "sparse", "bitdelta",
                               "axis1" or "auto" */
     wd_lossy_params lossy; /* settings of the lossy strategies (0 = default) */
+    int no_lowrank;        /* 1: never the lowrank-exact codec for lossless tensors */
     double max_error;      /* auto: largest relative error per tensor (> 0) */
     int threads;           /* 0 = number of online CPUs */
     int level;             /* zstd level, default 3 */

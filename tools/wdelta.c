@@ -253,7 +253,13 @@ static const char create_help[] =
     "  -p, --parent FILE       make a chain link: delta against what FILE rebuilds\n"
     "  -c, --chain PATH        where PARENT's own links are (a .wdelta or a\n"
     "                          directory of them; repeatable; default: PARENT's directory)\n"
-    "  -s, --strategy NAME     lossless (default), int4, sparse, bitdelta, axis1, auto\n"
+    "  -s, --strategy NAME     lossless (default), int4, sparse, bitdelta, axis1,\n"
+    "                          lowrank, auto\n"
+    "      --rank N            lowrank: components per block (default: found per\n"
+    "                          block from the spectrum of its delta, at most 32)\n"
+    "      --no-lowrank        lossless: never predict a tensor by low-rank factors\n"
+    "                          (by default each 2-D tensor takes the lowrank-exact\n"
+    "                          codec where that makes it smaller)\n"
     "      --group-size N      int4: elements per FP16 scale (default 128)\n"
     "      --outliers F        int4: fraction of each block kept exactly (default 0.002)\n"
     "      --step F            int4: quantization step as a fraction of the block's\n"
@@ -286,6 +292,8 @@ static int cmd_create(int argc, char **argv)
         {"density", required_argument, 0, 'D'},
         {"step", required_argument, 0, 'S'},
         {"max-error", required_argument, 0, 'E'},
+        {"rank", required_argument, 0, 'R'},
+        {"no-lowrank", no_argument, 0, 'N'},
         {"force", no_argument, 0, 'F'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -312,6 +320,12 @@ static int cmd_create(int argc, char **argv)
         case 'f': o.ft_dir = optarg; break;
         case 'o': o.out_path = optarg; break;
         case 's': o.strategy = optarg; break;
+        case 'N': o.no_lowrank = 1; break;
+        case 'R':
+            if (parse_num(optarg, 1, WD_LOWRANK_KMAX, 0, &v))
+                return usage_error("create", "--rank: '%s' is not a number in 1..%d", optarg, WD_LOWRANK_KMAX);
+            o.lossy.rank = (uint32_t)v;
+            break;
         case 't':
             if (parse_num(optarg, 0, 4096, 0, &v))
                 return usage_error("create", "--threads: '%s' is not a number in 0..4096", optarg);

@@ -92,7 +92,7 @@ echo
 if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
   echo "| codec | bits/param (file) | decode MB/s, block path (1 core) | decode MB/s, codec alone |"
   echo "| --- | ---: | ---: | ---: |"
-  for s in lossless int4 sparse bitdelta axis1; do
+  for s in lossless int4 sparse bitdelta axis1 lowrank; do
     "$WDELTA" create -q -b "$PB/base" -f "$PB/ft" -o "$W/speed-$s.wdelta" -s "$s" >/dev/null
     read -r full alone < <("$REPO/build/decode_speed" "$W/speed-$s.wdelta" "$PB/base" 10 "$s")
     np=$("$WDELTA" eval "$W/speed-$s.wdelta" -b "$PB/base" -f "$PB/ft" --json | grep -oE '"params":[0-9]+' | cut -d: -f2)
@@ -123,6 +123,9 @@ if [ -d "$PB/base" ] && [ -d "$PB/ft" ] && /usr/bin/python3 -c 'import numpy' 2>
 else
   echo "bench: $PB or numpy absent; skipping the chain benchmark" >&2
 fi
+
+# the low-rank predictor on pairLoRA
+bash "$REPO/tests/bench/lowrank.sh" || echo "bench: lowrank part failed" >&2
 
 if [ -f "$REPO/tests/bench/fs.sh" ]; then
   bash "$REPO/tests/bench/fs.sh"

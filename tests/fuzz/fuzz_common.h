@@ -431,9 +431,10 @@ static inline int fuzz_codec_one(const uint8_t *data, size_t size)
             else fuzz_fill_base(base, n, sel);
             (void)wd_decode_block(s, codec, dt, p, plen, codec == WD_CODEC_LOSSLESS ? base : NULL, out, n, &err);
             /* the lossy decoders on the same bytes (floating dtypes) */
-            static const wd_codec lossy[4] = {WD_CODEC_INT4, WD_CODEC_SPARSE, WD_CODEC_BITDELTA, WD_CODEC_AXIS1};
+            static const wd_codec lossy[6] = {WD_CODEC_INT4,  WD_CODEC_SPARSE,  WD_CODEC_BITDELTA,
+                                              WD_CODEC_AXIS1, WD_CODEC_LOWRANK, WD_CODEC_LOWRANK_EXACT};
             if (dt == WD_BF16 || dt == WD_F16 || dt == WD_F32)
-                for (int c = 0; c < 4; c++) (void)wd_decode_block(s, lossy[c], dt, p, plen, base, out, n, &err);
+                for (int c = 0; c < 6; c++) (void)wd_decode_block(s, lossy[c], dt, p, plen, base, out, n, &err);
         }
         free(base);
         free(out);
@@ -470,6 +471,26 @@ static inline int fuzz_codec_one(const uint8_t *data, size_t size)
                 fprintf(stderr, "round trip: output differs (codec %d dtype %d, %zu bytes)\n", (int)codecs[c],
                         (int)dt, m);
                 abort();
+            }
+        }
+        /* lowrank-exact: one row of the payload's elements, exact round trip */
+        if ((dt == WD_BF16 || dt == WD_F16 || dt == WD_F32) && m >= w && m / w <= 4096) {
+            wd_lossy_params lp = {(uint32_t)(m / w), 0, 0, 0, 1, 0, 0};
+            const unsigned char *enc;
+            size_t elen;
+            if (wd_lossy_encode(s, WD_CODEC_LOWRANK_EXACT, dt, &lp, p, base, m, &enc, &elen, &err)) {
+                fprintf(stderr, "lowrank-exact encode failed: %s\n", err.msg);
+                abort();
+            }
+            free(stored);
+            stored = malloc(elen ? elen : 1);
+            if (stored) {
+                memcpy(stored, enc, elen);
+                if (wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, dt, stored, elen, base, out, m, &err) ||
+                    memcmp(out, p, m)) {
+                    fprintf(stderr, "lowrank-exact round trip failed (dtype %d, %zu bytes): %s\n", (int)dt, m, err.msg);
+                    abort();
+                }
             }
         }
     }

@@ -43,7 +43,7 @@ for p in $PAIRS; do
     "$PY" - "$T/insp.json" "$s" >"$T/insp.out" 2>&1 <<'PYEOF'
 import json, sys
 j = json.load(open(sys.argv[1])); s = sys.argv[2]
-lossy = {"int4", "sparse", "bitdelta", "axis1"}
+lossy = {"int4", "sparse", "bitdelta", "axis1", "lowrank"}
 n_lossy = 0
 for f in j["files"]:
     for e in f["extents"]:
@@ -62,7 +62,7 @@ assert j["strategy"] == s
 print(n_lossy)
 PYEOF
     check "$p/$s: inspect: $(tail -n1 "$T/insp.out") lossy tensors with settings, norms/biases lossless" [ $? = 0 ] || cat "$T/insp.out"
-    "$WDELTA" inspect "$out" | grep -q " $([ $s = auto ] && echo 'int4\|bitdelta\|axis1\|sparse' || echo $s) " 
+    "$WDELTA" inspect "$out" | grep -q " $([ $s = auto ] && echo 'int4\|bitdelta\|axis1\|sparse\|lowrank' || echo $s) " 
     check "$p/$s: inspect text names the codec" [ $? = 0 ]
     rm -rf "$T/out.$p.$s"
     "$WDELTA" apply -q "$out" --base "$base" -o "$T/out.$p.$s" >/dev/null 2>"$T/err"

@@ -128,7 +128,7 @@ static errs roundtrip(wd_codec c, wd_dtype dt, size_t rows, size_t cols, const w
     wd_err err;
     const unsigned char *enc;
     size_t len;
-    wd_lossy_params p = pp ? *pp : (wd_lossy_params){(uint32_t)cols, 64, 0.002, 0.1, 3, 0};
+    wd_lossy_params p = pp ? *pp : (wd_lossy_params){(uint32_t)cols, 64, 0.002, 0.1, 3, 0, 0};
     p.cols = (uint32_t)cols;
     ck_assert_msg(wd_lossy_encode(s, c, dt, &p, ft, base, n, &enc, &len, &err) == 0, "%s", err.msg);
     unsigned char *copy = malloc(len);
@@ -177,7 +177,7 @@ START_TEST(test_lossy_random_bounds)
         /* int4 with a uniform step: error about step / sqrt(12) of the RMS,
          * fewer bits than the per-group least-squares scales */
         size_t st_ls, st_step;
-        wd_lossy_params ps = {0, 128, 0.002, 0, 3, 0.5};
+        wd_lossy_params ps = {0, 128, 0.002, 0, 3, 0.5, 0};
         errs e1 = roundtrip(WD_CODEC_INT4, fdt[d], 96, 320, NULL, &st_ls);
         errs e2 = roundtrip(WD_CODEC_INT4, fdt[d], 96, 320, &ps, &st_step);
         ck_assert_msg(e2.rel > 0.08 && e2.rel < 0.2, "int4 step 0.5: relative error %g", e2.rel);
@@ -194,7 +194,7 @@ START_TEST(test_lossy_shapes)
     for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
         for (size_t c = 0; c < 4; c++)
             for (size_t d = 0; d < 3; d++) {
-                wd_lossy_params p = {0, 128, 0.01, 0.5, 1, 0};
+                wd_lossy_params p = {0, 128, 0.01, 0.5, 1, 0, 0};
                 errs e = roundtrip(lossy[c], fdt[d], shapes[sh][0], shapes[sh][1], &p, NULL);
                 ck_assert_msg(e.rel < 2.0, "%s shape %zux%zu: %g", wd_codec_name(lossy[c]), shapes[sh][0],
                               shapes[sh][1], e.rel);
@@ -213,7 +213,7 @@ START_TEST(test_lossy_exact_cases)
     wd_err err;
     const unsigned char *enc;
     size_t len;
-    wd_lossy_params p = {(uint32_t)cols, 64, 1.0, 1.0, 3, 0};
+    wd_lossy_params p = {(uint32_t)cols, 64, 1.0, 1.0, 3, 0, 0};
     ck_assert(wd_lossy_encode(s, WD_CODEC_SPARSE, WD_BF16, &p, ft, base, n, &enc, &len, &err) == 0);
     unsigned char *cp = malloc(len);
     memcpy(cp, enc, len);
@@ -269,7 +269,7 @@ START_TEST(test_lossy_bitdelta_rule)
     wd_err err;
     const unsigned char *enc;
     size_t len;
-    wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, 3, 0};
+    wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, 3, 0, 0};
     ck_assert(wd_lossy_encode(s, WD_CODEC_BITDELTA, WD_BF16, &p, ft, base, n, &enc, &len, &err) == 0);
     unsigned char *cp = malloc(len);
     memcpy(cp, enc, len);
@@ -313,7 +313,7 @@ START_TEST(test_lossy_corrupt)
     for (size_t c = 0; c < 4; c++) {
         const unsigned char *enc;
         size_t len;
-        wd_lossy_params p = {(uint32_t)cols, 32, 0.01, 0.1, 3, 0};
+        wd_lossy_params p = {(uint32_t)cols, 32, 0.01, 0.1, 3, 0, 0};
         ck_assert(wd_lossy_encode(s, lossy[c], WD_BF16, &p, ft, base, n, &enc, &len, &err) == 0);
         unsigned char *cp = malloc(len + 8);
         memcpy(cp, enc, len);
