@@ -84,7 +84,9 @@ for m in "${MODELS[@]}"; do
   for f in "$MNT/$m"/*; do
     n=$(basename "$f")
     [ -e "$FT/$n" ] && continue
-    if [ -f "$BASE/$n" ] && cmp -s "$BASE/$n" "$f"; then
+    if [ "$n" = parent ] && [ -L "$f" ]; then # lineage: the model it was made against
+      printf '  %-36s %12s %-33s %s\n' "$n" "" "-> $(readlink "$f")" OK
+    elif [ -f "$BASE/$n" ] && cmp -s "$BASE/$n" "$f"; then
       printf '  %-36s %12d %-33s %s\n' "$n" "$(stat -c %s "$f")" "(from the base)" OK
     else
       printf '  %-36s %12s %-33s %s\n' "$n" "" "(unexpected)" MISMATCH; bad=1
