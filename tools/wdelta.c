@@ -1140,6 +1140,7 @@ static int cmd_eval(int argc, char **argv)
     };
     const char *base = NULL, *ftdir = NULL;
     static chain_args ca;
+    ca.n = 0;
     int json = 0, c;
     optind = 0;
     opterr = 0;
