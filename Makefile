@@ -1,6 +1,8 @@
 # wdeltafs - build, test, demo, bench, install.
-# `make` builds build/libwdelta.a, build/wdelta, build/wdeltafs.
+# `make` builds build/libwdelta.a and .so, build/wdelta, build/wdeltafs
+# (python/wdelta loads build/libwdelta.so in a source tree).
 # `make test` builds everything under ASan+UBSan too and runs all tests.
+.DEFAULT_GOAL := all
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
@@ -24,9 +26,11 @@ TOOLS     := wdelta genmodel
 define buildset
 $(1)/core/%.o: core/%.c core/*.h | deps-check
 	@mkdir -p $$(@D)
-	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) -c $$< -o $$@
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -fPIC $$(PKG_CFLAGS) -c $$< -o $$@
 $(1)/libwdelta.a: $$(CORE_SRC:%.c=$(1)/%.o)
 	rm -f $$@ && ar rcs $$@ $$^
+$(1)/libwdelta.so: $$(CORE_SRC:%.c=$(1)/%.o)
+	$$(CC) -shared $$(CFLAGS) $(2) -pthread -Wl,-soname,libwdelta.so $$^ $$(PKG_LIBS) -lm -o $$@
 $(1)/wdelta: tools/wdelta.c $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/genmodel: tools/genmodel.c $(1)/libwdelta.a
@@ -44,7 +48,7 @@ endef
 $(eval $(call buildset,build,))
 $(eval $(call buildset,build-asan,$(SAN) -O1))
 
-BINS := build/wdelta build/genmodel $(if $(FS_SRC),build/wdeltafs,)
+BINS := build/wdelta build/genmodel build/libwdelta.so $(if $(FS_SRC),build/wdeltafs,)
 ASAN_BINS := build-asan/wdelta build-asan/genmodel build-asan/unit_tests $(if $(FS_SRC),build-asan/wdeltafs,)
 
 .PHONY: all deps deps-check test test-unit test-integration test-asan demo bench install uninstall clean

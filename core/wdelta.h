@@ -419,6 +419,12 @@ size_t wd_chain_check_order(wd_delta *const *links, size_t n);
  * `wdelta convert` (a v1 file as v2) are this. */
 int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err *err);
 
+/* --------------------------------------------------------- bindings */
+/* sizeof the public struct called `name` ("wd_create_opts", "wd_model",
+ * "wd_delta_info"...), 0 for an unknown name: bindings that declare these
+ * structs again (python/wdelta, over ctypes) check their layout with it. */
+size_t wd_struct_size(const char *name);
+
 #ifdef __cplusplus
 }
 #endif
