@@ -3,8 +3,10 @@
  *
  * The reading thread walks the fine-tune in content-hash order (so the
  * result hash is computed on the way), cuts every stream into blocks and
- * queues them; worker threads encode and append them to the temporary file
- * in whatever order they finish (the block table records where each went).
+ * queues them; worker threads encode them in parallel and place them in the
+ * temporary file in the order they were queued, so the same inputs give the
+ * same bytes whatever the number of threads (only the order in which file
+ * offsets are claimed is serialized; the writes themselves are not).
  * The queue is bounded, so memory stays at a few blocks per thread whatever
  * the model's size.  The base's content hash is computed by one more thread
  * at the same time.  Only a complete file is renamed to the output name. */
@@ -51,6 +53,7 @@ typedef struct job {
     unsigned char *ft, *base;
     size_t n;
     const wd_lossy_params *lp;
+    uint64_t seq;       /* submission order: the order blocks take file offsets */
 } job;
 
 typedef struct writer {
@@ -61,8 +64,9 @@ typedef struct writer {
     const char *tmp_path;
     /* queue */
     pthread_mutex_t lock;
-    pthread_cond_t not_empty, not_full;
+    pthread_cond_t not_empty, not_full, turn;
     job *q;
+    uint64_t seq_submitted, seq_placed;
     size_t qcap, qhead, qlen;
     int closing;
     /* output */
@@ -86,6 +90,7 @@ static void fail(writer *w, const wd_err *e)
     }
     pthread_cond_broadcast(&w->not_full);
     pthread_cond_broadcast(&w->not_empty);
+    pthread_cond_broadcast(&w->turn);
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -95,6 +100,7 @@ static int submit(writer *w, job *j)
     while (w->qlen == w->qcap && !w->failed) pthread_cond_wait(&w->not_full, &w->lock);
     int failed = w->failed;
     if (!failed) {
+        j->seq = w->seq_submitted++;
         w->q[(w->qhead + w->qlen) % w->qcap] = *j;
         w->qlen++;
         pthread_cond_signal(&w->not_empty);
@@ -127,9 +133,19 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
         out_hash = wd_hash64(j->ft, j->n, 0);
     }
     if (len > UINT32_MAX) return wd_errf(err, "block %u: encoded size %zu too large", j->block, len);
+    /* take the next file offset in submission order; the FIFO queue hands
+     * jobs out in that order, so the lowest unplaced one is always being
+     * encoded by some worker and the wait ends */
     pthread_mutex_lock(&w->lock);
+    while (w->seq_placed != j->seq && !w->failed) pthread_cond_wait(&w->turn, &w->lock);
+    if (w->failed) {
+        pthread_mutex_unlock(&w->lock);
+        return wd_errf(err, "block %u: stopped after an earlier error", j->block);
+    }
     uint64_t at = w->next_offset;
     w->next_offset += len;
+    w->seq_placed++;
+    pthread_cond_broadcast(&w->turn);
     pthread_mutex_unlock(&w->lock);
     if (wd_pwrite_full(w->fd, out, len, at, w->tmp_path, err)) return -1;
     wd_block *b = &w->blocks[j->block];
@@ -316,7 +332,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
     for (uint32_t b = 0; b < e->nblocks; b++) {
         uint64_t rel = (uint64_t)b * e->bs;
         size_t n = (size_t)(e->length - rel < e->bs ? e->length - rel : e->bs);
-        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp};
+        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0};
         if (!j.ft) return wd_errf(err, "out of memory");
         if (wd_pread_full(ft_fd, j.ft, n, src_off + rel, ft_path, err)) {
             free(j.ft);
@@ -362,7 +378,9 @@ static void *base_hash_main(void *arg)
 }
 
 /* ---- manifest -------------------------------------------------------- */
-static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int threads,
+/* The options recorded are those that shape the output; not the thread
+ * count, which does not (the same inputs give the same file anywhere). */
+static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs,
                             const unsigned char *base_hash, const unsigned char *result_hash,
                             const plan_file *pf, size_t npf)
 {
@@ -382,7 +400,6 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs, int
     if (o->lossy.density > 0) cJSON_AddNumberToObject(opt, "density", o->lossy.density);
     cJSON_AddNumberToObject(opt, "level", level);
     cJSON_AddNumberToObject(opt, "block_size", bs);
-    cJSON_AddNumberToObject(opt, "threads", threads);
     wd_hex(base_hash, 32, hex);
     cJSON_AddStringToObject(m, "base_hash", hex);
     wd_hex(result_hash, 32, hex);
@@ -605,6 +622,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.not_empty, NULL);
     pthread_cond_init(&w.not_full, NULL);
+    pthread_cond_init(&w.turn, NULL);
     unsigned char pre[WD_PREAMBLE_LEN] = {0};
     memcpy(pre, WD_MAGIC, WD_MAGIC_LEN);
     wd_put_u32(pre + 7, 2);
@@ -644,7 +662,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         goto out_sync;
     }
     if (any_lossy(pf, npf) && hash_decoded(&w, &base, &ft, pf, result_hash, err)) goto out_sync;
-    cJSON *m = manifest_json(o, level, bs, threads, bh.digest, result_hash, pf, npf);
+    cJSON *m = manifest_json(o, level, bs, bh.digest, result_hash, pf, npf);
     char *text = m ? cJSON_PrintUnformatted(m) : NULL;
     cJSON_Delete(m);
     if (!text) {
@@ -688,6 +706,7 @@ out_sync:
     pthread_mutex_destroy(&w.lock);
     pthread_cond_destroy(&w.not_empty);
     pthread_cond_destroy(&w.not_full);
+    pthread_cond_destroy(&w.turn);
 out:
     free(tids);
     if (w.fd > 0) close(w.fd);
