@@ -98,6 +98,11 @@ roundtrip() {
     "$PY" -c 'import json,sys; json.load(sys.stdin)' <"$T/out" && pass "$name: inspect --json is valid JSON" \
       || fail "$name: inspect --json is valid JSON"
   fi
+  # the same inputs give the same bytes whatever the thread count
+  if run "$name: create --threads 1" "$WDELTA" create --base "$d/base" --finetuned "$d/ft" -o "$d/x1.wdelta" --threads 1; then
+    check "$name: --threads 1 and --threads 2 write identical files" cmp -s "$d/x.wdelta" "$d/x1.wdelta"
+    rm -f "$d/x1.wdelta"
+  fi
   run "$name: apply" "$WDELTA" apply "$d/x.wdelta" --base "$d/base" -o "$d/out" --threads 2 || return 1
   if same_dir "$d/ft" "$d/out"; then pass "$name: rebuilt files byte-identical"; else fail "$name: rebuilt files byte-identical"; fi
   run "$name: verify" "$WDELTA" verify "$d/x.wdelta"
