@@ -49,7 +49,7 @@ $(eval $(call buildset,build,))
 $(eval $(call buildset,build-asan,$(SAN) -O1))
 
 BINS := build/wdelta build/genmodel build/libwdelta.so $(if $(FS_SRC),build/wdeltafs,)
-ASAN_BINS := build-asan/wdelta build-asan/genmodel build-asan/unit_tests $(if $(FS_SRC),build-asan/wdeltafs,)
+ASAN_BINS := build-asan/wdelta build-asan/genmodel build-asan/libwdelta.so build-asan/unit_tests $(if $(FS_SRC),build-asan/wdeltafs,)
 
 .PHONY: all deps deps-check test test-unit test-integration test-asan demo bench install uninstall clean
 .PHONY: stress fuzz fuzz-build fuzz-deps
