@@ -107,18 +107,29 @@ fuzz: fuzz-build
 stress: all
 	@bash tests/stress/run.sh
 
+# The Python package goes where Debian's python3 looks under PREFIX
+# (PYTHONDIR overrides); it finds the library through _libpath.py.
+PYVER     := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)
+PYTHONDIR ?= $(PREFIX)/lib/python$(PYVER)/dist-packages
+PY_FILES  := $(wildcard python/wdelta/*.py)
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib \
-	           $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/systemd/system
+	           $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PYTHONDIR)/wdelta
 	install -m 755 build/wdelta build/wdeltafs $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 build/libwdelta.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 build/libwdelta.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(filter-out python/wdelta/_libpath.py,$(PY_FILES)) $(DESTDIR)$(PYTHONDIR)/wdelta/
+	printf '# written by make install\nLIBRARY = %s\n' "'$(PREFIX)/lib/libwdelta.so'" \
+	  >$(DESTDIR)$(PYTHONDIR)/wdelta/_libpath.py
 	install -m 644 core/wdelta.h $(DESTDIR)$(PREFIX)/include/
 	if [ -d systemd ] && ls systemd/*.service >/dev/null 2>&1; then \
 	  install -m 644 systemd/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/wdelta $(DESTDIR)$(PREFIX)/bin/wdeltafs \
-	      $(DESTDIR)$(PREFIX)/lib/libwdelta.a $(DESTDIR)$(PREFIX)/include/wdelta.h
+	      $(DESTDIR)$(PREFIX)/lib/libwdelta.a $(DESTDIR)$(PREFIX)/lib/libwdelta.so $(DESTDIR)$(PREFIX)/include/wdelta.h
+	rm -rf $(DESTDIR)$(PYTHONDIR)/wdelta
 
 clean:
 	rm -rf build build-asan build-fuzz
