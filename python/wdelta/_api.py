@@ -303,7 +303,8 @@ def _create_opts(out_path, finetuned_dir, base_dir, strategy, kwargs):
     if "group_size" in kwargs:
         o.lossy.group = int(kwargs["group_size"])
     if "step" in kwargs:
-        o.lossy.step = float(kwargs["step"]) if kwargs["step"] > 0 else -1.0
+        step = float(kwargs["step"])
+        o.lossy.step = step if step > 0 else -1.0  # -1: per-group least-squares scales
     if "rank" in kwargs:
         o.lossy.rank = int(kwargs["rank"])
     if "max_error" in kwargs:
