@@ -199,15 +199,48 @@ static unsigned fexp(const double *v, size_t n, size_t stride, unsigned k)
     return e < 0 ? 0 : e > 100 ? 100 : (unsigned)e;
 }
 
+/* acc[j] = sum over k of u[k] * v[k][j], k ascending, in float32.  The
+ * columns go in chunks of 64 (8 vectors of 8) whose partial sums stay in
+ * registers for the whole k loop: a row of acc kept in memory cost a load
+ * and a store per k, and one vector's chain of dependent adds is
+ * latency-bound.  Vector lanes are plain IEEE float operations and
+ * -ffp-contract=off keeps mul and add apart, so each element still sees
+ * 0 + u0 v0 + u1 v1 + ... rounded step by step, as the scalar tail does. */
+typedef float lr_v8 __attribute__((vector_size(32)));
+#define LR_MAC(a, t) do { lr_v8 x_; memcpy(&x_, vk + 8 * (t), sizeof x_); a = a + b * x_; } while (0)
+
 WD_VEC
 static void row_acc(float *restrict acc, const float *restrict u, const float *restrict v, size_t cols,
                     unsigned rank)
 {
-    for (size_t j = 0; j < cols; j++) acc[j] = 0.0f;
-    for (unsigned k = 0; k < rank; k++) {
-        float uk = u[k];
-        const float *vk = v + (size_t)k * cols;
-        for (size_t j = 0; j < cols; j++) acc[j] = acc[j] + uk * vk[j];
+    size_t j = 0;
+    for (; j + 64 <= cols; j += 64) {
+        lr_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+        for (unsigned k = 0; k < rank; k++) {
+            float uk = u[k];
+            lr_v8 b = {uk, uk, uk, uk, uk, uk, uk, uk};
+            const float *vk = v + (size_t)k * cols + j;
+            LR_MAC(a0, 0); LR_MAC(a1, 1); LR_MAC(a2, 2); LR_MAC(a3, 3);
+            LR_MAC(a4, 4); LR_MAC(a5, 5); LR_MAC(a6, 6); LR_MAC(a7, 7);
+        }
+        float *o = acc + j; /* one store per register: an array of them would live on the stack */
+        memcpy(o, &a0, 32), memcpy(o + 8, &a1, 32), memcpy(o + 16, &a2, 32), memcpy(o + 24, &a3, 32);
+        memcpy(o + 32, &a4, 32), memcpy(o + 40, &a5, 32), memcpy(o + 48, &a6, 32), memcpy(o + 56, &a7, 32);
+    }
+    for (; j + 8 <= cols; j += 8) {
+        lr_v8 a0 = {0};
+        for (unsigned k = 0; k < rank; k++) {
+            float uk = u[k];
+            lr_v8 b = {uk, uk, uk, uk, uk, uk, uk, uk};
+            const float *vk = v + (size_t)k * cols + j;
+            LR_MAC(a0, 0);
+        }
+        memcpy(acc + j, &a0, sizeof a0);
+    }
+    for (; j < cols; j++) {
+        float a = 0.0f;
+        for (unsigned k = 0; k < rank; k++) a = a + u[k] * v[(size_t)k * cols + j];
+        acc[j] = a;
     }
 }
 
@@ -223,10 +256,23 @@ void wd_lowrank_predict(unsigned char *out, const unsigned char *base, wd_dtype 
     }
 }
 
-/* FP16 factors -> float32 (times 2^-e) */
-static void unhalf(float *dst, const unsigned char *src, size_t n, unsigned e)
+/* FP16 factors -> float32 (times 2^-e), the value ls_scale gives: the half's
+ * bits moved into a float and multiplied by 2^112 rebase the exponent
+ * exactly (subnormal halves included), inline and vectorizable.  Returns the
+ * number of infinite or NaN halves (exponent field 31), which make a block
+ * corrupt (the encoder never writes them). */
+WD_VEC
+static size_t unhalf(float *restrict dst, const unsigned char *restrict src, size_t n, unsigned e)
 {
-    for (size_t i = 0; i < n; i++) dst[i] = ls_scale((uint16_t)(src[2 * i] | src[2 * i + 1] << 8), e);
+    float sc = ls_pow2m(e);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = (uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8;
+        float mag = lf_from_bits((h & 0x7fffu) << 13) * 0x1p112f;
+        dst[i] = lf_from_bits(lf_bits(mag) | (h & 0x8000u) << 16) * sc;
+        bad += (h & 0x7c00u) == 0x7c00u;
+    }
+    return bad;
 }
 
 /* ---- encode ---------------------------------------------------------- */
@@ -373,10 +419,8 @@ int wd_lowrank_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
     float *fu = (float *)(void *)wd_scratch_buf(s, LS_E, (nu + nv + cols + 1) * sizeof(float));
     if (!fu) return wd_errf(err, "out of memory");
     float *fv = fu + nu, *acc = fv + nv;
-    unhalf(fu, hu, nu, eu);
-    unhalf(fv, hv, nv, ev);
-    for (size_t i = 0; i < nu + nv; i++)
-        if (!isfinite(fu[i])) return wd_errf(err, "lowrank block has a non-finite factor (corrupt)");
+    if (unhalf(fu, hu, nu, eu) + unhalf(fv, hv, nv, ev))
+        return wd_errf(err, "lowrank block has a non-finite factor (corrupt)");
     if (codec == WD_CODEC_LOWRANK) {
         wd_lowrank_predict(out, base, dt, fu, fv, rows, cols, rank, acc);
         return 0;
