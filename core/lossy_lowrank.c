@@ -322,17 +322,18 @@ static inline unsigned sr_ctx(uint32_t x, const srspec *c)
     return e < c->lo ? 0 : e - c->lo >= c->k ? c->k - 1 : e - c->lo;
 }
 
-/* order-preserving key of a float's bits (sign-magnitude -> offset binary) */
+/* order-preserving key of a float's bits (sign-magnitude -> offset
+ * binary), branch-free: the sign of a missed value is a coin toss */
 static inline uint32_t sr_key(uint32_t x, unsigned w)
 {
-    uint32_t sign = w == 2 ? 0x8000u : 0x80000000u, all = w == 2 ? 0xffffu : 0xffffffffu;
-    return (x & sign) ? (x ^ all) : (x ^ sign);
+    uint32_t top = 8 * w - 1, mask = w == 2 ? 0xffffu : 0xffffffffu;
+    return (x ^ ((uint32_t) - (x >> top & 1) | 1u << top)) & mask;
 }
 
 static inline uint32_t sr_unkey(uint32_t k, unsigned w)
 {
-    uint32_t sign = w == 2 ? 0x8000u : 0x80000000u, all = w == 2 ? 0xffffu : 0xffffffffu;
-    return (k & sign) ? (k ^ sign) : (k ^ all);
+    uint32_t top = 8 * w - 1, mask = w == 2 ? 0xffffu : 0xffffffffu;
+    return (k ^ ((uint32_t) - ((k >> top & 1) ^ 1) | 1u << top)) & mask;
 }
 
 /* zigzag code of ft's key minus the prediction's, modulo 2^(8w); 0 = exact */
@@ -453,6 +454,8 @@ static inline __attribute__((always_inline)) int sr_patch(unsigned char *out, si
 {
     uint32_t pos[SR_K];
     memcpy(pos, start, sizeof pos);
+    uint8_t map[256]; /* exponent -> context, a lookup instead of two unpredictable branches */
+    for (unsigned e = 0; e <= c->mask; e++) map[e] = (uint8_t)sr_ctx(e << c->shift, c);
     size_t at = 0, i = 0;
     for (size_t j = 0; j < total; j++, i++) {
         unsigned b;
@@ -463,7 +466,7 @@ static inline __attribute__((always_inline)) int sr_patch(unsigned char *out, si
         } while (b == 255);
         if (i >= ne) return wd_errf(err, "residual position %zu is past the block (%zu elements)", i, ne);
         uint32_t p = sr_load(out, i, w);
-        unsigned k = sr_ctx(p, c);
+        unsigned k = map[p >> c->shift & c->mask];
         uint32_t q = pos[k]++;
         if (q >= start[k + 1]) return wd_errf(err, "residual context %u has more positions than codes", k);
         uint32_t z = planes[q] | (uint32_t)planes[total + q] << 8;
