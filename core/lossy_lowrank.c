@@ -381,8 +381,7 @@ static int sr_frame_put(lbuf *out, wd_scratch *s, const unsigned char *src, size
     return 0;
 }
 
-/* Append the sparse residual of ft against pred (ne elements of dt). */
-static int sr_encode(lbuf *out, wd_scratch *s, int level, wd_dtype dt, const unsigned char *ft,
+int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, const unsigned char *ft,
                      const unsigned char *pred, size_t ne, wd_err *err)
 {
     srspec c = sr_spec(dt);
@@ -567,7 +566,7 @@ static int put_block(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
         const unsigned char *enc;
         size_t len;
         lbuf sp = {0};
-        if (sr_encode(&sp, s, level, dt, ft, pred, rows * cols, err) ||
+        if (wd_lowrank_sparse_put(&sp, s, level, dt, ft, pred, rows * cols, err) ||
             wd_encode_block(s, WD_CODEC_LOSSLESS, dt, level, ft, pred, n, &enc, &len, err)) {
             free(sp.p);
             return -1;
