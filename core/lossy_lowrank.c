@@ -1,8 +1,10 @@
 /* lossy_lowrank.c - the low-rank predictor (issue 8) and its two codecs:
  *   lowrank        (lossy)  the block's delta as U.V, FP16 factors only;
  *   lowrank-exact  (exact)  the same factors as a prediction, and the block
- *                           coded losslessly against it (codec.c's lossless
- *                           codec with the prediction in place of the base).
+ *                           coded losslessly against it: a sparse residual
+ *                           of the mispredicted values (below), or codec.c's
+ *                           lossless codec with the prediction in place of
+ *                           the base, whichever is smaller.
  * Each block holds whole rows and its own factors (its rows of U and a V of
  * all columns), so it decodes alone given its base rows.
  *
