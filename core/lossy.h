@@ -157,6 +157,10 @@ int wd_lowrank_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
 int wd_lowrank_fit(const float *d, size_t m, size_t n, unsigned kmax, double *uf, double *vf, double *sv,
                    unsigned *kout, wd_err *err);
 unsigned wd_lowrank_gap_rank(const double *sv, unsigned k);
+/* Append lowrank-exact's sparse residual ('S', FORMAT.md) of ft against the
+ * prediction pred, ne elements of dt (BF16, F16 or F32). */
+int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, const unsigned char *ft,
+                          const unsigned char *pred, size_t ne, wd_err *err);
 /* The prediction in its documented float32 order (FORMAT.md); acc: cols floats. */
 void wd_lowrank_predict(unsigned char *out, const unsigned char *base, wd_dtype dt, const float *u,
                         const float *v, size_t rows, size_t cols, unsigned rank, float *acc);

@@ -1,8 +1,10 @@
 /* lossy_lowrank.c - the low-rank predictor (issue 8) and its two codecs:
  *   lowrank        (lossy)  the block's delta as U.V, FP16 factors only;
  *   lowrank-exact  (exact)  the same factors as a prediction, and the block
- *                           coded losslessly against it (codec.c's lossless
- *                           codec with the prediction in place of the base).
+ *                           coded losslessly against it: a sparse residual
+ *                           of the mispredicted values (below), or codec.c's
+ *                           lossless codec with the prediction in place of
+ *                           the base, whichever is smaller.
  * Each block holds whole rows and its own factors (its rows of U and a V of
  * all columns), so it decodes alone given its base rows.
  *
@@ -20,6 +22,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #define LR_OVER 8
 #define LR_POWER 3
@@ -199,15 +202,48 @@ static unsigned fexp(const double *v, size_t n, size_t stride, unsigned k)
     return e < 0 ? 0 : e > 100 ? 100 : (unsigned)e;
 }
 
+/* acc[j] = sum over k of u[k] * v[k][j], k ascending, in float32.  The
+ * columns go in chunks of 64 (8 vectors of 8) whose partial sums stay in
+ * registers for the whole k loop: a row of acc kept in memory cost a load
+ * and a store per k, and one vector's chain of dependent adds is
+ * latency-bound.  Vector lanes are plain IEEE float operations and
+ * -ffp-contract=off keeps mul and add apart, so each element still sees
+ * 0 + u0 v0 + u1 v1 + ... rounded step by step, as the scalar tail does. */
+typedef float lr_v8 __attribute__((vector_size(32)));
+#define LR_MAC(a, t) do { lr_v8 x_; memcpy(&x_, vk + 8 * (t), sizeof x_); a = a + b * x_; } while (0)
+
 WD_VEC
 static void row_acc(float *restrict acc, const float *restrict u, const float *restrict v, size_t cols,
                     unsigned rank)
 {
-    for (size_t j = 0; j < cols; j++) acc[j] = 0.0f;
-    for (unsigned k = 0; k < rank; k++) {
-        float uk = u[k];
-        const float *vk = v + (size_t)k * cols;
-        for (size_t j = 0; j < cols; j++) acc[j] = acc[j] + uk * vk[j];
+    size_t j = 0;
+    for (; j + 64 <= cols; j += 64) {
+        lr_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+        for (unsigned k = 0; k < rank; k++) {
+            float uk = u[k];
+            lr_v8 b = {uk, uk, uk, uk, uk, uk, uk, uk};
+            const float *vk = v + (size_t)k * cols + j;
+            LR_MAC(a0, 0); LR_MAC(a1, 1); LR_MAC(a2, 2); LR_MAC(a3, 3);
+            LR_MAC(a4, 4); LR_MAC(a5, 5); LR_MAC(a6, 6); LR_MAC(a7, 7);
+        }
+        float *o = acc + j; /* one store per register: an array of them would live on the stack */
+        memcpy(o, &a0, 32), memcpy(o + 8, &a1, 32), memcpy(o + 16, &a2, 32), memcpy(o + 24, &a3, 32);
+        memcpy(o + 32, &a4, 32), memcpy(o + 40, &a5, 32), memcpy(o + 48, &a6, 32), memcpy(o + 56, &a7, 32);
+    }
+    for (; j + 8 <= cols; j += 8) {
+        lr_v8 a0 = {0};
+        for (unsigned k = 0; k < rank; k++) {
+            float uk = u[k];
+            lr_v8 b = {uk, uk, uk, uk, uk, uk, uk, uk};
+            const float *vk = v + (size_t)k * cols + j;
+            LR_MAC(a0, 0);
+        }
+        memcpy(acc + j, &a0, sizeof a0);
+    }
+    for (; j < cols; j++) {
+        float a = 0.0f;
+        for (unsigned k = 0; k < rank; k++) a = a + u[k] * v[(size_t)k * cols + j];
+        acc[j] = a;
     }
 }
 
@@ -223,10 +259,253 @@ void wd_lowrank_predict(unsigned char *out, const unsigned char *base, wd_dtype 
     }
 }
 
-/* FP16 factors -> float32 (times 2^-e) */
-static void unhalf(float *dst, const unsigned char *src, size_t n, unsigned e)
+/* FP16 factors -> float32 (times 2^-e), the value ls_scale gives: the half's
+ * bits moved into a float and multiplied by 2^112 rebase the exponent
+ * exactly (subnormal halves included), inline and vectorizable.  Returns the
+ * number of infinite or NaN halves (exponent field 31), which make a block
+ * corrupt (the encoder never writes them). */
+WD_VEC
+static size_t unhalf(float *restrict dst, const unsigned char *restrict src, size_t n, unsigned e)
 {
-    for (size_t i = 0; i < n; i++) dst[i] = ls_scale((uint16_t)(src[2 * i] | src[2 * i + 1] << 8), e);
+    float sc = ls_pow2m(e);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = (uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8;
+        float mag = lf_from_bits((h & 0x7fffu) << 13) * 0x1p112f;
+        dst[i] = lf_from_bits(lf_bits(mag) | (h & 0x8000u) << 16) * sc;
+        bad += (h & 0x7c00u) == 0x7c00u;
+    }
+    return bad;
+}
+
+/* ---- the sparse residual of lowrank-exact ('S') ---------------------- */
+/* Most predicted values are exact (pairLoRA: 85%), so the residual lists
+ * only the elements that differ: their positions as gaps (bytes; 255 means
+ * "add 255 and read on"), and their zigzag key differences (as in the
+ * lossless codec) in w byte planes, split by the predicted element's
+ * exponent into up to SR_K contexts, since how far a miss lands in units of
+ * the last place grows as the exponent shrinks.  Decoding touches only the
+ * listed elements: the prediction goes straight into the output, which the
+ * plain lossless codec (a pass over every element's code) could not do. */
+#define SR_TAG 'S'
+#define SR_K 8
+#define SR_RAW_BELOW 64 /* frames shorter than this are stored raw */
+
+typedef struct srspec {
+    unsigned w, shift, mask, lo, k;
+} srspec;
+
+static srspec sr_spec(wd_dtype dt)
+{
+    if (dt == WD_F32) return (srspec){4, 23, 0xff, 0, SR_K};
+    if (dt == WD_F16) return (srspec){2, 10, 0x1f, 0, SR_K};
+    return (srspec){2, 7, 0xff, 0, SR_K};
+}
+
+static inline uint32_t sr_load(const unsigned char *p, size_t i, unsigned w)
+{
+    if (w == 2) return (uint32_t)p[2 * i] | (uint32_t)p[2 * i + 1] << 8;
+    return wd_get_u32(p + 4 * i);
+}
+
+static inline void sr_store(unsigned char *p, size_t i, unsigned w, uint32_t v)
+{
+    if (w == 2) {
+        p[2 * i] = (unsigned char)v;
+        p[2 * i + 1] = (unsigned char)(v >> 8);
+    } else {
+        wd_put_u32(p + 4 * i, v);
+    }
+}
+
+static inline unsigned sr_ctx(uint32_t x, const srspec *c)
+{
+    unsigned e = x >> c->shift & c->mask;
+    return e < c->lo ? 0 : e - c->lo >= c->k ? c->k - 1 : e - c->lo;
+}
+
+/* order-preserving key of a float's bits (sign-magnitude -> offset
+ * binary), branch-free: the sign of a missed value is a coin toss */
+static inline uint32_t sr_key(uint32_t x, unsigned w)
+{
+    uint32_t top = 8 * w - 1, mask = w == 2 ? 0xffffu : 0xffffffffu;
+    return (x ^ ((uint32_t) - (x >> top & 1) | 1u << top)) & mask;
+}
+
+static inline uint32_t sr_unkey(uint32_t k, unsigned w)
+{
+    uint32_t top = 8 * w - 1, mask = w == 2 ? 0xffffu : 0xffffffffu;
+    return (k ^ ((uint32_t) - ((k >> top & 1) ^ 1) | 1u << top)) & mask;
+}
+
+/* zigzag code of ft's key minus the prediction's, modulo 2^(8w); 0 = exact */
+static inline uint32_t sr_code(uint32_t f, uint32_t p, unsigned w)
+{
+    uint32_t mask = w == 2 ? 0xffffu : 0xffffffffu, top = 8 * w - 1;
+    uint32_t d = (sr_key(f, w) - sr_key(p, w)) & mask;
+    return ((d << 1) ^ (uint32_t) - (int32_t)((d >> top) & 1)) & mask;
+}
+
+static inline uint32_t sr_rebuild(uint32_t p, uint32_t z, unsigned w)
+{
+    uint32_t mask = w == 2 ? 0xffffu : 0xffffffffu;
+    uint32_t d = ((z >> 1) ^ (uint32_t) - (int32_t)(z & 1)) & mask;
+    return sr_unkey((sr_key(p, w) + d) & mask, w);
+}
+
+/* The window of k exponents holding the most misses: their contexts. */
+static unsigned sr_window(const unsigned char *ft, const unsigned char *pred, size_t ne, const srspec *c)
+{
+    uint32_t hist[256] = {0};
+    for (size_t i = 0; i < ne; i++) {
+        uint32_t p = sr_load(pred, i, c->w);
+        if (sr_load(ft, i, c->w) != p) hist[p >> c->shift & c->mask]++;
+    }
+    uint64_t best = 0, cur = 0;
+    unsigned lo = 0;
+    for (unsigned e = 0; e <= c->mask; e++) {
+        cur += hist[e];
+        if (e >= c->k) cur -= hist[e - c->k];
+        if (cur > best) best = cur, lo = e + 1 >= c->k ? e + 1 - c->k : 0;
+    }
+    return lo;
+}
+
+/* A frame of n bytes: u32 z, then z bytes, raw when z == n, else zstd. */
+static int sr_frame_put(lbuf *out, wd_scratch *s, const unsigned char *src, size_t n, int level,
+                        unsigned char *tmp, size_t cap, wd_err *err)
+{
+    size_t z = n;
+    if (n >= SR_RAW_BELOW && wd_zstd_compress(s, tmp, cap, src, n, level, &z, err)) return -1;
+    if (z >= n) z = n, tmp = NULL;
+    lb_u32(out, (uint32_t)z);
+    lb_put(out, tmp ? tmp : src, z);
+    return 0;
+}
+
+int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, const unsigned char *ft,
+                     const unsigned char *pred, size_t ne, wd_err *err)
+{
+    srspec c = sr_spec(dt);
+    c.lo = sr_window(ft, pred, ne, &c);
+    uint32_t cnt[SR_K] = {0}, pos[SR_K];
+    size_t total = 0;
+    for (size_t i = 0; i < ne; i++) {
+        uint32_t p = sr_load(pred, i, c.w);
+        if (sr_load(ft, i, c.w) != p) cnt[sr_ctx(p, &c)]++, total++;
+    }
+    size_t cap = ZSTD_COMPRESSBOUND(total + 1);
+    unsigned char *gaps = malloc(total + ne / 255 + 1), *planes = malloc(c.w * total + 1), *tmp = malloc(cap);
+    if (!gaps || !planes || !tmp) {
+        free(gaps), free(planes), free(tmp);
+        return wd_errf(err, "out of memory");
+    }
+    for (unsigned k = 0, at = 0; k < c.k; at += cnt[k], k++) pos[k] = at;
+    size_t ng = 0, next = 0;
+    for (size_t i = 0; i < ne; i++) {
+        uint32_t f = sr_load(ft, i, c.w), p = sr_load(pred, i, c.w);
+        if (f == p) continue;
+        size_t g = i - next;
+        for (; g >= 255; g -= 255) gaps[ng++] = 255;
+        gaps[ng++] = (unsigned char)g;
+        next = i + 1;
+        uint32_t z = sr_code(f, p, c.w), q = pos[sr_ctx(p, &c)]++;
+        for (unsigned b = 0; b < c.w; b++) planes[b * total + q] = (unsigned char)(z >> (8 * b));
+    }
+    unsigned char hdr[4] = {SR_TAG, (unsigned char)c.k, (unsigned char)c.lo, 0};
+    lb_put(out, hdr, 4);
+    for (unsigned k = 0; k < c.k; k++) lb_u32(out, cnt[k]);
+    int rc = lb_section(out, s, gaps, ng, level, err);
+    for (unsigned b = 0; b < c.w && !rc; b++)
+        for (unsigned k = 0, at = 0; k < c.k && !rc; at += cnt[k], k++)
+            rc = sr_frame_put(out, s, planes + b * total + at, cnt[k], level, tmp, cap, err);
+    free(gaps), free(planes), free(tmp);
+    return rc;
+}
+
+/* Read the frames of the code planes into planes (w x total bytes). */
+static int sr_frames_get(lrd *r, wd_scratch *s, const uint32_t *cnt, const srspec *c, size_t total,
+                         unsigned char *planes, wd_err *err)
+{
+    for (unsigned b = 0; b < c->w; b++)
+        for (unsigned k = 0, at = 0; k < c->k; at += cnt[k], k++) {
+            uint32_t z;
+            if (lr_u32(r, &z, err)) return -1;
+            unsigned char *dst = planes + b * total + at;
+            if (z > cnt[k] || z > r->len - r->at)
+                return wd_errf(err, "residual frame (plane %u, context %u) of %u bytes is corrupt", b, k, z);
+            size_t got = z;
+            if (z == cnt[k]) memcpy(dst, r->p + r->at, z);
+            else if (wd_zstd_decompress(s, dst, cnt[k], r->p + r->at, z, &got, err))
+                return wd_errprefix(err, "residual frame (plane %u, context %u)", b, k);
+            if (got != cnt[k])
+                return wd_errf(err, "residual frame (plane %u, context %u) holds %zu bytes, expected %u", b, k, got,
+                               cnt[k]);
+            r->at += z;
+        }
+    return 0;
+}
+
+/* Patch the listed elements of out (which holds the prediction).  w is a
+ * constant after inlining. */
+static inline __attribute__((always_inline)) int sr_patch(unsigned char *out, size_t ne, unsigned w,
+                                                          const srspec *c, const unsigned char *g, size_t glen,
+                                                          const unsigned char *planes, size_t total,
+                                                          const uint32_t *start, wd_err *err)
+{
+    uint32_t pos[SR_K];
+    memcpy(pos, start, sizeof pos);
+    uint8_t map[256]; /* exponent -> context, a lookup instead of two unpredictable branches */
+    for (unsigned e = 0; e <= c->mask; e++) map[e] = (uint8_t)sr_ctx(e << c->shift, c);
+    size_t at = 0, i = 0;
+    for (size_t j = 0; j < total; j++, i++) {
+        unsigned b;
+        do {
+            if (at >= glen) return wd_errf(err, "residual positions end after %zu of %zu", j, total);
+            b = g[at++];
+            i += b;
+        } while (b == 255);
+        if (i >= ne) return wd_errf(err, "residual position %zu is past the block (%zu elements)", i, ne);
+        uint32_t p = sr_load(out, i, w);
+        unsigned k = map[p >> c->shift & c->mask];
+        uint32_t q = pos[k]++;
+        if (q >= start[k + 1]) return wd_errf(err, "residual context %u has more positions than codes", k);
+        uint32_t z = planes[q] | (uint32_t)planes[total + q] << 8;
+        if (w == 4) z |= (uint32_t)planes[2 * total + q] << 16 | (uint32_t)planes[3 * total + q] << 24;
+        if (!z) return wd_errf(err, "residual lists element %zu with a zero difference", i);
+        sr_store(out, i, w, sr_rebuild(p, z, w));
+    }
+    if (at != glen) return wd_errf(err, "residual has %zu stray position bytes", glen - at);
+    for (unsigned k = 0; k < c->k; k++)
+        if (pos[k] != start[k + 1]) return wd_errf(err, "residual context %u has fewer positions than codes", k);
+    return 0;
+}
+
+/* Decode a sparse residual of len bytes at src onto out (the prediction). */
+static int sr_decode(wd_scratch *s, wd_dtype dt, const unsigned char *src, size_t len, unsigned char *out,
+                     size_t ne, wd_err *err)
+{
+    srspec c = sr_spec(dt);
+    if (len < 4 || src[0] != SR_TAG || src[1] == 0 || src[1] > SR_K || src[2] > c.mask || src[3] != 0)
+        return wd_errf(err, "residual header is corrupt");
+    c.k = src[1], c.lo = src[2];
+    lrd r = {src, len, 4};
+    uint32_t cnt[SR_K], start[SR_K + 1] = {0};
+    for (unsigned k = 0; k < c.k; k++) {
+        if (lr_u32(&r, &cnt[k], err)) return -1;
+        if (cnt[k] > ne - start[k]) return wd_errf(err, "residual lists more than %zu elements", ne);
+        start[k + 1] = start[k] + cnt[k];
+    }
+    size_t total = start[c.k], glen;
+    const unsigned char *g;
+    if (lr_section(&r, s, LS_C, SIZE_MAX, total + ne / 255 + 1, &g, &glen, err))
+        return wd_errprefix(err, "residual positions");
+    unsigned char *planes = wd_scratch_buf(s, LS_D, c.w * total + 1);
+    if (!planes) return wd_errf(err, "out of memory");
+    if (sr_frames_get(&r, s, cnt, &c, total, planes, err)) return -1;
+    if (r.at != len) return wd_errf(err, "residual has %zu trailing bytes", len - r.at);
+    if (c.w == 2) return sr_patch(out, ne, 2, &c, g, glen, planes, total, start, err);
+    return sr_patch(out, ne, 4, &c, g, glen, planes, total, start, err);
 }
 
 /* ---- encode ---------------------------------------------------------- */
@@ -284,13 +563,21 @@ static int put_block(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
     if (!rc) rc = lb_section(out, s, hv, 2 * nv, p->level ? p->level : 3, err);
     free(hu), free(fu);
     if (rc) return -1;
-    if (codec == WD_CODEC_LOWRANK_EXACT) {
+    if (codec == WD_CODEC_LOWRANK_EXACT) { /* the smaller residual: sparse or the lossless codec */
+        int level = p->level ? p->level : 3;
         const unsigned char *enc;
         size_t len;
-        if (wd_encode_block(s, WD_CODEC_LOSSLESS, dt, p->level ? p->level : 3, ft, pred, n, &enc, &len, err))
+        lbuf sp = {0};
+        if (wd_lowrank_sparse_put(&sp, s, level, dt, ft, pred, rows * cols, err) ||
+            wd_encode_block(s, WD_CODEC_LOSSLESS, dt, level, ft, pred, n, &enc, &len, err)) {
+            free(sp.p);
             return -1;
+        }
+        if (sp.oom) return wd_errf(err, "out of memory encoding a block");
+        if (sp.len <= len) enc = sp.p, len = sp.len;
         lb_u32(out, (uint32_t)len);
         lb_put(out, enc, len);
+        free(sp.p);
     }
     return out->oom ? wd_errf(err, "out of memory encoding a block") : 0;
 }
@@ -373,23 +660,27 @@ int wd_lowrank_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
     float *fu = (float *)(void *)wd_scratch_buf(s, LS_E, (nu + nv + cols + 1) * sizeof(float));
     if (!fu) return wd_errf(err, "out of memory");
     float *fv = fu + nu, *acc = fv + nv;
-    unhalf(fu, hu, nu, eu);
-    unhalf(fv, hv, nv, ev);
-    for (size_t i = 0; i < nu + nv; i++)
-        if (!isfinite(fu[i])) return wd_errf(err, "lowrank block has a non-finite factor (corrupt)");
+    if (unhalf(fu, hu, nu, eu) + unhalf(fv, hv, nv, ev))
+        return wd_errf(err, "lowrank block has a non-finite factor (corrupt)");
     if (codec == WD_CODEC_LOWRANK) {
         wd_lowrank_predict(out, base, dt, fu, fv, rows, cols, rank, acc);
         return 0;
     }
+    uint32_t len;
+    if (lr_u32(r, &len, err)) return -1;
+    if (len == 0 || len > r->len - r->at)
+        return wd_errf(err, "lowrank-exact residual of %u bytes does not fit the block", len);
+    const unsigned char *res = r->p + r->at;
+    r->at += len;
+    if (res[0] == SR_TAG) { /* sparse: patch the prediction in place */
+        wd_lowrank_predict(out, base, dt, fu, fv, rows, cols, rank, acc);
+        return sr_decode(s, dt, res, len, out, rows * cols, err) ? wd_errprefix(err, "lowrank-exact") : 0;
+    }
     unsigned char *pred = wd_scratch_buf(s, LS_F, n + 1);
     if (!pred) return wd_errf(err, "out of memory");
     wd_lowrank_predict(pred, base, dt, fu, fv, rows, cols, rank, acc);
-    uint32_t len;
-    if (lr_u32(r, &len, err)) return -1;
-    if (len > r->len - r->at) return wd_errf(err, "lowrank-exact residual of %u bytes runs past the block", len);
-    if (wd_decode_block(s, WD_CODEC_LOSSLESS, dt, r->p + r->at, len, pred, out, n, err))
+    if (wd_decode_block(s, WD_CODEC_LOSSLESS, dt, res, len, pred, out, n, err))
         return wd_errprefix(err, "lowrank-exact residual");
-    r->at += len;
     return 0;
 }
 

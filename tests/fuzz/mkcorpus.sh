@@ -58,6 +58,10 @@ PY
 # codec: encoded blocks and round-trip inputs
 gcc -std=c11 -D_GNU_SOURCE -O1 -Icore -Itests/fuzz tests/fuzz/mkcorpus.c build/libwdelta.a \
   $(pkg-config --libs libzstd libcrypto libcjson) -lm -o "$TMP/mkcorpus"
-"$TMP/mkcorpus" "$C/fuzz_codec"
+# lowrank seeds from the real LoRA delta of pairLoRA (its base may be a file naming a directory)
+PL="$SHARED/models/pairLoRA"
+if [ -d "$PL/base" ]; then PLB="$PL/base"; elif [ -f "$PL/base" ]; then PLB="$PL/$(cat "$PL/base")"; else PLB=""; fi
+if [ -n "$PLB" ] && [ -d "$PL/ft" ]; then "$TMP/mkcorpus" "$C/fuzz_codec" "$PLB" "$PL/ft"
+else echo "mkcorpus: $PL absent; no lowrank seeds" >&2; "$TMP/mkcorpus" "$C/fuzz_codec"; fi
 chmod 644 "$C"/*/*
 du -sh "$C"/*

@@ -1,8 +1,8 @@
 /* test_lowrank.c - the low-rank predictor: the fit finds the rank of
  * synthetic matrices exactly, the decoder's prediction equals an
  * independent scalar evaluation of the documented float32 order bit for
- * bit, lowrank-exact round trips exactly, every row block decodes alone,
- * and corrupt factors are rejected. */
+ * bit, lowrank-exact round trips exactly (both residual forms), every row
+ * block decodes alone, and corrupt factors and residuals are rejected. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -125,9 +125,11 @@ static float half_scaled(const unsigned char *p, size_t i, unsigned e)
     return wd_half_to_float(h) / (float)ldexp(1.0, (int)e);
 }
 
+/* cols: 200 = 3 x 64 + 8 and 203 (a scalar tail too): every column path
+ * of the decoder's kernel against the scalar reference */
 START_TEST(test_lowrank_prediction_bits)
 {
-    size_t rows = 64, cols = 200, n = rows * cols * 2;
+    size_t rows = 64, cols = _i ? 203 : 200, n = rows * cols * 2;
     unsigned char *base = malloc(n), *ft = malloc(n), *out = malloc(n), *ref = malloc(n);
     make_lora(base, ft, rows, cols, 5, 1e-5);
     wd_scratch *s = wd_scratch_new();
@@ -318,15 +320,118 @@ START_TEST(test_lowrank_corrupt)
 }
 END_TEST
 
+/* The residual of a lowrank-exact block: offset and length (after the
+ * header and the U and V sections). */
+static size_t residual_at(const unsigned char *blk, size_t len, size_t *rlen)
+{
+    size_t at = WD_LOSSY_HDR;
+    for (int i = 0; i < 2; i++) at += 9 + wd_get_u32(blk + at + 5);
+    *rlen = wd_get_u32(blk + at);
+    ck_assert_uint_eq(at + 4 + *rlen, len);
+    return at + 4;
+}
+
+/* A low-rank delta takes the sparse residual ('S'); corrupting its counts,
+ * positions or codes is reported, never a crash or a wrong output taken
+ * for a good one. */
+START_TEST(test_lowrank_sparse_residual)
+{
+    size_t rows = 48, cols = 96, ne = rows * cols, n = ne * 2;
+    unsigned char *base = malloc(n), *ft = malloc(n), *out = malloc(n);
+    make_lora(base, ft, rows, cols, 4, 1e-5);
+    wd_scratch *s = wd_scratch_new();
+    wd_err err;
+    const unsigned char *enc;
+    size_t len, rlen;
+    wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, 3, 0, 0};
+    ck_assert(wd_lossy_encode(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, &p, ft, base, n, &enc, &len, &err) == 0);
+    unsigned char *blk = malloc(len), *bad = malloc(len);
+    memcpy(blk, enc, len);
+    size_t ra = residual_at(blk, len, &rlen);
+    ck_assert_int_eq(blk[ra], 'S');
+    ck_assert_msg(wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, blk, len, base, out, n, &err) == 0, "%s",
+                  err.msg);
+    ck_assert(memcmp(out, ft, n) == 0);
+    unsigned k = blk[ra + 1];
+    ck_assert(k >= 1 && k <= 8);
+    /* header fields: tag, no contexts, too many, reserved byte, lo beyond the exponent field */
+    static const struct { size_t off; unsigned char v; } hdr[] = {{0, 'X'}, {1, 0}, {1, 9}, {3, 1}};
+    for (size_t i = 0; i < sizeof hdr / sizeof hdr[0]; i++) {
+        memcpy(bad, blk, len);
+        bad[ra + hdr[i].off] = hdr[i].v;
+        ck_assert(wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, bad, len, base, out, n, &err) != 0);
+    }
+    /* a context count one more, one less, or beyond the block */
+    static const int64_t dc[] = {1, -1, (int64_t)1 << 31};
+    for (size_t i = 0; i < 3; i++)
+        for (unsigned c = 0; c < k; c++) {
+            memcpy(bad, blk, len);
+            uint32_t v = wd_get_u32(bad + ra + 4 + 4 * c);
+            wd_put_u32(bad + ra + 4 + 4 * c, (uint32_t)(v + dc[i]));
+            ck_assert(wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, bad, len, base, out, n, &err) != 0);
+        }
+    /* every byte of the residual flipped in turn: rejected, or (a flip the
+     * checks cannot see, e.g. in a code) decoded without a crash */
+    for (size_t i = ra; i < len; i++) {
+        memcpy(bad, blk, len);
+        bad[i] ^= 0x5a;
+        (void)wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, bad, len, base, out, n, &err);
+    }
+    /* truncated residual (length field kept consistent) */
+    memcpy(bad, blk, len);
+    wd_put_u32(bad + ra - 4, (uint32_t)(rlen - 1));
+    ck_assert(wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, bad, len - 1, base, out, n, &err) != 0);
+    /* an empty residual */
+    memcpy(bad, blk, len);
+    wd_put_u32(bad + ra - 4, 0);
+    ck_assert(wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, bad, ra, base, out, n, &err) != 0);
+    wd_scratch_free(s);
+    free(base), free(ft), free(out), free(blk), free(bad);
+}
+END_TEST
+
+/* The other residual form, a lossless-codec block against the prediction
+ * ('W'), still decodes: a hand-made rank-0 block, whose prediction is the
+ * base itself (finite, nonzero base values). */
+START_TEST(test_lowrank_lossless_residual)
+{
+    size_t rows = 8, cols = 40, ne = rows * cols, n = ne * 2;
+    unsigned char *base = malloc(n), *ft = malloc(n), *out = malloc(n);
+    for (size_t i = 0; i < ne; i++) {
+        uint16_t hb = wd_f32_to_bf16(fb((float)(0.5 + ur()))), hf = (uint16_t)(hb + (i % 3 == 0));
+        memcpy(base + 2 * i, &hb, 2);
+        memcpy(ft + 2 * i, &hf, 2);
+    }
+    wd_scratch *s = wd_scratch_new();
+    wd_err err;
+    const unsigned char *enc;
+    size_t rl;
+    ck_assert(wd_encode_block(s, WD_CODEC_LOSSLESS, WD_BF16, 3, ft, base, n, &enc, &rl, &err) == 0);
+    size_t len = WD_LOSSY_HDR + 18 + 4 + rl;
+    unsigned char *blk = calloc(1, len);
+    lhdr h = {WD_CODEC_LOWRANK_EXACT, 2, 1, (uint32_t)cols, (uint32_t)rows, 0, 0};
+    lh_put(blk, &h);
+    wd_put_u32(blk + WD_LOSSY_HDR + 18, (uint32_t)rl);
+    memcpy(blk + WD_LOSSY_HDR + 22, enc, rl);
+    ck_assert_msg(wd_decode_block(s, WD_CODEC_LOWRANK_EXACT, WD_BF16, blk, len, base, out, n, &err) == 0, "%s",
+                  err.msg);
+    ck_assert(memcmp(out, ft, n) == 0);
+    wd_scratch_free(s);
+    free(base), free(ft), free(out), free(blk);
+}
+END_TEST
+
 Suite *suite_lowrank(void)
 {
     Suite *s = suite_create("lowrank");
     TCase *tc = tcase_create("lowrank");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_lowrank_fit_rank);
-    tcase_add_test(tc, test_lowrank_prediction_bits);
+    tcase_add_loop_test(tc, test_lowrank_prediction_bits, 0, 2);
     tcase_add_test(tc, test_lowrank_exact_blocks_alone);
     tcase_add_test(tc, test_lowrank_corrupt);
+    tcase_add_test(tc, test_lowrank_sparse_residual);
+    tcase_add_test(tc, test_lowrank_lossless_residual);
     suite_add_tcase(s, tc);
     return s;
 }
