@@ -253,14 +253,29 @@ static inline T rebuild_##W(T z, const unsigned char *base, size_t i, int mode, 
     T k = (T)(KEY(T, b, S) + d);                                                      \
     return UNKEY(T, k, S);                                                            \
 }                                                                                     \
-/* Two passes: a scalar gather of the codes (four independent lanes), then a \
- * branch-free, vectorisable rebuild.  pos is advanced; the caller checks it. */\
+/* Three passes: the byte planes are interleaved back into whole codes      \
+ * (region order, vectorised), a scalar gather puts each code at its        \
+ * element (four independent lanes; one code load per element instead of    \
+ * W byte loads), and a branch-free, vectorisable rebuild works in place.    \
+ * codes has room for 2 ne codes: with a wrong base the positions run up to  \
+ * 2 ne (each element moves one counter by one); pos is advanced and the     \
+ * caller checks it. */                                                      \
+static inline __attribute__((always_inline)) void interleave_##W(T *restrict codes,  \
+                       const unsigned char *restrict planes, size_t n)                \
+{                                                                                     \
+    for (size_t j = 0; j < n; j++) {                                                  \
+        T z = 0;                                                                      \
+        for (int p = 0; p < W; p++) z |= (T)((T)planes[(size_t)p * n + j] << (8 * p)); \
+        codes[j] = z;                                                                 \
+    }                                                                                 \
+}                                                                                     \
 static inline __attribute__((always_inline)) void gather_##W(unsigned char *out,     \
                        const unsigned char *base, size_t n, int mode, int is_float,   \
                        const uint8_t *map, ctxspec cs, uint32_t pos[LANES][MAX_CTX],  \
                        const unsigned char *planes, void *zmem)                        \
 {                                                                                     \
-    T *restrict zb = zmem;                                                            \
+    T *restrict codes = zmem;                                                         \
+    interleave_##W(codes, planes, n);                                                 \
     uint32_t p0[MAX_CTX], p1[MAX_CTX], p2[MAX_CTX], p3[MAX_CTX];                      \
     memcpy(p0, pos[0], sizeof p0); memcpy(p1, pos[1], sizeof p1);                     \
     memcpy(p2, pos[2], sizeof p2); memcpy(p3, pos[3], sizeof p3);                     \
@@ -271,25 +286,26 @@ static inline __attribute__((always_inline)) void gather_##W(unsigned char *out,
             unsigned c1 = map[(uint64_t)load_##W(base, i + 1) >> cs.shift & cs.mask]; \
             unsigned c2 = map[(uint64_t)load_##W(base, i + 2) >> cs.shift & cs.mask]; \
             unsigned c3 = map[(uint64_t)load_##W(base, i + 3) >> cs.shift & cs.mask]; \
-            zb[i] = gather1_##W(planes, n, p0[c0]++);                                 \
-            zb[i + 1] = gather1_##W(planes, n, p1[c1]++);                             \
-            zb[i + 2] = gather1_##W(planes, n, p2[c2]++);                             \
-            zb[i + 3] = gather1_##W(planes, n, p3[c3]++);                             \
+            store_##W(out, i, codes[p0[c0]++]);                                       \
+            store_##W(out, i + 1, codes[p1[c1]++]);                                   \
+            store_##W(out, i + 2, codes[p2[c2]++]);                                   \
+            store_##W(out, i + 3, codes[p3[c3]++]);                                   \
         }                                                                             \
     } else {                                                                          \
         for (; i + LANES <= n; i += LANES) {                                          \
-            zb[i] = gather1_##W(planes, n, p0[0]++);                                  \
-            zb[i + 1] = gather1_##W(planes, n, p1[0]++);                              \
-            zb[i + 2] = gather1_##W(planes, n, p2[0]++);                              \
-            zb[i + 3] = gather1_##W(planes, n, p3[0]++);                              \
+            store_##W(out, i, codes[p0[0]++]);                                        \
+            store_##W(out, i + 1, codes[p1[0]++]);                                    \
+            store_##W(out, i + 2, codes[p2[0]++]);                                    \
+            store_##W(out, i + 3, codes[p3[0]++]);                                    \
         }                                                                             \
     }                                                                                 \
     uint32_t *pl[LANES] = {p0, p1, p2, p3};                                           \
     for (; i < n; i++) {                                                              \
         unsigned c = (mode && cs.mask) ? map[(uint64_t)load_##W(base, i) >> cs.shift & cs.mask] : 0; \
-        zb[i] = gather1_##W(planes, n, pl[i % LANES][c]++);                           \
+        store_##W(out, i, codes[pl[i % LANES][c]++]);                                 \
     }                                                                                 \
-    for (i = 0; i < n; i++) store_##W(out, i, rebuild_##W(zb[i], base, i, mode, is_float)); \
+    if (mode)                                                                         \
+        for (i = 0; i < n; i++) store_##W(out, i, rebuild_##W(load_##W(out, i), base, i, mode, is_float)); \
     memcpy(pos[0], p0, sizeof p0); memcpy(pos[1], p1, sizeof p1);                     \
     memcpy(pos[2], p2, sizeof p2); memcpy(pos[3], p3, sizeof p3);                     \
 }
@@ -549,10 +565,10 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
     if (at != slen) return wd_errf(err, "block has %zu trailing bytes", slen - at);
     uint8_t map[2048];
     if (cs.mask) build_map(map, cs.mask, ctx_lo, k);
-    unsigned char *zmem = wd_scratch_buf(s, SLOT_CODES, n);
+    unsigned char *zmem = wd_scratch_buf(s, SLOT_CODES, 2 * n);
     if (!zmem) return wd_errf(err, "out of memory decoding a %zu-byte block", n);
     /* A base other than the one encoded against gives other contexts; the
-     * planes buffer has ne bytes of slack so the gather stays in bounds, and
+     * codes buffer has room for 2 ne codes so the gather stays in bounds, and
      * the end positions tell whether the counts matched. */
     uint32_t expect[LANES][MAX_CTX];
     for (int l = 0; l < LANES; l++)
