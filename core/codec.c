@@ -543,7 +543,7 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
         }
     if (total != ne) return wd_errf(err, "block counts %llu elements, expected %zu", (unsigned long long)total, ne);
     region_starts(cnt, k, pos, start);
-    unsigned char *planes = wd_scratch_buf(s, SLOT_PLANES, n + ne + 8);
+    unsigned char *planes = wd_scratch_buf(s, SLOT_PLANES, n);
     if (!planes) return wd_errf(err, "out of memory decoding a %zu-byte block", n);
     if (ensure_zstd(s, 0, err)) return -1;
     const unsigned char *sizes = q;
