@@ -269,6 +269,8 @@ static inline __attribute__((always_inline)) void interleave_##W(T *restrict cod
         codes[j] = z;                                                                 \
     }                                                                                 \
 }                                                                                     \
+/* map here is indexed by the sign and exponent bits (build_map2), which     \
+ * saves masking every element. */                                           \
 static inline __attribute__((always_inline)) void gather_##W(unsigned char *out,     \
                        const unsigned char *base, size_t n, int mode, int is_float,   \
                        const uint8_t *map, ctxspec cs, uint32_t pos[LANES][MAX_CTX],  \
@@ -282,10 +284,10 @@ static inline __attribute__((always_inline)) void gather_##W(unsigned char *out,
     size_t i = 0;                                                                     \
     if (mode && cs.mask) {                                                            \
         for (; i + LANES <= n; i += LANES) {                                          \
-            unsigned c0 = map[(uint64_t)load_##W(base, i) >> cs.shift & cs.mask];     \
-            unsigned c1 = map[(uint64_t)load_##W(base, i + 1) >> cs.shift & cs.mask]; \
-            unsigned c2 = map[(uint64_t)load_##W(base, i + 2) >> cs.shift & cs.mask]; \
-            unsigned c3 = map[(uint64_t)load_##W(base, i + 3) >> cs.shift & cs.mask]; \
+            unsigned c0 = map[(uint64_t)load_##W(base, i) >> cs.shift];               \
+            unsigned c1 = map[(uint64_t)load_##W(base, i + 1) >> cs.shift];           \
+            unsigned c2 = map[(uint64_t)load_##W(base, i + 2) >> cs.shift];           \
+            unsigned c3 = map[(uint64_t)load_##W(base, i + 3) >> cs.shift];           \
             store_##W(out, i, codes[p0[c0]++]);                                       \
             store_##W(out, i + 1, codes[p1[c1]++]);                                   \
             store_##W(out, i + 2, codes[p2[c2]++]);                                   \
@@ -301,7 +303,7 @@ static inline __attribute__((always_inline)) void gather_##W(unsigned char *out,
     }                                                                                 \
     uint32_t *pl[LANES] = {p0, p1, p2, p3};                                           \
     for (; i < n; i++) {                                                              \
-        unsigned c = (mode && cs.mask) ? map[(uint64_t)load_##W(base, i) >> cs.shift & cs.mask] : 0; \
+        unsigned c = (mode && cs.mask) ? map[(uint64_t)load_##W(base, i) >> cs.shift] : 0; \
         store_##W(out, i, codes[pl[i % LANES][c]++]);                                 \
     }                                                                                 \
     if (mode)                                                                         \
@@ -364,6 +366,14 @@ static void build_map(uint8_t *map, uint32_t mask, unsigned lo, unsigned k)
         unsigned c = e < lo ? 0 : (e - lo >= k ? k - 1 : e - lo);
         map[e] = (uint8_t)c;
     }
+}
+
+/* The same map indexed by sign and exponent together (every float dtype
+ * has one sign bit above its exponent field): 2 (mask + 1) entries. */
+static void build_map2(uint8_t *map2, uint32_t mask, unsigned lo, unsigned k)
+{
+    build_map(map2, mask, lo, k);
+    memcpy(map2 + mask + 1, map2, mask + 1);
 }
 
 /* Histogram of the exponent field; w is a constant after inlining. */
@@ -563,8 +573,8 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
         }
     }
     if (at != slen) return wd_errf(err, "block has %zu trailing bytes", slen - at);
-    uint8_t map[2048];
-    if (cs.mask) build_map(map, cs.mask, ctx_lo, k);
+    uint8_t map[4096];
+    if (cs.mask) build_map2(map, cs.mask, ctx_lo, k);
     unsigned char *zmem = wd_scratch_buf(s, SLOT_CODES, 2 * n);
     if (!zmem) return wd_errf(err, "out of memory decoding a %zu-byte block", n);
     /* A base other than the one encoded against gives other contexts; the
