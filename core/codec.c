@@ -436,13 +436,13 @@ static int ensure_zstd(wd_scratch *s, int enc, wd_err *err)
 
 /* ---- encode --------------------------------------------------------- */
 /* One (plane, context) region of a delta block.  Its bytes are zigzag codes
- * with no repeats worth finding: zstd's match finder, at its default
+ * with few repeats worth finding: zstd's match finder, at its default
  * minimum match of 4 or 5, turns chance repeats of low-entropy codes into
  * sequences that cost more bits than the Huffman-coded literals they
- * replace and decode at half the speed (measured on pairB's chain links:
- * byte plane 0 at 1.1 GB/s instead of 1.7).  Matches of at least 7 bytes
- * are real runs (long stretches of unchanged weights); plain zstd (mode 0)
- * keeps the level's own settings. */
+ * replace and decode slower (measured on pairB's chain links: byte plane 0
+ * at about 1.1 GB/s instead of 1.8).  Matches of 7 bytes or more are mostly
+ * real runs (stretches of unchanged weights); plain zstd (mode 0) keeps the
+ * level's own settings. */
 #define DELTA_MIN_MATCH 7
 
 static size_t compress_region(ZSTD_CCtx *cc, void *dst, size_t cap, const void *src, size_t len, int level,
