@@ -35,22 +35,30 @@ struct wd_cache {
     wd_cache_stats st;
     /* Decoding: at most max_decoders at once (more than the CPUs gains
      * nothing), each with a scratch from one pool shared by every delta,
-     * so the memory beside the cache is bounded by max_decoders scratches. */
+     * so the memory beside the cache is bounded by max_decoders scratches
+     * per chain level.  A chain's nested decodes each need a scratch of
+     * their own: the pool keeps as many idle as were ever in use at once
+     * (at most max_decoders x the deepest chain read), so reading from the
+     * end of a chain does not build and fault in fresh scratches (several
+     * megabytes each) for every block. */
     pthread_cond_t decoder_free;
     unsigned max_decoders, decoders;
     wd_scratch **pool;
-    size_t npool;
+    size_t npool, cap_pool;
+    size_t scratch_out, scratch_peak; /* taken now, most ever taken at once */
 };
 
 /* Block buffers of 64 KiB and more are mapped directly: freed ones go back
  * to the system at once, so the process's memory follows the cache's size
- * instead of growing with malloc arenas (one per reading thread). */
+ * instead of growing with malloc arenas (one per reading thread).  They are
+ * populated when mapped (the decoder writes every byte anyway): one call
+ * instead of a page fault per 4 KiB, which a chain pays once per link. */
 #define MAP_MIN (64u << 10)
 
 static unsigned char *blk_alloc(uint32_t len)
 {
     if (len < MAP_MIN) return malloc(len ? len : 1);
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -82,7 +90,8 @@ wd_cache *wd_cache_new(uint64_t capacity)
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->max_decoders = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (unsigned)ncpu;
-    c->pool = calloc(c->max_decoders, sizeof *c->pool);
+    c->cap_pool = c->max_decoders;
+    c->pool = calloc(c->cap_pool, sizeof *c->pool);
     if (!c->pool) {
         free(c->table);
         free(c);
@@ -189,6 +198,33 @@ static void evict(wd_cache *c)
     }
 }
 
+/* Scratch pool (lock held).  take: one from the pool, or NULL (the
+ * caller makes one outside the lock). */
+static wd_scratch *scratch_take(wd_cache *c)
+{
+    if (++c->scratch_out > c->scratch_peak) c->scratch_peak = c->scratch_out;
+    return c->npool ? c->pool[--c->npool] : NULL;
+}
+
+/* Back to the pool while it holds fewer than were ever out at once; the
+ * pool only grows to the peak number in use, which is bounded by decoder
+ * slots x chain depth (a chain has at most 64 links). */
+static void scratch_give(wd_cache *c, wd_scratch *sc)
+{
+    c->scratch_out--;
+    if (!sc) return;
+    if (c->npool == c->cap_pool && c->npool < c->scratch_peak) {
+        size_t nc = c->cap_pool * 2;
+        wd_scratch **np = realloc(c->pool, nc * sizeof *np);
+        if (np) {
+            c->pool = np;
+            c->cap_pool = nc;
+        }
+    }
+    if (c->npool < c->cap_pool && c->npool < c->scratch_peak) c->pool[c->npool++] = sc;
+    else wd_scratch_free(sc);
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec t;
@@ -266,7 +302,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         c->count++;
         if (c->count > c->nbuckets) grow(c);
         c->st.misses++;
-        wd_scratch *sc = c->npool ? c->pool[--c->npool] : NULL;
+        wd_scratch *sc = scratch_take(c);
         pthread_mutex_unlock(&c->lock);
 
         uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
@@ -277,8 +313,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         uint64_t dt = now_ns() - t0;
 
         pthread_mutex_lock(&c->lock);
-        if (sc && c->npool < c->max_decoders) c->pool[c->npool++] = sc;
-        else wd_scratch_free(sc);
+        scratch_give(c, sc);
         if (have_slot) {
             c->decoders--;
             pthread_cond_signal(&c->decoder_free);
@@ -379,6 +414,31 @@ ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, siz
                 wd_err *err)
 {
     return read_impl(d, key, c, f, buf, len, off, 0, err);
+}
+
+/* A chain link's base range that lies inside one parent block is used in
+ * place: the parent's entry is pinned (so it cannot be evicted) until
+ * wd_cache_unpin, which saves a copy of every block per link and the
+ * link's own base buffer. */
+int wd_cache_pin_range(wd_delta *d, uint64_t key, wd_cache *c, size_t f, uint64_t off, size_t len,
+                       const unsigned char **data, wd_cache_pin **pin, wd_err *err)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    uint32_t b;
+    uint64_t boff;
+    if (!c || f >= in->nfiles || len == 0 || off + len > in->files[f].size || wd_delta_locate(d, f, off, &b, &boff))
+        return 0;
+    if (off - boff + len > in->blocks[b].out_len) return 0; /* spans blocks: the caller copies */
+    centry *e = acquire(c, d, key, b, 1, 1, err);
+    if (!e) return -1;
+    *data = e->data + (off - boff);
+    *pin = (wd_cache_pin *)e;
+    return 1;
+}
+
+void wd_cache_unpin(wd_cache *c, wd_cache_pin *pin)
+{
+    if (pin) release(c, (centry *)pin);
 }
 
 ssize_t wd_read_nested(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,

@@ -37,6 +37,27 @@ int wd_delta_read_base(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, si
                          d->base->files[e->base_fd_index].path, err);
 }
 
+int wd_delta_base_view(wd_delta *d, const wd_ext_priv *e, wd_scratch *s, size_t n, uint64_t rel,
+                       const unsigned char **base, wd_cache_pin **pin, wd_err *err)
+{
+    *pin = NULL;
+    if (d->parent && d->parent_cache) {
+        int r = wd_cache_pin_range(d->parent, d->parent_key, d->parent_cache, (size_t)e->base_fd_index,
+                                   e->base_offset + rel, n, base, pin, err);
+        if (r < 0) return wd_errprefix(err, "parent %s", d->parent->path);
+        if (r > 0) return 0;
+    }
+    unsigned char *buf = wd_scratch_buf(s, 1, n);
+    if (!buf) return wd_errf(err, "out of memory reading %zu base bytes", n);
+    *base = buf;
+    return wd_delta_read_base(d, e, buf, n, rel, err);
+}
+
+void wd_delta_base_done(wd_delta *d, wd_cache_pin *pin)
+{
+    if (pin) wd_cache_unpin(d->parent_cache, pin);
+}
+
 /* ---- attaching a parent ---------------------------------------------- */
 typedef struct out_tensor {
     const char *name;

@@ -253,43 +253,61 @@ static inline T rebuild_##W(T z, const unsigned char *base, size_t i, int mode, 
     T k = (T)(KEY(T, b, S) + d);                                                      \
     return UNKEY(T, k, S);                                                            \
 }                                                                                     \
-/* Two passes: a scalar gather of the codes (four independent lanes), then a \
- * branch-free, vectorisable rebuild.  pos is advanced; the caller checks it. */\
+/* Three passes: the byte planes are interleaved back into whole codes      \
+ * (region order, vectorised), a scalar gather puts each code at its        \
+ * element (four independent lanes; one code load per element instead of    \
+ * W byte loads), and a branch-free, vectorisable rebuild works in place.    \
+ * codes has room for 2 ne codes: with a wrong base the positions run up to  \
+ * 2 ne (each element moves one counter by one); pos is advanced and the     \
+ * caller checks it. */                                                      \
+static inline __attribute__((always_inline)) void interleave_##W(T *restrict codes,  \
+                       const unsigned char *restrict planes, size_t n)                \
+{                                                                                     \
+    for (size_t j = 0; j < n; j++) {                                                  \
+        T z = 0;                                                                      \
+        for (int p = 0; p < W; p++) z |= (T)((T)planes[(size_t)p * n + j] << (8 * p)); \
+        codes[j] = z;                                                                 \
+    }                                                                                 \
+}                                                                                     \
+/* map here is indexed by the sign and exponent bits (build_map2), which     \
+ * saves masking every element. */                                           \
 static inline __attribute__((always_inline)) void gather_##W(unsigned char *out,     \
                        const unsigned char *base, size_t n, int mode, int is_float,   \
                        const uint8_t *map, ctxspec cs, uint32_t pos[LANES][MAX_CTX],  \
                        const unsigned char *planes, void *zmem)                        \
 {                                                                                     \
-    T *restrict zb = zmem;                                                            \
+    T *restrict codes = zmem;                                                         \
+    interleave_##W(codes, planes, n);                                                 \
     uint32_t p0[MAX_CTX], p1[MAX_CTX], p2[MAX_CTX], p3[MAX_CTX];                      \
     memcpy(p0, pos[0], sizeof p0); memcpy(p1, pos[1], sizeof p1);                     \
     memcpy(p2, pos[2], sizeof p2); memcpy(p3, pos[3], sizeof p3);                     \
     size_t i = 0;                                                                     \
     if (mode && cs.mask) {                                                            \
         for (; i + LANES <= n; i += LANES) {                                          \
-            unsigned c0 = map[(uint64_t)load_##W(base, i) >> cs.shift & cs.mask];     \
-            unsigned c1 = map[(uint64_t)load_##W(base, i + 1) >> cs.shift & cs.mask]; \
-            unsigned c2 = map[(uint64_t)load_##W(base, i + 2) >> cs.shift & cs.mask]; \
-            unsigned c3 = map[(uint64_t)load_##W(base, i + 3) >> cs.shift & cs.mask]; \
-            zb[i] = gather1_##W(planes, n, p0[c0]++);                                 \
-            zb[i + 1] = gather1_##W(planes, n, p1[c1]++);                             \
-            zb[i + 2] = gather1_##W(planes, n, p2[c2]++);                             \
-            zb[i + 3] = gather1_##W(planes, n, p3[c3]++);                             \
+            unsigned c0 = map[(uint64_t)load_##W(base, i) >> cs.shift];               \
+            unsigned c1 = map[(uint64_t)load_##W(base, i + 1) >> cs.shift];           \
+            unsigned c2 = map[(uint64_t)load_##W(base, i + 2) >> cs.shift];           \
+            unsigned c3 = map[(uint64_t)load_##W(base, i + 3) >> cs.shift];           \
+            store_##W(out, i, codes[p0[c0]++]);                                       \
+            store_##W(out, i + 1, codes[p1[c1]++]);                                   \
+            store_##W(out, i + 2, codes[p2[c2]++]);                                   \
+            store_##W(out, i + 3, codes[p3[c3]++]);                                   \
         }                                                                             \
     } else {                                                                          \
         for (; i + LANES <= n; i += LANES) {                                          \
-            zb[i] = gather1_##W(planes, n, p0[0]++);                                  \
-            zb[i + 1] = gather1_##W(planes, n, p1[0]++);                              \
-            zb[i + 2] = gather1_##W(planes, n, p2[0]++);                              \
-            zb[i + 3] = gather1_##W(planes, n, p3[0]++);                              \
+            store_##W(out, i, codes[p0[0]++]);                                        \
+            store_##W(out, i + 1, codes[p1[0]++]);                                    \
+            store_##W(out, i + 2, codes[p2[0]++]);                                    \
+            store_##W(out, i + 3, codes[p3[0]++]);                                    \
         }                                                                             \
     }                                                                                 \
     uint32_t *pl[LANES] = {p0, p1, p2, p3};                                           \
     for (; i < n; i++) {                                                              \
-        unsigned c = (mode && cs.mask) ? map[(uint64_t)load_##W(base, i) >> cs.shift & cs.mask] : 0; \
-        zb[i] = gather1_##W(planes, n, pl[i % LANES][c]++);                           \
+        unsigned c = (mode && cs.mask) ? map[(uint64_t)load_##W(base, i) >> cs.shift] : 0; \
+        store_##W(out, i, codes[pl[i % LANES][c]++]);                                 \
     }                                                                                 \
-    for (i = 0; i < n; i++) store_##W(out, i, rebuild_##W(zb[i], base, i, mode, is_float)); \
+    if (mode)                                                                         \
+        for (i = 0; i < n; i++) store_##W(out, i, rebuild_##W(load_##W(out, i), base, i, mode, is_float)); \
     memcpy(pos[0], p0, sizeof p0); memcpy(pos[1], p1, sizeof p1);                     \
     memcpy(pos[2], p2, sizeof p2); memcpy(pos[3], p3, sizeof p3);                     \
 }
@@ -348,6 +366,14 @@ static void build_map(uint8_t *map, uint32_t mask, unsigned lo, unsigned k)
         unsigned c = e < lo ? 0 : (e - lo >= k ? k - 1 : e - lo);
         map[e] = (uint8_t)c;
     }
+}
+
+/* The same map indexed by sign and exponent together (every float dtype
+ * has one sign bit above its exponent field): 2 (mask + 1) entries. */
+static void build_map2(uint8_t *map2, uint32_t mask, unsigned lo, unsigned k)
+{
+    build_map(map2, mask, lo, k);
+    memcpy(map2 + mask + 1, map2, mask + 1);
 }
 
 /* Histogram of the exponent field; w is a constant after inlining. */
@@ -409,6 +435,26 @@ static int ensure_zstd(wd_scratch *s, int enc, wd_err *err)
 }
 
 /* ---- encode --------------------------------------------------------- */
+/* One (plane, context) region of a delta block.  Its bytes are zigzag codes
+ * with few repeats worth finding: zstd's match finder, at its default
+ * minimum match of 4 or 5, turns chance repeats of low-entropy codes into
+ * sequences that cost more bits than the Huffman-coded literals they
+ * replace and decode slower (measured on pairB's chain links: byte plane 0
+ * at about 1.1 GB/s instead of 1.8).  Matches of 7 bytes or more are mostly
+ * real runs (stretches of unchanged weights); plain zstd (mode 0) keeps the
+ * level's own settings. */
+#define DELTA_MIN_MATCH 7
+
+static size_t compress_region(ZSTD_CCtx *cc, void *dst, size_t cap, const void *src, size_t len, int level,
+                              int mode)
+{
+    if (!mode) return ZSTD_compressCCtx(cc, dst, cap, src, len, level);
+    size_t r = ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(cc, ZSTD_c_minMatch, DELTA_MIN_MATCH);
+    return ZSTD_isError(r) ? r : ZSTD_compress2(cc, dst, cap, src, len);
+}
+
 int wd_encode_block(wd_scratch *s, wd_codec codec, wd_dtype dt, int level,
                     const unsigned char *ft, const unsigned char *base, size_t n,
                     const unsigned char **out, size_t *out_len, wd_err *err)
@@ -458,8 +504,8 @@ int wd_encode_block(wd_scratch *s, wd_codec codec, wd_dtype dt, int level,
             size_t len = start[c + 1] - start[c];
             size_t z = 0;
             if (len) {
-                z = ZSTD_compressCCtx(s->cctx, dst + at, bound - at, planes + (size_t)p * ne + start[c],
-                                      len, level);
+                z = compress_region(s->cctx, dst + at, bound - at, planes + (size_t)p * ne + start[c], len,
+                                    level, mode);
                 if (ZSTD_isError(z)) return wd_errf(err, "zstd compression failed: %s", ZSTD_getErrorName(z));
             }
             wd_put_u32(sizes + 4 * (p * k + c), (uint32_t)z);
@@ -507,7 +553,7 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
         }
     if (total != ne) return wd_errf(err, "block counts %llu elements, expected %zu", (unsigned long long)total, ne);
     region_starts(cnt, k, pos, start);
-    unsigned char *planes = wd_scratch_buf(s, SLOT_PLANES, n + ne + 8);
+    unsigned char *planes = wd_scratch_buf(s, SLOT_PLANES, n);
     if (!planes) return wd_errf(err, "out of memory decoding a %zu-byte block", n);
     if (ensure_zstd(s, 0, err)) return -1;
     const unsigned char *sizes = q;
@@ -527,12 +573,12 @@ int wd_decode_block(wd_scratch *s, wd_codec codec, wd_dtype dt,
         }
     }
     if (at != slen) return wd_errf(err, "block has %zu trailing bytes", slen - at);
-    uint8_t map[2048];
-    if (cs.mask) build_map(map, cs.mask, ctx_lo, k);
-    unsigned char *zmem = wd_scratch_buf(s, SLOT_CODES, n);
+    uint8_t map[4096];
+    if (cs.mask) build_map2(map, cs.mask, ctx_lo, k);
+    unsigned char *zmem = wd_scratch_buf(s, SLOT_CODES, 2 * n);
     if (!zmem) return wd_errf(err, "out of memory decoding a %zu-byte block", n);
     /* A base other than the one encoded against gives other contexts; the
-     * planes buffer has ne bytes of slack so the gather stays in bounds, and
+     * codes buffer has room for 2 ne codes so the gather stays in bounds, and
      * the end positions tell whether the counts matched. */
     uint32_t expect[LANES][MAX_CTX];
     for (int l = 0; l < LANES; l++)

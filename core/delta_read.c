@@ -480,7 +480,8 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
                        e->tensor ? e->tensor : e->base_tensor); /* "tensor" is optional in the manifest */
     int rc = -1;
     unsigned char *stored = wd_scratch_buf(s, 0, b->stored_len);
-    unsigned char *base = NULL;
+    const unsigned char *base = NULL;
+    wd_cache_pin *pin = NULL;
     if (!stored) {
         wd_errf(err, "out of memory");
         goto out;
@@ -492,12 +493,8 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
     }
     if (wd_codec_needs_base(e->pub.codec)) {
         uint64_t rel = (uint64_t)(block - e->pub.first_block) * e->pub.block_size;
-        base = wd_scratch_buf(s, 1, b->out_len);
-        if (!base) {
-            wd_errf(err, "out of memory");
-            goto out;
-        }
-        if (wd_delta_read_base(d, e, base, b->out_len, rel, err)) goto out_where;
+        /* a chain link reads its parent's cached block in place */
+        if (wd_delta_base_view(d, e, s, b->out_len, rel, &base, &pin, err)) goto out_where;
     }
     if (wd_decode_block(s, e->pub.codec, e->pub.dtype, stored, b->stored_len, base, out, b->out_len, err))
         goto out_where;
@@ -511,6 +508,7 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
 out_where:
     where(d, block, err);
 out:
+    wd_delta_base_done(d, pin);
     return rc;
 }
 

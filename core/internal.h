@@ -56,6 +56,7 @@ int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *
 /* ---- codecs (codec.c).  A scratch holds per-thread buffers and zstd
  * contexts; obtain one per thread and reuse it. */
 typedef struct wd_scratch wd_scratch;
+typedef struct wd_cache_pin wd_cache_pin; /* a pinned block cache entry (cache.c) */
 wd_scratch *wd_scratch_new(void);
 void wd_scratch_free(wd_scratch *s);
 
@@ -185,10 +186,23 @@ void wd_delta_scratch_put(wd_delta *d, wd_scratch *s);
 /* chain.c: read n base bytes of extent e, at base_offset + rel, from the
  * base model's file or from the parent delta's output. */
 int wd_delta_read_base(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, size_t n, uint64_t rel, wd_err *err);
+/* The same range without a copy where it can: sets *base to the bytes, in
+ * the parent's pinned cache entry (*pin set: give it to wd_delta_base_done)
+ * or else in scratch slot 1 of s (read as wd_delta_read_base does). */
+int wd_delta_base_view(wd_delta *d, const wd_ext_priv *e, wd_scratch *s, size_t n, uint64_t rel,
+                       const unsigned char **base, wd_cache_pin **pin, wd_err *err);
+void wd_delta_base_done(wd_delta *d, wd_cache_pin *pin);
 
 /* cache.c: wd_read from inside a decode (a chain link reading its parent):
  * uses no decoder slot, since the calling thread already holds one. */
 ssize_t wd_read_nested(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *buf, size_t len, uint64_t off,
                        wd_err *err);
+/* Nested too: when [off, off+len) of output file f lies inside one block,
+ * pin that block's cache entry and point *data at the range (returns 1;
+ * wd_cache_unpin releases it).  0: not in one block, or no cache (the
+ * caller copies with wd_read_nested); -1: error. */
+int wd_cache_pin_range(wd_delta *d, uint64_t key, wd_cache *c, size_t f, uint64_t off, size_t len,
+                       const unsigned char **data, wd_cache_pin **pin, wd_err *err);
+void wd_cache_unpin(wd_cache *c, wd_cache_pin *pin);
 
 #endif

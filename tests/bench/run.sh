@@ -104,6 +104,47 @@ if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
 fi
 
 # ---- lineage: reading from the end of a chain of 5 vs a single delta
+# chain_mount DIR: the same comparison through the mount (DIR/single and
+# DIR/d as two folders of one SRC): `cat` of the virtual shard 1 of each,
+# every run on a fresh mount (empty block cache, default read-ahead), once
+# with the page cache dropped (root only) and once with the files in it;
+# runs alternate between the two models.
+chain_mount() {
+  local C=$1 S="$1/src" M="$1/mnt" reps=7 r which kind
+  [ -x "$BIN/wdeltafs" ] && [ -c /dev/fuse ] && command -v fusermount3 >/dev/null || {
+    echo "bench: no FUSE here; skipping the chain mount rows" >&2; return 0; }
+  mkdir -p "$S/single" "$S/chain" "$M" "$C/digests"
+  ln -f "$C/single/ft.wdelta" "$S/single/ft.wdelta"; ln -f "$C"/d/*.wdelta "$S/chain/"
+  local shard=model-00001-of-00002.safetensors
+  echo "Through the mount: \`cat\` of the $(stat -c %s "$PB/ft/$shard" | awk '{ printf "%.1f", $1 / 1e6 }') MB virtual $shard, fresh mount each run, median of $reps"
+  echo
+  echo "| page cache | single delta ms | chain end ms | ratio |"
+  echo "| --- | ---: | ---: | ---: |"
+  for kind in dropped warm; do
+    if [ $kind = dropped ] && ! { [ "$(id -u)" = 0 ] && sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; }; then
+      echo "bench: cannot drop the page cache; skipping that row" >&2; continue
+    fi
+    local -A T=([single/ft]="" [chain/l5]="")
+    for r in $(seq $reps); do
+      for which in single/ft chain/l5; do
+        "$BIN/wdeltafs" "$S" "$M" -o "base=$PB/base,cache_dir=$C/digests" || { echo "bench: mount failed" >&2; return 0; }
+        local i; for i in $(seq 100); do [ -e "$M/$which/$shard" ] && break; sleep 0.1; done
+        if [ $kind = dropped ]; then sync; echo 3 >/proc/sys/vm/drop_caches
+        else cat "$S"/*/*.wdelta "$PB"/base/* >/dev/null; fi
+        local t0; t0=$(now)
+        cat "$M/$which/$shard" >/dev/null
+        T[$which]+="$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", (b - a) * 1000 }') "
+        fusermount3 -u "$M"
+      done
+    done
+    local ms mc
+    ms=$(echo ${T[single/ft]} | tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+    mc=$(echo ${T[chain/l5]} | tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+    awk -v k="$kind" -v s="$ms" -v c="$mc" 'BEGIN { printf "| %s | %.1f | %.1f | %.2fx |\n", k, s, c, c / s }'
+  done
+  echo
+}
+
 if [ -d "$PB/base" ] && [ -d "$PB/ft" ] && /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
   echo "bench: pairB chain of 5 (tools/mkchain.py intermediates)" >&2
   C="$W/chain"; rm -rf "$C"; mkdir -p "$C/d" "$C/single"
@@ -119,6 +160,7 @@ if [ -d "$PB/base" ] && [ -d "$PB/ft" ] && /usr/bin/python3 -c 'import numpy' 2>
   echo "(wd_read through a 1 GiB block cache, one thread, page cache warm, median of 5; target: chain within 3x)"
   echo
   "$BIN/chain_read" "$PB/base" "$C/single/ft.wdelta" "$C/d/l5.wdelta" 5
+  chain_mount "$C"
   rm -rf "$C"
 else
   echo "bench: $PB or numpy absent; skipping the chain benchmark" >&2
