@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 
-from ._api import save_delta_from_paths, verify
+from ._api import inspect, save_delta_from_paths, verify
 from ._lib import WdeltaError
 
 log = logging.getLogger("wdelta")
@@ -38,7 +38,11 @@ def _weight_files(names):
 class CheckpointDeltas:
     """Turns checkpoint directories into a chain of deltas in out_dir."""
 
-    def __init__(self, base_dir, out_dir, strategy="lossless", keep_full=True, strict=False, **create_kwargs):
+    def __init__(self, base_dir, out_dir, strategy="lossless", keep_full=True, strict=False, max_chain=16,
+                 **create_kwargs):
+        if max_chain is not None and int(max_chain) < 1:
+            raise ValueError("max_chain must be at least 1 (1: every delta against the base)")
+        self.max_chain = None if max_chain is None else int(max_chain)
         self.base_dir = os.fspath(base_dir)
         self.out_dir = os.fspath(out_dir)
         self.strategy = strategy
@@ -59,6 +63,16 @@ class CheckpointDeltas:
                 if best is None or int(m.group(1)) > best[0]:
                     best = (int(m.group(1)), name)
         return os.path.join(self.out_dir, best[1]) if best else None
+
+    def _parent(self, step):
+        """The previous checkpoint's delta, unless its chain already has
+        max_chain links: then the new delta starts a chain at the base
+        (reading a link decodes every link below it)."""
+        prev = self._previous(step)
+        if prev is None or self.max_chain is None:
+            return prev
+        links = inspect(prev).get("parent", {}).get("depth", 0) + 1
+        return prev if links < self.max_chain else None
 
     def _stage(self, checkpoint_dir):
         """A directory of links to the checkpoint's model files only (the
@@ -84,7 +98,7 @@ class CheckpointDeltas:
                 raise WdeltaError("%s: not a checkpoint-N directory; pass step=" % checkpoint_dir)
             step = int(m.group(1))
         out = os.path.join(self.out_dir, "checkpoint-%d.wdelta" % step)
-        parent = self._previous(step)
+        parent = self._parent(step)
         stage = self._stage(checkpoint_dir)
         try:
             kwargs = dict(self.create_kwargs)
@@ -111,11 +125,14 @@ class WdeltaCallback(_CallbackBase):
     out_dir/checkpoint-N.wdelta chained to the previous checkpoint's delta,
     verify it, and with keep_full=False remove the checkpoint's weight
     shards.  A failure is logged and training goes on (the checkpoint stays
-    whole) unless strict=True.  Extra keyword arguments go to
+    whole) unless strict=True.  After max_chain links (default 16) the next
+    checkpoint starts a new chain against the base, so that reading any
+    checkpoint decodes at most max_chain links (None: never).  Extra keyword arguments go to
     save_delta_from_paths (level=, threads=, max_error= ...)."""
 
-    def __init__(self, base_dir, out_dir, strategy="lossless", keep_full=True, strict=False, **create_kwargs):
-        self.deltas = CheckpointDeltas(base_dir, out_dir, strategy, keep_full, strict, **create_kwargs)
+    def __init__(self, base_dir, out_dir, strategy="lossless", keep_full=True, strict=False, max_chain=16,
+                 **create_kwargs):
+        self.deltas = CheckpointDeltas(base_dir, out_dir, strategy, keep_full, strict, max_chain, **create_kwargs)
         self.written = []
 
     def on_save(self, args, state, control, **kwargs):

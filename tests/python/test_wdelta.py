@@ -362,6 +362,21 @@ class Chains(Base):
             for name, (dt, shape, data) in w.items():
                 self.assertEqual(got[name].tobytes(), data, name)
 
+    def test_max_chain_starts_a_new_chain_at_the_base(self):
+        d, ckpts = self.checkpoints("mc")
+        out = os.path.join(self.tmp, "mc", "deltas")
+        cd = CheckpointDeltas(d + "/base", out, strategy="lossless", max_chain=2)
+        for ck in ckpts:
+            cd.save(ck)
+        depth = [wdelta.inspect(os.path.join(out, "checkpoint-%d.wdelta" % s)).get("parent", {}).get("depth", 0)
+                 for s in (10, 20, 30)]
+        self.assertEqual(depth, [0, 1, 0])
+        got = wdelta.load_delta_from_paths(os.path.join(out, "checkpoint-30.wdelta"), d + "/base", raw=True)
+        for name, (dt, shape, data) in read_model(ckpts[-1]).items():
+            self.assertEqual(got[name].tobytes(), data, name)
+        with self.assertRaises(ValueError):
+            CheckpointDeltas(d + "/base", out, max_chain=0)
+
     def test_failure_keeps_the_checkpoint(self):
         d = self.gen("g", "--params", "200000", "--shards", "2", "--dtype", "bf16")
         ck = os.path.join(self.tmp, "fail", "checkpoint-5")
