@@ -98,7 +98,10 @@ class RoundTrip(Base):
     def test_lossless_api_equals_tool_and_ft(self):
         d = self.gen("g", "--params", "300000", "--shards", "2", "--dtype", "bf16")
         api, cli = os.path.join(self.tmp, "api.wdelta"), os.path.join(self.tmp, "cli.wdelta")
-        h = wdelta.save_delta_from_paths(api, d + "/ft", d + "/base", strategy="lossless", threads=3)
+        calls = []
+        h = wdelta.save_delta_from_paths(api, d + "/ft", d + "/base", strategy="lossless", threads=3,
+                                         progress=lambda done, total: calls.append((done, total)))
+        self.assertTrue(calls and calls[-1][0] == calls[-1][1] > 0, "progress reaches the total")
         tool("create", "-q", "--base", d + "/base", "--finetuned", d + "/ft", "-o", cli, "--threads", "1")
         self.assertEqual(read_bytes(api), read_bytes(cli), "API and tool write the same bytes")
         self.assertEqual(h, tool("hash", d + "/base").strip(), "returns the base's content hash")
