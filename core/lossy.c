@@ -284,21 +284,6 @@ static inline uint32_t unkeyw(uint32_t k, unsigned w)
     return (k & sign) ? (k ^ sign) : (k ^ all);
 }
 
-static inline uint32_t loadw(const unsigned char *p, size_t i, unsigned w)
-{
-    if (w == 2) return (uint32_t)p[2 * i] | (uint32_t)p[2 * i + 1] << 8;
-    return wd_get_u32(p + 4 * i);
-}
-
-static inline void storew(unsigned char *p, size_t i, unsigned w, uint32_t v)
-{
-    if (w == 2) {
-        p[2 * i] = (unsigned char)v;
-        p[2 * i + 1] = (unsigned char)(v >> 8);
-    } else {
-        wd_put_u32(p + 4 * i, v);
-    }
-}
 
 /* Layout: section of position gaps (LEB128 varints; the first is the index,
  * then index - previous - 1), then a section of the zigzag key differences
@@ -312,7 +297,7 @@ int patches_put(lbuf *b, wd_scratch *s, int level, const uint32_t *idx, size_t k
     uint32_t mask = w == 2 ? 0xffffu : 0xffffffffu, top = w == 2 ? 15 : 31;
     for (size_t j = 0; j < k; j++) {
         lb_varint(&pos, j ? idx[j] - idx[j - 1] - 1 : idx[0]);
-        uint32_t dd = (keyw(loadw(ft, idx[j], w), w) - keyw(loadw(base, idx[j], w), w)) & mask;
+        uint32_t dd = (keyw(lf_loadw(ft, idx[j], w), w) - keyw(lf_loadw(base, idx[j], w), w)) & mask;
         uint32_t z = ((dd << 1) ^ (uint32_t)-(int32_t)((dd >> top) & 1)) & mask;
         for (unsigned p = 0; p < w; p++) planes[p * k + j] = (unsigned char)(z >> (8 * p));
     }
@@ -351,7 +336,7 @@ int patches_apply(lrd *r, wd_scratch *s, size_t k, unsigned char *out, const uns
         uint32_t z = 0;
         for (unsigned p = 0; p < w; p++) z |= (uint32_t)planes[p * k + j] << (8 * p);
         uint32_t dd = ((z >> 1) ^ (uint32_t)-(int32_t)(z & 1)) & mask;
-        storew(out, (size_t)i, w, unkeyw((keyw(loadw(base, (size_t)i, w), w) + dd) & mask, w));
+        lf_storew(out, (size_t)i, w, unkeyw((keyw(lf_loadw(base, (size_t)i, w), w) + dd) & mask, w));
     }
     if (at != plen) return wd_errf(err, "lossy block: %zu stray bytes after the patch positions", plen - at);
     return 0;

@@ -74,6 +74,21 @@ static inline float lf_from_bits(uint32_t u)
     memcpy(&f, &u, 4);
     return f;
 }
+/* element i of a little-endian array of 2- or 4-byte words (w = 2 or 4) */
+static inline uint32_t lf_loadw(const unsigned char *p, size_t i, unsigned w)
+{
+    if (w == 2) return (uint32_t)p[2 * i] | (uint32_t)p[2 * i + 1] << 8;
+    return wd_get_u32(p + 4 * i);
+}
+static inline void lf_storew(unsigned char *p, size_t i, unsigned w, uint32_t v)
+{
+    if (w == 2) {
+        p[2 * i] = (unsigned char)v;
+        p[2 * i + 1] = (unsigned char)(v >> 8);
+    } else {
+        wd_put_u32(p + 4 * i, v);
+    }
+}
 float wd_half_to_float(uint16_t h);
 /* element i of a float tensor of dtype dt as float32 (exact) */
 static inline float lf_get(const unsigned char *p, wd_dtype dt, size_t i)

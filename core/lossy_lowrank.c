@@ -302,21 +302,6 @@ static srspec sr_spec(wd_dtype dt)
     return (srspec){2, 7, 0xff, 0, SR_K};
 }
 
-static inline uint32_t sr_load(const unsigned char *p, size_t i, unsigned w)
-{
-    if (w == 2) return (uint32_t)p[2 * i] | (uint32_t)p[2 * i + 1] << 8;
-    return wd_get_u32(p + 4 * i);
-}
-
-static inline void sr_store(unsigned char *p, size_t i, unsigned w, uint32_t v)
-{
-    if (w == 2) {
-        p[2 * i] = (unsigned char)v;
-        p[2 * i + 1] = (unsigned char)(v >> 8);
-    } else {
-        wd_put_u32(p + 4 * i, v);
-    }
-}
 
 static inline unsigned sr_ctx(uint32_t x, const srspec *c)
 {
@@ -358,8 +343,8 @@ static unsigned sr_window(const unsigned char *ft, const unsigned char *pred, si
 {
     uint32_t hist[256] = {0};
     for (size_t i = 0; i < ne; i++) {
-        uint32_t p = sr_load(pred, i, c->w);
-        if (sr_load(ft, i, c->w) != p) hist[p >> c->shift & c->mask]++;
+        uint32_t p = lf_loadw(pred, i, c->w);
+        if (lf_loadw(ft, i, c->w) != p) hist[p >> c->shift & c->mask]++;
     }
     uint64_t best = 0, cur = 0;
     unsigned lo = 0;
@@ -391,8 +376,8 @@ int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, cons
     uint32_t cnt[SR_K] = {0}, pos[SR_K];
     size_t total = 0;
     for (size_t i = 0; i < ne; i++) {
-        uint32_t p = sr_load(pred, i, c.w);
-        if (sr_load(ft, i, c.w) != p) cnt[sr_ctx(p, &c)]++, total++;
+        uint32_t p = lf_loadw(pred, i, c.w);
+        if (lf_loadw(ft, i, c.w) != p) cnt[sr_ctx(p, &c)]++, total++;
     }
     size_t cap = ZSTD_COMPRESSBOUND(total + 1);
     unsigned char *gaps = malloc(total + ne / 255 + 1), *planes = malloc(c.w * total + 1), *tmp = malloc(cap);
@@ -403,7 +388,7 @@ int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, cons
     for (unsigned k = 0, at = 0; k < c.k; at += cnt[k], k++) pos[k] = at;
     size_t ng = 0, next = 0;
     for (size_t i = 0; i < ne; i++) {
-        uint32_t f = sr_load(ft, i, c.w), p = sr_load(pred, i, c.w);
+        uint32_t f = lf_loadw(ft, i, c.w), p = lf_loadw(pred, i, c.w);
         if (f == p) continue;
         size_t g = i - next;
         for (; g >= 255; g -= 255) gaps[ng++] = 255;
@@ -466,14 +451,14 @@ static inline __attribute__((always_inline)) int sr_patch(unsigned char *out, si
             i += b;
         } while (b == 255);
         if (i >= ne) return wd_errf(err, "residual position %zu is past the block (%zu elements)", i, ne);
-        uint32_t p = sr_load(out, i, w);
+        uint32_t p = lf_loadw(out, i, w);
         unsigned k = map[p >> c->shift & c->mask];
         uint32_t q = pos[k]++;
         if (q >= start[k + 1]) return wd_errf(err, "residual context %u has more positions than codes", k);
         uint32_t z = planes[q] | (uint32_t)planes[total + q] << 8;
         if (w == 4) z |= (uint32_t)planes[2 * total + q] << 16 | (uint32_t)planes[3 * total + q] << 24;
         if (!z) return wd_errf(err, "residual lists element %zu with a zero difference", i);
-        sr_store(out, i, w, sr_rebuild(p, z, w));
+        lf_storew(out, i, w, sr_rebuild(p, z, w));
     }
     if (at != glen) return wd_errf(err, "residual has %zu stray position bytes", glen - at);
     for (unsigned k = 0; k < c->k; k++)
