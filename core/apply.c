@@ -79,8 +79,13 @@ static void *apply_worker(void *arg)
     return NULL;
 }
 
-static int remove_tree(const char *dir, const wd_delta_info *in, const wd_model *base)
+/* Remove a directory wd_apply made for d: only the names it writes there
+ * (the output files and, for v1, the base's extra files), then the
+ * directory itself, which fails if anything else is in it. */
+int wd_apply_remove(const wd_delta *d, const char *dir)
 {
+    const wd_delta_info *in = &d->info;
+    const wd_model *base = d->v1 ? d->base : NULL;
     char p[4096];
     for (size_t i = 0; i < in->nfiles; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, in->files[i].name);
@@ -213,7 +218,7 @@ int wd_apply(wd_delta *d, const char *out_dir, int threads,
 out:
     for (size_t f = 0; a.fds && f < in->nfiles; f++)
         if (a.fds[f] >= 0) close(a.fds[f]);
-    if (rc && tmp) remove_tree(tmp, in, d->v1 ? d->base : NULL);
+    if (rc && tmp) wd_apply_remove(d, tmp);
     free(tmp);
     free(a.fds);
     free(a.block_file);

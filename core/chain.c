@@ -470,22 +470,6 @@ size_t wd_chain_check_order(wd_delta *const *links, size_t n)
 }
 
 /* ---- flattening ------------------------------------------------------ */
-/* Remove a directory wd_apply made (its files only). */
-static void remove_rebuilt(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[PATH_MAX];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p) unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err *err)
 {
     if (!o->base_dir || !o->out_path) return wd_errf(err, "flatten needs a base directory and an output path");
@@ -509,7 +493,7 @@ int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err
         c.parent = NULL;
         rc = wd_create(&c, st, err);
     }
-    remove_rebuilt(tmp);
+    wd_apply_remove(d, tmp); /* nothing there if wd_apply failed: it cleans up its own */
     free(tmp);
     return rc;
 }

@@ -43,6 +43,8 @@ int wd_utf8_valid(const char *s, size_t n);
 /* Build m->by_name and m->ntensors from m->files (model.c); an error names
  * a tensor held by two files.  For models made of parsed headers too. */
 int wd_model_index(wd_model *m, wd_err *err);
+/* Remove a directory wd_apply made for d (only the names it writes). */
+int wd_apply_remove(const wd_delta *d, const char *dir);
 
 /* float32 bits -> bfloat16 / IEEE half bits, round to nearest even, NaN
  * kept a (quiet) NaN, overflow to infinity (v1_view.c). */
