@@ -13,10 +13,6 @@ from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_int, c_siz
 
 MAX_DIMS = 32
 
-# enum wd_dtype, in order
-DTYPES = ["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8",
-          "U64", "U32", "U16", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "OPAQUE"]
-
 
 class WdeltaError(Exception):
     """An error reported by libwdelta; the message names the file, tensor and offset."""
