@@ -8,12 +8,14 @@ import concurrent.futures
 import ctypes
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
 
 from . import _lib
-from ._lib import WdeltaError, lib, check
+from ._lib import BaseMismatchError, WdeltaError, WdeltaFileNotFoundError, lib, check
+from .lineage import hash_state_dict
 
 STRATEGIES = ("lossless", "int4", "sparse", "bitdelta", "axis1", "lowrank", "auto")
 # deltatensors' names for what we call otherwise
@@ -46,6 +48,20 @@ def _hex(arr32):
 
 def _threads(n):
     return n if n and n > 0 else (os.cpu_count() or 1)
+
+
+def _need(path, what="file"):
+    """FileNotFoundError (a WdeltaError too) for a path that does not exist,
+    as deltatensors' open() would raise."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise WdeltaFileNotFoundError("%s: no such %s" % (path, what))
+    return path
+
+
+def _mismatch(base, path, have, want):
+    return BaseMismatchError("Base model hash mismatch: %s is not the base of %s: its content hash is %s, "
+                             "the delta needs %s" % (base, path, have, want))
 
 
 # ---------------------------------------------------------------- models
@@ -108,12 +124,18 @@ def _delta_info(ptr):
     return lib.wd_delta_get_info(ptr).contents
 
 
+_DIRECT = object()  # _Rebuilt's chain=: open the delta over base_dir itself, whatever it is
+
+
 class _Rebuilt:
     """A delta with its source attached: a v2 chain down to a base directory,
     or a v1 file over its base.  Reads go through wd_read."""
 
-    def __init__(self, path, base_dir, chain=None, verify=True, cache_bytes=256 << 20):
+    def __init__(self, path, base_dir, chain=None, verify=True, cache_bytes=256 << 20, check_base=None):
+        """check_base (default: verify) compares the base's content hash with
+        the one the delta needs; verify=False skips that and the v1 digest."""
         self.path = os.fspath(path)
+        self.check_base = verify if check_base is None else check_base
         self.chain = ctypes.c_void_p()
         self.delta = ctypes.c_void_p()
         self.base = None
@@ -129,11 +151,12 @@ class _Rebuilt:
 
     def _open(self, base_dir, chain, verify, cache_bytes):
         err = _lib.Err()
-        if not os.path.isdir(os.fspath(base_dir)):
+        _need(self.path)
+        if not os.path.isdir(_need(base_dir, "directory")):
             raise WdeltaError("base %s: not a directory" % os.fspath(base_dir))
         check(lib.wd_delta_open(_b(self.path), ctypes.byref(self.delta), ctypes.byref(err)), err)
-        if _delta_info(self.delta).version == 1:
-            self._open_v1(base_dir, verify)
+        if _delta_info(self.delta).version == 1 or chain is _DIRECT:
+            self._open_direct(base_dir, verify)
             return
         lib.wd_delta_close(self.delta)
         self.delta = ctypes.c_void_p()
@@ -145,23 +168,25 @@ class _Rebuilt:
         check(lib.wd_chain_open(_b(self.path), arr, len(search), _b(base_dir), self.cache,
                                 ctypes.byref(self.chain), ctypes.byref(err)), err)
         self.key = lib.wd_chain_length(self.chain)
-        if verify:
+        if self.check_base:
             root = _delta_info(lib.wd_chain_link(self.chain, 0))
             have = (ctypes.c_ubyte * 32)()
             check(lib.wd_chain_base_hash(self.chain, ctypes.byref(have), ctypes.byref(err)), err)
             if bytes(have) != bytes(root.base_hash):
-                raise WdeltaError("%s is not the base of %s: its content hash is %s, the delta needs %s" %
-                                  (os.fspath(base_dir), self.path, _hex(have), _hex(root.base_hash)))
+                raise _mismatch(os.fspath(base_dir), self.path, _hex(have), _hex(root.base_hash))
 
-    def _open_v1(self, base_dir, verify):
+    def _open_direct(self, base_dir, verify):
+        """The delta over base_dir itself: a v1 file, or a v2 file (a chain
+        link too) over a directory that holds the model it was made against."""
         err = _lib.Err()
         self.base = _Model.open(base_dir)
-        if verify:  # v1 blocks carry no checksums: the base's hash is the only guard
+        if self.check_base:
             have = self.base.content_hash()
             want = _hex(_delta_info(self.delta).base_hash)
             if have != want:
-                raise WdeltaError("%s is not the base of %s: its content hash is %s, the delta needs %s" %
-                                  (os.fspath(base_dir), self.path, have, want))
+                raise _mismatch(os.fspath(base_dir), self.path, have, want)
+        if verify and _delta_info(self.delta).version == 1:
+            # v1 blocks carry no checksums: the whole-file digest is their guard
             check(lib.wd_delta_check_digest(self.delta, ctypes.byref(err)), err)
         check(lib.wd_delta_set_base(self.delta, ctypes.byref(self.base.m), ctypes.byref(err)), err)
 
@@ -266,7 +291,8 @@ def _as_array(buf, t, raw):
 
 # ---------------------------------------------------------------- save
 _KWARGS = ("sparsity", "outlier_fraction", "density", "outliers", "group_size", "step", "rank",
-           "max_error", "level", "threads", "block_size", "no_lowrank", "parent", "chain", "progress")
+           "max_error", "level", "threads", "block_size", "no_lowrank", "parent", "chain", "progress",
+           "allow_new_tensors")
 
 
 def _create_opts(out_path, finetuned_dir, base_dir, strategy, kwargs):
@@ -314,7 +340,32 @@ def _create_opts(out_path, finetuned_dir, base_dir, strategy, kwargs):
     return o
 
 
-def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", prefetch=2, **kwargs):
+def _same_keys(finetuned_dir, base_dir):
+    """deltatensors' checks: the same tensor names, each of the same shape
+    (ValueError 'Key mismatch' / 'Shape mismatch').  Headers only."""
+    shapes = []
+    for d in (finetuned_dir, base_dir):
+        m = _Model.open(d)
+        try:
+            shapes.append({_s(t.name): _shape(t) for _fi, t in m.tensors()})
+        finally:
+            m.close()
+    ft, base = shapes
+    if ft.keys() != base.keys():
+        msg = "Key mismatch between finetuned and base."
+        if ft.keys() - base.keys():
+            msg += "\n  Only in finetuned: %s" % sorted(ft.keys() - base.keys())
+        if base.keys() - ft.keys():
+            msg += "\n  Only in base:      %s" % sorted(base.keys() - ft.keys())
+        raise ValueError(msg + "\n(allow_new_tensors=True stores them)")
+    for name in sorted(ft):
+        if ft[name] != base[name]:
+            raise ValueError("Shape mismatch for '%s': finetuned %s vs base %s (allow_new_tensors=True stores "
+                             "it whole)" % (name, ft[name], base[name]))
+
+
+def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", prefetch=2, use_gpu=True,
+                          **kwargs):
     """Store finetuned_dir as a delta against base_dir in out_path, streaming
     (memory is bounded by threads x block size, whatever the model's size).
 
@@ -322,13 +373,21 @@ def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", 
     (1-bit, our bitdelta) or "int4" (outlier_fraction=), or ours: "lossless"
     (byte-identical rebuild), "bitdelta", "axis1", "lowrank" (rank=), "auto"
     (max_error=).  parent= makes a chain link against the model that delta
-    rebuilds (chain= says where its own parents are).  prefetch is accepted
-    for compatibility; streaming here is per block.  Returns the SHA-256 hex
-    content hash of the model the delta was taken against."""
-    del prefetch  # deltatensors' read-ahead knob; our writer streams blocks
+    rebuilds (chain= says where its own parents are).  Like deltatensors,
+    the two models must hold the same tensor names and shapes (ValueError
+    'Key mismatch' / 'Shape mismatch'); allow_new_tensors=True stores added
+    or reshaped tensors whole instead.  prefetch and use_gpu are accepted for
+    compatibility and ignored (the writer streams blocks on `threads` CPU
+    threads).  Returns the SHA-256 hex content hash of the model the delta
+    was taken against."""
+    del prefetch, use_gpu  # deltatensors' read-ahead and CuPy knobs: nothing to do here
+    _need(finetuned_dir, "directory")
+    _need(base_dir, "directory")
     parent = kwargs.get("parent")
     progress = kwargs.get("progress")
     o = _create_opts(out_path, finetuned_dir, base_dir, strategy, kwargs)
+    if not kwargs.get("allow_new_tensors"):
+        _same_keys(finetuned_dir, base_dir)
     chain = None
     try:
         if parent is not None:
@@ -352,13 +411,14 @@ def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", 
 
 # ---------------------------------------------------------------- inspect
 def _read_info(path):
+    _need(path)
     d = ctypes.c_void_p()
     err = _lib.Err()
     check(lib.wd_delta_open(_b(path), ctypes.byref(d), ctypes.byref(err)), err)
     try:
         i = _delta_info(d)
         return {"version": i.version, "parent_hash": _hex(i.base_hash), "result_hash": _hex(i.result_hash),
-                "strategy": _s(i.strategy)}
+                "strategy": _s(i.strategy), "link": bool(i.parent_name)}
     finally:
         lib.wd_delta_close(d)
 
@@ -374,7 +434,7 @@ def _inspect_v1(path):
             tensors[_s(t.name)] = {"shape": [t.shape[k] for k in range(t.ndim)], "dtype": _s(t.dtype),
                                    "strategy": _s(t.strategy), "stored_bytes": t.stored_bytes}
         size = lib.wd_v1_file_size(v)
-        return {"path": os.fspath(path), "size_mb": round(size / 1e6, 1),
+        return {"path": os.fspath(path), "size_mb": round(size / 1e6, 2),
                 "parent_hash": _hex(lib.wd_v1_parent_hash(v).contents), "strategy": _s(lib.wd_v1_strategy(v)),
                 "n_tensors": len(tensors), "tensors": tensors, "version": 1, "size_bytes": size,
                 "options": json.loads(_s(lib.wd_v1_options(v)) or "{}")}
@@ -421,7 +481,7 @@ def inspect(path):
                 if params:
                     entry["params"] = json.loads(params)
             tensors[name] = entry
-        res = {"path": os.fspath(path), "size_mb": round(i.file_size / 1e6, 1), "parent_hash": _hex(i.base_hash),
+        res = {"path": os.fspath(path), "size_mb": round(i.file_size / 1e6, 2), "parent_hash": _hex(i.base_hash),
                "strategy": _s(i.strategy), "n_tensors": len(tensors), "tensors": tensors, "version": 2,
                "size_bytes": i.file_size, "result_hash": _hex(i.result_hash), "output_bytes": i.output_size,
                "tool": _s(i.tool), "options": json.loads(_s(i.options_json) or "{}"),
@@ -448,31 +508,156 @@ def load_delta_from_paths(path, base_dir, verify=True, raw=False, chain=None, th
         return r.state_dict(raw=raw, threads=threads)
 
 
-def load_delta_chain(paths, base_dir, verify=True, raw=False, threads=0):
-    """Rebuild the model at the end of a chain given as its .wdelta files
-    (any order; the links are matched by content hash).  Every file must be
-    a link of the one chain; the top is the link no other was made against."""
-    paths = [os.fspath(p) for p in paths]
+def inspect_chain(delta_paths):
+    """inspect() of each file of a chain, oldest first, each with "step"
+    (its 0-based position) added.  Reads headers only: whether the links
+    connect is checked by load_delta_chain(..., verify=True)."""
+    return [dict(inspect(p), step=i) for i, p in enumerate(delta_paths)]
+
+
+def _open_pending(path, base_dir, search, verify):
+    """A _Rebuilt of path over base_dir; through the chain of exactly the
+    links in `search` when that is a list."""
+    r = _Rebuilt(path, base_dir, search, verify=verify, check_base=False)
+    if isinstance(search, list) and lib.wd_chain_length(r.chain) != len(search):
+        n = lib.wd_chain_length(r.chain)
+        r.close()
+        raise WdeltaError("%s is a chain of %d links over %s, but %d were given: %s" %
+                          (path, n, base_dir, len(search), ", ".join(search)))
+    return r
+
+
+def _materialize(path, base_dir, search, verify, out_dir, threads):
+    """Rebuild `path` (over base_dir, through the links in `search`) into out_dir."""
+    with _open_pending(path, base_dir, search, verify) as r:
+        err = _lib.Err()
+        check(lib.wd_apply(r.top, _b(out_dir), int(threads), _progress_fn(None), None, ctypes.byref(err)), err)
+
+
+def load_delta_chain(delta_paths, base=None, verify=True, raw=False, threads=0, base_dir=None, tmp_dir=None):
+    """Rebuild the model at the end of a chain: base, then each of
+    delta_paths (oldest first) applied to the model the one before it
+    rebuilds, as deltatensors does.  base: a base model directory or a state
+    dict ({name: array or tensor}); base_dir= is accepted as its old name.
+    verify=True checks at every step that the delta was made against the
+    model it is applied to (ValueError 'Base model hash mismatch': a wrong
+    base or a wrong order).  verify=False skips those checks; deltas of
+    ours then go in the order their content hashes link them when they
+    form one chain (our blocks carry output checksums, so a delta applied
+    to a model it was not made against is an error, never silent garbage).
+
+    Files may be deltatensors v1 files, our deltas, or our chain links (each
+    made with parent= or save_delta_chain_from_paths against the one before
+    it): consecutive links are read straight through the chain, anything
+    else is rebuilt into a temporary directory (under tmp_dir, default
+    $TMPDIR) for the next step to apply to.  raw and threads as for
+    load_delta_from_paths."""
+    if base_dir is not None:
+        if base is not None:
+            raise TypeError("load_delta_chain: give base or base_dir (its older name), not both")
+        base = base_dir
+    if base is None:
+        raise TypeError("load_delta_chain() missing required argument: 'base'")
+    paths = [os.fspath(p) for p in delta_paths]
     if not paths:
-        raise ValueError("load_delta_chain: no .wdelta files given")
+        raise ValueError("delta_paths is empty: give at least one .wdelta file")
     infos = [_read_info(p) for p in paths]
-    if any(i["version"] == 1 for i in infos):
-        if len(paths) == 1:
-            return load_delta_from_paths(paths[0], base_dir, verify, raw, threads=threads)
-        raise WdeltaError("a deltatensors v1 file cannot be a chain link: %s" %
-                          ", ".join(p for p, i in zip(paths, infos) if i["version"] == 1))
-    bases = {i["parent_hash"] for i in infos}
-    tops = [p for p, i in zip(paths, infos) if i["result_hash"] not in bases]
-    if len(tops) != 1:
-        raise WdeltaError("the files are not one chain: %s" % (
-            "every one is some other's parent (a loop)" if not tops else
-            "%d of them are no other's parent: %s" % (len(tops), ", ".join(tops))))
-    with _Rebuilt(tops[0], base_dir, paths, verify) as r:
-        used = lib.wd_chain_length(r.chain)
-        if used != len(paths):
-            raise WdeltaError("%s needs %d links, but %d files were given: some are not on its chain" %
-                              (tops[0], used, len(paths)))
-        return r.state_dict(raw=raw, threads=threads)
+    if not verify:
+        order = _hash_order(infos)
+        if order:
+            paths, infos = [paths[k] for k in order], [infos[k] for k in order]
+    with tempfile.TemporaryDirectory(prefix=".wdelta-chain-", dir=tmp_dir) as tmp:
+        if isinstance(base, (str, bytes, os.PathLike)):
+            cur = os.fsdecode(_need(base, "directory"))
+            what = cur
+        else:
+            cur = os.path.join(tmp, "base")
+            os.mkdir(cur)
+            write_safetensors(os.path.join(cur, "model.safetensors"), base)
+            what = "the base state dict"
+        cur_hash = None  # content hash of the model in cur, computed when needed
+        pending = []  # indices of the deltas not yet rebuilt: a chain over cur, oldest first
+        for i, (p, info) in enumerate(zip(paths, infos)):
+            if verify:
+                if pending:
+                    have = infos[pending[-1]]["result_hash"]
+                else:
+                    if cur_hash is None:
+                        cur_hash = model_hash(cur)
+                    have = cur_hash
+                if have != info["parent_hash"]:
+                    raise _mismatch(what if not pending else "the model %s rebuilds" % paths[pending[-1]],
+                                    "%s (step %d of %d)" % (p, i, len(paths)), have, info["parent_hash"])
+            root = pending and infos[pending[0]]["version"] == 2 and not infos[pending[0]]["link"]
+            if root and info["version"] == 2 and info["link"] and \
+                    info["parent_hash"] == infos[pending[-1]]["result_hash"]:
+                pending.append(i)  # read through the chain: no copy of the model in between
+                continue
+            if pending:  # rebuild what is pending, to apply this delta to it
+                out = os.path.join(tmp, "step%d" % pending[-1])
+                _materialize(paths[pending[-1]], cur, _search(pending, paths, infos), verify, out, threads)
+                if cur.startswith(tmp + os.sep) and os.path.basename(cur) != "base":
+                    shutil.rmtree(cur, ignore_errors=True)
+                cur, what = out, "the model %s rebuilds" % paths[pending[-1]]
+                v = infos[pending[-1]]
+                cur_hash = v["result_hash"] if v["version"] == 2 else None
+            pending = [i]
+        with _open_pending(paths[pending[-1]], cur, _search(pending, paths, infos), verify) as r:
+            return r.state_dict(raw=raw, threads=threads)
+
+
+def save_delta_chain_from_paths(out_path, finetuned_dir, parent_delta_path, base_dir, strategy="sparse",
+                                use_gpu=True, **kwargs):
+    """Store finetuned_dir as a delta against the model parent_delta_path
+    rebuilds (over base_dir): the next link of a chain.  Returns the
+    SHA-256 hex content hash of that parent model, the new file's
+    parent_hash.  A parent of ours is followed through its own chain (its
+    links are looked for in chain=, default its own directory) and nothing
+    else is written; a deltatensors v1 parent is rebuilt into a temporary
+    directory first (removed afterwards), and the new delta is made against
+    that model.  Strategy and keyword arguments as save_delta_from_paths;
+    use_gpu is accepted and ignored."""
+    del use_gpu
+    parent = os.fspath(_need(parent_delta_path))
+    if kwargs.get("parent") is not None:
+        raise TypeError("save_delta_chain_from_paths: the parent is parent_delta_path; do not pass parent=")
+    if _read_info(parent)["version"] == 2:
+        return save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy, parent=parent, **kwargs)
+    tmp_parent = os.path.dirname(os.path.abspath(os.fspath(out_path)))
+    with tempfile.TemporaryDirectory(prefix=".wdelta-parent-", dir=tmp_parent) as tmp:
+        _materialize(parent, _need(base_dir, "directory"), _DIRECT, True, tmp, kwargs.get("threads", 0))
+        return save_delta_from_paths(out_path, finetuned_dir, tmp, strategy, **kwargs)
+
+
+def _hash_order(infos):
+    """The order in which deltas of ours follow one another by content hash
+    (each made against the model the one before rebuilds), or None when
+    they are not one such line."""
+    if any(i["version"] != 2 for i in infos):
+        return None
+    made_on = {}
+    for k, i in enumerate(infos):
+        made_on.setdefault(i["parent_hash"], []).append(k)
+    results = {i["result_hash"] for i in infos}
+    roots = [k for k, i in enumerate(infos) if i["parent_hash"] not in results]
+    if len(roots) != 1:
+        return None
+    order = roots
+    while len(order) < len(infos):
+        nxt = made_on.get(infos[order[-1]]["result_hash"], [])
+        if len(nxt) != 1 or nxt[0] in order:
+            return None
+        order.append(nxt[0])
+    return order
+
+
+def _search(pending, paths, infos):
+    """How to open the top of `pending` over the current model: through
+    the chain of its links, or (one delta, a link whose parent was rebuilt
+    already or a plain delta) over that model directly."""
+    if len(pending) > 1:
+        return [paths[j] for j in pending]
+    return _DIRECT
 
 
 # ---------------------------------------------------------------- state dicts
@@ -520,10 +705,14 @@ def write_safetensors(path, tensors, metadata=None):
     os.replace(tmp, path)
 
 
-def save_delta(path, finetuned, base, strategy="sparse", **kwargs):
+def save_delta(path, finetuned, base, strategy="sparse", use_gpu=True, **kwargs):
     """save_delta_from_paths for state dicts held in memory ({name: numpy
     array or torch tensor}): both are written as safetensors to a temporary
-    directory next to `path`, which is removed afterwards."""
+    directory next to `path`, which is removed afterwards.  Returns the
+    base's SHA-256 content hash (hash_state_dict(base), the file's
+    parent_hash).  use_gpu is accepted and ignored."""
+    del use_gpu
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     tmp_parent = os.path.dirname(os.path.abspath(os.fspath(path)))
     with tempfile.TemporaryDirectory(prefix=".wdelta-save-", dir=tmp_parent) as tmp:
         for sub, sd in (("ft", finetuned), ("base", base)):

@@ -14,8 +14,7 @@ from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_int, c_siz
 MAX_DIMS = 32
 
 
-class WdeltaError(Exception):
-    """An error reported by libwdelta; the message names the file, tensor and offset."""
+from ._errors import BaseMismatchError, WdeltaError, WdeltaFileNotFoundError  # noqa: F401
 
 
 class Err(Structure):

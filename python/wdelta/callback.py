@@ -35,6 +35,23 @@ def _weight_files(names):
     return [n for n in names if n.endswith(".safetensors") or n == "model.safetensors.index.json"]
 
 
+def stage_model_files(checkpoint_dir, where):
+    """A new directory under `where` of links to the checkpoint's model
+    files only (weights, config, tokenizer): no optimizer or trainer state
+    and no .wdelta, which a delta must not carry.  The caller removes it."""
+    names = sorted(os.listdir(checkpoint_dir))
+    if not _weight_files(names):
+        raise WdeltaError("%s has no .safetensors weights (is the Trainer's save_safetensors off?)" %
+                          checkpoint_dir)
+    stage = tempfile.mkdtemp(prefix=".wdelta-staging-", dir=where)
+    for n in names:
+        src = os.path.join(checkpoint_dir, n)
+        if os.path.isfile(src) and not _TRAINING_STATE.match(n) and not n.endswith(".wdelta") \
+                and not n.startswith("."):
+            os.symlink(os.path.abspath(src), os.path.join(stage, n))
+    return stage
+
+
 class CheckpointDeltas:
     """Turns checkpoint directories into a chain of deltas in out_dir."""
 
@@ -75,18 +92,7 @@ class CheckpointDeltas:
         return prev if links < self.max_chain else None
 
     def _stage(self, checkpoint_dir):
-        """A directory of links to the checkpoint's model files only (the
-        delta must not carry optimizer state)."""
-        names = sorted(os.listdir(checkpoint_dir))
-        if not _weight_files(names):
-            raise WdeltaError("%s has no .safetensors weights (is the Trainer's save_safetensors off?)" %
-                              checkpoint_dir)
-        stage = tempfile.mkdtemp(prefix=".wdelta-staging-", dir=self.out_dir)
-        for n in names:
-            src = os.path.join(checkpoint_dir, n)
-            if os.path.isfile(src) and not _TRAINING_STATE.match(n):
-                os.symlink(os.path.abspath(src), os.path.join(stage, n))
-        return stage
+        return stage_model_files(checkpoint_dir, self.out_dir)
 
     def save(self, checkpoint_dir, step=None):
         """Write and verify the delta of one checkpoint; returns its path.
@@ -102,6 +108,7 @@ class CheckpointDeltas:
         stage = self._stage(checkpoint_dir)
         try:
             kwargs = dict(self.create_kwargs)
+            kwargs.setdefault("allow_new_tensors", True)  # a resized vocabulary is stored, not refused
             if parent:
                 kwargs.update(parent=parent, chain=self.out_dir)
             save_delta_from_paths(out, stage, self.base_dir, strategy=self.strategy, **kwargs)
