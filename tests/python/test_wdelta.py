@@ -100,7 +100,7 @@ class RoundTrip(Base):
         api, cli = os.path.join(self.tmp, "api.wdelta"), os.path.join(self.tmp, "cli.wdelta")
         calls = []
         h = wdelta.save_delta_from_paths(api, d + "/ft", d + "/base", strategy="lossless", threads=3,
-                                         progress=lambda done, total: calls.append((done, total)))
+                                         allow_new_tensors=True, progress=lambda done, total: calls.append((done, total)))
         self.assertTrue(calls and calls[-1][0] == calls[-1][1] > 0, "progress reaches the total")
         tool("create", "-q", "--base", d + "/base", "--finetuned", d + "/ft", "-o", cli, "--threads", "1")
         self.assertEqual(read_bytes(api), read_bytes(cli), "API and tool write the same bytes")
@@ -134,7 +134,8 @@ class RoundTrip(Base):
             with self.subTest(strategy=strategy):
                 p = os.path.join(self.tmp, strategy + ".wdelta")
                 q = os.path.join(self.tmp, strategy + "-cli.wdelta")
-                wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy=strategy, **kw)
+                wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy=strategy, allow_new_tensors=True,
+                                             **kw)
                 tool("create", "-q", "--base", d + "/base", "--finetuned", d + "/ft", "-o", q, *cli)
                 self.assertEqual(read_bytes(p), read_bytes(q))
                 out = os.path.join(self.tmp, strategy + "-out")
@@ -149,7 +150,7 @@ class RoundTrip(Base):
     def test_default_strategy_is_deltatensors_sparse(self):
         d = self.gen("g32", "--params", "200000", "--dtype", "f32")
         p = os.path.join(self.tmp, "default.wdelta")
-        wdelta.save_delta_from_paths(p, d + "/ft", d + "/base")
+        wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", allow_new_tensors=True)
         self.assertEqual(wdelta.inspect(p)["strategy"], "sparse")
 
     def test_in_memory_state_dicts(self):
@@ -162,7 +163,7 @@ class RoundTrip(Base):
         ft["b"][3] = np.float16(0.5)
         ft["new"] = np.ones((3, 3), np.float32)
         p = os.path.join(self.tmp, "mem.wdelta")
-        h = wdelta.save_delta(p, ft, base, strategy="lossless")
+        h = wdelta.save_delta(p, ft, base, strategy="lossless", allow_new_tensors=True)
         self.assertRegex(h, "^[0-9a-f]{64}$")
         got = wdelta.load_delta(p, base)
         self.assertEqual(sorted(got), sorted(ft))
@@ -182,7 +183,7 @@ class RoundTrip(Base):
     def test_inspect_keys(self):
         d = self.gen("g", "--params", "300000", "--shards", "2", "--dtype", "bf16")
         p = os.path.join(self.tmp, "insp.wdelta")
-        h = wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy="lossless")
+        h = wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy="lossless", allow_new_tensors=True)
         i = wdelta.inspect(p)
         for k in ("path", "size_mb", "parent_hash", "strategy", "n_tensors", "tensors"):
             self.assertIn(k, i)
@@ -260,7 +261,7 @@ class Errors(Base):
         d = self.gen("g", "--params", "100000", "--dtype", "bf16")
         other = self.gen("o", "--params", "100000", "--dtype", "bf16", "--seed", "9")
         p = os.path.join(self.tmp, "e.wdelta")
-        wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy="lossless")
+        wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy="lossless", allow_new_tensors=True)
         self.assertRaisesMsg(wdelta.WdeltaError, "nope.wdelta", wdelta.inspect, os.path.join(self.tmp, "nope.wdelta"))
         self.assertRaisesMsg(wdelta.WdeltaError, "is not the base", wdelta.load_delta_from_paths, p, other + "/base")
         self.assertRaisesMsg(ValueError, "unknown strategy", wdelta.save_delta_from_paths, p + "x", d + "/ft",
@@ -341,12 +342,19 @@ class Chains(Base):
             for n in os.listdir(rebuilt):
                 self.assertEqual(read_bytes(os.path.join(rebuilt, n)),
                                  read_bytes(os.path.join(ck, n)), n)
-        # the chain through load_delta_chain, files in any order
-        top = wdelta.load_delta_chain([os.path.join(out, n) for n in reversed(names)], d + "/base", raw=True)
+        # the chain through load_delta_chain, oldest first (deltatensors' order)
+        chain = [os.path.join(out, n) for n in names]
+        top = wdelta.load_delta_chain(chain, base=d + "/base", raw=True)
         for name, (dt, shape, data) in read_model(ckpts[-1]).items():
             self.assertEqual(top[name].tobytes(), data, name)
-        with self.assertRaisesRegex(wdelta.WdeltaError, "not one chain|needs 3 links"):
-            wdelta.load_delta_chain([os.path.join(out, names[0]), os.path.join(out, names[2])], d + "/base")
+        # in another order: refused when verified; put in hash order without verify
+        with self.assertRaisesRegex(wdelta.BaseMismatchError, "hash mismatch"):
+            wdelta.load_delta_chain(list(reversed(chain)), d + "/base")
+        top = wdelta.load_delta_chain(list(reversed(chain)), d + "/base", verify=False, raw=True)
+        for name, (dt, shape, data) in read_model(ckpts[-1]).items():
+            self.assertEqual(top[name].tobytes(), data, name)
+        with self.assertRaisesRegex(wdelta.WdeltaError, "hash mismatch"):
+            wdelta.load_delta_chain([chain[0], chain[2]], base_dir=d + "/base")
 
     def test_keep_full_false_removes_weights_after_verify(self):
         d, ckpts = self.checkpoints("kf")
