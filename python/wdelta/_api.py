@@ -165,8 +165,12 @@ class _Rebuilt:
         self.cache = lib.wd_cache_new(cache_bytes)
         if not self.cache:
             raise MemoryError("wdelta: cannot allocate the block cache")
-        check(lib.wd_chain_open(_b(self.path), arr, len(search), _b(base_dir), self.cache,
-                                ctypes.byref(self.chain), ctypes.byref(err)), err)
+        if lib.wd_chain_open(_b(self.path), arr, len(search), _b(base_dir), self.cache,
+                             ctypes.byref(self.chain), ctypes.byref(err)) < 0:
+            msg = err.text()
+            if msg.startswith("missing link"):  # neither the base nor a parent's rebuild: a wrong base
+                raise BaseMismatchError("Base model hash mismatch: " + msg)
+            raise WdeltaError(msg or "libwdelta call failed")
         self.key = lib.wd_chain_length(self.chain)
         if self.check_base:
             root = _delta_info(lib.wd_chain_link(self.chain, 0))
@@ -578,19 +582,19 @@ def load_delta_chain(delta_paths, base=None, verify=True, raw=False, threads=0, 
         cur_hash = None  # content hash of the model in cur, computed when needed
         pending = []  # indices of the deltas not yet rebuilt: a chain over cur, oldest first
         for i, (p, info) in enumerate(zip(paths, infos)):
-            if verify:
-                if pending:
-                    have = infos[pending[-1]]["result_hash"]
+            top = infos[pending[-1]] if pending else None
+            root = pending and infos[pending[0]]["version"] == 2 and not infos[pending[0]]["link"]
+            extend = root and info["version"] == 2 and info["link"] and info["parent_hash"] == top["result_hash"]
+            if verify and not (top and top["version"] == 1):  # the model now: its hash is known
+                if top:
+                    have, now = top["result_hash"], "the model %s rebuilds" % paths[pending[-1]]
                 else:
                     if cur_hash is None:
                         cur_hash = model_hash(cur)
-                    have = cur_hash
+                    have, now = cur_hash, what
                 if have != info["parent_hash"]:
-                    raise _mismatch(what if not pending else "the model %s rebuilds" % paths[pending[-1]],
-                                    "%s (step %d of %d)" % (p, i, len(paths)), have, info["parent_hash"])
-            root = pending and infos[pending[0]]["version"] == 2 and not infos[pending[0]]["link"]
-            if root and info["version"] == 2 and info["link"] and \
-                    info["parent_hash"] == infos[pending[-1]]["result_hash"]:
+                    raise _mismatch(now, "%s (step %d of %d)" % (p, i, len(paths)), have, info["parent_hash"])
+            if extend:
                 pending.append(i)  # read through the chain: no copy of the model in between
                 continue
             if pending:  # rebuild what is pending, to apply this delta to it
@@ -599,8 +603,12 @@ def load_delta_chain(delta_paths, base=None, verify=True, raw=False, threads=0, 
                 if cur.startswith(tmp + os.sep) and os.path.basename(cur) != "base":
                     shutil.rmtree(cur, ignore_errors=True)
                 cur, what = out, "the model %s rebuilds" % paths[pending[-1]]
-                v = infos[pending[-1]]
-                cur_hash = v["result_hash"] if v["version"] == 2 else None
+                cur_hash = top["result_hash"] if top["version"] == 2 else None
+                if verify and top["version"] == 1:  # a v1 file records no result hash: hash its rebuild
+                    cur_hash = model_hash(cur)
+                    if cur_hash != info["parent_hash"]:
+                        raise _mismatch(what, "%s (step %d of %d)" % (p, i, len(paths)), cur_hash,
+                                        info["parent_hash"])
             pending = [i]
         with _open_pending(paths[pending[-1]], cur, _search(pending, paths, infos), verify) as r:
             return r.state_dict(raw=raw, threads=threads)
@@ -625,8 +633,9 @@ def save_delta_chain_from_paths(out_path, finetuned_dir, parent_delta_path, base
         return save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy, parent=parent, **kwargs)
     tmp_parent = os.path.dirname(os.path.abspath(os.fspath(out_path)))
     with tempfile.TemporaryDirectory(prefix=".wdelta-parent-", dir=tmp_parent) as tmp:
-        _materialize(parent, _need(base_dir, "directory"), _DIRECT, True, tmp, kwargs.get("threads", 0))
-        return save_delta_from_paths(out_path, finetuned_dir, tmp, strategy, **kwargs)
+        model = os.path.join(tmp, "parent")
+        _materialize(parent, _need(base_dir, "directory"), _DIRECT, True, model, kwargs.get("threads", 0))
+        return save_delta_from_paths(out_path, finetuned_dir, model, strategy, **kwargs)
 
 
 def _hash_order(infos):
