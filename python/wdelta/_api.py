@@ -15,7 +15,6 @@ import numpy as np
 
 from . import _lib
 from ._lib import BaseMismatchError, WdeltaError, WdeltaFileNotFoundError, lib, check
-from .lineage import hash_state_dict
 
 STRATEGIES = ("lossless", "int4", "sparse", "bitdelta", "axis1", "lowrank", "auto")
 # deltatensors' names for what we call otherwise
