@@ -120,7 +120,7 @@ static const char *codec_str(wd_codec c)
     return n ? n : "?";
 }
 
-/* An input the command needs (what: "--base", "FILE"...): missing, or a
+/* An input the command needs (what: "--base"..., NULL for an argument): missing, or a
  * directory where a file is wanted or the other way round, exits 3.
  * kind: 'd' a directory, 'f' not a directory, '?' either. */
 static int need_input(const char *what, const char *path, char kind)
@@ -128,15 +128,15 @@ static int need_input(const char *what, const char *path, char kind)
     struct stat st;
     if (stat(path, &st)) {
         int e = errno;
-        fprintf(stderr, "wdelta: %s %s: %s\n", what, path, strerror(e));
+        fprintf(stderr, "wdelta: %s%s%s: %s\n", what ? what : "", what ? " " : "", path, strerror(e));
         return e == ENOENT || e == ENOTDIR || e == ELOOP ? EXIT_MISSING : 1;
     }
     if (kind == 'd' && !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "wdelta: %s %s: not a directory (a model directory is wanted)\n", what, path);
+        fprintf(stderr, "wdelta: %s%s%s: not a directory (a model directory is wanted)\n", what ? what : "", what ? " " : "", path);
         return EXIT_MISSING;
     }
     if (kind == 'f' && S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "wdelta: %s %s: a directory (a .wdelta file is wanted)\n", what, path);
+        fprintf(stderr, "wdelta: %s%s%s: a directory (a .wdelta file is wanted)\n", what ? what : "", what ? " " : "", path);
         return EXIT_MISSING;
     }
     return 0;
@@ -825,14 +825,14 @@ static int cmd_inspect(int argc, char **argv)
     if (chain) {
         if (json) return usage_error("inspect", "--chain prints text only");
         for (int i = optind; i < argc; i++) {
-            int nrc = need_input("FILE", argv[i], '?');
+            int nrc = need_input(NULL, argv[i], '?');
             if (nrc) return nrc;
         }
         return inspect_chain(argc - optind, argv + optind);
     }
     if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
-    int nrc = need_input("FILE", path, 'f');
+    int nrc = need_input(NULL, path, 'f');
     if (nrc) return nrc;
     wd_err err = {{0}};
     wd_delta *d = NULL;
@@ -926,7 +926,7 @@ static int cmd_apply(int argc, char **argv)
     if (!out) return usage_error("apply", "missing -o OUTDIR");
     const char *path = argv[optind];
     int nrc;
-    if ((nrc = need_input("FILE", path, 'f')) || (nrc = need_input("--base", base, 'd')) ||
+    if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", base, 'd')) ||
         (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
 
@@ -1101,7 +1101,7 @@ static int cmd_verify(int argc, char **argv)
     if (argc - optind > 1) return usage_error("verify", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
     int nrc;
-    if ((nrc = need_input("FILE", path, 'f')) || (base && (nrc = need_input("--base", base, 'd'))) ||
+    if ((nrc = need_input(NULL, path, 'f')) || (base && (nrc = need_input("--base", base, 'd'))) ||
         (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
 
@@ -1262,7 +1262,7 @@ static int cmd_eval(int argc, char **argv)
     if (!ftdir) return usage_error("eval", "missing --finetuned DIR");
     const char *path = argv[optind];
     int nrc;
-    if ((nrc = need_input("FILE", path, 'f')) || (nrc = need_input("--base", base, 'd')) ||
+    if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", base, 'd')) ||
         (nrc = need_input("--finetuned", ftdir, 'd')) || (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
     wd_err err = {{0}};
@@ -1392,7 +1392,7 @@ static int cmd_hash(int argc, char **argv)
     }
     if (optind >= argc) return usage_error("hash", "missing DIR");
     if (argc - optind > 1) return usage_error("hash", "unexpected argument '%s'", argv[optind + 1]);
-    int nrc = need_input("DIR", argv[optind], 'd');
+    int nrc = need_input(NULL, argv[optind], 'd');
     if (nrc) return nrc;
     wd_err err = {{0}};
     wd_model m;
@@ -1720,7 +1720,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
     if (!o.out_path) return usage_error(cmd, "missing -o OUT.wdelta");
     const char *path = argv[optind];
     int nrc;
-    if ((nrc = need_input("FILE", path, 'f')) || (nrc = need_input("--base", o.base_dir, 'd')) ||
+    if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", o.base_dir, 'd')) ||
         (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
     wd_err err = {{0}};
