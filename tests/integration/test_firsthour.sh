@@ -147,6 +147,7 @@ check "--exclude matching a weights file: refused (exit $r): $(cat "$T/err")" \
 # ------------------------------------------------------------------ 4. exit codes
 u() { # DESC ARGS...: a usage error, exit 2, one line
   local d=$1; shift
+  rm -f "$T/u.wdelta"
   local r; r=$(rc "$W" "$@")
   check "usage error, exit 2: $d ($r: $(head -n1 "$T/err"))" bash -c '[ "$1" = 2 ] && [ "$(wc -l <"$2")" = 1 ] && [ ! -e "$3" ]' _ "$r" "$T/err" "$T/u.wdelta"
 }
@@ -194,7 +195,7 @@ check "create -s lowrank off a terminal: tensor counts never go backwards" \
 if command -v script >/dev/null; then
   script -qec "$W create -b $G/base -f $G/ft -o $T/p3.wdelta" /dev/null >"$T/tty.out" 2>&1
   check "create on a terminal: one updating line (no newline-terminated progress lines)" \
-    bash -c '! grep -aqE "^create: +[0-9]+%" "$1" && grep -aq "^created " <(tr "\r" "\n" <"$1")' _ "$T/tty.out"
+    bash -c '! grep -aqE "^create: +[0-9]+%" "$1" && tr "\r" "\n" <"$1" | sed "s/\x1b\[K//g" | grep -aq "^created "' _ "$T/tty.out"
 fi
 "$W" eval "$T/p2.wdelta" --base "$G/base" --finetuned "$G/ft" --json >"$T/ev.json" 2>/dev/null
 check "eval --json: per tensor \"params\" is the parameter count, \"settings\" the codec's settings" \
