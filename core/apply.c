@@ -140,11 +140,11 @@ static long foreign_entries(const wd_delta *d, const char *dir, char *list, size
         ++*total;
         struct stat st;
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        int ours = lstat(p, &st) == 0 && S_ISREG(st.st_mode) && wd_apply_writes(d, e->d_name);
-        if (ours) continue;
+        int ok = lstat(p, &st) == 0;
+        if (ok && S_ISREG(st.st_mode) && wd_apply_writes(d, e->d_name)) continue;
         if (n < 8 && len + strlen(e->d_name) + 8 < cap)
             len += (size_t)snprintf(list + len, cap - len, "%s%s%s", n ? ", " : "", e->d_name,
-                                    S_ISDIR(st.st_mode) ? "/" : "");
+                                    ok && S_ISDIR(st.st_mode) ? "/" : "");
         else if (n == 8 && len + 6 < cap)
             len += (size_t)snprintf(list + len, cap - len, ", ...");
         n++;
@@ -291,6 +291,8 @@ static int build(wd_delta *d, const char *out_dir, int replace, mode_t mode, int
             free(old);
             goto out;
         }
+        /* only our names are removed: anything put into out_dir since the
+         * caller's check stays, in `old`, which then is not removed */
         wd_apply_remove(d, old);
         free(old);
     } else if (rename(tmp, out_dir)) {

@@ -482,9 +482,16 @@ static int cmd_create(int argc, char **argv)
             if (errno || end == optarg || *end || !(x >= 0 && x <= (c == 'E' ? 1e6 : 1.0)) || (c != 'O' && x == 0))
                 return usage_error("create", "--%s: '%s' is not a number in %s", c == 'O' ? "outliers" : c == 'D' ? "density" : "max-error",
                                    optarg, c == 'O' ? "[0, 1]" : c == 'D' ? "(0, 1]" : "(0, 1e6]");
-            if (c == 'O') o.lossy.outliers = x > 0 ? x : -1, given_outl = "--outliers"; /* -1: none */
-            else if (c == 'D') o.lossy.density = x, given_dens = "--density";
-            else o.max_error = x, given_maxe = "--max-error";
+            if (c == 'O') {
+                o.lossy.outliers = x > 0 ? x : -1; /* -1: none */
+                given_outl = "--outliers";
+            } else if (c == 'D') {
+                o.lossy.density = x;
+                given_dens = "--density";
+            } else {
+                o.max_error = x;
+                given_maxe = "--max-error";
+            }
             break;
         }
         case 'F': force = 1; break;
@@ -505,19 +512,17 @@ static int cmd_create(int argc, char **argv)
         return usage_error("create", "--strategy: unknown '%s' (lossless, int4, sparse, bitdelta, axis1, lowrank or auto)",
                            o.strategy);
     /* a codec option with another strategy would be silently ignored */
-    const char *is_int4 = !strcmp(o.strategy, "int4") ? "" : NULL;
-    const char *wrong = !is_int4 && given_group   ? given_group
-                        : !is_int4 && given_outl  ? given_outl
-                        : !is_int4 && given_step  ? given_step
-                        : strcmp(o.strategy, "sparse") && given_dens ? given_dens
-                        : strcmp(o.strategy, "auto") && given_maxe   ? given_maxe
-                        : strcmp(o.strategy, "lowrank") && strcmp(o.strategy, "lossless") && given_rank ? given_rank
-                                                                                                        : NULL;
-    if (wrong) {
-        const char *owner = !strcmp(wrong, "--density") ? "sparse" : !strcmp(wrong, "--max-error") ? "auto"
-                            : !strcmp(wrong, "--rank") ? "lowrank" : "int4";
-        return usage_error("create", "%s is an option of --strategy %s, not of %s", wrong, owner, o.strategy);
-    }
+    const struct { const char *const *given; const char *opt, *owner, *also; } belongs[] = {
+        {&given_group, "--group-size", "int4", NULL}, {&given_outl, "--outliers", "int4", NULL},
+        {&given_step, "--step", "int4", NULL},        {&given_dens, "--density", "sparse", NULL},
+        {&given_maxe, "--max-error", "auto", NULL},   {&given_rank, "--rank", "lowrank", "lossless"},
+    };
+    for (size_t i = 0; i < sizeof belongs / sizeof *belongs; i++)
+        if (*belongs[i].given && strcmp(o.strategy, belongs[i].owner) &&
+            !(belongs[i].also && !strcmp(o.strategy, belongs[i].also)))
+            return usage_error("create", "%s is an option of --strategy %s%s%s, not of %s", belongs[i].opt,
+                               belongs[i].owner, belongs[i].also ? " or " : "", belongs[i].also ? belongs[i].also : "",
+                               o.strategy);
     if (given_rank && !strcmp(o.strategy, "lossless") && o.no_lowrank)
         return usage_error("create", "--rank sets the lowrank-exact trials that --no-lowrank turns off");
     if (!strcmp(o.strategy, "auto") && !given_maxe)
