@@ -140,6 +140,17 @@ rm -rf "$T/ck.out"
 "$W" apply "$F/x.wdelta" --base "$G/base" -o "$T/ck.out" -q >/dev/null 2>&1
 check "apply rebuilds the weights and the kept files, not the training state" \
   bash -c 'same_model() { local f; for f in "$2"/*; do cmp -s "$f" "$1/$(basename "$f")" || return 1; done; }; same_model "$1" "$2" && [ ! -e "$1/optimizer.pt" ] && cmp -s "$1/pytorch_model.bin" "$3/pytorch_model.bin"' _ "$T/ck.out" "$G/ft" "$F"
+# Python's save goes through the same policy (release library: python itself
+# is not built with the sanitizers)
+if [ -f "$REPO/build/libwdelta.so" ] && "$PY" -c 'import numpy' 2>/dev/null; then
+  WDELTA_LIB="$REPO/build/libwdelta.so" PYTHONPATH="$REPO/python" "$PY" -c '
+import sys, wdelta as dt
+dt.save_delta_from_paths(sys.argv[1], sys.argv[2], sys.argv[3], strategy="lossless", exclude=["*.log", "pytorch*"])' \
+    "$T/py.wdelta" "$F" "$G/base" >"$T/out" 2>&1
+  "$W" inspect --json "$T/py.wdelta" >"$T/insp3.json" 2>/dev/null
+  check "python save_delta_from_paths(exclude=...): the same policy ($(tail -n1 "$T/out"))" \
+    "$PY" -c 'import json,sys; x=set(json.load(open(sys.argv[1]))["extra_files"]); assert "config.json" in x and not x & {"optimizer.pt","train.log","pytorch_model.bin","x.wdelta","trainer_state.json"}, x' "$T/insp3.json"
+fi
 r=$(rc "$W" create -q -b "$G/base" -f "$F" -o "$T/y.wdelta" --exclude 'model-0000*')
 check "--exclude matching a weights file: refused (exit $r): $(cat "$T/err")" \
   bash -c '[ "$1" = 1 ] && grep -q "weights" "$2" && [ ! -e "$3" ]' _ "$r" "$T/err" "$T/y.wdelta"
