@@ -58,11 +58,17 @@ all: $(BINS)
 deps:
 	@bash tools/deps.sh
 
-# Quiet check before compiling; installs (root) or prints the apt-get line.
+# Quiet check before compiling; installs (root) or prints the apt-get line
+# and fails.  For `make test` it also covers the packages the tests call
+# (getfattr, useradd, numpy...), so a fresh machine's `make test` has them.
+# PKG_CFLAGS/CHECK_CFLAGS above are recursive (=): pkg-config runs when a
+# recipe runs, after this, so packages installed here are found.
+DEPS_TEST := $(if $(filter test test-asan,$(MAKECMDGOALS)),--test,)
 deps-check:
-	@bash tools/deps.sh --quiet
+	@bash tools/deps.sh --quiet $(DEPS_TEST)
 
 test: all $(ASAN_BINS)
+	@bash tools/deps.sh --quiet --test
 	@bash tests/run-all.sh
 
 test-asan: test
@@ -113,9 +119,16 @@ PYVER     := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.versio
 PYTHONDIR ?= $(PREFIX)/lib/python$(PYVER)/dist-packages
 PY_FILES  := $(wildcard python/wdelta/*.py)
 
+# What install writes; uninstall removes exactly these and the python package,
+# then lib/systemd/system and lib/systemd if left empty (bin/, lib/, include/
+# are the system's and stay).
+UNITDIR  := $(PREFIX)/lib/systemd/system
+INSTALLED_FILES := $(PREFIX)/bin/wdelta $(PREFIX)/bin/wdeltafs $(PREFIX)/lib/libwdelta.a \
+                   $(PREFIX)/lib/libwdelta.so $(PREFIX)/include/wdelta.h $(UNITDIR)/wdeltafs@.service
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib \
-	           $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PYTHONDIR)/wdelta
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+	           $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PYTHONDIR)/wdelta
 	install -m 755 build/wdelta build/wdeltafs $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 build/libwdelta.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 build/libwdelta.so $(DESTDIR)$(PREFIX)/lib/
@@ -123,13 +136,13 @@ install: all
 	printf '# written by make install\nLIBRARY = %s\n' "'$(PREFIX)/lib/libwdelta.so'" \
 	  >$(DESTDIR)$(PYTHONDIR)/wdelta/_libpath.py
 	install -m 644 core/wdelta.h $(DESTDIR)$(PREFIX)/include/
-	if [ -d systemd ] && ls systemd/*.service >/dev/null 2>&1; then \
-	  install -m 644 systemd/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/; fi
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/wdeltafs@.service.in >$(DESTDIR)$(UNITDIR)/wdeltafs@.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/wdeltafs@.service
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/wdelta $(DESTDIR)$(PREFIX)/bin/wdeltafs \
-	      $(DESTDIR)$(PREFIX)/lib/libwdelta.a $(DESTDIR)$(PREFIX)/lib/libwdelta.so $(DESTDIR)$(PREFIX)/include/wdelta.h
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
 	rm -rf $(DESTDIR)$(PYTHONDIR)/wdelta
+	-rmdir $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/lib/systemd 2>/dev/null || true
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,6 +80,27 @@ static void *apply_worker(void *arg)
     return NULL;
 }
 
+/* The v1 base extras wd_apply copies: those the delta does not itself hold. */
+static int v1_copies(const wd_delta *d, size_t i)
+{
+    return wd_delta_find_file((wd_delta *)d, d->base->extras[i]) < 0;
+}
+
+size_t wd_apply_count(const wd_delta *d)
+{
+    size_t n = d->info.nfiles;
+    for (size_t i = 0; d->v1 && d->base && i < d->base->nextras; i++) n += v1_copies(d, i);
+    return n;
+}
+
+int wd_apply_writes(const wd_delta *d, const char *name)
+{
+    if (wd_delta_find_file((wd_delta *)d, name) >= 0) return 1;
+    for (size_t i = 0; d->v1 && d->base && i < d->base->nextras; i++)
+        if (!strcmp(d->base->extras[i], name)) return 1;
+    return 0;
+}
+
 /* Remove a directory wd_apply made for d: only the names it writes there
  * (the output files and, for v1, the base's extra files), then the
  * directory itself, which fails if anything else is in it. */
@@ -96,6 +118,41 @@ int wd_apply_remove(const wd_delta *d, const char *dir)
         unlink(p);
     }
     return rmdir(dir);
+}
+
+/* What is in dir that wd_apply of d would not write (a subdirectory, a
+ * link, a file of another name): "a, b, c" into list (cut with ", ..."), the
+ * count returned, *total = all entries; -1 if dir cannot be read. */
+static long foreign_entries(const wd_delta *d, const char *dir, char *list, size_t cap, size_t *total, wd_err *err)
+{
+    *total = 0;
+    DIR *dd = opendir(dir);
+    if (!dd) return wd_errf(err, "%s: %s", dir, strerror(errno));
+    long n = 0;
+    size_t len = 0;
+    list[0] = 0;
+    char p[4096];
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(dd);
+        if (!e) break;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        ++*total;
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        int ok = lstat(p, &st) == 0;
+        if (ok && S_ISREG(st.st_mode) && wd_apply_writes(d, e->d_name)) continue;
+        if (n < 8 && len + strlen(e->d_name) + 8 < cap)
+            len += (size_t)snprintf(list + len, cap - len, "%s%s%s", n ? ", " : "", e->d_name,
+                                    ok && S_ISDIR(st.st_mode) ? "/" : "");
+        else if (n == 8 && len + 6 < cap)
+            len += (size_t)snprintf(list + len, cap - len, ", ...");
+        n++;
+    }
+    int e = errno;
+    closedir(dd);
+    if (e) return wd_errf(err, "%s: reading the directory: %s", dir, strerror(e));
+    return n;
 }
 
 static int copy_file(const char *from, const char *to, wd_err *err)
@@ -135,7 +192,7 @@ static int copy_base_extras(wd_delta *d, const char *dir, wd_err *err)
 {
     char from[4096], to[4096];
     for (size_t i = 0; i < d->base->nextras; i++) {
-        if (wd_delta_find_file(d, d->base->extras[i]) >= 0) continue;
+        if (!v1_copies(d, i)) continue;
         snprintf(from, sizeof from, "%s/%s", d->base->dir, d->base->extras[i]);
         snprintf(to, sizeof to, "%s/%s", dir, d->base->extras[i]);
         if (copy_file(from, to, err)) return -1;
@@ -143,12 +200,14 @@ static int copy_base_extras(wd_delta *d, const char *dir, wd_err *err)
     return 0;
 }
 
-int wd_apply(wd_delta *d, const char *out_dir, int threads,
-             void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
+/* Build everything in a temporary directory next to out_dir, then put it in
+ * place: renamed to out_dir (which must be absent or an empty directory), or
+ * with replace, swapped with the existing out_dir, whose files (all ours,
+ * checked by the caller) are then removed.  mode: the directory's (0: 0755). */
+static int build(wd_delta *d, const char *out_dir, int replace, mode_t mode, int threads,
+                 void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
 {
     const wd_delta_info *in = wd_delta_get_info(d);
-    struct stat st;
-    if (lstat(out_dir, &st) == 0) return wd_errf(err, "%s already exists; refusing to overwrite it", out_dir);
     size_t tl = strlen(out_dir) + 16;
     char *tmp = malloc(tl);
     apply_ctx a = {.d = d, .progress = progress, .progress_ctx = progress_ctx};
@@ -168,7 +227,7 @@ int wd_apply(wd_delta *d, const char *out_dir, int threads,
         tmp = NULL;
         goto out;
     }
-    chmod(tmp, 0755);
+    chmod(tmp, mode ? mode : 0755);
     char path[4096];
     for (size_t f = 0; f < in->nfiles; f++) {
         const wd_outfile *of = &in->files[f];
@@ -210,7 +269,33 @@ int wd_apply(wd_delta *d, const char *out_dir, int threads,
         a.fds[f] = -1;
     }
     if (d->v1 && d->base && copy_base_extras(d, tmp, err)) goto out;
-    if (rename(tmp, out_dir)) {
+    if (replace) {
+        /* out_dir moves aside under a fresh name (rename onto the empty
+         * directory mkdtemp made), the new one takes its place, then the
+         * old one's files, every one a file d writes, are removed */
+        char *old = malloc(tl + 8);
+        if (!old) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
+        snprintf(old, tl + 8, "%s.old.XXXXXX", out_dir);
+        if (!mkdtemp(old) || rename(out_dir, old)) {
+            wd_errf(err, "cannot move %s aside to replace it: %s", out_dir, strerror(errno));
+            rmdir(old);
+            free(old);
+            goto out;
+        }
+        if (rename(tmp, out_dir)) {
+            wd_errf(err, "cannot rename %s to %s: %s", tmp, out_dir, strerror(errno));
+            rename(old, out_dir);
+            free(old);
+            goto out;
+        }
+        /* only our names are removed: anything put into out_dir since the
+         * caller's check stays, in `old`, which then is not removed */
+        wd_apply_remove(d, old);
+        free(old);
+    } else if (rename(tmp, out_dir)) {
         wd_errf(err, "cannot rename %s to %s: %s", tmp, out_dir, strerror(errno));
         goto out;
     }
@@ -224,6 +309,49 @@ out:
     free(a.block_file);
     free(a.block_off);
     return rc;
+}
+
+/* An existing output directory: empty is taken as it is (its mode kept);
+ * with replace, one holding only files d writes is replaced; anything else
+ * is refused, naming what is there. */
+static int apply_to(wd_delta *d, const char *out_dir, int replace, int threads,
+                    void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
+{
+    struct stat st;
+    if (lstat(out_dir, &st)) {
+        if (errno != ENOENT) return wd_errf(err, "%s: %s", out_dir, strerror(errno));
+        return build(d, out_dir, 0, 0, threads, progress, progress_ctx, err);
+    }
+    if (!S_ISDIR(st.st_mode))
+        return wd_errf(err, "%s exists and is not a directory; not replacing it", out_dir);
+    char list[512];
+    size_t total = 0;
+    long nforeign = foreign_entries(d, out_dir, list, sizeof list, &total, err);
+    if (nforeign < 0) return -1;
+    if (nforeign)
+        return wd_errf(err, "%s holds %ld entr%s this delta does not write: %s; not replacing it "
+                            "(--force replaces only the files the delta rebuilds: move these away or "
+                            "choose another output directory)",
+                       out_dir, nforeign, nforeign == 1 ? "y" : "ies", list);
+    /* only our files (or none) are there; an empty directory is replaced
+     * by the rename itself (rename(2) onto an empty directory), its mode kept */
+    if (!total) return build(d, out_dir, 0, st.st_mode & 07777, threads, progress, progress_ctx, err);
+    if (!replace)
+        return wd_errf(err, "%s already exists and holds this delta's files; use --force to replace them", out_dir);
+    return build(d, out_dir, 1, st.st_mode & 07777, threads, progress, progress_ctx, err);
+}
+
+int wd_apply(wd_delta *d, const char *out_dir, int threads,
+             void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
+{
+    return apply_to(d, out_dir, 0, threads, progress, progress_ctx, err);
+}
+
+int wd_apply_replace(wd_delta *d, const char *out_dir, int threads,
+                     void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx,
+                     wd_err *err)
+{
+    return apply_to(d, out_dir, 1, threads, progress, progress_ctx, err);
 }
 
 /* ---- verify ---------------------------------------------------------- */

@@ -536,7 +536,8 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     wd_model base = {0}, ft = {0};
     if (o->parent ? wd_delta_output_model(o->parent, &base, err) : wd_model_open(o->base_dir, &base, err))
         return wd_errprefix(err, o->parent ? "parent" : "base");
-    if (wd_model_open(o->ft_dir, &ft, err)) {
+    if (wd_model_open(o->ft_dir, &ft, err) || wd_input_filter(&ft, o->out_path, o->exclude, o->nexclude, err)) {
+        wd_model_free(&ft);
         wd_model_free(&base);
         return wd_errprefix(err, "fine-tune");
     }
@@ -870,7 +871,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 if (rc) break;
                 if (st < pl) c = WD_CODEC_LOWRANK_EXACT;
             }
-            if (need_data && o->progress) o->progress(o->progress_ctx, 0, 1, ++done, ft->ntensors);
+            if (need_data && o->progress) o->progress(o->progress_ctx, 0, 0, ++done, ft->ntensors); /* choosing */
             if (wd_codec_is_rowblock(c)) {
                 e->codec = c;
                 e->lp = lp;

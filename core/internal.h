@@ -43,6 +43,9 @@ int wd_utf8_valid(const char *s, size_t n);
 /* Build m->by_name and m->ntensors from m->files (model.c); an error names
  * a tensor held by two files.  For models made of parsed headers too. */
 int wd_model_index(wd_model *m, wd_err *err);
+/* Apply the input policy to a fine-tune opened for create: drop the extras
+ * it leaves out (inputs.c); an exclude glob matching a weights file is an error. */
+int wd_input_filter(wd_model *ft, const char *out_path, const char *const *exclude, size_t nexclude, wd_err *err);
 /* Remove a directory wd_apply made for d (only the names it writes). */
 int wd_apply_remove(const wd_delta *d, const char *dir);
 

@@ -194,7 +194,10 @@ typedef struct wd_create_opts {
     int threads;           /* 0 = number of online CPUs */
     int level;             /* zstd level, default 3 */
     uint32_t block_size;   /* output bytes per block, default WD_DEFAULT_BLOCK_SIZE */
-    /* progress: called from the writing thread after each block/tensor */
+    /* progress: called from the writing thread.  First, while codecs are
+     * chosen (lossy strategies, lowrank-exact trials): bytes_total 0 and
+     * tensors_done of tensors_total looked at; then, while writing, after
+     * each block: bytes_done of bytes_total fed, tensors_done fully fed */
     void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total,
                      size_t tensors_done, size_t tensors_total);
     void *progress_ctx;
@@ -202,6 +205,11 @@ typedef struct wd_create_opts {
      * source attached, see wd_delta_set_parent) instead of base_dir; the
      * output's base_hash is then the parent's result_hash */
     struct wd_delta *parent;
+    /* input policy (wd_create_inputs): file names matching one of these
+     * globs (fnmatch) are left out of the fine-tune, besides what the policy
+     * always leaves out */
+    const char *const *exclude;
+    size_t nexclude;
 } wd_create_opts;
 
 typedef struct wd_create_stats {
@@ -209,6 +217,28 @@ typedef struct wd_create_stats {
     uint64_t output_bytes; /* size of the .wdelta */
     size_t ntensors, nblocks;
 } wd_create_stats;
+
+/* What create takes from a fine-tune directory (core/inputs.c has the
+ * policy): each entry's kind. */
+typedef enum wd_input_kind {
+    WD_INPUT_WEIGHTS,  /* a safetensors file of the model: delta-coded */
+    WD_INPUT_STORED,   /* a model file (config, tokenizer...): stored whole */
+    WD_INPUT_UNKNOWN,  /* another file (pytorch_model.bin...): stored whole, named */
+    WD_INPUT_TRAINING, /* left out: training state (optimizer.pt, rng_state*.pth...) */
+    WD_INPUT_OURS,     /* left out: *.wdelta, the output itself, our temporaries */
+    WD_INPUT_EXCLUDED, /* left out: matches an exclude glob */
+    WD_INPUT_SUBDIR,   /* left out: a subdirectory */
+    WD_INPUT_SKIPPED,  /* left out: not a regular file or an unsafe name */
+} wd_input_kind;
+/* The kind of a directory entry that is not a weights file. */
+wd_input_kind wd_input_classify(const char *name, int is_dir, const char *const *exclude, size_t nexclude);
+/* One line of text for a kind ("left out: training state"). */
+const char *wd_input_kind_text(wd_input_kind k);
+/* Every entry of ft_dir, sorted by name, with its kind and size (regular
+ * files) as wd_create with this output path and these globs treats it. */
+int wd_create_inputs(const char *ft_dir, const char *out_path, const char *const *exclude, size_t nexclude,
+                     void (*cb)(void *ctx, const char *name, wd_input_kind kind, uint64_t size), void *ctx,
+                     wd_err *err);
 
 /* Stream a delta: writes OUT.tmp.XXXX next to out_path, renames when done. */
 int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err);
@@ -334,11 +364,33 @@ int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd
 ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f,
                 void *buf, size_t len, uint64_t off, wd_err *err);
 
-/* Rebuild the whole fine-tune directory into out_dir (created; files written
- * under temporary names and renamed).  threads: 0 = online CPUs. */
+/* Rebuild the whole fine-tune directory into out_dir: built in a temporary
+ * directory next to it, renamed into place when complete.  out_dir must not
+ * exist or be an empty directory (its mode is kept).  threads: 0 = online
+ * CPUs. */
 int wd_apply(wd_delta *d, const char *out_dir, int threads,
              void (*progress)(void *ctx, uint64_t done, uint64_t total),
              void *progress_ctx, wd_err *err);
+/* wd_apply that may replace an existing out_dir (`--force`): only when every
+ * entry in it is a regular file wd_apply of d writes (wd_apply_writes);
+ * otherwise an error names the other entries and nothing is touched.  The
+ * new directory takes the old one's mode. */
+int wd_apply_replace(wd_delta *d, const char *out_dir, int threads,
+                     void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                     void *progress_ctx, wd_err *err);
+/* How many files wd_apply writes (v1: the output files and the base's other
+ * files it copies), and whether it writes one called name (1/0).  A v1
+ * delta needs its base attached for both. */
+size_t wd_apply_count(const wd_delta *d);
+int wd_apply_writes(const wd_delta *d, const char *name);
+
+/* The output FILE of create/rebase/convert: absent, or (force) a file a
+ * replace may overwrite: a regular file holding a .wdelta (v1 or v2 magic).
+ * Anything else is refused with an error naming it.  *keep_mode receives
+ * the mode of the file replaced (0 when none), for wd_output_keep_mode. */
+int wd_output_check(const char *path, int force, unsigned *keep_mode, wd_err *err);
+/* After the new file is in place: give it the replaced file's mode. */
+int wd_output_keep_mode(const char *path, unsigned mode, wd_err *err);
 
 /* Check every block's checksums (no base needed for stored checksums; with a
  * base attached, also decodes every block and checks output checksums and

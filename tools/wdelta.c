@@ -24,7 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* exit codes (wdelta --help): 0 success, 1 bad or corrupt data / failure,
+ * 2 usage error, 3 a needed input is missing or is the wrong one */
 #define EXIT_USAGE 2
+#define EXIT_MISSING 3
 
 /* ------------------------------------------------------------ helpers */
 static void die_msg(const char *msg)
@@ -117,21 +120,54 @@ static const char *codec_str(wd_codec c)
     return n ? n : "?";
 }
 
-static int path_exists(const char *p)
+/* An input the command needs (what: "--base"..., NULL for an argument): missing, or a
+ * directory where a file is wanted or the other way round, exits 3.
+ * kind: 'd' a directory, 'f' not a directory, '?' either. */
+static int need_input(const char *what, const char *path, char kind)
 {
     struct stat st;
-    return lstat(p, &st) == 0;
+    if (stat(path, &st)) {
+        int e = errno;
+        fprintf(stderr, "wdelta: %s%s%s: %s\n", what ? what : "", what ? " " : "", path, strerror(e));
+        return e == ENOENT || e == ENOTDIR || e == ELOOP ? EXIT_MISSING : 1;
+    }
+    if (kind == 'd' && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "wdelta: %s%s%s: not a directory (a model directory is wanted)\n", what ? what : "", what ? " " : "", path);
+        return EXIT_MISSING;
+    }
+    if (kind == 'f' && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "wdelta: %s%s%s: a directory (a .wdelta file is wanted)\n", what ? what : "", what ? " " : "", path);
+        return EXIT_MISSING;
+    }
+    return 0;
+}
+
+static int need_chain_inputs(const char *const *paths, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = need_input("--chain", paths[i], '?');
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ progress */
+/* On a terminal: one line, redrawn at most 10 times a second and cleared at
+ * the end.  Otherwise (a log, a pipe): a line at most every 5 seconds, and
+ * one final line. */
+#define PROGRESS_LOG_EVERY 5.0
 typedef struct progress {
     const char *label;
     int enabled;
     int tty;
     double start;
     double last_draw;
-    int last_step;     /* last 5% step printed (non-tty) */
-    int drawn;         /* something is on the tty line */
+    int drawn;          /* something is on the tty line */
+    int seen;           /* a call came */
+    int choosing;       /* create's first pass: codecs being chosen */
+    uint64_t done, total;
+    size_t tdone, ttotal;
+    int have_tensors;
 } progress;
 
 static void progress_init(progress *p, const char *label, int quiet)
@@ -141,26 +177,25 @@ static void progress_init(progress *p, const char *label, int quiet)
     p->enabled = !quiet;
     p->tty = isatty(STDERR_FILENO);
     p->start = now_s();
-    p->last_step = -1;
+    p->last_draw = p->start;
 }
 
-static void progress_show(progress *p, uint64_t done, uint64_t total, size_t tdone,
-                          size_t ttotal, int have_tensors)
+static void progress_line(progress *p, char *buf, size_t n, double t)
 {
-    if (!p->enabled) return;
-    double t = now_s();
     double el = t - p->start;
-    double pct = total ? 100.0 * (double)done / (double)total : 100.0;
-    if (pct > 100.0) pct = 100.0;
-    double rate = el > 0 ? (double)done / el / 1e6 : 0.0;
     char tens[64] = "";
-    if (have_tensors) snprintf(tens, sizeof tens, ", %zu/%zu tensors", tdone, ttotal);
+    if (p->choosing) {
+        snprintf(buf, n, "%s: choosing codecs, %zu/%zu tensors", p->label, p->tdone, p->ttotal);
+        return;
+    }
+    double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 100.0;
+    if (pct > 100.0) pct = 100.0;
+    double rate = el > 0 ? (double)p->done / el / 1e6 : 0.0;
+    if (p->have_tensors) snprintf(tens, sizeof tens, ", %zu/%zu tensors", p->tdone, p->ttotal);
     if (p->tty) {
-        if (done < total && t - p->last_draw < 0.1) return;
-        p->last_draw = t;
         char eta[32] = "--";
-        if (rate > 0 && done > 0 && done <= total) {
-            double rem = (double)(total - done) / 1e6 / rate;
+        if (rate > 0 && p->done > 0 && p->done <= p->total) {
+            double rem = (double)(p->total - p->done) / 1e6 / rate;
             snprintf(eta, sizeof eta, "%dm%02ds", (int)(rem / 60), (int)rem % 60);
         }
         const int width = 30;
@@ -168,23 +203,55 @@ static void progress_show(progress *p, uint64_t done, uint64_t total, size_t tdo
         char bar[64];
         for (int i = 0; i < width; i++) bar[i] = i < fillc ? '#' : '.';
         bar[width] = 0;
-        fprintf(stderr, "\r\033[K%s [%s] %5.1f%%%s, %.1f MB/s, ETA %s", p->label, bar, pct,
-                tens, rate, eta);
+        snprintf(buf, n, "%s [%s] %5.1f%%%s, %.1f MB/s, ETA %s", p->label, bar, pct, tens, rate, eta);
+    } else {
+        snprintf(buf, n, "%s: %3.0f%%%s, %.1f MB/s, %.1f s", p->label, pct, tens, rate, el);
+    }
+}
+
+static void progress_show(progress *p, uint64_t done, uint64_t total, size_t tdone,
+                          size_t ttotal, int have_tensors)
+{
+    if (!p->enabled) return;
+    p->seen = 1;
+    p->choosing = have_tensors && total == 0;
+    p->done = done;
+    p->total = total;
+    p->tdone = tdone;
+    p->ttotal = ttotal;
+    p->have_tensors = have_tensors;
+    double t = now_s();
+    char line[256];
+    if (p->tty) {
+        if (t - p->last_draw < 0.1) return;
+        p->last_draw = t;
+        progress_line(p, line, sizeof line, t);
+        fprintf(stderr, "\r\033[K%s", line);
         fflush(stderr);
         p->drawn = 1;
     } else {
-        int step = (int)(pct / 5.0);
-        if (step <= p->last_step) return;
-        p->last_step = step;
-        fprintf(stderr, "%s: %3d%%%s, %.1f MB/s\n", p->label, step * 5, tens, rate);
+        if (t - p->last_draw < PROGRESS_LOG_EVERY) return;
+        p->last_draw = t;
+        progress_line(p, line, sizeof line, t);
+        fprintf(stderr, "%s\n", line);
         fflush(stderr);
     }
 }
 
-static void progress_end(progress *p)
+/* ok: the command succeeded; off a terminal the last state is printed */
+static void progress_end(progress *p, int ok)
 {
-    if (p->enabled && p->tty && p->drawn) {
-        fprintf(stderr, "\r\033[K");
+    if (!p->enabled) return;
+    if (p->tty) {
+        if (p->drawn) {
+            fprintf(stderr, "\r\033[K");
+            fflush(stderr);
+        }
+    } else if (ok && p->seen) {
+        char line[256];
+        p->choosing = 0;
+        progress_line(p, line, sizeof line, now_s());
+        fprintf(stderr, "%s\n", line);
         fflush(stderr);
     }
 }
@@ -198,25 +265,6 @@ static void create_progress_cb(void *ctx, uint64_t done, uint64_t total, size_t 
 static void bytes_progress_cb(void *ctx, uint64_t done, uint64_t total)
 {
     progress_show(ctx, done, total, 0, 0, 0);
-}
-
-/* Remove a directory we created: its regular files/symlinks, then itself
- * (no recursion into subdirectories). */
-static void remove_flat_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[PATH_MAX];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
-            struct stat st;
-            if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode)) unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
 }
 
 /* ------------------------------------------------------------ chains */
@@ -270,10 +318,67 @@ static const char create_help[] =
     "                          relative error ||rebuilt - ft|| / ||ft - base|| <= E\n"
     "  -t, --threads N         worker threads (default: online CPUs)\n"
     "  -l, --level N           zstd level 1..22 (default 3)\n"
-    "      --block-size BYTES  output bytes per block (default 1M; K/M suffix ok)\n"
-    "      --force             overwrite OUT if it exists\n"
+    "      --block-size BYTES  output bytes per block, 4K..64M, a multiple of 8\n"
+    "                          (default 1M; K/M suffix ok)\n"
+    "  -x, --exclude GLOB      leave out the fine-tune's files matching GLOB\n"
+    "                          (repeatable; not its safetensors weights)\n"
+    "      --force             replace OUT if it is a .wdelta (anything else is\n"
+    "                          refused); the new file keeps OUT's mode\n"
     "  -q, --quiet             no progress output\n"
-    "  -h, --help              this help\n";
+    "  -h, --help              this help\n"
+    "\n"
+    "Codec options belong to their strategy: --group-size, --outliers, --step:\n"
+    "int4; --density: sparse; --rank: lowrank (or lossless, for its lowrank-exact\n"
+    "trials); --max-error: auto, which needs it.  Others are usage errors (exit 2).\n"
+    "\n"
+    "What is taken from the fine-tune DIR (printed after the summary):\n"
+    "  the safetensors weights (delta-coded); model files (*.json, *.txt, *.model,\n"
+    "  *.tiktoken, *.jinja, *.md, *.py, LICENSE*) stored whole; any other file\n"
+    "  (pytorch_model.bin, *.pt...) stored whole and named.  Left out and named:\n"
+    "  training state (optimizer*.pt/.bin, scheduler*.pt, scaler*.pt,\n"
+    "  rng_state*.pth, random_states*.pkl, training_args.bin, trainer_state.json,\n"
+    "  DeepSpeed's latest and zero_to_fp32.py), this tool's outputs (*.wdelta, OUT\n"
+    "  itself, NAME.tmp.XXXXXX temporaries), --exclude matches, subdirectories\n"
+    "  (a delta stores one flat directory) and entries that are not regular files.\n";
+
+/* the create summary: what was left out or stored whole unknown */
+typedef struct inputs_sum {
+    size_t n[8];
+    char *text[8];
+    size_t len[8], cap[8];
+} inputs_sum;
+
+static void inputs_cb(void *ctx, const char *name, wd_input_kind kind, uint64_t size)
+{
+    inputs_sum *is = ctx;
+    unsigned k = (unsigned)kind & 7;
+    is->n[k]++;
+    if (kind == WD_INPUT_WEIGHTS || kind == WD_INPUT_STORED) return;
+    char item[400], hs[32];
+    human(size, hs, sizeof hs);
+    if (kind == WD_INPUT_UNKNOWN) snprintf(item, sizeof item, "%s (%s)", name, hs);
+    else snprintf(item, sizeof item, "%s%s", name, kind == WD_INPUT_SUBDIR ? "/" : "");
+    size_t need = strlen(item) + 3;
+    if (is->len[k] + need >= is->cap[k]) {
+        size_t nc = (is->cap[k] + need) * 2;
+        char *t = realloc(is->text[k], nc);
+        if (!t) return;
+        is->text[k] = t;
+        is->cap[k] = nc;
+    }
+    is->len[k] += (size_t)snprintf(is->text[k] + is->len[k], is->cap[k] - is->len[k], "%s%s",
+                                   is->len[k] ? ", " : "", item);
+}
+
+static void inputs_print(const inputs_sum *is)
+{
+    printf("inputs: %zu weights file%s delta-coded, %zu model file%s stored whole\n", is->n[WD_INPUT_WEIGHTS],
+           is->n[WD_INPUT_WEIGHTS] == 1 ? "" : "s", is->n[WD_INPUT_STORED], is->n[WD_INPUT_STORED] == 1 ? "" : "s");
+    static const wd_input_kind order[] = {WD_INPUT_UNKNOWN, WD_INPUT_TRAINING, WD_INPUT_OURS,
+                                          WD_INPUT_EXCLUDED, WD_INPUT_SUBDIR, WD_INPUT_SKIPPED};
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++)
+        if (is->text[order[i]]) printf("  %s: %s\n", wd_input_kind_text(order[i]), is->text[order[i]]);
+}
 
 static int cmd_create(int argc, char **argv)
 {
@@ -294,6 +399,7 @@ static int cmd_create(int argc, char **argv)
         {"max-error", required_argument, 0, 'E'},
         {"rank", required_argument, 0, 'R'},
         {"no-lowrank", no_argument, 0, 'N'},
+        {"exclude", required_argument, 0, 'x'},
         {"force", no_argument, 0, 'F'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -307,11 +413,20 @@ static int cmd_create(int argc, char **argv)
     long long v;
     const char *parent = NULL;
     static chain_args ca;
+    static chain_args ex; /* --exclude globs */
     ca.n = 0;
+    ex.n = 0;
+    /* codec options given, by letter: checked against the strategy below */
+    const char *given_group = NULL, *given_outl = NULL, *given_step = NULL, *given_dens = NULL,
+               *given_rank = NULL, *given_maxe = NULL;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:x:qh", lo, NULL)) != -1) {
         switch (c) {
+        case 'x':
+            if (ex.n == MAX_CHAIN_ARGS) return usage_error("create", "too many --exclude options (at most %d)", MAX_CHAIN_ARGS);
+            ex.paths[ex.n++] = optarg;
+            break;
         case 'p': parent = optarg; break;
         case 'c':
             if (chain_arg(&ca, "create", optarg)) return EXIT_USAGE;
@@ -325,6 +440,7 @@ static int cmd_create(int argc, char **argv)
             if (parse_num(optarg, 1, WD_LOWRANK_KMAX, 0, &v))
                 return usage_error("create", "--rank: '%s' is not a number in 1..%d", optarg, WD_LOWRANK_KMAX);
             o.lossy.rank = (uint32_t)v;
+            given_rank = "--rank";
             break;
         case 't':
             if (parse_num(optarg, 0, 4096, 0, &v))
@@ -337,14 +453,15 @@ static int cmd_create(int argc, char **argv)
             o.level = (int)v;
             break;
         case 'B':
-            if (parse_num(optarg, 1, UINT32_MAX, 1, &v))
-                return usage_error("create", "--block-size: '%s' is not a byte count", optarg);
+            if (parse_num(optarg, 4096, 64LL << 20, 1, &v) || v % 8)
+                return usage_error("create", "--block-size: '%s' is not a byte count from 4K to 64M, a multiple of 8", optarg);
             o.block_size = (uint32_t)v;
             break;
         case 'G':
             if (parse_num(optarg, 2, 65536, 0, &v) || v % 2)
                 return usage_error("create", "--group-size: '%s' is not an even number in 2..65536", optarg);
             o.lossy.group = (uint32_t)v;
+            given_group = "--group-size";
             break;
         case 'S': {
             char *end;
@@ -353,6 +470,7 @@ static int cmd_create(int argc, char **argv)
             if (errno || end == optarg || *end || !(x >= 0 && x <= 16))
                 return usage_error("create", "--step: '%s' is not a number in [0, 16]", optarg);
             o.lossy.step = x > 0 ? x : -1; /* -1: per-group least-squares scales */
+            given_step = "--step";
             break;
         }
         case 'O':
@@ -364,9 +482,16 @@ static int cmd_create(int argc, char **argv)
             if (errno || end == optarg || *end || !(x >= 0 && x <= (c == 'E' ? 1e6 : 1.0)) || (c != 'O' && x == 0))
                 return usage_error("create", "--%s: '%s' is not a number in %s", c == 'O' ? "outliers" : c == 'D' ? "density" : "max-error",
                                    optarg, c == 'O' ? "[0, 1]" : c == 'D' ? "(0, 1]" : "(0, 1e6]");
-            if (c == 'O') o.lossy.outliers = x > 0 ? x : -1; /* -1: none */
-            else if (c == 'D') o.lossy.density = x;
-            else o.max_error = x;
+            if (c == 'O') {
+                o.lossy.outliers = x > 0 ? x : -1; /* -1: none */
+                given_outl = "--outliers";
+            } else if (c == 'D') {
+                o.lossy.density = x;
+                given_dens = "--density";
+            } else {
+                o.max_error = x;
+                given_maxe = "--max-error";
+            }
             break;
         }
         case 'F': force = 1; break;
@@ -380,19 +505,39 @@ static int cmd_create(int argc, char **argv)
     if (!o.base_dir) return usage_error("create", "missing --base DIR");
     if (!o.ft_dir) return usage_error("create", "missing --finetuned DIR");
     if (!o.out_path) return usage_error("create", "missing -o OUT.wdelta");
-    if (!force && path_exists(o.out_path)) {
-        fprintf(stderr, "wdelta: %s already exists (use --force to overwrite)\n", o.out_path);
-        return 1;
-    }
-    struct stat st;
-    if (force && stat(o.out_path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "wdelta: %s is a directory\n", o.out_path);
-        return 1;
-    }
-
+    static const char *const strategies[] = {"lossless", "int4", "sparse", "bitdelta", "axis1", "lowrank", "auto"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof strategies / sizeof *strategies; i++) known |= !strcmp(o.strategy, strategies[i]);
+    if (!known)
+        return usage_error("create", "--strategy: unknown '%s' (lossless, int4, sparse, bitdelta, axis1, lowrank or auto)",
+                           o.strategy);
+    /* a codec option with another strategy would be silently ignored */
+    const struct { const char *const *given; const char *opt, *owner, *also; } belongs[] = {
+        {&given_group, "--group-size", "int4", NULL}, {&given_outl, "--outliers", "int4", NULL},
+        {&given_step, "--step", "int4", NULL},        {&given_dens, "--density", "sparse", NULL},
+        {&given_maxe, "--max-error", "auto", NULL},   {&given_rank, "--rank", "lowrank", "lossless"},
+    };
+    for (size_t i = 0; i < sizeof belongs / sizeof *belongs; i++)
+        if (*belongs[i].given && strcmp(o.strategy, belongs[i].owner) &&
+            !(belongs[i].also && !strcmp(o.strategy, belongs[i].also)))
+            return usage_error("create", "%s is an option of --strategy %s%s%s, not of %s", belongs[i].opt,
+                               belongs[i].owner, belongs[i].also ? " or " : "", belongs[i].also ? belongs[i].also : "",
+                               o.strategy);
+    if (given_rank && !strcmp(o.strategy, "lossless") && o.no_lowrank)
+        return usage_error("create", "--rank sets the lowrank-exact trials that --no-lowrank turns off");
+    if (!strcmp(o.strategy, "auto") && !given_maxe)
+        return usage_error("create", "--strategy auto needs --max-error E (largest relative error per tensor)");
     if (ca.n && !parent) return usage_error("create", "--chain needs --parent");
+    int nrc;
+    if ((nrc = need_input("--base", o.base_dir, 'd')) || (nrc = need_input("--finetuned", o.ft_dir, 'd')) ||
+        (parent && (nrc = need_input("--parent", parent, 'f'))) || (nrc = need_chain_inputs(ca.paths, ca.n)))
+        return nrc;
+    o.exclude = ex.paths;
+    o.nexclude = ex.n;
 
     wd_err err = {{0}};
+    unsigned keep_mode = 0;
+    if (wd_output_check(o.out_path, force, &keep_mode, &err)) return fail(&err);
     wd_chain *chain = NULL;
     if (parent) {
         if (wd_chain_open(parent, ca.paths, ca.n, o.base_dir, NULL, &chain, &err)) return fail(&err);
@@ -406,10 +551,14 @@ static int cmd_create(int argc, char **argv)
     memset(&cs, 0, sizeof cs);
     double t0 = now_s();
     int rc = wd_create(&o, &cs, &err);
-    progress_end(&pr);
+    progress_end(&pr, rc == 0);
     size_t links = chain ? wd_chain_length(chain) : 0;
     wd_chain_close(chain);
-    if (rc) return fail(&err);
+    if (rc || wd_output_keep_mode(o.out_path, keep_mode, &err)) return fail(&err);
+    inputs_sum is;
+    memset(&is, 0, sizeof is);
+    wd_err ierr = {{0}};
+    int irc = wd_create_inputs(o.ft_dir, o.out_path, o.exclude, o.nexclude, inputs_cb, &is, &ierr);
     if (parent) printf("link %zu of a chain: made against the model %s rebuilds\n", links + 1, parent);
     double el = now_s() - t0;
     char in[32], out[32];
@@ -419,6 +568,8 @@ static int cmd_create(int argc, char **argv)
            o.out_path, in, out,
            cs.output_bytes ? (double)cs.input_bytes / (double)cs.output_bytes : 0.0,
            cs.ntensors, cs.nblocks, el, el > 0 ? (double)cs.input_bytes / 1e6 / el : 0.0);
+    if (!irc) inputs_print(&is);
+    for (int k = 0; k < 8; k++) free(is.text[k]);
     return 0;
 }
 
@@ -678,10 +829,16 @@ static int cmd_inspect(int argc, char **argv)
     if (optind >= argc) return usage_error("inspect", "missing FILE");
     if (chain) {
         if (json) return usage_error("inspect", "--chain prints text only");
+        for (int i = optind; i < argc; i++) {
+            int nrc = need_input(NULL, argv[i], '?');
+            if (nrc) return nrc;
+        }
         return inspect_chain(argc - optind, argv + optind);
     }
     if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
+    int nrc = need_input(NULL, path, 'f');
+    if (nrc) return nrc;
     wd_err err = {{0}};
     wd_delta *d = NULL;
     if (wd_delta_open(path, &d, &err)) return fail(&err);
@@ -719,56 +876,14 @@ static const char apply_help[] =
     "  -b, --base DIR      the base model the delta (or its chain) was made against\n"
     "  -c, --chain PATH    where FILE's parent links are: a .wdelta or a directory\n"
     "                      of them (repeatable; default: FILE's own directory)\n"
-    "  -o, --output DIR    directory to create (must not exist)\n"
+    "  -o, --output DIR    directory to create (or an existing empty one)\n"
     "  -t, --threads N     worker threads (default: online CPUs)\n"
     "      --base-dtype    deltatensors v1 files: write tensors in the base's dtype\n"
     "                      (default: float32, as the reference does)\n"
-    "      --force         replace OUTDIR if it exists\n"
+    "      --force         replace OUTDIR if it holds only files this delta\n"
+    "                      rebuilds; anything else there is named and refused\n"
     "  -q, --quiet         no progress output\n"
     "  -h, --help          this help\n";
-
-static int replace_dir(const char *tmp, const char *out, int force, wd_err *err)
-{
-    if (rename(tmp, out) == 0) return 0;
-    if (!(force && (errno == ENOTEMPTY || errno == EEXIST || errno == ENOTDIR || errno == EISDIR)))
-        return wd_errf(err, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-    struct stat st;
-    if (lstat(out, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        if (unlink(out))
-            return wd_errf(err, "cannot remove %s: %s", out, strerror(errno));
-    } else {
-        size_t n = strlen(out) + 32;
-        char *old = malloc(n);
-        if (!old) return wd_errf(err, "out of memory");
-        snprintf(old, n, "%s.old.XXXXXX", out);
-        if (!mkdtemp(old)) {
-            int e = errno;
-            free(old);
-            return wd_errf(err, "cannot move %s aside: %s", out, strerror(e));
-        }
-        if (rename(out, old)) {
-            int e = errno;
-            rmdir(old);
-            free(old);
-            return wd_errf(err, "cannot move %s aside: %s", out, strerror(e));
-        }
-        if (rename(tmp, out)) {
-            int e = errno;
-            rename(old, out);
-            free(old);
-            return wd_errf(err, "cannot rename %s to %s: %s", tmp, out, strerror(e));
-        }
-        remove_flat_dir(old);
-        if (path_exists(old))
-            fprintf(stderr, "wdelta: note: the previous %s was kept as %s (it has subdirectories)\n",
-                    out, old);
-        free(old);
-        return 0;
-    }
-    if (rename(tmp, out))
-        return wd_errf(err, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-    return 0;
-}
 
 static int cmd_apply(int argc, char **argv)
 {
@@ -815,17 +930,16 @@ static int cmd_apply(int argc, char **argv)
     if (!base) return usage_error("apply", "missing --base DIR");
     if (!out) return usage_error("apply", "missing -o OUTDIR");
     const char *path = argv[optind];
-    if (!force && path_exists(out)) {
-        fprintf(stderr, "wdelta: %s already exists (use --force to replace it)\n", out);
-        return 1;
-    }
+    int nrc;
+    if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", base, 'd')) ||
+        (nrc = need_chain_inputs(ca.paths, ca.n)))
+        return nrc;
 
     wd_err err = {{0}};
     wd_delta *d = NULL;
     wd_model m;
     memset(&m, 0, sizeof m);
     int have_model = 0, rc = 1;
-    char *tmp = NULL;
     wd_chain *chain = NULL;
     wd_delta *top;
     if (wd_delta_open(path, &d, &err)) goto done;
@@ -854,47 +968,29 @@ static int cmd_apply(int argc, char **argv)
     if (wd_delta_set_base(d, &m, &err)) goto done;
     top = d;
 build:;
-    /* wd_apply itself builds in a temporary directory and renames it into
-     * place.  Only --force over an existing OUTDIR needs one more step:
-     * build under a fresh name, then swap it in. */
+    /* wd_apply builds in a temporary directory and renames it into place */
     size_t ol = strlen(out);
     while (ol > 1 && out[ol - 1] == '/') ol--;
     char outbuf[PATH_MAX];
     snprintf(outbuf, sizeof outbuf, "%.*s", (int)ol, out);
-    const char *target = outbuf;
-    if (force && path_exists(outbuf)) {
-        size_t n = ol + 32;
-        tmp = malloc(n);
-        if (!tmp) {
-            wd_errf(&err, "out of memory");
-            goto done;
-        }
-        snprintf(tmp, n, "%s.new.%ld", outbuf, (long)getpid());
-        target = tmp;
-    }
-
     progress pr;
     progress_init(&pr, "apply", quiet);
     double t0 = now_s();
-    int arc = wd_apply(top, target, threads, bytes_progress_cb, &pr, &err);
-    progress_end(&pr);
+    int arc = force ? wd_apply_replace(top, outbuf, threads, bytes_progress_cb, &pr, &err)
+                    : wd_apply(top, outbuf, threads, bytes_progress_cb, &pr, &err);
+    progress_end(&pr, arc == 0);
     if (arc) goto done;
-    if (tmp && replace_dir(tmp, outbuf, force, &err)) {
-        remove_flat_dir(tmp);
-        goto done;
-    }
     double el = now_s() - t0;
     const wd_delta_info *in = wd_delta_get_info(top);
     char hs[32];
     human(in->output_size, hs, sizeof hs);
-    printf("applied %s -> %s: %zu files, %s, %.2f s, %.1f MB/s", path, outbuf, in->nfiles, hs, el,
+    printf("applied %s -> %s: %zu files, %s, %.2f s, %.1f MB/s", path, outbuf, wd_apply_count(top), hs, el,
            el > 0 ? (double)in->output_size / 1e6 / el : 0.0);
     if (chain && wd_chain_length(chain) > 1) printf(" (chain of %zu links)", wd_chain_length(chain));
     printf("\n");
     rc = 0;
 done:
     if (rc) fail(&err);
-    free(tmp);
     wd_chain_close(chain);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
@@ -959,7 +1055,7 @@ static int verify_chain(const char *path, const char *base, const chain_args *ca
         progress pr;
         progress_init(&pr, "verify", quiet);
         int vrc = wd_verify(l, base != NULL, rh, bytes_progress_cb, &pr, &err);
-        progress_end(&pr);
+        progress_end(&pr, vrc == 0);
         if (vrc) goto done;
         char who[PATH_MAX + 80] = "";
         if (n > 1) snprintf(who, sizeof who, "%s%s: ", label, wd_delta_path(l));
@@ -1009,6 +1105,10 @@ static int cmd_verify(int argc, char **argv)
     if (optind >= argc) return usage_error("verify", "missing FILE");
     if (argc - optind > 1) return usage_error("verify", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
+    int nrc;
+    if ((nrc = need_input(NULL, path, 'f')) || (base && (nrc = need_input("--base", base, 'd'))) ||
+        (nrc = need_chain_inputs(ca.paths, ca.n)))
+        return nrc;
 
     wd_err err = {{0}};
     wd_delta *d = NULL;
@@ -1046,7 +1146,7 @@ static int cmd_verify(int argc, char **argv)
     progress pr;
     progress_init(&pr, "verify", quiet);
     int vrc = wd_verify(d, base != NULL, rh, bytes_progress_cb, &pr, &err);
-    progress_end(&pr);
+    progress_end(&pr, vrc == 0);
     if (vrc) goto done;
     if (in->version == 1) printf("OK: trailing SHA-256 of the v1 file matches\n");
     else printf("OK: all %zu block checksums (stored data) match\n", in->nblocks);
@@ -1090,7 +1190,11 @@ static const char eval_help[] =
     "  -c, --chain PATH      where a chain link's parents are (a .wdelta or a\n"
     "                        directory; repeatable; default: FILE's directory);\n"
     "                        a link's errors are measured against its parent\n"
-    "  -j, --json            one JSON object instead of a table\n"
+    "  -j, --json            one JSON object instead of a table: \"tensors\" (per\n"
+    "                        tensor: name, codec, dtype, settings (the codec's,\n"
+    "                        when it has any), params (its parameter count),\n"
+    "                        stored_bytes, bits_per_param, rel_error,\n"
+    "                        max_abs_error) and \"total\"\n"
     "  -h, --help            this help\n";
 
 typedef struct eval_rows {
@@ -1162,6 +1266,10 @@ static int cmd_eval(int argc, char **argv)
     if (!base) return usage_error("eval", "missing --base DIR");
     if (!ftdir) return usage_error("eval", "missing --finetuned DIR");
     const char *path = argv[optind];
+    int nrc;
+    if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", base, 'd')) ||
+        (nrc = need_input("--finetuned", ftdir, 'd')) || (nrc = need_chain_inputs(ca.paths, ca.n)))
+        return nrc;
     wd_err err = {{0}};
     wd_delta *d = NULL;
     wd_model bm, fm;
@@ -1210,8 +1318,10 @@ static int cmd_eval(int argc, char **argv)
             cJSON_AddStringToObject(x, "name", t->name);
             cJSON_AddStringToObject(x, "codec", codec_str(t->codec));
             cJSON_AddStringToObject(x, "dtype", dtype_str(t->dtype));
-            if (t->params) cJSON_AddItemToObject(x, "params", cJSON_Parse(t->params));
-            cJSON_AddNumberToObject(x, "params_count", (double)t->nelem);
+            /* "settings": the codec's settings; "params": the tensor's parameter count
+             * (as "params" in "total") */
+            if (t->params) cJSON_AddItemToObject(x, "settings", cJSON_Parse(t->params));
+            cJSON_AddNumberToObject(x, "params", (double)t->nelem);
             cJSON_AddNumberToObject(x, "stored_bytes", (double)t->stored);
             cJSON_AddNumberToObject(x, "bits_per_param", t->nelem ? (double)t->stored * 8 / (double)t->nelem : 0);
             if (isfinite(re)) cJSON_AddNumberToObject(x, "rel_error", re);
@@ -1287,6 +1397,8 @@ static int cmd_hash(int argc, char **argv)
     }
     if (optind >= argc) return usage_error("hash", "missing DIR");
     if (argc - optind > 1) return usage_error("hash", "unexpected argument '%s'", argv[optind + 1]);
+    int nrc = need_input(NULL, argv[optind], 'd');
+    if (nrc) return nrc;
     wd_err err = {{0}};
     wd_model m;
     memset(&m, 0, sizeof m);
@@ -1534,7 +1646,7 @@ static const char rebase_help[] =
     "                          directory; repeatable; default: FILE's directory)\n"
     "  -t, --threads N         worker threads (default: online CPUs)\n"
     "  -l, --level N           zstd level 1..22 (default 3)\n"
-    "      --force             overwrite OUT if it exists\n"
+    "      --force             replace OUT if it is a .wdelta (keeping its mode)\n"
     "  -q, --quiet             no progress output\n"
     "  -h, --help              this help\n";
 
@@ -1550,7 +1662,7 @@ static const char convert_help[] =
     "      --base-dtype        present rebuilt tensors in the base's dtype\n"
     "  -t, --threads N         worker threads (default: online CPUs)\n"
     "  -l, --level N           zstd level 1..22 (default 3)\n"
-    "      --force             overwrite OUT if it exists\n"
+    "      --force             replace OUT if it is a .wdelta (keeping its mode)\n"
     "  -q, --quiet             no progress output\n"
     "  -h, --help              this help\n";
 
@@ -1612,11 +1724,13 @@ static int flatten_cmd(int argc, char **argv, int convert)
     if (!o.base_dir) return usage_error(cmd, "missing --base DIR");
     if (!o.out_path) return usage_error(cmd, "missing -o OUT.wdelta");
     const char *path = argv[optind];
-    if (!force && path_exists(o.out_path)) {
-        fprintf(stderr, "wdelta: %s already exists (use --force to overwrite)\n", o.out_path);
-        return 1;
-    }
+    int nrc;
+    if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", o.base_dir, 'd')) ||
+        (nrc = need_chain_inputs(ca.paths, ca.n)))
+        return nrc;
     wd_err err = {{0}};
+    unsigned keep_mode = 0;
+    if (wd_output_check(o.out_path, force, &keep_mode, &err)) return fail(&err);
     wd_chain *chain = NULL;
     wd_delta *d = NULL;
     wd_model m;
@@ -1655,8 +1769,8 @@ static int flatten_cmd(int argc, char **argv, int convert)
     memset(&cs, 0, sizeof cs);
     double t0 = now_s();
     int frc = wd_flatten(src, &o, &cs, &err);
-    progress_end(&pr);
-    if (frc) goto done;
+    progress_end(&pr, frc == 0);
+    if (frc || wd_output_keep_mode(o.out_path, keep_mode, &err)) goto done;
     double el = now_s() - t0;
     char in[32], out[32];
     human(cs.input_bytes, in, sizeof in);
@@ -1705,7 +1819,15 @@ static const char main_help[] =
     "  find a link's parents by content hash (--chain PATH, default: its directory)\n"
     "\n"
     "  wdelta COMMAND --help   help for one command\n"
-    "  wdelta --version        print the version\n";
+    "  wdelta --version        print the version\n"
+    "\n"
+    "exit status:\n"
+    "  0  success\n"
+    "  1  bad or corrupt data, or another failure (the message says which)\n"
+    "  2  usage error: an unknown or malformed option or argument, or options\n"
+    "     that do not go together (e.g. --density without --strategy sparse)\n"
+    "  3  a needed input is missing or is the wrong one (no such file or\n"
+    "     directory, a file where a directory is wanted, a wrong base)\n";
 
 int main(int argc, char **argv)
 {

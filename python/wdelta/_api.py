@@ -295,7 +295,7 @@ def _as_array(buf, t, raw):
 # ---------------------------------------------------------------- save
 _KWARGS = ("sparsity", "outlier_fraction", "density", "outliers", "group_size", "step", "rank",
            "max_error", "level", "threads", "block_size", "no_lowrank", "parent", "chain", "progress",
-           "allow_new_tensors")
+           "allow_new_tensors", "exclude")
 
 
 def _create_opts(out_path, finetuned_dir, base_dir, strategy, kwargs):
@@ -338,6 +338,12 @@ def _create_opts(out_path, finetuned_dir, base_dir, strategy, kwargs):
         o.lossy.rank = int(kwargs["rank"])
     if "max_error" in kwargs:
         o.max_error = float(kwargs["max_error"])
+    if kwargs.get("exclude"):  # globs of file names to leave out (core/inputs.c: the input policy)
+        globs = [kwargs["exclude"]] if isinstance(kwargs["exclude"], str) else list(kwargs["exclude"])
+        arr = (ctypes.c_char_p * len(globs))(*[_b(g) for g in globs])
+        o._exclude_keep = arr  # kept alive with o
+        o.exclude = ctypes.cast(arr, ctypes.POINTER(ctypes.c_char_p))
+        o.nexclude = len(globs)
     if strategy == "auto" and not o.max_error > 0:
         raise ValueError("strategy 'auto' needs max_error > 0 (largest relative error per tensor)")
     return o
@@ -379,10 +385,12 @@ def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", 
     rebuilds (chain= says where its own parents are).  Like deltatensors,
     the two models must hold the same tensor names and shapes (ValueError
     'Key mismatch' / 'Shape mismatch'); allow_new_tensors=True stores added
-    or reshaped tensors whole instead.  prefetch and use_gpu are accepted for
-    compatibility and ignored (the writer streams blocks on `threads` CPU
-    threads).  Returns the SHA-256 hex content hash of the model the delta
-    was taken against."""
+    or reshaped tensors whole instead.  The input policy of `wdelta create`
+    applies (training state, *.wdelta files and subdirectories are left out);
+    exclude= (a glob or a list of globs) leaves out more files.  prefetch and
+    use_gpu are accepted for compatibility and ignored (the writer streams
+    blocks on `threads` CPU threads).  Returns the SHA-256 hex content hash of
+    the model the delta was taken against."""
     del prefetch, use_gpu  # deltatensors' read-ahead and CuPy knobs: nothing to do here
     _need(finetuned_dir, "directory")
     _need(base_dir, "directory")
@@ -398,6 +406,8 @@ def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", 
             o.parent = chain.top
         if progress is not None:
             def cb(_ctx, done, total, tdone, ttotal):
+                if not total:  # the first pass, choosing codecs: no bytes written yet
+                    return
                 try:
                     progress(done, total)
                 except Exception:  # a broken progress callback must not stop the write

@@ -38,7 +38,7 @@ row() { # NAME ARGS...
   local d="$W/$name.wdelta"
   echo "bench: pairLoRA: $name" >&2
   "$WDELTA" create -q -b "$BASE" -f "$FT" -o "$d" --force "$@" >/dev/null
-  [ -n "$np" ] || np=$("$WDELTA" eval "$d" -b "$BASE" -f "$FT" --json | grep -oE '"params":[0-9]+' | cut -d: -f2)
+  [ -n "$np" ] || np=$("$WDELTA" eval "$d" -b "$BASE" -f "$FT" --json | grep -oE '"params":[0-9]+' | tail -n1 | cut -d: -f2)
   rm -rf "$W/out"
   "$WDELTA" apply -q "$d" --base "$BASE" -o "$W/out" >/dev/null
   local exact=yes f p codec=""

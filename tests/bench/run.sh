@@ -96,7 +96,7 @@ if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
   for s in lossless int4 sparse bitdelta axis1 lowrank; do
     "$WDELTA" create -q -b "$PB/base" -f "$PB/ft" -o "$W/speed-$s.wdelta" -s "$s" >/dev/null
     read -r full alone < <("$REPO/build/decode_speed" "$W/speed-$s.wdelta" "$PB/base" 10 "$s")
-    np=$("$WDELTA" eval "$W/speed-$s.wdelta" -b "$PB/base" -f "$PB/ft" --json | grep -oE '"params":[0-9]+' | cut -d: -f2)
+    np=$("$WDELTA" eval "$W/speed-$s.wdelta" -b "$PB/base" -f "$PB/ft" --json | grep -oE '"params":[0-9]+' | tail -n1 | cut -d: -f2)
     awk -v s="$s" -v sz="$(stat -c %s "$W/speed-$s.wdelta")" -v f="$full" -v a="$alone" -v np="$np" \
       'BEGIN { printf "| %s | %.3f | %s | %s |\n", s, sz * 8 / np, f, a }'
     rm -f "$W/speed-$s.wdelta"

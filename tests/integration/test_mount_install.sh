@@ -79,17 +79,18 @@ if ! command -v systemd-analyze >/dev/null; then
     || { apt-get update >>"$T/apt.out" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd >>"$T/apt.out" 2>&1; }
 fi
 if command -v systemd-analyze >/dev/null; then
-  # verify checks ExecStart= binaries exist: /usr/local/bin/wdeltafs was just installed
-  if systemd-analyze verify "$REPO/systemd/$UNIT" >"$T/verify.out" 2>&1 && ! grep -q . "$T/verify.out"; then
-    pass "systemd-analyze verify systemd/$UNIT (no warnings)"
-  elif systemd-analyze verify "$REPO/systemd/$UNIT" >/dev/null 2>&1; then
-    pass "systemd-analyze verify systemd/$UNIT (warnings below)"; sed 's/^/      /' "$T/verify.out"
+  # verify checks ExecStart= binaries exist: $PREFIX/bin/wdeltafs was just installed
+  IUNIT="$PREFIX/lib/systemd/system/$UNIT"
+  if systemd-analyze verify "$IUNIT" >"$T/verify.out" 2>&1 && ! grep -q . "$T/verify.out"; then
+    pass "systemd-analyze verify $IUNIT (no warnings)"
+  elif systemd-analyze verify "$IUNIT" >/dev/null 2>&1; then
+    pass "systemd-analyze verify $IUNIT (warnings below)"; sed 's/^/      /' "$T/verify.out"
   else
-    fail "systemd-analyze verify systemd/$UNIT"; sed 's/^/      /' "$T/verify.out"
+    fail "systemd-analyze verify $IUNIT"; sed 's/^/      /' "$T/verify.out"
   fi
   for k in 'Type=notify' 'EnvironmentFile=/etc/wdeltafs/%i.conf' 'Restart=on-failure' \
-           'ExecStart=/usr/local/bin/wdeltafs ${SRC} ${MOUNTPOINT} -f -o ${OPTIONS}'; do
-    check "unit has $k" grep -qxF "$k" "$REPO/systemd/$UNIT"
+           "ExecStart=$PREFIX/bin/wdeltafs \${SRC} \${MOUNTPOINT} -f -o \${OPTIONS}"; do
+    check "installed unit has $k" grep -qxF "$k" "$IUNIT"
   done
   check "systemd/example.conf sets SRC, MOUNTPOINT and OPTIONS" \
     bash -c "grep -q '^SRC=' '$REPO/systemd/example.conf' && grep -q '^MOUNTPOINT=' '$REPO/systemd/example.conf' && grep -q '^OPTIONS=' '$REPO/systemd/example.conf'"

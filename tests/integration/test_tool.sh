@@ -33,7 +33,7 @@ expect_fail() {
   local lines; lines=$(wc -l <"$T/err")
   local why=""
   if [ $rc -eq 0 ]; then why="succeeded"
-  elif [ $rc -ne 1 ] && [ $rc -ne 2 ]; then why="exit $rc"
+  elif [ $rc -ne 1 ] && [ $rc -ne 2 ] && [ $rc -ne 3 ]; then why="exit $rc"
   elif ! san_clean "$T/err.all"; then why="sanitizer report"
   elif [ "$lines" -ne 1 ]; then why="$lines lines on stderr (want 1)"
   elif ! grep -q '^wdelta: ' "$T/err"; then why="stderr does not start with 'wdelta: '"
@@ -143,7 +143,11 @@ mkdir -p "$T/existsdir"; echo keep >"$T/existsdir/keep"
 expect_fail "apply onto an existing dir" - "$WDELTA" apply "$D" --base "$G/base" -o "$T/existsdir"
 [ "$(cat "$T/existsdir/keep")" = keep ] && pass "existing dir untouched" || fail "existing dir untouched"
 run "create --force overwrites" "$WDELTA" create --base "$G/base" --finetuned "$G/ft" -o "$T/exists.wdelta" --force --quiet
-run "apply --force replaces" "$WDELTA" apply "$D" --base "$G/base" -o "$T/existsdir" --force --quiet
+expect_fail "apply --force onto a dir holding a file it does not write" - "$WDELTA" apply "$D" --base "$G/base" -o "$T/existsdir" --force
+[ "$(cat "$T/existsdir/keep")" = keep ] && pass "its file kept" || fail "its file kept"
+rm "$T/existsdir/keep"
+run "apply into the now empty dir" "$WDELTA" apply "$D" --base "$G/base" -o "$T/existsdir" --quiet
+run "apply --force replaces its own output" "$WDELTA" apply "$D" --base "$G/base" -o "$T/existsdir" --force --quiet
 same_dir "$G/ft" "$T/existsdir" && pass "apply --force result byte-identical" || fail "apply --force result byte-identical"
 
 # missing inputs
