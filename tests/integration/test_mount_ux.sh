@@ -159,6 +159,7 @@ cp "$T/h.wdelta" "$SRC/.n.tmp" && mv "$SRC/.n.tmp" "$SRC/new.wdelta"
 create_delta "$T/g/base" "$T/g2/ft" "$SRC/team/x.wdelta"
 # new.wdelta (base h not given) stays unavailable; team/x appears
 wait_for 10 test -d "$MNT/team/x"
+sleep 1.2 # attributes may be cached for 1 s (the kernel is told, but a stat may race the scan)
 root1=$(stat -c %Y "$MNT")
 check "root mtime moves when team/ appears ($root0 -> $root1, added at $t_add)" [ "$root1" -ge "$t_add" ]
 check "team/ has a real mtime" [ "$(stat -c %Y "$MNT/team")" -ge "$t_add" ]
