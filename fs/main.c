@@ -1113,6 +1113,10 @@ static int check_options(const options *o, daemon_state *ds, uint64_t *cache_siz
     ds->readahead = 2 * ds->prefetch_threads < 8 ? 8 : 2 * ds->prefetch_threads;
     if (o->readahead && parse_uint(o->readahead, 0, 64, &ds->readahead))
         return bad_number("readahead", o->readahead, 0, 64, "blocks decoded ahead of a sequential reader");
+    if (o->cache_dir && !*o->cache_dir) {
+        fprintf(stderr, "wdeltafs: cache_dir= needs a directory\n");
+        return EXIT_USAGE;
+    }
     if (o->v1_dtype && strcmp(o->v1_dtype, "float32") && strcmp(o->v1_dtype, "base")) {
         fprintf(stderr, "wdeltafs: v1_dtype=%s: must be float32 or base\n", o->v1_dtype);
         return EXIT_USAGE;
@@ -1170,7 +1174,7 @@ static void positional(const struct fuse_args *args, int *src_i, int *mnt_i)
 
 /* After the first scan: 0 if something can be served (or may be, once a
  * base is hashed, or when deltas are added), else EXIT_INPUT (said why). */
-static int servable(daemon_state *ds)
+static int servable(daemon_state *ds, const char *mnt)
 {
     tree *t = &ds->t;
     size_t usable = 0, pending = 0;
@@ -1202,7 +1206,7 @@ static int servable(daemon_state *ds)
     if (unav)
         fprintf(stderr, "wdeltafs: warning: %zu of %zu deltas under %s are not served (reasons above; "
                         "also in %s/.wdeltafs/status)\n",
-                unav, unav + served, t->src, "MOUNTPOINT");
+                unav, unav + served, t->src, mnt);
     return 0;
 }
 
@@ -1321,7 +1325,7 @@ int main(int argc, char **argv)
     tree_rescan(&ds.t, NULL, NULL);
     /* what cannot be served has been said on stderr (logmsg writes there
      * until the daemon is detached); nothing at all: do not mount */
-    if ((rc = servable(&ds))) goto out_session;
+    if ((rc = servable(&ds, co.mountpoint))) goto out_session;
     rc = EXIT_FAIL;
     if (fuse_set_signal_handlers(ds.se) != 0) goto out_session;
     if (fuse_session_mount(ds.se, co.mountpoint) != 0) goto out_signals;
