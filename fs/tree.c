@@ -872,15 +872,22 @@ static void add_lineage(scan *sc, uint32_t meta)
  * previous snapshot while it lists the same entries, and takes the time of
  * this scan when one appeared or vanished (the first scan: the mount's
  * time); the status file has the newest of them. */
-static int same_listing(snapshot *old, const snapshot *s, const node *n, const node *o)
+static uint64_t listing_sum(const snapshot *s, const node *n)
 {
-    if (o->nchild != n->nchild) return 0;
+    /* order-independent: a sum of mixed inode numbers (which name the
+     * entries: they are hashes of their paths) */
+    uint64_t sum = 0;
     for (size_t i = 0; i < n->nchild; i++) {
-        const node *c = &s->nodes[n->child[i]];
-        const node *oc = snap_node(old, c->ino);
-        if (!oc || oc->parent != n->ino) return 0;
+        uint64_t x = s->nodes[n->child[i]].ino * 0x9E3779B97F4A7C15ull;
+        x ^= x >> 29;
+        sum += x * 0xBF58476D1CE4E5B9ull;
     }
-    return 1;
+    return sum;
+}
+
+static int same_listing(const snapshot *old, const snapshot *s, const node *n, const node *o)
+{
+    return o->nchild == n->nchild && listing_sum(old, o) == listing_sum(s, n);
 }
 
 static struct timespec later(struct timespec a, struct timespec b)

@@ -13,8 +13,8 @@
 #  - lineage without a followable link inside the model directory: `du -L`
 #    of a model counts the model only; .wdeltafs/lineage/NAME and the
 #    user.wdelta.parent attribute name the parent
-#  - the mount root, .wdeltafs and its entries carry real times, and the
-#    root's mtime moves when a model appears
+#  - the mount root, .wdeltafs and its entries carry real times, and a
+#    directory's mtime moves when a model appears in it or vanishes
 #  - a directory SRC/x/ next to SRC/x.wdelta: the served one keeps the name,
 #    the other is listed unavailable naming both entries
 # Env: WDELTA_BIN = directory of the binaries under test (default build-asan).
@@ -196,6 +196,14 @@ u = {x["delta"]: x["reason"] for x in s["unavailable"]}
 r = u[src + "/team.wdelta"]
 assert src + "/team/" in r, r
 EOF
+# a model vanishes: the root's listing changed, so does its time
+sleep 1.1
+t_rm=$(date +%s)
+rm -f "$SRC/c.wdelta"
+wait_for 10 test ! -e "$MNT/c"
+sleep 1.2
+check "root mtime moves when c/ vanishes ($(stat -c %Y "$MNT") >= $t_rm)" [ "$(stat -c %Y "$MNT")" -ge "$t_rm" ]
+check ".wdeltafs/lineage/c is gone with it" test ! -L "$MNT/.wdeltafs/lineage/c"
 unmount_checked "$MNT"
 assert_no_sanitizer_report "$LOG"
 
