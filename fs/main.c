@@ -30,12 +30,13 @@
 /* ---- options ----------------------------------------------------------- */
 typedef struct options {
     char *base, *cache_size, *cache_dir, *scan_interval, *readahead, *v1_dtype, *ra_threads;
-    int help, version;
+    int help, version, bad;
 } options;
 
+enum { KEY_BASE = 1, KEY_MOUNT8 };
 #define OPT(t, p) {t, offsetof(options, p), 1}
 static const struct fuse_opt opt_spec[] = {
-    OPT("base=%s", base),
+    FUSE_OPT_KEY("base=", KEY_BASE),
     OPT("cache_size=%s", cache_size),
     OPT("cache_dir=%s", cache_dir),
     OPT("scan_interval=%s", scan_interval),
@@ -46,8 +47,48 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--help", help),
     OPT("-V", version),
     OPT("--version", version),
+    /* what mount(8) and fstab pass that only matters to mount(8) itself;
+     * mount.fuse3 drops them, a direct call must not fail on them */
+    FUSE_OPT_KEY("defaults", KEY_MOUNT8),
+    FUSE_OPT_KEY("auto", KEY_MOUNT8),
+    FUSE_OPT_KEY("noauto", KEY_MOUNT8),
+    FUSE_OPT_KEY("user", KEY_MOUNT8),
+    FUSE_OPT_KEY("users", KEY_MOUNT8),
+    FUSE_OPT_KEY("nouser", KEY_MOUNT8),
+    FUSE_OPT_KEY("owner", KEY_MOUNT8),
+    FUSE_OPT_KEY("group", KEY_MOUNT8),
+    FUSE_OPT_KEY("_netdev", KEY_MOUNT8),
+    FUSE_OPT_KEY("nofail", KEY_MOUNT8),
     FUSE_OPT_END,
 };
+
+/* base= may be given several times (each a DIR or DIR:DIR...): all are
+ * used, in order.  x-* and comment=* (fstab's notes for other programs)
+ * are dropped; every other option goes on to libfuse, which refuses what
+ * it does not know. */
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    (void)outargs;
+    options *o = data;
+    if (key == KEY_BASE) {
+        const char *v = arg + 5;
+        size_t have = o->base ? strlen(o->base) : 0, l = strlen(v);
+        if (!l) {
+            fprintf(stderr, "wdeltafs: base= needs a directory (-o base=DIR[:DIR...], or base= several times)\n");
+            o->bad = 1;
+            return 0;
+        }
+        char *p = realloc(o->base, have + l + 2);
+        if (!p) return -1;
+        if (have) p[have++] = ':';
+        memcpy(p + have, v, l + 1);
+        o->base = p;
+        return 0;
+    }
+    if (key == KEY_MOUNT8) return 0;
+    if (key == FUSE_OPT_KEY_OPT && (!strncmp(arg, "x-", 2) || !strncmp(arg, "comment=", 8))) return 0;
+    return 1;
+}
 
 /* ---- daemon state ------------------------------------------------------- */
 typedef struct prefetch_job {
@@ -59,6 +100,7 @@ typedef struct daemon_state {
     tree t;
     struct fuse_session *se;
     int foreground;
+    int detached; /* fuse_daemonize done: stderr is gone unless foreground */
     unsigned scan_interval;
     unsigned readahead;
     unsigned prefetch_threads;
@@ -84,7 +126,7 @@ static void logmsg(int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (!G || G->foreground) {
+    if (!G || G->foreground || !G->detached) {
         flockfile(stderr); /* one whole line per message, whatever the thread */
         fprintf(stderr, "wdeltafs: ");
         vfprintf(stderr, fmt, ap);
@@ -156,9 +198,11 @@ static void fill_attr(const node *n, struct stat *st)
         st->st_nlink = 2;
         st->st_uid = 0;
         st->st_gid = 0;
+        st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
         break;
     case N_STATUS:
         st->st_mode = S_IFREG | 0444;
+        st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
         break;
     case N_LINK:
         st->st_mode = S_IFLNK | 0444;
@@ -649,7 +693,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- extended attributes on model directories ------------------------- */
 static const char *const xattr_names[] = {"user.wdelta.codec", "user.wdelta.base_hash", "user.wdelta.result_hash",
-                                          "user.wdelta.stored_size", "user.wdelta.ratio", "user.wdelta.delta"};
+                                          "user.wdelta.stored_size", "user.wdelta.ratio", "user.wdelta.delta",
+                                          "user.wdelta.parent"};
 
 static int xattr_value(const model *m, const char *name, char *out, size_t n)
 {
@@ -680,6 +725,11 @@ static int xattr_value(const model *m, const char *name, char *out, size_t n)
         snprintf(out, n, "%.3f", in->file_size ? (double)in->output_size / (double)in->file_size : 0.0);
     } else if (!strcmp(name, xattr_names[5])) {
         snprintf(out, n, "%s", m->delta_path);
+    } else if (!strcmp(name, xattr_names[6])) {
+        /* lineage: the parent's directory under the mount (as
+         * .wdeltafs/lineage/NAME links to it), else its base's path */
+        const char *p = m->parent ? m->parent->rel : m->base->bm ? m->base->bm->rel : m->base->dir;
+        snprintf(out, n, "%s", p);
     } else {
         return -1;
     }
@@ -871,6 +921,9 @@ static void invalidate(void *ctx, uint64_t parent, const char *name)
 {
     daemon_state *ds = ctx;
     fuse_lowlevel_notify_inval_entry(ds->se, parent, name, strlen(name));
+    /* and the directory's attributes: its time moved (the kernel only does
+     * this itself for names it has a dentry of) */
+    fuse_lowlevel_notify_inval_inode(ds->se, parent, -1, 0);
 }
 
 /* Bases whose digest was neither cached nor small enough to hash before
@@ -975,22 +1028,99 @@ static void raise_readahead(const char *mnt)
 }
 
 /* ---- main ------------------------------------------------------------- */
+/* Exit statuses (the project's convention, as wdelta's) */
+enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INPUT = 3 };
+
+#define SIZE_MAX_BYTES ((uint64_t)INT64_MAX)
+
+/* A size: digits, an optional fraction, an optional K/M/G/T suffix (powers
+ * of 1024, optionally followed by "iB" or "B") or B.  Nothing else: no
+ * sign, exponent, hex, nan or inf; more than SIZE_MAX_BYTES is refused. */
 static int parse_size(const char *s, uint64_t *out)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0) return -1;
-    switch (*end) {
-    case 'k': case 'K': v *= 1024; end++; break;
-    case 'm': case 'M': v *= 1024.0 * 1024; end++; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': v *= 1024.0 * 1024 * 1024 * 1024; end++; break;
+    const char *p = s;
+    uint64_t whole = 0, frac = 0, scale = 1;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (whole > (UINT64_MAX - 9) / 10) return -1;
+        whole = whole * 10 + (uint64_t)(*p - '0');
+    }
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9') return -1;
+        for (; *p >= '0' && *p <= '9'; p++)
+            if (scale < 1000000000000ull) { /* digits past 12 do not matter */
+                frac = frac * 10 + (uint64_t)(*p - '0');
+                scale *= 10;
+            }
+    }
+    uint64_t mult = 1;
+    switch (*p) {
+    case 'k': case 'K': mult = 1ull << 10; p++; break;
+    case 'm': case 'M': mult = 1ull << 20; p++; break;
+    case 'g': case 'G': mult = 1ull << 30; p++; break;
+    case 't': case 'T': mult = 1ull << 40; p++; break;
     default: break;
     }
-    if (*end == 'i' || *end == 'B') end++;
-    if (*end) return -1;
-    *out = (uint64_t)v;
+    if (mult > 1 && *p == 'i' && p[1] == 'B') p += 2;
+    else if (*p == 'B') p++;
+    if (*p) return -1;
+    if (whole > SIZE_MAX_BYTES / mult) return -1;
+    /* frac < scale <= 1e12 and mult <= 2^40: the product fits in a double
+     * exactly enough for a byte count */
+    uint64_t v = whole * mult, f = (uint64_t)((double)frac * (double)mult / (double)scale);
+    if (v > SIZE_MAX_BYTES - f) return -1;
+    *out = v + f;
+    return 0;
+}
+
+/* A whole number in [lo, hi]: digits only. */
+static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+    unsigned long v = 0;
+    if (!*s) return -1;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        v = v * 10 + (unsigned long)(*p - '0');
+        if (v > hi) return -1;
+    }
+    if (v < lo) return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int bad_number(const char *name, const char *val, unsigned lo, unsigned hi, const char *what)
+{
+    fprintf(stderr, "wdeltafs: %s=%s: not a whole number from %u to %u (%s)\n", name, val, lo, hi, what);
+    return EXIT_USAGE;
+}
+
+/* The -o values of wdeltafs's own options; 0 or EXIT_USAGE (said why). */
+static int check_options(const options *o, daemon_state *ds, uint64_t *cache_size)
+{
+    if (o->bad) return EXIT_USAGE;
+    if (o->cache_size && parse_size(o->cache_size, cache_size)) {
+        fprintf(stderr,
+                "wdeltafs: cache_size=%s: not a size; give bytes as a number with an optional K, M, G or T "
+                "suffix (powers of 1024; KiB and KB mean K), e.g. cache_size=512M or cache_size=1.5G, at most 8388607T\n",
+                o->cache_size);
+        return EXIT_USAGE;
+    }
+    if (o->scan_interval && parse_uint(o->scan_interval, 1, 86400, &ds->scan_interval))
+        return bad_number("scan_interval", o->scan_interval, 1, 86400, "seconds between rescans of SRC");
+    if (o->ra_threads && parse_uint(o->ra_threads, 1, MAX_PREFETCH_THREADS, &ds->prefetch_threads))
+        return bad_number("readahead_threads", o->ra_threads, 1, MAX_PREFETCH_THREADS, "threads decoding ahead");
+    ds->readahead = 2 * ds->prefetch_threads < 8 ? 8 : 2 * ds->prefetch_threads;
+    if (o->readahead && parse_uint(o->readahead, 0, 64, &ds->readahead))
+        return bad_number("readahead", o->readahead, 0, 64, "blocks decoded ahead of a sequential reader");
+    if (o->cache_dir && !*o->cache_dir) {
+        fprintf(stderr, "wdeltafs: cache_dir= needs a directory\n");
+        return EXIT_USAGE;
+    }
+    if (o->v1_dtype && strcmp(o->v1_dtype, "float32") && strcmp(o->v1_dtype, "base")) {
+        fprintf(stderr, "wdeltafs: v1_dtype=%s: must be float32 or base\n", o->v1_dtype);
+        return EXIT_USAGE;
+    }
     return 0;
 }
 
@@ -1000,21 +1130,84 @@ static void usage(const char *prog)
            "\n"
            "Shows every SRC/**/NAME.wdelta as a model directory MOUNTPOINT/**/NAME/.\n"
            "Chains (deltas made against another delta's model) are served when they end\n"
-           "at a given base; each model directory has `parent`, a symlink to its parent\n"
-           "model or to its base (MOUNTPOINT/.wdeltafs/bases/NAME).\n"
+           "at a given base.  Lineage: MOUNTPOINT/.wdeltafs/lineage/NAME is a symlink to\n"
+           "NAME's parent model (or its base under .wdeltafs/bases), and the model\n"
+           "directory's attribute user.wdelta.parent names it.\n"
            "\n"
            "  -o base=DIR[:DIR...]      base models, matched to deltas by content hash\n"
-           "  -o cache_size=SIZE        decoded-block cache (default 1G; K/M/G suffixes)\n"
+           "                            (required; base= may be repeated: all are used)\n"
+           "  -o cache_size=SIZE        decoded-block cache (default 1G; bytes with an optional\n"
+           "                            K/M/G/T suffix, powers of 1024, e.g. 512M or 1.5G)\n"
            "  -o cache_dir=DIR          where base digests are remembered (default /var/cache/wdeltafs)\n"
-           "  -o scan_interval=SECS     rescan SRC for changes this often (default 2)\n"
-           "  -o readahead=N            blocks decoded ahead of a sequential reader\n"
-           "                            (default: 2 x readahead_threads, at least 8; 0 = none)\n"
-           "  -o readahead_threads=N    threads decoding those blocks (default: CPUs, 2..16)\n"
+           "  -o scan_interval=SECS     rescan SRC for changes this often (1..86400, default 2)\n"
+           "  -o readahead=N            blocks decoded ahead of a sequential reader (0..64;\n"
+           "                            default: 2 x readahead_threads, at least 8; 0 = none)\n"
+           "  -o readahead_threads=N    threads decoding those blocks (1..16, default: CPUs, 2..16)\n"
            "  -o v1_dtype=float32|base  deltatensors v1 tensors as float32 (default) or the base's dtype\n"
-           "  -f                        foreground, log to stderr (else syslog)\n"
+           "  -f                        foreground, log to stderr (else syslog once mounted)\n"
            "  -d                        FUSE debug output (implies -f)\n"
-           "  and FUSE mount options (allow_other, ...); the mount is always read-only.\n",
+           "  and FUSE mount options (allow_other, ...); the mount is always read-only.\n"
+           "  fstab's own options (defaults, auto, noauto, user, users, _netdev, nofail,\n"
+           "  x-*, comment=*) are accepted and ignored.\n"
+           "\n"
+           "Errors in the configuration are printed before the mount goes to the background.\n"
+           "Exit status: 0 mounted (deltas that cannot be served are named on stderr);\n"
+           "1 failure (the mount itself failed); 2 usage error (bad option or value);\n"
+           "3 missing or wrong input (SRC, MOUNTPOINT or a base not found, no base given,\n"
+           "or none of the deltas under SRC can be served with the bases given).\n",
            prog);
+}
+
+/* The first and second arguments that are not options (SRC, MOUNTPOINT). */
+static void positional(const struct fuse_args *args, int *src_i, int *mnt_i)
+{
+    *src_i = *mnt_i = -1;
+    for (int i = 1; i < args->argc; i++) {
+        if (args->argv[i][0] == '-') {
+            if (!strcmp(args->argv[i], "-o")) i++;
+            continue;
+        }
+        if (*src_i < 0) *src_i = i;
+        else if (*mnt_i < 0) *mnt_i = i;
+    }
+}
+
+/* After the first scan: 0 if something can be served (or may be, once a
+ * base is hashed, or when deltas are added), else EXIT_INPUT (said why). */
+static int servable(daemon_state *ds, const char *mnt)
+{
+    tree *t = &ds->t;
+    size_t usable = 0, pending = 0;
+    for (size_t i = 0; i < t->nbases; i++) {
+        if (t->bases[i].state != BASE_FAILED) usable++;
+        if (t->bases[i].state == BASE_PENDING || t->bases[i].state == BASE_HASHING) pending++;
+    }
+    if (!usable) {
+        fprintf(stderr, "wdeltafs: none of the %zu base%s given can be used (see above): nothing can be served; not mounting\n",
+                t->nbases, t->nbases == 1 ? "" : "s");
+        return EXIT_INPUT;
+    }
+    snapshot *s = tree_snapshot(t);
+    size_t served = s->nmodels, unav = s->nunav;
+    tree_snapshot_put(t, s);
+    if (!served && unav && !pending) {
+        fprintf(stderr, "wdeltafs: none of the %zu delta%s under %s can be served (reasons above) with the base%s given:",
+                unav, unav == 1 ? "" : "s", t->src, t->nbases == 1 ? "" : "s");
+        for (size_t i = 0; i < t->nbases; i++) {
+            char hex[65];
+            wd_hex(t->bases[i].hash, 32, hex);
+            fprintf(stderr, "%s %s (%s%s)", i ? ";" : "", t->bases[i].dir,
+                    t->bases[i].state == BASE_READY ? "content hash " : "failed: ",
+                    t->bases[i].state == BASE_READY ? hex : t->bases[i].error);
+        }
+        fprintf(stderr, "; not mounting\n");
+        return EXIT_INPUT;
+    }
+    if (unav)
+        fprintf(stderr, "wdeltafs: warning: %zu of %zu deltas under %s are not served (reasons above; "
+                        "also in %s/.wdeltafs/status)\n",
+                unav, unav + served, t->src, mnt);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -1032,62 +1225,80 @@ int main(int argc, char **argv)
      * that memory, so the daemon stays near its cache size. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     mallopt(M_ARENA_MAX, 4);
-    int rc = 1;
-    if (fuse_opt_parse(&args, &o, opt_spec, NULL) == -1) goto out;
+    int rc = EXIT_USAGE;
+    if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) goto out;
     if (o.help) {
         usage(argv[0]);
         fuse_opt_free_args(&args);
+        free(o.base);
         return 0;
     }
     if (o.version) {
         printf("wdeltafs %s (libfuse %s)\n", WD_VERSION_STRING, fuse_pkgversion());
         fuse_opt_free_args(&args);
+        free(o.base);
         return 0;
     }
-    /* the first non-option argument is SRC; fuse_parse_cmdline takes MOUNTPOINT */
-    for (int i = 1; i < args.argc; i++) {
-        if (args.argv[i][0] == '-') {
-            if (!strcmp(args.argv[i], "-o")) i++;
-            continue;
-        }
-        src = realpath(args.argv[i], NULL);
-        if (!src) {
-            fprintf(stderr, "wdeltafs: %s: %s\n", args.argv[i], strerror(errno));
-            goto out;
-        }
-        free(args.argv[i]);
-        for (int k = i; k + 1 < args.argc; k++) args.argv[k] = args.argv[k + 1];
-        args.argc--;
-        args.argv[args.argc] = NULL;
-        break;
-    }
-    if (!src || fuse_parse_cmdline(&args, &co) != 0 || !co.mountpoint) {
-        fprintf(stderr, "wdeltafs: need SRC and MOUNTPOINT (try --help)\n");
+    int src_i, mnt_i;
+    positional(&args, &src_i, &mnt_i);
+    if (src_i < 0 || mnt_i < 0) {
+        fprintf(stderr, "wdeltafs: %s; usage: wdeltafs SRC MOUNTPOINT [-f] [-o OPTION,...] (try --help)\n",
+                src_i < 0 ? "need SRC and MOUNTPOINT" : "need MOUNTPOINT after SRC");
         goto out;
     }
-    ds.foreground = co.foreground;
     ds.scan_interval = 2;
     /* read-ahead: one decoding thread per CPU (decoding is what limits a
      * cold read), each with two blocks in flight */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     ds.prefetch_threads = ncpu < 2 ? 2 : ncpu > MAX_PREFETCH_THREADS ? MAX_PREFETCH_THREADS : (unsigned)ncpu;
-    if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
     uint64_t cache_size = 1ull << 30;
-    if (o.cache_size && parse_size(o.cache_size, &cache_size)) {
-        fprintf(stderr, "wdeltafs: cache_size=%s is not a size\n", o.cache_size);
+    if ((rc = check_options(&o, &ds, &cache_size))) goto out;
+    rc = EXIT_INPUT;
+    struct stat sst, mst;
+    if (!(src = realpath(args.argv[src_i], NULL)) || stat(src, &sst) || !S_ISDIR(sst.st_mode)) {
+        fprintf(stderr, "wdeltafs: SRC %s: %s\n", args.argv[src_i], src ? "not a directory" : strerror(errno));
         goto out;
     }
-    if (o.scan_interval) ds.scan_interval = (unsigned)atoi(o.scan_interval) > 0 ? (unsigned)atoi(o.scan_interval) : 1;
-    if (o.ra_threads) {
-        int n = atoi(o.ra_threads);
-        ds.prefetch_threads = n < 1 ? 1 : n > MAX_PREFETCH_THREADS ? MAX_PREFETCH_THREADS : (unsigned)n;
-    }
-    ds.readahead = 2 * ds.prefetch_threads < 8 ? 8 : 2 * ds.prefetch_threads;
-    if (o.readahead) ds.readahead = (unsigned)atoi(o.readahead) <= 64 ? (unsigned)atoi(o.readahead) : 64;
-    if (o.v1_dtype && strcmp(o.v1_dtype, "float32") && strcmp(o.v1_dtype, "base")) {
-        fprintf(stderr, "wdeltafs: v1_dtype must be float32 or base\n");
+    if (stat(args.argv[mnt_i], &mst)) {
+        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: %s\n", args.argv[mnt_i], strerror(errno));
         goto out;
     }
+    if (!S_ISDIR(mst.st_mode)) {
+        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: not a directory\n", args.argv[mnt_i]);
+        goto out;
+    }
+    if (!o.base) {
+        fprintf(stderr, "wdeltafs: no base given: every delta is made against a base model; "
+                        "name its directory with -o base=DIR (several: base=DIR:DIR or base= repeated)\n");
+        goto out;
+    }
+    /* SRC is taken out of the arguments; fuse_parse_cmdline takes MOUNTPOINT */
+    free(args.argv[src_i]);
+    for (int k = src_i; k + 1 < args.argc; k++) args.argv[k] = args.argv[k + 1];
+    args.argc--;
+    args.argv[args.argc] = NULL;
+    rc = EXIT_USAGE;
+    if (fuse_parse_cmdline(&args, &co) != 0 || !co.mountpoint) {
+        fprintf(stderr, "wdeltafs: bad arguments (above); usage: wdeltafs SRC MOUNTPOINT [-f] [-o OPTION,...]\n");
+        goto out;
+    }
+    ds.foreground = co.foreground;
+    fuse_opt_add_arg(&args, "-oro,default_permissions,subtype=wdeltafs");
+    char fsname[4200];
+    snprintf(fsname, sizeof fsname, "-ofsname=%s", src);
+    for (char *p = fsname + 9; *p; p++)
+        if (*p == ',') *p = '_'; /* a comma would end the option */
+    fuse_opt_add_arg(&args, fsname);
+    /* the session parses the FUSE options: an unknown one is refused here,
+     * before any work */
+    ds.se = fuse_session_new(&args, &ops, sizeof ops, &ds);
+    if (!ds.se) {
+        fprintf(stderr, "wdeltafs: unknown or bad mount option (above); `wdeltafs --help` lists wdeltafs's own "
+                        "options, and FUSE's (allow_other, ...) are accepted\n");
+        goto out;
+    }
+    rc = EXIT_FAIL;
+    if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
     ds.t.v1_base_dtype = o.v1_dtype && !strcmp(o.v1_dtype, "base");
     ds.t.src = src;
     ds.t.cache_dir = o.cache_dir ? o.cache_dir : "/var/cache/wdeltafs";
@@ -1102,29 +1313,25 @@ int main(int argc, char **argv)
     wd_err err;
     if (!ds.t.cache) {
         fprintf(stderr, "wdeltafs: out of memory\n");
-        goto out;
+        goto out_session;
     }
     if (tree_open_bases(&ds.t, o.base, &err)) {
         fprintf(stderr, "wdeltafs: %s\n", err.msg);
-        goto out;
+        goto out_session;
     }
     /* small bases are hashed now so the first listing is complete; larger
      * ones (when their digest is not cached) in the background */
     tree_hash_pending(&ds.t, 1);
     tree_rescan(&ds.t, NULL, NULL);
-
-    fuse_opt_add_arg(&args, "-oro,default_permissions,subtype=wdeltafs");
-    char fsname[4200];
-    snprintf(fsname, sizeof fsname, "-ofsname=%s", src);
-    for (char *p = fsname + 9; *p; p++)
-        if (*p == ',') *p = '_'; /* a comma would end the option */
-    fuse_opt_add_arg(&args, fsname);
-    ds.se = fuse_session_new(&args, &ops, sizeof ops, &ds);
-    if (!ds.se) goto out;
+    /* what cannot be served has been said on stderr (logmsg writes there
+     * until the daemon is detached); nothing at all: do not mount */
+    if ((rc = servable(&ds, co.mountpoint))) goto out_session;
+    rc = EXIT_FAIL;
     if (fuse_set_signal_handlers(ds.se) != 0) goto out_session;
     if (fuse_session_mount(ds.se, co.mountpoint) != 0) goto out_signals;
     raise_readahead(co.mountpoint);
     if (fuse_daemonize(co.foreground) != 0) goto out_unmount;
+    ds.detached = 1; /* from here on, a daemon in the background logs to syslog */
     notify_ready();
     pthread_t scanner, hasher, pf[MAX_PREFETCH_THREADS];
     int nthreads = 0, scanning = pthread_create(&scanner, NULL, scanner_main, &ds) == 0;
@@ -1137,7 +1344,7 @@ int main(int argc, char **argv)
     rc = co.singlethread ? fuse_session_loop(ds.se) : fuse_session_loop_mt(ds.se, &lc);
     /* libfuse reports the signal that ended the loop; a stop by signal is
      * a clean exit (systemd's stop sends SIGTERM) */
-    if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP) rc = 0;
+    rc = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : EXIT_FAIL;
     pthread_mutex_lock(&ds.lock);
     ds.stopping = 1;
     pthread_cond_broadcast(&ds.work);
@@ -1182,5 +1389,5 @@ out:
     free(o.readahead);
     free(o.v1_dtype);
     free(o.ra_threads);
-    return rc ? 1 : 0;
+    return rc;
 }

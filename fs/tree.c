@@ -805,27 +805,114 @@ static void free_cands(scan *sc)
     free(sc->mnodes);
 }
 
-/* Each delta's directory gets `parent`, a relative symlink to its parent
- * model's directory or to its base's under /.wdeltafs/bases. */
-static void add_parent_links(scan *sc)
+/* Lineage, outside the model directories (a link inside one would make
+ * `du -L`, `cp -rL` or an upload tool that follows links take in the whole
+ * parent and base): /.wdeltafs/lineage/REL is a relative symlink to the
+ * directory of REL's parent model, or of its base under /.wdeltafs/bases;
+ * the directories above it mirror the mount's.  Models come in scan order,
+ * so the last directory made is remembered and found again cheaply. */
+static void add_lineage(scan *sc, uint32_t meta)
 {
     snapshot *s = sc->s;
+    int li = snap_add(s, INO_LINEAGE, N_DIR, "lineage", INO_META, NULL, -1);
+    if (li < 0 || add_child(s, meta, (uint32_t)li)) return;
+    char last[4096] = "";
+    uint32_t last_di = (uint32_t)li;
     for (size_t i = 0; i < sc->nmnodes; i++) {
-        uint32_t mi = sc->mnodes[i];
-        model *m = s->nodes[mi].m;
+        model *m = s->nodes[sc->mnodes[i]].m;
         const char *to = m->parent ? m->parent->rel : m->base && m->base->bm ? m->base->bm->rel : NULL;
-        if (!to || snap_child(s, &s->nodes[mi], "parent")) continue;
-        char target[8192];
-        size_t l = 0;
-        for (const char *p = m->rel; *p && l + 4 < sizeof target; p++)
-            if (p == m->rel || *p == '/') l += (size_t)snprintf(target + l, sizeof target - l, "../");
-        if (snprintf(target + l, sizeof target - l, "%s", to) >= (int)(sizeof target - l)) continue;
-        int li = snap_add(s, ino_of("l", m->rel, target), N_LINK, "parent", m->ino, m, -1);
-        if (li < 0) continue;
-        if (!(s->nodes[li].link = strdup(target)) || add_child(s, mi, (uint32_t)li)) {
-            free(s->nodes[li].link);
-            s->nodes[li].link = NULL;
+        const char *slash = strrchr(m->rel, '/');
+        size_t dl = slash ? (size_t)(slash - m->rel) : 0;
+        if (!to || dl >= sizeof last) continue;
+        uint32_t di = (uint32_t)li;
+        if (dl && strlen(last) == dl && !strncmp(last, m->rel, dl)) {
+            di = last_di;
+        } else if (dl) { /* each directory of rel, made if not there yet */
+            char prefix[4096];
+            int bad = 0;
+            for (size_t k = 0; k <= dl && !bad; k++) {
+                if (k < dl && m->rel[k] != '/') continue;
+                memcpy(prefix, m->rel, k);
+                prefix[k] = 0;
+                const char *comp = strrchr(prefix, '/');
+                comp = comp ? comp + 1 : prefix;
+                node *c = snap_child(s, &s->nodes[di], comp);
+                if (c && c->kind == N_DIR) {
+                    di = (uint32_t)(c - s->nodes);
+                    continue;
+                }
+                int ni = c ? -1 : snap_add(s, ino_of("ld", prefix, NULL), N_DIR, comp, s->nodes[di].ino, NULL, -1);
+                if (ni < 0 || add_child(s, di, (uint32_t)ni)) bad = 1;
+                else di = (uint32_t)ni;
+            }
+            if (bad) continue;
+            memcpy(last, m->rel, dl);
+            last[dl] = 0;
+            last_di = di;
         }
+        /* from .wdeltafs/lineage/REL's directory up to the root: one ../
+         * for .wdeltafs, one for lineage, one per directory of REL */
+        char target[8192];
+        size_t l = (size_t)snprintf(target, sizeof target, "../../");
+        for (const char *p = m->rel; *p && l + 4 < sizeof target; p++)
+            if (*p == '/') l += (size_t)snprintf(target + l, sizeof target - l, "../");
+        if (snprintf(target + l, sizeof target - l, "%s", to) >= (int)(sizeof target - l)) continue;
+        const char *name = slash ? slash + 1 : m->rel;
+        if (snap_child(s, &s->nodes[di], name)) continue;
+        int ki = snap_add(s, ino_of("L", m->rel, target), N_LINK, name, s->nodes[di].ino, m, -1);
+        if (ki < 0) continue;
+        if (!(s->nodes[ki].link = strdup(target)) || add_child(s, di, (uint32_t)ki)) {
+            free(s->nodes[ki].link);
+            s->nodes[ki].link = NULL;
+        }
+    }
+}
+
+/* Times of what is not a file of SRC: a directory keeps the time of the
+ * previous snapshot while it lists the same entries, and takes the time of
+ * this scan when one appeared or vanished (the first scan: the mount's
+ * time); the status file has the newest of them. */
+static uint64_t listing_sum(const snapshot *s, const node *n)
+{
+    /* order-independent: a sum of mixed inode numbers (which name the
+     * entries: they are hashes of their paths) */
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n->nchild; i++) {
+        uint64_t x = s->nodes[n->child[i]].ino * 0x9E3779B97F4A7C15ull;
+        x ^= x >> 29;
+        sum += x * 0xBF58476D1CE4E5B9ull;
+    }
+    return sum;
+}
+
+static int same_listing(const snapshot *old, const snapshot *s, const node *n, const node *o)
+{
+    return o->nchild == n->nchild && listing_sum(old, o) == listing_sum(s, n);
+}
+
+static struct timespec later(struct timespec a, struct timespec b)
+{
+    return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec) ? a : b;
+}
+
+static void stamp_times(tree *t, snapshot *old, snapshot *s)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (!t->mounted.tv_sec) t->mounted = now;
+    node *status = NULL;
+    struct timespec newest = t->mounted;
+    for (size_t i = 0; i < s->nnodes; i++) {
+        node *n = &s->nodes[i];
+        if (n->kind == N_STATUS) status = n;
+        if (n->kind != N_DIR && n->kind != N_META) continue;
+        const node *o = old ? snap_node(old, n->ino) : NULL;
+        n->mtime = !old ? t->mounted : o && same_listing(old, s, n, o) ? o->mtime : now;
+        newest = later(newest, n->mtime);
+    }
+    if (status) { /* the list of unavailable deltas is in it too */
+        const node *o = old ? snap_node(old, INO_STATUS) : NULL;
+        status->mtime = !o ? newest : old->nunav != s->nunav ? now : later(o->mtime, newest);
     }
 }
 
@@ -839,6 +926,41 @@ static void add_base_dirs(scan *sc, uint32_t meta)
         model *bm = sc->t->bases[i].bm;
         if (bm) add_model_nodes(sc, (uint32_t)bi, sc->t->bases[i].name, bm);
     }
+}
+
+/* A directory DIR/ and a model file DIR.wdelta claim the same name in the
+ * mount.  The one the mount already showed under that name keeps it (a
+ * newcomer never takes a served model down); when neither was shown, the
+ * model file wins if it can be served.  Returns 1 if the directory gives
+ * way (then it is listed unavailable, naming both). */
+static int dir_gives_way(scan *sc, const char *dirpath, const char *crel)
+{
+    char mpath[4200];
+    if (snprintf(mpath, sizeof mpath, "%s.wdelta", dirpath) >= (int)sizeof mpath) return 0;
+    struct stat st;
+    if (stat(mpath, &st) || !S_ISREG(st.st_mode)) return 0;
+    if (sc->old) {
+        node *o = snap_node(sc->old, ino_of("d", crel, NULL));
+        if (o && o->kind == N_DIR) return 0; /* the directory was there first */
+    }
+    cand *c = find_cand(sc, mpath);
+    if (!c || !resolve(sc, c)) return 0; /* the model cannot take the name */
+    /* only worth saying if the directory holds deltas */
+    size_t dl = strlen(dirpath);
+    int holds = 0;
+    for (size_t i = 0; i < sc->nc && !holds; i++)
+        holds = !strncmp(sc->c[i].path, dirpath, dl) && sc->c[i].path[dl] == '/';
+    if (holds) {
+        char what[4400], why[16384];
+        if (snprintf(what, sizeof what, "%s/", dirpath) >= (int)sizeof what) return 1;
+        (void)!snprintf(why, sizeof why,
+                 "directory not shown: its name %s clashes with the model file %s, which the mount serves as %s "
+                 "(the entry that had the name first keeps it; at mount time the model file does); rename one of them",
+                 crel, mpath, crel);
+        if (!was_unavailable(sc, what, why)) sc->t->log(LOG_WARNING, "not serving %s: %s", what, why);
+        note_unavailable(sc, what, why, NULL);
+    }
+    return 1;
 }
 
 /* Walk one directory of SRC; rel is its path under the mount ("" = root). */
@@ -874,7 +996,7 @@ static void scan_dir(scan *sc, const char *path, const char *rel, uint32_t dir, 
         if (S_ISDIR(st.st_mode)) {
             if (depth >= MAX_DEPTH || !wd_safe_name(names[i])) continue;
             if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", names[i]) >= (int)sizeof crel) continue;
-            if (snap_child(sc->s, &sc->s->nodes[dir], names[i])) continue;
+            if (snap_child(sc->s, &sc->s->nodes[dir], names[i]) || dir_gives_way(sc, child, crel)) continue;
             int di = snap_add(sc->s, ino_of("d", crel, NULL), N_DIR, names[i], sc->s->nodes[dir].ino, NULL, -1);
             if (di < 0) continue;
             scan_dir(sc, child, crel, (uint32_t)di, depth + 1);
@@ -884,13 +1006,24 @@ static void scan_dir(scan *sc, const char *path, const char *rel, uint32_t dir, 
             char mname[256];
             snprintf(mname, sizeof mname, "%.*s", (int)(nl - 7), names[i]);
             if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", mname) >= (int)sizeof crel) continue;
-            if (!wd_safe_name(mname) || snap_child(sc->s, &sc->s->nodes[dir], mname)) {
-                note_unavailable(sc, child, "its name clashes with another entry or is not a safe name", NULL);
+            if (!wd_safe_name(mname)) {
+                note_unavailable(sc, child,
+                                 "its name is not a safe name for the mount (control characters or invalid UTF-8)", NULL);
                 continue;
             }
             cand *c = find_cand(sc, child);
             if (!c) continue; /* appeared since the listing: next rescan */
             model *m = resolve(sc, c);
+            if (m && snap_child(sc->s, &sc->s->nodes[dir], mname)) { /* a directory kept the name */
+                char why[16384];
+                (void)!snprintf(why, sizeof why,
+                         "its name %s clashes with the directory %s/%s/, which the mount already shows under that "
+                         "name (the entry that had the name first keeps it); rename one of them",
+                         crel, path, mname);
+                if (!was_unavailable(sc, child, why)) sc->t->log(LOG_WARNING, "not serving %s: %s", child, why);
+                note_unavailable(sc, child, why, NULL);
+                continue;
+            }
             if (!m) {
                 const char *r = c->reason ? c->reason : "out of memory";
                 if (!was_unavailable(sc, child, r)) sc->t->log(LOG_WARNING, "not serving %s: %s", child, r);
@@ -944,7 +1077,7 @@ void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void 
     collect(&sc, t->src, "", 0);
     scan_dir(&sc, t->src, "", (uint32_t)root, 0);
     add_base_dirs(&sc, (uint32_t)meta);
-    add_parent_links(&sc);
+    add_lineage(&sc, (uint32_t)meta);
     free_cands(&sc);
     sc.c = NULL;
     sc.nc = 0;
@@ -953,6 +1086,7 @@ void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void 
         snap_free(t, sc.s);
         goto out;
     }
+    stamp_times(t, sc.old, sc.s);
     pthread_mutex_lock(&t->snap_lock);
     snapshot *prev = t->cur;
     t->cur = sc.s;

@@ -7,12 +7,14 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include "wdelta.h"
 
 #define INO_ROOT 1
 #define INO_META 2   /* /.wdeltafs */
 #define INO_STATUS 3 /* /.wdeltafs/status */
 #define INO_BASES 4  /* /.wdeltafs/bases: each base model as a directory */
+#define INO_LINEAGE 5 /* /.wdeltafs/lineage: NAME -> its parent, per model */
 
 struct model;
 
@@ -65,6 +67,7 @@ typedef struct node {
     model *m;    /* N_MODEL and N_FILE */
     int fidx;    /* N_FILE */
     char *link;  /* N_LINK: the symlink's target */
+    struct timespec mtime; /* N_DIR, N_META, N_STATUS: when its listing last changed */
     size_t nchild, cap;
     uint32_t *child; /* node indices */
 } node;
@@ -100,6 +103,7 @@ typedef struct tree {
     snapshot *cur;
     uint64_t next_key;
     uint64_t base_gen; /* bumped (under snap_lock) when a base is hashed */
+    struct timespec mounted; /* the first scan: directories' time until they change */
     void (*log)(int level, const char *fmt, ...);
 } tree;
 

@@ -8,8 +8,8 @@
 #    with its chain (links made from genmodel pairs of the same shape).
 #  - errors: a missing link, links in the wrong order, a loop, each naming
 #    the files.
-#  - the mount: every link of every chain served byte-identically, `parent`
-#    symlinks, the bases under .wdeltafs/bases, the forest and the broken
+#  - the mount: every link of every chain served byte-identically, lineage
+#    (.wdeltafs/lineage symlinks, user.wdelta.parent), the bases under .wdeltafs/bases, the forest and the broken
 #    chains (with reasons) in the status file, lossy links (int4, bitdelta)
 #    equal to what apply writes, concurrent reads of chain
 #    ends through a small cache (nested decodes), daemon exit 0, no
@@ -25,6 +25,8 @@ W="$WDELTA"
 
 # same DIR FTDIR: every file of FTDIR byte-identical under DIR
 same() { same_model "$1" "$2"; }
+# xattr_parent DIR: DIR's user.wdelta.parent (the parent's path under the mount)
+xattr_parent() { "$PY" -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.wdelta.parent").decode())' "$1" 2>/dev/null; }
 # err_has CMD...: run CMD expecting exit 1; the message must contain $WANT and
 # every name in $NAMES (one line, "wdelta: ...")
 expect_error() {
@@ -194,12 +196,20 @@ mount_wdeltafs "$SRC" "$MNT" "$LOG" "base=$BASES,cache_size=4M,cache_dir=$T/cach
   pass "mounted with several bases (different architectures)" || { fail "mount"; finish; }
 for m in $(printf '%s\n' "${!MWANT[@]}" | LC_ALL=C sort); do
   check "$m: every file byte-identical through the mount" same "$MNT/$m" "${MWANT[$m]}"
-  check "$m: parent -> ${MPARENT[$m]}" bash -c '[ "$(readlink "$1/parent")" = "$2" ] && [ -d "$1/parent" ]' _ "$MNT/$m" "${MPARENT[$m]}"
+  # lineage: .wdeltafs/lineage/$m (two levels deeper than the model's own
+  # directory, hence one more ../) and the user.wdelta.parent attribute
+  check "$m: .wdeltafs/lineage/$m -> ../${MPARENT[$m]}" \
+    bash -c '[ "$(readlink "$1")" = "$2" ] && [ -d "$1" ]' _ "$MNT/.wdeltafs/lineage/$m" "../${MPARENT[$m]}"
+  want=$(cd "$MNT/$m" && realpath -sm --relative-to="$MNT" "${MPARENT[$m]}")
+  check "$m: user.wdelta.parent = $want" test "$(xattr_parent "$MNT/$m")" = "$want"
+  check "$m: no symlink inside the model directory" bash -c '[ -z "$(find "$1" -type l)" ]' _ "$MNT/$m"
 done
-check "ls -l shows the parent symlink" bash -c 'ls -l "$1/archA/a3" | grep -q "^l.* parent -> ../../archA/deep/a2$"' _ "$MNT"
+check "ls -l shows the lineage symlink" \
+  bash -c 'ls -l "$1/.wdeltafs/lineage/archA" | grep -q "^l.* a3 -> ../../../archA/deep/a2$"' _ "$MNT"
 check "base A under .wdeltafs/bases is its own directory, byte-identical" same "$MNT/.wdeltafs/bases/base" "$T/a/base"
 check "base B under .wdeltafs/bases" same "$MNT/.wdeltafs/bases/base-2" "$T/b/base"
-check "following parent links from a3 reaches the base" same "$MNT/archA/a3/parent/parent/parent" "$T/a/base"
+check "following user.wdelta.parent from a3 reaches the base" \
+  same "$MNT/$(xattr_parent "$MNT/$(xattr_parent "$MNT/$(xattr_parent "$MNT/archA/a3")")")" "$T/a/base"
 # concurrent readers of chain ends and siblings through a 4M cache: nested
 # decodes wait for each other's blocks (and must never deadlock)
 pids=()

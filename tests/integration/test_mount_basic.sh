@@ -57,10 +57,10 @@ expected_list() {
 for m in "${MODELS[@]}"; do
   ft=${FTDIR[$m]} base=${BASEDIR[$m]}
   expected_list "$ft" "$base" >"$T/want.ls"
-  # every model directory also has `parent`, a symlink to its base's directory (checked below)
-  (cd "$MNT/$m" 2>/dev/null && ls -A | grep -vx parent | LC_ALL=C sort) >"$T/got.ls"
-  check "$m: parent is a symlink to its base under .wdeltafs/bases" \
-    bash -c '[ -L "$1/parent" ] && case "$(readlink "$1/parent")" in */.wdeltafs/bases/*) [ -d "$1/parent" ] ;; *) false ;; esac' _ "$MNT/$m"
+  # lineage is outside the model directory: .wdeltafs/lineage/NAME, a symlink to its base's directory
+  (cd "$MNT/$m" 2>/dev/null && ls -A | LC_ALL=C sort) >"$T/got.ls"
+  check "$m: .wdeltafs/lineage/$m is a symlink to its base under .wdeltafs/bases" \
+    bash -c '[ -L "$1" ] && case "$(readlink "$1")" in */.wdeltafs/bases/*) [ -d "$1" ] ;; *) false ;; esac' _ "$MNT/.wdeltafs/lineage/$m"
   if cmp -s "$T/want.ls" "$T/got.ls"; then pass "$m: ls lists exactly the ft files + base extras ($(wc -l <"$T/got.ls") files)"
   else fail "$m: ls lists exactly the ft files + base extras"; diff "$T/want.ls" "$T/got.ls" | sed 's/^/      /'; fi
   bad=0

@@ -53,7 +53,8 @@ if [ -d "$CB/deltas" ]; then
     [ -e "$MNT/$n/optimizer.pt" ] && { echo "      $n/optimizer.pt is in the delta"; ok=0; }
     [ $ok = 1 ] && pass "mount: $n is the checkpoint's model, byte for byte" || fail "mount: $n"
   done
-  check "mount: checkpoint-30's parent is checkpoint-20" test "$(readlink "$MNT/checkpoint-30/parent")" = "../checkpoint-20"
+  check "mount: checkpoint-30's parent is checkpoint-20 (.wdeltafs/lineage)" \
+    test "$(readlink "$MNT/.wdeltafs/lineage/checkpoint-30")" = "../../checkpoint-20"
   unmount_checked "$MNT" || fail "unmount"
   assert_no_sanitizer_report "$LOG" "daemon log has no sanitizer report"
 else

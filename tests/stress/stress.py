@@ -82,7 +82,8 @@ def cmd_run(a):
         ft, _, base = dirs.partition(":")
         vdir = os.path.join(a.mnt, name)
         try:
-            # `parent` is the symlink to the model's parent (lineage), not a file
+            # only files (lineage lives in .wdeltafs/lineage; an older daemon
+            # had a `parent` symlink here)
             names = sorted(n for n in os.listdir(vdir) if not os.path.islink(os.path.join(vdir, n)))
         except OSError as e:
             print(f"stress: cannot list {vdir}: {e}", file=sys.stderr)
