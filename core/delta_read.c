@@ -127,9 +127,6 @@ static int parse_file(wd_delta *d, const cJSON *f, size_t i, wd_err *err)
         return wd_errf(err, "%s: manifest: file %zu lacks name, size or extents", d->path, i);
     if (!wd_safe_name(name))
         return wd_errf(err, "%s: manifest: file name '%s' is not a safe file name", d->path, name);
-    for (size_t j = 0; j < i; j++)
-        if (!strcmp(d->files[j].name, name))
-            return wd_errf(err, "%s: manifest: file %s appears twice", d->path, name);
     wd_outfile *of = &d->files[i];
     of->name = strdup(name);
     of->size = size;
@@ -140,19 +137,45 @@ static int parse_file(wd_delta *d, const cJSON *f, size_t i, wd_err *err)
     if (!of->name || !d->file_exts[i] || !d->file_pub_exts[i]) return wd_errf(err, "out of memory");
     of->nextents = n;
     uint64_t at = 0;
-    for (size_t k = 0; k < n; k++) {
+    size_t k = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, ex) { /* child/next: linear (cJSON_GetArrayItem walks from the start) */
         wd_ext_priv *e = &d->file_exts[i][k];
-        if (parse_extent(d, cJSON_GetArrayItem(ex, (int)k), name, k, e, err)) return -1;
+        if (parse_extent(d, x, name, k, e, err)) return -1;
         if (e->pub.file_offset != at)
             return wd_errf(err, "%s: file %s extent %zu starts at %llu, expected %llu (gap or overlap)",
                            d->path, name, k, (unsigned long long)e->pub.file_offset, (unsigned long long)at);
         at += e->pub.length;
         d->file_pub_exts[i][k] = e->pub;
+        k++;
     }
     if (at != size)
         return wd_errf(err, "%s: file %s: extents cover %llu bytes of %llu", d->path, name,
                        (unsigned long long)at, (unsigned long long)size);
     of->extents = d->file_pub_exts[i];
+    return 0;
+}
+
+static int cmp_name_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* No output file twice (sorted, so many files cost n log n). */
+static int unique_names(wd_delta *d, wd_err *err)
+{
+    size_t n = d->info.nfiles;
+    const char **names = malloc((n + 1) * sizeof *names);
+    if (!names) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < n; i++) names[i] = d->files[i].name;
+    qsort(names, n, sizeof *names, cmp_name_ptr);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i])) {
+            wd_errf(err, "%s: manifest: file %s appears twice", d->path, names[i]);
+            free(names);
+            return -1;
+        }
+    free(names);
     return 0;
 }
 
@@ -194,8 +217,11 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
         goto out;
     }
     d->info.nfiles = nf;
-    for (size_t i = 0; i < nf; i++)
-        if (parse_file(d, cJSON_GetArrayItem(files, (int)i), i, err)) goto out;
+    size_t i = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, files)
+        if (parse_file(d, f, i++, err)) goto out;
+    if (unique_names(d, err)) goto out;
     rc = 0;
 out:
     cJSON_Delete(m);

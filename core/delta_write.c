@@ -44,6 +44,7 @@ typedef struct plan_file {
     int is_st;
     size_t next;
     plan_ext *ext;
+    size_t *ext_of;     /* safetensors: tensor index (file order) -> its extent, 0 if none */
 } plan_file;
 
 typedef struct job {
@@ -221,6 +222,7 @@ static void free_plan(plan_file *pf, size_t n)
         free(pf[i].name);
         free(pf[i].src_path);
         free(pf[i].ext);
+        free(pf[i].ext_of);
     }
     free(pf);
 }
@@ -237,7 +239,8 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->size = sf->size;
         p->is_st = 1;
         p->ext = calloc(sf->ntensors + 1, sizeof *p->ext);
-        if (!p->name || !p->ext) goto oom;
+        p->ext_of = calloc(sf->ntensors + 1, sizeof *p->ext_of);
+        if (!p->name || !p->ext || !p->ext_of) goto oom;
         p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
                                        (int)i, -1, 0, 0, 0, {0}, 0};
         for (size_t t = 0; t < sf->ntensors; t++) {
@@ -246,6 +249,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             size_t bfi = 0;
             const wd_tensor *bt = wd_model_find(base, tt->name, &bfi);
             int delta = bt && same_shape(bt, tt);
+            p->ext_of[t] = p->next;
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
                                            tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0};
@@ -571,8 +575,8 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     for (size_t t = 0; t < ft.ntensors; t++) {
         const wd_tensor *tt = &ft.files[order[t].file].tensors[order[t].tensor];
         plan_file *p = &pf[order[t].file];
-        for (size_t k = 1; k < p->next; k++)
-            if (p->ext[k].tensor == tt) {
+        size_t k = p->ext_of[order[t].tensor];
+        if (k && p->ext[k].tensor == tt) {
                 uint32_t ebs = p->ext[k].bs ? p->ext[k].bs : bs;
                 p->ext[k].bs = ebs;
                 uint64_t need = (uint64_t)nb + blocks_for(tt->length, ebs);
@@ -778,9 +782,9 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
         wd_sha256_update(sha, tt->name, strlen(tt->name));
         plan_file *p = &pf[fi];
-        for (size_t k = 1; k < p->next; k++) {
+        size_t k = p->ext_of[order[t].tensor];
+        if (k) {
             plan_ext *e = &p->ext[k];
-            if (e->tensor != tt) continue;
             int bfd = e->base_file >= 0 ? base_fds[e->base_file] : -1;
             const char *bpath = e->base_file >= 0 ? base->files[e->base_file].path : NULL;
             if (feed_range(w, ft_fds[fi], ft->files[fi].path, bfd, bpath, e, tt->offset,
@@ -919,10 +923,9 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
         wd_sha256_update(sha, tt->name, strlen(tt->name));
-        plan_ext *e = NULL;
-        for (size_t k = 1; k < pf[fi].next; k++)
-            if (pf[fi].ext[k].tensor == tt) e = &pf[fi].ext[k];
-        if (!e) continue; /* empty tensor */
+        size_t k = pf[fi].ext_of[order[t].tensor];
+        if (!k) continue; /* empty tensor */
+        plan_ext *e = &pf[fi].ext[k];
         if (!wd_codec_is_lossy(e->codec)) {
             if ((fd = open(ft->files[fi].path, O_RDONLY | O_CLOEXEC)) < 0) {
                 wd_errf(err, "%s: %s", ft->files[fi].path, strerror(errno));
