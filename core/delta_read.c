@@ -5,6 +5,7 @@
  * pread, so an open delta costs memory in proportion to its index, never to
  * the model. */
 #include "internal.h"
+#include <zstd.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -263,6 +264,7 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
     unsigned char pre[WD_PREAMBLE_LEN], foot[WD_FOOTER_LEN];
     if (size < 15) return wd_errf(err, "%s: too short (%llu bytes) to be a .wdelta file", d->path, (unsigned long long)size);
     if (wd_pread_full(d->fd, pre, 11, 0, d->path, err)) return -1;
+    uint32_t flags = 0;
     if (memcmp(pre, WD_MAGIC, WD_MAGIC_LEN)) return wd_errf(err, "%s: not a .wdelta file (bad magic)", d->path);
     d->info.version = wd_get_u32(pre + 7);
     if (d->info.version == 1) { /* deltatensors: scan its records; outputs come with the base */
@@ -279,6 +281,10 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
                        d->info.version);
     if (size < WD_PREAMBLE_LEN + WD_FOOTER_LEN)
         return wd_errf(err, "%s: truncated: %llu bytes is less than the fixed parts", d->path, (unsigned long long)size);
+    if (wd_pread_full(d->fd, pre, WD_PREAMBLE_LEN, 0, d->path, err)) return -1;
+    flags = wd_get_u32(pre + 11);
+    if (flags & ~WD_KNOWN_FLAGS)
+        return wd_errf(err, "%s: preamble flags 0x%x name features this version does not know", d->path, flags);
     if (wd_pread_full(d->fd, foot, WD_FOOTER_LEN, size - WD_FOOTER_LEN, d->path, err)) return -1;
     if (memcmp(foot + 80, WD_FOOTER_MAGIC, 8))
         return wd_errf(err, "%s: footer missing (file truncated or not completely written)", d->path);
@@ -332,7 +338,27 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
         }
     }
     d->info.blocks = d->blocks;
-    int rc = parse_manifest(d, (const char *)buf, (size_t)mlen, err);
+    int rc;
+    if (flags & WD_FLAG_ZMANIFEST) {
+        unsigned long long want = ZSTD_getFrameContentSize(buf, (size_t)mlen);
+        char *text = NULL;
+        if (want == ZSTD_CONTENTSIZE_ERROR || want == ZSTD_CONTENTSIZE_UNKNOWN || want > WD_MAX_MANIFEST) {
+            rc = wd_errf(err, "%s: the compressed manifest is corrupt or larger than %u bytes", d->path,
+                         WD_MAX_MANIFEST);
+        } else if (!(text = malloc((size_t)want + 1))) {
+            rc = wd_errf(err, "out of memory reading the manifest of %s", d->path);
+        } else {
+            size_t got = ZSTD_decompress(text, (size_t)want, buf, (size_t)mlen);
+            if (ZSTD_isError(got) || got != want)
+                rc = wd_errf(err, "%s: the compressed manifest does not decompress (%s)", d->path,
+                             ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong size");
+            else
+                rc = parse_manifest(d, text, (size_t)got, err);
+        }
+        free(text);
+    } else {
+        rc = parse_manifest(d, (const char *)buf, (size_t)mlen, err);
+    }
     free(buf);
     return rc;
 }

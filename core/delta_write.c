@@ -24,7 +24,8 @@
 #include <zstd.h>
 
 /* ---- the plan: every output file as extents ------------------------- */
-typedef struct plan_ext {
+typedef struct plan_ext plan_ext;
+struct plan_ext {
     uint64_t file_offset, length;
     wd_codec codec;
     wd_dtype dtype;
@@ -35,7 +36,7 @@ typedef struct plan_ext {
     uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
     wd_lossy_params lp;           /* lossy codecs' settings */
     unsigned rank_found;          /* lowrank codecs: largest rank of a block */
-} plan_ext;
+};
 
 typedef struct plan_file {
     char *name;
@@ -55,6 +56,7 @@ typedef struct job {
     size_t n;
     const wd_lossy_params *lp;
     uint64_t seq;       /* submission order: the order blocks take file offsets */
+    struct plan_ext *ext; /* the extent, when this is its only block (its codec may change) */
 } job;
 
 typedef struct writer {
@@ -132,6 +134,38 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
         if (wd_encode_block(s, j->codec, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err))
             return wd_errprefix(err, "block %u", j->block);
         out_hash = wd_hash64(j->ft, j->n, 0);
+        if (j->ext && j->codec == WD_CODEC_LOSSLESS && len > j->n) {
+            /* a delta bigger than the bytes themselves (tiny tensors: the
+             * codec's tables outweigh the data): store the bytes with zstd
+             * if that is smaller; the extent is this one block, so its
+             * codec can still change (the manifest is written last) */
+            unsigned char *keep = malloc(len);
+            const unsigned char *zo;
+            size_t zl;
+            if (!keep) return wd_errf(err, "out of memory");
+            memcpy(keep, out, len);
+            if (wd_encode_block(s, WD_CODEC_ZSTD, j->dtype, w->level, j->ft, NULL, j->n, &zo, &zl, err)) {
+                free(keep);
+                return wd_errprefix(err, "block %u", j->block);
+            }
+            if (zl < len) {
+                j->ext->codec = WD_CODEC_ZSTD;
+                j->ext->base_tensor = NULL;
+                out = zo;
+                len = zl;
+                free(keep);
+                keep = NULL;
+            } else {
+                unsigned char *dst = wd_scratch_buf(s, 2, len);
+                if (!dst) {
+                    free(keep);
+                    return wd_errf(err, "out of memory");
+                }
+                memcpy(dst, keep, len);
+                out = dst;
+                free(keep);
+            }
+        }
     }
     if (len > UINT32_MAX) return wd_errf(err, "block %u: encoded size %zu too large", j->block, len);
     /* take the next file offset in submission order; the FIFO queue hands
@@ -336,7 +370,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
     for (uint32_t b = 0; b < e->nblocks; b++) {
         uint64_t rel = (uint64_t)b * e->bs;
         size_t n = (size_t)(e->length - rel < e->bs ? e->length - rel : e->bs);
-        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0};
+        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0, e->nblocks == 1 ? e : NULL};
         if (!j.ft) return wd_errf(err, "out of memory");
         if (wd_pread_full(ft_fd, j.ft, n, src_off + rel, ft_path, err)) {
             free(j.ft);
@@ -455,13 +489,31 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs,
     return m;
 }
 
-static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *err)
+static int write_tail(writer *w, const char *text, uint64_t *total, wd_err *err)
 {
-    size_t mlen = strlen(manifest);
+    /* the manifest is stored zstd-compressed (preamble flag WD_FLAG_ZMANIFEST):
+     * its JSON repeats every tensor name and key, ~200 bytes an extent */
+    size_t tl = strlen(text), cap = ZSTD_compressBound(tl);
+    char *manifest = malloc(cap ? cap : 1);
+    if (!manifest) return wd_errf(err, "out of memory");
+    size_t mlen = ZSTD_compress(manifest, cap, text, tl, w->level);
+    if (ZSTD_isError(mlen)) {
+        free(manifest);
+        return wd_errf(err, "compressing the manifest: %s", ZSTD_getErrorName(mlen));
+    }
+    unsigned char flags[4];
+    wd_put_u32(flags, WD_FLAG_ZMANIFEST);
+    if (wd_pwrite_full(w->fd, flags, 4, 11, w->tmp_path, err)) {
+        free(manifest);
+        return -1;
+    }
     uint64_t moff = w->next_offset, toff = moff + mlen;
     size_t tlen = (size_t)w->nblocks * WD_BLOCK_ENTRY_LEN;
     unsigned char *table = malloc(tlen ? tlen : 1);
-    if (!table) return wd_errf(err, "out of memory");
+    if (!table) {
+        free(manifest);
+        return wd_errf(err, "out of memory");
+    }
     for (uint32_t i = 0; i < w->nblocks; i++) {
         unsigned char *e = table + (size_t)i * WD_BLOCK_ENTRY_LEN;
         wd_put_u64(e, w->blocks[i].offset);
@@ -480,6 +532,7 @@ static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *
     wd_sha256 *h = wd_sha256_new();
     if (!h) {
         free(table);
+        free(manifest);
         return wd_errf(err, "out of memory");
     }
     wd_sha256_update(h, manifest, mlen);
@@ -491,6 +544,7 @@ static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *
              wd_pwrite_full(w->fd, table, tlen, toff, w->tmp_path, err) ||
              wd_pwrite_full(w->fd, foot, WD_FOOTER_LEN, toff + tlen, w->tmp_path, err);
     free(table);
+    free(manifest);
     *total = size;
     return rc ? -1 : 0;
 }

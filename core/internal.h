@@ -14,6 +14,9 @@
 #define WD_BLOCK_ENTRY_LEN 32
 #define WD_MAX_MANIFEST (256u * 1024 * 1024)
 #define WD_MAX_BLOCKS (1u << 28)
+/* preamble flags (u32 at offset 11) */
+#define WD_FLAG_ZMANIFEST 1u /* the manifest is one zstd frame */
+#define WD_KNOWN_FLAGS WD_FLAG_ZMANIFEST
 
 /* ---- little-endian helpers */
 static inline void wd_put_u32(unsigned char *p, uint32_t v)
