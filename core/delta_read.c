@@ -259,6 +259,64 @@ static int map_blocks(wd_delta *d, wd_err *err)
     return 0;
 }
 
+/* A compressed manifest (one zstd frame, written as a stream: its size is
+ * not in the frame header), at most WD_MAX_MANIFEST bytes once expanded. */
+static int unzstd_manifest(wd_delta *d, const unsigned char *src, size_t n, char **out, size_t *out_len,
+                           wd_err *err)
+{
+    ZSTD_DCtx *dc = ZSTD_createDCtx();
+    size_t cap = n * 4 + 4096, len = 0;
+    char *text = malloc(cap + 1);
+    int rc = -1;
+    if (!dc || !text) {
+        wd_errf(err, "out of memory reading the manifest of %s", d->path);
+        goto out;
+    }
+    ZSTD_inBuffer in = {src, n, 0};
+    for (;;) {
+        if (len == cap) {
+            if (cap >= WD_MAX_MANIFEST) {
+                wd_errf(err, "%s: the manifest expands to more than %u bytes", d->path, WD_MAX_MANIFEST);
+                goto out;
+            }
+            size_t nc = cap * 2 > WD_MAX_MANIFEST ? WD_MAX_MANIFEST : cap * 2;
+            char *p = realloc(text, nc + 1);
+            if (!p) {
+                wd_errf(err, "out of memory reading the manifest of %s", d->path);
+                goto out;
+            }
+            text = p;
+            cap = nc;
+        }
+        ZSTD_outBuffer ob = {text + len, cap - len, 0};
+        size_t r = ZSTD_decompressStream(dc, &ob, &in);
+        len += ob.pos;
+        if (ZSTD_isError(r)) {
+            wd_errf(err, "%s: the compressed manifest is corrupt (%s)", d->path, ZSTD_getErrorName(r));
+            goto out;
+        }
+        if (r == 0) { /* frame complete: nothing may follow it */
+            if (in.pos != in.size) {
+                wd_errf(err, "%s: bytes after the compressed manifest", d->path);
+                goto out;
+            }
+            break;
+        }
+        if (in.pos == in.size && ob.pos < ob.size) {
+            wd_errf(err, "%s: the compressed manifest is cut short", d->path);
+            goto out;
+        }
+    }
+    *out = text;
+    *out_len = len;
+    text = NULL;
+    rc = 0;
+out:
+    free(text);
+    ZSTD_freeDCtx(dc);
+    return rc;
+}
+
 static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
 {
     unsigned char pre[WD_PREAMBLE_LEN], foot[WD_FOOTER_LEN];
@@ -340,21 +398,10 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
     d->info.blocks = d->blocks;
     int rc;
     if (flags & WD_FLAG_ZMANIFEST) {
-        unsigned long long want = ZSTD_getFrameContentSize(buf, (size_t)mlen);
         char *text = NULL;
-        if (want == ZSTD_CONTENTSIZE_ERROR || want == ZSTD_CONTENTSIZE_UNKNOWN || want > WD_MAX_MANIFEST) {
-            rc = wd_errf(err, "%s: the compressed manifest is corrupt or larger than %u bytes", d->path,
-                         WD_MAX_MANIFEST);
-        } else if (!(text = malloc((size_t)want + 1))) {
-            rc = wd_errf(err, "out of memory reading the manifest of %s", d->path);
-        } else {
-            size_t got = ZSTD_decompress(text, (size_t)want, buf, (size_t)mlen);
-            if (ZSTD_isError(got) || got != want)
-                rc = wd_errf(err, "%s: the compressed manifest does not decompress (%s)", d->path,
-                             ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong size");
-            else
-                rc = parse_manifest(d, text, (size_t)got, err);
-        }
+        size_t got = 0;
+        rc = unzstd_manifest(d, buf, (size_t)mlen, &text, &got, err);
+        if (!rc) rc = parse_manifest(d, text, got, err);
         free(text);
     } else {
         rc = parse_manifest(d, (const char *)buf, (size_t)mlen, err);
@@ -451,6 +498,11 @@ int wd_delta_find_file(const wd_delta *d, const char *name)
     for (size_t i = 0; i < d->info.nfiles; i++)
         if (!strcmp(d->files[i].name, name)) return (int)i;
     return -1;
+}
+
+void wd_delta_set_stop(wd_delta *d, const volatile sig_atomic_t *stop)
+{
+    d->stop = stop;
 }
 
 void wd_delta_v1_use_base_dtype(wd_delta *d, int yes)

@@ -368,6 +368,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
                       uint64_t *done, wd_err *err)
 {
     for (uint32_t b = 0; b < e->nblocks; b++) {
+        if (wd_stop_requested(w->o->stop, err)) return -1;
         uint64_t rel = (uint64_t)b * e->bs;
         size_t n = (size_t)(e->length - rel < e->bs ? e->length - rel : e->bs);
         job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0, e->nblocks == 1 ? e : NULL};
@@ -397,6 +398,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
 
 typedef struct base_hash_job {
     const wd_model *base;
+    const volatile sig_atomic_t *stop;
     const unsigned char *known; /* the parent's result hash */
     unsigned char digest[32];
     int rc;
@@ -411,16 +413,17 @@ static void *base_hash_main(void *arg)
         h->rc = 0;
         return NULL;
     }
-    h->rc = wd_model_hash(h->base, h->digest, &h->err);
+    h->rc = wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err);
     return NULL;
 }
 
 /* ---- manifest -------------------------------------------------------- */
 /* The options recorded are those that shape the output; not the thread
- * count, which does not (the same inputs give the same file anywhere). */
-static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs,
-                            const unsigned char *base_hash, const unsigned char *result_hash,
-                            const plan_file *pf, size_t npf)
+ * count, which does not (the same inputs give the same file anywhere).
+ * The manifest is compressed as it is printed, one extent at a time, so
+ * its memory is the compressed text, not a JSON tree of every extent. */
+static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
+                            const unsigned char *result_hash)
 {
     char hex[65];
     cJSON *m = cJSON_CreateObject();
@@ -450,57 +453,140 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs,
         cJSON_AddStringToObject(par, "name", slash ? slash + 1 : pp);
         cJSON_AddNumberToObject(par, "depth", depth);
     }
-    cJSON *files = cJSON_AddArrayToObject(m, "files");
-    for (size_t i = 0; i < npf; i++) {
+    return m;
+}
+
+static cJSON *extent_json(const plan_ext *e)
+{
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "offset", (double)e->file_offset);
+    cJSON_AddNumberToObject(x, "length", (double)e->length);
+    cJSON_AddStringToObject(x, "codec", wd_codec_name(e->codec));
+    cJSON_AddStringToObject(x, "dtype", e->tensor ? e->tensor->dtype_name : "U8");
+    if (e->tensor) cJSON_AddStringToObject(x, "tensor", e->tensor->name);
+    if (e->base_tensor) cJSON_AddStringToObject(x, "base", e->base_tensor->name);
+    cJSON_AddNumberToObject(x, "first_block", e->first_block);
+    cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
+    cJSON_AddNumberToObject(x, "block_size", e->bs);
+    if (wd_codec_is_rowblock(e->codec)) {
+        cJSON *pj = cJSON_AddObjectToObject(x, "params");
+        cJSON_AddNumberToObject(pj, "cols", e->lp.cols);
+        if (e->codec == WD_CODEC_INT4) {
+            cJSON_AddNumberToObject(pj, "group_size", e->lp.group);
+            cJSON_AddNumberToObject(pj, "outliers", e->lp.outliers);
+            if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
+        }
+        if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
+        if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
+            cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
+    }
+    return x;
+}
+
+/* zstd stream into a growing buffer */
+typedef struct zsink {
+    ZSTD_CCtx *cc;
+    unsigned char *buf;
+    size_t len, cap;
+    int bad;
+} zsink;
+
+static void zput(zsink *z, const char *text, size_t n, int end)
+{
+    if (z->bad) return;
+    ZSTD_inBuffer in = {text, n, 0};
+    for (;;) {
+        if (z->cap - z->len < ZSTD_CStreamOutSize()) {
+            size_t nc = z->cap * 2 + ZSTD_CStreamOutSize();
+            unsigned char *p = realloc(z->buf, nc);
+            if (!p) {
+                z->bad = 1;
+                return;
+            }
+            z->buf = p;
+            z->cap = nc;
+        }
+        ZSTD_outBuffer out = {z->buf + z->len, z->cap - z->len, 0};
+        size_t r = ZSTD_compressStream2(z->cc, &out, &in, end ? ZSTD_e_end : ZSTD_e_continue);
+        z->len += out.pos;
+        if (ZSTD_isError(r)) {
+            z->bad = 1;
+            return;
+        }
+        if (end ? r == 0 : in.pos == in.size) return;
+    }
+}
+
+static void zput_json(zsink *z, cJSON *j)
+{
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!t) {
+        z->bad = 1;
+        return;
+    }
+    zput(z, t, strlen(t), 0);
+    free(t);
+}
+
+/* The whole manifest, zstd-compressed, into *out (malloc'd). */
+static int manifest_z(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
+                      const unsigned char *result_hash, const plan_file *pf, size_t npf, unsigned char **out,
+                      size_t *out_len, wd_err *err)
+{
+    zsink z = {ZSTD_createCCtx(), NULL, 0, 0, 0};
+    if (!z.cc) return wd_errf(err, "out of memory writing the manifest");
+    ZSTD_CCtx_setParameter(z.cc, ZSTD_c_compressionLevel, level);
+    char *head = NULL;
+    cJSON *m = manifest_head(o, level, bs, base_hash, result_hash);
+    if (m) head = cJSON_PrintUnformatted(m);
+    cJSON_Delete(m);
+    size_t hl = head ? strlen(head) : 0;
+    if (!head || hl < 2 || head[hl - 1] != '}') z.bad = 1;
+    else {
+        zput(&z, head, hl - 1, 0); /* without its closing brace: the files follow */
+        zput(&z, ",\"files\":[", 10, 0);
+    }
+    free(head);
+    for (size_t i = 0; i < npf && !z.bad; i++) {
         const plan_file *p = &pf[i];
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "name", p->name);
         cJSON_AddNumberToObject(f, "size", (double)p->size);
         cJSON_AddBoolToObject(f, "safetensors", p->is_st);
-        cJSON *ex = cJSON_AddArrayToObject(f, "extents");
-        for (size_t k = 0; k < p->next; k++) {
-            const plan_ext *e = &p->ext[k];
-            cJSON *x = cJSON_CreateObject();
-            cJSON_AddNumberToObject(x, "offset", (double)e->file_offset);
-            cJSON_AddNumberToObject(x, "length", (double)e->length);
-            cJSON_AddStringToObject(x, "codec", wd_codec_name(e->codec));
-            cJSON_AddStringToObject(x, "dtype", e->tensor ? e->tensor->dtype_name : "U8");
-            if (e->tensor) cJSON_AddStringToObject(x, "tensor", e->tensor->name);
-            if (e->base_tensor) cJSON_AddStringToObject(x, "base", e->base_tensor->name);
-            cJSON_AddNumberToObject(x, "first_block", e->first_block);
-            cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
-            cJSON_AddNumberToObject(x, "block_size", e->bs);
-            if (wd_codec_is_rowblock(e->codec)) {
-                cJSON *pj = cJSON_AddObjectToObject(x, "params");
-                cJSON_AddNumberToObject(pj, "cols", e->lp.cols);
-                if (e->codec == WD_CODEC_INT4) {
-                    cJSON_AddNumberToObject(pj, "group_size", e->lp.group);
-                    cJSON_AddNumberToObject(pj, "outliers", e->lp.outliers);
-                    if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
-                }
-                if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
-                if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
-                    cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
-            }
-            cJSON_AddItemToArray(ex, x);
+        char *ft = cJSON_PrintUnformatted(f);
+        cJSON_Delete(f);
+        size_t fl = ft ? strlen(ft) : 0;
+        if (!ft || fl < 2) {
+            free(ft);
+            z.bad = 1;
+            break;
         }
-        cJSON_AddItemToArray(files, f);
+        if (i) zput(&z, ",", 1, 0);
+        zput(&z, ft, fl - 1, 0);
+        free(ft);
+        zput(&z, ",\"extents\":[", 12, 0);
+        for (size_t k = 0; k < p->next; k++) {
+            if (k) zput(&z, ",", 1, 0);
+            zput_json(&z, extent_json(&p->ext[k]));
+        }
+        zput(&z, "]}", 2, 0);
     }
-    return m;
+    zput(&z, "]}", 2, 1);
+    ZSTD_freeCCtx(z.cc);
+    if (z.bad) {
+        free(z.buf);
+        return wd_errf(err, "out of memory writing the manifest");
+    }
+    *out = z.buf;
+    *out_len = z.len;
+    return 0;
 }
 
-static int write_tail(writer *w, const char *text, uint64_t *total, wd_err *err)
+static int write_tail(writer *w, unsigned char *manifest, size_t mlen, uint64_t *total, wd_err *err)
 {
     /* the manifest is stored zstd-compressed (preamble flag WD_FLAG_ZMANIFEST):
      * its JSON repeats every tensor name and key, ~200 bytes an extent */
-    size_t tl = strlen(text), cap = ZSTD_compressBound(tl);
-    char *manifest = malloc(cap ? cap : 1);
-    if (!manifest) return wd_errf(err, "out of memory");
-    size_t mlen = ZSTD_compress(manifest, cap, text, tl, w->level);
-    if (ZSTD_isError(mlen)) {
-        free(manifest);
-        return wd_errf(err, "compressing the manifest: %s", ZSTD_getErrorName(mlen));
-    }
     unsigned char flags[4];
     wd_put_u32(flags, WD_FLAG_ZMANIFEST);
     if (wd_pwrite_full(w->fd, flags, 4, 11, w->tmp_path, err)) {
@@ -591,6 +677,12 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
         return wd_errf(err, "zstd level %d out of range (%d..%d)", level, ZSTD_minCLevel(), ZSTD_maxCLevel());
 
+    wd_err e0;
+    if (wd_remove_stale(o->out_path, &e0) < 0) {
+        *err = e0;
+        return -1;
+    }
+    if (wd_stop_requested(o->stop, err)) return -1;
     wd_model base = {0}, ft = {0};
     if (o->parent ? wd_delta_output_model(o->parent, &base, err) : wd_model_open(o->base_dir, &base, err))
         return wd_errprefix(err, o->parent ? "parent" : "base");
@@ -603,7 +695,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     int rc = -1;
     char *tmp = NULL;
     writer w = {0};
-    base_hash_job bh = {.base = &base, .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL};
+    base_hash_job bh = {.base = &base, .stop = o->stop, .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL};
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
@@ -647,21 +739,15 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     free(order);
 
     /* temporary output next to the final name */
-    size_t tl = strlen(o->out_path) + 16;
-    tmp = malloc(tl);
-    if (!tmp) {
-        wd_errf(err, "out of memory");
+    /* a new file: 0666 less the umask (the kernel applies it); replacing a
+     * regular file: that file's mode, set before any byte is written */
+    w.fd = wd_tmp_file(o->out_path, "tmp", 0666, &tmp, err);
+    if (w.fd < 0) goto out;
+    struct stat old;
+    if (lstat(o->out_path, &old) == 0 && S_ISREG(old.st_mode) && fchmod(w.fd, old.st_mode & 07777)) {
+        wd_errf(err, "%s: cannot give it the mode of %s: %s", tmp, o->out_path, strerror(errno));
         goto out;
     }
-    snprintf(tmp, tl, "%s.tmp.XXXXXX", o->out_path);
-    w.fd = mkstemp(tmp);
-    if (w.fd < 0) {
-        wd_errf(err, "%s: cannot create a temporary file: %s", tmp, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto out;
-    }
-    fchmod(w.fd, 0644);
     w.o = o;
     w.level = level;
     w.block_size = bs;
@@ -720,17 +806,11 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         goto out_sync;
     }
     if (any_lossy(pf, npf) && hash_decoded(&w, &base, &ft, pf, result_hash, err)) goto out_sync;
-    cJSON *m = manifest_json(o, level, bs, bh.digest, result_hash, pf, npf);
-    char *text = m ? cJSON_PrintUnformatted(m) : NULL;
-    cJSON_Delete(m);
-    if (!text) {
-        wd_errf(err, "out of memory writing the manifest");
-        goto out_sync;
-    }
+    unsigned char *zm = NULL;
+    size_t zl = 0;
+    if (manifest_z(o, level, bs, bh.digest, result_hash, pf, npf, &zm, &zl, err)) goto out_sync;
     uint64_t total = 0;
-    int trc = write_tail(&w, text, &total, err);
-    free(text);
-    if (trc) goto out_sync;
+    if (write_tail(&w, zm, zl, &total, err)) goto out_sync; /* frees zm */
     if (fsync(w.fd)) {
         wd_errf(err, "%s: fsync failed: %s", tmp, strerror(errno));
         goto out_sync;
@@ -883,6 +963,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
         for (size_t k = 1; k < p->next && !rc; k++) {
             plan_ext *e = &p->ext[k];
             if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) continue;
+            if ((rc = -wd_stop_requested(o->stop, err))) break;
             uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
             if (!lbs) continue;
             wd_codec c = fixed;
@@ -976,6 +1057,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
+        if (wd_stop_requested(w->o->stop, err)) goto out;
         wd_sha256_update(sha, tt->name, strlen(tt->name));
         size_t k = pf[fi].ext_of[order[t].tensor];
         if (!k) continue; /* empty tensor */

@@ -4,6 +4,7 @@
 
 #include "wdelta.h"
 #include <pthread.h>
+#include <signal.h>
 
 /* ---- file layout constants of .wdelta v2 (see core/FORMAT.md) */
 #define WD_MAGIC "wdelta\0"
@@ -53,6 +54,22 @@ int wd_apply_remove(const wd_delta *d, const char *dir);
  * kept a (quiet) NaN, overflow to infinity (v1_view.c). */
 uint16_t wd_f32_to_bf16(uint32_t u);
 uint16_t wd_f32_to_f16(uint32_t u);
+
+/* ---- temporaries (tmpfile.c): OUT.KIND.PID.RANDOM next to out_path, a
+ * file (returns an fd open for writing) or a directory (returns 0); -1
+ * with err set.  mode is reduced by the umask as usual. */
+int wd_tmp_file(const char *out_path, const char *kind, mode_t mode, char **path_out, wd_err *err);
+int wd_tmp_dir(const char *out_path, const char *kind, mode_t mode, char **path_out, wd_err *err);
+/* 1 (err set: "interrupted") if the caller's stop flag is raised. */
+int wd_stop_requested(const volatile sig_atomic_t *stop, wd_err *err);
+
+/* wd_model_hash reading `chunk` bytes at a time (chunks start at each
+ * tensor's first byte), handing every chunk to cb (may be NULL) and
+ * stopping when *stop is raised (stop may be NULL). */
+typedef void (*wd_hash_chunk_fn)(void *ctx, size_t file, size_t tensor, uint64_t rel, const unsigned char *buf,
+                                 size_t n);
+int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_hash_chunk_fn cb, void *ctx,
+                     const volatile sig_atomic_t *stop, wd_err *err);
 
 /* ---- I/O: full reads/writes with retry on EINTR/short counts. */
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
@@ -173,6 +190,7 @@ struct wd_delta {
     wd_delta *parent;          /* not owned */
     uint64_t parent_key;
     wd_cache *parent_cache;
+    const volatile sig_atomic_t *stop; /* wd_delta_set_stop: polled by wd_apply */
 };
 
 /* v1_view.c */

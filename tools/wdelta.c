@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +33,39 @@ static void die_msg(const char *msg)
     fprintf(stderr, "wdelta: %s\n", msg);
 }
 
+/* SIGINT, SIGTERM, SIGHUP while a command writes its output: the handler
+ * only raises this flag; the library polls it between blocks, removes its
+ * temporaries and fails ("interrupted"), and fail() then ends the process
+ * by the same signal.  A second signal ends it at once. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    if (stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+}
+
 static int fail(const wd_err *err)
 {
     die_msg(err->msg[0] ? err->msg : "unknown error");
+    if (stop_signal) {
+        signal(stop_signal, SIG_DFL);
+        raise(stop_signal);
+    }
     return 1;
 }
 
@@ -405,6 +436,8 @@ static int cmd_create(int argc, char **argv)
     wd_create_stats cs;
     memset(&cs, 0, sizeof cs);
     double t0 = now_s();
+    o.stop = &stop_signal;
+    catch_stop_signals();
     int rc = wd_create(&o, &cs, &err);
     progress_end(&pr);
     size_t links = chain ? wd_chain_length(chain) : 0;
@@ -862,6 +895,7 @@ build:;
     char outbuf[PATH_MAX];
     snprintf(outbuf, sizeof outbuf, "%.*s", (int)ol, out);
     const char *target = outbuf;
+    if (wd_remove_stale(outbuf, &err) < 0) goto done; /* what a killed apply left */
     if (force && path_exists(outbuf)) {
         size_t n = ol + 32;
         tmp = malloc(n);
@@ -876,9 +910,14 @@ build:;
     progress pr;
     progress_init(&pr, "apply", quiet);
     double t0 = now_s();
+    wd_delta_set_stop(top, &stop_signal);
+    catch_stop_signals();
     int arc = wd_apply(top, target, threads, bytes_progress_cb, &pr, &err);
     progress_end(&pr);
     if (arc) goto done;
+    struct stat old;
+    if (tmp && stat(outbuf, &old) == 0 && S_ISDIR(old.st_mode)) /* --force: keep the replaced one's mode */
+        chmod(tmp, old.st_mode & 07777);
     if (tmp && replace_dir(tmp, outbuf, force, &err)) {
         remove_flat_dir(tmp);
         goto done;
@@ -1654,6 +1693,8 @@ static int flatten_cmd(int argc, char **argv, int convert)
     wd_create_stats cs;
     memset(&cs, 0, sizeof cs);
     double t0 = now_s();
+    o.stop = &stop_signal;
+    catch_stop_signals();
     int frc = wd_flatten(src, &o, &cs, &err);
     progress_end(&pr);
     if (frc) goto done;

@@ -60,7 +60,7 @@ class CreateOpts(Structure):
                 ("strategy", c_char_p), ("lossy", LossyParams), ("no_lowrank", c_int),
                 ("max_error", c_double), ("threads", c_int), ("level", c_int),
                 ("block_size", c_uint32), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p),
-                ("parent", c_void_p)]
+                ("parent", c_void_p), ("stop", c_void_p)]
 
 
 class CreateStats(Structure):
