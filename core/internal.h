@@ -4,6 +4,7 @@
 
 #include "wdelta.h"
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 
 /* ---- file layout constants of .wdelta v2 (see core/FORMAT.md) */
@@ -180,6 +181,15 @@ struct wd_delta {
     long memo_tensor;
     int v1_digest;             /* under memo_lock: 0 unchecked, 1 good, -1 bad */
     unsigned char *memo;
+    /* v1 base checksums (wd_delta_check_digest with the base attached): per
+     * block, wd_hash64 of the base bytes a base-copy block is, and for a
+     * v1 tensor (in its first block) the chained hash of the whole base
+     * tensor in 1 MiB pieces, taken while hashing the base to its content
+     * hash.  Set once; v1_bad: a mismatch was found (reads fail), with
+     * v1_why under memo_lock. */
+    uint64_t *_Atomic v1_base_sums;
+    atomic_int v1_bad;
+    char v1_why[512];
     pthread_mutex_t pool_lock;
     wd_scratch **pool;
     size_t npool, cap_pool;
