@@ -316,6 +316,54 @@ oom:
     return wd_errf(err, "out of memory planning the delta");
 }
 
+/* Small tensors: an extent of its own costs a block-table entry and its
+ * codec's block header (for a float tensor's lossless delta, 200 bytes and
+ * more), whatever the tensor's size.  A tensor whose bytes are at most
+ * twice that fixed cost gains nothing from a delta of its own, so runs of
+ * consecutive small tensors (up to one block) are stored together as one
+ * plain extent: zstd, no tensor name, like a header (no format change;
+ * the rebuilt bytes are the fine-tune's exactly).  Lossy and low-rank
+ * extents are never packed. */
+static int is_small(const plan_ext *e)
+{
+    if (!e->tensor || (e->codec != WD_CODEC_LOSSLESS && e->codec != WD_CODEC_ZSTD)) return 0;
+    size_t fixed = WD_BLOCK_ENTRY_LEN + wd_codec_header_len(WD_CODEC_LOSSLESS, e->dtype);
+    return e->length <= 2 * fixed;
+}
+
+static void pack_small(plan_file *pf, size_t npf, const wd_model *ft, uint32_t bs)
+{
+    for (size_t i = 0; i < npf && i < ft->nfiles; i++) {
+        plan_file *p = &pf[i];
+        const wd_tensor *t0 = ft->files[i].tensors;
+        size_t wi = 1, k = 1;
+        while (k < p->next) {
+            plan_ext e = p->ext[k];
+            if (!is_small(&e)) {
+                p->ext_of[e.tensor - t0] = wi;
+                p->ext[wi++] = e;
+                k++;
+                continue;
+            }
+            plan_ext run = {e.file_offset, 0, WD_CODEC_ZSTD, WD_U8, NULL, NULL, (int)i, -1, 0, 0, bs, {0}, 0};
+            while (k < p->next && is_small(&p->ext[k]) && run.length + p->ext[k].length <= bs &&
+                   p->ext[k].file_offset == run.file_offset + run.length) {
+                p->ext_of[p->ext[k].tensor - t0] = wi;
+                run.length += p->ext[k].length;
+                k++;
+            }
+            if (!run.length) { /* cannot happen: the first one always fits a block */
+                p->ext_of[e.tensor - t0] = wi;
+                p->ext[wi++] = e;
+                k++;
+                continue;
+            }
+            p->ext[wi++] = run;
+        }
+        p->next = wi;
+    }
+}
+
 /* ---- feeding ---------------------------------------------------------- */
 /* The base bytes of a delta against a parent delta: decoded from it. */
 static int read_parent(const wd_delta *parent, int out_file, unsigned char *buf, size_t n, uint64_t off, wd_err *err)
@@ -700,9 +748,11 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
     if (choose_codecs(o, fixed, is_auto, level, bs, &base, &ft, pf, npf, err)) goto out;
+    pack_small(pf, npf, &ft, bs);
 
     /* Blocks are numbered in the order they will be fed: headers and extra
-     * files first, then tensors in content-hash order. */
+     * files first, then the runs of small tensors, then tensors in
+     * content-hash order. */
     uint32_t nb = 0;
     for (size_t i = 0; i < npf; i++) {
         if (pf[i].next) { /* a safetensors header, or a non-empty extra file */
@@ -712,6 +762,13 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
             nb += pf[i].ext[0].nblocks;
         }
     }
+    for (size_t i = 0; i < npf; i++)
+        for (size_t k = 1; pf[i].is_st && k < pf[i].next; k++)
+            if (!pf[i].ext[k].tensor) { /* a run of small tensors: one block */
+                pf[i].ext[k].first_block = nb;
+                pf[i].ext[k].nblocks = blocks_for(pf[i].ext[k].length, pf[i].ext[k].bs);
+                nb += pf[i].ext[k].nblocks;
+            }
     struct wd_tref *order = calloc(ft.ntensors + 1, sizeof *order);
     if (!order) {
         wd_errf(err, "out of memory");
@@ -909,7 +966,15 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
             if (r) goto out;
         }
     }
-    /* tensors, in content-hash order, hashing on the way */
+    /* runs of small tensors */
+    for (size_t i = 0; i < npf; i++)
+        for (size_t k = 1; pf[i].is_st && k < pf[i].next; k++)
+            if (!pf[i].ext[k].tensor &&
+                feed_range(w, ft_fds[i], ft->files[i].path, -1, NULL, &pf[i].ext[k], pf[i].ext[k].file_offset, 0,
+                           NULL, &done, err))
+                goto out;
+    /* tensors, in content-hash order, hashing on the way (a small one's
+     * bytes read again for the hash: it was fed in its run) */
     wd_model_hash_order(ft, order);
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
@@ -917,7 +982,17 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
         wd_sha256_update(sha, tt->name, strlen(tt->name));
         plan_file *p = &pf[fi];
         size_t k = p->ext_of[order[t].tensor];
-        if (k) {
+        if (k && !p->ext[k].tensor) {
+            unsigned char *sb = malloc(tt->length ? tt->length : 1);
+            if (!sb) {
+                wd_errf(err, "out of memory");
+                goto out;
+            }
+            int r = wd_pread_full(ft_fds[fi], sb, tt->length, tt->offset, ft->files[fi].path, err);
+            if (!r) wd_sha256_update(sha, sb, tt->length);
+            free(sb);
+            if (r) goto out;
+        } else if (k) {
             plan_ext *e = &p->ext[k];
             int bfd = e->base_file >= 0 ? base_fds[e->base_file] : -1;
             const char *bpath = e->base_file >= 0 ? base->files[e->base_file].path : NULL;

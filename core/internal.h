@@ -147,6 +147,9 @@ int wd_zstd_compress(wd_scratch *s, void *dst, size_t cap, const void *src, size
                      size_t *out, wd_err *err);
 int wd_zstd_decompress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n,
                        size_t *out, wd_err *err);
+/* Bytes of the fixed header of a block of codec c (zstd or lossless): the
+ * least a block costs besides its data. */
+size_t wd_codec_header_len(wd_codec c, wd_dtype dt);
 /* The element width the lossless codec works in for a dtype. */
 unsigned wd_codec_width(wd_dtype dt);
 

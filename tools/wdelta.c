@@ -566,7 +566,27 @@ static int inspect_json(const wd_delta_info *in)
     return 0;
 }
 
-static void inspect_text(const char *path, const wd_delta_info *in)
+/* Tensors of output file `fname` that lie in [off, off+len): an extent
+ * holding small tensors together names none; the rebuilt header does.
+ * print: list them.  Returns how many. */
+static size_t packed_tensors(const wd_model *om, const char *fname, uint64_t off, uint64_t len, int print)
+{
+    size_t n = 0;
+    for (size_t f = 0; om && f < om->nfiles; f++) {
+        if (strcmp(om->files[f].name, fname)) continue;
+        for (size_t t = 0; t < om->files[f].ntensors; t++) {
+            const wd_tensor *x = &om->files[f].tensors[t];
+            if (x->offset < off || x->offset >= off + len || !x->length) continue;
+            n++;
+            if (print)
+                printf("  %-56s %-6s %-9s %12" PRIu64 " %12s  (small: stored with its neighbours)\n", x->name,
+                       x->dtype_name, "zstd", x->length, "-");
+        }
+    }
+    return n;
+}
+
+static void inspect_text(const char *path, const wd_delta_info *in, const wd_model *om)
 {
     char hex[65], a[32], b[32];
     printf("file:            %s\n", path);
@@ -592,6 +612,8 @@ static void inspect_text(const char *path, const wd_delta_info *in)
         for (size_t k = 0; k < f->nextents; k++) {
             s += extent_stored(in, &f->extents[k]);
             if (f->extents[k].tensor) ntensors++;
+            else if (k && f->is_safetensors)
+                ntensors += packed_tensors(om, f->name, f->extents[k].file_offset, f->extents[k].length, 0);
         }
         tstored_all += s;
         if (!f->is_safetensors) nextra++;
@@ -604,6 +626,7 @@ static void inspect_text(const char *path, const wd_delta_info *in)
         const wd_outfile *f = &in->files[i];
         for (size_t k = 0; k < f->nextents; k++) {
             const wd_extent *e = &f->extents[k];
+            if (!e->tensor && k && f->is_safetensors) packed_tensors(om, f->name, e->file_offset, e->length, 1);
             if (!e->tensor) continue;
             uint64_t s = extent_stored(in, e);
             unsigned es = wd_dtype_size(e->dtype) ? wd_dtype_size(e->dtype) : 1;
@@ -741,7 +764,10 @@ static int cmd_inspect(int argc, char **argv)
             rc = 1;
         }
     } else {
-        inspect_text(path, in);
+        wd_model om;
+        int have = wd_delta_output_model(d, &om, &err) == 0; /* names the small tensors stored together */
+        inspect_text(path, in, have ? &om : NULL);
+        if (have) wd_model_free(&om);
     }
     wd_delta_close(d);
     return rc;
