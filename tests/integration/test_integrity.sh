@@ -84,6 +84,20 @@ ds=$(stat -c %s "$T/m40.wdelta") ms=$(stat -c %s "$T/m40/ft/model.safetensors")
 check "40k tiny tensors: the delta ($ds bytes) is not larger than the model ($ms bytes)" [ "$ds" -le "$ms" ]
 "$W" apply -q "$T/m40.wdelta" --base "$T/m40/base" -o "$T/m40.out" >/dev/null 2>&1
 check "40k tensors: apply rebuilds the model exactly" same_model "$T/m40.out" "$T/m40/ft"
+# other tiny sizes (1, 2 and 300 elements: below, at and above the size up to
+# which tensors are stored together) and another seed
+for spec in "1 7" "2 8" "300 9"; do
+  set -- $spec
+  "$PY" "$REPO/tests/integration/gen_many_tensors.py" "$T/ms$1" 5000 "$1" "$2" || die "generator failed"
+  "$W" create -q --base "$T/ms$1/base" --finetuned "$T/ms$1/ft" -o "$T/ms$1.wdelta" >/dev/null 2>"$T/err" ||
+    sed 's/^/      | /' "$T/err"
+  "$W" apply -q "$T/ms$1.wdelta" --base "$T/ms$1/base" -o "$T/ms$1.out" >/dev/null 2>&1
+  ds=$(stat -c %s "$T/ms$1.wdelta" 2>/dev/null || echo 0) ms=$(stat -c %s "$T/ms$1/ft/model.safetensors")
+  check "5k tensors of $1 elements: delta $ds bytes, not larger than the model ($ms) and rebuilt exactly" \
+    bash -c '[ "$1" -gt 0 ] && [ "$1" -le "$2" ] && cmp -s "$3" "$4"' _ "$ds" "$ms" "$T/ms$1.out/model.safetensors" \
+    "$T/ms$1/ft/model.safetensors"
+  rm -rf "$T/ms$1" "$T/ms$1.out" "$T/ms$1.wdelta"
+done
 R="$REPO/build/wdelta"
 if [ -x "$R" ]; then
   "$PY" "$REPO/tests/integration/gen_many_tensors.py" "$T/m80" 80000 || die "generator failed"
