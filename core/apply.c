@@ -47,6 +47,7 @@ static void *apply_worker(void *arg)
         pthread_mutex_lock(&a->lock);
         uint32_t b = a->next++;
         int stop = a->failed || b >= in->nblocks;
+        if (!stop && wd_stop_requested(a->d->stop, &a->err)) a->failed = stop = 1;
         pthread_mutex_unlock(&a->lock);
         if (stop) break;
         wd_err e;
@@ -159,7 +160,7 @@ static int copy_file(const char *from, const char *to, wd_err *err)
 {
     int in = open(from, O_RDONLY | O_CLOEXEC), out = -1;
     if (in < 0) return wd_errf(err, "%s: %s", from, strerror(errno));
-    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (out < 0) {
         close(in);
         return wd_errf(err, "%s: %s", to, strerror(errno));
@@ -203,36 +204,37 @@ static int copy_base_extras(wd_delta *d, const char *dir, wd_err *err)
 /* Build everything in a temporary directory next to out_dir, then put it in
  * place: renamed to out_dir (which must be absent or an empty directory), or
  * with replace, swapped with the existing out_dir, whose files (all ours,
- * checked by the caller) are then removed.  mode: the directory's (0: 0755). */
+ * checked by the caller) are then removed.  mode: the directory's (0: 0777 less the umask). */
 static int build(wd_delta *d, const char *out_dir, int replace, mode_t mode, int threads,
                  void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
 {
     const wd_delta_info *in = wd_delta_get_info(d);
     size_t tl = strlen(out_dir) + 16;
-    char *tmp = malloc(tl);
+    if (wd_remove_stale(out_dir, err) < 0) return -1;
+    if (wd_stop_requested(d->stop, err)) return -1;
+    char *tmp = NULL;
     apply_ctx a = {.d = d, .progress = progress, .progress_ctx = progress_ctx};
     a.fds = calloc(in->nfiles + 1, sizeof *a.fds);
     a.block_file = malloc((in->nblocks + 1) * sizeof *a.block_file);
     a.block_off = malloc((in->nblocks + 1) * sizeof *a.block_off);
     int rc = -1;
-    if (!tmp || !a.fds || !a.block_file || !a.block_off) {
+    if (!a.fds || !a.block_file || !a.block_off) {
         wd_errf(err, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < in->nfiles; i++) a.fds[i] = -1;
-    snprintf(tmp, tl, "%s.tmp.XXXXXX", out_dir);
-    if (!mkdtemp(tmp)) {
-        wd_errf(err, "cannot create a temporary directory next to %s: %s", out_dir, strerror(errno));
-        free(tmp);
-        tmp = NULL;
+    /* 0777 and files 0666, less the umask: the modes of any new output;
+     * an existing directory's mode is kept */
+    if (wd_tmp_dir(out_dir, "tmp", 0777, &tmp, err) < 0) goto out;
+    if (mode && chmod(tmp, mode)) {
+        wd_errf(err, "cannot set the mode of %s: %s", tmp, strerror(errno));
         goto out;
     }
-    chmod(tmp, mode ? mode : 0755);
     char path[4096];
     for (size_t f = 0; f < in->nfiles; f++) {
         const wd_outfile *of = &in->files[f];
         snprintf(path, sizeof path, "%s/%s", tmp, of->name);
-        a.fds[f] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        a.fds[f] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (a.fds[f] < 0 || ftruncate(a.fds[f], (off_t)of->size)) {
             wd_errf(err, "%s: %s", path, strerror(errno));
             goto out;

@@ -59,17 +59,6 @@ void wd_delta_base_done(wd_delta *d, wd_cache_pin *pin)
 }
 
 /* ---- attaching a parent ---------------------------------------------- */
-typedef struct out_tensor {
-    const char *name;
-    size_t file;
-    const wd_extent *ext;
-} out_tensor;
-
-static int cmp_out_tensor(const void *a, const void *b)
-{
-    return strcmp(((const out_tensor *)a)->name, ((const out_tensor *)b)->name);
-}
-
 static int has_source(const wd_delta *d)
 {
     return d->base != NULL || d->parent != NULL;
@@ -93,40 +82,30 @@ int wd_delta_set_parent(wd_delta *d, wd_delta *parent, uint64_t parent_key, wd_c
         return wd_errf(err, "%s was made against the model with content hash %s, but %s rebuilds %s", d->path, a,
                        parent->path, b);
     }
-    /* every tensor the parent rebuilds, by name */
-    size_t n = 0;
-    for (size_t f = 0; f < parent->info.nfiles; f++)
-        if (parent->files[f].is_safetensors) n += parent->files[f].nextents;
-    out_tensor *t = calloc(n + 1, sizeof *t);
-    if (!t) return wd_errf(err, "out of memory");
-    n = 0;
-    for (size_t f = 0; f < parent->info.nfiles; f++) {
-        if (!parent->files[f].is_safetensors) continue;
-        for (size_t k = 0; k < parent->files[f].nextents; k++) {
-            const wd_extent *x = &parent->files[f].extents[k];
-            if (x->tensor) t[n++] = (out_tensor){x->tensor, f, x};
-        }
-    }
-    qsort(t, n, sizeof *t, cmp_out_tensor);
+    /* every tensor the parent rebuilds, by name, from its rebuilt headers
+     * (not its extents: small tensors share one unnamed extent) */
+    wd_model pm;
+    if (wd_delta_output_model(parent, &pm, err)) return wd_errprefix(err, "%s: its parent", d->path);
     for (size_t i = 0; i < d->next; i++) {
         wd_ext_priv *e = d->ext_by_num[i];
         if (!e->base_tensor) continue;
-        out_tensor key = {e->base_tensor, 0, NULL};
-        const out_tensor *hit = n ? bsearch(&key, t, n, sizeof *t, cmp_out_tensor) : NULL;
-        if (!hit) {
-            free(t);
+        size_t fi;
+        const wd_tensor *t = wd_model_find(&pm, e->base_tensor, &fi);
+        int of = t ? wd_delta_find_file(parent, pm.files[fi].name) : -1;
+        if (!t || of < 0) {
+            wd_model_free(&pm);
             return wd_errf(err, "%s: its parent %s rebuilds no tensor %s", d->path, parent->path, e->base_tensor);
         }
-        if (hit->ext->dtype != e->pub.dtype || hit->ext->length != e->pub.length) {
-            unsigned long long have = (unsigned long long)hit->ext->length;
-            free(t);
+        if (t->dtype != e->pub.dtype || t->length != e->pub.length) {
+            unsigned long long have = (unsigned long long)t->length;
+            wd_model_free(&pm);
             return wd_errf(err, "%s: tensor %s of its parent %s is %llu bytes (or another dtype), the delta expects %llu",
                            d->path, e->base_tensor, parent->path, have, (unsigned long long)e->pub.length);
         }
-        e->base_fd_index = (int)hit->file;
-        e->base_offset = hit->ext->file_offset;
+        e->base_fd_index = of;
+        e->base_offset = t->offset;
     }
-    free(t);
+    wd_model_free(&pm);
     d->parent = parent;
     d->parent_key = parent_key;
     d->parent_cache = cache;
@@ -475,25 +454,37 @@ int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err
     if (!o->base_dir || !o->out_path) return wd_errf(err, "flatten needs a base directory and an output path");
     if (!has_source(d)) return wd_errf(err, "%s: no base attached", d->path);
     /* the model d rebuilds, next to the output, removed when done: the
-     * fine-tune side of a delta must be a directory to create from */
-    size_t tl = strlen(o->out_path) + 32;
-    char *tmp = malloc(tl);
-    if (!tmp) return wd_errf(err, "out of memory");
-    snprintf(tmp, tl, "%s.rebuild.XXXXXX", o->out_path);
-    if (!mkdtemp(tmp)) {
-        int e = errno;
-        free(tmp);
-        return wd_errf(err, "cannot create a temporary directory next to %s: %s", o->out_path, strerror(e));
+     * fine-tune side of a delta must be a directory to create from.  It is
+     * built inside a private directory (0700): the rebuilt model of a
+     * private delta is not shown to others on the way. */
+    wd_err e0;
+    if (wd_remove_stale(o->out_path, &e0) < 0) {
+        *err = e0;
+        return -1;
     }
-    rmdir(tmp); /* wd_apply creates it itself */
-    int rc = wd_apply(d, tmp, o->threads, NULL, NULL, err);
+    char *tmp = NULL;
+    if (wd_tmp_dir(o->out_path, "rebuild", 0700, &tmp, err) < 0) return -1;
+    size_t ml = strlen(tmp) + 8;
+    char *model = malloc(ml);
+    if (!model) {
+        rmdir(tmp);
+        free(tmp);
+        return wd_errf(err, "out of memory");
+    }
+    snprintf(model, ml, "%s/model", tmp);
+    const volatile sig_atomic_t *old_stop = d->stop;
+    if (o->stop) d->stop = o->stop;
+    int rc = wd_apply(d, model, o->threads, NULL, NULL, err);
+    d->stop = old_stop;
     if (!rc) {
         wd_create_opts c = *o;
-        c.ft_dir = tmp;
+        c.ft_dir = model;
         c.parent = NULL;
         rc = wd_create(&c, st, err);
     }
-    wd_apply_remove(d, tmp); /* nothing there if wd_apply failed: it cleans up its own */
+    wd_apply_remove(d, model); /* nothing there if wd_apply failed: it cleans up its own */
+    rmdir(tmp);
+    free(model);
     free(tmp);
     return rc;
 }

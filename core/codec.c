@@ -175,6 +175,13 @@ static ctxspec ctx_for(wd_dtype dt)
     }
 }
 
+size_t wd_codec_header_len(wd_codec c, wd_dtype dt)
+{
+    int mode = c == WD_CODEC_LOSSLESS;
+    unsigned w = wd_codec_width(dt), k = mode && ctx_for(dt).mask ? FLOAT_CTX : 1;
+    return HDR_FIXED + 4u * (LANES * k + w * k);
+}
+
 /* ---- per-width kernels, generated for uint8/16/32/64 ---------------- */
 #define KEY(T, x, S) ((T)((x) ^ ((T)(-(T)((x) >> (sizeof(T) * 8 - 1))) | (S))))
 #define UNKEY(T, k, S) ((T)((k) ^ ((S) | (T)(-(T)(((k) >> (sizeof(T) * 8 - 1)) ^ 1)))))

@@ -5,6 +5,7 @@
  * pread, so an open delta costs memory in proportion to its index, never to
  * the model. */
 #include "internal.h"
+#include <zstd.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -127,9 +128,6 @@ static int parse_file(wd_delta *d, const cJSON *f, size_t i, wd_err *err)
         return wd_errf(err, "%s: manifest: file %zu lacks name, size or extents", d->path, i);
     if (!wd_safe_name(name))
         return wd_errf(err, "%s: manifest: file name '%s' is not a safe file name", d->path, name);
-    for (size_t j = 0; j < i; j++)
-        if (!strcmp(d->files[j].name, name))
-            return wd_errf(err, "%s: manifest: file %s appears twice", d->path, name);
     wd_outfile *of = &d->files[i];
     of->name = strdup(name);
     of->size = size;
@@ -140,19 +138,45 @@ static int parse_file(wd_delta *d, const cJSON *f, size_t i, wd_err *err)
     if (!of->name || !d->file_exts[i] || !d->file_pub_exts[i]) return wd_errf(err, "out of memory");
     of->nextents = n;
     uint64_t at = 0;
-    for (size_t k = 0; k < n; k++) {
+    size_t k = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, ex) { /* child/next: linear (cJSON_GetArrayItem walks from the start) */
         wd_ext_priv *e = &d->file_exts[i][k];
-        if (parse_extent(d, cJSON_GetArrayItem(ex, (int)k), name, k, e, err)) return -1;
+        if (parse_extent(d, x, name, k, e, err)) return -1;
         if (e->pub.file_offset != at)
             return wd_errf(err, "%s: file %s extent %zu starts at %llu, expected %llu (gap or overlap)",
                            d->path, name, k, (unsigned long long)e->pub.file_offset, (unsigned long long)at);
         at += e->pub.length;
         d->file_pub_exts[i][k] = e->pub;
+        k++;
     }
     if (at != size)
         return wd_errf(err, "%s: file %s: extents cover %llu bytes of %llu", d->path, name,
                        (unsigned long long)at, (unsigned long long)size);
     of->extents = d->file_pub_exts[i];
+    return 0;
+}
+
+static int cmp_name_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* No output file twice (sorted, so many files cost n log n). */
+static int unique_names(wd_delta *d, wd_err *err)
+{
+    size_t n = d->info.nfiles;
+    const char **names = malloc((n + 1) * sizeof *names);
+    if (!names) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < n; i++) names[i] = d->files[i].name;
+    qsort(names, n, sizeof *names, cmp_name_ptr);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i])) {
+            wd_errf(err, "%s: manifest: file %s appears twice", d->path, names[i]);
+            free(names);
+            return -1;
+        }
+    free(names);
     return 0;
 }
 
@@ -194,8 +218,11 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
         goto out;
     }
     d->info.nfiles = nf;
-    for (size_t i = 0; i < nf; i++)
-        if (parse_file(d, cJSON_GetArrayItem(files, (int)i), i, err)) goto out;
+    size_t i = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, files)
+        if (parse_file(d, f, i++, err)) goto out;
+    if (unique_names(d, err)) goto out;
     rc = 0;
 out:
     cJSON_Delete(m);
@@ -232,11 +259,70 @@ static int map_blocks(wd_delta *d, wd_err *err)
     return 0;
 }
 
+/* A compressed manifest (one zstd frame, written as a stream: its size is
+ * not in the frame header), at most WD_MAX_MANIFEST bytes once expanded. */
+static int unzstd_manifest(wd_delta *d, const unsigned char *src, size_t n, char **out, size_t *out_len,
+                           wd_err *err)
+{
+    ZSTD_DCtx *dc = ZSTD_createDCtx();
+    size_t cap = n * 4 + 4096, len = 0;
+    char *text = malloc(cap + 1);
+    int rc = -1;
+    if (!dc || !text) {
+        wd_errf(err, "out of memory reading the manifest of %s", d->path);
+        goto out;
+    }
+    ZSTD_inBuffer in = {src, n, 0};
+    for (;;) {
+        if (len == cap) {
+            if (cap >= WD_MAX_MANIFEST) {
+                wd_errf(err, "%s: the manifest expands to more than %u bytes", d->path, WD_MAX_MANIFEST);
+                goto out;
+            }
+            size_t nc = cap * 2 > WD_MAX_MANIFEST ? WD_MAX_MANIFEST : cap * 2;
+            char *p = realloc(text, nc + 1);
+            if (!p) {
+                wd_errf(err, "out of memory reading the manifest of %s", d->path);
+                goto out;
+            }
+            text = p;
+            cap = nc;
+        }
+        ZSTD_outBuffer ob = {text + len, cap - len, 0};
+        size_t r = ZSTD_decompressStream(dc, &ob, &in);
+        len += ob.pos;
+        if (ZSTD_isError(r)) {
+            wd_errf(err, "%s: the compressed manifest is corrupt (%s)", d->path, ZSTD_getErrorName(r));
+            goto out;
+        }
+        if (r == 0) { /* frame complete: nothing may follow it */
+            if (in.pos != in.size) {
+                wd_errf(err, "%s: bytes after the compressed manifest", d->path);
+                goto out;
+            }
+            break;
+        }
+        if (in.pos == in.size && ob.pos < ob.size) {
+            wd_errf(err, "%s: the compressed manifest is cut short", d->path);
+            goto out;
+        }
+    }
+    *out = text;
+    *out_len = len;
+    text = NULL;
+    rc = 0;
+out:
+    free(text);
+    ZSTD_freeDCtx(dc);
+    return rc;
+}
+
 static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
 {
     unsigned char pre[WD_PREAMBLE_LEN], foot[WD_FOOTER_LEN];
     if (size < 15) return wd_errf(err, "%s: too short (%llu bytes) to be a .wdelta file", d->path, (unsigned long long)size);
     if (wd_pread_full(d->fd, pre, 11, 0, d->path, err)) return -1;
+    uint32_t flags = 0;
     if (memcmp(pre, WD_MAGIC, WD_MAGIC_LEN)) return wd_errf(err, "%s: not a .wdelta file (bad magic)", d->path);
     d->info.version = wd_get_u32(pre + 7);
     if (d->info.version == 1) { /* deltatensors: scan its records; outputs come with the base */
@@ -253,6 +339,10 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
                        d->info.version);
     if (size < WD_PREAMBLE_LEN + WD_FOOTER_LEN)
         return wd_errf(err, "%s: truncated: %llu bytes is less than the fixed parts", d->path, (unsigned long long)size);
+    if (wd_pread_full(d->fd, pre, WD_PREAMBLE_LEN, 0, d->path, err)) return -1;
+    flags = wd_get_u32(pre + 11);
+    if (flags & ~WD_KNOWN_FLAGS)
+        return wd_errf(err, "%s: preamble flags 0x%x name features this version does not know", d->path, flags);
     if (wd_pread_full(d->fd, foot, WD_FOOTER_LEN, size - WD_FOOTER_LEN, d->path, err)) return -1;
     if (memcmp(foot + 80, WD_FOOTER_MAGIC, 8))
         return wd_errf(err, "%s: footer missing (file truncated or not completely written)", d->path);
@@ -306,7 +396,16 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
         }
     }
     d->info.blocks = d->blocks;
-    int rc = parse_manifest(d, (const char *)buf, (size_t)mlen, err);
+    int rc;
+    if (flags & WD_FLAG_ZMANIFEST) {
+        char *text = NULL;
+        size_t got = 0;
+        rc = unzstd_manifest(d, buf, (size_t)mlen, &text, &got, err);
+        if (!rc) rc = parse_manifest(d, text, got, err);
+        free(text);
+    } else {
+        rc = parse_manifest(d, (const char *)buf, (size_t)mlen, err);
+    }
     free(buf);
     return rc;
 }
@@ -399,6 +498,11 @@ int wd_delta_find_file(const wd_delta *d, const char *name)
     for (size_t i = 0; i < d->info.nfiles; i++)
         if (!strcmp(d->files[i].name, name)) return (int)i;
     return -1;
+}
+
+void wd_delta_set_stop(wd_delta *d, const volatile sig_atomic_t *stop)
+{
+    d->stop = stop;
 }
 
 void wd_delta_v1_use_base_dtype(wd_delta *d, int yes)

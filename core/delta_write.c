@@ -24,7 +24,8 @@
 #include <zstd.h>
 
 /* ---- the plan: every output file as extents ------------------------- */
-typedef struct plan_ext {
+typedef struct plan_ext plan_ext;
+struct plan_ext {
     uint64_t file_offset, length;
     wd_codec codec;
     wd_dtype dtype;
@@ -35,7 +36,7 @@ typedef struct plan_ext {
     uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
     wd_lossy_params lp;           /* lossy codecs' settings */
     unsigned rank_found;          /* lowrank codecs: largest rank of a block */
-} plan_ext;
+};
 
 typedef struct plan_file {
     char *name;
@@ -44,6 +45,7 @@ typedef struct plan_file {
     int is_st;
     size_t next;
     plan_ext *ext;
+    size_t *ext_of;     /* safetensors: tensor index (file order) -> its extent, 0 if none */
 } plan_file;
 
 typedef struct job {
@@ -54,6 +56,7 @@ typedef struct job {
     size_t n;
     const wd_lossy_params *lp;
     uint64_t seq;       /* submission order: the order blocks take file offsets */
+    struct plan_ext *ext; /* the extent, when this is its only block (its codec may change) */
 } job;
 
 typedef struct writer {
@@ -131,6 +134,38 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
         if (wd_encode_block(s, j->codec, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err))
             return wd_errprefix(err, "block %u", j->block);
         out_hash = wd_hash64(j->ft, j->n, 0);
+        if (j->ext && j->codec == WD_CODEC_LOSSLESS && len > j->n) {
+            /* a delta bigger than the bytes themselves (tiny tensors: the
+             * codec's tables outweigh the data): store the bytes with zstd
+             * if that is smaller; the extent is this one block, so its
+             * codec can still change (the manifest is written last) */
+            unsigned char *keep = malloc(len);
+            const unsigned char *zo;
+            size_t zl;
+            if (!keep) return wd_errf(err, "out of memory");
+            memcpy(keep, out, len);
+            if (wd_encode_block(s, WD_CODEC_ZSTD, j->dtype, w->level, j->ft, NULL, j->n, &zo, &zl, err)) {
+                free(keep);
+                return wd_errprefix(err, "block %u", j->block);
+            }
+            if (zl < len) {
+                j->ext->codec = WD_CODEC_ZSTD;
+                j->ext->base_tensor = NULL;
+                out = zo;
+                len = zl;
+                free(keep);
+                keep = NULL;
+            } else {
+                unsigned char *dst = wd_scratch_buf(s, 2, len);
+                if (!dst) {
+                    free(keep);
+                    return wd_errf(err, "out of memory");
+                }
+                memcpy(dst, keep, len);
+                out = dst;
+                free(keep);
+            }
+        }
     }
     if (len > UINT32_MAX) return wd_errf(err, "block %u: encoded size %zu too large", j->block, len);
     /* take the next file offset in submission order; the FIFO queue hands
@@ -221,6 +256,7 @@ static void free_plan(plan_file *pf, size_t n)
         free(pf[i].name);
         free(pf[i].src_path);
         free(pf[i].ext);
+        free(pf[i].ext_of);
     }
     free(pf);
 }
@@ -237,7 +273,8 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->size = sf->size;
         p->is_st = 1;
         p->ext = calloc(sf->ntensors + 1, sizeof *p->ext);
-        if (!p->name || !p->ext) goto oom;
+        p->ext_of = calloc(sf->ntensors + 1, sizeof *p->ext_of);
+        if (!p->name || !p->ext || !p->ext_of) goto oom;
         p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
                                        (int)i, -1, 0, 0, 0, {0}, 0};
         for (size_t t = 0; t < sf->ntensors; t++) {
@@ -246,6 +283,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             size_t bfi = 0;
             const wd_tensor *bt = wd_model_find(base, tt->name, &bfi);
             int delta = bt && same_shape(bt, tt);
+            p->ext_of[t] = p->next;
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
                                            tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0};
@@ -276,6 +314,54 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
 oom:
     free_plan(pf, n);
     return wd_errf(err, "out of memory planning the delta");
+}
+
+/* Small tensors: an extent of its own costs a block-table entry and its
+ * codec's block header (for a float tensor's lossless delta, 200 bytes and
+ * more), whatever the tensor's size.  A tensor whose bytes are at most
+ * twice that fixed cost gains nothing from a delta of its own, so runs of
+ * consecutive small tensors (up to one block) are stored together as one
+ * plain extent: zstd, no tensor name, like a header (no format change;
+ * the rebuilt bytes are the fine-tune's exactly).  Lossy and low-rank
+ * extents are never packed. */
+static int is_small(const plan_ext *e)
+{
+    if (!e->tensor || (e->codec != WD_CODEC_LOSSLESS && e->codec != WD_CODEC_ZSTD)) return 0;
+    size_t fixed = WD_BLOCK_ENTRY_LEN + wd_codec_header_len(WD_CODEC_LOSSLESS, e->dtype);
+    return e->length <= 2 * fixed;
+}
+
+static void pack_small(plan_file *pf, size_t npf, const wd_model *ft, uint32_t bs)
+{
+    for (size_t i = 0; i < npf && i < ft->nfiles; i++) {
+        plan_file *p = &pf[i];
+        const wd_tensor *t0 = ft->files[i].tensors;
+        size_t wi = 1, k = 1;
+        while (k < p->next) {
+            plan_ext e = p->ext[k];
+            if (!is_small(&e)) {
+                p->ext_of[e.tensor - t0] = wi;
+                p->ext[wi++] = e;
+                k++;
+                continue;
+            }
+            plan_ext run = {e.file_offset, 0, WD_CODEC_ZSTD, WD_U8, NULL, NULL, (int)i, -1, 0, 0, bs, {0}, 0};
+            while (k < p->next && is_small(&p->ext[k]) && run.length + p->ext[k].length <= bs &&
+                   p->ext[k].file_offset == run.file_offset + run.length) {
+                p->ext_of[p->ext[k].tensor - t0] = wi;
+                run.length += p->ext[k].length;
+                k++;
+            }
+            if (!run.length) { /* cannot happen: the first one always fits a block */
+                p->ext_of[e.tensor - t0] = wi;
+                p->ext[wi++] = e;
+                k++;
+                continue;
+            }
+            p->ext[wi++] = run;
+        }
+        p->next = wi;
+    }
 }
 
 /* ---- feeding ---------------------------------------------------------- */
@@ -330,9 +416,10 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
                       uint64_t *done, wd_err *err)
 {
     for (uint32_t b = 0; b < e->nblocks; b++) {
+        if (wd_stop_requested(w->o->stop, err)) return -1;
         uint64_t rel = (uint64_t)b * e->bs;
         size_t n = (size_t)(e->length - rel < e->bs ? e->length - rel : e->bs);
-        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0};
+        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0, e->nblocks == 1 ? e : NULL};
         if (!j.ft) return wd_errf(err, "out of memory");
         if (wd_pread_full(ft_fd, j.ft, n, src_off + rel, ft_path, err)) {
             free(j.ft);
@@ -359,6 +446,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
 
 typedef struct base_hash_job {
     const wd_model *base;
+    const volatile sig_atomic_t *stop;
     const unsigned char *known; /* the parent's result hash */
     unsigned char digest[32];
     int rc;
@@ -373,16 +461,17 @@ static void *base_hash_main(void *arg)
         h->rc = 0;
         return NULL;
     }
-    h->rc = wd_model_hash(h->base, h->digest, &h->err);
+    h->rc = wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err);
     return NULL;
 }
 
 /* ---- manifest -------------------------------------------------------- */
 /* The options recorded are those that shape the output; not the thread
- * count, which does not (the same inputs give the same file anywhere). */
-static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs,
-                            const unsigned char *base_hash, const unsigned char *result_hash,
-                            const plan_file *pf, size_t npf)
+ * count, which does not (the same inputs give the same file anywhere).
+ * The manifest is compressed as it is printed, one extent at a time, so
+ * its memory is the compressed text, not a JSON tree of every extent. */
+static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
+                            const unsigned char *result_hash)
 {
     char hex[65];
     cJSON *m = cJSON_CreateObject();
@@ -412,52 +501,153 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs,
         cJSON_AddStringToObject(par, "name", slash ? slash + 1 : pp);
         cJSON_AddNumberToObject(par, "depth", depth);
     }
-    cJSON *files = cJSON_AddArrayToObject(m, "files");
-    for (size_t i = 0; i < npf; i++) {
+    return m;
+}
+
+static cJSON *extent_json(const plan_ext *e)
+{
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "offset", (double)e->file_offset);
+    cJSON_AddNumberToObject(x, "length", (double)e->length);
+    cJSON_AddStringToObject(x, "codec", wd_codec_name(e->codec));
+    cJSON_AddStringToObject(x, "dtype", e->tensor ? e->tensor->dtype_name : "U8");
+    if (e->tensor) cJSON_AddStringToObject(x, "tensor", e->tensor->name);
+    if (e->base_tensor) cJSON_AddStringToObject(x, "base", e->base_tensor->name);
+    cJSON_AddNumberToObject(x, "first_block", e->first_block);
+    cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
+    cJSON_AddNumberToObject(x, "block_size", e->bs);
+    if (wd_codec_is_rowblock(e->codec)) {
+        cJSON *pj = cJSON_AddObjectToObject(x, "params");
+        cJSON_AddNumberToObject(pj, "cols", e->lp.cols);
+        if (e->codec == WD_CODEC_INT4) {
+            cJSON_AddNumberToObject(pj, "group_size", e->lp.group);
+            cJSON_AddNumberToObject(pj, "outliers", e->lp.outliers);
+            if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
+        }
+        if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
+        if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
+            cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
+    }
+    return x;
+}
+
+/* zstd stream into a growing buffer */
+typedef struct zsink {
+    ZSTD_CCtx *cc;
+    unsigned char *buf;
+    size_t len, cap;
+    int bad;
+} zsink;
+
+static void zput(zsink *z, const char *text, size_t n, int end)
+{
+    if (z->bad) return;
+    ZSTD_inBuffer in = {text, n, 0};
+    for (;;) {
+        if (z->cap - z->len < ZSTD_CStreamOutSize()) {
+            size_t nc = z->cap * 2 + ZSTD_CStreamOutSize();
+            unsigned char *p = realloc(z->buf, nc);
+            if (!p) {
+                z->bad = 1;
+                return;
+            }
+            z->buf = p;
+            z->cap = nc;
+        }
+        ZSTD_outBuffer out = {z->buf + z->len, z->cap - z->len, 0};
+        size_t r = ZSTD_compressStream2(z->cc, &out, &in, end ? ZSTD_e_end : ZSTD_e_continue);
+        z->len += out.pos;
+        if (ZSTD_isError(r)) {
+            z->bad = 1;
+            return;
+        }
+        if (end ? r == 0 : in.pos == in.size) return;
+    }
+}
+
+static void zput_json(zsink *z, cJSON *j)
+{
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!t) {
+        z->bad = 1;
+        return;
+    }
+    zput(z, t, strlen(t), 0);
+    free(t);
+}
+
+/* The whole manifest, zstd-compressed, into *out (malloc'd). */
+static int manifest_z(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
+                      const unsigned char *result_hash, const plan_file *pf, size_t npf, unsigned char **out,
+                      size_t *out_len, wd_err *err)
+{
+    zsink z = {ZSTD_createCCtx(), NULL, 0, 0, 0};
+    if (!z.cc) return wd_errf(err, "out of memory writing the manifest");
+    ZSTD_CCtx_setParameter(z.cc, ZSTD_c_compressionLevel, level);
+    char *head = NULL;
+    cJSON *m = manifest_head(o, level, bs, base_hash, result_hash);
+    if (m) head = cJSON_PrintUnformatted(m);
+    cJSON_Delete(m);
+    size_t hl = head ? strlen(head) : 0;
+    if (!head || hl < 2 || head[hl - 1] != '}') z.bad = 1;
+    else {
+        zput(&z, head, hl - 1, 0); /* without its closing brace: the files follow */
+        zput(&z, ",\"files\":[", 10, 0);
+    }
+    free(head);
+    for (size_t i = 0; i < npf && !z.bad; i++) {
         const plan_file *p = &pf[i];
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "name", p->name);
         cJSON_AddNumberToObject(f, "size", (double)p->size);
         cJSON_AddBoolToObject(f, "safetensors", p->is_st);
-        cJSON *ex = cJSON_AddArrayToObject(f, "extents");
-        for (size_t k = 0; k < p->next; k++) {
-            const plan_ext *e = &p->ext[k];
-            cJSON *x = cJSON_CreateObject();
-            cJSON_AddNumberToObject(x, "offset", (double)e->file_offset);
-            cJSON_AddNumberToObject(x, "length", (double)e->length);
-            cJSON_AddStringToObject(x, "codec", wd_codec_name(e->codec));
-            cJSON_AddStringToObject(x, "dtype", e->tensor ? e->tensor->dtype_name : "U8");
-            if (e->tensor) cJSON_AddStringToObject(x, "tensor", e->tensor->name);
-            if (e->base_tensor) cJSON_AddStringToObject(x, "base", e->base_tensor->name);
-            cJSON_AddNumberToObject(x, "first_block", e->first_block);
-            cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
-            cJSON_AddNumberToObject(x, "block_size", e->bs);
-            if (wd_codec_is_rowblock(e->codec)) {
-                cJSON *pj = cJSON_AddObjectToObject(x, "params");
-                cJSON_AddNumberToObject(pj, "cols", e->lp.cols);
-                if (e->codec == WD_CODEC_INT4) {
-                    cJSON_AddNumberToObject(pj, "group_size", e->lp.group);
-                    cJSON_AddNumberToObject(pj, "outliers", e->lp.outliers);
-                    if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
-                }
-                if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
-                if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
-                    cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
-            }
-            cJSON_AddItemToArray(ex, x);
+        char *ft = cJSON_PrintUnformatted(f);
+        cJSON_Delete(f);
+        size_t fl = ft ? strlen(ft) : 0;
+        if (!ft || fl < 2) {
+            free(ft);
+            z.bad = 1;
+            break;
         }
-        cJSON_AddItemToArray(files, f);
+        if (i) zput(&z, ",", 1, 0);
+        zput(&z, ft, fl - 1, 0);
+        free(ft);
+        zput(&z, ",\"extents\":[", 12, 0);
+        for (size_t k = 0; k < p->next; k++) {
+            if (k) zput(&z, ",", 1, 0);
+            zput_json(&z, extent_json(&p->ext[k]));
+        }
+        zput(&z, "]}", 2, 0);
     }
-    return m;
+    zput(&z, "]}", 2, 1);
+    ZSTD_freeCCtx(z.cc);
+    if (z.bad) {
+        free(z.buf);
+        return wd_errf(err, "out of memory writing the manifest");
+    }
+    *out = z.buf;
+    *out_len = z.len;
+    return 0;
 }
 
-static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *err)
+static int write_tail(writer *w, unsigned char *manifest, size_t mlen, uint64_t *total, wd_err *err)
 {
-    size_t mlen = strlen(manifest);
+    /* the manifest is stored zstd-compressed (preamble flag WD_FLAG_ZMANIFEST):
+     * its JSON repeats every tensor name and key, ~200 bytes an extent */
+    unsigned char flags[4];
+    wd_put_u32(flags, WD_FLAG_ZMANIFEST);
+    if (wd_pwrite_full(w->fd, flags, 4, 11, w->tmp_path, err)) {
+        free(manifest);
+        return -1;
+    }
     uint64_t moff = w->next_offset, toff = moff + mlen;
     size_t tlen = (size_t)w->nblocks * WD_BLOCK_ENTRY_LEN;
     unsigned char *table = malloc(tlen ? tlen : 1);
-    if (!table) return wd_errf(err, "out of memory");
+    if (!table) {
+        free(manifest);
+        return wd_errf(err, "out of memory");
+    }
     for (uint32_t i = 0; i < w->nblocks; i++) {
         unsigned char *e = table + (size_t)i * WD_BLOCK_ENTRY_LEN;
         wd_put_u64(e, w->blocks[i].offset);
@@ -476,6 +666,7 @@ static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *
     wd_sha256 *h = wd_sha256_new();
     if (!h) {
         free(table);
+        free(manifest);
         return wd_errf(err, "out of memory");
     }
     wd_sha256_update(h, manifest, mlen);
@@ -487,6 +678,7 @@ static int write_tail(writer *w, const char *manifest, uint64_t *total, wd_err *
              wd_pwrite_full(w->fd, table, tlen, toff, w->tmp_path, err) ||
              wd_pwrite_full(w->fd, foot, WD_FOOTER_LEN, toff + tlen, w->tmp_path, err);
     free(table);
+    free(manifest);
     *total = size;
     return rc ? -1 : 0;
 }
@@ -533,6 +725,12 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
         return wd_errf(err, "zstd level %d out of range (%d..%d)", level, ZSTD_minCLevel(), ZSTD_maxCLevel());
 
+    wd_err e0;
+    if (wd_remove_stale(o->out_path, &e0) < 0) {
+        *err = e0;
+        return -1;
+    }
+    if (wd_stop_requested(o->stop, err)) return -1;
     wd_model base = {0}, ft = {0};
     if (o->parent ? wd_delta_output_model(o->parent, &base, err) : wd_model_open(o->base_dir, &base, err))
         return wd_errprefix(err, o->parent ? "parent" : "base");
@@ -546,14 +744,16 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     int rc = -1;
     char *tmp = NULL;
     writer w = {0};
-    base_hash_job bh = {.base = &base, .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL};
+    base_hash_job bh = {.base = &base, .stop = o->stop, .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL};
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
     if (choose_codecs(o, fixed, is_auto, level, bs, &base, &ft, pf, npf, err)) goto out;
+    pack_small(pf, npf, &ft, bs);
 
     /* Blocks are numbered in the order they will be fed: headers and extra
-     * files first, then tensors in content-hash order. */
+     * files first, then the runs of small tensors, then tensors in
+     * content-hash order. */
     uint32_t nb = 0;
     for (size_t i = 0; i < npf; i++) {
         if (pf[i].next) { /* a safetensors header, or a non-empty extra file */
@@ -563,6 +763,13 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
             nb += pf[i].ext[0].nblocks;
         }
     }
+    for (size_t i = 0; i < npf; i++)
+        for (size_t k = 1; pf[i].is_st && k < pf[i].next; k++)
+            if (!pf[i].ext[k].tensor) { /* a run of small tensors: one block */
+                pf[i].ext[k].first_block = nb;
+                pf[i].ext[k].nblocks = blocks_for(pf[i].ext[k].length, pf[i].ext[k].bs);
+                nb += pf[i].ext[k].nblocks;
+            }
     struct wd_tref *order = calloc(ft.ntensors + 1, sizeof *order);
     if (!order) {
         wd_errf(err, "out of memory");
@@ -572,8 +779,8 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     for (size_t t = 0; t < ft.ntensors; t++) {
         const wd_tensor *tt = &ft.files[order[t].file].tensors[order[t].tensor];
         plan_file *p = &pf[order[t].file];
-        for (size_t k = 1; k < p->next; k++)
-            if (p->ext[k].tensor == tt) {
+        size_t k = p->ext_of[order[t].tensor];
+        if (k && p->ext[k].tensor == tt) {
                 uint32_t ebs = p->ext[k].bs ? p->ext[k].bs : bs;
                 p->ext[k].bs = ebs;
                 uint64_t need = (uint64_t)nb + blocks_for(tt->length, ebs);
@@ -590,21 +797,15 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     free(order);
 
     /* temporary output next to the final name */
-    size_t tl = strlen(o->out_path) + 16;
-    tmp = malloc(tl);
-    if (!tmp) {
-        wd_errf(err, "out of memory");
+    /* a new file: 0666 less the umask (the kernel applies it); replacing a
+     * regular file: that file's mode, set before any byte is written */
+    w.fd = wd_tmp_file(o->out_path, "tmp", 0666, &tmp, err);
+    if (w.fd < 0) goto out;
+    struct stat old;
+    if (lstat(o->out_path, &old) == 0 && S_ISREG(old.st_mode) && fchmod(w.fd, old.st_mode & 07777)) {
+        wd_errf(err, "%s: cannot give it the mode of %s: %s", tmp, o->out_path, strerror(errno));
         goto out;
     }
-    snprintf(tmp, tl, "%s.tmp.XXXXXX", o->out_path);
-    w.fd = mkstemp(tmp);
-    if (w.fd < 0) {
-        wd_errf(err, "%s: cannot create a temporary file: %s", tmp, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto out;
-    }
-    fchmod(w.fd, 0644);
     w.o = o;
     w.level = level;
     w.block_size = bs;
@@ -663,17 +864,11 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         goto out_sync;
     }
     if (any_lossy(pf, npf) && hash_decoded(&w, &base, &ft, pf, result_hash, err)) goto out_sync;
-    cJSON *m = manifest_json(o, level, bs, bh.digest, result_hash, pf, npf);
-    char *text = m ? cJSON_PrintUnformatted(m) : NULL;
-    cJSON_Delete(m);
-    if (!text) {
-        wd_errf(err, "out of memory writing the manifest");
-        goto out_sync;
-    }
+    unsigned char *zm = NULL;
+    size_t zl = 0;
+    if (manifest_z(o, level, bs, bh.digest, result_hash, pf, npf, &zm, &zl, err)) goto out_sync;
     uint64_t total = 0;
-    int trc = write_tail(&w, text, &total, err);
-    free(text);
-    if (trc) goto out_sync;
+    if (write_tail(&w, zm, zl, &total, err)) goto out_sync; /* frees zm */
     if (fsync(w.fd)) {
         wd_errf(err, "%s: fsync failed: %s", tmp, strerror(errno));
         goto out_sync;
@@ -772,16 +967,34 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
             if (r) goto out;
         }
     }
-    /* tensors, in content-hash order, hashing on the way */
+    /* runs of small tensors */
+    for (size_t i = 0; i < npf; i++)
+        for (size_t k = 1; pf[i].is_st && k < pf[i].next; k++)
+            if (!pf[i].ext[k].tensor &&
+                feed_range(w, ft_fds[i], ft->files[i].path, -1, NULL, &pf[i].ext[k], pf[i].ext[k].file_offset, 0,
+                           NULL, &done, err))
+                goto out;
+    /* tensors, in content-hash order, hashing on the way (a small one's
+     * bytes read again for the hash: it was fed in its run) */
     wd_model_hash_order(ft, order);
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
         wd_sha256_update(sha, tt->name, strlen(tt->name));
         plan_file *p = &pf[fi];
-        for (size_t k = 1; k < p->next; k++) {
+        size_t k = p->ext_of[order[t].tensor];
+        if (k && !p->ext[k].tensor) {
+            unsigned char *sb = malloc(tt->length ? tt->length : 1);
+            if (!sb) {
+                wd_errf(err, "out of memory");
+                goto out;
+            }
+            int r = wd_pread_full(ft_fds[fi], sb, tt->length, tt->offset, ft->files[fi].path, err);
+            if (!r) wd_sha256_update(sha, sb, tt->length);
+            free(sb);
+            if (r) goto out;
+        } else if (k) {
             plan_ext *e = &p->ext[k];
-            if (e->tensor != tt) continue;
             int bfd = e->base_file >= 0 ? base_fds[e->base_file] : -1;
             const char *bpath = e->base_file >= 0 ? base->files[e->base_file].path : NULL;
             if (feed_range(w, ft_fds[fi], ft->files[fi].path, bfd, bpath, e, tt->offset,
@@ -826,6 +1039,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
         for (size_t k = 1; k < p->next && !rc; k++) {
             plan_ext *e = &p->ext[k];
             if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) continue;
+            if ((rc = -wd_stop_requested(o->stop, err))) break;
             uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
             if (!lbs) continue;
             wd_codec c = fixed;
@@ -919,11 +1133,11 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
+        if (wd_stop_requested(w->o->stop, err)) goto out;
         wd_sha256_update(sha, tt->name, strlen(tt->name));
-        plan_ext *e = NULL;
-        for (size_t k = 1; k < pf[fi].next; k++)
-            if (pf[fi].ext[k].tensor == tt) e = &pf[fi].ext[k];
-        if (!e) continue; /* empty tensor */
+        size_t k = pf[fi].ext_of[order[t].tensor];
+        if (!k) continue; /* empty tensor */
+        plan_ext *e = &pf[fi].ext[k];
         if (!wd_codec_is_lossy(e->codec)) {
             if ((fd = open(ft->files[fi].path, O_RDONLY | O_CLOEXEC)) < 0) {
                 wd_errf(err, "%s: %s", ft->files[fi].path, strerror(errno));

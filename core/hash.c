@@ -80,28 +80,31 @@ int wd_unhex(const char *hex, unsigned char *out, size_t n)
     return 0;
 }
 
-/* Hash one tensor: its name, then its bytes in chunks of at most `cap`. */
+/* Hash one tensor: its name, then its bytes in chunks of at most `cap`
+ * (counted from the tensor's first byte), each also given to cb. */
 static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor *t, unsigned char *buf,
-                       size_t cap, wd_err *err)
+                       size_t cap, const struct wd_tref *ref, wd_hash_chunk_fn cb, void *ctx,
+                       const volatile sig_atomic_t *stop, wd_err *err)
 {
     wd_sha256_update(h, t->name, strlen(t->name));
     for (uint64_t at = 0; at < t->length;) {
         size_t n = t->length - at < cap ? (size_t)(t->length - at) : cap;
+        if (wd_stop_requested(stop, err)) return -1;
         if (wd_pread_full(fd, buf, n, t->offset + at, f->path, err))
             return wd_errprefix(err, "hashing tensor %s (at its byte %llu)", t->name, (unsigned long long)at);
         wd_sha256_update(h, buf, n);
+        if (cb) cb(ctx, ref->file, ref->tensor, at, buf, n);
         at += n;
     }
     return 0;
 }
 
-int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
+int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_hash_chunk_fn cb, void *ctx,
+                     const volatile sig_atomic_t *stop, wd_err *err)
 {
-    /* bounded memory whatever the model's size: 4 MiB at a time */
-    enum { CHUNK = 4 << 20 };
     struct wd_tref *order = malloc((m->ntensors + 1) * sizeof *order);
     int *fds = malloc((m->nfiles + 1) * sizeof *fds);
-    unsigned char *buf = malloc(CHUNK);
+    unsigned char *buf = malloc(chunk);
     wd_sha256 *h = wd_sha256_new();
     int rc = -1;
     for (size_t i = 0; fds && i < m->nfiles; i++) fds[i] = -1;
@@ -120,7 +123,9 @@ int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
     wd_model_hash_order(m, order);
     for (size_t k = 0; k < m->ntensors; k++) {
         const wd_stfile *f = &m->files[order[k].file];
-        if (hash_tensor(h, fds[order[k].file], f, &f->tensors[order[k].tensor], buf, CHUNK, err)) goto out;
+        if (hash_tensor(h, fds[order[k].file], f, &f->tensors[order[k].tensor], buf, chunk, &order[k], cb, ctx,
+                        stop, err))
+            goto out;
     }
     wd_sha256_final(h, out);
     h = NULL;
@@ -133,4 +138,10 @@ out:
     free(buf);
     free(order);
     return rc;
+}
+
+int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
+{
+    /* bounded memory whatever the model's size: 4 MiB at a time */
+    return wd_model_hash_ex(m, out, 4u << 20, NULL, NULL, NULL, err);
 }

@@ -4,6 +4,8 @@
 
 #include "wdelta.h"
 #include <pthread.h>
+#include <stdatomic.h>
+#include <signal.h>
 
 /* ---- file layout constants of .wdelta v2 (see core/FORMAT.md) */
 #define WD_MAGIC "wdelta\0"
@@ -14,6 +16,9 @@
 #define WD_BLOCK_ENTRY_LEN 32
 #define WD_MAX_MANIFEST (256u * 1024 * 1024)
 #define WD_MAX_BLOCKS (1u << 28)
+/* preamble flags (u32 at offset 11) */
+#define WD_FLAG_ZMANIFEST 1u /* the manifest is one zstd frame */
+#define WD_KNOWN_FLAGS WD_FLAG_ZMANIFEST
 
 /* ---- little-endian helpers */
 static inline void wd_put_u32(unsigned char *p, uint32_t v)
@@ -53,6 +58,22 @@ int wd_apply_remove(const wd_delta *d, const char *dir);
  * kept a (quiet) NaN, overflow to infinity (v1_view.c). */
 uint16_t wd_f32_to_bf16(uint32_t u);
 uint16_t wd_f32_to_f16(uint32_t u);
+
+/* ---- temporaries (tmpfile.c): OUT.KIND.PID.RANDOM next to out_path, a
+ * file (returns an fd open for writing) or a directory (returns 0); -1
+ * with err set.  mode is reduced by the umask as usual. */
+int wd_tmp_file(const char *out_path, const char *kind, mode_t mode, char **path_out, wd_err *err);
+int wd_tmp_dir(const char *out_path, const char *kind, mode_t mode, char **path_out, wd_err *err);
+/* 1 (err set: "interrupted") if the caller's stop flag is raised. */
+int wd_stop_requested(const volatile sig_atomic_t *stop, wd_err *err);
+
+/* wd_model_hash reading `chunk` bytes at a time (chunks start at each
+ * tensor's first byte), handing every chunk to cb (may be NULL) and
+ * stopping when *stop is raised (stop may be NULL). */
+typedef void (*wd_hash_chunk_fn)(void *ctx, size_t file, size_t tensor, uint64_t rel, const unsigned char *buf,
+                                 size_t n);
+int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_hash_chunk_fn cb, void *ctx,
+                     const volatile sig_atomic_t *stop, wd_err *err);
 
 /* ---- I/O: full reads/writes with retry on EINTR/short counts. */
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
@@ -129,6 +150,9 @@ int wd_zstd_compress(wd_scratch *s, void *dst, size_t cap, const void *src, size
                      size_t *out, wd_err *err);
 int wd_zstd_decompress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n,
                        size_t *out, wd_err *err);
+/* Bytes of the fixed header of a block of codec c (zstd or lossless): the
+ * least a block costs besides its data. */
+size_t wd_codec_header_len(wd_codec c, wd_dtype dt);
 /* The element width the lossless codec works in for a dtype. */
 unsigned wd_codec_width(wd_dtype dt);
 
@@ -163,6 +187,15 @@ struct wd_delta {
     long memo_tensor;
     int v1_digest;             /* under memo_lock: 0 unchecked, 1 good, -1 bad */
     unsigned char *memo;
+    /* v1 base checksums (wd_delta_check_digest with the base attached): per
+     * block, wd_hash64 of the base bytes a base-copy block is, and for a
+     * v1 tensor (in its first block) the chained hash of the whole base
+     * tensor in 1 MiB pieces, taken while hashing the base to its content
+     * hash.  Set once; v1_bad: a mismatch was found (reads fail), with
+     * v1_why under memo_lock. */
+    uint64_t *_Atomic v1_base_sums;
+    atomic_int v1_bad;
+    char v1_why[512];
     pthread_mutex_t pool_lock;
     wd_scratch **pool;
     size_t npool, cap_pool;
@@ -173,6 +206,7 @@ struct wd_delta {
     wd_delta *parent;          /* not owned */
     uint64_t parent_key;
     wd_cache *parent_cache;
+    const volatile sig_atomic_t *stop; /* wd_delta_set_stop: polled by wd_apply */
 };
 
 /* v1_view.c */

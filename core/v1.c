@@ -18,6 +18,7 @@
 
 #define V1_MAX_HEADER (256u * 1024 * 1024)
 #define V1_MAX_NAME 65536
+#define V1_SUM_CHUNK (1u << 20)
 
 typedef struct v1_field {
     char name[64];
@@ -43,6 +44,13 @@ typedef struct v1_tensor {
 struct wd_v1 {
     char *path;
     int fd;
+    /* per field (tensor * NFIELDS + field): wd_hash64 of its bytes, chained
+     * over V1_SUM_CHUNK pieces, taken while the trailing SHA-256 was checked
+     * and good; then every field read is compared with it, so a file changed
+     * after its check (rewritten in place under an open descriptor) gives an
+     * error, never its new bytes.  Set once, under sums_lock. */
+    pthread_mutex_t sums_lock;
+    uint64_t *sums;
     uint64_t size;
     char *strategy;
     char *options_json;
@@ -250,6 +258,7 @@ int wd_v1_open(const char *path, wd_v1 **out, wd_err *err)
 {
     wd_v1 *v = calloc(1, sizeof *v);
     if (!v) return wd_errf(err, "out of memory");
+    pthread_mutex_init(&v->sums_lock, NULL);
     v->path = strdup(path);
     v->fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -298,6 +307,8 @@ void wd_v1_close(wd_v1 *v)
     free(v->strategy);
     free(v->options_json);
     free(v->path);
+    free(v->sums);
+    pthread_mutex_destroy(&v->sums_lock);
     free(v);
 }
 
@@ -314,22 +325,66 @@ int wd_v1_find(const wd_v1 *v, const char *name)
     return t ? (int)(t - v->t) : -1;
 }
 
+typedef struct field_ref {
+    uint64_t offset, length;
+    size_t slot; /* tensor * NFIELDS + field */
+} field_ref;
+
+static int cmp_field_ref(const void *a, const void *b)
+{
+    const field_ref *x = a, *y = b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* wd_hash64 of n bytes, chained over V1_SUM_CHUNK pieces (seed: the hash so far) */
+static uint64_t sum_pieces(const unsigned char *p, uint64_t n, uint64_t h)
+{
+    for (uint64_t at = 0; at < n; at += V1_SUM_CHUNK)
+        h = wd_hash64(p + at, (size_t)(n - at < V1_SUM_CHUNK ? n - at : V1_SUM_CHUNK), h);
+    return h;
+}
+
 int wd_v1_check_digest(wd_v1 *v, wd_err *err)
 {
-    enum { CHUNK = 4 << 20 };
-    unsigned char *buf = malloc(CHUNK), want[32], got[32];
+    unsigned char *buf = malloc(V1_SUM_CHUNK), want[32], got[32];
     wd_sha256 *h = wd_sha256_new();
+    size_t nf = 0;
+    for (size_t i = 0; i < v->n; i++)
+        for (int k = 0; k < NFIELDS; k++) nf += v->t[i].f[k].present;
+    field_ref *fr = malloc((nf + 1) * sizeof *fr);
+    uint64_t *sums = calloc(v->n * NFIELDS + 1, sizeof *sums);
     int rc = -1;
-    if (!buf || !h) {
+    if (!buf || !h || !fr || !sums) {
         wd_errf(err, "out of memory");
         goto out;
     }
+    nf = 0;
+    for (size_t i = 0; i < v->n; i++)
+        for (int k = 0; k < NFIELDS; k++)
+            if (v->t[i].f[k].present) fr[nf++] = (field_ref){v->t[i].f[k].offset, v->t[i].f[k].length, i * NFIELDS + k};
+    qsort(fr, nf, sizeof *fr, cmp_field_ref);
+    /* one pass: the SHA-256 of everything, and each field's sum, its
+     * pieces counted from its first byte as load_field counts them (fields
+     * never overlap: the records were scanned one after another) */
     uint64_t end = v->size - 32;
+    size_t fi = 0;
     for (uint64_t at = 0; at < end;) {
-        size_t n = end - at < CHUNK ? (size_t)(end - at) : CHUNK;
+        while (fi < nf && fr[fi].offset + fr[fi].length <= at) fi++;
+        uint64_t stop = at + V1_SUM_CHUNK < end ? at + V1_SUM_CHUNK : end;
+        int in_field = fi < nf && fr[fi].offset <= at;
+        if (in_field) {
+            uint64_t piece_end = fr[fi].offset + ((at - fr[fi].offset) / V1_SUM_CHUNK + 1) * V1_SUM_CHUNK;
+            uint64_t fend = fr[fi].offset + fr[fi].length;
+            if (piece_end < stop) stop = piece_end;
+            if (fend < stop) stop = fend;
+        } else if (fi < nf && fr[fi].offset < stop) {
+            stop = fr[fi].offset;
+        }
+        size_t n = (size_t)(stop - at);
         if (wd_pread_full(v->fd, buf, n, at, v->path, err)) goto out;
         wd_sha256_update(h, buf, n);
-        at += n;
+        if (in_field) sums[fr[fi].slot] = wd_hash64(buf, n, sums[fr[fi].slot]);
+        at = stop;
     }
     if (wd_pread_full(v->fd, want, 32, end, v->path, err)) goto out;
     wd_sha256_final(h, got);
@@ -338,10 +393,18 @@ int wd_v1_check_digest(wd_v1 *v, wd_err *err)
         wd_errf(err, "%s: trailing SHA-256 does not match the file's contents (corrupt or truncated)", v->path);
         goto out;
     }
+    pthread_mutex_lock(&v->sums_lock);
+    if (!v->sums) {
+        v->sums = sums;
+        sums = NULL;
+    }
+    pthread_mutex_unlock(&v->sums_lock);
     rc = 0;
 out:
     if (h) wd_sha256_free(h);
     free(buf);
+    free(fr);
+    free(sums);
     return rc;
 }
 
@@ -418,6 +481,15 @@ static int load_field(wd_v1 *v, v1_tensor *t, int fi, const char *dtype, uint64_
         free(*out);
         *out = NULL;
         return -1;
+    }
+    pthread_mutex_lock(&v->sums_lock);
+    const uint64_t *sums = v->sums;
+    pthread_mutex_unlock(&v->sums_lock);
+    if (sums && sum_pieces(*out, f->length, 0) != sums[(size_t)(t - v->t) * NFIELDS + (size_t)fi]) {
+        free(*out);
+        *out = NULL;
+        return wd_errf(err, "%s: tensor %s: field %s (offset %llu) changed after the file's digest was checked "
+                       "(file rewritten in place?)", v->path, t->name, field_names[fi], (unsigned long long)f->offset);
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include "internal.h"
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,35 @@ uint16_t wd_f32_to_f16(uint32_t u)
     return (uint16_t)(sign | (r >> 13));
 }
 
+/* The v1 view's blocks are 1 MiB: a base tensor's sum is chained over
+ * pieces of that size, as wd_model_hash_ex hands them out. */
+static uint64_t base_sum(const unsigned char *p, uint64_t n)
+{
+    uint64_t h = 0;
+    for (uint64_t at = 0; at < n; at += WD_DEFAULT_BLOCK_SIZE)
+        h = wd_hash64(p + at, (size_t)(n - at < WD_DEFAULT_BLOCK_SIZE ? n - at : WD_DEFAULT_BLOCK_SIZE), h);
+    return h;
+}
+
+/* A changed base (or file) found: every later read of d fails, the status
+ * says so (digest state -1), and err names what changed.  locked: the
+ * caller holds memo_lock.  Returns -1. */
+static int found_bad(wd_delta *d, int locked, wd_err *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int found_bad(wd_delta *d, int locked, wd_err *err, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!locked) pthread_mutex_lock(&d->memo_lock);
+    if (!atomic_load(&d->v1_bad)) snprintf(d->v1_why, sizeof d->v1_why, "%s", msg);
+    d->v1_digest = -1;
+    atomic_store(&d->v1_bad, 1);
+    if (!locked) pthread_mutex_unlock(&d->memo_lock);
+    return wd_errf(err, "%s: %s", d->path, msg);
+}
+
 static int rebuild_tensor(wd_delta *d, const wd_ext_priv *e, wd_err *err)
 {
     int vi = wd_v1_find(d->v1, e->tensor);
@@ -225,6 +255,10 @@ static int rebuild_tensor(wd_delta *d, const wd_ext_priv *e, wd_err *err)
     }
     int rc = wd_pread_full(d->base_fds[e->base_fd_index], b, bt->length, bt->offset,
                            d->base->files[e->base_fd_index].path, err);
+    const uint64_t *sums = atomic_load(&d->v1_base_sums);
+    if (!rc && sums && base_sum(b, bt->length) != sums[e->pub.first_block])
+        rc = found_bad(d, 1, err, "base tensor %s in %s changed since the base was checked", e->tensor,
+                       d->base->files[e->base_fd_index].path);
     if (!rc) rc = wd_v1_rebuild(d->v1, (size_t)vi, b, bt->dtype, out, err);
     free(b);
     if (rc) {
@@ -245,6 +279,75 @@ static int rebuild_tensor(wd_delta *d, const wd_ext_priv *e, wd_err *err)
     return 0;
 }
 
+/* ---- base checksums ---------------------------------------------------- */
+typedef struct sums_ctx {
+    wd_delta *d;
+    size_t **ext_of; /* per base file: tensor index -> extent index (0: none) */
+    uint64_t *sums;
+} sums_ctx;
+
+static void sum_chunk(void *ctx, size_t file, size_t tensor, uint64_t rel, const unsigned char *buf, size_t n)
+{
+    sums_ctx *c = ctx;
+    size_t k = c->ext_of[file][tensor];
+    if (!k) return;
+    const wd_ext_priv *e = &c->d->file_exts[file][k];
+    if (e->pub.codec == WD_CODEC_BASE_COPY)
+        c->sums[e->pub.first_block + rel / WD_DEFAULT_BLOCK_SIZE] = wd_hash64(buf, n, 0);
+    else if (e->pub.codec == WD_CODEC_V1)
+        c->sums[e->pub.first_block] = wd_hash64(buf, n, rel ? c->sums[e->pub.first_block] : 0);
+}
+
+/* Hash the attached base to its content hash (it must be the delta's
+ * parent_hash) and take the per-block sums on the way: the bytes checked
+ * against the hash are the bytes the sums describe. */
+static int base_sums(wd_delta *d, uint64_t **out, wd_err *err)
+{
+    const wd_model *m = d->base;
+    sums_ctx c = {d, calloc(m->nfiles + 1, sizeof(size_t *)), calloc(d->info.nblocks + 1, sizeof(uint64_t))};
+    int rc = -1;
+    if (!c.ext_of || !c.sums) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (size_t f = 0; f < m->nfiles; f++) {
+        const wd_stfile *sf = &m->files[f];
+        if (!(c.ext_of[f] = calloc(sf->ntensors + 1, sizeof(size_t)))) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
+        size_t k = 1;
+        for (size_t t = 0; t < sf->ntensors; t++)
+            if (sf->tensors[t].length) c.ext_of[f][t] = k++;
+        if (k != d->files[f].nextents) {
+            wd_errf(err, "%s: the view of base file %s has %zu extents, expected %zu", d->path, sf->name,
+                    d->files[f].nextents, k);
+            goto out;
+        }
+    }
+    unsigned char h[32];
+    if (wd_model_hash_ex(m, h, WD_DEFAULT_BLOCK_SIZE, sum_chunk, &c, d->stop, err)) {
+        wd_errprefix(err, "%s: checking its base %s", d->path, m->dir);
+        goto out;
+    }
+    if (memcmp(h, d->info.base_hash, 32)) {
+        char a[65], b[65];
+        wd_hex(h, 32, a);
+        wd_hex(d->info.base_hash, 32, b);
+        wd_errf(err, "%s: its base %s now has content hash %s, the delta needs %s (changed since it was attached?)",
+                d->path, m->dir, a, b);
+        goto out;
+    }
+    *out = c.sums;
+    c.sums = NULL;
+    rc = 0;
+out:
+    for (size_t f = 0; c.ext_of && f < m->nfiles; f++) free(c.ext_of[f]);
+    free(c.ext_of);
+    free(c.sums);
+    return rc;
+}
+
 int wd_delta_check_digest(wd_delta *d, wd_err *err)
 {
     if (!d->v1) return 0;
@@ -252,11 +355,35 @@ int wd_delta_check_digest(wd_delta *d, wd_err *err)
     int state = d->v1_digest;
     pthread_mutex_unlock(&d->memo_lock);
     if (state > 0) return 0;
-    if (state < 0) return wd_errf(err, "%s: trailing SHA-256 does not match the file's contents", d->path);
-    int rc = wd_v1_check_digest(d->v1, err); /* no lock held: it reads the whole file */
+    if (state < 0) {
+        pthread_mutex_lock(&d->memo_lock);
+        wd_errf(err, "%s: %s", d->path, d->v1_why[0] ? d->v1_why : "trailing SHA-256 does not match the file's contents");
+        pthread_mutex_unlock(&d->memo_lock);
+        return -1;
+    }
+    /* no lock held: these read the whole file, and the whole base */
+    int rc = wd_v1_check_digest(d->v1, err);
+    uint64_t *sums = NULL;
+    if (!rc && d->base) rc = base_sums(d, &sums, err);
     pthread_mutex_lock(&d->memo_lock);
+    if (rc && !d->v1_why[0]) {
+        const char *m = err->msg;
+        size_t pl = strlen(d->path);
+        if (!strncmp(m, d->path, pl) && m[pl] == ':' && m[pl + 1] == ' ') m += pl + 2; /* the path is added back */
+        size_t ml = strlen(m);
+        if (ml >= sizeof d->v1_why) ml = sizeof d->v1_why - 1;
+        memcpy(d->v1_why, m, ml);
+        d->v1_why[ml] = 0;
+    }
+    if (!rc && atomic_load(&d->v1_bad)) rc = wd_errf(err, "%s: %s", d->path, d->v1_why);
     d->v1_digest = rc ? -1 : 1;
+    if (rc) atomic_store(&d->v1_bad, 1);
+    if (!rc && sums) {
+        atomic_store(&d->v1_base_sums, sums);
+        sums = NULL;
+    }
     pthread_mutex_unlock(&d->memo_lock);
+    free(sums);
     return rc;
 }
 
@@ -278,18 +405,27 @@ int wd_v1view_decode(wd_delta *d, uint32_t block, unsigned char *out, wd_err *er
     case WD_CODEC_GENERATED:
         memcpy(out, (const unsigned char *)e->tensor + rel, b->out_len);
         return 0;
-    case WD_CODEC_BASE_COPY:
+    case WD_CODEC_BASE_COPY: {
+        if (atomic_load(&d->v1_bad)) /* a wrong or changed base, or a corrupt file: nothing from it */
+            return wd_errf(err, "%s: tensor %s: not served: the delta or its base failed its check", d->path,
+                           e->tensor);
         if (wd_pread_full(d->base_fds[e->base_fd_index], out, b->out_len, e->base_offset + rel,
                           d->base->files[e->base_fd_index].path, err))
             return wd_errprefix(err, "%s: tensor %s", d->path, e->tensor);
+        const uint64_t *sums = atomic_load(&d->v1_base_sums);
+        if (sums && wd_hash64(out, b->out_len, 0) != sums[block])
+            return found_bad(d, 0, err, "base tensor %s in %s changed since the base was checked (block %u)",
+                             e->tensor, d->base->files[e->base_fd_index].path, block);
         return 0;
+    }
     case WD_CODEC_V1: {
         pthread_mutex_lock(&d->memo_lock);
         int rc = 0;
-        if (d->v1_digest < 0) { /* never data from a file known to be corrupt */
+        if (d->v1_digest < 0) { /* never data from a file known to be corrupt, or a changed base */
+            wd_errf(err, "%s: tensor %s: not served: %s", d->path, e->tensor,
+                    d->v1_why[0] ? d->v1_why : "the file's trailing SHA-256 does not match (corrupt file)");
             pthread_mutex_unlock(&d->memo_lock);
-            return wd_errf(err, "%s: tensor %s: the file's trailing SHA-256 does not match (corrupt file)", d->path,
-                           e->tensor);
+            return -1;
         }
         if (d->memo_tensor != wd_v1_find(d->v1, e->tensor)) rc = rebuild_tensor(d, e, err);
         if (!rc) memcpy(out, d->memo + rel, b->out_len);
@@ -307,4 +443,6 @@ void wd_v1view_free(wd_delta *d)
 {
     free(d->memo);
     d->memo = NULL;
+    free(atomic_load(&d->v1_base_sums));
+    atomic_store(&d->v1_base_sums, NULL);
 }

@@ -14,6 +14,7 @@
 #ifndef WDELTA_H
 #define WDELTA_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -210,6 +211,10 @@ typedef struct wd_create_opts {
      * always leaves out */
     const char *const *exclude;
     size_t nexclude;
+    /* interruption: when *stop becomes non-zero (a signal handler sets it
+     * to the signal number) the work stops at the next block, the
+     * temporary output is removed and the call fails ("interrupted") */
+    const volatile sig_atomic_t *stop;
 } wd_create_opts;
 
 typedef struct wd_create_stats {
@@ -240,7 +245,10 @@ int wd_create_inputs(const char *ft_dir, const char *out_path, const char *const
                      void (*cb)(void *ctx, const char *name, wd_input_kind kind, uint64_t size), void *ctx,
                      wd_err *err);
 
-/* Stream a delta: writes OUT.tmp.XXXX next to out_path, renames when done. */
+/* Stream a delta: writes OUT.tmp.PID.RANDOM next to out_path, renames when
+ * done.  The new file's mode is 0666 less the umask, or, when it replaces
+ * a regular file, that file's mode.  Temporaries a killed process left for
+ * the same out_path are removed first (wd_remove_stale). */
 int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err);
 
 /* An extent: a byte range of an output file produced by a run of blocks. */
@@ -364,10 +372,12 @@ int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd
 ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f,
                 void *buf, size_t len, uint64_t off, wd_err *err);
 
-/* Rebuild the whole fine-tune directory into out_dir: built in a temporary
- * directory next to it, renamed into place when complete.  out_dir must not
- * exist or be an empty directory (its mode is kept).  threads: 0 = online
- * CPUs. */
+/* Rebuild the whole fine-tune directory into out_dir, built as
+ * OUT.tmp.PID.RANDOM next to it and renamed into place when complete.
+ * out_dir must not exist (it is created 0777 less the umask) or be an empty
+ * directory (its mode is kept); files are 0666 less the umask.  threads:
+ * 0 = online CPUs.  Stops, removing the temporary directory, when the
+ * delta's stop flag is raised. */
 int wd_apply(wd_delta *d, const char *out_dir, int threads,
              void (*progress)(void *ctx, uint64_t done, uint64_t total),
              void *progress_ctx, wd_err *err);
@@ -399,6 +409,18 @@ int wd_verify(wd_delta *d, int with_base, unsigned char result_hash[32],
               void (*progress)(void *ctx, uint64_t done, uint64_t total),
               void *progress_ctx, wd_err *err);
 
+
+/* Interruption of long work on d (wd_apply, and so wd_flatten): polled
+ * between blocks; NULL: never stops.  See wd_create_opts.stop. */
+void wd_delta_set_stop(wd_delta *d, const volatile sig_atomic_t *stop);
+
+/* Temporaries a killed process left next to out_path: entries of its
+ * directory named OUT.tmp.PID..., OUT.rebuild.PID... or OUT.new.PID...
+ * whose process PID no longer exists and that belong to this user (files,
+ * or directories of files two levels deep; never through a symbolic link)
+ * are removed.  Returns how many were removed.  wd_create and wd_apply call
+ * it for their own output. */
+long wd_remove_stale(const char *out_path, wd_err *err);
 
 /* --------------------------------------------------------- deltatensors v1 */
 /* Version 1 files (../shared/formats/deltatensors-v1.md) have no index:

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,9 +36,44 @@ static void die_msg(const char *msg)
     fprintf(stderr, "wdelta: %s\n", msg);
 }
 
+/* SIGINT, SIGTERM, SIGHUP while a command writes its output: the handler
+ * only raises this flag; the library polls it between blocks, removes its
+ * temporaries and fails ("interrupted"), and fail() then ends the process
+ * by the same signal.  A second signal ends it at once. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    if (stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction was;
+        /* a signal the caller ignores (nohup, a shell's background job) stays ignored */
+        if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler == SIG_IGN) continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
 static int fail(const wd_err *err)
 {
     die_msg(err->msg[0] ? err->msg : "unknown error");
+    if (stop_signal) {
+        signal(stop_signal, SIG_DFL);
+        raise(stop_signal);
+    }
     return 1;
 }
 
@@ -550,6 +586,8 @@ static int cmd_create(int argc, char **argv)
     wd_create_stats cs;
     memset(&cs, 0, sizeof cs);
     double t0 = now_s();
+    o.stop = &stop_signal;
+    catch_stop_signals();
     int rc = wd_create(&o, &cs, &err);
     progress_end(&pr, rc == 0);
     size_t links = chain ? wd_chain_length(chain) : 0;
@@ -679,7 +717,27 @@ static int inspect_json(const wd_delta_info *in)
     return 0;
 }
 
-static void inspect_text(const char *path, const wd_delta_info *in)
+/* Tensors of output file `fname` that lie in [off, off+len): an extent
+ * holding small tensors together names none; the rebuilt header does.
+ * print: list them.  Returns how many. */
+static size_t packed_tensors(const wd_model *om, const char *fname, uint64_t off, uint64_t len, int print)
+{
+    size_t n = 0;
+    for (size_t f = 0; om && f < om->nfiles; f++) {
+        if (strcmp(om->files[f].name, fname)) continue;
+        for (size_t t = 0; t < om->files[f].ntensors; t++) {
+            const wd_tensor *x = &om->files[f].tensors[t];
+            if (x->offset < off || x->offset >= off + len || !x->length) continue;
+            n++;
+            if (print)
+                printf("  %-56s %-6s %-9s %12" PRIu64 " %12s  (small: stored with its neighbours)\n", x->name,
+                       x->dtype_name, "zstd", x->length, "-");
+        }
+    }
+    return n;
+}
+
+static void inspect_text(const char *path, const wd_delta_info *in, const wd_model *om)
 {
     char hex[65], a[32], b[32];
     printf("file:            %s\n", path);
@@ -705,6 +763,8 @@ static void inspect_text(const char *path, const wd_delta_info *in)
         for (size_t k = 0; k < f->nextents; k++) {
             s += extent_stored(in, &f->extents[k]);
             if (f->extents[k].tensor) ntensors++;
+            else if (k && f->is_safetensors)
+                ntensors += packed_tensors(om, f->name, f->extents[k].file_offset, f->extents[k].length, 0);
         }
         tstored_all += s;
         if (!f->is_safetensors) nextra++;
@@ -717,6 +777,7 @@ static void inspect_text(const char *path, const wd_delta_info *in)
         const wd_outfile *f = &in->files[i];
         for (size_t k = 0; k < f->nextents; k++) {
             const wd_extent *e = &f->extents[k];
+            if (!e->tensor && k && f->is_safetensors) packed_tensors(om, f->name, e->file_offset, e->length, 1);
             if (!e->tensor) continue;
             uint64_t s = extent_stored(in, e);
             unsigned es = wd_dtype_size(e->dtype) ? wd_dtype_size(e->dtype) : 1;
@@ -860,7 +921,10 @@ static int cmd_inspect(int argc, char **argv)
             rc = 1;
         }
     } else {
-        inspect_text(path, in);
+        wd_model om;
+        int have = wd_delta_output_model(d, &om, &err) == 0; /* names the small tensors stored together */
+        inspect_text(path, in, have ? &om : NULL);
+        if (have) wd_model_free(&om);
     }
     wd_delta_close(d);
     return rc;
@@ -976,6 +1040,8 @@ build:;
     progress pr;
     progress_init(&pr, "apply", quiet);
     double t0 = now_s();
+    wd_delta_set_stop(top, &stop_signal);
+    catch_stop_signals();
     int arc = force ? wd_apply_replace(top, outbuf, threads, bytes_progress_cb, &pr, &err)
                     : wd_apply(top, outbuf, threads, bytes_progress_cb, &pr, &err);
     progress_end(&pr, arc == 0);
@@ -1768,6 +1834,8 @@ static int flatten_cmd(int argc, char **argv, int convert)
     wd_create_stats cs;
     memset(&cs, 0, sizeof cs);
     double t0 = now_s();
+    o.stop = &stop_signal;
+    catch_stop_signals();
     int frc = wd_flatten(src, &o, &cs, &err);
     progress_end(&pr, frc == 0);
     if (frc || wd_output_keep_mode(o.out_path, keep_mode, &err)) goto done;

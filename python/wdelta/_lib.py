@@ -59,7 +59,8 @@ class CreateOpts(Structure):
                 ("strategy", c_char_p), ("lossy", LossyParams), ("no_lowrank", c_int),
                 ("max_error", c_double), ("threads", c_int), ("level", c_int),
                 ("block_size", c_uint32), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p),
-                ("parent", c_void_p), ("exclude", POINTER(c_char_p)), ("nexclude", c_size_t)]
+                ("parent", c_void_p), ("exclude", POINTER(c_char_p)), ("nexclude", c_size_t),
+                ("stop", c_void_p)]
 
 
 class CreateStats(Structure):

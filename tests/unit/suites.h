@@ -12,5 +12,6 @@ Suite *suite_lossy(void);
 Suite *suite_lowrank(void);
 Suite *suite_fuzz_regressions(void);
 Suite *suite_inputs(void);
+Suite *suite_integrity(void);
 
 #endif

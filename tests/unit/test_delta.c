@@ -348,7 +348,7 @@ START_TEST(test_wrong_base)
     /* base modified after the delta was made: decoding fails, never wrong bytes */
     char p[400];
     snprintf(p, sizeof p, "%s/model-00001-of-00002.safetensors", basedir);
-    patch(p, fsize(p) - 100, 0x01);
+    patch(p, fsize(p) / 2, 0x01); /* inside a large tensor (a tiny one may be stored whole) */
     wd_model base;
     ck_assert(wd_delta_open(delta, &d, &err) == 0);
     ck_assert(wd_model_open(basedir, &base, &err) == 0);
