@@ -145,7 +145,7 @@ check "apply rebuilds the weights and the kept files, not the training state" \
 if [ -f "$REPO/build/libwdelta.so" ] && "$PY" -c 'import numpy' 2>/dev/null; then
   WDELTA_LIB="$REPO/build/libwdelta.so" PYTHONPATH="$REPO/python" "$PY" -c '
 import sys, wdelta as dt
-dt.save_delta_from_paths(sys.argv[1], sys.argv[2], sys.argv[3], strategy="lossless", exclude=["*.log", "pytorch*"])' \
+dt.save_delta_from_paths(sys.argv[1], sys.argv[2], sys.argv[3], strategy="lossless", exclude=["*.log", "pytorch*"], allow_new_tensors=True)' \
     "$T/py.wdelta" "$F" "$G/base" >"$T/out" 2>&1
   "$W" inspect --json "$T/py.wdelta" >"$T/insp3.json" 2>/dev/null
   check "python save_delta_from_paths(exclude=...): the same policy ($(tail -n1 "$T/out"))" \
