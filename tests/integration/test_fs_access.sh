@@ -30,7 +30,8 @@ setup_mount_tmp wdeltafs-access
 chmod 755 "$T"
 MADE_USER=0
 at_exit '[ $MADE_USER = 1 ] && userdel "$TUSER" 2>/dev/null'
-at_exit --early '[ -n "${SWAP_PID:-}" ] && kill $SWAP_PID 2>/dev/null; [ -n "${READ_PID:-}" ] && kill $READ_PID 2>/dev/null'
+SWAP_PID=""
+at_exit --early '[ -n "$SWAP_PID" ] && kill $SWAP_PID 2>/dev/null'
 start_watchdog $((RACE_SECS + 200))
 
 as_user() { su -s /bin/sh "$TUSER" -c "$1" >"$T/u.out" 2>&1; }
@@ -142,11 +143,13 @@ else fail "(d) $TUSER cannot read u/m: $(head -c 200 "$T/u.out")"; fi
 # (O_DIRECT: what the daemon serves now, not pages the kernel kept from before)
 # (as fast as python goes: the window between a check and a use may be short)
 cat >"$T/swap.py" <<EOF
-import os
+import os, time
+open('$T/udata/swap.pid', 'w').write(str(os.getpid()))
 tmp, link = '$SRC/u/.n', '$SRC/u/m.wdelta'
 targets = ['$T/rootonly/secret.wdelta', '$T/udata/own.wdelta']
 i = 0
-while True:
+end = time.time() + $RACE_SECS + 10   # stops by itself, whatever happens to the test
+while time.time() < end:
     try:
         os.unlink(tmp)
     except FileNotFoundError:
@@ -166,9 +169,11 @@ done >'$T/udata/reads'
 EOF
 chmod 644 "$T/swap.py" "$T/read.sh"
 su -s /bin/sh "$TUSER" -c "exec '$PY' '$T/swap.py'" >/dev/null 2>&1 &
-SWAP_PID=$!
+SU_PID=$!
+wait_for 10 test -s "$T/udata/swap.pid" && SWAP_PID=$(cat "$T/udata/swap.pid")
 su -s /bin/sh "$TUSER" -c "sh '$T/read.sh'" >/dev/null 2>&1
-kill $SWAP_PID 2>/dev/null; wait $SWAP_PID 2>/dev/null; SWAP_PID=""
+[ -n "$SWAP_PID" ] && kill "$SWAP_PID" 2>/dev/null
+wait $SU_PID 2>/dev/null; SWAP_PID=""
 nreads=$(wc -l <"$T/udata/reads")
 echo "      what the reads gave (md5 of shard 1, mode:owner of u/m), most frequent first:"
 sed "s/^$md5_pub /OWN /; s/^$md5_sec /SECRET /; s/^d41d8cd98f00b204e9800998ecf8427e /EMPTY /" "$T/udata/reads" |
