@@ -157,33 +157,70 @@ static void store_digest(const tree *t, const base_ent *b)
     free(key);
 }
 
-/* One descriptor per weight file, shared by all the deltas on b, and who
- * may read b: its directory and each of those files through its real path. */
-static int open_base_access(base_ent *b, wd_err *err)
+/* Who may read b now: its directory, and each weight file it reads (the
+ * descriptors open since the mount), through their real paths. */
+static int base_perm(const base_ent *b, perm *out, wd_err *err)
 {
     char why[600];
     perm p;
     int dfd = open(b->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return wd_errf(err, "%s: %s", b->dir, strerror(errno));
-    int rc = perm_of_fd(dfd, PERM_R | PERM_X, &b->perm, why, sizeof why);
+    int rc = perm_of_fd(dfd, PERM_R | PERM_X, out, why, sizeof why);
     close(dfd);
     if (rc) return wd_errf(err, "%s: %s", b->dir, why);
+    for (size_t i = 0; i < b->model.nfiles; i++) {
+        if (perm_of_fd(b->fds[i], PERM_R, &p, why, sizeof why)) {
+            perm_free(out);
+            return wd_errf(err, "%s: %s", b->model.files[i].path, why);
+        }
+        rc = perm_append(out, &p);
+        perm_free(&p);
+        if (rc) {
+            perm_free(out);
+            return wd_errf(err, "out of memory");
+        }
+    }
+    return 0;
+}
+
+/* One descriptor per weight file, shared by all the deltas on b, and who
+ * may read b. */
+static int open_base_access(base_ent *b, wd_err *err)
+{
     if (!(b->fds = malloc((b->model.nfiles + 1) * sizeof *b->fds))) return wd_errf(err, "out of memory");
     for (size_t i = 0; i < b->model.nfiles; i++) b->fds[i] = -1;
     for (size_t i = 0; i < b->model.nfiles; i++) {
         const char *path = b->model.files[i].path;
         if ((b->fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0) return wd_errf(err, "%s: %s", path, strerror(errno));
-        if (perm_of_fd(b->fds[i], PERM_R, &p, why, sizeof why)) return wd_errf(err, "%s: %s", path, why);
-        rc = perm_append(&b->perm, &p);
-        perm_free(&p);
-        if (rc) return wd_errf(err, "out of memory");
     }
-    return 0;
+    return base_perm(b, &b->perm, err);
 }
 
-int tree_base_allows(const base_ent *b, const cred *c)
+/* At each rescan: a chmod or chown of a base (or of a directory above it)
+ * takes effect without a remount.  When it cannot be read now, the last
+ * reading stays. */
+static void refresh_base_perms(tree *t)
 {
-    return perm_allows(&b->perm, c);
+    for (size_t i = 0; i < t->nbases; i++) {
+        base_ent *b = &t->bases[i];
+        perm np;
+        wd_err err;
+        if (!b->fds || base_perm(b, &np, &err)) continue;
+        pthread_mutex_lock(&b->perm_lock);
+        perm old = b->perm;
+        b->perm = np;
+        pthread_mutex_unlock(&b->perm_lock);
+        perm_free(&old);
+    }
+}
+
+int tree_base_allows(base_ent *b, const cred *c)
+{
+    if (!c || c->uid == 0) return 1;
+    pthread_mutex_lock(&b->perm_lock);
+    int ok = perm_allows(&b->perm, c);
+    pthread_mutex_unlock(&b->perm_lock);
+    return ok;
 }
 
 int tree_model_allows(const tree *t, const model *m, const cred *c)
@@ -211,6 +248,7 @@ int tree_open_bases(tree *t, const char *list, wd_err *err)
     }
     for (char *tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
         base_ent *b = &t->bases[t->nbases];
+        pthread_mutex_init(&b->perm_lock, NULL);
         char *real = realpath(tok, NULL);
         b->dir = real ? real : strdup(tok);
         t->nbases++;
@@ -1403,6 +1441,7 @@ void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void 
     memset(&sc, 0, sizeof sc);
     sc.t = t;
     sc.now = mono_now();
+    refresh_base_perms(t);
     pthread_mutex_lock(&t->snap_lock);
     sc.old = t->cur;
     if (sc.old) sc.old->refs++;
@@ -1641,6 +1680,7 @@ void tree_free(tree *t)
             if (t->bases[i].fds[k] >= 0) close(t->bases[i].fds[k]);
         free(t->bases[i].fds);
         perm_free(&t->bases[i].perm);
+        pthread_mutex_destroy(&t->bases[i].perm_lock);
         if (t->bases[i].opened) wd_model_free(&t->bases[i].model);
         free(t->bases[i].dir);
         free(t->bases[i].name);

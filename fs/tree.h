@@ -31,7 +31,9 @@ typedef struct base_ent {
     int *fds;          /* one open descriptor per weight file, shared by every
                           delta on this base (wd_delta_set_base_fds) */
     perm perm;         /* its directory (read, search) and every weight file,
-                          each through its real path: who may read it */
+                          each through its real path: who may read it
+                          (read again at every rescan, under perm_lock) */
+    pthread_mutex_t perm_lock;
 } base_ent;
 
 typedef struct mfile {
@@ -151,7 +153,7 @@ char *tree_status_json(tree *t, int open_files, const cred *c);
 /* 1 if reader c may read model m (its delta, its parents' and its base,
  * each through its real path); a base model directory: its base. */
 int tree_model_allows(const tree *t, const model *m, const cred *c);
-int tree_base_allows(const base_ent *b, const cred *c);
+int tree_base_allows(base_ent *b, const cred *c);
 
 /* Raise the soft descriptor limit to the hard one and keep deltas below it
  * with room to spare (FUSE, the scan, open files), so that a full table

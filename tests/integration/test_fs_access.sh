@@ -123,6 +123,7 @@ denied "(c) $TUSER: cat .wdeltafs/bases/$BN/config.json" "cat '$MNT/.wdeltafs/ba
 denied "(c) $TUSER: cat onpriv/$SHARD (a 0644 delta on that private base)" "cat '$MNT/onpriv/$SHARD'"
 check "(c) root reads onpriv/" cmp -s "$MNT/onpriv/$SHARD" "$T/gen3/ft/$SHARD"
 check "(c) root reads the private base under .wdeltafs/bases" cmp -s "$MNT/.wdeltafs/bases/$BN/$SHARD" "$T/gen3/base/$SHARD"
+denied "(c) $TUSER: ls .wdeltafs/bases/$BN" "ls '$MNT/.wdeltafs/bases/$BN'"
 
 # ------------------------------------------------------------------ status per reader
 if as_user "cat '$MNT/.wdeltafs/status'"; then
@@ -134,6 +135,12 @@ if as_user "cat '$MNT/.wdeltafs/status'"; then
   check "status ($TUSER) lists public" grep -qF '"public"' "$T/status.user"
 else fail "$TUSER cannot read the status file: $(head -n1 "$T/u.out")"; fi
 check "status (root) lists priv/inpriv" grep -qF '"priv/inpriv"' "$MNT/.wdeltafs/status"
+
+# (c) the base opened up while mounted: its deltas become readable, no remount
+chmod 755 "$T/gen3/base"; chmod 644 "$T/gen3/base"/*
+if wait_for 10 as_user "cmp -s '$MNT/onpriv/$SHARD' '$T/gen3/ft/$SHARD'"; then
+  pass "(c) after chmod of the private base, $TUSER reads onpriv/ within $WAITED s"
+else fail "(c) after chmod of the private base, $TUSER still cannot read onpriv/: $(tr -cd '[:print:]\n' <"$T/u.out" | head -c 120)"; fi
 
 # ------------------------------------------------------------------ (d) the swap race
 # the user's own model is served first
