@@ -561,9 +561,22 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                 else if (!perm_allows(&p, &cr)) err = EACCES;
                 perm_free(&p);
             }
-            /* immutable: a new version has new inodes; a file passed through
-             * may be replaced in its directory, so its pages are not kept */
+            /* immutable: a new version has new inodes.  A file passed
+             * through may be replaced or changed in its directory: its pages
+             * are kept only while it is the same file, unchanged. */
             fi->keep_cache = f->delta_file >= 0;
+            struct stat fs;
+            if (!err && f->delta_file < 0 && !fstat(h->fd, &fs)) {
+                char idn[96];
+                snprintf(idn, sizeof idn, "%llu:%llu:%lld:%lld.%09ld", (unsigned long long)fs.st_dev,
+                         (unsigned long long)fs.st_ino, (long long)fs.st_size, (long long)fs.st_mtim.tv_sec,
+                         fs.st_mtim.tv_nsec);
+                mfile *fw = &h->m->files[h->fidx];
+                pthread_mutex_lock(&ds->lock);
+                fi->keep_cache = !strcmp(fw->seen, idn);
+                if (!fi->keep_cache) snprintf(fw->seen, sizeof fw->seen, "%s", idn);
+                pthread_mutex_unlock(&ds->lock);
+            }
         }
     }
     tree_snapshot_put(&ds->t, s);

@@ -42,6 +42,9 @@ typedef struct mfile {
     uint64_t ino;
     int delta_file;   /* index of the delta's output file, or -1: a base extra */
     char *extra_path; /* base extra: its path */
+    char seen[96];    /* base extra: identity (dev:ino:size:mtime) at its last
+                         open, under the daemon's lock: the kernel keeps its
+                         pages while it stays the same */
 } mfile;
 
 /* One version of one .wdelta file, shared by snapshots and open files. */
