@@ -157,19 +157,67 @@ static void store_digest(const tree *t, const base_ent *b)
     free(key);
 }
 
+static void fds_unref(base_fds *f)
+{
+    if (!f || __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL)) return;
+    for (size_t i = 0; i < f->n; i++)
+        if (f->fd[i] >= 0) close(f->fd[i]);
+    free(f->fd);
+    free(f);
+}
+
+/* Open every weight file of b; a file that cannot be opened leaves its
+ * reason in err (the set is then not used).  NULL: out of memory. */
+static base_fds *fds_open(const base_ent *b)
+{
+    base_fds *f = calloc(1, sizeof *f);
+    if (!f || !(f->fd = malloc((b->model.nfiles + 1) * sizeof *f->fd))) {
+        free(f);
+        return NULL;
+    }
+    f->refs = 1;
+    f->n = b->model.nfiles;
+    for (size_t i = 0; i < f->n; i++) f->fd[i] = -1;
+    for (size_t i = 0; i < f->n; i++) {
+        const char *path = b->model.files[i].path;
+        if ((f->fd[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0 && !f->err[0])
+            snprintf(f->err, sizeof f->err, "%.600s: %s", path, strerror(errno));
+    }
+    return f;
+}
+
+/* Is every weight file of b still the one the set has open? */
+static int fds_current(const base_ent *b, const base_fds *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        struct stat a, o;
+        int gone = stat(b->model.files[i].path, &a) != 0;
+        if (gone || f->fd[i] < 0) {
+            if (gone != (f->fd[i] < 0)) return 0; /* removed, or back */
+            continue;
+        }
+        if (fstat(f->fd[i], &o)) return 0;
+        if (a.st_dev != o.st_dev || a.st_ino != o.st_ino || a.st_size != o.st_size ||
+            a.st_mtim.tv_sec != o.st_mtim.tv_sec || a.st_mtim.tv_nsec != o.st_mtim.tv_nsec)
+            return 0;
+    }
+    return 1;
+}
+
 /* Who may read b now: its directory, and each weight file it reads (the
- * descriptors open since the mount), through their real paths. */
+ * descriptors of its current set), through their real paths. */
 static int base_perm(const base_ent *b, perm *out, wd_err *err)
 {
     char why[600];
     perm p;
+    if (b->fds->err[0]) return wd_errf(err, "%s", b->fds->err);
     int dfd = open(b->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return wd_errf(err, "%s: %s", b->dir, strerror(errno));
     int rc = perm_of_fd(dfd, PERM_R | PERM_X, out, why, sizeof why);
     close(dfd);
     if (rc) return wd_errf(err, "%s: %s", b->dir, why);
     for (size_t i = 0; i < b->model.nfiles; i++) {
-        if (perm_of_fd(b->fds[i], PERM_R, &p, why, sizeof why)) {
+        if (perm_of_fd(b->fds->fd[i], PERM_R, &p, why, sizeof why)) {
             perm_free(out);
             return wd_errf(err, "%s: %s", b->model.files[i].path, why);
         }
@@ -183,29 +231,37 @@ static int base_perm(const base_ent *b, perm *out, wd_err *err)
     return 0;
 }
 
-/* One descriptor per weight file, shared by all the deltas on b, and who
- * may read b. */
+/* The shared descriptors of b, and who may read b. */
 static int open_base_access(base_ent *b, wd_err *err)
 {
-    if (!(b->fds = malloc((b->model.nfiles + 1) * sizeof *b->fds))) return wd_errf(err, "out of memory");
-    for (size_t i = 0; i < b->model.nfiles; i++) b->fds[i] = -1;
-    for (size_t i = 0; i < b->model.nfiles; i++) {
-        const char *path = b->model.files[i].path;
-        if ((b->fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0) return wd_errf(err, "%s: %s", path, strerror(errno));
-    }
+    if (!(b->fds = fds_open(b))) return wd_errf(err, "out of memory");
     return base_perm(b, &b->perm, err);
 }
 
-/* At each rescan: a chmod or chown of a base (or of a directory above it)
- * takes effect without a remount.  When it cannot be read now, the last
- * reading stays. */
-static void refresh_base_perms(tree *t)
+/* At each rescan: a weight file replaced or removed gets a new descriptor set
+ * (deltas opened from now on read the new file, or fail with why; the bases
+ * generation changes, so failed deltas are tried again), and a chmod or chown
+ * of a base (or of a directory above it) takes effect without a remount.
+ * When the permissions cannot be read now, the last reading stays. */
+static void refresh_bases(tree *t)
 {
     for (size_t i = 0; i < t->nbases; i++) {
         base_ent *b = &t->bases[i];
+        if (!b->fds) continue;
+        if (!fds_current(b, b->fds)) {
+            base_fds *n = fds_open(b);
+            if (n) {
+                fds_unref(b->fds);
+                b->fds = n;
+                pthread_mutex_lock(&t->snap_lock);
+                t->base_gen++;
+                pthread_mutex_unlock(&t->snap_lock);
+                if (n->err[0]) t->log(LOG_WARNING, "base %s: %s (its deltas cannot be opened again)", b->dir, n->err);
+            }
+        }
         perm np;
         wd_err err;
-        if (!b->fds || base_perm(b, &np, &err)) continue;
+        if (base_perm(b, &np, &err)) continue;
         pthread_mutex_lock(&b->perm_lock);
         perm old = b->perm;
         b->perm = np;
@@ -386,6 +442,7 @@ static void model_free(tree *t, model *m)
     }
     free(m->files);
     close_counted(t, m->d); /* before its parent: it reads the parent's delta */
+    fds_unref(m->bfds);     /* and the base's files */
     model_unref(t, m->parent);
     perm_free(&m->perm);
     free(m->rel);
@@ -474,7 +531,14 @@ static model *open_model(tree *t, const char *path, const char *rel, const struc
     } else {
         m->base = b;
         if (in->version == 1) wd_delta_v1_use_base_dtype(m->d, t->v1_base_dtype);
-        if (wd_delta_set_base_fds(m->d, &m->base->model, m->base->fds, &err)) {
+        base_fds *f = m->base->fds;
+        if (!f || f->err[0]) {
+            *reason = strdup(f ? f->err : "the base's files are not open");
+            goto fail;
+        }
+        __atomic_add_fetch(&f->refs, 1, __ATOMIC_ACQ_REL);
+        m->bfds = f;
+        if (wd_delta_set_base_fds(m->d, &m->base->model, f->fd, &err)) {
             *reason = strdup(err.msg);
             goto fail;
         }
@@ -692,6 +756,13 @@ typedef struct devino {
     ino_t ino;
 } devino;
 
+/* A symlink to a directory, walked after the real ones (walk_links). */
+typedef struct pending {
+    char *path, *rel, *name;
+    size_t dir;
+    int depth;
+} pending;
+
 typedef struct scan {
     tree *t;
     snapshot *old, *s;
@@ -708,6 +779,8 @@ typedef struct scan {
     size_t nentries;
     pathmap old_models, old_unav;
     double now;
+    pending *pending;
+    size_t npending, cappending;
     char notes[8192]; /* what the walk skipped, one line each (logged once) */
     size_t notes_len;
     uint32_t *mnodes; /* node index of each delta's model directory */
@@ -1089,6 +1162,75 @@ static long add_dir(scan *sc, const char *rel, const char *name, size_t parent, 
     return (long)sc->ndirs++;
 }
 
+static void walk(scan *sc, int dfd, const char *path, const char *rel, size_t di, int depth);
+
+/* Walk the directory cfd (closed here), met as `name` in sc->dirs[di], unless
+ * it is on another filesystem, above SRC or walked already. */
+static void enter_dir(scan *sc, int cfd, const char *path, const char *rel, const char *name, size_t di, int depth,
+                      int is_link)
+{
+    struct stat st;
+    perm p = {0, NULL};
+    char why[600];
+    if (fstat(cfd, &st))
+        scan_note(sc, "cannot read %s: %s", path, strerror(errno));
+    else if (st.st_dev != sc->src_dev && !sc->t->cross_fs)
+        scan_note(sc, "%s is on another filesystem than the source; not walked (-o cross_fs walks it)", path);
+    else if (is_ancestor(sc, &st))
+        scan_note(sc, "%s leads to a directory above the source; not walked", path);
+    else if (seen_before(sc, &st))
+        scan_note(sc, "%s leads to a directory walked already (a symlink loop or a second link); not walked", path);
+    else if (is_link ? perm_of_fd(cfd, PERM_R | PERM_X, &p, why, sizeof why)
+                     : perm_extend(sc->dirs[di].perm, &st, PERM_R | PERM_X, &p))
+        scan_note(sc, "%s: %s; not walked", path, is_link ? why : "out of memory");
+    else {
+        long ci = add_dir(sc, rel, name, di, &st, &p);
+        if (ci >= 0) walk(sc, cfd, path, rel, (size_t)ci, depth + 1);
+    }
+    perm_free(&p);
+    close(cfd);
+}
+
+/* A symlink to a directory is walked after every real directory of SRC, so
+ * that a directory reached both ways shows at its real place. */
+static void add_pending(scan *sc, const char *path, const char *rel, const char *name, size_t di, int depth)
+{
+    if (sc->npending == sc->cappending) {
+        size_t nc = sc->cappending ? sc->cappending * 2 : 8;
+        pending *n = realloc(sc->pending, nc * sizeof *n);
+        if (!n) return;
+        sc->pending = n;
+        sc->cappending = nc;
+    }
+    pending *q = &sc->pending[sc->npending];
+    q->path = strdup(path);
+    q->rel = strdup(rel);
+    q->name = strdup(name);
+    q->dir = di;
+    q->depth = depth;
+    if (!q->path || !q->rel || !q->name) {
+        free(q->path);
+        free(q->rel);
+        free(q->name);
+        return;
+    }
+    sc->npending++;
+}
+
+static void walk_links(scan *sc)
+{
+    for (size_t i = 0; i < sc->npending; i++) { /* walking one may add more */
+        pending q = sc->pending[i];
+        if (sc->ndirs >= MAX_DIRS) {
+            scan_note(sc, "%s: more than %d directories under the source; the rest is not walked", q.path, MAX_DIRS);
+            continue;
+        }
+        int cfd = open(q.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cfd < 0) scan_note(sc, "cannot read %s: %s", q.path, strerror(errno));
+        else enter_dir(sc, cfd, q.path, q.rel, q.name, q.dir, q.depth, 1);
+    }
+}
+
 /* List the directory dfd (SRC/path, `rel` under the mount, sc->dirs[di])
  * into sc: its .wdelta files as candidates, its subdirectories walked. */
 static void walk(scan *sc, int dfd, const char *path, const char *rel, size_t di, int depth)
@@ -1141,30 +1283,16 @@ static void walk(scan *sc, int dfd, const char *path, const char *rel, size_t di
                 continue;
             }
             if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", names[i]) >= (int)sizeof crel) continue;
-            int cfd = openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC | (is_link ? 0 : O_NOFOLLOW));
-            if (cfd < 0 || fstat(cfd, &st)) {
-                scan_note(sc, "cannot read %s: %s", child, strerror(errno));
-                if (cfd >= 0) close(cfd);
+            if (is_link) { /* after every real directory: see walk_links */
+                add_pending(sc, child, crel, names[i], di, depth);
                 continue;
             }
-            perm p = {0, NULL};
-            char why[600];
-            int skip = 1;
-            if (st.st_dev != sc->src_dev && !sc->t->cross_fs)
-                scan_note(sc, "%s is on another filesystem than the source; not walked (-o cross_fs walks it)", child);
-            else if (is_ancestor(sc, &st))
-                scan_note(sc, "%s leads to a directory above the source; not walked", child);
-            else if (seen_before(sc, &st))
-                scan_note(sc, "%s leads to a directory walked already (a symlink loop or a second link); not walked", child);
-            else if (is_link ? perm_of_fd(cfd, PERM_R | PERM_X, &p, why, sizeof why)
-                             : perm_extend(sc->dirs[di].perm, &st, PERM_R | PERM_X, &p))
-                scan_note(sc, "%s: %s; not walked", child, is_link ? why : "out of memory");
-            else
-                skip = 0;
-            long ci = skip ? -1 : add_dir(sc, crel, names[i], di, &st, &p);
-            perm_free(&p);
-            if (ci >= 0) walk(sc, cfd, child, crel, (size_t)ci, depth + 1);
-            close(cfd);
+            int cfd = openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+            if (cfd < 0) {
+                scan_note(sc, "cannot read %s: %s", child, strerror(errno));
+                continue;
+            }
+            enter_dir(sc, cfd, child, crel, names[i], di, depth, 0);
         } else if (S_ISREG(st.st_mode) && nl > 7 && !strcmp(names[i] + nl - 7, ".wdelta")) {
             char mname[256];
             snprintf(mname, sizeof mname, "%.*s", (int)(nl - 7), names[i]);
@@ -1293,6 +1421,12 @@ static void free_cands(scan *sc)
         free(sc->dirs[i].name);
     }
     free(sc->dirs);
+    for (size_t i = 0; i < sc->npending; i++) {
+        free(sc->pending[i].path);
+        free(sc->pending[i].rel);
+        free(sc->pending[i].name);
+    }
+    free(sc->pending);
     free(sc->seen);
     free(sc->anc);
     free(sc->old_models.slot);
@@ -1441,7 +1575,7 @@ void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void 
     memset(&sc, 0, sizeof sc);
     sc.t = t;
     sc.now = mono_now();
-    refresh_base_perms(t);
+    refresh_bases(t);
     pthread_mutex_lock(&t->snap_lock);
     sc.old = t->cur;
     if (sc.old) sc.old->refs++;
@@ -1483,6 +1617,7 @@ void tree_rescan(tree *t, void (*changed)(void *, uint64_t, const char *), void 
         seen_before(&sc, &sst);
         walk(&sc, sfd, t->src, "", 0, 0);
         close(sfd);
+        walk_links(&sc);
         build(&sc, (uint32_t)root);
         log_notes(&sc);
     }
@@ -1676,9 +1811,7 @@ void tree_free(tree *t)
     t->cur = NULL;
     for (size_t i = 0; i < t->nbases; i++) {
         model_unref(t, t->bases[i].bm);
-        for (size_t k = 0; t->bases[i].fds && k < t->bases[i].model.nfiles; k++)
-            if (t->bases[i].fds[k] >= 0) close(t->bases[i].fds[k]);
-        free(t->bases[i].fds);
+        fds_unref(t->bases[i].fds);
         perm_free(&t->bases[i].perm);
         pthread_mutex_destroy(&t->bases[i].perm_lock);
         if (t->bases[i].opened) wd_model_free(&t->bases[i].model);

@@ -19,6 +19,17 @@ struct model;
 
 typedef enum base_state { BASE_PENDING, BASE_HASHING, BASE_READY, BASE_FAILED } base_state;
 
+/* One open descriptor per weight file of a base, shared by every delta on
+ * it (wd_delta_set_base_fds).  When a file is replaced or removed under the
+ * mount, a new set is opened for the deltas opened from then on; a set lives
+ * while any model holds it. */
+typedef struct base_fds {
+    int refs;       /* atomic */
+    size_t n;
+    int *fd;
+    char err[700];  /* not empty: a file could not be opened (why) */
+} base_fds;
+
 typedef struct base_ent {
     char *dir;
     wd_model model;
@@ -28,8 +39,7 @@ typedef struct base_ent {
     char error[1024];
     char *name;        /* its directory under /.wdeltafs/bases (unique) */
     struct model *bm;  /* that directory's contents: the base's own files */
-    int *fds;          /* one open descriptor per weight file, shared by every
-                          delta on this base (wd_delta_set_base_fds) */
+    base_fds *fds;     /* the current set (changed only by the scan) */
     perm perm;         /* its directory (read, search) and every weight file,
                           each through its real path: who may read it
                           (read again at every rescan, under perm_lock) */
@@ -53,6 +63,7 @@ typedef struct model {
     char *rel;        /* path under the mount, e.g. "team/chat-v2" */
     char *delta_path;
     struct stat st;   /* of the .wdelta when opened (fstat): its identity */
+    base_fds *bfds;   /* made on a base directly: the set it reads (a ref) */
     perm perm;        /* the .wdelta's real path when opened (access.h) */
     wd_delta *d;
     base_ent *base;

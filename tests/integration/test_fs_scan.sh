@@ -2,13 +2,16 @@
 # The scan of SRC cannot be trapped, and failures and changes are handled
 # (issue #15 items 4, 5, 6, 10):
 #   traps     SRC holds `ln -s . l1`, `ln -s . l2`, `ln -s .. up`, `ln -s / r`, a
-#             deep chain of directories and 3000 junk .wdelta files (one named
-#             bad\xff.wdelta): the mount is up in < 2 s, the daemon idles (< 5% of
-#             a core over 10 s, from /proc/PID/stat) with < 100 fds, the real
-#             deltas are served, each skip and junk file is logged once (not on
-#             every rescan), and .wdeltafs/status is valid UTF-8 JSON
-#   sizes     a base's config.json replaced (mv) by a longer one: the model's and
-#             .wdeltafs/bases' config.json give the new content in full
+#             link to its own subdirectory (shown at its real place), a link to
+#             a directory outside (walked), a deep chain of directories and 3000
+#             junk .wdelta files (one named bad\xff.wdelta): the mount is up in
+#             < 2 s, the daemon idles (< 5% of a core over 10 s, from
+#             /proc/PID/stat) with < 100 fds, the real deltas are served, each
+#             skip and junk file is logged once (not on every rescan), and
+#             .wdeltafs/status is valid UTF-8 JSON
+#   sizes     a base's config.json and notes.txt replaced (mv) by longer ones:
+#             .wdeltafs/bases' config.json and the model's notes.txt (passed
+#             through) give the new content in full
 #   EMFILE    300 deltas under `ulimit -n 200`: some fail with "Too many open
 #             files"; once 200 of them are removed, every one left is served
 #             (a temporary failure is retried), with one descriptor per delta
@@ -39,7 +42,8 @@ echo "short notes" >"$T/base/notes.txt"   # not in the delta: the models pass it
 cp "$T/one.wdelta" "$SRC/top.wdelta"
 mkdir -p "$SRC/sub"; cp "$T/one.wdelta" "$SRC/sub/inner.wdelta"
 ln -s . "$SRC/l1"; ln -s . "$SRC/l2"; ln -s .. "$SRC/up"; ln -s / "$SRC/r"
-ln -s ../sub "$SRC/sub/again"
+ln -s ../sub "$SRC/sub/again"; ln -s sub "$SRC/a-alias"   # (sorts before sub/)
+mkdir "$T/outside"; cp "$T/one.wdelta" "$T/outside/o.wdelta"; ln -s "$T/outside" "$SRC/ext"
 d="$SRC/deep"; for i in $(seq 20); do d="$d/d$i"; done; mkdir -p "$d"; cp "$T/one.wdelta" "$d/toodeep.wdelta"
 mkdir "$SRC/junk"
 ( cd "$SRC/junk" && for i in $(seq 3000); do echo "not a delta $i" >"j$i.wdelta"; done )
@@ -57,6 +61,8 @@ check "top/ served" cmp -s "$MNT/top/$SHARD" "$T/gen/ft/$SHARD"
 check "sub/inner/ served" cmp -s "$MNT/sub/inner/$SHARD" "$T/gen/ft/$SHARD"
 check "no l1/, l2/, up/, r/ (the loops and the link to / are not walked)" \
   not ls -d "$MNT/l1" "$MNT/l2" "$MNT/up" "$MNT/r" "$MNT/sub/again"
+check "a directory linked from SRC shows at its real place (sub/, not a-alias/)" not ls -d "$MNT/a-alias"
+check "a link to a directory outside SRC (same filesystem) is walked: ext/o/ served" cmp -s "$MNT/ext/o/$SHARD" "$T/gen/ft/$SHARD"
 sleep 3   # a few rescans
 ticks0=$(cpu_ticks "$DPID"); sleep 10; ticks1=$(cpu_ticks "$DPID")
 hz=$(getconf CLK_TCK)
