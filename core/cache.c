@@ -43,6 +43,12 @@ struct wd_cache {
      * megabytes each) for every block. */
     pthread_cond_t decoder_free;
     unsigned max_decoders, decoders;
+    /* Bytes being decoded by top-level decoders: they count against the
+     * capacity (cached blocks are evicted to make room, and a decode waits
+     * while others fill it), so that large blocks read by many threads at
+     * once do not hold several times the cache's size beside it.  One
+     * decode always proceeds, however large its block. */
+    uint64_t inflight;
     wd_scratch **pool;
     size_t npool, cap_pool;
     size_t scratch_out, scratch_peak; /* taken now, most ever taken at once */
@@ -185,10 +191,10 @@ static void remove_entry(wd_cache *c, centry *e)
     free(e);
 }
 
-static void evict(wd_cache *c)
+static void evict_to(wd_cache *c, uint64_t limit)
 {
     centry *e = c->tail;
-    while (c->used > c->capacity && e) {
+    while (c->used > limit && e) {
         centry *prev = e->lprev;
         if (e->refs == 0 && e->state == 1) {
             remove_entry(c, e);
@@ -196,6 +202,21 @@ static void evict(wd_cache *c)
         }
         e = prev;
     }
+}
+
+static void evict(wd_cache *c)
+{
+    evict_to(c, c->capacity > c->inflight ? c->capacity - c->inflight : 0);
+}
+
+/* Give a top-level decoder slot back (lock held). */
+static void slot_put(wd_cache *c, int *have_slot, uint32_t len)
+{
+    if (!*have_slot) return;
+    *have_slot = 0;
+    c->decoders--;
+    c->inflight -= len;
+    pthread_cond_broadcast(&c->decoder_free);
 }
 
 /* Scratch pool (lock held).  take: one from the pool, or NULL (the
@@ -251,6 +272,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
                        wd_err *err)
 {
     int have_slot = 0;
+    uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
     pthread_mutex_lock(&c->lock);
     for (;;) {
         centry **p = slot(c, key, block);
@@ -260,37 +282,30 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
             lru_unlink(c, e);
             lru_push(c, e);
             if (count_hit) c->st.hits++;
-            if (have_slot) {
-                c->decoders--;
-                pthread_cond_signal(&c->decoder_free);
-            }
+            slot_put(c, &have_slot, len);
             pthread_mutex_unlock(&c->lock);
             return e;
         }
         if (e) { /* someone is decoding it: wait, then look again */
-            if (have_slot) { /* never hold a slot while waiting */
-                c->decoders--;
-                have_slot = 0;
-                pthread_cond_signal(&c->decoder_free);
-            }
+            slot_put(c, &have_slot, len); /* never hold a slot while waiting */
             pthread_cond_wait(&c->loaded, &c->lock);
             continue;
         }
         if (!nested && !have_slot) {
-            if (c->decoders >= c->max_decoders) {
+            if (c->decoders >= c->max_decoders || (c->decoders && c->inflight + len > c->capacity)) {
                 pthread_cond_wait(&c->decoder_free, &c->lock);
                 continue; /* the block may have been loaded meanwhile */
             }
             c->decoders++;
+            c->inflight += len;
             have_slot = 1;
+            evict(c); /* room for it (which may change the table: look again) */
+            continue;
         }
         /* miss: claim it */
         e = calloc(1, sizeof *e);
         if (!e) {
-            if (have_slot) {
-                c->decoders--;
-                pthread_cond_signal(&c->decoder_free);
-            }
+            slot_put(c, &have_slot, len);
             pthread_mutex_unlock(&c->lock);
             wd_errf(err, "out of memory");
             return NULL;
@@ -305,7 +320,6 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         wd_scratch *sc = scratch_take(c);
         pthread_mutex_unlock(&c->lock);
 
-        uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
         unsigned char *data = blk_alloc(len);
         if (!sc) sc = wd_scratch_new();
         uint64_t t0 = now_ns();
@@ -314,10 +328,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
 
         pthread_mutex_lock(&c->lock);
         scratch_give(c, sc);
-        if (have_slot) {
-            c->decoders--;
-            pthread_cond_signal(&c->decoder_free);
-        }
+        slot_put(c, &have_slot, len);
         if (rc) {
             centry **q = slot(c, key, block);
             if (*q == e) *q = e->hnext;

@@ -326,7 +326,7 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
     if (memcmp(pre, WD_MAGIC, WD_MAGIC_LEN)) return wd_errf(err, "%s: not a .wdelta file (bad magic)", d->path);
     d->info.version = wd_get_u32(pre + 7);
     if (d->info.version == 1) { /* deltatensors: scan its records; outputs come with the base */
-        if (wd_v1_open(d->path, &d->v1, err)) return -1;
+        if (wd_v1_open_fd(d->fd, d->path, &d->v1, err)) return -1;
         memcpy(d->info.base_hash, wd_v1_parent_hash(d->v1), 32);
         d->strategy = strdup(wd_v1_strategy(d->v1));
         d->tool = strdup("deltatensors (v1)");
@@ -412,13 +412,18 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
 
 int wd_delta_open(const char *path, wd_delta **out, wd_err *err)
 {
+    return wd_delta_open_fd(-1, path, out, err);
+}
+
+int wd_delta_open_fd(int fd, const char *path, wd_delta **out, wd_err *err)
+{
     wd_delta *d = calloc(1, sizeof *d);
     if (!d) return wd_errf(err, "out of memory");
     pthread_mutex_init(&d->pool_lock, NULL);
     pthread_mutex_init(&d->memo_lock, NULL);
     d->memo_tensor = -1;
     d->path = strdup(path);
-    d->fd = open(path, O_RDONLY | O_CLOEXEC);
+    d->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_CLOEXEC);
     if (d->fd < 0) {
         wd_errf(err, "%s: %s", path, strerror(errno));
         wd_delta_close(d);
@@ -470,7 +475,7 @@ void wd_delta_close(wd_delta *d)
     free(d->block_ext);
     free(d->ext_by_num);
     if (d->base_fds) {
-        for (size_t i = 0; i < d->base->nfiles; i++)
+        for (size_t i = 0; !d->base_fds_borrowed && i < d->base->nfiles; i++)
             if (d->base_fds[i] >= 0) close(d->base_fds[i]);
         free(d->base_fds);
     }
@@ -522,11 +527,35 @@ static int open_base_fds(wd_delta *d, const wd_model *base, wd_err *err)
     return 0;
 }
 
+static int set_base(wd_delta *d, const wd_model *base, const int *fds, wd_err *err);
+
 int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err)
+{
+    return set_base(d, base, NULL, err);
+}
+
+int wd_delta_set_base_fds(wd_delta *d, const wd_model *base, const int *fds, wd_err *err)
+{
+    if (!fds) return wd_errf(err, "%s: no base descriptors given", d->path);
+    return set_base(d, base, fds, err);
+}
+
+static int base_fds_of(wd_delta *d, const wd_model *base, const int *fds, wd_err *err)
+{
+    if (!fds) return open_base_fds(d, base, err);
+    d->base_fds = malloc((base->nfiles ? base->nfiles : 1) * sizeof *d->base_fds);
+    if (!d->base_fds) return wd_errf(err, "out of memory");
+    d->base = base;
+    d->base_fds_borrowed = 1;
+    for (size_t i = 0; i < base->nfiles; i++) d->base_fds[i] = fds[i];
+    return 0;
+}
+
+static int set_base(wd_delta *d, const wd_model *base, const int *fds, wd_err *err)
 {
     if (d->base || d->parent) return wd_errf(err, "%s: a base is already attached", d->path);
     if (d->v1) {
-        if (open_base_fds(d, base, err) || wd_v1view_set_base(d, base, err) || map_blocks(d, err)) return -1;
+        if (base_fds_of(d, base, fds, err) || wd_v1view_set_base(d, base, err) || map_blocks(d, err)) return -1;
         return 0;
     }
     for (size_t i = 0; i < d->next; i++) {
@@ -543,7 +572,7 @@ int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err)
         e->base_fd_index = (int)fi;
         e->base_offset = t->offset;
     }
-    return open_base_fds(d, base, err);
+    return base_fds_of(d, base, fds, err);
 }
 
 int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off, uint32_t *block, uint64_t *block_file_off)

@@ -179,6 +179,7 @@ struct wd_delta {
     size_t next;
     const wd_model *base;      /* not owned */
     int *base_fds;             /* one per base file */
+    int base_fds_borrowed;     /* the caller's (wd_delta_set_base_fds): not closed */
     /* deltatensors v1 (version 1): a view built at wd_delta_set_base */
     wd_v1 *v1;
     int v1_base_dtype;

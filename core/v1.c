@@ -256,11 +256,16 @@ out:
 
 int wd_v1_open(const char *path, wd_v1 **out, wd_err *err)
 {
+    return wd_v1_open_fd(-1, path, out, err);
+}
+
+int wd_v1_open_fd(int fd, const char *path, wd_v1 **out, wd_err *err)
+{
     wd_v1 *v = calloc(1, sizeof *v);
     if (!v) return wd_errf(err, "out of memory");
     pthread_mutex_init(&v->sums_lock, NULL);
     v->path = strdup(path);
-    v->fd = open(path, O_RDONLY | O_CLOEXEC);
+    v->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     unsigned char pre[15];
     char *json = NULL;

@@ -303,12 +303,22 @@ typedef struct wd_delta_info {
 
 /* Open: checks magic, version, footer, and the digest over manifest+index. */
 int wd_delta_open(const char *path, wd_delta **out, wd_err *err);
+/* The same for a file the caller has opened (fd, read access): the delta
+ * reads its own duplicate of fd (the caller may close fd), so what is
+ * decoded is exactly the file the caller checked with fstat, even if the
+ * path is replaced meanwhile; path only names it in messages. */
+int wd_delta_open_fd(int fd, const char *path, wd_delta **out, wd_err *err);
 void wd_delta_close(wd_delta *d);
 const wd_delta_info *wd_delta_get_info(const wd_delta *d);
 /* Attach the base model (needed to decode delta codecs).  Checks that every
  * base tensor the delta references exists with the right dtype and size.
  * Does NOT hash the base (that reads everything); see wd_model_hash. */
 int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err);
+/* The same, reading the base through the caller's descriptors: fds[i] is
+ * open for reading on base->files[i].  They are borrowed, not duplicated and
+ * never closed here: they must stay open until wd_delta_close.  Lets many
+ * deltas on one base share one descriptor per shard. */
+int wd_delta_set_base_fds(wd_delta *d, const wd_model *base, const int *fds, wd_err *err);
 /* v1 files are presented as float32 tensors (what the reference writes);
  * call this before wd_delta_set_base to present them in the base's dtype
  * (BF16/F16/F32, round to nearest even) instead.  No effect on v2. */
@@ -437,6 +447,8 @@ typedef struct wd_v1_tensor {
 } wd_v1_tensor;
 
 int wd_v1_open(const char *path, wd_v1 **out, wd_err *err);
+/* The same on a duplicate of the caller's descriptor fd (path for messages). */
+int wd_v1_open_fd(int fd, const char *path, wd_v1 **out, wd_err *err);
 void wd_v1_close(wd_v1 *v);
 size_t wd_v1_count(const wd_v1 *v);
 const wd_v1_tensor *wd_v1_get(const wd_v1 *v, size_t i); /* sorted by name */

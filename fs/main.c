@@ -30,7 +30,7 @@
 /* ---- options ----------------------------------------------------------- */
 typedef struct options {
     char *base, *cache_size, *cache_dir, *scan_interval, *readahead, *v1_dtype, *ra_threads;
-    int help, version, bad;
+    int help, version, bad, cross_fs;
 } options;
 
 enum { KEY_BASE = 1, KEY_MOUNT8 };
@@ -43,6 +43,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("readahead=%s", readahead),
     OPT("v1_dtype=%s", v1_dtype),
     OPT("readahead_threads=%s", ra_threads),
+    OPT("cross_fs", cross_fs),
     OPT("-h", help),
     OPT("--help", help),
     OPT("-V", version),
@@ -184,6 +185,26 @@ static daemon_state *state_of(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
+/* Who sent the request (access.h checks them; the kernel's own checks with
+ * default_permissions see only the attributes of one inode) */
+static void req_cred(fuse_req_t req, cred *c)
+{
+    const struct fuse_ctx *x = fuse_req_ctx(req);
+    c->uid = x->uid;
+    c->gid = x->gid;
+    int n = fuse_req_getgroups(req, CRED_MAX_GROUPS, c->groups);
+    c->ngroups = n < 0 ? 0 : n > CRED_MAX_GROUPS ? CRED_MAX_GROUPS : n;
+}
+
+/* May the sender of req read what node n shows (a directory: list it)? */
+static int node_allows(daemon_state *ds, const node *n, const cred *c)
+{
+    if (c->uid == 0) return 1;
+    if (n->kind == N_DIR && n->perm) return perm_allows(n->perm, c);
+    if (n->kind == N_MODEL || n->kind == N_FILE || n->kind == N_LINK) return tree_model_allows(&ds->t, n->m, c);
+    return 1; /* the mount's root without a source, .wdeltafs, bases/, status */
+}
+
 /* ---- attributes --------------------------------------------------------- */
 static void fill_attr(const node *n, struct stat *st)
 {
@@ -194,10 +215,12 @@ static void fill_attr(const node *n, struct stat *st)
     switch (n->kind) {
     case N_DIR:
     case N_META:
-        st->st_mode = S_IFDIR | 0555;
+        /* a directory of SRC shows its source's owner and mode (less the
+         * write bits); .wdeltafs and its bases directory: 0555 root */
+        st->st_mode = S_IFDIR | (n->perm ? n->mode & 0555 : 0555);
         st->st_nlink = 2;
-        st->st_uid = 0;
-        st->st_gid = 0;
+        st->st_uid = n->perm ? n->uid : 0;
+        st->st_gid = n->perm ? n->gid : 0;
         st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
         break;
     case N_STATUS:
@@ -232,7 +255,9 @@ static void fill_attr(const node *n, struct stat *st)
         st->st_uid = ds->st_uid;
         st->st_gid = ds->st_gid;
         st->st_size = (off_t)f->size;
-        st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+        struct stat es; /* a file passed through (config.json...): its size now */
+        if (f->delta_file < 0 && f->extra_path && !stat(f->extra_path, &es)) st->st_size = es.st_size;
+        st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
         st->st_mtim = ds->st_mtim;
         st->st_ctim = ds->st_mtim;
         st->st_atim = ds->st_mtim;
@@ -464,8 +489,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     daemon_state *ds = state_of(req);
     snapshot *s = tree_snapshot(&ds->t);
     node *n = snap_node(s, ino);
-    if (!n || (n->kind != N_DIR && n->kind != N_META && n->kind != N_MODEL)) {
-        fuse_reply_err(req, n ? ENOTDIR : ENOENT);
+    cred cr;
+    req_cred(req, &cr);
+    if (!n || (n->kind != N_DIR && n->kind != N_META && n->kind != N_MODEL) || !node_allows(ds, n, &cr)) {
+        fuse_reply_err(req, !n ? ENOENT : n->kind != N_DIR && n->kind != N_META && n->kind != N_MODEL ? ENOTDIR : EACCES);
         tree_snapshot_put(&ds->t, s);
         return;
     }
@@ -544,8 +571,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     handle *h = NULL;
     int err = 0;
+    cred cr;
+    req_cred(req, &cr);
     if (!n) err = ENOENT;
     else if (n->kind != N_FILE && n->kind != N_STATUS) err = EISDIR;
+    else if (!node_allows(ds, n, &cr)) err = EACCES;
     else if (!(h = calloc(1, sizeof *h))) err = ENOMEM;
     if (!err) {
         h->kind = n->kind;
@@ -554,7 +584,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             pthread_mutex_lock(&ds->lock);
             int open_files = ds->open_files;
             pthread_mutex_unlock(&ds->lock);
-            h->text = tree_status_json(&ds->t, open_files);
+            h->text = tree_status_json(&ds->t, open_files, cr.uid == 0 ? NULL : &cr);
             h->text_len = h->text ? strlen(h->text) : 0;
             if (!h->text) err = ENOMEM;
             fi->direct_io = 1; /* its size is not known in advance */
@@ -563,11 +593,34 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             h->fidx = n->fidx;
             model_ref(&ds->t, h->m);
             const mfile *f = &h->m->files[h->fidx];
-            if (f->delta_file < 0 && (h->fd = open(f->extra_path, O_RDONLY | O_CLOEXEC)) < 0) {
+            if (f->delta_file < 0 && (h->fd = open(f->extra_path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
                 err = errno;
                 logmsg(LOG_ERR, "%s: %s", f->extra_path, strerror(errno));
+            } else if (f->delta_file < 0 && cr.uid != 0) {
+                /* a file passed through: the reader must be able to read it
+                 * too, through its own real path */
+                perm p;
+                char why[600];
+                if (perm_of_fd(h->fd, PERM_R, &p, why, sizeof why)) err = EACCES;
+                else if (!perm_allows(&p, &cr)) err = EACCES;
+                perm_free(&p);
             }
-            fi->keep_cache = 1; /* immutable: a new version has new inodes */
+            /* immutable: a new version has new inodes.  A file passed
+             * through may be replaced or changed in its directory: its pages
+             * are kept only while it is the same file, unchanged. */
+            fi->keep_cache = f->delta_file >= 0;
+            struct stat fs;
+            if (!err && f->delta_file < 0 && !fstat(h->fd, &fs)) {
+                char idn[96];
+                snprintf(idn, sizeof idn, "%llu:%llu:%lld:%lld.%09ld", (unsigned long long)fs.st_dev,
+                         (unsigned long long)fs.st_ino, (long long)fs.st_size, (long long)fs.st_mtim.tv_sec,
+                         fs.st_mtim.tv_nsec);
+                mfile *fw = &h->m->files[h->fidx];
+                pthread_mutex_lock(&ds->lock);
+                fi->keep_cache = !strcmp(fw->seen, idn);
+                if (!fi->keep_cache) snprintf(fw->seen, sizeof fw->seen, "%s", idn);
+                pthread_mutex_unlock(&ds->lock);
+            }
         }
     }
     tree_snapshot_put(&ds->t, s);
@@ -752,7 +805,11 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     snapshot *s = tree_snapshot(&ds->t);
     node *n = snap_node(s, ino);
     char val[4200];
-    if (!n || n->kind != N_MODEL || n->m->is_base || xattr_value(n->m, name, val, sizeof val)) {
+    cred cr;
+    req_cred(req, &cr);
+    if (n && n->kind == N_MODEL && !node_allows(ds, n, &cr)) {
+        fuse_reply_err(req, EACCES);
+    } else if (!n || n->kind != N_MODEL || n->m->is_base || xattr_value(n->m, name, val, sizeof val)) {
         fuse_reply_err(req, n ? ENODATA : ENOENT);
     } else {
         size_t len = strlen(val);
@@ -1028,6 +1085,18 @@ static void raise_readahead(const char *mnt)
 }
 
 /* ---- main ------------------------------------------------------------- */
+/* Where base digests are remembered: /var/cache/wdeltafs for root, else
+ * $XDG_CACHE_HOME/wdeltafs or ~/.cache/wdeltafs (a user cannot write the
+ * system's; tree.c makes it 0700 and its files 0600). */
+static const char *default_cache_dir(char *buf, size_t n)
+{
+    if (geteuid() == 0) return "/var/cache/wdeltafs";
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (x && x[0] == '/' && snprintf(buf, n, "%s/wdeltafs", x) < (int)n) return buf;
+    if (home && home[0] == '/' && snprintf(buf, n, "%s/.cache/wdeltafs", home) < (int)n) return buf;
+    return "/var/cache/wdeltafs";
+}
+
 /* Exit statuses (the project's convention, as wdelta's) */
 enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INPUT = 3 };
 
@@ -1138,12 +1207,14 @@ static void usage(const char *prog)
            "                            (required; base= may be repeated: all are used)\n"
            "  -o cache_size=SIZE        decoded-block cache (default 1G; bytes with an optional\n"
            "                            K/M/G/T suffix, powers of 1024, e.g. 512M or 1.5G)\n"
-           "  -o cache_dir=DIR          where base digests are remembered (default /var/cache/wdeltafs)\n"
+           "  -o cache_dir=DIR          where base digests are remembered (default\n"
+           "                            /var/cache/wdeltafs; not root: ~/.cache/wdeltafs)\n"
            "  -o scan_interval=SECS     rescan SRC for changes this often (1..86400, default 2)\n"
            "  -o readahead=N            blocks decoded ahead of a sequential reader (0..64;\n"
            "                            default: 2 x readahead_threads, at least 8; 0 = none)\n"
            "  -o readahead_threads=N    threads decoding those blocks (1..16, default: CPUs, 2..16)\n"
            "  -o v1_dtype=float32|base  deltatensors v1 tensors as float32 (default) or the base's dtype\n"
+           "  -o cross_fs               walk SRC's directories on other filesystems too (default: not)\n"
            "  -f                        foreground, log to stderr (else syslog once mounted)\n"
            "  -d                        FUSE debug output (implies -f)\n"
            "  and FUSE mount options (allow_other, ...); the mount is always read-only.\n"
@@ -1301,7 +1372,10 @@ int main(int argc, char **argv)
     if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
     ds.t.v1_base_dtype = o.v1_dtype && !strcmp(o.v1_dtype, "base");
     ds.t.src = src;
-    ds.t.cache_dir = o.cache_dir ? o.cache_dir : "/var/cache/wdeltafs";
+    ds.t.cross_fs = o.cross_fs;
+    ds.t.scan_interval = ds.scan_interval;
+    char user_cache[4200];
+    ds.t.cache_dir = o.cache_dir ? o.cache_dir : default_cache_dir(user_cache, sizeof user_cache);
     ds.t.log = logmsg;
     ds.t.cache = wd_cache_new(cache_size);
     pthread_mutex_init(&ds.t.snap_lock, NULL);
@@ -1315,6 +1389,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "wdeltafs: out of memory\n");
         goto out_session;
     }
+    tree_limit_fds(&ds.t);
     if (tree_open_bases(&ds.t, o.base, &err)) {
         fprintf(stderr, "wdeltafs: %s\n", err.msg);
         goto out_session;
