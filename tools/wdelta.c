@@ -32,10 +32,12 @@ static void die_msg(const char *msg)
     fprintf(stderr, "wdelta: %s\n", msg);
 }
 
+/* Exit status by the error's kind: 1 bad data or failure, 2 usage, 3 a
+ * needed input missing or the wrong one (a link, a file, the base). */
 static int fail(const wd_err *err)
 {
     die_msg(err->msg[0] ? err->msg : "unknown error");
-    return 1;
+    return err->kind == WD_ERR_MISSING ? 3 : err->kind == WD_ERR_USAGE ? EXIT_USAGE : 1;
 }
 
 static int usage_error(const char *cmd, const char *fmt, ...)
@@ -392,7 +394,7 @@ static int cmd_create(int argc, char **argv)
 
     if (ca.n && !parent) return usage_error("create", "--chain needs --parent");
 
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_chain *chain = NULL;
     if (parent) {
         if (wd_chain_open(parent, ca.paths, ca.n, o.base_dir, NULL, &chain, &err)) return fail(&err);
@@ -682,7 +684,7 @@ static int cmd_inspect(int argc, char **argv)
     }
     if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     if (wd_delta_open(path, &d, &err)) return fail(&err);
     if (wd_delta_get_info(d)->version == 1) {
@@ -820,7 +822,7 @@ static int cmd_apply(int argc, char **argv)
         return 1;
     }
 
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     wd_model m;
     memset(&m, 0, sizeof m);
@@ -840,15 +842,7 @@ static int cmd_apply(int argc, char **argv)
     have_model = 1;
     if (wd_delta_get_info(d)->version == 1) {
         /* v1 blocks carry no checksums: make sure this is the right base */
-        unsigned char bh[32];
-        if (wd_model_hash(&m, bh, &err)) goto done;
-        if (memcmp(bh, wd_delta_get_info(d)->base_hash, 32)) {
-            char h1[65], h2[65];
-            wd_hex(bh, 32, h1);
-            wd_hex(wd_delta_get_info(d)->base_hash, 32, h2);
-            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", base, path, h1, h2);
-            goto done;
-        }
+        if (wd_delta_check_base(d, &m, &err)) goto done;
         wd_delta_v1_use_base_dtype(d, base_dtype);
     }
     if (wd_delta_set_base(d, &m, &err)) goto done;
@@ -920,7 +914,7 @@ static const char verify_help[] =
 /* verify a v2 file and the links below it, root first */
 static int verify_chain(const char *path, const char *base, const chain_args *ca, int quiet)
 {
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_chain *chain = NULL;
     char hex[65], hex2[65];
     unsigned char rh[32], bh[32];
@@ -1010,7 +1004,7 @@ static int cmd_verify(int argc, char **argv)
     if (argc - optind > 1) return usage_error("verify", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
 
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     wd_model m;
     memset(&m, 0, sizeof m);
@@ -1029,16 +1023,8 @@ static int cmd_verify(int argc, char **argv)
     if (base) {
         if (wd_model_open(base, &m, &err)) goto done;
         have_model = 1;
-        unsigned char bh[32];
-        if (wd_model_hash(&m, bh, &err)) goto done;
-        if (memcmp(bh, in->base_hash, 32)) {
-            wd_hex(bh, 32, hex);
-            wd_hex(in->base_hash, 32, hex2);
-            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s",
-                    base, path, hex, hex2);
-            goto done;
-        }
-        wd_hex(bh, 32, hex);
+        if (wd_delta_check_base(d, &m, &err)) goto done;
+        wd_hex(in->base_hash, 32, hex);
         printf("OK: base %s matches base hash %s\n", base, hex);
         fflush(stdout);
         if (wd_delta_set_base(d, &m, &err)) goto done;
@@ -1162,7 +1148,7 @@ static int cmd_eval(int argc, char **argv)
     if (!base) return usage_error("eval", "missing --base DIR");
     if (!ftdir) return usage_error("eval", "missing --finetuned DIR");
     const char *path = argv[optind];
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     wd_model bm, fm;
     memset(&bm, 0, sizeof bm);
@@ -1265,35 +1251,46 @@ done:
 }
 
 static const char hash_help[] =
-    "usage: wdelta hash DIR\n"
+    "usage: wdelta hash [--v1] DIR\n"
     "\n"
-    "Print the content hash of a model directory (deltatensors' parent_hash):\n"
-    "SHA-256 over tensor names and raw tensor bytes, independent of sharding.\n";
+    "Print the model identity of a model directory: SHA-256 over every tensor's\n"
+    "name, dtype, shape and bytes, in name order.  It does not depend on how the\n"
+    "tensors are split into shards, their order or offsets, safetensors metadata\n"
+    "or the other files (config, tokenizer).  Deltas record it for their base\n"
+    "and their result.\n"
+    "\n"
+    "  --v1        print deltatensors' parent_hash instead (SHA-256 over names and\n"
+    "              bytes, shards in the order of their smallest tensor name: it\n"
+    "              depends on the sharding), what v1 files and v2 files written\n"
+    "              before the identity record\n"
+    "  -h, --help  this help\n";
 
 static int cmd_hash(int argc, char **argv)
 {
     static const struct option lo[] = {
+        {"v1", no_argument, 0, '1'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int c;
+    int c, v1 = 0;
     optind = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
+        case '1': v1 = 1; break;
         case 'h': fputs(hash_help, stdout); return 0;
         default: return usage_error("hash", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind >= argc) return usage_error("hash", "missing DIR");
     if (argc - optind > 1) return usage_error("hash", "unexpected argument '%s'", argv[optind + 1]);
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_model m;
     memset(&m, 0, sizeof m);
     if (wd_model_open(argv[optind], &m, &err)) return fail(&err);
     unsigned char h[32];
     char hex[65];
-    int rc = wd_model_hash(&m, h, &err);
+    int rc = wd_model_hash_kind(&m, v1 ? WD_HASH_V1 : WD_ID_V2, h, &err);
     wd_model_free(&m);
     if (rc) return fail(&err);
     wd_hex(h, 32, hex);
@@ -1413,7 +1410,7 @@ static int inspect_forest(const char *dir)
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
         free(names[i]);
-        wd_err err = {{0}};
+        wd_err err = {0};
         wd_delta *d;
         if (wd_delta_open(p, &d, &err)) {
             printf("unreadable: %s\n", err.msg);
@@ -1465,7 +1462,7 @@ static int inspect_chain(int argc, char **argv)
     if (nfiles == 1) {
         struct stat st;
         if (stat(argv[0], &st) == 0 && S_ISDIR(st.st_mode)) return inspect_forest(argv[0]);
-        wd_err err = {{0}};
+        wd_err err = {0};
         wd_chain *c = NULL;
         if (wd_chain_open(argv[0], NULL, 0, NULL, NULL, &c, &err)) return fail(&err);
         size_t n = wd_chain_length(c);
@@ -1478,9 +1475,9 @@ static int inspect_chain(int argc, char **argv)
         return 0;
     }
     wd_delta **d = calloc((size_t)nfiles, sizeof *d);
-    if (!d) return fail(&(wd_err){"out of memory"});
+    if (!d) return fail(&(wd_err){.msg = "out of memory"});
     int rc = 0;
-    wd_err err = {{0}};
+    wd_err err = {0};
     for (int i = 0; i < nfiles; i++)
         if (wd_delta_open(argv[i], &d[i], &err)) {
             rc = fail(&err);
@@ -1616,7 +1613,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
         fprintf(stderr, "wdelta: %s already exists (use --force to overwrite)\n", o.out_path);
         return 1;
     }
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_chain *chain = NULL;
     wd_delta *d = NULL;
     wd_model m;
@@ -1631,15 +1628,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
         }
         if (wd_model_open(o.base_dir, &m, &err)) goto done;
         have_model = 1;
-        unsigned char bh[32];
-        if (wd_model_hash(&m, bh, &err)) goto done;
-        if (memcmp(bh, wd_delta_get_info(d)->base_hash, 32)) {
-            char h1[65], h2[65];
-            wd_hex(bh, 32, h1);
-            wd_hex(wd_delta_get_info(d)->base_hash, 32, h2);
-            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", o.base_dir, path, h1, h2);
-            goto done;
-        }
+        if (wd_delta_check_base(d, &m, &err)) goto done;
         wd_delta_v1_use_base_dtype(d, base_dtype);
         if (wd_delta_set_base(d, &m, &err)) goto done;
     } else {
