@@ -337,7 +337,8 @@ int wd_delta_open(const char *path, wd_delta **out, wd_err *err)
     d->path = strdup(path);
     d->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (d->fd < 0) {
-        wd_errf(err, "%s: %s", path, strerror(errno));
+        wd_errk(err, errno == ENOENT || errno == ENOTDIR ? WD_ERR_MISSING : WD_ERR_DATA, "%s: %s", path,
+                strerror(errno));
         wd_delta_close(d);
         return -1;
     }

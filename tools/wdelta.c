@@ -887,7 +887,7 @@ build:;
     printf("\n");
     rc = 0;
 done:
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     free(tmp);
     wd_chain_close(chain);
     if (d) wd_delta_close(d);
@@ -968,7 +968,7 @@ static int verify_chain(const char *path, const char *base, const chain_args *ca
     rc = 0;
 done:
     fflush(stdout);
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     wd_chain_close(chain);
     return rc;
 }
@@ -1054,7 +1054,7 @@ static int cmd_verify(int argc, char **argv)
     rc = 0;
 done:
     fflush(stdout);
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
     return rc;
@@ -1237,7 +1237,7 @@ static int cmd_eval(int argc, char **argv)
     }
     rc = 0;
 done:
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     for (size_t i = 0; i < er.n; i++) {
         free((char *)er.r[i].name);
         free((char *)er.r[i].params);
@@ -1330,6 +1330,21 @@ static void codecs_used(const wd_delta_info *in, char *out, size_t n)
     if (len + 2 < n && sep[0] == ',') snprintf(out + len, n - len, ")");
 }
 
+/* What the first link found says about its source: a base model, or (a
+ * chain link whose parent was not found) the parent it records. */
+static const char *root_note(wd_delta *d, const char *why, char *buf, size_t n)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    if (in->parent_name || in->parent_depth)
+        snprintf(buf, n,
+                 "PARENT MISSING: a chain link (depth %u) made against what %s rebuilds, which is not found "
+                 "(put it beside this file, or name its directory with --chain DIR)",
+                 in->parent_depth, in->parent_name ? in->parent_name : "its parent (name not recorded)");
+    else
+        snprintf(buf, n, "root: made against a base model (%s)", why);
+    return buf;
+}
+
 static void print_link(const char *indent, size_t k, wd_delta *d, const char *connects)
 {
     const wd_delta_info *in = wd_delta_get_info(d);
@@ -1364,7 +1379,7 @@ static void print_subtree(forest *fo, size_t i, int depth)
     const wd_delta_info *in = wd_delta_get_info(fo->d[i]);
     char msg[600];
     if (depth == 0)
-        snprintf(msg, sizeof msg, "made against a base model (none of these deltas rebuilds its base)");
+        root_note(fo->d[i], "none of these deltas rebuilds its base", msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "connects: its base is what the link above rebuilds");
     print_link(indent, (size_t)depth + 1, fo->d[i], msg);
@@ -1466,11 +1481,12 @@ static int inspect_chain(int argc, char **argv)
         wd_chain *c = NULL;
         if (wd_chain_open(argv[0], NULL, 0, NULL, NULL, &c, &err)) return fail(&err);
         size_t n = wd_chain_length(c);
+        char note[600];
         printf("chain of %zu link%s, root first:\n", n, n == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++)
             print_link("", i + 1, wd_chain_link(c, i),
                        i ? "connects: its base is what link above rebuilds"
-                         : "root: made against a base model (no delta beside it rebuilds its base)");
+                         : root_note(wd_chain_link(c, 0), "no delta beside it rebuilds its base", note, sizeof note));
         wd_chain_close(c);
         return 0;
     }
@@ -1656,7 +1672,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
     printf("\n");
     rc = 0;
 done:
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     wd_chain_close(chain);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
