@@ -172,6 +172,9 @@ a1res=$("$W" inspect --json "$FX/a1.wdelta" | grep -o '"result_hash":"[0-9a-f]*"
 a1base=$("$W" inspect --json "$FX/a1.wdelta" | grep -o '"base_hash":"[0-9a-f]*"' | cut -d'"' -f4)
 "$PY" "$PATCH" "$T/evil0.wdelta" "$T/cr/a1.wdelta" "result_hash=\"$a1res\"" result_hash_kind=1 \
   "base_hash=\"$a1base\"" base_hash_kind=1 || die "patch failed"
+# more crafted copies under other names: whatever the directory order, a
+# reader that takes the first claimant is caught
+for n in c1 k2 m3 q4 x5; do cp "$T/cr/a1.wdelta" "$T/cr/$n.wdelta"; done
 rc "$W" verify "$T/cr/a1.wdelta" --base "$FX/base" -q
 check "the crafted a1.wdelta opens and claims the parent's result (verify fails: $RC)" [ "$RC" -ne 0 ]
 rc "$W" apply "$T/cr/a2.wdelta" --base "$FX/base" -o "$T/cr-out" -q
@@ -194,7 +197,7 @@ fi
 mkdir -p "$SRC/sh" "$SRC/old" "$SRC/cr"
 cp "$T/d.wdelta" "$SRC/sh/d.wdelta"
 cp "$FX/a1.wdelta" "$FX/a2.wdelta" "$SRC/old/"
-cp "$T/cr/a2.wdelta" "$T/cr/a1.wdelta" "$T/cr/real-parent.wdelta" "$SRC/cr/"
+cp "$T/cr/"*.wdelta "$SRC/cr/"
 cp "$T/d.wdelta" "$SRC/wrongbase.wdelta"
 "$PY" "$PATCH" "$T/d.wdelta" "$SRC/wrongbase.wdelta" "base_hash=\"$(printf '%064d' 7)\"" || die "patch failed"
 start_watchdog 120
