@@ -411,6 +411,36 @@ out:
     return rc;
 }
 
+typedef struct v1_job {
+    const wd_model *m;
+    unsigned char *out;
+    int rc;
+    wd_err err;
+} v1_job;
+
+static void *v1_main(void *arg)
+{
+    v1_job *j = arg;
+    j->rc = wd_model_hash(j->m, j->out, &j->err);
+    return NULL;
+}
+
+int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err)
+{
+    v1_job j = {.m = m, .out = v1};
+    pthread_t tid;
+    int threaded = pthread_create(&tid, NULL, v1_main, &j) == 0;
+    int rc = wd_model_identity(m, id, err);
+    if (threaded) pthread_join(tid, NULL);
+    else v1_main(&j);
+    if (rc) return -1;
+    if (j.rc) {
+        *err = j.err;
+        return -1;
+    }
+    return 0;
+}
+
 int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err)
 {
     if (kind == WD_HASH_V1) return wd_model_hash(m, out, err);

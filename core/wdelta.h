@@ -162,6 +162,9 @@ int wd_unhex(const char *hex, unsigned char *out, size_t n);
 #define WD_ID_V2 2u
 int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err);
 int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err);
+/* Both at once (the content hash on a thread of its own, reading the same
+ * files about in step), for readers that need either. */
+int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err);
 /* The hash of kind WD_HASH_V1 or WD_ID_V2. */
 int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err);
 /* "model identity", "content hash (v1)": for messages. */

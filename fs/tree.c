@@ -208,7 +208,7 @@ void tree_hash_pending(tree *t, int only_small)
         unsigned char h[32], id[32];
         /* both: deltas record one or the other (v1 and older v2 files the
          * sharding-dependent WD_HASH_V1) */
-        int rc = wd_model_identity(&b->model, id, &err) || wd_model_hash(&b->model, h, &err);
+        int rc = wd_model_hashes(&b->model, h, id, &err);
         pthread_mutex_lock(&t->snap_lock);
         t->base_gen++;
         if (rc) {

@@ -14,11 +14,12 @@ WdeltaCallback (a transformers TrainerCallback) is imported on first use.
 """
 from ._lib import WdeltaError, LIBRARY_PATH
 from ._api import (STRATEGIES, apply, inspect, load_delta, load_delta_chain, load_delta_from_paths,
-                   model_hash, save_delta, save_delta_from_paths, verify, write_safetensors)
+                   model_hash, model_identity, save_delta, save_delta_from_paths, verify,
+                   write_safetensors)
 
 __version__ = "0.1.0"
 __all__ = ["WdeltaError", "WdeltaCallback", "STRATEGIES", "apply", "inspect", "load_delta",
-           "load_delta_chain", "load_delta_from_paths", "model_hash", "save_delta",
+           "load_delta_chain", "load_delta_from_paths", "model_hash", "model_identity", "save_delta",
            "save_delta_from_paths", "verify", "write_safetensors", "LIBRARY_PATH"]
 
 

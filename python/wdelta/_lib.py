@@ -112,6 +112,7 @@ _SIGNATURES = {
     "wd_model_open": (c_int, [c_char_p, POINTER(Model), POINTER(Err)]),
     "wd_model_free": (None, [POINTER(Model)]),
     "wd_model_hash": (c_int, [POINTER(Model), POINTER(c_ubyte * 32), POINTER(Err)]),
+    "wd_model_identity": (c_int, [POINTER(Model), POINTER(c_ubyte * 32), POINTER(Err)]),
     "wd_create": (c_int, [POINTER(CreateOpts), POINTER(CreateStats), POINTER(Err)]),
     "wd_delta_open": (c_int, [c_char_p, POINTER(c_void_p), POINTER(Err)]),
     "wd_delta_close": (None, [c_void_p]),

@@ -105,7 +105,7 @@ class RoundTrip(Base):
         tool("create", "-q", "--base", d + "/base", "--finetuned", d + "/ft", "-o", cli, "--threads", "1")
         self.assertEqual(read_bytes(api), read_bytes(cli), "API and tool write the same bytes")
         self.assertEqual(h, tool("hash", d + "/base").strip(), "returns the base's content hash")
-        self.assertEqual(h, wdelta.model_hash(d + "/base"))
+        self.assertEqual(h, wdelta.model_identity(d + "/base"))
         ft = read_model(d + "/ft")
         raw = wdelta.load_delta_from_paths(api, d + "/base", raw=True)
         self.assertEqual(sorted(raw), sorted(ft))
