@@ -240,6 +240,7 @@ struct wd_chain {
     node *nodes;       /* 0: the file; then every delta searched */
     size_t nnodes, cap;
     size_t attempts;
+    size_t stack[MAX_CHAIN + 1]; /* nodes being resolved, by depth */
     char searched[600]; /* where candidates were looked for, for messages */
 };
 
@@ -335,11 +336,6 @@ static int search_path(wd_chain *c, const char *p, wd_err *err)
     }
     free(names);
     return rc;
-}
-
-static void short_hex(const unsigned char *h, char *out)
-{
-    wd_hex(h, 8, out); /* 16 hex digits name a model well enough in messages */
 }
 
 void wd_chain_close(wd_chain *c)
@@ -446,7 +442,7 @@ static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
 {
     node *nd = &c->nodes[i];
     wd_delta *d = nd->d;
-    char h1[17], h2[17];
+    char h1[65], h2[65];
     if (nd->state == 2) return 0;
     if (nd->state == 3) return wd_errk(err, WD_ERR_MISSING, "%s", nd->reason ? nd->reason : "cannot be used");
     if (depth >= MAX_CHAIN) return wd_errf(err, "%s: chain longer than %d links", c->nodes[0].d->path, MAX_CHAIN);
@@ -454,6 +450,7 @@ static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
         return wd_errf(err, "%s: more than %d candidate links tried; too many deltas claim the same models",
                        c->nodes[0].d->path, MAX_ATTEMPTS);
     nd->state = 1;
+    c->stack[depth] = i;
     const wd_delta_info *in = &d->info;
     unsigned kind = in->base_hash_kind;
     if (c->have_base) {
@@ -463,6 +460,13 @@ static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
             nd->state = 2;
             return 0;
         }
+    }
+    if (!c->have_base && !in->parent_name && !in->parent_depth) {
+        /* no base given: a delta that records no parent was made against a
+         * base directory, so the chain ends here (a delta that happens to
+         * rebuild that base, e.g. a revert, is not its parent) */
+        nd->state = 2;
+        return 0;
     }
     /* candidates, best first: [rank, node] pairs sorted by rank (stable
      * in node order, which is path order within each searched place) */
@@ -485,8 +489,18 @@ static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
         size_t k = (size_t)order[2 * q + 1];
         node *cn = &c->nodes[k];
         wd_err e2 = {{0}, 0};
-        if (cn->state == 1) { /* on the way down to here */
+        if (cn->state == 1) { /* on the way down to here: name the loop */
             loops++;
+            size_t p = 0;
+            while (p < depth && c->stack[p] != k) p++;
+            char lp[400] = "";
+            size_t ll = 0;
+            for (size_t q2 = p; q2 <= depth && ll < sizeof lp - 8; q2++)
+                ll += (size_t)snprintf(lp + ll, sizeof lp - ll, "%s -> ", c->nodes[c->stack[q2]].d->path);
+            if (ll < sizeof lp) snprintf(lp + ll, sizeof lp - ll, "%s", cn->d->path);
+            if (tl < sizeof tried - 16)
+                tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s (chain loop: %s)", tl ? "; " : "",
+                                       cn->d->path, lp);
             continue;
         }
         if (resolve(c, k, depth + 1, &e2)) {
@@ -516,26 +530,31 @@ static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
         nd->state = 2;
         return 0;
     }
-    short_hex(in->base_hash, h1);
-    if (nc > loops) {
-        wd_errk(err, WD_ERR_MISSING,
-                "%s: no delta that claims to rebuild its base (%s %s...) can be used: %s", d->path,
-                wd_hash_kind_name(kind), h1, tried);
-    } else if (in->parent_name || in->parent_depth) {
-        wd_errk(err, WD_ERR_MISSING,
-                "missing link: %s is a chain link (depth %u) made against the model its parent %s rebuilds "
-                "(%s %s...); no delta searched (%s) rebuilds it%s. Put %s beside it or name its directory with "
-                "--chain DIR",
-                d->path, in->parent_depth, in->parent_name ? in->parent_name : "(name not recorded)",
-                wd_hash_kind_name(kind), h1, c->searched, loops ? " without a loop" : "",
-                in->parent_name ? in->parent_name : "the parent");
+    wd_hex(in->base_hash, 32, h1);
+    if (c->have_base) wd_hex(c->base_hash[kind], 32, h2);
+    if (in->parent_name || in->parent_depth) {
+        char notbase[400] = "";
+        if (c->have_base)
+            snprintf(notbase, sizeof notbase, " (nor is it the base %s, %s)", c->base.dir, h2);
+        if (nc)
+            wd_errk(err, WD_ERR_MISSING,
+                    "missing link: %s is a chain link (depth %u) made against the model its parent %s rebuilds "
+                    "(%s %s)%s; no delta that claims to rebuild it can be used: %s. Put the parent beside it "
+                    "or name its directory with --chain DIR",
+                    d->path, in->parent_depth, in->parent_name ? in->parent_name : "(name not recorded)",
+                    wd_hash_kind_name(kind), h1, notbase, tried);
+        else
+            wd_errk(err, WD_ERR_MISSING,
+                    "missing link: %s is a chain link (depth %u) made against the model its parent %s rebuilds "
+                    "(%s %s)%s; no delta searched (%s) rebuilds it. Put %s beside it or name its directory "
+                    "with --chain DIR",
+                    d->path, in->parent_depth, in->parent_name ? in->parent_name : "(name not recorded)",
+                    wd_hash_kind_name(kind), h1, notbase, c->searched,
+                    in->parent_name ? in->parent_name : "the parent");
     } else if (c->have_base) {
-        short_hex(c->base_hash[kind], h2);
-        wd_errk(err, WD_ERR_MISSING,
-                "wrong base: %s was made against the base with %s %s..., but %s has %s...%s", d->path,
-                wd_hash_kind_name(kind), h1, c->base.dir, h2,
-                loops ? " (the deltas that rebuild that model are made, through their parents, against this one)"
-                      : "");
+        wd_errk(err, WD_ERR_MISSING, "wrong base: %s was made against the base with %s %s, but %s has %s%s%s",
+                d->path, wd_hash_kind_name(kind), h1, c->base.dir, h2,
+                tl ? "; the deltas that claim to rebuild that model cannot be used: " : "", tried);
     } else {
         wd_errk(err, WD_ERR_MISSING, "%s: no base given", d->path);
     }

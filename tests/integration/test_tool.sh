@@ -33,7 +33,7 @@ expect_fail() {
   local lines; lines=$(wc -l <"$T/err")
   local why=""
   if [ $rc -eq 0 ]; then why="succeeded"
-  elif [ $rc -ne 1 ] && [ $rc -ne 2 ]; then why="exit $rc"
+  elif [ $rc -ne 1 ] && [ $rc -ne 2 ] && [ $rc -ne 3 ]; then why="exit $rc"
   elif ! san_clean "$T/err.all"; then why="sanitizer report"
   elif [ "$lines" -ne 1 ]; then why="$lines lines on stderr (want 1)"
   elif ! grep -q '^wdelta: ' "$T/err"; then why="stderr does not start with 'wdelta: '"
