@@ -552,9 +552,18 @@ static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
                     wd_hash_kind_name(kind), h1, notbase, c->searched,
                     in->parent_name ? in->parent_name : "the parent");
     } else if (c->have_base) {
-        wd_errk(err, WD_ERR_MISSING, "wrong base: %s was made against the base with %s %s, but %s has %s%s%s",
+        /* a direct delta: the base given is the cause; deltas that claim
+         * to rebuild its base are only named (their own failures, loops
+         * through this one included, are consequences) */
+        char names[400] = "";
+        size_t nl = 0, shown = 0;
+        for (size_t k = 0; k < c->nnodes; k++)
+            if (k != i && claims(d, c->nodes[k].d) && nl < sizeof names - 8 && shown++ < 4)
+                nl += (size_t)snprintf(names + nl, sizeof names - nl, "%s%s", nl ? ", " : "", c->nodes[k].d->path);
+        wd_errk(err, WD_ERR_MISSING, "wrong base: %s was made against the base with %s %s, but %s has %s%s%s%s",
                 d->path, wd_hash_kind_name(kind), h1, c->base.dir, h2,
-                tl ? "; the deltas that claim to rebuild that model cannot be used: " : "", tried);
+                nc ? " (and none of the deltas that rebuild that model leads to that base: " : "", names,
+                nc ? ")" : "");
     } else {
         wd_errk(err, WD_ERR_MISSING, "%s: no base given", d->path);
     }
