@@ -262,7 +262,7 @@ class Errors(Base):
         p = os.path.join(self.tmp, "e.wdelta")
         wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy="lossless")
         self.assertRaisesMsg(wdelta.WdeltaError, "nope.wdelta", wdelta.inspect, os.path.join(self.tmp, "nope.wdelta"))
-        self.assertRaisesMsg(wdelta.WdeltaError, "is not the base", wdelta.load_delta_from_paths, p, other + "/base")
+        self.assertRaisesMsg(wdelta.WdeltaError, "wrong base", wdelta.load_delta_from_paths, p, other + "/base")
         self.assertRaisesMsg(ValueError, "unknown strategy", wdelta.save_delta_from_paths, p + "x", d + "/ft",
                              d + "/base", strategy="zip")
         self.assertRaisesMsg(TypeError, "sparsityy", wdelta.save_delta_from_paths, p + "x", d + "/ft", d + "/base",
