@@ -459,6 +459,9 @@ static int inspect_json(const wd_delta_info *in)
     cJSON_AddStringToObject(root, "base_hash", hex);
     wd_hex(in->result_hash, 32, hex);
     cJSON_AddStringToObject(root, "result_hash", hex);
+    /* 2: model identity (wdelta hash), 1: content hash (wdelta hash --v1) */
+    cJSON_AddNumberToObject(root, "base_hash_kind", in->base_hash_kind);
+    cJSON_AddNumberToObject(root, "result_hash_kind", in->result_hash_kind);
     if (in->parent_name) {
         cJSON *par = cJSON_AddObjectToObject(root, "parent");
         cJSON_AddStringToObject(par, "name", in->parent_name);
@@ -539,9 +542,9 @@ static void inspect_text(const char *path, const wd_delta_info *in)
     printf("tool:            %s\n", in->tool ? in->tool : "");
     printf("options:         %s\n", in->options_json ? in->options_json : "{}");
     wd_hex(in->base_hash, 32, hex);
-    printf("base hash:       %s\n", hex);
+    printf("base hash:       %s (%s)\n", hex, wd_hash_kind_name(in->base_hash_kind));
     wd_hex(in->result_hash, 32, hex);
-    printf("result hash:     %s\n", hex);
+    printf("result hash:     %s (%s)\n", hex, wd_hash_kind_name(in->result_hash_kind));
     if (in->parent_name) /* a chain link: its base is what the parent rebuilds */
         printf("parent:          %s (made against its model; %u link%s down to the base; see inspect --chain)\n",
                in->parent_name, in->parent_depth, in->parent_depth == 1 ? "" : "s");

@@ -50,6 +50,26 @@ for k in sorted(x for x in hdr if x != "__metadata__"):
 print(h.hexdigest())
 EOF
 )" ]
+check "hash follows FORMAT.md's definition (an independent implementation)" \
+  [ "$("$W" hash "$T/b5")" = "$("$PY" - "$T/b5" <<'EOF'
+import glob, hashlib, json, os, struct, sys
+recs = {}
+for f in glob.glob(os.path.join(sys.argv[1], "*.safetensors")):
+    d = open(f, "rb").read()
+    n = struct.unpack("<Q", d[:8])[0]
+    hdr = json.loads(d[8:8 + n])
+    for k, v in hdr.items():
+        if k != "__metadata__":
+            a, b = v["data_offsets"]
+            recs[k.encode()] = (v["dtype"].encode(), v["shape"], b - a, hashlib.sha256(d[8 + n + a:8 + n + b]).digest())
+h = hashlib.sha256(b"wdelta-model-id-2\n" + struct.pack("<Q", len(recs)))
+for k in sorted(recs):
+    dt, shape, ln, dg = recs[k]
+    h.update(struct.pack("<I", len(k)) + k + struct.pack("<I", len(dt)) + dt + struct.pack("<I", len(shape)))
+    h.update(b"".join(struct.pack("<Q", s) for s in shape) + struct.pack("<Q", ln) + dg)
+print(h.hexdigest())
+EOF
+)" ]
 check "a different model hashes differently" [ "$("$W" hash "$T/o/base")" != "$h" ]
 # one byte of one tensor changed: another identity
 cp -r "$T/b1" "$T/b1x"
@@ -60,6 +80,8 @@ create_delta "$T/g/base" "$T/g/ft" "$T/d.wdelta" || die "create failed"
 rc "$W" inspect --json "$T/d.wdelta"
 check "the delta records the base's identity" has "\"base_hash\":\"$h\""
 check "and its result is the fine-tune's identity" has "\"result_hash\":\"$("$W" hash "$T/g/ft")\""
+check "  and says both are model identities (kind 2)" \
+  bash -c 'grep -q "\"base_hash_kind\":2" "$1" && grep -q "\"result_hash_kind\":2" "$1"' _ "$T/out"
 rc "$W" apply "$T/d.wdelta" --base "$T/b5" -o "$T/out5" -q
 check "apply against the 5-shard re-save of the base (exit $RC)" [ "$RC" -eq 0 ]
 check "  rebuilds the fine-tune byte for byte" same_model "$T/out5" "$T/g/ft"
@@ -106,7 +128,8 @@ fi
 
 # ---- A: deltas written before the identity (the previous writer's files)
 rc "$W" inspect --json "$FX/a2.wdelta"
-check "old v2 link opens" [ "$RC" -eq 0 ]
+check "old v2 link opens, its hashes read as content hashes (kind 1)" \
+  bash -c '[ "$1" -eq 0 ] && grep -q "\"base_hash_kind\":1" "$2" && grep -q "\"result_hash_kind\":1" "$2"' _ "$RC" "$T/out"
 rc "$W" apply "$FX/a1.wdelta" --base "$FX/base" -o "$T/fx1" -q
 check "old v2 delta applies to its base (exit $RC)" [ "$RC" -eq 0 ]
 check "  and rebuilds the model it records (v1 content hash)" \
