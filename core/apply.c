@@ -374,7 +374,7 @@ static int check_stored(wd_delta *d, uint32_t b, unsigned char **buf, size_t *ca
 }
 
 /* Decode [off, off+len) of file f, feeding it to the hash. */
-static int hash_range(wd_delta *d, size_t f, uint64_t off, uint64_t len, wd_sha256 *h, unsigned char *buf,
+static int hash_range(wd_delta *d, size_t f, uint64_t off, uint64_t len, wd_idhash *h, unsigned char *buf,
                       wd_err *err)
 {
     while (len) {
@@ -386,16 +386,17 @@ static int hash_range(wd_delta *d, size_t f, uint64_t off, uint64_t len, wd_sha2
         if (wd_delta_decode_block(d, b, buf, err)) return -1;
         uint64_t in_block = off - boff, avail = d->blocks[b].out_len - in_block;
         uint64_t take = avail < len ? avail : len;
-        wd_sha256_update(h, buf + in_block, (size_t)take);
+        wd_idhash_update(h, buf + in_block, (size_t)take);
         off += take;
         len -= take;
     }
     return 0;
 }
 
-/* The result hash: the rebuilt safetensors headers are decoded and parsed
- * into a model of their own, whose tensors are then hashed in the one
- * content-hash order (wd_model_hash_order), decoding as it goes. */
+/* The result hash, of the kind the delta records: the rebuilt safetensors
+ * headers are decoded and parsed into a model of their own, whose tensors
+ * are then hashed in the content-hash order (wd_model_hash_order), decoding
+ * as it goes. */
 static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
 {
     const wd_delta_info *in = &d->info;
@@ -408,7 +409,8 @@ static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
     size_t *fidx = calloc(in->nfiles + 1, sizeof *fidx);
     unsigned char *buf = malloc(maxb);
     struct wd_tref *order = NULL;
-    wd_sha256 *h = wd_sha256_new();
+    /* v1 files record no result hash: the identity of what they rebuild */
+    wd_idhash *h = wd_idhash_new(d->v1 ? WD_ID_V2 : in->result_hash_kind);
     if (!sf || !fidx || !buf || !h) {
         wd_errf(err, "out of memory");
         goto out;
@@ -447,14 +449,16 @@ static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
     wd_model_hash_order(&vm, order);
     for (size_t k = 0; k < vm.ntensors; k++) {
         const wd_tensor *t = &sf[order[k].file].tensors[order[k].tensor];
-        wd_sha256_update(h, t->name, strlen(t->name));
+        if (wd_idhash_begin(h, t)) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
         if (hash_range(d, fidx[order[k].file], t->offset, t->length, h, buf, err)) goto out;
     }
-    wd_sha256_final(h, out);
+    rc = wd_idhash_final(h, out, err);
     h = NULL;
-    rc = 0;
 out:
-    if (h) wd_sha256_free(h);
+    wd_idhash_free(h);
     for (size_t s = 0; sf && s < vm.nfiles; s++) wd_st_free(&sf[s]);
     free(sf);
     free(vm.by_name);

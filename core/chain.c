@@ -6,10 +6,13 @@
  * output, read with wd_read, so only the parent blocks a range overlaps are
  * decoded, recursively down to the base).  Nothing is ever written to disk.
  *
- * wd_chain_open finds the links of a chain by content hash: a link's
+ * wd_chain_open finds the links of a chain by model hash: a link's
  * base_hash is its parent's result_hash, and the root link's base_hash is
- * the base directory's content hash.  Missing links, loops and links that
- * do not connect are errors naming the files. */
+ * the base directory's hash (of the kind the link records).  When several
+ * deltas claim to rebuild a link's base, they are tried in one order
+ * (wd_chain_parent_rank, then path) and the first that checks out is the
+ * parent (FORMAT.md, "Choosing a parent").  Missing links, loops and links
+ * that do not connect are errors naming the files and what to do. */
 #include "internal.h"
 #include <dirent.h>
 #include <errno.h>
@@ -174,19 +177,50 @@ int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err)
     return 0;
 }
 
+/* ---- is this the base? ------------------------------------------------ */
+int wd_delta_check_base(const wd_delta *d, const wd_model *base, wd_err *err)
+{
+    unsigned kind = d->info.base_hash_kind;
+    unsigned char h[32];
+    char a[65], b[65];
+    if (wd_model_hash_kind(base, kind, h, err)) return wd_errprefix(err, "hashing the base %s", base->dir);
+    if (!memcmp(h, d->info.base_hash, 32)) return 0;
+    wd_hex(d->info.base_hash, 32, a);
+    wd_hex(h, 32, b);
+    if (d->info.parent_name || d->info.parent_depth)
+        return wd_errk(err, WD_ERR_MISSING,
+                       "%s is a chain link made against the model its parent %s rebuilds (%s %s), not a base "
+                       "directory; %s has %s. Give the parent with --chain DIR or put it beside the file",
+                       d->path, d->info.parent_name ? d->info.parent_name : "(name not recorded)",
+                       wd_hash_kind_name(kind), a, base->dir, b);
+    return wd_errk(err, WD_ERR_MISSING, "wrong base: %s was made against the base with %s %s, but %s has %s",
+                   d->path, wd_hash_kind_name(kind), a, base->dir, b);
+}
+
 /* ---- chains ---------------------------------------------------------- */
 #define MAX_CHAIN 64
+#define MAX_ATTEMPTS 4096 /* candidates tried in one open, all links together */
+
+/* One delta of the search: the file asked for (node 0) or a candidate. */
+typedef struct node {
+    wd_delta *d;
+    int state;       /* 0 not looked at, 1 being resolved, 2 resolved, 3 failed */
+    long parent;     /* node of the chosen parent, -1: none (made against the base, or no base given) */
+    char *reason;    /* state 3 */
+} node;
 
 struct wd_chain {
     size_t n;          /* links: 0 = against the base, n-1 = the file asked for */
     wd_delta **links;
     wd_model base;
     int have_base;
-    unsigned char base_hash[32];
-    int base_hashed;
-    /* the other deltas searched (not links) */
-    wd_delta **cands;
-    size_t ncands;
+    unsigned char base_hash[3][32]; /* by kind (WD_HASH_V1, WD_ID_V2) */
+    int base_hashed[3];
+    node *nodes;       /* 0: the file; then every delta searched */
+    size_t nnodes, cap;
+    size_t attempts;
+    size_t stack[MAX_CHAIN + 1]; /* nodes being resolved, by depth */
+    char searched[600]; /* where candidates were looked for, for messages */
 };
 
 static int is_wdelta_name(const char *s)
@@ -201,11 +235,23 @@ static int same_file(const char *a, const char *b)
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-static int add_cand(wd_chain *c, size_t *cap, const char *path, const char *top, int must, wd_err *err)
+static int add_node(wd_chain *c, wd_delta *d, wd_err *err)
 {
-    if (same_file(path, top)) return 0;
-    for (size_t i = 0; i < c->ncands; i++)
-        if (same_file(path, c->cands[i]->path)) return 0;
+    if (c->nnodes == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 16;
+        node *p = realloc(c->nodes, nc * sizeof *p);
+        if (!p) return wd_errf(err, "out of memory");
+        c->nodes = p;
+        c->cap = nc;
+    }
+    c->nodes[c->nnodes++] = (node){d, 0, -1, NULL};
+    return 0;
+}
+
+static int add_cand(wd_chain *c, const char *path, int must, wd_err *err)
+{
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (same_file(path, c->nodes[i].d->path)) return 0;
     wd_delta *d;
     wd_err e2;
     if (wd_delta_open(path, &d, &e2)) {
@@ -215,44 +261,60 @@ static int add_cand(wd_chain *c, size_t *cap, const char *path, const char *top,
         }
         return 0; /* a damaged file found by searching a directory is not a link */
     }
-    if (c->ncands == *cap) {
-        size_t nc = *cap ? *cap * 2 : 16;
-        wd_delta **p = realloc(c->cands, nc * sizeof *p);
-        if (!p) {
-            wd_delta_close(d);
-            return wd_errf(err, "out of memory");
-        }
-        c->cands = p;
-        *cap = nc;
+    if (add_node(c, d, err)) {
+        wd_delta_close(d);
+        return -1;
     }
-    c->cands[c->ncands++] = d;
     return 0;
 }
 
-static int search_path(wd_chain *c, size_t *cap, const char *p, const char *top, wd_err *err)
+/* Directory entries sorted by name, so nothing depends on readdir order. */
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int search_path(wd_chain *c, const char *p, wd_err *err)
 {
     struct stat st;
-    if (stat(p, &st)) return wd_errf(err, "%s: %s", p, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) return add_cand(c, cap, p, top, 1, err);
+    size_t sl = strlen(c->searched);
+    if (sl < sizeof c->searched - 8)
+        snprintf(c->searched + sl, sizeof c->searched - sl, "%s%s", sl ? ", " : "", p);
+    if (stat(p, &st)) return wd_errk(err, WD_ERR_MISSING, "%s: %s", p, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return add_cand(c, p, 1, err);
     DIR *dir = opendir(p);
     if (!dir) return wd_errf(err, "%s: %s", p, strerror(errno));
     struct dirent *de;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
     int rc = 0;
     while (!rc && (de = readdir(dir))) {
         if (!is_wdelta_name(de->d_name)) continue;
-        char full[PATH_MAX];
-        if (snprintf(full, sizeof full, "%s/%s", p, de->d_name) >= (int)sizeof full) continue;
-        struct stat fs;
-        if (stat(full, &fs) || !S_ISREG(fs.st_mode)) continue;
-        rc = add_cand(c, cap, full, top, 0, err);
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **q = realloc(names, nc * sizeof *q);
+            if (!q) {
+                rc = wd_errf(err, "out of memory");
+                break;
+            }
+            names = q;
+            cap = nc;
+        }
+        if (!(names[n] = strdup(de->d_name))) rc = wd_errf(err, "out of memory");
+        else n++;
     }
     closedir(dir);
+    if (n) qsort(names, n, sizeof *names, cmp_name);
+    for (size_t i = 0; i < n; i++) {
+        char full[PATH_MAX];
+        struct stat fs;
+        if (!rc && snprintf(full, sizeof full, "%s/%s", p, names[i]) < (int)sizeof full && !stat(full, &fs) &&
+            S_ISREG(fs.st_mode))
+            rc = add_cand(c, full, 0, err);
+        free(names[i]);
+    }
+    free(names);
     return rc;
-}
-
-static void short_hex(const unsigned char *h, char *out)
-{
-    wd_hex(h, 8, out); /* 16 hex digits name a model well enough in messages */
 }
 
 void wd_chain_close(wd_chain *c)
@@ -260,35 +322,249 @@ void wd_chain_close(wd_chain *c)
     if (!c) return;
     /* children first: a link reads its parent until closed */
     for (size_t i = c->n; i-- > 0;) wd_delta_close(c->links[i]);
-    for (size_t i = 0; i < c->ncands; i++) wd_delta_close(c->cands[i]);
+    for (size_t i = 0; i < c->nnodes; i++) {
+        int link = 0;
+        for (size_t k = 0; k < c->n; k++) link |= c->links[k] == c->nodes[i].d;
+        if (!link) wd_delta_close(c->nodes[i].d);
+        free(c->nodes[i].reason);
+    }
     free(c->links);
-    free(c->cands);
+    free(c->nodes);
     if (c->have_base) wd_model_free(&c->base);
     free(c);
 }
 
-static int hash_base(wd_chain *c, wd_err *err)
+static int hash_base(wd_chain *c, unsigned kind, wd_err *err)
 {
-    if (c->base_hashed) return 0;
-    if (wd_model_hash(&c->base, c->base_hash, err)) return wd_errprefix(err, "hashing the base");
-    c->base_hashed = 1;
+    if (kind != WD_HASH_V1 && kind != WD_ID_V2) return wd_errf(err, "unknown model hash kind %u", kind);
+    if (c->base_hashed[kind]) return 0;
+    if (wd_model_hash_kind(&c->base, kind, c->base_hash[kind], err)) return wd_errprefix(err, "hashing the base");
+    c->base_hashed[kind] = 1;
     return 0;
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static size_t dir_len(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? (size_t)(s - p) : 0;
+}
+
+int wd_chain_parent_rank(const wd_delta *child, const wd_delta *cand)
+{
+    const wd_delta_info *ci = &child->info;
+    if (ci->has_parent_digest && !memcmp(ci->parent_digest, cand->info.digest, 32)) return 0;
+    if (ci->parent_name && !strcmp(ci->parent_name, base_name(cand->path))) {
+        size_t a = dir_len(child->path), b = dir_len(cand->path);
+        return a == b && !strncmp(child->path, cand->path, a) ? 1 : 2;
+    }
+    return 3;
+}
+
+/* Does cand claim to rebuild the model child was made against? */
+static int claims(const wd_delta *child, const wd_delta *cand)
+{
+    return cand != child && cand->info.version == 2 && child->info.version == 2 &&
+           cand->info.result_hash_kind == child->info.base_hash_kind &&
+           !memcmp(cand->info.result_hash, child->info.base_hash, 32);
+}
+
+int wd_delta_check_source(wd_delta *d, wd_err *err)
+{
+    if (d->v1) return 0; /* matched by its parent_hash; v1 blocks carry no checksums */
+    if (!has_source(d)) return wd_errf(err, "%s: no base attached", d->path);
+    for (size_t i = 0; i < d->next; i++) {
+        const wd_ext_priv *e = d->ext_by_num[i];
+        if (!e->base_tensor || !e->pub.nblocks) continue;
+        unsigned char *buf = malloc(d->blocks[e->pub.first_block].out_len + 1);
+        if (!buf) return wd_errf(err, "out of memory");
+        int rc = wd_delta_decode_block(d, e->pub.first_block, buf, err);
+        free(buf);
+        if (rc) return wd_errprefix(err, "the first block of tensor %s does not decode against it", e->pub.tensor);
+        return 0;
+    }
+    return 0; /* nothing of d reads its source */
+}
+
+/* Undo wd_delta_set_parent (the candidate did not check out). */
+static void detach_parent(wd_delta *d)
+{
+    d->parent = NULL;
+    d->parent_key = 0;
+    d->parent_cache = NULL;
+}
+
+static int cmp_rank(const void *a, const void *b)
+{
+    const long *x = a, *y = b; /* [rank, node] */
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return 0;
+}
+
+static void set_reason(node *nd, const char *msg)
+{
+    free(nd->reason);
+    nd->reason = strdup(msg);
+}
+
+/* Give node i a source: the base (its hash is the one the delta records),
+ * or the first candidate, in wd_chain_parent_rank order then by path, that
+ * claims to rebuild its base, has a source of its own and checks out (a
+ * block of i decodes against it).  Without a base nothing can be checked:
+ * the first candidate is taken and the chain ends where none is found. */
+static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
+{
+    node *nd = &c->nodes[i];
+    wd_delta *d = nd->d;
+    char h1[65], h2[65];
+    if (nd->state == 2) return 0;
+    if (nd->state == 3) return wd_errk(err, WD_ERR_MISSING, "%s", nd->reason ? nd->reason : "cannot be used");
+    if (depth >= MAX_CHAIN) return wd_errf(err, "%s: chain longer than %d links", c->nodes[0].d->path, MAX_CHAIN);
+    if (++c->attempts > MAX_ATTEMPTS)
+        return wd_errf(err, "%s: more than %d candidate links tried; too many deltas claim the same models",
+                       c->nodes[0].d->path, MAX_ATTEMPTS);
+    nd->state = 1;
+    c->stack[depth] = i;
+    const wd_delta_info *in = &d->info;
+    unsigned kind = in->base_hash_kind;
+    if (c->have_base) {
+        if (hash_base(c, kind, err)) goto fail;
+        if (!memcmp(c->base_hash[kind], in->base_hash, 32)) {
+            if (wd_delta_set_base(d, &c->base, err)) goto fail;
+            nd->state = 2;
+            return 0;
+        }
+    }
+    if (!c->have_base && !in->parent_name && !in->parent_depth) {
+        /* no base given: a delta that records no parent was made against a
+         * base directory, so the chain ends here (a delta that happens to
+         * rebuild that base, e.g. a revert, is not its parent) */
+        nd->state = 2;
+        return 0;
+    }
+    /* candidates, best first: [rank, node] pairs sorted by rank (stable
+     * in node order, which is path order within each searched place) */
+    long *order = malloc((c->nnodes + 1) * 2 * sizeof *order);
+    size_t nc = 0;
+    if (!order) {
+        wd_errf(err, "out of memory");
+        goto fail;
+    }
+    for (size_t k = 0; k < c->nnodes; k++)
+        if (k != i && claims(d, c->nodes[k].d)) {
+            order[2 * nc] = wd_chain_parent_rank(d, c->nodes[k].d) * (long)(c->nnodes + 1) + (long)k;
+            order[2 * nc + 1] = (long)k;
+            nc++;
+        }
+    qsort(order, nc, 2 * sizeof *order, cmp_rank);
+    char tried[700] = "";
+    size_t tl = 0, loops = 0;
+    for (size_t q = 0; q < nc; q++) {
+        size_t k = (size_t)order[2 * q + 1];
+        node *cn = &c->nodes[k];
+        wd_err e2 = {{0}, 0};
+        if (cn->state == 1) { /* on the way down to here: name the loop */
+            loops++;
+            size_t p = 0;
+            while (p < depth && c->stack[p] != k) p++;
+            char lp[400] = "";
+            size_t ll = 0;
+            for (size_t q2 = p; q2 <= depth && ll < sizeof lp - 8; q2++)
+                ll += (size_t)snprintf(lp + ll, sizeof lp - ll, "%s -> ", c->nodes[c->stack[q2]].d->path);
+            if (ll < sizeof lp) snprintf(lp + ll, sizeof lp - ll, "%s", cn->d->path);
+            if (tl < sizeof tried - 16)
+                tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s (chain loop: %s)", tl ? "; " : "",
+                                       cn->d->path, lp);
+            continue;
+        }
+        if (resolve(c, k, depth + 1, &e2)) {
+            nd = &c->nodes[i];
+        } else if (!c->have_base) {
+            nd = &c->nodes[i];
+            nd->parent = (long)k;
+            nd->state = 2;
+            free(order);
+            return 0;
+        } else {
+            nd = &c->nodes[i];
+            if (!wd_delta_set_parent(d, cn->d, 0, NULL, &e2) && !wd_delta_check_source(d, &e2)) {
+                nd->parent = (long)k;
+                nd->state = 2;
+                free(order);
+                return 0;
+            }
+            detach_parent(d);
+        }
+        if (tl < sizeof tried - 16)
+            tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s (%s)", tl ? "; " : "", cn->d->path, e2.msg);
+    }
+    free(order);
+    nd = &c->nodes[i];
+    if (!c->have_base && (nc == loops)) { /* no base given: the chain ends here */
+        nd->state = 2;
+        return 0;
+    }
+    wd_hex(in->base_hash, 32, h1);
+    if (c->have_base) wd_hex(c->base_hash[kind], 32, h2);
+    if (in->parent_name || in->parent_depth) {
+        char notbase[400] = "";
+        if (c->have_base)
+            snprintf(notbase, sizeof notbase, " (nor is it the base %s, %s)", c->base.dir, h2);
+        if (nc)
+            wd_errk(err, WD_ERR_MISSING,
+                    "missing link: %s is a chain link (depth %u) made against the model its parent %s rebuilds "
+                    "(%s %s)%s; no delta that claims to rebuild it can be used: %s. Put the parent beside it "
+                    "or name its directory with --chain DIR",
+                    d->path, in->parent_depth, in->parent_name ? in->parent_name : "(name not recorded)",
+                    wd_hash_kind_name(kind), h1, notbase, tried);
+        else
+            wd_errk(err, WD_ERR_MISSING,
+                    "missing link: %s is a chain link (depth %u) made against the model its parent %s rebuilds "
+                    "(%s %s)%s; no delta searched (%s) rebuilds it. Put %s beside it or name its directory "
+                    "with --chain DIR",
+                    d->path, in->parent_depth, in->parent_name ? in->parent_name : "(name not recorded)",
+                    wd_hash_kind_name(kind), h1, notbase, c->searched,
+                    in->parent_name ? in->parent_name : "the parent");
+    } else if (c->have_base) {
+        /* a direct delta: the base given is the cause; deltas that claim
+         * to rebuild its base are only named (their own failures, loops
+         * through this one included, are consequences) */
+        char names[400] = "";
+        size_t nl = 0, shown = 0;
+        for (size_t k = 0; k < c->nnodes; k++)
+            if (k != i && claims(d, c->nodes[k].d) && nl < sizeof names - 8 && shown++ < 4)
+                nl += (size_t)snprintf(names + nl, sizeof names - nl, "%s%s", nl ? ", " : "", c->nodes[k].d->path);
+        wd_errk(err, WD_ERR_MISSING, "wrong base: %s was made against the base with %s %s, but %s has %s%s%s%s",
+                d->path, wd_hash_kind_name(kind), h1, c->base.dir, h2,
+                nc ? " (and none of the deltas that rebuild that model leads to that base: " : "", names,
+                nc ? ")" : "");
+    } else {
+        wd_errk(err, WD_ERR_MISSING, "%s: no base given", d->path);
+    }
+    goto fail;
+fail:
+    nd = &c->nodes[i];
+    nd->state = 3;
+    set_reason(nd, err->msg);
+    return -1;
 }
 
 int wd_chain_open(const char *file, const char *const *search, size_t nsearch, const char *base_dir, wd_cache *cache,
                   wd_chain **out, wd_err *err)
 {
     wd_chain *c = calloc(1, sizeof *c);
-    wd_delta **rev = calloc(MAX_CHAIN + 1, sizeof *rev); /* file first, root last */
-    size_t nrev = 0, cap = 0;
-    char h1[17], h2[17];
-    if (!c || !rev) {
-        free(c);
-        free(rev);
-        return wd_errf(err, "out of memory");
+    wd_delta *top = NULL;
+    if (!c) return wd_errf(err, "out of memory");
+    if (wd_delta_open(file, &top, err)) goto fail;
+    if (add_node(c, top, err)) {
+        wd_delta_close(top);
+        goto fail;
     }
-    if (wd_delta_open(file, &rev[0], err)) goto fail;
-    nrev = 1;
     if (base_dir) {
         if (wd_model_open(base_dir, &c->base, err)) {
             wd_errprefix(err, "base");
@@ -303,109 +579,31 @@ int wd_chain_open(const char *file, const char *const *search, size_t nsearch, c
         if (slash == dir) dir[1] = 0;
         else if (slash) *slash = 0;
         else snprintf(dir, sizeof dir, ".");
-        if (search_path(c, &cap, dir, file, err)) goto fail;
+        if (search_path(c, dir, err)) goto fail;
     }
     for (size_t i = 0; i < nsearch; i++)
-        if (search_path(c, &cap, search[i], file, err)) goto fail;
-    /* the base's hash tells where the chain ends; needed as soon as there
-     * is anything else to follow */
-    if (c->ncands && c->have_base && hash_base(c, err)) goto fail;
-    for (;;) {
-        wd_delta *cur = rev[nrev - 1];
-        const unsigned char *want = cur->info.base_hash;
-        if (cur->info.version == 1) break; /* v1 files apply to a base directory only */
-        if (c->base_hashed && !memcmp(want, c->base_hash, 32)) break;
-        wd_delta *next = NULL;
-        size_t ni = 0;
-        for (size_t i = 0; i < c->ncands && !next; i++)
-            if (c->cands[i] && c->cands[i]->info.version == 2 && !memcmp(c->cands[i]->info.result_hash, want, 32)) {
-                next = c->cands[i];
-                ni = i;
-            }
-        for (size_t i = 0; i < nrev && !next; i++) /* a loop through links already taken */
-            if (!memcmp(rev[i]->info.result_hash, want, 32)) {
-                if (!c->have_base) {
-                    /* without a base the chain's end is not known: a delta
-                     * rebuilding the base of one already taken (a revert)
-                     * was followed; the chain ends before the loop */
-                    for (size_t k = i + 1; k < nrev; k++)
-                        for (size_t j = 0; j < c->ncands; j++)
-                            if (!c->cands[j]) {
-                                c->cands[j] = rev[k];
-                                break;
-                            }
-                    nrev = i + 1;
-                    goto resolved;
-                }
-                char msg[900];
-                size_t l = 0;
-                for (size_t k = i; k < nrev && l < sizeof msg - 8; k++)
-                    l += (size_t)snprintf(msg + l, sizeof msg - l, "%s -> ", rev[k]->path);
-                if (l < sizeof msg) snprintf(msg + l, sizeof msg - l, "%s", rev[i]->path);
-                wd_errf(err, "chain loop: %s (each was made against the model the next one rebuilds), and none of "
-                             "them against the base%s%s",
-                        msg, c->have_base ? " " : "", c->have_base ? c->base.dir : "");
-                goto fail;
-            }
-        if (!next) {
-            if (!c->ncands && nrev == 1) break; /* a plain delta: the base's checksums decide */
-            if (!c->have_base) break;
-            if (hash_base(c, err)) goto fail;
-            short_hex(want, h1);
-            short_hex(c->base_hash, h2);
-            char names[600] = "";
-            size_t l = 0, shown = 0, left = 0;
-            for (size_t i = 0; i < c->ncands; i++) {
-                if (!c->cands[i]) continue;
-                if (shown < 4 && l < sizeof names - 8) {
-                    l += (size_t)snprintf(names + l, sizeof names - l, "%s%s", shown ? ", " : ": ", c->cands[i]->path);
-                    shown++;
-                } else {
-                    left++;
-                }
-            }
-            if (left && l < sizeof names - 8) snprintf(names + l, sizeof names - l, " and %zu more", left);
-            wd_errf(err, "missing link: %s was made against the model with content hash %s..., which is neither "
-                         "the base %s (%s...) nor rebuilt by any of the %zu other deltas searched%s",
-                    cur->path, h1, c->base.dir, h2, shown + left, names);
-            goto fail;
-        }
-        if (nrev == MAX_CHAIN) {
-            wd_errf(err, "%s: chain longer than %d links", file, MAX_CHAIN);
-            goto fail;
-        }
-        rev[nrev++] = next;
-        c->cands[ni] = NULL;
-    }
-resolved:
-    /* links, root first; attach sources from the root up */
-    c->links = calloc(nrev, sizeof *c->links);
-    if (!c->links) {
+        if (search_path(c, search[i], err)) goto fail;
+    if (resolve(c, 0, 0, err)) goto fail;
+    /* the links, root first */
+    size_t n = 0;
+    for (long k = 0; k >= 0; k = c->nodes[k].parent) n++;
+    if (!(c->links = calloc(n, sizeof *c->links))) {
         wd_errf(err, "out of memory");
         goto fail;
     }
-    for (size_t i = 0; i < nrev; i++) c->links[i] = rev[nrev - 1 - i];
-    c->n = nrev;
-    nrev = 0;
-    size_t k = 0;
-    for (size_t i = 0; i < c->ncands; i++) /* compact: the unused candidates */
-        if (c->cands[i]) c->cands[k++] = c->cands[i];
-    c->ncands = k;
-    if (c->have_base) {
-        if (wd_delta_set_base(c->links[0], &c->base, err)) goto fail;
-        for (size_t i = 1; i < c->n; i++)
+    c->n = n;
+    size_t j = n;
+    for (long k = 0; k >= 0; k = c->nodes[k].parent) c->links[--j] = c->nodes[k].d;
+    /* the links were checked reading their parents directly: now through
+     * the cache, under keys 1..n-1 (link i reads link i-1 under key i) */
+    if (c->have_base && cache)
+        for (size_t i = 1; i < c->n; i++) {
+            detach_parent(c->links[i]);
             if (wd_delta_set_parent(c->links[i], c->links[i - 1], (uint64_t)i, cache, err)) goto fail;
-    }
-    free(rev);
+        }
     *out = c;
     return 0;
 fail:
-    for (size_t i = 0; i < nrev; i++) {
-        int cand = 0;
-        for (size_t j = 0; j < c->ncands; j++) cand |= c->cands[j] == rev[i];
-        if (!cand) wd_delta_close(rev[i]);
-    }
-    free(rev);
     wd_chain_close(c);
     return -1;
 }
@@ -432,9 +630,10 @@ const wd_model *wd_chain_base(const wd_chain *c)
 
 int wd_chain_base_hash(wd_chain *c, unsigned char out[32], wd_err *err)
 {
-    if (!c->have_base) return wd_errf(err, "no base directory given");
-    if (hash_base(c, err)) return -1;
-    memcpy(out, c->base_hash, 32);
+    if (!c->have_base) return wd_errk(err, WD_ERR_USAGE, "no base directory given");
+    unsigned kind = c->n ? c->links[0]->info.base_hash_kind : WD_ID_V2;
+    if (hash_base(c, kind, err)) return -1;
+    memcpy(out, c->base_hash[kind], 32);
     return 0;
 }
 
@@ -444,7 +643,7 @@ int wd_chain_base_hash(wd_chain *c, unsigned char out[32], wd_err *err)
 size_t wd_chain_check_order(wd_delta *const *links, size_t n)
 {
     for (size_t i = 1; i < n; i++)
-        if (memcmp(links[i]->info.base_hash, links[i - 1]->info.result_hash, 32)) return i;
+        if (!claims(links[i], links[i - 1])) return i;
     return n;
 }
 

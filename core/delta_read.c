@@ -199,6 +199,18 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
         wd_errf(err, "%s: manifest hashes are not 64 hex digits", d->path);
         goto out;
     }
+    /* which model hash each is (absent: files written before the
+     * identity, WD_HASH_V1) */
+    uint64_t bk = WD_HASH_V1, rk = WD_HASH_V1;
+    if ((cJSON_GetObjectItemCaseSensitive(m, "base_hash_kind") && get_u64(m, "base_hash_kind", &bk)) ||
+        (cJSON_GetObjectItemCaseSensitive(m, "result_hash_kind") && get_u64(m, "result_hash_kind", &rk)) ||
+        (bk != WD_HASH_V1 && bk != WD_ID_V2) || (rk != WD_HASH_V1 && rk != WD_ID_V2)) {
+        wd_errf(err, "%s: manifest names a model hash kind this build does not know (base %llu, result %llu)",
+                d->path, (unsigned long long)bk, (unsigned long long)rk);
+        goto out;
+    }
+    d->info.base_hash_kind = (unsigned)bk;
+    d->info.result_hash_kind = (unsigned)rk;
     d->strategy = dup_or_null(get_str(m, "strategy"));
     d->tool = dup_or_null(get_str(m, "tool"));
     d->options_json = opt ? cJSON_PrintUnformatted(opt) : strdup("{}");
@@ -208,6 +220,8 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
         d->parent_name = dup_or_null(get_str(par, "name"));
         if (!get_u64(par, "depth", &depth) && depth < 1000000) d->info.parent_depth = (unsigned)depth;
         d->info.parent_name = d->parent_name;
+        const char *pd = get_str(par, "digest");
+        if (pd && !wd_unhex(pd, d->info.parent_digest, 32)) d->info.has_parent_digest = 1;
     }
     size_t nf = (size_t)cJSON_GetArraySize(files);
     d->files = calloc(nf + 1, sizeof *d->files);
@@ -328,6 +342,7 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
     if (d->info.version == 1) { /* deltatensors: scan its records; outputs come with the base */
         if (wd_v1_open_fd(d->fd, d->path, &d->v1, err)) return -1;
         memcpy(d->info.base_hash, wd_v1_parent_hash(d->v1), 32);
+        d->info.base_hash_kind = d->info.result_hash_kind = WD_HASH_V1;
         d->strategy = strdup(wd_v1_strategy(d->v1));
         d->tool = strdup("deltatensors (v1)");
         d->options_json = strdup(wd_v1_options(d->v1));
@@ -376,6 +391,7 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
         free(buf);
         return wd_errf(err, "%s: header digest mismatch: the manifest or block index is corrupt", d->path);
     }
+    memcpy(d->info.digest, digest, 32);
     d->info.nblocks = (size_t)nb;
     d->blocks = calloc(nb ? nb : 1, sizeof *d->blocks);
     if (!d->blocks) {
@@ -425,7 +441,8 @@ int wd_delta_open_fd(int fd, const char *path, wd_delta **out, wd_err *err)
     d->path = strdup(path);
     d->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_CLOEXEC);
     if (d->fd < 0) {
-        wd_errf(err, "%s: %s", path, strerror(errno));
+        wd_errk(err, errno == ENOENT || errno == ENOTDIR ? WD_ERR_MISSING : WD_ERR_DATA, "%s: %s", path,
+                strerror(errno));
         wd_delta_close(d);
         return -1;
     }

@@ -412,7 +412,7 @@ static int base_src_read(void *ctx, unsigned char *buf, size_t n, uint64_t off, 
 }
 
 static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
-                      plan_ext *e, uint64_t src_off, uint64_t base_off, wd_sha256 *sha,
+                      plan_ext *e, uint64_t src_off, uint64_t base_off, wd_idhash *sha,
                       uint64_t *done, wd_err *err)
 {
     for (uint32_t b = 0; b < e->nblocks; b++) {
@@ -425,7 +425,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
             free(j.ft);
             return e->tensor ? wd_errprefix(err, "tensor %s", e->tensor->name) : -1;
         }
-        if (sha) wd_sha256_update(sha, j.ft, n);
+        if (sha) wd_idhash_update(sha, j.ft, n);
         if (wd_codec_needs_base(e->codec)) {
             j.base = malloc(n);
             if (!j.base || (w->o->parent ? read_parent(w->o->parent, w->parent_files[e->base_file], j.base, n, base_off + rel, err)
@@ -448,6 +448,7 @@ typedef struct base_hash_job {
     const wd_model *base;
     const volatile sig_atomic_t *stop;
     const unsigned char *known; /* the parent's result hash */
+    unsigned kind;              /* of digest: the parent's result_hash_kind, else WD_ID_V2 */
     unsigned char digest[32];
     int rc;
     wd_err err;
@@ -461,7 +462,10 @@ static void *base_hash_main(void *arg)
         h->rc = 0;
         return NULL;
     }
-    h->rc = wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err);
+    /* a model identity reads its tensors on several threads; the v1
+     * content hash (a parent recording one) can be stopped */
+    h->rc = h->kind == WD_HASH_V1 ? wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err)
+                                  : wd_model_hash_kind(h->base, h->kind, h->digest, &h->err);
     return NULL;
 }
 
@@ -471,7 +475,7 @@ static void *base_hash_main(void *arg)
  * The manifest is compressed as it is printed, one extent at a time, so
  * its memory is the compressed text, not a JSON tree of every extent. */
 static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
-                            const unsigned char *result_hash)
+                            unsigned base_kind, const unsigned char *result_hash)
 {
     char hex[65];
     cJSON *m = cJSON_CreateObject();
@@ -493,6 +497,9 @@ static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, con
     cJSON_AddStringToObject(m, "base_hash", hex);
     wd_hex(result_hash, 32, hex);
     cJSON_AddStringToObject(m, "result_hash", hex);
+    /* FORMAT.md "Model identity": absent means WD_HASH_V1 (older files) */
+    cJSON_AddNumberToObject(m, "base_hash_kind", base_kind);
+    cJSON_AddNumberToObject(m, "result_hash_kind", WD_ID_V2);
     if (o->parent) { /* lineage: base_hash is the parent delta's result_hash */
         const char *pp = wd_delta_path(o->parent), *slash = strrchr(pp, '/');
         unsigned depth = 0;
@@ -500,6 +507,9 @@ static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, con
         cJSON *par = cJSON_AddObjectToObject(m, "parent");
         cJSON_AddStringToObject(par, "name", slash ? slash + 1 : pp);
         cJSON_AddNumberToObject(par, "depth", depth);
+        /* names the exact parent file: the first candidate readers try */
+        wd_hex(wd_delta_get_info(o->parent)->digest, 32, hex);
+        cJSON_AddStringToObject(par, "digest", hex);
     }
     return m;
 }
@@ -579,14 +589,14 @@ static void zput_json(zsink *z, cJSON *j)
 
 /* The whole manifest, zstd-compressed, into *out (malloc'd). */
 static int manifest_z(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
-                      const unsigned char *result_hash, const plan_file *pf, size_t npf, unsigned char **out,
+                      unsigned base_kind, const unsigned char *result_hash, const plan_file *pf, size_t npf, unsigned char **out,
                       size_t *out_len, wd_err *err)
 {
     zsink z = {ZSTD_createCCtx(), NULL, 0, 0, 0};
     if (!z.cc) return wd_errf(err, "out of memory writing the manifest");
     ZSTD_CCtx_setParameter(z.cc, ZSTD_c_compressionLevel, level);
     char *head = NULL;
-    cJSON *m = manifest_head(o, level, bs, base_hash, result_hash);
+    cJSON *m = manifest_head(o, level, bs, base_hash, base_kind, result_hash);
     if (m) head = cJSON_PrintUnformatted(m);
     cJSON_Delete(m);
     size_t hl = head ? strlen(head) : 0;
@@ -744,7 +754,10 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     int rc = -1;
     char *tmp = NULL;
     writer w = {0};
-    base_hash_job bh = {.base = &base, .stop = o->stop, .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL};
+    base_hash_job bh = {.base = &base,
+                        .stop = o->stop,
+                        .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL,
+                        .kind = o->parent ? wd_delta_get_info(o->parent)->result_hash_kind : WD_ID_V2};
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
@@ -866,7 +879,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     if (any_lossy(pf, npf) && hash_decoded(&w, &base, &ft, pf, result_hash, err)) goto out_sync;
     unsigned char *zm = NULL;
     size_t zl = 0;
-    if (manifest_z(o, level, bs, bh.digest, result_hash, pf, npf, &zm, &zl, err)) goto out_sync;
+    if (manifest_z(o, level, bs, bh.digest, bh.kind, result_hash, pf, npf, &zm, &zl, err)) goto out_sync;
     uint64_t total = 0;
     if (write_tail(&w, zm, zl, &total, err)) goto out_sync; /* frees zm */
     if (fsync(w.fd)) {
@@ -923,7 +936,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
     int rc = -1;
     int *ft_fds = calloc(ft->nfiles + 1, sizeof *ft_fds), *base_fds = calloc(base->nfiles + 1, sizeof *base_fds);
     struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
-    wd_sha256 *sha = wd_sha256_new();
+    wd_idhash *sha = wd_idhash_new(WD_ID_V2);
     if (!ft_fds || !base_fds || !order || !sha) {
         wd_errf(err, "out of memory");
         goto out;
@@ -980,7 +993,10 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
-        wd_sha256_update(sha, tt->name, strlen(tt->name));
+        if (wd_idhash_begin(sha, tt)) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
         plan_file *p = &pf[fi];
         size_t k = p->ext_of[order[t].tensor];
         if (k && !p->ext[k].tensor) {
@@ -990,7 +1006,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
                 goto out;
             }
             int r = wd_pread_full(ft_fds[fi], sb, tt->length, tt->offset, ft->files[fi].path, err);
-            if (!r) wd_sha256_update(sha, sb, tt->length);
+            if (!r) wd_idhash_update(sha, sb, tt->length);
             free(sb);
             if (r) goto out;
         } else if (k) {
@@ -1004,11 +1020,10 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
         w->tensors_done++;
     }
     if (w->o->progress) w->o->progress(w->o->progress_ctx, done, w->total_bytes, w->tensors_done, w->ntensors);
-    wd_sha256_final(sha, result_hash);
+    rc = wd_idhash_final(sha, result_hash, err);
     sha = NULL;
-    rc = 0;
 out:
-    if (sha) wd_sha256_free(sha);
+    wd_idhash_free(sha);
     for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
         if (ft_fds[i] >= 0) close(ft_fds[i]);
     for (size_t i = 0; base_fds && i < base->nfiles && !w->o->parent; i++)
@@ -1116,7 +1131,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
                         unsigned char result_hash[32], wd_err *err)
 {
     struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
-    wd_sha256 *sha = wd_sha256_new();
+    wd_idhash *sha = wd_idhash_new(WD_ID_V2);
     wd_scratch *s = wd_scratch_new();
     size_t cap = 0;
     for (uint32_t b = 0; b < w->nblocks; b++)
@@ -1134,7 +1149,10 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
         if (wd_stop_requested(w->o->stop, err)) goto out;
-        wd_sha256_update(sha, tt->name, strlen(tt->name));
+        if (wd_idhash_begin(sha, tt)) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
         size_t k = pf[fi].ext_of[order[t].tensor];
         if (!k) continue; /* empty tensor */
         plan_ext *e = &pf[fi].ext[k];
@@ -1146,7 +1164,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
             for (uint64_t at = 0; at < tt->length; at += cap) {
                 size_t n = (size_t)(tt->length - at < cap ? tt->length - at : cap);
                 if (wd_pread_full(fd, buf, n, tt->offset + at, ft->files[fi].path, err)) goto out;
-                wd_sha256_update(sha, buf, n);
+                wd_idhash_update(sha, buf, n);
             }
             close(fd);
             fd = -1;
@@ -1171,17 +1189,16 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
                         e->first_block + b);
                 goto out;
             }
-            wd_sha256_update(sha, buf, bl->out_len);
+            wd_idhash_update(sha, buf, bl->out_len);
         }
         base_src_close(&bsrc);
     }
-    wd_sha256_final(sha, result_hash);
+    rc = wd_idhash_final(sha, result_hash, err);
     sha = NULL;
-    rc = 0;
 out:
     if (fd >= 0) close(fd);
     base_src_close(&bsrc);
-    if (sha) wd_sha256_free(sha);
+    wd_idhash_free(sha);
     wd_scratch_free(s);
     free(order);
     free(buf);

@@ -17,6 +17,20 @@ int wd_errf(wd_err *err, const char *fmt, ...)
     vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     memcpy(err->msg, tmp, strlen(tmp) + 1);
+    err->kind = WD_ERR_DATA;
+    return -1;
+}
+
+int wd_errk(wd_err *err, wd_err_kind kind, const char *fmt, ...)
+{
+    if (!err) return -1;
+    char tmp[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    memcpy(err->msg, tmp, strlen(tmp) + 1);
+    err->kind = (int)kind;
     return -1;
 }
 

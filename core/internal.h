@@ -42,6 +42,16 @@ static inline uint64_t wd_get_u64(const unsigned char *p)
     return v;
 }
 
+/* ---- a model hash fed tensor by tensor (hash.c): kind WD_HASH_V1 needs
+ * the tensors in wd_model_hash_order, WD_ID_V2 takes them in any order.
+ * begin (name, dtype, shape, length), then update with its bytes. */
+typedef struct wd_idhash wd_idhash;
+wd_idhash *wd_idhash_new(unsigned kind);
+int wd_idhash_begin(wd_idhash *h, const wd_tensor *t);
+void wd_idhash_update(wd_idhash *h, const void *p, size_t n);
+int wd_idhash_final(wd_idhash *h, unsigned char out[32], wd_err *err); /* also frees */
+void wd_idhash_free(wd_idhash *h);
+
 /* 1 if the n bytes at s are valid UTF-8 (dtype.c). */
 int wd_utf8_valid(const char *s, size_t n);
 

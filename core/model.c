@@ -276,8 +276,10 @@ int wd_model_open(const char *dir, wd_model *m, wd_err *err)
     cJSON *index = NULL;
     char path[PATH_MAX];
     struct stat st;
-    if (stat(dir, &st)) return wd_errf(err, "%s: %s", dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) return wd_errf(err, "%s: not a directory", dir);
+    if (stat(dir, &st))
+        return wd_errk(err, errno == ENOENT || errno == ENOTDIR ? WD_ERR_MISSING : WD_ERR_DATA, "%s: %s", dir,
+                       strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return wd_errk(err, WD_ERR_MISSING, "%s: not a directory", dir);
     if (join_path(path, sizeof path, dir, INDEX_NAME, err)) return -1;
     if (!(m->dir = strdup(dir))) return wd_errf(err, "out of memory");
     int rc = -1, have_index = access(path, F_OK) == 0;

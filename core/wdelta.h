@@ -26,14 +26,27 @@ extern "C" {
 #define WD_VERSION_STRING "0.1.0"
 
 /* ---------------------------------------------------------------- errors */
+/* What kind of failure an error is, for callers that act on it (the tools
+ * map it to their exit status: 1, 2, 3). */
+typedef enum wd_err_kind {
+    WD_ERR_DATA = 0,    /* bad or corrupt data, I/O or other failure */
+    WD_ERR_USAGE = 1,   /* a bad option or argument */
+    WD_ERR_MISSING = 2, /* a needed input is missing or is the wrong one:
+                           file or chain link not found, wrong base */
+} wd_err_kind;
+
 typedef struct wd_err {
     char msg[1024];
+    int kind;           /* wd_err_kind; wd_errf sets WD_ERR_DATA */
 } wd_err;
 
 /* printf-style: writes msg and returns -1, so `return wd_errf(err, ...)`. */
 int wd_errf(wd_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Prefix an existing message: "PREFIX: old message". Returns -1. */
+/* The same, with a kind (wd_errf's is WD_ERR_DATA). */
+int wd_errk(wd_err *err, wd_err_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prefix an existing message: "PREFIX: old message" (its kind kept). Returns -1. */
 int wd_errprefix(wd_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -136,9 +149,27 @@ void wd_sha256_free(wd_sha256 *h);
 void wd_hex(const unsigned char *bin, size_t n, char *out /* 2n+1 */);
 int wd_unhex(const char *hex, unsigned char *out, size_t n);
 
-/* deltatensors' parent_hash of a model: SHA-256 over name bytes + raw tensor
- * bytes in wd_model_hash_order.  Reads every tensor (pread, bounded memory). */
+/* A model has two hashes (core/FORMAT.md, "Model identity"):
+ * WD_HASH_V1, deltatensors' parent_hash: SHA-256 over name bytes + raw
+ *   tensor bytes in wd_model_hash_order; it depends on the sharding.  v1
+ *   files and v2 files written before the identity record it.
+ * WD_ID_V2, the model identity: SHA-256 over each tensor's name, dtype,
+ *   shape, length and bytes' SHA-256, in name order; it depends on nothing
+ *   else (not sharding, file order, offsets, metadata or non-tensor files).
+ *   What v2 files write now.
+ * Both read every tensor once (pread, bounded memory); the identity hashes
+ * tensors on several threads (up to 8). */
+#define WD_HASH_V1 1u
+#define WD_ID_V2 2u
 int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err);
+int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err);
+/* Both at once (the content hash on a thread of its own, reading the same
+ * files about in step), for readers that need either. */
+int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err);
+/* The hash of kind WD_HASH_V1 or WD_ID_V2. */
+int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err);
+/* "model identity", "content hash (v1)": for messages. */
+const char *wd_hash_kind_name(unsigned kind);
 
 /* Fast non-cryptographic 64-bit checksum used for blocks. */
 uint64_t wd_hash64(const void *p, size_t n, uint64_t seed);
@@ -299,6 +330,15 @@ typedef struct wd_delta_info {
     /* lineage: the manifest's "parent" (NULL/0 for a delta against a base) */
     const char *parent_name; /* the parent's file name when this was made */
     unsigned parent_depth;   /* links between this one and the base */
+    /* which model hash base_hash and result_hash are: WD_HASH_V1 (v1 files,
+     * v2 files written before the identity) or WD_ID_V2 */
+    unsigned base_hash_kind, result_hash_kind;
+    /* v2: the SHA-256 of the footer (over manifest, block table, footer),
+     * which names this exact file; and, for a chain link written since,
+     * the parent's (manifest "parent.digest"), has_parent_digest 1 */
+    unsigned char digest[32];
+    int has_parent_digest;
+    unsigned char parent_digest[32];
 } wd_delta_info;
 
 /* Open: checks magic, version, footer, and the digest over manifest+index. */
@@ -319,6 +359,10 @@ int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err);
  * never closed here: they must stay open until wd_delta_close.  Lets many
  * deltas on one base share one descriptor per shard. */
 int wd_delta_set_base_fds(wd_delta *d, const wd_model *base, const int *fds, wd_err *err);
+/* Is base the model d was made against?  Hashes it (the kind d records:
+ * WD_HASH_V1 or WD_ID_V2) and compares; a mismatch is a WD_ERR_MISSING
+ * error naming both hashes ("wrong base"). */
+int wd_delta_check_base(const wd_delta *d, const wd_model *base, wd_err *err);
 /* v1 files are presented as float32 tensors (what the reference writes);
  * call this before wd_delta_set_base to present them in the base's dtype
  * (BF16/F16/F32, round to nearest even) instead.  No effect on v2. */
@@ -479,11 +523,14 @@ const char *wd_delta_path(const wd_delta *d);
  * delta needs a source only when its headers do (never for v2). */
 int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err);
 
-/* A chain: FILE and the deltas it needs, found by content hash among the
+/* A chain: FILE and the deltas it needs, found by model hash among the
  * `search` paths (files, or directories whose *.wdelta files are read;
  * none: FILE's own directory), down to the base directory `base_dir`
- * (NULL: links are found but no source is attached).  Missing links,
- * loops and a base that is not the root's are errors naming the files.
+ * (NULL: links are found but no source is attached).  With a base, every
+ * link's source is checked (wd_delta_check_source) and a candidate that
+ * fails is passed over for the next (wd_chain_parent_rank).  Missing
+ * links, loops and a wrong base are errors (kind WD_ERR_MISSING) naming
+ * the files and what to give.
  * Links share `cache` (may be NULL) under keys 1..length (link i reads
  * its parent, link i-1, under key i): read the top under key `length`. */
 typedef struct wd_chain wd_chain;
@@ -498,6 +545,17 @@ int wd_chain_base_hash(wd_chain *c, unsigned char out[32], wd_err *err);
 /* Index of the first of links[] whose base_hash is not the result_hash of
  * the one before it; n when every link connects. */
 size_t wd_chain_check_order(wd_delta *const *links, size_t n);
+/* How well cand fits as child's parent, best first: 0 cand is the exact
+ * file child records (manifest parent.digest), 1 it has the recorded
+ * parent name and lies in child's directory, 2 the recorded name elsewhere,
+ * 3 any other delta (it must still claim child's base_hash).  Candidates
+ * are tried by rank, then by path (strcmp). */
+int wd_chain_parent_rank(const wd_delta *child, const wd_delta *cand);
+/* With d's source attached: decode d's first block that reads the source
+ * and check its output checksum, so a wrong source (a delta that merely
+ * claims the right result hash, a changed base) is found before use.
+ * 0 when it checks out or d reads nothing from its source. */
+int wd_delta_check_source(wd_delta *d, wd_err *err);
 /* Store the model d rebuilds (d has its source attached) as a delta
  * against o->base_dir, written to o->out_path (o->ft_dir is ignored): the
  * model is rebuilt into a temporary directory next to the output, which is

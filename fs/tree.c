@@ -94,6 +94,8 @@ static void cache_path(const tree *t, const base_ent *b, char *buf, size_t n)
              (unsigned long long)wd_hash64(b->dir, strlen(b->dir), 0));
 }
 
+/* The cache file: the key line, the identity (WD_ID_V2), then "v1 " and
+ * the WD_HASH_V1 digest.  Files of older versions (no v1 line) are misses. */
 static int load_cached_digest(const tree *t, base_ent *b)
 {
     char path[4200], *key = base_key(b);
@@ -104,11 +106,13 @@ static int load_cached_digest(const tree *t, base_ent *b)
     if (f) {
         size_t kl = strlen(key);
         char *line = malloc(kl + 128);
-        char hex[80];
+        char hex[80], hex1[80];
         if (line && fgets(line, (int)(kl + 128), f) && strlen(line) == kl + 1 && !strncmp(line, key, kl) &&
-            fgets(hex, sizeof hex, f) && strlen(hex) >= 64) {
+            fgets(hex, sizeof hex, f) && strlen(hex) >= 64 && fgets(hex1, sizeof hex1, f) && strlen(hex1) >= 67 &&
+            !strncmp(hex1, "v1 ", 3)) {
             hex[64] = 0;
-            if (!wd_unhex(hex, b->hash, 32)) rc = 0;
+            hex1[67] = 0;
+            if (!wd_unhex(hex, b->id, 32) && !wd_unhex(hex1 + 3, b->hash, 32)) rc = 0;
         }
         free(line);
         fclose(f);
@@ -135,17 +139,18 @@ static void make_cache_dir(const char *dir)
 
 static void store_digest(const tree *t, const base_ent *b)
 {
-    char path[4200], tmp[4300], hex[65], *key = base_key(b);
+    char path[4200], tmp[4300], hex[65], hex1[65], *key = base_key(b);
     if (!key) return;
     make_cache_dir(t->cache_dir);
     cache_path(t, b, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid());
-    wd_hex(b->hash, 32, hex);
+    wd_hex(b->id, 32, hex);
+    wd_hex(b->hash, 32, hex1);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f && fd >= 0) close(fd);
     if (f) {
-        fprintf(f, "%s\n%s\n", key, hex);
+        fprintf(f, "%s\n%s\nv1 %s\n", key, hex, hex1);
         if (fclose(f) == 0 && rename(tmp, path) == 0) {
             free(key);
             return;
@@ -369,8 +374,10 @@ void tree_hash_pending(tree *t, int only_small)
         pthread_mutex_unlock(&t->snap_lock);
         if (!todo) continue;
         wd_err err;
-        unsigned char h[32];
-        int rc = wd_model_hash(&b->model, h, &err);
+        unsigned char h[32], id[32];
+        /* both: deltas record one or the other (v1 and older v2 files the
+         * sharding-dependent WD_HASH_V1) */
+        int rc = wd_model_hashes(&b->model, h, id, &err);
         pthread_mutex_lock(&t->snap_lock);
         t->base_gen++;
         if (rc) {
@@ -378,6 +385,7 @@ void tree_hash_pending(tree *t, int only_small)
             snprintf(b->error, sizeof b->error, "%s", err.msg);
         } else {
             memcpy(b->hash, h, 32);
+            memcpy(b->id, id, 32);
             b->state = BASE_READY;
         }
         pthread_mutex_unlock(&t->snap_lock);
@@ -729,6 +737,7 @@ typedef struct cand {
     double retry_at;   /* a temporary failure: not tried again before then */
     unsigned version;
     unsigned char base_hash[32], result_hash[32];
+    unsigned base_kind, result_kind; /* WD_HASH_V1 or WD_ID_V2 */
     int state;         /* 0 unresolved, 1 resolving, 2 served, 3 failed */
     model *m;          /* state 2: a ref */
     char *reason;      /* state 3 */
@@ -1130,6 +1139,8 @@ opened:
     c->version = in->version;
     memcpy(c->base_hash, in->base_hash, 32);
     memcpy(c->result_hash, in->result_hash, 32);
+    c->base_kind = in->base_hash_kind;
+    c->result_kind = in->result_hash_kind;
 }
 
 static long add_dir(scan *sc, const char *rel, const char *name, size_t parent, const struct stat *st, perm *p)
@@ -1317,6 +1328,42 @@ static void cand_fail(cand *c, const char *fmt, ...)
     c->reason = strdup(buf);
 }
 
+/* c's model over the base b or the parent model pm: the old one when
+ * neither changed, else opened; a new link over a parent is checked
+ * (wd_delta_check_source).  NULL: *reason says why. */
+static model *attach(scan *sc, cand *c, base_ent *b, model *pm, char **reason)
+{
+    if (c->old && c->old->parent == pm && (pm || c->old->base == b)) {
+        model *m = c->old; /* unchanged, and so is its source */
+        c->old = NULL;
+        return m;
+    }
+    wd_delta *d = c->d;
+    c->d = NULL;
+    model *m = open_model(sc->t, c->path, c->rel, &c->st, &c->perm, d, b, pm, reason);
+    if (m && pm) {
+        wd_err err;
+        if (wd_delta_check_source(m->d, &err)) {
+            *reason = strdup(err.msg);
+            model_unref(sc->t, m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+typedef struct pcand {
+    int rank;
+    cand *p;
+} pcand;
+
+static int cmp_pcand(const void *a, const void *b)
+{
+    const pcand *x = a, *y = b;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    return strcmp(x->p->path, y->p->path);
+}
+
 /* The model of c, served with its source, or NULL (c->reason says why). */
 static model *resolve(scan *sc, cand *c)
 {
@@ -1328,76 +1375,116 @@ static model *resolve(scan *sc, cand *c)
         return NULL;
     }
     c->state = 1;
-    char want[65];
+    char want[65], bases[600] = "";
+    size_t bl = 0;
     wd_hex(c->base_hash, 32, want);
+    const wd_delta_info *in = wd_delta_get_info(c->old ? c->old->d : c->d);
+    char pname[300] = "";
+    unsigned pdepth = in->parent_depth;
+    if (in->parent_name) snprintf(pname, sizeof pname, "%s", in->parent_name);
     base_ent *b = NULL;
-    model *pm = NULL;
     int waiting = 0;
     for (size_t i = 0; i < t->nbases && !b; i++) {
         pthread_mutex_lock(&t->snap_lock);
         base_state st = t->bases[i].state;
         pthread_mutex_unlock(&t->snap_lock);
-        if (st == BASE_READY && !memcmp(t->bases[i].hash, c->base_hash, 32)) b = &t->bases[i];
+        const unsigned char *bh = c->base_kind == WD_ID_V2 ? t->bases[i].id : t->bases[i].hash;
+        if (st == BASE_READY && !memcmp(bh, c->base_hash, 32)) b = &t->bases[i];
         else if (st == BASE_PENDING || st == BASE_HASHING) waiting = 1;
+        if (st == BASE_READY && bl < sizeof bases - 40) {
+            char h[17];
+            wd_hex(bh, 8, h);
+            bl += (size_t)snprintf(bases + bl, sizeof bases - bl, "%s%s (%s...)", bl ? ", " : "", t->bases[i].dir, h);
+        }
     }
-    if (!b && c->version == 2) {
-        /* several deltas may rebuild the same model: the first that is
-         * served (by name order) is the parent */
-        cand *first = NULL;
-        int loop = 0;
-        for (size_t i = 0; i < sc->nc && !pm; i++) {
+    if (b) {
+        char *reason = NULL;
+        model *m = attach(sc, c, b, NULL, &reason);
+        if (!m) {
+            cand_fail(c, "%s", reason ? reason : "out of memory");
+            c->fail_stable = 1;
+            free(reason);
+            return NULL;
+        }
+        c->m = m;
+        c->state = 2;
+        return m;
+    }
+    cand *first = NULL;
+    int loop = 0;
+    char why[1200] = "";
+    if (c->version == 2) {
+        /* several deltas may claim to rebuild the same model: tried in the
+         * library's order (wd_chain_parent_rank, then path); the first whose
+         * own chain is served and against which c checks out is the parent */
+        pcand *pc = calloc(sc->nc + 1, sizeof *pc);
+        size_t np = 0;
+        for (size_t i = 0; pc && i < sc->nc; i++) {
             cand *p = &sc->c[i];
-            if (p == c || p->version != 2 || p->err || memcmp(p->result_hash, c->base_hash, 32)) continue;
+            if (p == c || p->version != 2 || p->err || p->result_kind != c->base_kind ||
+                memcmp(p->result_hash, c->base_hash, 32))
+                continue;
+            const wd_delta *pd = p->old ? p->old->d : p->d ? p->d : p->m ? p->m->d : NULL;
+            const wd_delta *cd = c->old ? c->old->d : c->d;
+            pc[np].rank = pd && cd ? wd_chain_parent_rank(cd, pd) : 3;
+            pc[np++].p = p;
+        }
+        if (np) qsort(pc, np, sizeof *pc, cmp_pcand);
+        for (size_t i = 0; i < np; i++) {
+            cand *p = pc[i].p;
             if (p->state == 1) { /* on the way down to here: a loop */
                 loop = 1;
                 continue;
             }
-            pm = resolve(sc, p);
-            if (!pm) {
-                if (!first) first = p;
-                if (p->reason && strstr(p->reason, "chain loop")) loop = 1;
+            model *pm = resolve(sc, p);
+            if (pm) {
+                char *reason = NULL;
+                model *m = attach(sc, c, NULL, pm, &reason);
+                if (m) {
+                    free(pc);
+                    c->m = m;
+                    c->state = 2;
+                    return m;
+                }
+                t->log(LOG_WARNING, "%s: %s claims to rebuild its base but is passed over: %s", c->path, p->path,
+                       reason ? reason : "out of memory");
+                if (!first) {
+                    first = p;
+                    snprintf(why, sizeof why, "%s does not fit it: %s", p->path, reason ? reason : "out of memory");
+                }
+                free(reason);
+                continue;
             }
+            if (!first) {
+                first = p;
+                snprintf(why, sizeof why, "its parent %s is unavailable: %s", p->path, p->reason ? p->reason : "?");
+            }
+            if (p->reason && strstr(p->reason, "chain loop")) loop = 1;
         }
-        if (!pm && (first || loop)) {
-            if (loop)
-                cand_fail(c, "chain loop: every delta that rebuilds its base (%s...) is, through its own parents, "
-                             "made against this delta's result", want);
-            else
-                cand_fail(c, "its parent %s is unavailable: %s", first->path, first->reason ? first->reason : "?");
-            c->fail_stable = 0;
-            return NULL;
-        }
+        free(pc);
     }
-    if (!b && !pm) {
-        if (waiting)
-            cand_fail(c, "needs the base with content hash %s; bases are still being hashed", want);
-        else if (c->version == 2)
-            cand_fail(c, "missing link: no base given and no delta under the source rebuilds the model with content hash %s "
-                         "(pass its base with -o base=DIR, or add its parent delta)", want);
+    c->fail_stable = 0;
+    if (first || loop) {
+        if (loop && !first)
+            cand_fail(c, "chain loop: every delta that rebuilds its base (%s...) is, through its own parents, "
+                         "made against this delta's result", want);
         else
-            cand_fail(c, "no base given has content hash %s (pass its directory with -o base=DIR)", want);
-        c->fail_stable = 0;
-        return NULL;
-    }
-    model *m = NULL;
-    if (c->old && c->old->parent == pm && (pm || c->old->base == b)) {
-        m = c->old; /* unchanged, and so is its source */
-        c->old = NULL;
+            cand_fail(c, "%s", why);
+    } else if (waiting) {
+        cand_fail(c, "needs the base with %s %s; bases are still being hashed", wd_hash_kind_name(c->base_kind), want);
+    } else if (c->version == 2 && (pname[0] || pdepth)) {
+        cand_fail(c, "missing link: its parent %s (a chain link, depth %u) is not under the source: no delta there "
+                     "rebuilds the model with %s %s (add the parent delta beside it)",
+                  pname[0] ? pname : "(name not recorded)", pdepth, wd_hash_kind_name(c->base_kind), want);
+    } else if (!t->nbases) {
+        cand_fail(c, "no base given: it needs the base with %s %s (pass its directory with -o base=DIR)",
+                  wd_hash_kind_name(c->base_kind), want);
     } else {
-        wd_delta *d = c->d;
-        c->d = NULL;
-        char *reason = NULL;
-        m = open_model(t, c->path, c->rel, &c->st, &c->perm, d, b, pm, &reason);
-        if (!m) {
-            cand_fail(c, "%s", reason ? reason : "out of memory");
-            c->fail_stable = pm == NULL;
-            free(reason);
-            return NULL;
-        }
+        cand_fail(c, "wrong base: it was made against the base with %s %s, and no base given has it (%s); pass "
+                     "its directory with -o base=DIR",
+                  wd_hash_kind_name(c->base_kind), want, bl ? bases : "none could be hashed");
     }
-    c->m = m;
-    c->state = 2;
-    return m;
+    return NULL;
 }
 
 static void free_cands(scan *sc)
@@ -1909,8 +1996,10 @@ char *tree_status_json(tree *t, int open_files, const cred *cr)
         add_str(o, "dir", t->bases[i].dir);
         cJSON_AddStringToObject(o, "state", state_name(t->bases[i].state));
         if (t->bases[i].state == BASE_READY) {
-            wd_hex(t->bases[i].hash, 32, hex);
+            wd_hex(t->bases[i].id, 32, hex);
             cJSON_AddStringToObject(o, "hash", hex);
+            wd_hex(t->bases[i].hash, 32, hex);
+            cJSON_AddStringToObject(o, "hash_v1", hex);
         }
         if (t->bases[i].state == BASE_FAILED) add_str(o, "error", t->bases[i].error);
         cJSON_AddItemToArray(bs, o);

@@ -37,7 +37,8 @@ typedef struct base_ent {
     wd_model model;
     int opened;
     base_state state;
-    unsigned char hash[32];
+    unsigned char hash[32]; /* WD_HASH_V1 (v1 files, older v2 files) */
+    unsigned char id[32];   /* WD_ID_V2, the model identity (v2 files since) */
     char error[1024];
     char *name;        /* its directory under /.wdeltafs/bases (unique) */
     struct model *bm;  /* that directory's contents: the base's own files */

@@ -408,7 +408,7 @@ static int write_shards(const char *dir, const plan *p, const gen *g, int nshard
         }
         unsigned char *hdr = NULL;
         size_t hlen = 0;
-        wd_err err = {{0}};
+        wd_err err = {0};
         if (wd_st_build_header(wt, k, "{\"format\":\"pt\"}", &hdr, &hlen, &err)) {
             fprintf(stderr, "genmodel: %s\n", err.msg);
             goto out;

@@ -67,6 +67,8 @@ static void catch_stop_signals(void)
     }
 }
 
+/* Exit status by the error's kind: 1 bad data or failure, 2 usage, 3 a
+ * needed input missing or the wrong one (a link, a file, the base). */
 static int fail(const wd_err *err)
 {
     die_msg(err->msg[0] ? err->msg : "unknown error");
@@ -74,7 +76,7 @@ static int fail(const wd_err *err)
         signal(stop_signal, SIG_DFL);
         raise(stop_signal);
     }
-    return 1;
+    return err->kind == WD_ERR_MISSING ? 3 : err->kind == WD_ERR_USAGE ? EXIT_USAGE : 1;
 }
 
 static int usage_error(const char *cmd, const char *fmt, ...)
@@ -571,7 +573,7 @@ static int cmd_create(int argc, char **argv)
     o.exclude = ex.paths;
     o.nexclude = ex.n;
 
-    wd_err err = {{0}};
+    wd_err err = {0};
     unsigned keep_mode = 0;
     if (wd_output_check(o.out_path, force, &keep_mode, &err)) return fail(&err);
     wd_chain *chain = NULL;
@@ -595,7 +597,7 @@ static int cmd_create(int argc, char **argv)
     if (rc || wd_output_keep_mode(o.out_path, keep_mode, &err)) return fail(&err);
     inputs_sum is;
     memset(&is, 0, sizeof is);
-    wd_err ierr = {{0}};
+    wd_err ierr = {0};
     int irc = wd_create_inputs(o.ft_dir, o.out_path, o.exclude, o.nexclude, inputs_cb, &is, &ierr);
     if (parent) printf("link %zu of a chain: made against the model %s rebuilds\n", links + 1, parent);
     double el = now_s() - t0;
@@ -646,6 +648,9 @@ static int inspect_json(const wd_delta_info *in)
     cJSON_AddStringToObject(root, "base_hash", hex);
     wd_hex(in->result_hash, 32, hex);
     cJSON_AddStringToObject(root, "result_hash", hex);
+    /* 2: model identity (wdelta hash), 1: content hash (wdelta hash --v1) */
+    cJSON_AddNumberToObject(root, "base_hash_kind", in->base_hash_kind);
+    cJSON_AddNumberToObject(root, "result_hash_kind", in->result_hash_kind);
     if (in->parent_name) {
         cJSON *par = cJSON_AddObjectToObject(root, "parent");
         cJSON_AddStringToObject(par, "name", in->parent_name);
@@ -746,9 +751,9 @@ static void inspect_text(const char *path, const wd_delta_info *in, const wd_mod
     printf("tool:            %s\n", in->tool ? in->tool : "");
     printf("options:         %s\n", in->options_json ? in->options_json : "{}");
     wd_hex(in->base_hash, 32, hex);
-    printf("base hash:       %s\n", hex);
+    printf("base hash:       %s (%s)\n", hex, wd_hash_kind_name(in->base_hash_kind));
     wd_hex(in->result_hash, 32, hex);
-    printf("result hash:     %s\n", hex);
+    printf("result hash:     %s (%s)\n", hex, wd_hash_kind_name(in->result_hash_kind));
     if (in->parent_name) /* a chain link: its base is what the parent rebuilds */
         printf("parent:          %s (made against its model; %u link%s down to the base; see inspect --chain)\n",
                in->parent_name, in->parent_depth, in->parent_depth == 1 ? "" : "s");
@@ -900,7 +905,7 @@ static int cmd_inspect(int argc, char **argv)
     const char *path = argv[optind];
     int nrc = need_input(NULL, path, 'f');
     if (nrc) return nrc;
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     if (wd_delta_open(path, &d, &err)) return fail(&err);
     if (wd_delta_get_info(d)->version == 1) {
@@ -999,7 +1004,7 @@ static int cmd_apply(int argc, char **argv)
         (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
 
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     wd_model m;
     memset(&m, 0, sizeof m);
@@ -1018,15 +1023,7 @@ static int cmd_apply(int argc, char **argv)
     have_model = 1;
     if (wd_delta_get_info(d)->version == 1) {
         /* v1 blocks carry no checksums: make sure this is the right base */
-        unsigned char bh[32];
-        if (wd_model_hash(&m, bh, &err)) goto done;
-        if (memcmp(bh, wd_delta_get_info(d)->base_hash, 32)) {
-            char h1[65], h2[65];
-            wd_hex(bh, 32, h1);
-            wd_hex(wd_delta_get_info(d)->base_hash, 32, h2);
-            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", base, path, h1, h2);
-            goto done;
-        }
+        if (wd_delta_check_base(d, &m, &err)) goto done;
         wd_delta_v1_use_base_dtype(d, base_dtype);
     }
     if (wd_delta_set_base(d, &m, &err)) goto done;
@@ -1056,7 +1053,7 @@ build:;
     printf("\n");
     rc = 0;
 done:
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     wd_chain_close(chain);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
@@ -1082,7 +1079,7 @@ static const char verify_help[] =
 /* verify a v2 file and the links below it, root first */
 static int verify_chain(const char *path, const char *base, const chain_args *ca, int quiet)
 {
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_chain *chain = NULL;
     char hex[65], hex2[65];
     unsigned char rh[32], bh[32];
@@ -1136,7 +1133,7 @@ static int verify_chain(const char *path, const char *base, const chain_args *ca
     rc = 0;
 done:
     fflush(stdout);
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     wd_chain_close(chain);
     return rc;
 }
@@ -1176,7 +1173,7 @@ static int cmd_verify(int argc, char **argv)
         (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
 
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     wd_model m;
     memset(&m, 0, sizeof m);
@@ -1195,16 +1192,8 @@ static int cmd_verify(int argc, char **argv)
     if (base) {
         if (wd_model_open(base, &m, &err)) goto done;
         have_model = 1;
-        unsigned char bh[32];
-        if (wd_model_hash(&m, bh, &err)) goto done;
-        if (memcmp(bh, in->base_hash, 32)) {
-            wd_hex(bh, 32, hex);
-            wd_hex(in->base_hash, 32, hex2);
-            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s",
-                    base, path, hex, hex2);
-            goto done;
-        }
-        wd_hex(bh, 32, hex);
+        if (wd_delta_check_base(d, &m, &err)) goto done;
+        wd_hex(in->base_hash, 32, hex);
         printf("OK: base %s matches base hash %s\n", base, hex);
         fflush(stdout);
         if (wd_delta_set_base(d, &m, &err)) goto done;
@@ -1234,7 +1223,7 @@ static int cmd_verify(int argc, char **argv)
     rc = 0;
 done:
     fflush(stdout);
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
     return rc;
@@ -1336,7 +1325,7 @@ static int cmd_eval(int argc, char **argv)
     if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", base, 'd')) ||
         (nrc = need_input("--finetuned", ftdir, 'd')) || (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_delta *d = NULL;
     wd_model bm, fm;
     memset(&bm, 0, sizeof bm);
@@ -1427,7 +1416,7 @@ static int cmd_eval(int argc, char **argv)
     }
     rc = 0;
 done:
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     for (size_t i = 0; i < er.n; i++) {
         free((char *)er.r[i].name);
         free((char *)er.r[i].params);
@@ -1441,22 +1430,33 @@ done:
 }
 
 static const char hash_help[] =
-    "usage: wdelta hash DIR\n"
+    "usage: wdelta hash [--v1] DIR\n"
     "\n"
-    "Print the content hash of a model directory (deltatensors' parent_hash):\n"
-    "SHA-256 over tensor names and raw tensor bytes, independent of sharding.\n";
+    "Print the model identity of a model directory: SHA-256 over every tensor's\n"
+    "name, dtype, shape and bytes, in name order.  It does not depend on how the\n"
+    "tensors are split into shards, their order or offsets, safetensors metadata\n"
+    "or the other files (config, tokenizer).  Deltas record it for their base\n"
+    "and their result.\n"
+    "\n"
+    "  --v1        print deltatensors' parent_hash instead (SHA-256 over names and\n"
+    "              bytes, shards in the order of their smallest tensor name: it\n"
+    "              depends on the sharding), what v1 files and v2 files written\n"
+    "              before the identity record\n"
+    "  -h, --help  this help\n";
 
 static int cmd_hash(int argc, char **argv)
 {
     static const struct option lo[] = {
+        {"v1", no_argument, 0, '1'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int c;
+    int c, v1 = 0;
     optind = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
+        case '1': v1 = 1; break;
         case 'h': fputs(hash_help, stdout); return 0;
         default: return usage_error("hash", "unknown option '%s'", argv[optind - 1]);
         }
@@ -1465,13 +1465,13 @@ static int cmd_hash(int argc, char **argv)
     if (argc - optind > 1) return usage_error("hash", "unexpected argument '%s'", argv[optind + 1]);
     int nrc = need_input(NULL, argv[optind], 'd');
     if (nrc) return nrc;
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_model m;
     memset(&m, 0, sizeof m);
     if (wd_model_open(argv[optind], &m, &err)) return fail(&err);
     unsigned char h[32];
     char hex[65];
-    int rc = wd_model_hash(&m, h, &err);
+    int rc = wd_model_hash_kind(&m, v1 ? WD_HASH_V1 : WD_ID_V2, h, &err);
     wd_model_free(&m);
     if (rc) return fail(&err);
     wd_hex(h, 32, hex);
@@ -1511,6 +1511,21 @@ static void codecs_used(const wd_delta_info *in, char *out, size_t n)
     if (len + 2 < n && sep[0] == ',') snprintf(out + len, n - len, ")");
 }
 
+/* What the first link found says about its source: a base model, or (a
+ * chain link whose parent was not found) the parent it records. */
+static const char *root_note(wd_delta *d, const char *why, char *buf, size_t n)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    if (in->parent_name || in->parent_depth)
+        snprintf(buf, n,
+                 "PARENT MISSING: a chain link (depth %u) made against what %s rebuilds, which is not found "
+                 "(put it beside this file, or name its directory with --chain DIR)",
+                 in->parent_depth, in->parent_name ? in->parent_name : "its parent (name not recorded)");
+    else
+        snprintf(buf, n, "root: made against a base model (%s)", why);
+    return buf;
+}
+
 static void print_link(const char *indent, size_t k, wd_delta *d, const char *connects)
 {
     const wd_delta_info *in = wd_delta_get_info(d);
@@ -1545,7 +1560,7 @@ static void print_subtree(forest *fo, size_t i, int depth)
     const wd_delta_info *in = wd_delta_get_info(fo->d[i]);
     char msg[600];
     if (depth == 0)
-        snprintf(msg, sizeof msg, "made against a base model (none of these deltas rebuilds its base)");
+        root_note(fo->d[i], "none of these deltas rebuilds its base", msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "connects: its base is what the link above rebuilds");
     print_link(indent, (size_t)depth + 1, fo->d[i], msg);
@@ -1591,7 +1606,7 @@ static int inspect_forest(const char *dir)
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
         free(names[i]);
-        wd_err err = {{0}};
+        wd_err err = {0};
         wd_delta *d;
         if (wd_delta_open(p, &d, &err)) {
             printf("unreadable: %s\n", err.msg);
@@ -1643,22 +1658,23 @@ static int inspect_chain(int argc, char **argv)
     if (nfiles == 1) {
         struct stat st;
         if (stat(argv[0], &st) == 0 && S_ISDIR(st.st_mode)) return inspect_forest(argv[0]);
-        wd_err err = {{0}};
+        wd_err err = {0};
         wd_chain *c = NULL;
         if (wd_chain_open(argv[0], NULL, 0, NULL, NULL, &c, &err)) return fail(&err);
         size_t n = wd_chain_length(c);
+        char note[600];
         printf("chain of %zu link%s, root first:\n", n, n == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++)
             print_link("", i + 1, wd_chain_link(c, i),
                        i ? "connects: its base is what link above rebuilds"
-                         : "root: made against a base model (no delta beside it rebuilds its base)");
+                         : root_note(wd_chain_link(c, 0), "no delta beside it rebuilds its base", note, sizeof note));
         wd_chain_close(c);
         return 0;
     }
     wd_delta **d = calloc((size_t)nfiles, sizeof *d);
-    if (!d) return fail(&(wd_err){"out of memory"});
+    if (!d) return fail(&(wd_err){.msg = "out of memory"});
     int rc = 0;
-    wd_err err = {{0}};
+    wd_err err = {0};
     for (int i = 0; i < nfiles; i++)
         if (wd_delta_open(argv[i], &d[i], &err)) {
             rc = fail(&err);
@@ -1794,7 +1810,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
     if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_input("--base", o.base_dir, 'd')) ||
         (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
-    wd_err err = {{0}};
+    wd_err err = {0};
     unsigned keep_mode = 0;
     if (wd_output_check(o.out_path, force, &keep_mode, &err)) return fail(&err);
     wd_chain *chain = NULL;
@@ -1811,15 +1827,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
         }
         if (wd_model_open(o.base_dir, &m, &err)) goto done;
         have_model = 1;
-        unsigned char bh[32];
-        if (wd_model_hash(&m, bh, &err)) goto done;
-        if (memcmp(bh, wd_delta_get_info(d)->base_hash, 32)) {
-            char h1[65], h2[65];
-            wd_hex(bh, 32, h1);
-            wd_hex(wd_delta_get_info(d)->base_hash, 32, h2);
-            wd_errf(&err, "%s is not the base of %s: its content hash is %s, the delta needs %s", o.base_dir, path, h1, h2);
-            goto done;
-        }
+        if (wd_delta_check_base(d, &m, &err)) goto done;
         wd_delta_v1_use_base_dtype(d, base_dtype);
         if (wd_delta_set_base(d, &m, &err)) goto done;
     } else {
@@ -1849,7 +1857,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
     printf("\n");
     rc = 0;
 done:
-    if (rc) fail(&err);
+    if (rc) rc = fail(&err);
     wd_chain_close(chain);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);

@@ -18,7 +18,7 @@ The Trainer callbacks are imported on first use.
 """
 from ._lib import BaseMismatchError, WdeltaError, WdeltaFileNotFoundError, LIBRARY_PATH
 from ._api import (STRATEGIES, apply, inspect, inspect_chain, load_delta, load_delta_chain, load_delta_from_paths,
-                   model_hash, save_delta, save_delta_chain_from_paths, save_delta_from_paths, verify,
+                   model_hash, model_identity, save_delta, save_delta_chain_from_paths, save_delta_from_paths, verify,
                    write_safetensors)
 from .lineage import hash_state_dict, verify_base
 
@@ -29,7 +29,7 @@ __all__ = [
     "load_delta_chain", "save_delta_chain_from_paths", "hash_state_dict",
     # ours
     "verify_base", "DeltaTensorsCallback", "WdeltaCallback", "WdeltaError", "BaseMismatchError",
-    "WdeltaFileNotFoundError", "STRATEGIES", "apply", "model_hash", "verify", "write_safetensors", "LIBRARY_PATH"]
+    "WdeltaFileNotFoundError", "STRATEGIES", "apply", "model_hash", "model_identity", "verify", "write_safetensors", "LIBRARY_PATH"]
 
 
 def __getattr__(name):

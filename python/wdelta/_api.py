@@ -109,11 +109,30 @@ class _Model:
         return _hex(out)
 
 
+    def identity(self):
+        err = _lib.Err()
+        out = (ctypes.c_ubyte * 32)()
+        check(lib.wd_model_identity(ctypes.byref(self.m), ctypes.byref(out), ctypes.byref(err)), err)
+        return _hex(out)
+
+
 def model_hash(model_dir):
-    """deltatensors' parent_hash of a safetensors model directory (SHA-256 hex)."""
+    """deltatensors' parent_hash of a safetensors model directory (SHA-256 hex;
+    it depends on the sharding): `wdelta hash --v1`."""
     m = _Model.open(model_dir)
     try:
         return m.content_hash()
+    finally:
+        m.close()
+
+
+def model_identity(model_dir):
+    """The model identity of a safetensors model directory (SHA-256 hex over
+    each tensor's name, dtype, shape and bytes; independent of sharding):
+    `wdelta hash`, what v2 deltas record as base_hash/result_hash."""
+    m = _Model.open(model_dir)
+    try:
+        return m.identity()
     finally:
         m.close()
 

@@ -18,7 +18,7 @@ from ._errors import BaseMismatchError, WdeltaError, WdeltaFileNotFoundError  # 
 
 
 class Err(Structure):
-    _fields_ = [("msg", c_char * 1024)]
+    _fields_ = [("msg", c_char * 1024), ("kind", c_int)]
 
     def text(self):
         return self.msg.decode("utf-8", "replace")
@@ -89,7 +89,9 @@ class DeltaInfo(Structure):
                 ("options_json", c_char_p), ("base_hash", c_ubyte * 32), ("result_hash", c_ubyte * 32),
                 ("file_size", c_uint64), ("output_size", c_uint64), ("nfiles", c_size_t),
                 ("files", POINTER(OutFile)), ("nblocks", c_size_t), ("blocks", POINTER(Block)),
-                ("parent_name", c_char_p), ("parent_depth", c_uint)]
+                ("parent_name", c_char_p), ("parent_depth", c_uint),
+                ("base_hash_kind", c_uint), ("result_hash_kind", c_uint), ("digest", c_ubyte * 32),
+                ("has_parent_digest", c_int), ("parent_digest", c_ubyte * 32)]
 
 
 class V1Tensor(Structure):
@@ -110,6 +112,7 @@ _SIGNATURES = {
     "wd_model_open": (c_int, [c_char_p, POINTER(Model), POINTER(Err)]),
     "wd_model_free": (None, [POINTER(Model)]),
     "wd_model_hash": (c_int, [POINTER(Model), POINTER(c_ubyte * 32), POINTER(Err)]),
+    "wd_model_identity": (c_int, [POINTER(Model), POINTER(c_ubyte * 32), POINTER(Err)]),
     "wd_create": (c_int, [POINTER(CreateOpts), POINTER(CreateStats), POINTER(Err)]),
     "wd_delta_open": (c_int, [c_char_p, POINTER(c_void_p), POINTER(Err)]),
     "wd_delta_close": (None, [c_void_p]),

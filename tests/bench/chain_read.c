@@ -125,7 +125,7 @@ int main(int argc, char **argv)
     }
     int reps = argc > 4 ? atoi(argv[4]) : 5;
     if (reps < 1) reps = 1;
-    wd_err err = {{0}};
+    wd_err err = {0};
     wd_chain *single = NULL, *chain = NULL;
     const char *none[1] = {argv[2]}; /* search only itself: a chain of one */
     if (wd_chain_open(argv[2], none, 1, argv[1], NULL, &single, &err) ||

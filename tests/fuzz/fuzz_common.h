@@ -77,7 +77,7 @@ static inline void fuzz_st_rebuild(const wd_stfile *f)
         if (wd_dtype_size(f->tensors[i].dtype)) ts[n++] = f->tensors[i]; /* names borrowed */
     unsigned char *hdr = NULL;
     size_t hlen = 0;
-    wd_err err = {{0}};
+    wd_err err = {0};
     if (wd_st_build_header(ts, n, NULL, &hdr, &hlen, &err) == 0) {
         uint64_t total = hlen;
         for (size_t i = 0; i < n; i++) total += ts[i].length;
@@ -102,7 +102,7 @@ static inline void fuzz_st_rebuild(const wd_stfile *f)
 static inline void fuzz_st_once(const uint8_t *data, size_t size, uint64_t file_size)
 {
     wd_stfile f;
-    wd_err err = {{0}};
+    wd_err err = {0};
     if (wd_st_parse(data, size, file_size, "fuzz.safetensors", &f, &err) == 0) {
         for (size_t i = 0; i < f.ntensors; i++)
             if (wd_st_find(&f, f.tensors[i].name) == NULL) abort();
@@ -136,7 +136,7 @@ static inline int fuzz_v1_one(const uint8_t *data, size_t size)
     fuzz_file ff;
     if (fuzz_file_make(&ff, data, size)) return 0;
     wd_v1 *v = NULL;
-    wd_err err = {{0}};
+    wd_err err = {0};
     if (wd_v1_open(ff.path, &v, &err) == 0) {
         (void)wd_v1_check_digest(v, &err);
         (void)wd_v1_parent_hash(v);
@@ -221,7 +221,7 @@ static inline int fuzz_make_base(wd_delta *d, wd_model *m, fuzz_file *ff)
     }
     unsigned char *hdr = NULL, *file = NULL;
     size_t hlen = 0;
-    wd_err err = {{0}};
+    wd_err err = {0};
     int rc = -1;
     memset(m, 0, sizeof *m);
     ff->fd = -1;
@@ -251,7 +251,7 @@ out:
 static inline void fuzz_v2_blocks(wd_delta *d)
 {
     const wd_delta_info *in = wd_delta_get_info(d);
-    wd_err err = {{0}};
+    wd_err err = {0};
     for (size_t b = 0; b < in->nblocks; b++) {
         uint32_t ol = in->blocks[b].out_len;
         if (ol > FUZZ_MAX_BLOCK) continue;
@@ -269,7 +269,7 @@ static inline void fuzz_v2_blocks(wd_delta *d)
 static inline void fuzz_v2_file(const char *path)
 {
     wd_delta *d = NULL;
-    wd_err err = {{0}};
+    wd_err err = {0};
     if (wd_delta_open(path, &d, &err)) {
 #ifdef FUZZ_VERBOSE
         fprintf(stderr, "open: %s\n", err.msg);
@@ -422,7 +422,7 @@ static inline int fuzz_codec_one(const uint8_t *data, size_t size)
     size_t plen = size - 3;
     wd_scratch *s = wd_scratch_new();
     if (!s) return 0;
-    wd_err err = {{0}};
+    wd_err err = {0};
 
     if (!(sel & 16)) { /* decode arbitrary stored bytes */
         unsigned char *base = malloc(n ? n : 1), *out = malloc(n ? n : 1);

@@ -45,8 +45,8 @@ check "convert refuses a version 2 input" not "$W" convert "$T/v2.wdelta" --base
 f=$(ls "$V"/synth-f32/*.wdelta 2>/dev/null | head -1)
 if [ -n "$f" ]; then
   "$W" convert "$f" --base "$T/g/base" -o "$T/out.wdelta" >/dev/null 2>"$T/err"; rc=$?
-  check "convert against the wrong base: exit 1, the base named" \
-    bash -c '[ "$1" = 1 ] && grep -q "is not the base of" "$2"' _ "$rc" "$T/err"
+  check "convert against the wrong base: exit 3, wrong base named" \
+    bash -c '[ "$1" = 3 ] && grep -q "wrong base" "$2"' _ "$rc" "$T/err"
 fi
 check "nothing left under the output name" not ls "$T"/out.wdelta*
 finish

@@ -116,8 +116,8 @@ if as_user "cat '$MNT/public/$SHARD'" && cmp -s "$T/u.out" "$T/gen1/ft/$SHARD"; 
 else fail "$TUSER cannot read public/$SHARD: $(head -c 200 "$T/u.out")"; fi
 
 # ------------------------------------------------------------------ (c) bases
-BN=$(basename "$(readlink "$MNT/onpriv/parent")")
-check "(c) onpriv/parent names the private base (got '$BN')" [ -n "$BN" ] && [ -d "$MNT/.wdeltafs/bases/$BN" ]
+BN=$(basename "$(readlink "$MNT/.wdeltafs/lineage/onpriv")")
+check "(c) .wdeltafs/lineage/onpriv names the private base (got '$BN')" [ -n "$BN" ] && [ -d "$MNT/.wdeltafs/bases/$BN" ]
 denied "(c) $TUSER: cat .wdeltafs/bases/$BN/$SHARD (0700 dir, 0600 shards)" "cat '$MNT/.wdeltafs/bases/$BN/$SHARD'"
 denied "(c) $TUSER: cat .wdeltafs/bases/$BN/config.json" "cat '$MNT/.wdeltafs/bases/$BN/config.json'"
 denied "(c) $TUSER: cat onpriv/$SHARD (a 0644 delta on that private base)" "cat '$MNT/onpriv/$SHARD'"

@@ -88,7 +88,7 @@ check ".wdeltafs/status is valid UTF-8 JSON (with a file named bad\\xff.wdelta)"
 check ".wdeltafs/status names bad\\xff.wdelta as bad\\\\xff.wdelta" grep -qF 'bad\\xff.wdelta' "$T/status.json"
 
 # ------------------------------------------------------------------ stale sizes
-BN=$(basename "$(readlink "$MNT/top/parent")")
+BN=$(basename "$(readlink "$MNT/.wdeltafs/lineage/top")")
 cat "$MNT/top/notes.txt" "$MNT/.wdeltafs/bases/$BN/config.json" >/dev/null   # sizes now known to the kernel
 "$PY" - "$T/base/config.json" "$T/newconfig.json" <<'EOF'
 import json, sys

@@ -303,11 +303,11 @@ if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
   run "pairB: verify --base" "$WDELTA" verify "$T/pairB.wdelta" --base "$PB/base"
   expect_fail "pairB: verify --base with the ft as base" - "$WDELTA" verify "$T/pairB.wdelta" --base "$PB/ft"
   EXP="$SHARED/vectors/v1/pairB/int4.expected.json"
-  if run "pairB: hash base" "$WDELTA" hash "$PB/base"; then
+  if run "pairB: hash --v1 base" "$WDELTA" hash --v1 "$PB/base"; then
     got=$(cat "$T/out")
     if [ -f "$EXP" ]; then
       want=$(grep -o '"parent_hash": *"[0-9a-f]*"' "$EXP" | grep -o '[0-9a-f]\{64\}')
-      [ "$got" = "$want" ] && pass "pairB: hash base == parent_hash ($want)" || fail "pairB: hash base $got != parent_hash $want"
+      [ "$got" = "$want" ] && pass "pairB: hash --v1 base == parent_hash ($want)" || fail "pairB: hash --v1 base $got != parent_hash $want"
     else
       echo "note: $EXP absent; not checking the parent_hash"
     fi

@@ -105,7 +105,7 @@ class RoundTrip(Base):
         tool("create", "-q", "--base", d + "/base", "--finetuned", d + "/ft", "-o", cli, "--threads", "1")
         self.assertEqual(read_bytes(api), read_bytes(cli), "API and tool write the same bytes")
         self.assertEqual(h, tool("hash", d + "/base").strip(), "returns the base's content hash")
-        self.assertEqual(h, wdelta.model_hash(d + "/base"))
+        self.assertEqual(h, wdelta.model_identity(d + "/base"))
         ft = read_model(d + "/ft")
         raw = wdelta.load_delta_from_paths(api, d + "/base", raw=True)
         self.assertEqual(sorted(raw), sorted(ft))
@@ -263,7 +263,7 @@ class Errors(Base):
         p = os.path.join(self.tmp, "e.wdelta")
         wdelta.save_delta_from_paths(p, d + "/ft", d + "/base", strategy="lossless", allow_new_tensors=True)
         self.assertRaisesMsg(wdelta.WdeltaError, "nope.wdelta", wdelta.inspect, os.path.join(self.tmp, "nope.wdelta"))
-        self.assertRaisesMsg(wdelta.WdeltaError, "is not the base", wdelta.load_delta_from_paths, p, other + "/base")
+        self.assertRaisesMsg(wdelta.WdeltaError, "wrong base", wdelta.load_delta_from_paths, p, other + "/base")
         self.assertRaisesMsg(ValueError, "unknown strategy", wdelta.save_delta_from_paths, p + "x", d + "/ft",
                              d + "/base", strategy="zip")
         self.assertRaisesMsg(TypeError, "sparsityy", wdelta.save_delta_from_paths, p + "x", d + "/ft", d + "/base",

@@ -13,5 +13,6 @@ Suite *suite_lowrank(void);
 Suite *suite_fuzz_regressions(void);
 Suite *suite_inputs(void);
 Suite *suite_integrity(void);
+Suite *suite_identity(void);
 
 #endif

@@ -52,7 +52,7 @@ START_TEST(test_output_check)
 {
     char dir[] = "/tmp/wd_inputs_XXXXXX", p[256];
     ck_assert(mkdtemp(dir));
-    wd_err err = {{0}};
+    wd_err err = {0};
     unsigned mode = 123;
     snprintf(p, sizeof p, "%s/out.wdelta", dir);
     ck_assert(wd_output_check(p, 0, &mode, &err) == 0 && mode == 0); /* absent */

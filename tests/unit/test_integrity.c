@@ -74,7 +74,7 @@ static void write_v2(const char *path, uint32_t flags, const void *m, size_t ml)
 static int open_msg(const char *path, char *msg, size_t n)
 {
     wd_delta *d = NULL;
-    wd_err err = {{0}};
+    wd_err err = {0};
     int rc = wd_delta_open(path, &d, &err);
     snprintf(msg, n, "%s", err.msg);
     if (!rc) wd_delta_close(d);

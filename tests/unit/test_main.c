@@ -14,6 +14,7 @@ int main(void)
     srunner_add_suite(sr, suite_fuzz_regressions());
     srunner_add_suite(sr, suite_inputs());
     srunner_add_suite(sr, suite_integrity());
+    srunner_add_suite(sr, suite_identity());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -257,7 +257,7 @@ END_TEST
 static void expect_open_error(const char *want)
 {
     wd_model m;
-    wd_err err = {{0}};
+    wd_err err = {0};
     ck_assert(wd_model_open(dir, &m, &err) == -1);
     ck_assert_msg(strstr(err.msg, want) != NULL, "wanted '%s', got '%s'", want, err.msg);
     ck_assert(m.files == NULL && m.dir == NULL); /* freed */

@@ -33,7 +33,7 @@ static void expect_error(const char *json, uint64_t data_size, const char *want)
     uint64_t fs;
     unsigned char *b = hdr(json, data_size, &len, &fs);
     wd_stfile f;
-    wd_err err = {{0}};
+    wd_err err = {0};
     int rc = wd_st_parse(b, len, fs, "t.safetensors", &f, &err);
     ck_assert_msg(rc == -1, "accepted: %s", json);
     ck_assert_msg(strstr(err.msg, want) != NULL, "for %s: wanted '%s', got '%s'", json, want, err.msg);
@@ -49,7 +49,7 @@ static void parse_ok(const char *json, uint64_t data_size, wd_stfile *f)
     size_t len;
     uint64_t fs;
     unsigned char *b = hdr(json, data_size, &len, &fs);
-    wd_err err = {{0}};
+    wd_err err = {0};
     ck_assert_msg(wd_st_parse(b, len, fs, "t.safetensors", f, &err) == 0, "%s: %s", json, err.msg);
     ck_assert_uint_eq(f->header_size, len);
     ck_assert_uint_eq(f->size, fs);
@@ -360,7 +360,7 @@ static void expect_build_error(wd_tensor *t, size_t n, const char *meta, const c
 {
     unsigned char *h = NULL;
     size_t hl = 0;
-    wd_err err = {{0}};
+    wd_err err = {0};
     ck_assert(wd_st_build_header(t, n, meta, &h, &hl, &err) == -1);
     ck_assert_msg(strstr(err.msg, want) != NULL, "wanted '%s', got '%s'", want, err.msg);
     ck_assert(h == NULL);
@@ -411,7 +411,7 @@ static void write_bytes(const char *path, const void *p, size_t n)
 static void expect_open_error(const char *path, const char *want)
 {
     wd_stfile f;
-    wd_err err = {{0}};
+    wd_err err = {0};
     ck_assert(wd_st_open(path, &f, &err) == -1);
     ck_assert_msg(strstr(err.msg, want) != NULL, "wanted '%s', got '%s'", want, err.msg);
     ck_assert_msg(strstr(err.msg, path) != NULL, "message lacks the path: %s", err.msg);
