@@ -3,10 +3,13 @@
 with top-level manifest keys set (KEY=null removes KEY), the footer's
 offsets and SHA-256 written again, so OUT opens as a valid file that claims
 whatever the keys say (a crafted parent, a file of an older writer).
-Standard library only; layout in core/FORMAT.md."""
+A compressed manifest (preamble flag bit 0) is expanded with the zstd
+program and written back as plain JSON with the flag cleared (both forms
+are valid).  Standard library + zstd(1); layout in core/FORMAT.md."""
 import hashlib
 import json
 import struct
+import subprocess
 import sys
 
 
@@ -16,7 +19,12 @@ def main():
     foot = data[-88:]
     moff, mlen, toff, nb, size = struct.unpack("<5Q", foot[:40])
     assert foot[80:88] == b"wdv2end\0" and size == len(data)
-    man = json.loads(data[moff:moff + mlen])
+    flags = struct.unpack("<I", data[11:15])[0]
+    raw = data[moff:moff + mlen]
+    if flags & 1:
+        raw = subprocess.run(["zstd", "-dc"], input=raw, stdout=subprocess.PIPE, check=True).stdout
+        data = data[:11] + struct.pack("<I", flags & ~1) + data[15:]
+    man = json.loads(raw)
     for kv in sys.argv[3:]:
         k, v = kv.split("=", 1)
         v = json.loads(v)
