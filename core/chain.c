@@ -11,6 +11,7 @@
  * the base directory's content hash.  Missing links, loops and links that
  * do not connect are errors naming the files. */
 #include "internal.h"
+#include "xdtype.h"
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -117,11 +118,11 @@ int wd_delta_set_parent(wd_delta *d, wd_delta *parent, uint64_t parent_key, wd_c
             free(t);
             return wd_errf(err, "%s: its parent %s rebuilds no tensor %s", d->path, parent->path, e->base_tensor);
         }
-        if (hit->ext->dtype != e->pub.dtype || hit->ext->length != e->pub.length) {
+        if (hit->ext->dtype != wd_ext_base_dtype(e) || hit->ext->length != wd_ext_base_length(e)) {
             unsigned long long have = (unsigned long long)hit->ext->length;
             free(t);
             return wd_errf(err, "%s: tensor %s of its parent %s is %llu bytes (or another dtype), the delta expects %llu",
-                           d->path, e->base_tensor, parent->path, have, (unsigned long long)e->pub.length);
+                           d->path, e->base_tensor, parent->path, have, (unsigned long long)wd_ext_base_length(e));
         }
         e->base_fd_index = (int)hit->file;
         e->base_offset = hit->ext->file_offset;
