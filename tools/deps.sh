@@ -5,7 +5,7 @@
 #   tools/deps.sh --quiet   only act if something needed to build is missing
 set -u
 BUILD_PKGS="gcc make pkg-config libfuse3-dev fuse3 libzstd-dev libssl-dev libcjson-dev check"
-TEST_PKGS="attr util-linux python3 python3-numpy passwd"
+TEST_PKGS="attr util-linux python3 python3-numpy passwd zstd"
 quiet=0; [ "${1:-}" = "--quiet" ] && quiet=1
 want="$BUILD_PKGS"; [ $quiet = 0 ] && want="$BUILD_PKGS $TEST_PKGS ${EXTRA_PKGS:-}"
 missing=""

@@ -28,6 +28,7 @@ G=$T/g
 mk() { "$PY" "$XM" "$@" >"$T/xm.err" 2>&1 || { cat "$T/xm.err"; die "xdtype_model.py $*"; }; }
 mk "$G/ft" "$T/f32" --dtype F32                       # F32 fine-tune over a BF16 base
 mk "$G/ft" "$T/f16" --dtype F16                       # F16 over BF16
+mk "$T/f16" "$T/f32of16" --dtype F32                  # F32 holding F16 values, over BF16
 mk "$G/ft" "$T/rows" --rows 4                         # 4 tokens added: embed_tokens, lm_head
 mk "$G/ft" "$T/rm" --rows -3                          # 3 rows removed
 mk "$G/ft" "$T/f32rows" --dtype F32 --rows 5          # both
@@ -35,7 +36,7 @@ mk "$T/g32/ft" "$T/bf16" --dtype BF16                 # BF16 (rounded) over an F
 mk "$T/g32/ft" "$T/f16r" --dtype F16 --rows 2 --seed 3
 
 # name base ft: the variants, each made against its base
-VARIANTS="f32:$G/base f16:$G/base rows:$G/base rm:$G/base f32rows:$G/base bf16:$T/g32/base f16r:$T/g32/base"
+VARIANTS="f32:$G/base f16:$G/base f32of16:$G/base rows:$G/base rm:$G/base f32rows:$G/base bf16:$T/g32/base f16r:$T/g32/base"
 check "create the plain delta" create_delta "$G/base" "$G/ft" "$SRC/plain.wdelta"
 for v in $VARIANTS; do
   n=${v%%:*} b=${v#*:}
