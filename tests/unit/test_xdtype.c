@@ -213,6 +213,13 @@ START_TEST(test_encode_forms)
     ck_assert(wd_xdtype_encode(s, WD_F32, 1, (unsigned char *)ft, (unsigned char *)pb, N * 4, &out, &len, &err) == 0);
     ck_assert_uint_eq(out[0], 1);
     ck_assert_uint_lt(len, len_full / 2);
+    uint32_t snan = 0x7f810000u, qnan = 0xffc10000u; /* both with zero low bits */
+    memcpy(&ft[7], &qnan, 4);
+    ck_assert(wd_xdtype_encode(s, WD_F32, 1, (unsigned char *)ft, (unsigned char *)pb, N * 4, &out, &len, &err) == 0);
+    ck_assert_uint_eq(out[0], 1);
+    memcpy(&ft[9], &snan, 4); /* narrowing would quiet it: not form 1 (nor 2: 0x7f81 has no F16 equal) */
+    ck_assert(wd_xdtype_encode(s, WD_F32, 1, (unsigned char *)ft, (unsigned char *)pb, N * 4, &out, &len, &err) == 0);
+    ck_assert_uint_eq(out[0], 0);
     for (int i = 0; i < N; i++) ft[i] = (float)half_value((uint16_t)(0x2000 + (i * 7919) % 0x3000)); /* F16 values */
     ck_assert(wd_xdtype_encode(s, WD_F32, 1, (unsigned char *)ft, (unsigned char *)pb, N * 4, &out, &len, &err) == 0);
     ck_assert_uint_eq(out[0], 2);
