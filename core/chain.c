@@ -14,6 +14,7 @@
  * parent (FORMAT.md, "Choosing a parent").  Missing links, loops and links
  * that do not connect are errors naming the files and what to do. */
 #include "internal.h"
+#include "xdtype.h"
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -99,11 +100,11 @@ int wd_delta_set_parent(wd_delta *d, wd_delta *parent, uint64_t parent_key, wd_c
             wd_model_free(&pm);
             return wd_errf(err, "%s: its parent %s rebuilds no tensor %s", d->path, parent->path, e->base_tensor);
         }
-        if (t->dtype != e->pub.dtype || t->length != e->pub.length) {
+        if (t->dtype != wd_ext_base_dtype(e) || t->length != wd_ext_base_length(e)) {
             unsigned long long have = (unsigned long long)t->length;
             wd_model_free(&pm);
             return wd_errf(err, "%s: tensor %s of its parent %s is %llu bytes (or another dtype), the delta expects %llu",
-                           d->path, e->base_tensor, parent->path, have, (unsigned long long)e->pub.length);
+                           d->path, e->base_tensor, parent->path, have, (unsigned long long)wd_ext_base_length(e));
         }
         e->base_fd_index = of;
         e->base_offset = t->offset;

@@ -5,6 +5,7 @@
  * pread, so an open delta costs memory in proportion to its index, never to
  * the model. */
 #include "internal.h"
+#include "xdtype.h"
 #include <zstd.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -101,6 +102,7 @@ static int parse_extent(wd_delta *d, const cJSON *x, const char *fname, size_t k
         e->pub.params = e->params;
     }
     e->base_fd_index = -1;
+    if (wd_xdtype_parse(x, e, d->path, fname, k, err)) return -1;
     if (wd_codec_is_rowblock(c) && (e->pub.dtype != WD_BF16 && e->pub.dtype != WD_F16 && e->pub.dtype != WD_F32))
         return wd_errf(err, "%s: file %s extent %zu: codec %s on a %s tensor", d->path, fname, k, codec, dt);
     if (wd_codec_needs_base(c) && !e->base_tensor)
@@ -582,10 +584,10 @@ static int set_base(wd_delta *d, const wd_model *base, const int *fds, wd_err *e
         const wd_tensor *t = wd_model_find(base, e->base_tensor, &fi);
         if (!t)
             return wd_errf(err, "%s: base %s has no tensor %s", d->path, base->dir, e->base_tensor);
-        if (t->dtype != e->pub.dtype || t->length != e->pub.length)
+        if (t->dtype != wd_ext_base_dtype(e) || t->length != wd_ext_base_length(e))
             return wd_errf(err, "%s: base tensor %s is %s of %llu bytes, the delta expects %llu bytes", d->path,
                            e->base_tensor, t->dtype_name, (unsigned long long)t->length,
-                           (unsigned long long)e->pub.length);
+                           (unsigned long long)wd_ext_base_length(e));
         e->base_fd_index = (int)fi;
         e->base_offset = t->offset;
     }
@@ -641,13 +643,17 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
         wd_errf(err, "stored checksum mismatch (the delta file is corrupt)");
         goto out_where;
     }
-    if (wd_codec_needs_base(e->pub.codec)) {
-        uint64_t rel = (uint64_t)(block - e->pub.first_block) * e->pub.block_size;
+    uint64_t rel = (uint64_t)(block - e->pub.first_block) * e->pub.block_size;
+    if (e->pred) { /* another dtype or shape than the base (xdtype.h) */
+        if (wd_xdtype_decode(d, e, s, stored, b->stored_len, rel, out, b->out_len, err)) goto out_where;
+        base = out; /* read a base: a wrong one shows in the output checksum */
+    } else {
         /* a chain link reads its parent's cached block in place */
-        if (wd_delta_base_view(d, e, s, b->out_len, rel, &base, &pin, err)) goto out_where;
+        if (wd_codec_needs_base(e->pub.codec) && wd_delta_base_view(d, e, s, b->out_len, rel, &base, &pin, err))
+            goto out_where;
+        if (wd_decode_block(s, e->pub.codec, e->pub.dtype, stored, b->stored_len, base, out, b->out_len, err))
+            goto out_where;
     }
-    if (wd_decode_block(s, e->pub.codec, e->pub.dtype, stored, b->stored_len, base, out, b->out_len, err))
-        goto out_where;
     if (wd_hash64(out, b->out_len, 0) != b->out_hash) {
         wd_errf(err, "output checksum mismatch (%s)",
                 base ? "the base file differs from the one the delta was made against" : "corrupt block");

@@ -11,6 +11,7 @@
  * the model's size.  The base's content hash is computed by one more thread
  * at the same time.  Only a complete file is renamed to the output name. */
 #include "internal.h"
+#include "xdtype.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +58,7 @@ typedef struct job {
     const wd_lossy_params *lp;
     uint64_t seq;       /* submission order: the order blocks take file offsets */
     struct plan_ext *ext; /* the extent, when this is its only block (its codec may change) */
+    int pred;           /* base is the predicted one of another dtype/shape (xdtype.h) */
 } job;
 
 typedef struct writer {
@@ -131,7 +133,8 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
             return wd_errprefix(err, "block %u: decoding what was just encoded", j->block);
         out_hash = wd_hash64(dec, j->n, 0);
     } else {
-        if (wd_encode_block(s, j->codec, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err))
+        if (j->pred ? wd_xdtype_encode(s, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err)
+                    : wd_encode_block(s, j->codec, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err))
             return wd_errprefix(err, "block %u", j->block);
         out_hash = wd_hash64(j->ft, j->n, 0);
         if (j->ext && j->codec == WD_CODEC_LOSSLESS && len > j->n) {
@@ -282,7 +285,8 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             if (tt->length == 0) continue;
             size_t bfi = 0;
             const wd_tensor *bt = wd_model_find(base, tt->name, &bfi);
-            int delta = bt && same_shape(bt, tt);
+            /* another dtype or rows added/removed: against the converted base */
+            int delta = bt && (same_shape(bt, tt) || wd_xdtype_fits(tt, bt));
             p->ext_of[t] = p->next;
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
@@ -419,7 +423,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
         if (wd_stop_requested(w->o->stop, err)) return -1;
         uint64_t rel = (uint64_t)b * e->bs;
         size_t n = (size_t)(e->length - rel < e->bs ? e->length - rel : e->bs);
-        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0, e->nblocks == 1 ? e : NULL};
+        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0, e->nblocks == 1 ? e : NULL, 0};
         if (!j.ft) return wd_errf(err, "out of memory");
         if (wd_pread_full(ft_fd, j.ft, n, src_off + rel, ft_path, err)) {
             free(j.ft);
@@ -427,13 +431,26 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
         }
         if (sha) wd_idhash_update(sha, j.ft, n);
         if (wd_codec_needs_base(e->codec)) {
+            /* the base range this block reads: the same bytes, or for the
+             * predictor (xdtype.h) the base elements of its element range */
+            int pred = wd_xdtype_fits(e->tensor, e->base_tensor);
+            uint64_t brel = rel;
+            size_t bn = n;
+            if (pred) wd_xdtype_range(e->dtype, e->base_tensor->dtype, e->base_tensor->length, rel, n, &brel, &bn);
             j.base = malloc(n);
-            if (!j.base || (w->o->parent ? read_parent(w->o->parent, w->parent_files[e->base_file], j.base, n, base_off + rel, err)
-                                         : wd_pread_full(base_fd, j.base, n, base_off + rel, base_path, err))) {
+            unsigned char *bb = pred ? malloc(bn ? bn : 1) : j.base;
+            if (!j.base || !bb || (w->o->parent ? read_parent(w->o->parent, w->parent_files[e->base_file], bb, bn, base_off + brel, err)
+                                                : wd_pread_full(base_fd, bb, bn, base_off + brel, base_path, err))) {
                 free(j.ft);
                 free(j.base);
-                if (!j.base) return wd_errf(err, "out of memory");
+                if (pred) free(bb);
+                if (!j.base || !bb) return wd_errf(err, "out of memory");
                 return wd_errprefix(err, "base tensor %s", e->tensor->name);
+            }
+            if (pred) {
+                wd_xdtype_convert(e->dtype, e->base_tensor->dtype, bb, bn, j.base, n);
+                free(bb);
+                j.pred = 1;
             }
         }
         if (submit(w, &j)) return -1;
@@ -523,6 +540,7 @@ static cJSON *extent_json(const plan_ext *e)
     cJSON_AddStringToObject(x, "dtype", e->tensor ? e->tensor->dtype_name : "U8");
     if (e->tensor) cJSON_AddStringToObject(x, "tensor", e->tensor->name);
     if (e->base_tensor) cJSON_AddStringToObject(x, "base", e->base_tensor->name);
+    wd_xdtype_manifest(x, e->tensor, e->base_tensor);
     cJSON_AddNumberToObject(x, "first_block", e->first_block);
     cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
     cJSON_AddNumberToObject(x, "block_size", e->bs);
@@ -1055,6 +1073,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
             plan_ext *e = &p->ext[k];
             if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) continue;
             if ((rc = -wd_stop_requested(o->stop, err))) break;
+            if (wd_xdtype_fits(e->tensor, e->base_tensor)) continue; /* predicted base: stays lossless */
             uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
             if (!lbs) continue;
             wd_codec c = fixed;

@@ -1,6 +1,7 @@
 /* eval.c - wd_eval: how far a delta's rebuilt tensors are from the
  * fine-tune's, tensor by tensor, one block in memory at a time. */
 #include "lossy.h"
+#include "xdtype.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -26,10 +27,11 @@ static int eval_extent(wd_delta *d, const wd_ext_priv *ep, const wd_model *ft, i
     if (!t || t->length != e->length)
         return wd_errf(err, "fine-tune %s has no tensor %s of %llu bytes", ft->dir, e->tensor,
                        (unsigned long long)e->length);
-    const wd_tensor *bt = e->base_tensor && d->base ? wd_model_find(d->base, e->base_tensor, &bfi) : NULL;
+    /* a cross-dtype or resized tensor: its base is the predicted one */
+    const wd_tensor *bt = e->base_tensor && d->base && !ep->pred ? wd_model_find(d->base, e->base_tensor, &bfi) : NULL;
     if (bt && bt->length != e->length) bt = NULL;
     /* a chain link's base tensor is its parent's rebuilt output */
-    int from_parent = d->parent && e->base_tensor && ep->base_fd_index >= 0;
+    int from_parent = d->parent && e->base_tensor && ep->base_fd_index >= 0 && !ep->pred;
     if (ft_fds[fi] < 0 && (ft_fds[fi] = open(ft->files[fi].path, O_RDONLY | O_CLOEXEC)) < 0)
         return wd_errf(err, "%s: %s", ft->files[fi].path, strerror(errno));
     if (bt && base_fds[bfi] < 0 && (base_fds[bfi] = open(d->base->files[bfi].path, O_RDONLY | O_CLOEXEC)) < 0)
@@ -45,7 +47,8 @@ static int eval_extent(wd_delta *d, const wd_ext_priv *ep, const wd_model *ft, i
         if (wd_delta_decode_block(d, e->first_block + b, out, err) ||
             wd_pread_full(ft_fds[fi], fb, n, t->offset + rel, ft->files[fi].path, err) ||
             (bt && wd_pread_full(base_fds[bfi], bb, n, bt->offset + rel, d->base->files[bfi].path, err)) ||
-            (from_parent && wd_delta_read_base(d, ep, bb, n, rel, err)))
+            (from_parent && wd_delta_read_base(d, ep, bb, n, rel, err)) ||
+            (ep->pred && wd_xdtype_read_base(d, ep, bb, n, rel, err)))
             return wd_errprefix(err, "tensor %s", e->tensor);
         if (!isf) {
             if (memcmp(out, fb, n)) r->err2 = NAN;
@@ -53,7 +56,7 @@ static int eval_extent(wd_delta *d, const wd_ext_priv *ep, const wd_model *ft, i
         }
         for (size_t i = 0; i < n / w; i++) {
             double f = getf(fb, e->dtype, i), x = getf(out, e->dtype, i),
-                   bv = bt || from_parent ? getf(bb, e->dtype, i) : f;
+                   bv = bt || from_parent || ep->pred ? getf(bb, e->dtype, i) : f;
             if (!isfinite(f) || !isfinite(x) || !isfinite(bv)) {
                 if (memcmp(out + i * w, fb + i * w, w)) r->err2 = NAN;
                 continue;

@@ -173,6 +173,11 @@ typedef struct wd_ext_priv {
     /* resolved at wd_delta_set_base */
     int base_fd_index;      /* index into base->files, -1 if none */
     uint64_t base_offset;   /* absolute offset of the base tensor's data */
+    /* cross-dtype / resized predictor (xdtype.h): the base tensor's dtype
+     * and byte length when they differ from the extent's */
+    int pred;
+    wd_dtype pred_dtype;
+    uint64_t pred_length;
 } wd_ext_priv;
 
 struct wd_delta {

@@ -11,7 +11,7 @@
 #   attr: getfattr, setfattr      util-linux: runuser, su, mountpoint, findmnt
 #   mount: mount, umount           fuse3: fusermount3, mount.fuse3
 #   passwd: useradd, userdel       python3, python3-numpy: the Python tests
-#   time: /usr/bin/time (peak memory in test_integrity)   zstd: patch_manifest.py
+#   time: /usr/bin/time (peak memory in test_integrity)   zstd: patch_manifest.py, test_xdtype
 # (test_mount_install installs systemd itself for systemd-analyze; coreutils,
 # diffutils, findutils, mawk, grep, sed are always there on Debian.)
 set -u

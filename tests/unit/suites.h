@@ -14,5 +14,6 @@ Suite *suite_fuzz_regressions(void);
 Suite *suite_inputs(void);
 Suite *suite_integrity(void);
 Suite *suite_identity(void);
+Suite *suite_xdtype(void);
 
 #endif

@@ -334,11 +334,26 @@ START_TEST(test_wrong_base)
         if (wd_delta_decode_block(d, b, buf, &err)) failures++;
     ck_assert_int_gt(failures, 0);
     wd_delta_close(d);
-    /* the fine-tune as "base": same names and sizes, other bytes */
+    /* the fine-tune as "base": same names, other bytes; its resized.weight
+     * (65 rows, coded against the base's 64) has the wrong size, which is
+     * refused when attached */
     wd_model other;
     ck_assert(wd_delta_open(delta, &d, &err) == 0);
     ck_assert(wd_model_open(ftdir, &other, &err) == 0);
-    ck_assert(wd_delta_set_base(d, &other, &err) == 0);
+    ck_assert(wd_delta_set_base(d, &other, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "resized.weight") != NULL, "%s", err.msg);
+    wd_delta_close(d);
+    /* ...and with that tensor's right size, the other bytes fail the blocks */
+    wd_tensor *rt = NULL;
+    for (size_t f = 0; f < other.nfiles; f++)
+        for (size_t k = 0; k < other.files[f].ntensors; k++)
+            if (!strcmp(other.files[f].tensors[k].name, "resized.weight")) rt = &other.files[f].tensors[k];
+    ck_assert_ptr_nonnull(rt);
+    rt->length -= 16; /* 64 rows of 8 BF16 values: what the delta expects */
+    rt->shape[0] = 64;
+    rt->nelem = 512;
+    ck_assert(wd_delta_open(delta, &d, &err) == 0);
+    ck_assert_msg(wd_delta_set_base(d, &other, &err) == 0, "%s", err.msg);
     failures = 0;
     for (uint32_t b = 0; b < wd_delta_get_info(d)->nblocks; b++)
         if (wd_delta_decode_block(d, b, buf, &err)) failures++;
