@@ -93,11 +93,17 @@ MOUNT_FUSE=$(PATH=/usr/sbin:/sbin:/usr/bin:/bin command -v mount.fuse3 || true)
 if [ "$(id -u)" != 0 ] || [ -z "$MOUNT_FUSE" ]; then
   echo "note: SKIP fstab part (needs root and mount.fuse3)"
 else
-  # the binary under test first on PATH (a wdeltafs installed on the
-  # machine may be another version)
-  mkdir -p "$T/bin" && ln -sf "$WDELTAFS" "$T/bin/wdeltafs"
+  # mount(8) runs helpers with its own safe PATH, so the binary under test
+  # goes to /usr/local/bin for this part; one installed there before (maybe
+  # another version) is put back at exit
+  if [ -e /usr/local/bin/wdeltafs ]; then
+    cp -p /usr/local/bin/wdeltafs "$T/wdeltafs.saved" && at_exit 'cp -p "$T/wdeltafs.saved" /usr/local/bin/wdeltafs'
+  else
+    INSTALLED=/usr/local/bin/wdeltafs
+  fi
+  install -m 755 "$WDELTAFS" /usr/local/bin/wdeltafs
   echo "$SRC $MNT fuse.wdeltafs $OPTS,allow_other,_netdev,nofail 0 0" >"$T/fstab"
-  if env -i PATH="$T/bin":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  if env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
        timeout 60 mount -T "$T/fstab" "$MNT" >"$T/mount.out" 2>&1; then
     pass "mount -T FSTAB MNT (fuse.wdeltafs with _netdev,nofail) returned 0"
   else
