@@ -24,35 +24,147 @@
 #include <string.h>
 #include <zstd.h>
 
-#define LR_OVER 8
-#define LR_POWER 3
+#define LR_OVER 8 /* oversampling columns of every sketch */
+#define LR_FALLBACK 32 /* lowrank on a delta the test does not find low-rank: components fitted */
 
-/* ---- dense helpers (float64) ----------------------------------------- */
-/* Orthonormalize the l columns of a (m x l, row-major) by modified
- * Gram-Schmidt, twice; a column that vanishes becomes zero. */
-static void orthonormalize(double *a, size_t m, size_t l)
+typedef float lr_v8 __attribute__((vector_size(32)));
+/* broadcast and load as macros: a function returning a vector type warns
+ * about the ABI where AVX is off */
+#define LR_BC(v, x) lr_v8 v = {(x), (x), (x), (x), (x), (x), (x), (x)}
+#define LR_LD(v, p) lr_v8 v; memcpy(&v, (p), sizeof v)
+
+/* The fit runs in the encoder only (any fit decodes the same way), so its
+ * products may use fused multiply-add where the machine has it; decoding
+ * (row_acc below) keeps -ffp-contract=off and plain WD_VEC. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define WD_FIT __attribute__((optimize("tree-vectorize", "fp-contract=fast"), target_clones("arch=x86-64-v3", "default")))
+#else
+#define WD_FIT __attribute__((optimize("tree-vectorize")))
+#endif
+
+/* ---- float32 products of the fit ------------------------------------- */
+/* c (m x l) = a (m x n) . b (n x l), row-major, l a multiple of 8: four rows
+ * of a against 16 (or 8) columns of b, the sums in registers over all of n;
+ * b's column strip (n x 16 floats) stays in cache across the rows. */
+WD_FIT static void mm_nn(float *restrict c, const float *restrict a, const float *restrict b, size_t m, size_t n,
+                         size_t l)
 {
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t k = 0; k < l; k++) {
-            for (size_t q = 0; q < k; q++) {
-                double dot = 0;
-                for (size_t i = 0; i < m; i++) dot += a[i * l + q] * a[i * l + k];
-                for (size_t i = 0; i < m; i++) a[i * l + k] -= dot * a[i * l + q];
+    for (size_t i = 0; i < m; i += 4) {
+        size_t nr = m - i < 4 ? m - i : 4;
+        const float *a0 = a + i * n, *a1 = nr > 1 ? a0 + n : a0, *a2 = nr > 2 ? a0 + 2 * n : a0,
+                    *a3 = nr > 3 ? a0 + 3 * n : a0;
+        size_t c0 = 0;
+        for (; c0 + 16 <= l; c0 += 16) {
+            lr_v8 s00 = {0}, s01 = {0}, s10 = {0}, s11 = {0}, s20 = {0}, s21 = {0}, s30 = {0}, s31 = {0};
+            for (size_t j = 0; j < n; j++) {
+                LR_LD(x0, b + j * l + c0);
+                LR_LD(x1, b + j * l + c0 + 8);
+                LR_BC(y0, a0[j]);
+                LR_BC(y1, a1[j]);
+                LR_BC(y2, a2[j]);
+                LR_BC(y3, a3[j]);
+                s00 += y0 * x0, s01 += y0 * x1, s10 += y1 * x0, s11 += y1 * x1;
+                s20 += y2 * x0, s21 += y2 * x1, s30 += y3 * x0, s31 += y3 * x1;
             }
-            double nn = 0;
-            for (size_t i = 0; i < m; i++) nn += a[i * l + k] * a[i * l + k];
-            nn = sqrt(nn);
-            double inv = nn > 1e-300 ? 1.0 / nn : 0.0;
-            for (size_t i = 0; i < m; i++) a[i * l + k] *= inv;
+            float *o = c + i * l + c0;
+            memcpy(o, &s00, 32), memcpy(o + 8, &s01, 32);
+            if (nr > 1) memcpy(o + l, &s10, 32), memcpy(o + l + 8, &s11, 32);
+            if (nr > 2) memcpy(o + 2 * l, &s20, 32), memcpy(o + 2 * l + 8, &s21, 32);
+            if (nr > 3) memcpy(o + 3 * l, &s30, 32), memcpy(o + 3 * l + 8, &s31, 32);
         }
+        for (; c0 < l; c0 += 8) {
+            lr_v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            for (size_t j = 0; j < n; j++) {
+                LR_LD(x0, b + j * l + c0);
+                LR_BC(y0, a0[j]);
+                LR_BC(y1, a1[j]);
+                LR_BC(y2, a2[j]);
+                LR_BC(y3, a3[j]);
+                s0 += y0 * x0, s1 += y1 * x0, s2 += y2 * x0, s3 += y3 * x0;
+            }
+            float *o = c + i * l + c0;
+            memcpy(o, &s0, 32);
+            if (nr > 1) memcpy(o + l, &s1, 32);
+            if (nr > 2) memcpy(o + 2 * l, &s2, 32);
+            if (nr > 3) memcpy(o + 3 * l, &s3, 32);
+        }
+    }
+}
+
+/* t (n x m) = transpose of a (m x n), in 32 x 32 tiles */
+static void transpose(float *restrict t, const float *restrict a, size_t m, size_t n)
+{
+    for (size_t i0 = 0; i0 < m; i0 += 32)
+        for (size_t j0 = 0; j0 < n; j0 += 32)
+            for (size_t i = i0; i < i0 + 32 && i < m; i++)
+                for (size_t j = j0; j < j0 + 32 && j < n; j++) t[j * m + i] = a[i * n + j];
+}
+
+/* g (l x l, upper triangle) = y^T y in float64 */
+WD_FIT static void gram(double *restrict g, const float *restrict y, size_t m, size_t l)
+{
+    memset(g, 0, l * l * sizeof *g);
+    for (size_t i = 0; i < m; i++) {
+        const float *r = y + i * l;
+        for (size_t a = 0; a < l; a++) {
+            double ya = r[a];
+            double *restrict ga = g + a * l;
+            for (size_t b = a; b < l; b++) ga[b] += ya * r[b];
+        }
+    }
+}
+
+/* Every row of y (m x l) times R^-1 (R upper triangular, l x l; a zero
+ * diagonal drops that column), by rows of R so the inner loop is an axpy. */
+WD_FIT static void solve_rows(float *restrict y, size_t m, size_t l, const double *restrict r, double *restrict v)
+{
+    for (size_t i = 0; i < m; i++) {
+        float *yi = y + i * l;
+        for (size_t a = 0; a < l; a++) v[a] = yi[a];
+        for (size_t a = 0; a < l; a++) {
+            double ra = r[a * l + a], xa = ra != 0 ? v[a] / ra : 0;
+            v[a] = xa;
+            const double *restrict ra_row = r + a * l;
+            for (size_t b = a + 1; b < l; b++) v[b] -= xa * ra_row[b];
+        }
+        for (size_t a = 0; a < l; a++) yi[a] = (float)v[a];
+    }
+}
+
+/* Orthonormalize the columns of y (m x l) by Cholesky QR, `passes` times (a
+ * second pass repairs what float32 rounding left of the first).  A column
+ * whose part independent of the earlier ones is below 1e-5 of its norm
+ * (float32 cannot tell it from rounding) becomes zero.  g, r: l x l; x: l
+ * doubles. */
+static void orthonormalize(float *y, size_t m, size_t l, int passes, double *g, double *r, double *x)
+{
+    for (int pass = 0; pass < passes; pass++) {
+        gram(g, y, m, l);
+        memset(r, 0, l * l * sizeof *r);
+        for (size_t a = 0; a < l; a++) {
+            double dd = g[a * l + a];
+            for (size_t k = 0; k < a; k++) dd -= r[k * l + a] * r[k * l + a];
+            if (!(dd > 1e-10 * g[a * l + a]) || !(dd > 0)) continue; /* dependent: r row a stays 0 */
+            double ra = sqrt(dd);
+            r[a * l + a] = ra;
+            for (size_t b = a + 1; b < l; b++) {
+                double v = g[a * l + b];
+                for (size_t k = 0; k < a; k++) v -= r[k * l + a] * r[k * l + b];
+                r[a * l + b] = v / ra;
+            }
+        }
+        solve_rows(y, m, l, r, x);
+    }
 }
 
 /* Symmetric eigen-decomposition of g (l x l) by cyclic Jacobi: g's diagonal
- * ends as the eigenvalues, w (l x l) holds the eigenvectors as columns. */
+ * ends as the eigenvalues, w (l x l, may be NULL) holds the eigenvectors as
+ * columns. */
 static void jacobi(double *g, double *w, size_t l)
 {
-    for (size_t i = 0; i < l; i++)
-        for (size_t j = 0; j < l; j++) w[i * l + j] = i == j;
+    if (w)
+        for (size_t i = 0; i < l; i++)
+            for (size_t j = 0; j < l; j++) w[i * l + j] = i == j;
     for (int sweep = 0; sweep < 60; sweep++) {
         double off = 0, tot = 0;
         for (size_t i = 0; i < l; i++)
@@ -78,11 +190,12 @@ static void jacobi(double *g, double *w, size_t l)
                     g[p * l + k] = c * gp - s * gq;
                     g[q * l + k] = s * gp + c * gq;
                 }
-                for (size_t k = 0; k < l; k++) {
-                    double wp = w[k * l + p], wq = w[k * l + q];
-                    w[k * l + p] = c * wp - s * wq;
-                    w[k * l + q] = s * wp + c * wq;
-                }
+                if (w)
+                    for (size_t k = 0; k < l; k++) {
+                        double wp = w[k * l + p], wq = w[k * l + q];
+                        w[k * l + p] = c * wp - s * wq;
+                        w[k * l + q] = s * wp + c * wq;
+                    }
             }
     }
 }
@@ -96,85 +209,117 @@ static uint64_t xs(uint64_t *st)
     return *st = x;
 }
 
-/* WD_VEC: the two products below are the whole cost of a fit (perf: 2/3 of
- * a lossless pairB create); their inner loops over the l columns vectorize. */
-WD_VEC int wd_lowrank_fit(const float *d, size_t m, size_t n, unsigned kmax, double *uf, double *vf, double *sv,
-                          unsigned *kout, wd_err *err)
+/* The randomized range finder of both the fit and the rank test: an l-column
+ * sketch (l a multiple of 8) of d (m x n; dt its transpose, n x m), `power`
+ * power iterations; on return y (m x l) = Q, z (n x l) = d^T Q, sv[0..l-1]
+ * the singular values of Q^T d descending, w (l x l, may be NULL) the
+ * eigenvectors of z^T z with ord their descending order. */
+typedef struct lr_work {
+    float *y, *z, *dt;
+    double *g, *r, *x, *w;
+    size_t *ord;
+} lr_work;
+
+static void lr_work_free(lr_work *k)
 {
-    size_t l = kmax + LR_OVER;
-    if (l > m) l = m;
-    if (l > n) l = n;
+    free(k->y), free(k->z), free(k->dt), free(k->g), free(k->r), free(k->x), free(k->w), free(k->ord);
+}
+
+static int lr_work_alloc(lr_work *k, size_t m, size_t n, size_t l, int want_w)
+{
+    memset(k, 0, sizeof *k);
+    k->y = malloc(m * l * sizeof *k->y + 1), k->z = malloc(n * l * sizeof *k->z + 1);
+    k->dt = malloc(m * n * sizeof *k->dt + 1), k->g = malloc(l * l * sizeof *k->g + 1);
+    k->r = malloc(l * l * sizeof *k->r + 1), k->x = malloc(l * sizeof *k->x + 1);
+    k->w = want_w ? malloc(l * l * sizeof *k->w + 1) : NULL, k->ord = malloc(l * sizeof *k->ord + 1);
+    if (k->y && k->z && k->dt && k->g && k->r && k->x && k->ord && (k->w || !want_w)) return 0;
+    lr_work_free(k);
+    return -1;
+}
+
+static void lr_sketch(lr_work *k, const float *d, size_t m, size_t n, size_t l, int power, double *sv)
+{
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n * l; i++) k->z[i] = (float)((double)(xs(&st) >> 11) * 0x1p-53 - 0.5);
+    transpose(k->dt, d, m, n);
+    for (int it = 0; it <= power; it++) {
+        mm_nn(k->y, d, k->z, m, n, l); /* y = d z */
+        orthonormalize(k->y, m, l, it == power ? 2 : 1, k->g, k->r, k->x); /* Q itself: two passes */
+        mm_nn(k->z, k->dt, k->y, n, m, l); /* z = d^T y */
+        if (it < power) orthonormalize(k->z, n, l, 1, k->g, k->r, k->x);
+    }
+    /* z = d^T Q = B^T; the singular values of B are the roots of z^T z's eigenvalues */
+    gram(k->g, k->z, n, l);
+    for (size_t a = 0; a < l; a++)
+        for (size_t b = 0; b < a; b++) k->g[a * l + b] = k->g[b * l + a];
+    jacobi(k->g, k->w, l);
+    for (size_t a = 0; a < l; a++) k->ord[a] = a;
+    for (size_t a = 0; a < l; a++) /* l is small: selection order */
+        for (size_t b = a + 1; b < l; b++)
+            if (k->g[k->ord[b] * l + k->ord[b]] > k->g[k->ord[a] * l + k->ord[a]]) {
+                size_t t = k->ord[a];
+                k->ord[a] = k->ord[b];
+                k->ord[b] = t;
+            }
+    for (size_t a = 0; a < l; a++) {
+        double lam = k->g[k->ord[a] * l + k->ord[a]];
+        sv[a] = lam > 0 ? sqrt(lam) : 0;
+    }
+}
+
+static size_t lr_cols(unsigned kmax, size_t m, size_t n)
+{
+    size_t l = ((size_t)kmax + LR_OVER + 7) / 8 * 8, lim = ((m < n ? m : n) + 7) / 8 * 8;
+    return l < lim ? l : lim;
+}
+
+static int lr_fit_q(const float *d, size_t m, size_t n, unsigned kmax, int power, double *uf, double *vf,
+                    double *sv, unsigned *kout, wd_err *err)
+{
     *kout = 0;
-    if (l == 0) return 0;
-    double *y = malloc(m * l * sizeof *y), *z = malloc(n * l * sizeof *z), *g = malloc(l * l * sizeof *g),
-           *w = malloc(l * l * sizeof *w);
-    if (!y || !z || !g || !w) {
-        free(y), free(z), free(g), free(w);
+    if (kmax == 0 || m == 0 || n == 0) return 0;
+    size_t l = lr_cols(kmax, m, n);
+    lr_work k;
+    double *s = malloc(l * sizeof *s);
+    if (!s || lr_work_alloc(&k, m, n, l, 1)) {
+        free(s);
         return wd_errf(err, "out of memory fitting a low-rank delta (%zu x %zu)", m, n);
     }
-    uint64_t st = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < n * l; i++) z[i] = (double)(xs(&st) >> 11) * 0x1p-53 - 0.5;
-    for (int it = 0; it <= LR_POWER; it++) {
-        /* y = D z */
-        memset(y, 0, m * l * sizeof *y);
-        for (size_t i = 0; i < m; i++)
-            for (size_t j = 0; j < n; j++) {
-                double dij = d[i * n + j];
-                for (size_t k = 0; k < l; k++) y[i * l + k] += dij * z[j * l + k];
-            }
-        orthonormalize(y, m, l);
-        /* z = D^T y */
-        memset(z, 0, n * l * sizeof *z);
-        for (size_t i = 0; i < m; i++)
-            for (size_t j = 0; j < n; j++) {
-                double dij = d[i * n + j];
-                for (size_t k = 0; k < l; k++) z[j * l + k] += dij * y[i * l + k];
-            }
-        if (it < LR_POWER) orthonormalize(z, n, l);
-    }
-    /* now z = D^T Q = B^T (n x l); G = B B^T = z^T z */
-    for (size_t a = 0; a < l; a++)
-        for (size_t b = 0; b < l; b++) {
-            double acc = 0;
-            for (size_t j = 0; j < n; j++) acc += z[j * l + a] * z[j * l + b];
-            g[a * l + b] = acc;
-        }
-    jacobi(g, w, l);
-    /* order eigenvalues descending */
-    size_t ord[128];
-    for (size_t a = 0; a < l; a++) ord[a] = a;
-    for (size_t a = 0; a < l; a++)
-        for (size_t b = a + 1; b < l; b++)
-            if (g[ord[b] * l + ord[b]] > g[ord[a] * l + ord[a]]) {
-                size_t t = ord[a];
-                ord[a] = ord[b];
-                ord[b] = t;
-            }
-    unsigned k = (unsigned)(l < kmax ? l : kmax);
-    for (unsigned c = 0; c < k; c++) {
-        double lam = g[ord[c] * l + ord[c]];
-        double s = lam > 0 ? sqrt(lam) : 0;
-        sv[c] = s;
-        double rs = sqrt(s), inv = s > 0 ? 1.0 / s : 0;
+    lr_sketch(&k, d, m, n, l, power, s);
+    unsigned kk = (unsigned)(l < kmax ? l : kmax);
+    if (kk > m) kk = (unsigned)m;
+    if (kk > n) kk = (unsigned)n;
+    for (unsigned c = 0; c < kk; c++) {
+        size_t oc = k.ord[c];
+        double sc = s[c], rs = sqrt(sc), inv = sc > 0 ? 1.0 / sc : 0;
+        sv[c] = sc;
         /* left vector: Q w_c; right: B^T w_c / s */
         for (size_t i = 0; i < m; i++) {
             double acc = 0;
-            for (size_t a = 0; a < l; a++) acc += y[i * l + a] * w[a * l + ord[c]];
+            for (size_t a = 0; a < l; a++) acc += (double)k.y[i * l + a] * k.w[a * l + oc];
             uf[i * kmax + c] = acc * rs;
         }
         for (size_t j = 0; j < n; j++) {
             double acc = 0;
-            for (size_t a = 0; a < l; a++) acc += z[j * l + a] * w[a * l + ord[c]];
+            for (size_t a = 0; a < l; a++) acc += (double)k.z[j * l + a] * k.w[a * l + oc];
             vf[c * n + j] = acc * inv * rs;
         }
     }
-    *kout = k;
-    free(y), free(z), free(g), free(w);
+    *kout = kk;
+    lr_work_free(&k);
+    free(s);
     return 0;
 }
 
+int wd_lowrank_fit(const float *d, size_t m, size_t n, unsigned kmax, double *uf, double *vf, double *sv,
+                   unsigned *kout, wd_err *err)
+{
+    return lr_fit_q(d, m, n, kmax, 1, uf, vf, sv, kout, err);
+}
+
 /* Rank from the spectrum: the largest gap s_k / s_{k+1} if it is at least
- * 4; no gap: every computed component; 0 for a zero delta. */
+ * 4; no gap: every computed component; 0 for a zero delta.  (The fallback
+ * of `lowrank` for a delta the noise test below does not find low-rank.) */
 unsigned wd_lowrank_gap_rank(const double *sv, unsigned k)
 {
     if (k == 0 || !(sv[0] > 0)) return 0;
@@ -189,6 +334,167 @@ unsigned wd_lowrank_gap_rank(const double *sv, unsigned k)
         }
     }
     return best;
+}
+
+/* ---- the rank test: low rank plus the dtype's rounding noise ------------ */
+/* A merged LoRA is ft = round_dtype(base + L), L of rank r, so D = ft - base
+ * = L + e with e the rounding error: at most half a step of the fine-tune's
+ * dtype at each element, variance step^2 / 12 when L is not small against
+ * the step.  The noise's largest singular value is at most about
+ * sqrt(max row energy) + sqrt(max column energy) of e; components of D
+ * above that edge are the delta's, those below are rounding.  (The edge is
+ * also kept at least s_1 * 2^-12: the FP16 factors' rounding, 11
+ * significant bits, cannot code components below it.) */
+
+/* step^2 / 12 by the exponent field of an element's bits (0 for inf/NaN,
+ * whose delta is taken as 0) */
+typedef struct lr_ntab {
+    double v[256];
+    unsigned shift, mask;
+} lr_ntab;
+
+static void lr_ntab_init(lr_ntab *t, wd_dtype dt)
+{
+    int bias = dt == WD_F16 ? 15 : 127, mant = dt == WD_F32 ? 23 : dt == WD_F16 ? 10 : 7;
+    t->shift = (unsigned)mant;
+    t->mask = dt == WD_F16 ? 0x1f : 0xff;
+    for (unsigned e = 0; e <= t->mask; e++)
+        t->v[e] = e == t->mask ? 0 : ldexp(1.0, 2 * ((int)(e ? e : 1) - bias - mant)) / 12.0;
+}
+#define LR_NOISE(t, u) ((t)->v[(u) >> (t)->shift & (t)->mask])
+
+typedef struct lr_stats {
+    double tot;   /* sum of D^2 */
+    double noise; /* expected rounding-noise energy */
+    double edge;  /* the noise's largest singular value, bounded */
+} lr_stats;
+
+/* Stats of the sub-block of rows ri[0..S-1] and columns ci[0..C-1] of the
+ * m x n block (ft, base), and that sub-block's delta into x (S x C). */
+static int lr_gather(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, const size_t *ri,
+                     size_t S, const size_t *ci, size_t C, float *x, lr_stats *st)
+{
+    unsigned w = wd_dtype_size(dt);
+    double *cn = calloc(C + 1, sizeof *cn), mr = 0, mc = 0;
+    if (!cn) return -1;
+    lr_ntab nt;
+    lr_ntab_init(&nt, dt);
+    st->tot = st->noise = 0;
+    for (size_t s = 0; s < S; s++) {
+        double rn = 0;
+        for (size_t c = 0; c < C; c++) {
+            size_t e = ri[s] * n + ci[c];
+            float v = lf_get(ft, dt, e) - lf_get(base, dt, e);
+            if (!isfinite(v)) v = 0;
+            x[s * C + c] = v;
+            double z = LR_NOISE(&nt, lf_loadw(ft, e, w));
+            st->tot += (double)v * v;
+            rn += z, cn[c] += z;
+        }
+        st->noise += rn;
+        mr = rn > mr ? rn : mr;
+    }
+    for (size_t c = 0; c < C; c++) mc = cn[c] > mc ? cn[c] : mc;
+    st->edge = sqrt(mr) + sqrt(mc);
+    free(cn);
+    return 0;
+}
+
+/* components above the edge */
+static unsigned lr_count(const double *sv, size_t l, const lr_stats *st)
+{
+    double edge = st->edge > sv[0] * 0x1p-12 ? st->edge : sv[0] * 0x1p-12;
+    unsigned r = 0;
+    while (r < l && sv[r] > edge) r++;
+    return r;
+}
+
+/* The largest rank worth coding for an m x n block: factors (r x (m + n)
+ * halves) at most half the block's elements, at most KMAX, and at most half
+ * of the smaller side less the oversampling, so the test can see the noise
+ * beyond it. */
+static unsigned lr_rmax(size_t m, size_t n)
+{
+    double worth = (double)m * n / (2.0 * (double)(m + n));
+    size_t side = m < n ? m : n;
+    size_t lim = side > LR_OVER ? (side - LR_OVER) / 2 : 0;
+    double r = worth < (double)lim ? worth : (double)lim;
+    return r >= WD_LOWRANK_KMAX ? WD_LOWRANK_KMAX : (unsigned)r;
+}
+
+/* The rank test on the m x n block (ft, base): S = min(m, 2 rmax + 16)
+ * evenly spaced rows and as many columns, a sketch of k + 8 columns with one
+ * power iteration for k = 8, 16, 32, ... up to rmax.  Passes at the first k
+ * whose count r of components above the noise edge is at most k, when the
+ * rest of the sub-block's energy is at most twice the expected rounding
+ * noise and the r components hold at least that noise again (a delta
+ * buried in rounding gains nothing from a prediction).  Fails as soon as
+ * the energy beyond k cannot be held by rmax - k more components no larger
+ * than s_k plus the noise (a full fine-tune: usually after a few steps).
+ * Returns r, 0 when the block is not low-rank (or on out of memory). */
+unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
+                           unsigned rmax)
+{
+    if (rmax == 0 || m == 0 || n == 0) return 0;
+    size_t S = m < 2 * (size_t)rmax + 16 ? m : 2 * (size_t)rmax + 16;
+    size_t C = n < 2 * (size_t)rmax + 16 ? n : 2 * (size_t)rmax + 16;
+    size_t *ri = malloc((S + C) * sizeof *ri), *ci = ri ? ri + S : NULL;
+    float *x = malloc(S * C * sizeof *x + 1);
+    size_t lmax = lr_cols(rmax, S, C);
+    double *sv = malloc(lmax * sizeof *sv + 1);
+    lr_work k = {0};
+    unsigned found = 0;
+    lr_stats st;
+    if (!ri || !x || !sv || lr_work_alloc(&k, S, C, lmax, 0)) goto out;
+    for (size_t s = 0; s < S; s++) ri[s] = s * m / S;
+    for (size_t c = 0; c < C; c++) ci[c] = c * n / C;
+    if (lr_gather(ft, base, dt, n, ri, S, ci, C, x, &st) || !(st.tot > 0)) goto out;
+    for (unsigned kk = rmax < 8 ? rmax : 8;; kk = 2 * kk < rmax ? 2 * kk : rmax) {
+        size_t l = lr_cols(kk, S, C);
+        lr_sketch(&k, x, S, C, l, 1, sv);
+        unsigned r = lr_count(sv, l, &st);
+        double cap = 0;
+        for (unsigned c = 0; c < r; c++) cap += sv[c] * sv[c];
+        if (r <= kk) {
+            if (r > 0 && st.tot - cap <= 2 * st.noise && cap >= st.noise) found = r;
+            break;
+        }
+        double capk = 0;
+        for (unsigned c = 0; c < kk && c < l; c++) capk += sv[c] * sv[c];
+        double s_k = sv[kk - 1 < l ? kk - 1 : l - 1];
+        if (kk >= rmax || st.tot - capk > (double)(rmax - kk) * s_k * s_k + 2 * st.noise) break;
+    }
+out:
+    free(ri), free(x), free(sv);
+    lr_work_free(&k);
+    return found;
+}
+
+/* The rank of a fitted block: its components above the block's noise edge. */
+static unsigned lr_block_rank(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m,
+                              size_t n, const double *sv, unsigned k)
+{
+    unsigned w = wd_dtype_size(dt);
+    double *cn = calloc(n + 1, sizeof *cn), mr = 0, mc = 0;
+    if (!cn || k == 0) {
+        free(cn);
+        return 0;
+    }
+    (void)base;
+    lr_ntab nt;
+    lr_ntab_init(&nt, dt);
+    for (size_t i = 0; i < m; i++) {
+        double rn = 0;
+        for (size_t j = 0; j < n; j++) {
+            double z = LR_NOISE(&nt, lf_loadw(ft, i * n + j, w));
+            rn += z, cn[j] += z;
+        }
+        mr = rn > mr ? rn : mr;
+    }
+    for (size_t j = 0; j < n; j++) mc = cn[j] > mc ? cn[j] : mc;
+    free(cn);
+    lr_stats st = {0, 0, sqrt(mr) + sqrt(mc)};
+    return lr_count(sv, k, &st);
 }
 
 /* ---- prediction -------------------------------------------------------- */
@@ -209,7 +515,6 @@ static unsigned fexp(const double *v, size_t n, size_t stride, unsigned k)
  * latency-bound.  Vector lanes are plain IEEE float operations and
  * -ffp-contract=off keeps mul and add apart, so each element still sees
  * 0 + u0 v0 + u1 v1 + ... rounded step by step, as the scalar tail does. */
-typedef float lr_v8 __attribute__((vector_size(32)));
 #define LR_MAC(a, t) do { lr_v8 x_; memcpy(&x_, vk + 8 * (t), sizeof x_); a = a + b * x_; } while (0)
 
 WD_VEC
@@ -338,14 +643,30 @@ static inline uint32_t sr_rebuild(uint32_t p, uint32_t z, unsigned w)
     return sr_unkey((sr_key(p, w) + d) & mask, w);
 }
 
-/* The window of k exponents holding the most misses: their contexts. */
-static unsigned sr_window(const unsigned char *ft, const unsigned char *pred, size_t ne, const srspec *c)
+/* Misses per exponent of the prediction (hist, 256 entries), their total
+ * returned; one pass, words compared eight bytes at a time where equal. */
+static size_t sr_hist(const unsigned char *ft, const unsigned char *pred, size_t ne, const srspec *c, uint32_t *hist)
 {
-    uint32_t hist[256] = {0};
-    for (size_t i = 0; i < ne; i++) {
-        uint32_t p = lf_loadw(pred, i, c->w);
-        if (lf_loadw(ft, i, c->w) != p) hist[p >> c->shift & c->mask]++;
+    size_t total = 0, nb = ne * c->w, i = 0;
+    memset(hist, 0, 256 * sizeof *hist);
+    while (i < nb) {
+        if (i + 8 <= nb && !memcmp(ft + i, pred + i, 8)) {
+            i += 8;
+            continue;
+        }
+        size_t e = i / c->w, end = (i + 8 <= nb ? i + 8 : nb) / c->w;
+        for (; e < end; e++) {
+            uint32_t p = lf_loadw(pred, e, c->w);
+            if (lf_loadw(ft, e, c->w) != p) hist[p >> c->shift & c->mask]++, total++;
+        }
+        i = end * c->w;
     }
+    return total;
+}
+
+/* The window of k exponents holding the most misses: their contexts. */
+static unsigned sr_window(const uint32_t *hist, const srspec *c)
+{
     uint64_t best = 0, cur = 0;
     unsigned lo = 0;
     for (unsigned e = 0; e <= c->mask; e++) {
@@ -369,16 +690,14 @@ static int sr_frame_put(lbuf *out, wd_scratch *s, const unsigned char *src, size
 }
 
 int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, const unsigned char *ft,
-                     const unsigned char *pred, size_t ne, wd_err *err)
+                          const unsigned char *pred, size_t ne, size_t *misses, wd_err *err)
 {
     srspec c = sr_spec(dt);
-    c.lo = sr_window(ft, pred, ne, &c);
-    uint32_t cnt[SR_K] = {0}, pos[SR_K];
-    size_t total = 0;
-    for (size_t i = 0; i < ne; i++) {
-        uint32_t p = lf_loadw(pred, i, c.w);
-        if (lf_loadw(ft, i, c.w) != p) cnt[sr_ctx(p, &c)]++, total++;
-    }
+    uint32_t hist[256], cnt[SR_K] = {0}, pos[SR_K];
+    size_t total = sr_hist(ft, pred, ne, &c, hist);
+    c.lo = sr_window(hist, &c);
+    for (unsigned e = 0; e <= c.mask; e++) cnt[sr_ctx(e << c.shift, &c)] += hist[e];
+    if (misses) *misses = total;
     size_t cap = ZSTD_COMPRESSBOUND(total + 1);
     unsigned char *gaps = malloc(total + ne / 255 + 1), *planes = malloc(c.w * total + 1), *tmp = malloc(cap);
     if (!gaps || !planes || !tmp) {
@@ -386,8 +705,12 @@ int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, cons
         return wd_errf(err, "out of memory");
     }
     for (unsigned k = 0, at = 0; k < c.k; at += cnt[k], k++) pos[k] = at;
-    size_t ng = 0, next = 0;
+    size_t ng = 0, next = 0, per = 8 / c.w;
     for (size_t i = 0; i < ne; i++) {
+        if (i % per == 0 && i + per <= ne && !memcmp(ft + i * c.w, pred + i * c.w, 8)) {
+            i += per - 1;
+            continue;
+        }
         uint32_t f = lf_loadw(ft, i, c.w), p = lf_loadw(pred, i, c.w);
         if (f == p) continue;
         size_t g = i - next;
@@ -553,13 +876,24 @@ static int put_block(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
         const unsigned char *enc;
         size_t len;
         lbuf sp = {0};
-        if (wd_lowrank_sparse_put(&sp, s, level, dt, ft, pred, rows * cols, err) ||
-            wd_encode_block(s, WD_CODEC_LOSSLESS, dt, level, ft, pred, n, &enc, &len, err)) {
+        size_t misses = 0;
+        if (wd_lowrank_sparse_put(&sp, s, level, dt, ft, pred, rows * cols, &misses, err)) {
             free(sp.p);
             return -1;
         }
         if (sp.oom) return wd_errf(err, "out of memory encoding a block");
-        if (sp.len <= len) enc = sp.p, len = sp.len;
+        enc = sp.p, len = sp.len;
+        /* the dense form only where most elements miss: a list of more
+         * than half the positions costs more than coding every element */
+        const unsigned char *wenc;
+        size_t wlen;
+        if (misses > rows * cols / 2) {
+            if (wd_encode_block(s, WD_CODEC_LOSSLESS, dt, level, ft, pred, n, &wenc, &wlen, err)) {
+                free(sp.p);
+                return -1;
+            }
+            if (wlen < len) enc = wenc, len = wlen;
+        }
         lb_u32(out, (uint32_t)len);
         lb_put(out, enc, len);
         free(sp.p);
@@ -571,61 +905,40 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
                       const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out,
                       unsigned *rank_out, wd_err *err)
 {
-    unsigned w = wd_dtype_size(dt), kmax = p->rank ? p->rank : WD_LOWRANK_KMAX;
-    if (kmax > WD_LOWRANK_KMAX) kmax = WD_LOWRANK_KMAX;
+    unsigned w = wd_dtype_size(dt);
     size_t ne = n / w, cols = p->cols, rows = ne / cols;
-    float *d = malloc(ne * sizeof *d + 1);
+    unsigned fixed = p->rank ? (p->rank < WD_LOWRANK_KMAX ? p->rank : WD_LOWRANK_KMAX) : 0, det = 0, kmax;
+    if (fixed) {
+        kmax = fixed;
+    } else { /* the rank test first: cheap where the block is not low-rank */
+        unsigned rmax = lr_rmax(rows, cols);
+        det = wd_lowrank_detect(ft, base, dt, rows, cols, rmax);
+        kmax = det ? (det + LR_OVER < rmax ? det + LR_OVER : rmax) : codec == WD_CODEC_LOWRANK ? LR_FALLBACK : 0;
+    }
+    float *d = kmax ? malloc(ne * sizeof *d + 1) : NULL;
     double *uf = malloc(rows * kmax * sizeof *uf + 8), *vf = malloc(kmax * cols * sizeof *vf + 8);
-    double sv[WD_LOWRANK_KMAX];
+    double *sv = malloc(kmax * sizeof *sv + 8);
     unsigned char *pred = malloc(n + 1);
-    lbuf best = {0};
     int rc = -1;
-    if (!d || !uf || !vf || !pred) {
+    if ((kmax && !d) || !uf || !vf || !sv || !pred) {
         wd_errf(err, "out of memory");
         goto out;
     }
-    lf_delta(ft, base, dt, ne, d);
-    unsigned k;
-    if (wd_lowrank_fit(d, rows, cols, kmax, uf, vf, sv, &k, err)) goto out;
-    /* v as rank rows of cols (fit stores it so) */
-    unsigned rank;
-    if (codec == WD_CODEC_LOWRANK) {
-        rank = p->rank ? (k < p->rank ? k : p->rank) : wd_lowrank_gap_rank(sv, k);
-        while (rank > 0 && !(sv[rank - 1] > 0)) rank--;
-        if (put_block(s, codec, dt, p, ft, base, rows, cols, uf, vf, kmax, rank, pred, out, err)) goto out;
-    } else {
-        /* exact: try candidate ranks and keep the smallest block */
-        static const unsigned cand[] = {0, 1, 2, 4, 6, 8, 12, 16, 24, 32};
-        unsigned gap = wd_lowrank_gap_rank(sv, k);
-        rank = 0;
-        size_t ncand = sizeof cand / sizeof cand[0];
-        for (size_t c = 0; c <= ncand; c++) {
-            unsigned r = c < ncand ? cand[c] : gap;
-            if (r > k || (c == ncand && (gap == 0 || gap > k))) continue;
-            if (r > 0 && !(sv[r - 1] > 0)) continue;
-            if (p->rank && r != (k < p->rank ? k : p->rank)) continue;
-            lbuf t = {0};
-            if (put_block(s, codec, dt, p, ft, base, rows, cols, uf, vf, kmax, r, pred, &t, err)) {
-                free(t.p);
-                goto out;
-            }
-            if (!best.p || t.len < best.len) {
-                free(best.p);
-                best = t;
-                rank = r;
-            } else {
-                free(t.p);
-            }
-        }
-        if (!best.p) { /* p->rank above what the fit found */
-            if (put_block(s, codec, dt, p, ft, base, rows, cols, uf, vf, kmax, 0, pred, &best, err)) goto out;
-        }
-        lb_put(out, best.p, best.len);
+    unsigned k = 0, rank;
+    if (kmax) {
+        lf_delta(ft, base, dt, ne, d);
+        if (lr_fit_q(d, rows, cols, kmax, 1, uf, vf, sv, &k, err)) goto out;
     }
+    if (fixed) rank = k < fixed ? k : fixed;
+    else if (det) rank = lr_block_rank(ft, base, dt, rows, cols, sv, k);
+    else rank = wd_lowrank_gap_rank(sv, k); /* lowrank's fallback (0 for lowrank-exact: k = 0) */
+    while (rank > 0 && !(sv[rank - 1] > 0)) rank--;
+    /* lowrank-exact tries the one rank: the test's (or the fixed one) */
+    if (put_block(s, codec, dt, p, ft, base, rows, cols, uf, vf, kmax ? kmax : 1, rank, pred, out, err)) goto out;
     if (rank_out) *rank_out = rank;
     rc = out->oom ? wd_errf(err, "out of memory") : 0;
 out:
-    free(d), free(uf), free(vf), free(pred), free(best.p);
+    free(d), free(uf), free(vf), free(sv), free(pred);
     return rc;
 }
 
@@ -670,60 +983,107 @@ int wd_lowrank_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
 }
 
 /* ---- per tensor: is lowrank-exact smaller than plain lossless? --------- */
+/* Low-rank blocks are larger than the others: each carries a V of all
+ * columns (rank x cols halves), so rows per block should be many against
+ * the rank; a tensor up to LR_BLOCK_MAX is one block, a larger one splits
+ * into equal blocks below it. */
+#define LR_BLOCK_MAX (32u << 20)
+
+static uint32_t lr_block_bytes(const wd_tensor *t)
+{
+    uint64_t w = wd_dtype_size(t->dtype), row = t->shape[t->ndim - 1] * w, rows = t->length / row;
+    uint64_t nb = (t->length + LR_BLOCK_MAX - 1) / LR_BLOCK_MAX, per = (rows + nb - 1) / nb;
+    if (per * row > LR_BLOCK_MAX) per = LR_BLOCK_MAX / row;
+    return wd_lossy_block_size(t, (uint32_t)(per * row));
+}
+
+/* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base */
+static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
+                     uint64_t base_off, size_t rows, size_t row, size_t cnt, unsigned char *ft, unsigned char *base,
+                     wd_err *err)
+{
+    for (size_t s = 0; s < cnt; s++) {
+        uint64_t at = (uint64_t)(s * rows / cnt) * row;
+        if (wd_pread_full(ft_fd, ft + s * row, row, t->offset + at, ft_path, err) ||
+            read_base(base_ctx, base + s * row, row, base_off + at, err))
+            return wd_errprefix(err, "tensor %s", t->name);
+    }
+    return 0;
+}
+
 int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                        uint64_t base_off, wd_codec codec, int level, uint32_t target_bs, uint64_t *stored,
-                       uint64_t *plain, unsigned *max_rank, wd_err *err)
+                       uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err)
 {
     *stored = *plain = 0;
     *max_rank = 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
+    *bs_out = bs;
     if (!bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
+    size_t w = wd_dtype_size(t->dtype), cols = (size_t)t->shape[t->ndim - 1], row = cols * w;
+    size_t rows = (size_t)(t->length / row);
+    unsigned rmax = lr_rmax(rows, cols);
+    size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
     wd_scratch *s = wd_scratch_new();
-    unsigned char *ft = malloc(bs), *base = malloc(bs);
+    unsigned char *ft = malloc(S * row + 1), *base = malloc(S * row + 1);
     int rc = -1;
     if (!s || !ft || !base) {
         wd_errf(err, "out of memory");
         goto out;
     }
-    wd_lossy_params p = {(uint32_t)t->shape[t->ndim - 1], 0, 0, 0, level, 0, 0};
+    wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, level, 0, 0};
+    /* the rank test on rows spread over the whole tensor */
+    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, ft, base, err)) goto out;
+    unsigned r = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax);
+    if (r) {
+        uint32_t lbs = lr_block_bytes(t);
+        if (lbs) *bs_out = bs = lbs;
+    }
     if (codec == WD_CODEC_LOWRANK_EXACT) {
-        /* cheap test first (full fine-tunes fail it): up to 64 rows of the
-         * first block need a spectral gap at rank <= 16 holding 80% of
-         * their squared delta */
-        size_t w = wd_dtype_size(t->dtype), cols = p.cols, rows = bs / (cols * w);
-        if (rows > 64) rows = 64; /* 64 show a rank <= 16; 256 made pairB create 0.68 s, not 0.41 */
-        size_t n = rows * cols * w;
-        if (n > t->length) n = (size_t)t->length, rows = n / (cols * w);
-        if (wd_pread_full(ft_fd, ft, n, t->offset, ft_path, err) ||
-            read_base(base_ctx, base, n, base_off, err)) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
-        }
-        float *d = malloc(rows * cols * sizeof *d + 1);
-        double *uf = malloc(rows * 16 * sizeof *uf + 8), *vf = malloc(16 * cols * sizeof *vf + 8), sv[16];
-        unsigned k = 0, r = 0;
-        int ok = d && uf && vf;
-        if (!ok) wd_errf(err, "out of memory");
-        if (ok) {
-            lf_delta(ft, base, t->dtype, rows * cols, d);
-            ok = wd_lowrank_fit(d, rows, cols, 16, uf, vf, sv, &k, err) == 0;
-        }
-        double tot = 0, cap = 0;
-        if (ok) {
-            for (size_t i = 0; i < rows * cols; i++) tot += (double)d[i] * d[i];
-            r = wd_lowrank_gap_rank(sv, k);
-            for (unsigned c = 0; c < r && r < k; c++) cap += sv[c] * sv[c];
-        }
-        free(d), free(uf), free(vf);
-        if (!ok) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
-        }
-        if (!(r > 0 && r < k && cap >= 0.8 * tot)) { /* not low-rank: plain lossless */
+        if (!r) { /* not low-rank: plain lossless */
             *stored = 1, *plain = 0;
             rc = 0;
             goto out;
         }
+        /* A trial on E rows spread over the tensor, coded as one block both
+         * ways; scaled to the tensor, with V (2 bytes x rank x cols, raw)
+         * counted once per block of the tensor instead of per trial. */
+        size_t E = 4 * (size_t)r > 128 ? 4 * (size_t)r : 128;
+        if (E > rows) E = rows;
+        free(ft), free(base);
+        ft = malloc(E * row + 1), base = malloc(E * row + 1);
+        if (!ft || !base) {
+            wd_errf(err, "out of memory");
+            goto out;
+        }
+        if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, E, ft, base, err)) goto out;
+        lbuf ob = {0};
+        unsigned rt = 0;
+        p.rank = r; /* the rank the test found */
+        const unsigned char *enc;
+        size_t len;
+        if (wd_lowrank_encode(s, codec, t->dtype, &p, ft, base, E * row, &ob, &rt, err) ||
+            wd_encode_block(s, WD_CODEC_LOSSLESS, t->dtype, level, ft, base, E * row, &enc, &len, err)) {
+            free(ob.p);
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        double scale = (double)rows / (double)E, vb = 2.0 * rt * (double)cols;
+        double nblk = (double)((t->length + bs - 1) / bs), st = ((double)ob.len + WD_LOSSY_HDR - vb) * scale;
+        st = (st > 0 ? st : 0) + vb * nblk;
+        *stored = (uint64_t)st;
+        *plain = (uint64_t)((double)len * scale);
+        *max_rank = rt;
+        free(ob.p);
+        rc = 0;
+        goto out;
+    }
+    /* lowrank: every block, for the rank found (inspect) */
+    free(ft), free(base);
+    ft = malloc(bs), base = malloc(bs);
+    if (!ft || !base) {
+        wd_errf(err, "out of memory");
+        goto out;
     }
     for (uint64_t at = 0; at < t->length; at += bs) {
         size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
@@ -733,24 +1093,14 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
             goto out;
         }
         lbuf ob = {0};
-        unsigned r = 0;
-        if (wd_lowrank_encode(s, codec, t->dtype, &p, ft, base, n, &ob, &r, err)) {
+        unsigned rk = 0;
+        if (wd_lowrank_encode(s, codec, t->dtype, &p, ft, base, n, &ob, &rk, err)) {
             free(ob.p);
             wd_errprefix(err, "tensor %s", t->name);
             goto out;
         }
-        *stored += ob.len + WD_LOSSY_HDR;
         free(ob.p);
-        if (r > *max_rank) *max_rank = r;
-        if (codec == WD_CODEC_LOWRANK_EXACT) {
-            const unsigned char *enc;
-            size_t len;
-            if (wd_encode_block(s, WD_CODEC_LOSSLESS, t->dtype, level, ft, base, n, &enc, &len, err)) {
-                wd_errprefix(err, "tensor %s", t->name);
-                goto out;
-            }
-            *plain += len;
-        }
+        if (rk > *max_rank) *max_rank = rk;
     }
     rc = 0;
 out:
