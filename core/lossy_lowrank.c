@@ -91,13 +91,52 @@ WD_FIT static void mm_nn(float *restrict c, const float *restrict a, const float
     }
 }
 
-/* t (n x m) = transpose of a (m x n), in 32 x 32 tiles */
-static void transpose(float *restrict t, const float *restrict a, size_t m, size_t n)
+/* c (n x l) = a^T b for a (m x n) and b (m x l), row-major, l a multiple of
+ * 8: eight rows of a at a time with their eight rows of b in registers,
+ * each 8-column strip of c loaded and stored once per eight rows of a. */
+WD_FIT static void mm_tn(float *restrict c, const float *restrict a, const float *restrict b, size_t m, size_t n,
+                         size_t l)
 {
-    for (size_t i0 = 0; i0 < m; i0 += 32)
-        for (size_t j0 = 0; j0 < n; j0 += 32)
-            for (size_t i = i0; i < i0 + 32 && i < m; i++)
-                for (size_t j = j0; j < j0 + 32 && j < n; j++) t[j * m + i] = a[i * n + j];
+    memset(c, 0, n * l * sizeof *c);
+    size_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+        const float *r = a + i * n;
+        for (size_t c0 = 0; c0 < l; c0 += 8) {
+            const float *bb = b + i * l + c0;
+            LR_LD(b0, bb);
+            LR_LD(b1, bb + l);
+            LR_LD(b2, bb + 2 * l);
+            LR_LD(b3, bb + 3 * l);
+            LR_LD(b4, bb + 4 * l);
+            LR_LD(b5, bb + 5 * l);
+            LR_LD(b6, bb + 6 * l);
+            LR_LD(b7, bb + 7 * l);
+            for (size_t j = 0; j < n; j++) {
+                LR_LD(acc, c + j * l + c0);
+                LR_BC(y0, r[j]);
+                LR_BC(y1, r[n + j]);
+                LR_BC(y2, r[2 * n + j]);
+                LR_BC(y3, r[3 * n + j]);
+                LR_BC(y4, r[4 * n + j]);
+                LR_BC(y5, r[5 * n + j]);
+                LR_BC(y6, r[6 * n + j]);
+                LR_BC(y7, r[7 * n + j]);
+                lr_v8 t0 = y0 * b0 + y1 * b1, t1 = y2 * b2 + y3 * b3, t2 = y4 * b4 + y5 * b5, t3 = y6 * b6 + y7 * b7;
+                acc += (t0 + t1) + (t2 + t3);
+                memcpy(c + j * l + c0, &acc, sizeof acc);
+            }
+        }
+    }
+    for (; i < m; i++)
+        for (size_t c0 = 0; c0 < l; c0 += 8) {
+            LR_LD(b0, b + i * l + c0);
+            for (size_t j = 0; j < n; j++) {
+                LR_LD(acc, c + j * l + c0);
+                LR_BC(y0, a[i * n + j]);
+                acc += y0 * b0;
+                memcpy(c + j * l + c0, &acc, sizeof acc);
+            }
+        }
 }
 
 /* g (l x l, upper triangle) = y^T y in float64 */
@@ -200,6 +239,71 @@ static void jacobi(double *g, double *w, size_t l)
     }
 }
 
+/* Eigenvalues of the symmetric g (l x l; destroyed) into ev, descending:
+ * Householder reduction to tridiagonal form, then bisection on Sturm counts
+ * for all eigenvalues at once (60 halvings of the Gershgorin interval; the
+ * counts of the l bisections vectorize).  No eigenvectors: the rank test
+ * needs only the values.  t: 4 l doubles. */
+WD_FIT static void sym_eigvals(double *restrict g, size_t l, double *restrict ev, double *restrict t)
+{
+    double *p = t;
+    for (size_t k = 0; k + 2 < l; k++) {
+        double *col = g + k * l; /* row k = column k (symmetric) */
+        double xx = 0;
+        for (size_t i = k + 1; i < l; i++) xx += col[i] * col[i];
+        if (!(xx > 0)) continue;
+        double alpha = col[k + 1] > 0 ? -sqrt(xx) : sqrt(xx);
+        double v0 = col[k + 1] - alpha, vv = xx - col[k + 1] * col[k + 1] + v0 * v0;
+        if (!(vv > 0)) continue;
+        col[k + 1] = v0; /* v = row k from k + 1 on, beta = 2 / v.v */
+        double beta = 2 / vv, kk = 0;
+        for (size_t i = k + 1; i < l; i++) p[i] = 0;
+        for (size_t j = k + 1; j < l; j++) { /* p = T v, by rows of T (symmetric) */
+            double vj = col[j];
+            const double *restrict gj = g + j * l;
+            for (size_t i = k + 1; i < l; i++) p[i] += gj[i] * vj;
+        }
+        for (size_t i = k + 1; i < l; i++) p[i] *= beta, kk += col[i] * p[i];
+        kk *= beta / 2;
+        for (size_t i = k + 1; i < l; i++) p[i] -= kk * col[i]; /* q */
+        for (size_t i = k + 1; i < l; i++) {
+            double ci = col[i], pi = p[i];
+            double *restrict gi = g + i * l;
+            for (size_t j = k + 1; j < l; j++) gi[j] -= ci * p[j] + pi * col[j];
+        }
+        col[k + 1] = alpha;
+        for (size_t i = k + 2; i < l; i++) col[i] = 0;
+    }
+    /* diagonal d_i = g[i][i], off-diagonal e_i = g[i][i+1] */
+    double lo = 0, hi = 0;
+    for (size_t i = 0; i < l; i++) {
+        double r = (i > 0 ? fabs(g[(i - 1) * l + i]) : 0) + (i + 1 < l ? fabs(g[i * l + i + 1]) : 0);
+        double x0 = g[i * l + i] - r, x1 = g[i * l + i] + r;
+        if (i == 0 || x0 < lo) lo = x0;
+        if (i == 0 || x1 > hi) hi = x1;
+    }
+    double tiny = (fabs(lo) + fabs(hi)) * 1e-200 + 1e-300;
+    double *a = t, *b = t + l, *q = t + 2 * l, *x = t + 3 * l;
+    for (size_t w = 0; w < l; w++) a[w] = lo, b[w] = hi;
+    for (int it = 0; it < 60; it++) {
+        /* a[w] <= (w+1)-th largest <= b[w]; count the eigenvalues below x */
+        for (size_t w = 0; w < l; w++) x[w] = 0.5 * (a[w] + b[w]), q[w] = g[0] - x[w], ev[w] = q[w] < 0;
+        for (size_t i = 1; i < l; i++) {
+            double e = g[(i - 1) * l + i], e2 = e * e, di = g[i * l + i];
+            for (size_t w = 0; w < l; w++) {
+                double qq = q[w] != 0 ? q[w] : tiny;
+                q[w] = di - x[w] - e2 / qq;
+                ev[w] += q[w] < 0;
+            }
+        }
+        for (size_t w = 0; w < l; w++) { /* l - below eigenvalues are >= x */
+            if ((double)l - ev[w] > (double)w) a[w] = x[w];
+            else b[w] = x[w];
+        }
+    }
+    for (size_t w = 0; w < l; w++) ev[w] = 0.5 * (a[w] + b[w]);
+}
+
 static uint64_t xs(uint64_t *st)
 {
     uint64_t x = *st;
@@ -215,43 +319,56 @@ static uint64_t xs(uint64_t *st)
  * the singular values of Q^T d descending, w (l x l, may be NULL) the
  * eigenvectors of z^T z with ord their descending order. */
 typedef struct lr_work {
-    float *y, *z, *dt;
+    float *y, *z;
     double *g, *r, *x, *w;
     size_t *ord;
 } lr_work;
 
 static void lr_work_free(lr_work *k)
 {
-    free(k->y), free(k->z), free(k->dt), free(k->g), free(k->r), free(k->x), free(k->w), free(k->ord);
+    free(k->y), free(k->z), free(k->g), free(k->r), free(k->x), free(k->w), free(k->ord);
 }
 
 static int lr_work_alloc(lr_work *k, size_t m, size_t n, size_t l, int want_w)
 {
     memset(k, 0, sizeof *k);
     k->y = malloc(m * l * sizeof *k->y + 1), k->z = malloc(n * l * sizeof *k->z + 1);
-    k->dt = malloc(m * n * sizeof *k->dt + 1), k->g = malloc(l * l * sizeof *k->g + 1);
-    k->r = malloc(l * l * sizeof *k->r + 1), k->x = malloc(l * sizeof *k->x + 1);
+    k->g = malloc(l * l * sizeof *k->g + 1);
+    k->r = malloc(l * l * sizeof *k->r + 1), k->x = malloc(4 * l * sizeof *k->x + 1);
     k->w = want_w ? malloc(l * l * sizeof *k->w + 1) : NULL, k->ord = malloc(l * sizeof *k->ord + 1);
-    if (k->y && k->z && k->dt && k->g && k->r && k->x && k->ord && (k->w || !want_w)) return 0;
+    if (k->y && k->z && k->g && k->r && k->x && k->ord && (k->w || !want_w)) return 0;
     lr_work_free(k);
     return -1;
 }
 
-static void lr_sketch(lr_work *k, const float *d, size_t m, size_t n, size_t l, int power, double *sv)
+static void lr_sketch(lr_work *k, const float *d, size_t m, size_t n, size_t l, int power, int rowstart,
+                      double *sv)
 {
     uint64_t st = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < n * l; i++) k->z[i] = (float)((double)(xs(&st) >> 11) * 0x1p-53 - 0.5);
-    transpose(k->dt, d, m, n);
+    if (rowstart && m >= l) /* rows of d spread over the block (a zero row keeps its random column) */
+        for (size_t a = 0; a < l; a++) {
+            const float *row = d + (a * m / l) * n;
+            size_t j = 0;
+            while (j < n && row[j] == 0) j++;
+            if (j < n)
+                for (j = 0; j < n; j++) k->z[j * l + a] = row[j];
+        }
     for (int it = 0; it <= power; it++) {
         mm_nn(k->y, d, k->z, m, n, l); /* y = d z */
         orthonormalize(k->y, m, l, it == power ? 2 : 1, k->g, k->r, k->x); /* Q itself: two passes */
-        mm_nn(k->z, k->dt, k->y, n, m, l); /* z = d^T y */
+        mm_tn(k->z, d, k->y, m, n, l); /* z = d^T y */
         if (it < power) orthonormalize(k->z, n, l, 1, k->g, k->r, k->x);
     }
     /* z = d^T Q = B^T; the singular values of B are the roots of z^T z's eigenvalues */
     gram(k->g, k->z, n, l);
     for (size_t a = 0; a < l; a++)
         for (size_t b = 0; b < a; b++) k->g[a * l + b] = k->g[b * l + a];
+    if (!k->w) { /* values only */
+        sym_eigvals(k->g, l, sv, k->x);
+        for (size_t a = 0; a < l; a++) sv[a] = sv[a] > 0 ? sqrt(sv[a]) : 0;
+        return;
+    }
     jacobi(k->g, k->w, l);
     for (size_t a = 0; a < l; a++) k->ord[a] = a;
     for (size_t a = 0; a < l; a++) /* l is small: selection order */
@@ -273,48 +390,50 @@ static size_t lr_cols(unsigned kmax, size_t m, size_t n)
     return l < lim ? l : lim;
 }
 
-static int lr_fit_q(const float *d, size_t m, size_t n, unsigned kmax, int power, double *uf, double *vf,
-                    double *sv, unsigned *kout, wd_err *err)
+/* Fit d (m x n) with up to kmax components: `power` power iterations from a
+ * random start, or with rowstart none (power 0) from rows of d, which for a
+ * low-rank delta already span its rows (one pass of d and one of d^T). */
+static int lr_fit_q(const float *d, size_t m, size_t n, unsigned kmax, int power, int rowstart, double *uf,
+                    double *vf, double *sv, unsigned *kout, wd_err *err)
 {
     *kout = 0;
     if (kmax == 0 || m == 0 || n == 0) return 0;
     size_t l = lr_cols(kmax, m, n);
-    lr_work k;
-    double *s = malloc(l * sizeof *s);
-    if (!s || lr_work_alloc(&k, m, n, l, 1)) {
-        free(s);
-        return wd_errf(err, "out of memory fitting a low-rank delta (%zu x %zu)", m, n);
-    }
-    lr_sketch(&k, d, m, n, l, power, s);
     unsigned kk = (unsigned)(l < kmax ? l : kmax);
     if (kk > m) kk = (unsigned)m;
     if (kk > n) kk = (unsigned)n;
+    size_t kp = ((size_t)kk + 7) / 8 * 8;
+    lr_work k;
+    double *s = malloc(l * sizeof *s);
+    float *wk = malloc(l * kp * sizeof *wk + 1), *fu = malloc(m * kp * sizeof *fu + 1),
+          *fv = malloc(n * kp * sizeof *fv + 1);
+    if (!s || !wk || !fu || !fv || lr_work_alloc(&k, m, n, l, 1)) {
+        free(s), free(wk), free(fu), free(fv);
+        return wd_errf(err, "out of memory fitting a low-rank delta (%zu x %zu)", m, n);
+    }
+    lr_sketch(&k, d, m, n, l, power, rowstart, s);
+    /* U = Q W_k, V^T = B^T W_k = z W_k, then the sqrt(s) scaling */
+    memset(wk, 0, l * kp * sizeof *wk);
+    for (size_t a = 0; a < l; a++)
+        for (unsigned c = 0; c < kk; c++) wk[a * kp + c] = (float)k.w[a * l + k.ord[c]];
+    mm_nn(fu, k.y, wk, m, l, kp);
+    mm_nn(fv, k.z, wk, n, l, kp);
     for (unsigned c = 0; c < kk; c++) {
-        size_t oc = k.ord[c];
         double sc = s[c], rs = sqrt(sc), inv = sc > 0 ? 1.0 / sc : 0;
         sv[c] = sc;
-        /* left vector: Q w_c; right: B^T w_c / s */
-        for (size_t i = 0; i < m; i++) {
-            double acc = 0;
-            for (size_t a = 0; a < l; a++) acc += (double)k.y[i * l + a] * k.w[a * l + oc];
-            uf[i * kmax + c] = acc * rs;
-        }
-        for (size_t j = 0; j < n; j++) {
-            double acc = 0;
-            for (size_t a = 0; a < l; a++) acc += (double)k.z[j * l + a] * k.w[a * l + oc];
-            vf[c * n + j] = acc * inv * rs;
-        }
+        for (size_t i = 0; i < m; i++) uf[i * kmax + c] = fu[i * kp + c] * rs;
+        for (size_t j = 0; j < n; j++) vf[c * n + j] = fv[j * kp + c] * inv * rs;
     }
     *kout = kk;
     lr_work_free(&k);
-    free(s);
+    free(s), free(wk), free(fu), free(fv);
     return 0;
 }
 
 int wd_lowrank_fit(const float *d, size_t m, size_t n, unsigned kmax, double *uf, double *vf, double *sv,
                    unsigned *kout, wd_err *err)
 {
-    return lr_fit_q(d, m, n, kmax, 1, uf, vf, sv, kout, err);
+    return lr_fit_q(d, m, n, kmax, 1, 0, uf, vf, sv, kout, err);
 }
 
 /* Rank from the spectrum: the largest gap s_k / s_{k+1} if it is at least
@@ -423,14 +542,15 @@ static unsigned lr_rmax(size_t m, size_t n)
 }
 
 /* The rank test on the m x n block (ft, base): S = min(m, 2 rmax + 16)
- * evenly spaced rows and as many columns, a sketch of k + 8 columns with one
- * power iteration for k = 8, 16, 32, ... up to rmax.  Passes at the first k
+ * evenly spaced rows and as many columns, a sketch of k + 8 columns started
+ * from rows of the sub-block, for k = 8, 16, 32, ... up to rmax (values by
+ * bisection, no vectors).  Passes at the first k
  * whose count r of components above the noise edge is at most k, when the
  * rest of the sub-block's energy is at most twice the expected rounding
  * noise and the r components hold at least that noise again (a delta
  * buried in rounding gains nothing from a prediction).  Fails as soon as
  * the energy beyond k cannot be held by rmax - k more components no larger
- * than s_k plus the noise (a full fine-tune: usually after a few steps).
+ * than s_k plus the noise.
  * Returns r, 0 when the block is not low-rank (or on out of memory). */
 unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
                            unsigned rmax)
@@ -451,7 +571,7 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
     if (lr_gather(ft, base, dt, n, ri, S, ci, C, x, &st) || !(st.tot > 0)) goto out;
     for (unsigned kk = rmax < 8 ? rmax : 8;; kk = 2 * kk < rmax ? 2 * kk : rmax) {
         size_t l = lr_cols(kk, S, C);
-        lr_sketch(&k, x, S, C, l, 1, sv);
+        lr_sketch(&k, x, S, C, l, 0, 1, sv);
         unsigned r = lr_count(sv, l, &st);
         double cap = 0;
         for (unsigned c = 0; c < r; c++) cap += sv[c] * sv[c];
@@ -927,7 +1047,7 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
     unsigned k = 0, rank;
     if (kmax) {
         lf_delta(ft, base, dt, ne, d);
-        if (lr_fit_q(d, rows, cols, kmax, 1, uf, vf, sv, &k, err)) goto out;
+        if (lr_fit_q(d, rows, cols, kmax, 0, 1, uf, vf, sv, &k, err)) goto out;
     }
     if (fixed) rank = k < fixed ? k : fixed;
     else if (det) rank = lr_block_rank(ft, base, dt, rows, cols, sv, k);
