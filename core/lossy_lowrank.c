@@ -764,24 +764,58 @@ static inline uint32_t sr_rebuild(uint32_t p, uint32_t z, unsigned w)
 }
 
 /* Misses per exponent of the prediction (hist, 256 entries), their total
- * returned; one pass, words compared eight bytes at a time where equal. */
-static size_t sr_hist(const unsigned char *ft, const unsigned char *pred, size_t ne, const srspec *c, uint32_t *hist)
+ * returned; one pass, skipping eight equal bytes at a time.  w is a constant
+ * after inlining. */
+static inline __attribute__((always_inline)) size_t sr_hist_w(const unsigned char *ft, const unsigned char *pred,
+                                                              size_t ne, unsigned w, const srspec *c,
+                                                              uint32_t *hist)
 {
-    size_t total = 0, nb = ne * c->w, i = 0;
+    size_t total = 0, per = 8 / w, e = 0;
     memset(hist, 0, 256 * sizeof *hist);
-    while (i < nb) {
-        if (i + 8 <= nb && !memcmp(ft + i, pred + i, 8)) {
-            i += 8;
-            continue;
+    for (; e + per <= ne; e += per) {
+        if (!memcmp(ft + e * w, pred + e * w, 8)) continue;
+        for (size_t k = e; k < e + per; k++) {
+            uint32_t p = lf_loadw(pred, k, w);
+            if (lf_loadw(ft, k, w) != p) hist[p >> c->shift & c->mask]++, total++;
         }
-        size_t e = i / c->w, end = (i + 8 <= nb ? i + 8 : nb) / c->w;
-        for (; e < end; e++) {
-            uint32_t p = lf_loadw(pred, e, c->w);
-            if (lf_loadw(ft, e, c->w) != p) hist[p >> c->shift & c->mask]++, total++;
-        }
-        i = end * c->w;
+    }
+    for (; e < ne; e++) {
+        uint32_t p = lf_loadw(pred, e, w);
+        if (lf_loadw(ft, e, w) != p) hist[p >> c->shift & c->mask]++, total++;
     }
     return total;
+}
+
+static size_t sr_hist(const unsigned char *ft, const unsigned char *pred, size_t ne, const srspec *c, uint32_t *hist)
+{
+    return c->w == 2 ? sr_hist_w(ft, pred, ne, 2, c, hist) : sr_hist_w(ft, pred, ne, 4, c, hist);
+}
+
+/* The misses in element order: position gaps into gaps (returns their
+ * count), codes into w planes of total bytes by context. */
+static inline __attribute__((always_inline)) size_t sr_gather_w(const unsigned char *ft, const unsigned char *pred,
+                                                                size_t ne, unsigned w, const srspec *c,
+                                                                uint32_t *pos, unsigned char *gaps,
+                                                                unsigned char *planes, size_t total)
+{
+    uint8_t map[256];
+    for (unsigned e = 0; e <= c->mask; e++) map[e] = (uint8_t)sr_ctx(e << c->shift, c);
+    size_t ng = 0, next = 0, per = 8 / w;
+    for (size_t e = 0; e < ne; e += per) {
+        size_t end = e + per <= ne ? e + per : ne;
+        if (end - e == per && !memcmp(ft + e * w, pred + e * w, 8)) continue;
+        for (size_t i = e; i < end; i++) {
+            uint32_t f = lf_loadw(ft, i, w), p = lf_loadw(pred, i, w);
+            if (f == p) continue;
+            size_t g = i - next;
+            for (; g >= 255; g -= 255) gaps[ng++] = 255;
+            gaps[ng++] = (unsigned char)g;
+            next = i + 1;
+            uint32_t z = sr_code(f, p, w), q = pos[map[p >> c->shift & c->mask]]++;
+            for (unsigned b = 0; b < w; b++) planes[b * total + q] = (unsigned char)(z >> (8 * b));
+        }
+    }
+    return ng;
 }
 
 /* The window of k exponents holding the most misses: their contexts. */
@@ -825,21 +859,8 @@ int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, cons
         return wd_errf(err, "out of memory");
     }
     for (unsigned k = 0, at = 0; k < c.k; at += cnt[k], k++) pos[k] = at;
-    size_t ng = 0, next = 0, per = 8 / c.w;
-    for (size_t i = 0; i < ne; i++) {
-        if (i % per == 0 && i + per <= ne && !memcmp(ft + i * c.w, pred + i * c.w, 8)) {
-            i += per - 1;
-            continue;
-        }
-        uint32_t f = lf_loadw(ft, i, c.w), p = lf_loadw(pred, i, c.w);
-        if (f == p) continue;
-        size_t g = i - next;
-        for (; g >= 255; g -= 255) gaps[ng++] = 255;
-        gaps[ng++] = (unsigned char)g;
-        next = i + 1;
-        uint32_t z = sr_code(f, p, c.w), q = pos[sr_ctx(p, &c)]++;
-        for (unsigned b = 0; b < c.w; b++) planes[b * total + q] = (unsigned char)(z >> (8 * b));
-    }
+    size_t ng = c.w == 2 ? sr_gather_w(ft, pred, ne, 2, &c, pos, gaps, planes, total)
+                         : sr_gather_w(ft, pred, ne, 4, &c, pos, gaps, planes, total);
     unsigned char hdr[4] = {SR_TAG, (unsigned char)c.k, (unsigned char)c.lo, 0};
     lb_put(out, hdr, 4);
     for (unsigned k = 0; k < c.k; k++) lb_u32(out, cnt[k]);
@@ -1035,10 +1056,12 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
         det = wd_lowrank_detect(ft, base, dt, rows, cols, rmax);
         kmax = det ? (det + LR_OVER < rmax ? det + LR_OVER : rmax) : codec == WD_CODEC_LOWRANK ? LR_FALLBACK : 0;
     }
-    float *d = kmax ? malloc(ne * sizeof *d + 1) : NULL;
+    /* the block-sized buffers in scratch slots the decoder alone uses
+     * (LS_E, LS_F): a worker's blocks reuse their pages */
+    float *d = kmax ? (float *)(void *)wd_scratch_buf(s, LS_F, ne * sizeof *d + 1) : NULL;
     double *uf = malloc(rows * kmax * sizeof *uf + 8), *vf = malloc(kmax * cols * sizeof *vf + 8);
     double *sv = malloc(kmax * sizeof *sv + 8);
-    unsigned char *pred = malloc(n + 1);
+    unsigned char *pred = wd_scratch_buf(s, LS_E, n + 1);
     int rc = -1;
     if ((kmax && !d) || !uf || !vf || !sv || !pred) {
         wd_errf(err, "out of memory");
@@ -1058,7 +1081,7 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
     if (rank_out) *rank_out = rank;
     rc = out->oom ? wd_errf(err, "out of memory") : 0;
 out:
-    free(d), free(uf), free(vf), free(sv), free(pred);
+    free(uf), free(vf), free(sv);
     return rc;
 }
 
