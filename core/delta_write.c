@@ -858,9 +858,11 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
             unsigned rank = 0;
             if (c == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
                 uint64_t st, pl;
+                uint32_t xbs;
                 rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                        e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, &lbs, err);
+                                        e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, &xbs, err);
                 if (rc) break;
+                if (!is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
             }
             if (c == WD_CODEC_LOSSLESS && try_exact) {
                 uint64_t st, pl;
