@@ -244,9 +244,11 @@ static void jacobi(double *g, double *w, size_t l)
  * for all eigenvalues at once (60 halvings of the Gershgorin interval; the
  * counts of the l bisections vectorize).  No eigenvectors: the rank test
  * needs only the values.  t: 4 l doubles. */
-WD_FIT static void sym_eigvals(double *restrict g, size_t l, double *restrict ev, double *restrict t)
+WD_FIT static void sym_eigvals(double *restrict g, size_t l, double *restrict ev, double *restrict t,
+                               double *restrict hv)
 {
     double *p = t;
+    if (hv) memset(hv, 0, l * l * sizeof *hv);
     for (size_t k = 0; k + 2 < l; k++) {
         double *col = g + k * l; /* row k = column k (symmetric) */
         double xx = 0;
@@ -265,6 +267,10 @@ WD_FIT static void sym_eigvals(double *restrict g, size_t l, double *restrict ev
         }
         for (size_t i = k + 1; i < l; i++) p[i] *= beta, kk += col[i] * p[i];
         kk *= beta / 2;
+        if (hv) { /* keep H_k = I - beta v v^T: v in row k after column k, beta at [k][k] */
+            memcpy(hv + k * l + k + 1, col + k + 1, (l - k - 1) * sizeof *hv);
+            hv[k * l + k] = beta;
+        }
         for (size_t i = k + 1; i < l; i++) p[i] -= kk * col[i]; /* q */
         for (size_t i = k + 1; i < l; i++) {
             double ci = col[i], pi = p[i];
@@ -304,6 +310,62 @@ WD_FIT static void sym_eigvals(double *restrict g, size_t l, double *restrict ev
     for (size_t w = 0; w < l; w++) ev[w] = 0.5 * (a[w] + b[w]);
 }
 
+/* Eigenvectors for the eigenvalues ev (descending) of the g that
+ * sym_eigvals reduced (its tridiagonal: g[i][i], g[i][i+1]; its Householder
+ * vectors in hv): inverse iteration on the tridiagonal (three solves from a
+ * fixed start, each vector orthogonalized against the earlier ones, so
+ * close eigenvalues get independent vectors), then back through the
+ * Householder reflections.  w (l x l) gets the vectors as columns.  Returns
+ * -1 where a vector is not finite (the caller falls back to Jacobi).
+ * t: 4 l doubles. */
+static int sym_eigvecs(const double *g, const double *hv, const double *ev, size_t l, double *w, double *t)
+{
+    double *y = t, *cp = t + l, *bp = t + 2 * l, *tmp = t + 3 * l;
+    double scale = fabs(ev[0]) + fabs(ev[l - 1]) + 1e-300;
+    for (size_t c = 0; c < l; c++) {
+        double mu = ev[c] + scale * 1e-13;
+        for (size_t i = 0; i < l; i++) y[i] = 1.0 / sqrt((double)l) * (1 + 0.1 * (double)((i * 7 + c) % 5));
+        for (int it = 0; it < 3; it++) {
+            /* (T - mu) x = y by elimination without pivoting; a tiny pivot
+             * stays tiny (that is what makes inverse iteration converge) */
+            for (size_t i = 0; i < l; i++) {
+                double di = g[i * l + i] - mu, ei = i + 1 < l ? g[i * l + i + 1] : 0;
+                double eprev = i > 0 ? g[(i - 1) * l + i] : 0;
+                double den = di - (i > 0 ? eprev * cp[i - 1] : 0);
+                if (fabs(den) < scale * 1e-300 + 1e-300) den = scale * 1e-16 + 1e-300;
+                cp[i] = ei / den;
+                bp[i] = (y[i] - (i > 0 ? eprev * bp[i - 1] : 0)) / den;
+            }
+            y[l - 1] = bp[l - 1];
+            for (size_t i = l - 1; i-- > 0;) y[i] = bp[i] - cp[i] * y[i + 1];
+            for (size_t q = 0; q < c; q++) { /* against the earlier vectors (in tridiagonal space: tmp rows) */
+                double dot = 0;
+                for (size_t i = 0; i < l; i++) dot += w[i * l + q] * y[i];
+                for (size_t i = 0; i < l; i++) y[i] -= dot * w[i * l + q];
+            }
+            double nn = 0;
+            for (size_t i = 0; i < l; i++) nn += y[i] * y[i];
+            if (!(nn > 0) || !isfinite(nn)) return -1;
+            nn = 1 / sqrt(nn);
+            for (size_t i = 0; i < l; i++) y[i] *= nn;
+        }
+        for (size_t i = 0; i < l; i++) w[i * l + c] = y[i];
+    }
+    /* back-transform every column: x <- H_0 H_1 ... H_(l-3) x */
+    for (size_t c = 0; c < l; c++) {
+        for (size_t i = 0; i < l; i++) tmp[i] = w[i * l + c];
+        for (size_t k = l >= 3 ? l - 2 : 0; k-- > 0;) {
+            double beta = hv[k * l + k], dot = 0;
+            if (beta == 0) continue;
+            for (size_t i = k + 1; i < l; i++) dot += hv[k * l + i] * tmp[i];
+            dot *= beta;
+            for (size_t i = k + 1; i < l; i++) tmp[i] -= dot * hv[k * l + i];
+        }
+        for (size_t i = 0; i < l; i++) w[i * l + c] = tmp[i];
+    }
+    return 0;
+}
+
 static uint64_t xs(uint64_t *st)
 {
     uint64_t x = *st;
@@ -320,13 +382,13 @@ static uint64_t xs(uint64_t *st)
  * eigenvectors of z^T z with ord their descending order. */
 typedef struct lr_work {
     float *y, *z;
-    double *g, *r, *x, *w;
+    double *g, *r, *x, *w, *h;
     size_t *ord;
 } lr_work;
 
 static void lr_work_free(lr_work *k)
 {
-    free(k->y), free(k->z), free(k->g), free(k->r), free(k->x), free(k->w), free(k->ord);
+    free(k->y), free(k->z), free(k->g), free(k->r), free(k->x), free(k->w), free(k->h), free(k->ord);
 }
 
 static int lr_work_alloc(lr_work *k, size_t m, size_t n, size_t l, int want_w)
@@ -336,7 +398,8 @@ static int lr_work_alloc(lr_work *k, size_t m, size_t n, size_t l, int want_w)
     k->g = malloc(l * l * sizeof *k->g + 1);
     k->r = malloc(l * l * sizeof *k->r + 1), k->x = malloc(4 * l * sizeof *k->x + 1);
     k->w = want_w ? malloc(l * l * sizeof *k->w + 1) : NULL, k->ord = malloc(l * sizeof *k->ord + 1);
-    if (k->y && k->z && k->g && k->r && k->x && k->ord && (k->w || !want_w)) return 0;
+    k->h = want_w ? malloc(l * l * sizeof *k->h + 1) : NULL;
+    if (k->y && k->z && k->g && k->r && k->x && k->ord && ((k->w && k->h) || !want_w)) return 0;
     lr_work_free(k);
     return -1;
 }
@@ -365,10 +428,19 @@ static void lr_sketch(lr_work *k, const float *d, size_t m, size_t n, size_t l, 
     for (size_t a = 0; a < l; a++)
         for (size_t b = 0; b < a; b++) k->g[a * l + b] = k->g[b * l + a];
     if (!k->w) { /* values only */
-        sym_eigvals(k->g, l, sv, k->x);
+        sym_eigvals(k->g, l, sv, k->x, NULL);
         for (size_t a = 0; a < l; a++) sv[a] = sv[a] > 0 ? sqrt(sv[a]) : 0;
         return;
     }
+    /* values and vectors: tridiagonal + bisection + inverse iteration
+     * (O(l^3) with a small constant); Jacobi where that fails */
+    memcpy(k->r, k->g, l * l * sizeof *k->r); /* a copy for the fallback */
+    sym_eigvals(k->g, l, sv, k->x, k->h);
+    if (!sym_eigvecs(k->g, k->h, sv, l, k->w, k->x)) {
+        for (size_t a = 0; a < l; a++) k->ord[a] = a, sv[a] = sv[a] > 0 ? sqrt(sv[a]) : 0;
+        return;
+    }
+    memcpy(k->g, k->r, l * l * sizeof *k->g);
     jacobi(k->g, k->w, l);
     for (size_t a = 0; a < l; a++) k->ord[a] = a;
     for (size_t a = 0; a < l; a++) /* l is small: selection order */
@@ -1184,6 +1256,21 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     }
     if (codec == WD_CODEC_LOWRANK_EXACT) {
         if (!r) { /* not low-rank: plain lossless */
+            *stored = 1, *plain = 0;
+            rc = 0;
+            goto out;
+        }
+        /* The factors alone (raw halves) against the plain codec's size,
+         * estimated from the test's rows: a rank that cannot pay for its
+         * factors skips the trial. */
+        const unsigned char *penc;
+        size_t plen;
+        if (wd_encode_block(s, WD_CODEC_LOSSLESS, t->dtype, level, ft, base, S * row, &penc, &plen, err)) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        double nb = (double)((t->length + bs - 1) / bs);
+        if (2.0 * r * ((double)rows + (double)cols * nb) >= (double)plen * (double)rows / (double)S) {
             *stored = 1, *plain = 0;
             rc = 0;
             goto out;
