@@ -8,10 +8,18 @@
  * Each block holds whole rows and its own factors (its rows of U and a V of
  * all columns), so it decodes alone given its base rows.
  *
- * Fit: D = float32(ft) - float32(base) of the block's rows; randomized
- * subspace iteration (KMAX + 8 columns, 3 power iterations, float64), then
- * the small Gram eigenproblem by Jacobi rotations.  Memory beyond the block:
- * O((rows + cols) x (KMAX + 8)).
+ * Rank (issue 21): a merged LoRA's delta is a rank-r matrix plus the
+ * rounding noise of the fine-tune's dtype; the rank test (wd_lowrank_detect)
+ * counts the components of a sampled sub-block above that noise's edge,
+ * growing the sketch geometrically up to 256.
+ *
+ * Fit: D = float32(ft) - float32(base) of the block's rows; a randomized
+ * range finder in float32 (rank + 8 columns, started from rows of D; the
+ * products cache-blocked, with FMA where the machine has it: the fit is
+ * the encoder's alone), Cholesky QR in float64, then the small Gram
+ * eigenproblem (Householder tridiagonal, bisection, inverse iteration).
+ * Memory beyond the block and its float32 delta: O((rows + cols) x (rank +
+ * 16)).
  *
  * Prediction (core/FORMAT.md, "lowrank"): u[i][k] = half(U16[i][k]) * 2^-eu,
  * v[k][j] = half(V16[k][j]) * 2^-ev (both exact in float32); for each
@@ -1142,7 +1150,12 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
     unsigned k = 0, rank;
     if (kmax) {
         lf_delta(ft, base, dt, ne, d);
-        if (lr_fit_q(d, rows, cols, kmax, 0, 1, uf, vf, sv, &k, err)) goto out;
+        /* a low-rank delta (the test passed, or lowrank-exact's rank from
+         * the tensor's trial): rows of D already span it, no power
+         * iteration; otherwise (lowrank's fallback, a fixed --rank on any
+         * delta) the best rank-k approximation needs power iterations */
+        int lowrank = det || codec == WD_CODEC_LOWRANK_EXACT;
+        if (lr_fit_q(d, rows, cols, kmax, lowrank ? 0 : 2, lowrank, uf, vf, sv, &k, err)) goto out;
     }
     if (fixed) rank = k < fixed ? k : fixed;
     else if (det) rank = lr_block_rank(ft, base, dt, rows, cols, sv, k);
