@@ -176,7 +176,7 @@ unsigned wd_lowrank_gap_rank(const double *sv, unsigned k);
  * r <= rmax of its delta when the delta is a rank-r matrix plus the dtype's
  * rounding noise (FORMAT.md, "lowrank"), else 0. */
 unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
-                           unsigned rmax);
+                           unsigned rmax, unsigned *partial);
 /* Append lowrank-exact's sparse residual ('S', FORMAT.md) of ft against the
  * prediction pred, ne elements of dt (BF16, F16 or F32); *misses (may be
  * NULL): the elements it lists. */

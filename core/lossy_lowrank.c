@@ -633,8 +633,9 @@ static unsigned lr_rmax(size_t m, size_t n)
  * than s_k plus the noise.
  * Returns r, 0 when the block is not low-rank (or on out of memory). */
 unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
-                           unsigned rmax)
+                           unsigned rmax, unsigned *partial)
 {
+    if (partial) *partial = 0;
     if (rmax == 0 || m == 0 || n == 0) return 0;
     size_t S = m < 2 * (size_t)rmax + 16 ? m : 2 * (size_t)rmax + 16;
     size_t C = n < 2 * (size_t)rmax + 16 ? n : 2 * (size_t)rmax + 16;
@@ -653,6 +654,15 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
         size_t l = lr_cols(kk, S, C);
         lr_sketch(&k, x, S, C, l, 0, 1, sv);
         unsigned r = lr_count(sv, l, &st);
+        if (partial && kk == (rmax < 8 ? rmax : 8)) {
+            /* a dominant low-rank part over a delta that is not low-rank
+             * (some full fine-tunes' embeddings and heads): a gap of 4 or
+             * more in the first sketch, holding 80% of the energy */
+            unsigned g = wd_lowrank_gap_rank(sv, (unsigned)l);
+            double cg = 0;
+            for (unsigned c = 0; c < g; c++) cg += sv[c] * sv[c];
+            if (g < l && cg >= 0.8 * st.tot) *partial = g;
+        }
         double cap = 0;
         for (unsigned c = 0; c < r; c++) cap += sv[c] * sv[c];
         if (r <= kk) {
@@ -1133,7 +1143,7 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
         kmax = fixed;
     } else { /* the rank test first: cheap where the block is not low-rank */
         unsigned rmax = lr_rmax(rows, cols);
-        det = wd_lowrank_detect(ft, base, dt, rows, cols, rmax);
+        det = wd_lowrank_detect(ft, base, dt, rows, cols, rmax, NULL);
         kmax = det ? (det + LR_OVER < rmax ? det + LR_OVER : rmax) : codec == WD_CODEC_LOWRANK ? LR_FALLBACK : 0;
     }
     /* the block-sized buffers in scratch slots the decoder alone uses
@@ -1262,12 +1272,13 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, level, 0, 0};
     /* the rank test on rows spread over the whole tensor */
     if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, ft, base, err)) goto out;
-    unsigned r = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax);
+    unsigned part = 0, r = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, &part);
     if (r) {
         uint32_t lbs = lr_block_bytes(t);
         if (lbs) *bs_out = bs = lbs;
     }
     if (codec == WD_CODEC_LOWRANK_EXACT) {
+        if (!r) r = part; /* a dominant low-rank part: worth a trial (default blocks) */
         if (!r) { /* not low-rank: plain lossless */
             *stored = 1, *plain = 0;
             rc = 0;

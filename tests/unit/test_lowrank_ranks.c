@@ -101,7 +101,7 @@ START_TEST(test_lowrank_ranks_found)
     uint16_t *base = malloc(m * n * 2), *ft = malloc(m * n * 2);
     for (size_t t = 0; t < sizeof ranks / sizeof ranks[0]; t++) {
         make_pair(base, ft, m, n, ranks[t], 0.1);
-        unsigned r = wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85);
+        unsigned r = wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85, NULL);
         ck_assert_msg(r == ranks[t], "rank %u found as %u", ranks[t], r);
         size_t plain, len;
         unsigned br;
@@ -116,15 +116,27 @@ START_TEST(test_lowrank_ranks_found)
         /* a limit below the rank: not low-rank enough */
         if (ranks[t] > 8)
             ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n,
-                                                ranks[t] / 2), 0);
+                                                ranks[t] / 2, NULL), 0);
     }
     /* a full-rank delta (a full fine-tune) and one below the rounding step */
     make_pair(base, ft, m, n, 0, 0.1);
-    ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85), 0);
+    ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85, NULL), 0);
     make_pair(base, ft, m, n, 8, 0.0005);
-    ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85), 0);
+    ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85, NULL), 0);
+    /* a dominant rank-2 part over a full-rank delta holding 5% of the energy:
+     * not low-rank, but its dominant part is reported for a trial */
+    {
+        uint16_t *f2 = malloc(m * n * 2);
+        make_pair(base, ft, m, n, 2, 0.1); /* base ~ N(0, 0.02): the rank-2 delta's RMS is 0.002 */
+        for (size_t i = 0; i < m * n; i++)
+            f2[i] = to_bf16(from_bf16(ft[i]) + (float)(0.002 * sqrt(0.05) * gauss()));
+        unsigned part = 99;
+        ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)f2, (unsigned char *)base, WD_BF16, m, n, 85, &part), 0);
+        ck_assert_uint_eq(part, 2);
+        free(f2);
+    }
     /* no delta at all */
-    ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)base, (unsigned char *)base, WD_BF16, m, n, 85), 0);
+    ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)base, (unsigned char *)base, WD_BF16, m, n, 85, NULL), 0);
     free(base), free(ft);
 }
 END_TEST
@@ -135,7 +147,7 @@ START_TEST(test_lowrank_ranks_high)
     size_t m = 1024, n = 512;
     uint16_t *base = malloc(m * n * 2), *ft = malloc(m * n * 2);
     make_pair(base, ft, m, n, 96, 0.1);
-    unsigned r = wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 170);
+    unsigned r = wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 170, NULL);
     ck_assert_msg(r == 96, "rank 96 found as %u", r);
     size_t plain, len;
     unsigned br;
