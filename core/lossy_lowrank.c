@@ -1235,18 +1235,40 @@ static uint32_t lr_block_bytes(const wd_tensor *t)
     return wd_lossy_block_size(t, (uint32_t)(per * row));
 }
 
-/* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base */
+/* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base.
+ * Read in whole chunks of `chunk` bytes (the block size) that hold a wanted
+ * row: a base that is a parent delta's output decodes each of its blocks
+ * once, not once per row. */
 static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                     uint64_t base_off, size_t rows, size_t row, size_t cnt, unsigned char *ft, unsigned char *base,
-                     wd_err *err)
+                     uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk, unsigned char *ft,
+                     unsigned char *base, wd_err *err)
 {
-    for (size_t s = 0; s < cnt; s++) {
-        uint64_t at = (uint64_t)(s * rows / cnt) * row;
-        if (wd_pread_full(ft_fd, ft + s * row, row, t->offset + at, ft_path, err) ||
-            read_base(base_ctx, base + s * row, row, base_off + at, err))
-            return wd_errprefix(err, "tensor %s", t->name);
+    size_t per = chunk / row ? chunk / row : 1, s = 0;
+    unsigned char *cf = malloc(per * row), *cb = malloc(per * row);
+    int rc = -1;
+    if (!cf || !cb) {
+        wd_errf(err, "out of memory");
+        goto out;
     }
-    return 0;
+    for (size_t r0 = 0; r0 < rows && s < cnt; r0 += per) {
+        size_t r1 = rows - r0 < per ? rows : r0 + per;
+        if (s * rows / cnt >= r1) continue; /* no wanted row in this chunk */
+        uint64_t at = (uint64_t)r0 * row;
+        size_t n = (r1 - r0) * row;
+        if (wd_pread_full(ft_fd, cf, n, t->offset + at, ft_path, err) || read_base(base_ctx, cb, n, base_off + at, err)) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        for (; s < cnt && s * rows / cnt < r1; s++) {
+            size_t i = s * rows / cnt - r0;
+            memcpy(ft + s * row, cf + i * row, row);
+            memcpy(base + s * row, cb + i * row, row);
+        }
+    }
+    rc = 0;
+out:
+    free(cf), free(cb);
+    return rc;
 }
 
 int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
@@ -1256,6 +1278,7 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     *stored = *plain = 0;
     *max_rank = 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
+    const uint32_t cbs = bs; /* the chunks read_rows reads */
     *bs_out = bs;
     if (!bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
     size_t w = wd_dtype_size(t->dtype), cols = (size_t)t->shape[t->ndim - 1], row = cols * w;
@@ -1271,7 +1294,7 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     }
     wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, level, 0, 0};
     /* the rank test on rows spread over the whole tensor */
-    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, ft, base, err)) goto out;
+    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, cbs, ft, base, err)) goto out;
     unsigned part = 0, r = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, &part);
     if (r) {
         uint32_t lbs = lr_block_bytes(t);
@@ -1310,7 +1333,7 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
             wd_errf(err, "out of memory");
             goto out;
         }
-        if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, E, ft, base, err)) goto out;
+        if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, E, cbs, ft, base, err)) goto out;
         lbuf ob = {0};
         unsigned rt = 0;
         p.rank = r; /* the rank the test found */
