@@ -650,6 +650,10 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
     for (size_t s = 0; s < S; s++) ri[s] = s * m / S;
     for (size_t c = 0; c < C; c++) ci[c] = c * n / C;
     if (lr_gather(ft, base, dt, n, ri, S, ci, C, x, &st) || !(st.tot > 0)) goto out;
+    /* below the rounding noise, what neither the float32 sketch nor FP16
+     * factors (11 significant bits) resolve: 2^-20 of the delta's energy
+     * (F32 fine-tunes, whose own rounding is far finer) */
+    st.noise += st.tot * 0x1p-20;
     for (unsigned kk = rmax < 8 ? rmax : 8;; kk = 2 * kk < rmax ? 2 * kk : rmax) {
         size_t l = lr_cols(kk, S, C);
         lr_sketch(&k, x, S, C, l, 0, 1, sv);

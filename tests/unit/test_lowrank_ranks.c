@@ -3,8 +3,8 @@
  * one on a wider block), rejects a full-rank delta, a delta at the rounding
  * noise and a rank beyond the limit it is given; lowrank-exact blocks with
  * the rank found rebuild the fine-tune bit for bit and are much smaller
- * than the plain lossless codec's; ranks up to WD_LOWRANK_KMAX decode and
- * one above is rejected. */
+ * than the plain lossless codec's, in BF16, F16 and F32; ranks up to
+ * WD_LOWRANK_KMAX decode and one above is rejected. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -159,6 +159,57 @@ START_TEST(test_lowrank_ranks_high)
 }
 END_TEST
 
+/* F16 and F32 fine-tunes: the noise floor follows the dtype (F32's own
+ * rounding is far below what FP16 factors resolve) */
+START_TEST(test_lowrank_ranks_dtypes)
+{
+    size_t m = 512, n = 256, ne = m * n;
+    static const wd_dtype dts[] = {WD_F16, WD_F32};
+    for (int t = 0; t < 2; t++) {
+        wd_dtype dt = dts[t];
+        unsigned w = wd_dtype_size(dt);
+        unsigned char *base = malloc(ne * w), *ft = malloc(ne * w), *out = malloc(ne * w);
+        double *a = malloc(m * 16 * sizeof *a), *b = malloc(16 * n * sizeof *b);
+        for (size_t i = 0; i < m * 16; i++) a[i] = gauss();
+        for (size_t i = 0; i < 16 * n; i++) b[i] = gauss() * 0.002 / 4; /* delta RMS 0.002: a tenth of the base's */
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) {
+                double acc = 0;
+                for (unsigned k = 0; k < 16; k++) acc += a[i * 16 + k] * b[k * n + j];
+                float bv = (float)(0.02 * gauss());
+                size_t e = i * n + j;
+                if (dt == WD_F16) {
+                    uint16_t hb = ls_to_half(bv, 0);
+                    bv = wd_half_to_float(hb);
+                    uint16_t hf = ls_to_half(bv + (float)acc, 0);
+                    memcpy(base + 2 * e, &hb, 2), memcpy(ft + 2 * e, &hf, 2);
+                } else {
+                    float fv = bv + (float)acc;
+                    memcpy(base + 4 * e, &bv, 4), memcpy(ft + 4 * e, &fv, 4);
+                }
+            }
+        unsigned r = wd_lowrank_detect(ft, base, dt, m, n, 85, NULL);
+        ck_assert_msg(r == 16, "%s: rank 16 found as %u", dt == WD_F16 ? "F16" : "F32", r);
+        wd_scratch *s = wd_scratch_new();
+        wd_lossy_params p = {(uint32_t)n, 0, 0, 0, 3, 0, 0};
+        const unsigned char *enc;
+        size_t len, plen;
+        wd_err err;
+        ck_assert_msg(wd_lossy_encode(s, WD_CODEC_LOWRANK_EXACT, dt, &p, ft, base, ne * w, &enc, &len, &err) == 0,
+                      "%s", err.msg);
+        unsigned char *blk = malloc(len);
+        memcpy(blk, enc, len);
+        ck_assert_uint_eq(wd_get_u32(blk + 12), 16);
+        ck_assert(wd_lossy_decode(s, WD_CODEC_LOWRANK_EXACT, dt, blk, len, base, out, ne * w, &err) == 0);
+        ck_assert_msg(memcmp(out, ft, ne * w) == 0, "lowrank-exact did not rebuild the fine-tune");
+        ck_assert(wd_encode_block(s, WD_CODEC_LOSSLESS, dt, 3, ft, base, ne * w, &enc, &plen, &err) == 0);
+        ck_assert_msg(len < plen, "%s: lowrank-exact %zu bytes, plain %zu", dt == WD_F16 ? "F16" : "F32", len, plen);
+        wd_scratch_free(s);
+        free(base), free(ft), free(out), free(a), free(b), free(blk);
+    }
+}
+END_TEST
+
 START_TEST(test_lowrank_ranks_limit)
 {
     /* a fixed rank up to WD_LOWRANK_KMAX round trips; a header above it is corrupt */
@@ -196,6 +247,7 @@ Suite *suite_lowrank_ranks(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_lowrank_ranks_found);
     tcase_add_test(tc, test_lowrank_ranks_high);
+    tcase_add_test(tc, test_lowrank_ranks_dtypes);
     tcase_add_test(tc, test_lowrank_ranks_limit);
     suite_add_tcase(s, tc);
     return s;
