@@ -1105,19 +1105,24 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 if (rc) break;
             }
             unsigned rank = 0;
-            if (c == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found, for inspect */
+            if (c == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
                 uint64_t st, pl;
+                uint32_t xbs;
                 rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                        e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, err);
+                                        e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, &xbs, err);
                 if (rc) break;
+                if (!is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
             }
             if (c == WD_CODEC_LOSSLESS && try_exact) {
                 uint64_t st, pl;
+                uint32_t xbs;
                 rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
                                         e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
-                                        &pl, &rank, err);
+                                        &pl, &rank, &xbs, err);
                 if (rc) break;
-                if (st < pl) c = WD_CODEC_LOWRANK_EXACT;
+                /* the trial's rank, fixed for the tensor's blocks: the writer's
+                 * encode skips the rank test */
+                if (st < pl) c = WD_CODEC_LOWRANK_EXACT, lbs = xbs, lp.rank = rank;
             }
             if (need_data && o->progress) o->progress(o->progress_ctx, 0, 0, ++done, ft->ntensors); /* choosing */
             if (wd_codec_is_rowblock(c)) {

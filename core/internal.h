@@ -147,13 +147,15 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_re
                   uint64_t base_off, double max_error, int level, uint32_t target_bs, wd_codec *codec,
                   wd_lossy_params *out, wd_err *err);
 
-/* lowrank (lossy_lowrank.c): code tensor t with codec (lowrank or
- * lowrank-exact) one row block at a time: *stored its bytes (plus a
- * margin of a header per block), *plain the plain lossless codec's bytes
- * (lowrank-exact only), *max_rank the largest rank a block took. */
+/* lowrank (lossy_lowrank.c): the rank test on rows spread over tensor t;
+ * *bs_out the block size its low-rank extent takes (larger than target_bs
+ * where the test passes: see lr_block_bytes).  lowrank-exact: *stored and
+ * *plain estimate its bytes and the plain lossless codec's from a trial on
+ * a sample of rows (*stored = 1, *plain = 0 where the test fails);
+ * lowrank: every block coded, *max_rank the largest rank a block took. */
 int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                        uint64_t base_off, wd_codec codec, int level, uint32_t target_bs, uint64_t *stored,
-                       uint64_t *plain, unsigned *max_rank, wd_err *err);
+                       uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err);
 
 /* zstd through the scratch's contexts */
 int wd_zstd_compress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n, int level,

@@ -172,10 +172,16 @@ int wd_lowrank_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
 int wd_lowrank_fit(const float *d, size_t m, size_t n, unsigned kmax, double *uf, double *vf, double *sv,
                    unsigned *kout, wd_err *err);
 unsigned wd_lowrank_gap_rank(const double *sv, unsigned k);
+/* The rank test of an m x n block of rows (ft and base, dtype dt): the rank
+ * r <= rmax of its delta when the delta is a rank-r matrix plus the dtype's
+ * rounding noise (FORMAT.md, "lowrank"), else 0. */
+unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
+                           unsigned rmax, unsigned *partial);
 /* Append lowrank-exact's sparse residual ('S', FORMAT.md) of ft against the
- * prediction pred, ne elements of dt (BF16, F16 or F32). */
+ * prediction pred, ne elements of dt (BF16, F16 or F32); *misses (may be
+ * NULL): the elements it lists. */
 int wd_lowrank_sparse_put(lbuf *out, wd_scratch *s, int level, wd_dtype dt, const unsigned char *ft,
-                          const unsigned char *pred, size_t ne, wd_err *err);
+                          const unsigned char *pred, size_t ne, size_t *misses, wd_err *err);
 /* The prediction in its documented float32 order (FORMAT.md); acc: cols floats. */
 void wd_lowrank_predict(unsigned char *out, const unsigned char *base, wd_dtype dt, const float *u,
                         const float *v, size_t rows, size_t cols, unsigned rank, float *acc);

@@ -198,7 +198,7 @@ const char *wd_codec_name(wd_codec c);
 int wd_codec_is_lossy(wd_codec c);
 /* 1 for the codecs of whole-row blocks: the lossy ones and lowrank-exact */
 int wd_codec_is_rowblock(wd_codec c);
-#define WD_LOWRANK_KMAX 32
+#define WD_LOWRANK_KMAX 256
 
 /* Settings of the lossy codecs (0 = default). */
 typedef struct wd_lossy_params {

@@ -192,6 +192,7 @@ fi
 
 # the low-rank predictor on pairLoRA
 bash "$REPO/tests/bench/lowrank.sh" || echo "bench: lowrank part failed" >&2
+bash "$REPO/tests/bench/kinds.sh" || echo "bench: kinds part failed" >&2
 
 if [ -f "$REPO/tests/bench/fs.sh" ]; then
   bash "$REPO/tests/bench/fs.sh"

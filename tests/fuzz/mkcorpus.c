@@ -94,7 +94,7 @@ static int lowrank_seeds(const char *out, const char *base_dir, const char *ft_d
     blk[1] = WD_CODEC_LOWRANK_EXACT; /* same header and factor layout */
     for (int form = 0; form < 2; form++) {
         res.len = 0;
-        if (form == 0 && wd_lowrank_sparse_put(&res, s, 3, WD_BF16, (unsigned char *)seed, (unsigned char *)p0, ne, &err))
+        if (form == 0 && wd_lowrank_sparse_put(&res, s, 3, WD_BF16, (unsigned char *)seed, (unsigned char *)p0, ne, NULL, &err))
             goto fail;
         if (form == 1) {
             if (wd_encode_block(s, WD_CODEC_LOSSLESS, WD_BF16, 3, (unsigned char *)seed, (unsigned char *)p0, n, &enc,

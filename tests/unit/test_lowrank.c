@@ -58,16 +58,17 @@ static float *lowrank_matrix(size_t m, size_t n, unsigned r, double eps)
 
 START_TEST(test_lowrank_fit_rank)
 {
+    enum { KF = 32 }; /* components fitted (the fit also takes up to WD_LOWRANK_KMAX, bounded by the matrix) */
     static const unsigned ranks[] = {0, 1, 3, 8, 17, 31};
     for (size_t t = 0; t < sizeof ranks / sizeof ranks[0]; t++) {
         size_t m = 160, n = 120;
         float *d = lowrank_matrix(m, n, ranks[t], 0);
-        double *uf = malloc(m * WD_LOWRANK_KMAX * sizeof *uf), *vf = malloc(WD_LOWRANK_KMAX * n * sizeof *vf);
-        double sv[WD_LOWRANK_KMAX];
+        double *uf = malloc(m * KF * sizeof *uf), *vf = malloc(KF * n * sizeof *vf);
+        double sv[KF];
         unsigned k;
         wd_err err;
-        ck_assert_msg(wd_lowrank_fit(d, m, n, WD_LOWRANK_KMAX, uf, vf, sv, &k, &err) == 0, "%s", err.msg);
-        ck_assert_uint_eq(k, WD_LOWRANK_KMAX);
+        ck_assert_msg(wd_lowrank_fit(d, m, n, KF, uf, vf, sv, &k, &err) == 0, "%s", err.msg);
+        ck_assert_uint_eq(k, KF);
         unsigned r = wd_lowrank_gap_rank(sv, k);
         ck_assert_msg(r == ranks[t], "rank %u found as %u", ranks[t], r);
         /* the rank-r factors rebuild the matrix */
@@ -75,7 +76,7 @@ START_TEST(test_lowrank_fit_rank)
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < n; j++) {
                 double acc = 0;
-                for (unsigned c = 0; c < r; c++) acc += uf[i * WD_LOWRANK_KMAX + c] * vf[c * n + j];
+                for (unsigned c = 0; c < r; c++) acc += uf[i * KF + c] * vf[c * n + j];
                 e2 += (acc - d[i * n + j]) * (acc - d[i * n + j]);
                 d2 += (double)d[i * n + j] * d[i * n + j];
             }
@@ -83,13 +84,24 @@ START_TEST(test_lowrank_fit_rank)
         /* with noise well below the signal the rank is still found */
         free(d);
         d = lowrank_matrix(m, n, ranks[t], 1e-6);
-        ck_assert(wd_lowrank_fit(d, m, n, WD_LOWRANK_KMAX, uf, vf, sv, &k, &err) == 0);
+        ck_assert(wd_lowrank_fit(d, m, n, KF, uf, vf, sv, &k, &err) == 0);
         if (ranks[t]) ck_assert_msg(wd_lowrank_gap_rank(sv, k) == ranks[t], "noisy rank %u found as %u", ranks[t],
                                     wd_lowrank_gap_rank(sv, k));
         free(d);
         free(uf);
         free(vf);
     }
+    /* kmax beyond the matrix: as many components as its smaller side */
+    size_t m = 40, n = 24;
+    float *d = lowrank_matrix(m, n, 5, 0);
+    double *uf = malloc(m * WD_LOWRANK_KMAX * sizeof *uf), *vf = malloc(WD_LOWRANK_KMAX * n * sizeof *vf);
+    double sv[WD_LOWRANK_KMAX];
+    unsigned k;
+    wd_err err;
+    ck_assert(wd_lowrank_fit(d, m, n, WD_LOWRANK_KMAX, uf, vf, sv, &k, &err) == 0);
+    ck_assert_uint_eq(k, n);
+    ck_assert_uint_eq(wd_lowrank_gap_rank(sv, k), 5);
+    free(d), free(uf), free(vf);
 }
 END_TEST
 
