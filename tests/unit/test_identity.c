@@ -88,7 +88,7 @@ static void make_model(const char *dir, const size_t *perm, size_t parts, int ch
         size_t idx[NSPECS], n = 0;
         for (size_t k = 0; k < NSPECS; k++)
             if (k % parts == p) idx[n++] = perm[k];
-        char path[256];
+        char path[1024];
         snprintf(path, sizeof path, "%s/m-%zu.safetensors", dir, p);
         write_file(path, idx, n, 1, change);
     }
