@@ -110,14 +110,14 @@ static const spec base_spec[] = {
     {"embed.weight", "BF16", 300, 64, 0},   {"layer.0.w", "BF16", 1200, 512, 0},
     {"layer.0.norm", "F32", 512, 0, 0},     {"layer.1.w", "BF16", 700, 333, 1},
     {"layer.1.ids", "I64", 100, 0, 1},      {"layer.1.mask", "BOOL", 77, 0, 1},
-    {"lm_head.weight", "F16", 128, 96, 1},  {"resized.weight", "BF16", 64, 8, 1},
+    {"lm_head.weight", "F16", 128, 96, 1},  {"resized.weight", "BF16", 64, 64, 1},
 };
 /* the fine-tune resizes one tensor and adds one */
 static const spec ft_spec[] = {
     {"embed.weight", "BF16", 300, 64, 0},   {"layer.0.w", "BF16", 1200, 512, 0},
     {"layer.0.norm", "F32", 512, 0, 0},     {"layer.1.w", "BF16", 700, 333, 1},
     {"layer.1.ids", "I64", 100, 0, 1},      {"layer.1.mask", "BOOL", 77, 0, 1},
-    {"lm_head.weight", "F16", 128, 96, 1},  {"resized.weight", "BF16", 65, 8, 1},
+    {"lm_head.weight", "F16", 128, 96, 1},  {"resized.weight", "BF16", 65, 64, 1},
     {"score.weight", "F32", 10, 96, 1},
 };
 
@@ -349,9 +349,9 @@ START_TEST(test_wrong_base)
         for (size_t k = 0; k < other.files[f].ntensors; k++)
             if (!strcmp(other.files[f].tensors[k].name, "resized.weight")) rt = &other.files[f].tensors[k];
     ck_assert_ptr_nonnull(rt);
-    rt->length -= 16; /* 64 rows of 8 BF16 values: what the delta expects */
+    rt->length -= 128; /* 64 rows of 64 BF16 values: what the delta expects */
     rt->shape[0] = 64;
-    rt->nelem = 512;
+    rt->nelem = 4096;
     ck_assert(wd_delta_open(delta, &d, &err) == 0);
     ck_assert_msg(wd_delta_set_base(d, &other, &err) == 0, "%s", err.msg);
     failures = 0;
