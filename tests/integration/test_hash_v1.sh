@@ -61,7 +61,16 @@ check "a base_hash_v1 that is not 64 hex digits: refused (exit 1), named" \
 
 # ---- Python: deltatensors' semantics over these files
 out="$T/py.log"
-if WDELTA_LIB="$BIN/libwdelta.so" "$PY" - "$REPO" "$T" >"$out" 2>&1 <<'EOF'
+pre=""  # an ASan+UBSan libwdelta.so needs its runtimes preloaded into python (leak checks off)
+if nm -D "$BIN/libwdelta.so" 2>/dev/null | grep -q __asan_init; then
+  for r in libasan.so libubsan.so; do
+    p=$(${CC:-cc} -print-file-name=$r 2>/dev/null)
+    [ -f "$p" ] && pre="$pre $p"
+  done
+fi
+if env ${pre:+LD_PRELOAD="$pre"} ASAN_OPTIONS="detect_leaks=0:abort_on_error=1" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+    WDELTA_LIB="$BIN/libwdelta.so" "$PY" - "$REPO" "$T" >"$out" 2>&1 <<'EOF'
 import os, sys
 sys.path.insert(0, os.path.join(sys.argv[1], "python"))
 import wdelta
@@ -99,6 +108,7 @@ for sub in ("", "old"):
     raises(lambda: wdelta.load_delta_chain(chain[::-1], g + "/base"), "load_delta_chain %s in the wrong order" % (sub or "new"))
 EOF
 then
+  san_clean "$out" || fail "python: sanitizer report"
   pass "python: v1 parent_hash, BaseMismatchError on wrong bases, chains by recorded kind"
 else
   fail "python"; sed 's/^/      /' "$out"
