@@ -213,6 +213,22 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
     }
     d->info.base_hash_kind = (unsigned)bk;
     d->info.result_hash_kind = (unsigned)rk;
+    /* informational v1 content hashes (optional; FORMAT.md "Model identity") */
+    const char *bh1 = get_str(m, "base_hash_v1"), *rh1 = get_str(m, "result_hash_v1");
+    if ((bh1 && wd_unhex(bh1, d->info.base_hash_v1, 32)) || (rh1 && wd_unhex(rh1, d->info.result_hash_v1, 32))) {
+        wd_errf(err, "%s: manifest base_hash_v1/result_hash_v1 are not 64 hex digits", d->path);
+        goto out;
+    }
+    d->info.has_base_hash_v1 = bh1 != NULL;
+    d->info.has_result_hash_v1 = rh1 != NULL;
+    if (bk == WD_HASH_V1) {
+        memcpy(d->info.base_hash_v1, d->info.base_hash, 32);
+        d->info.has_base_hash_v1 = 1;
+    }
+    if (rk == WD_HASH_V1) {
+        memcpy(d->info.result_hash_v1, d->info.result_hash, 32);
+        d->info.has_result_hash_v1 = 1;
+    }
     d->strategy = dup_or_null(get_str(m, "strategy"));
     d->tool = dup_or_null(get_str(m, "tool"));
     d->options_json = opt ? cJSON_PrintUnformatted(opt) : strdup("{}");
@@ -345,6 +361,8 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
         if (wd_v1_open_fd(d->fd, d->path, &d->v1, err)) return -1;
         memcpy(d->info.base_hash, wd_v1_parent_hash(d->v1), 32);
         d->info.base_hash_kind = d->info.result_hash_kind = WD_HASH_V1;
+        memcpy(d->info.base_hash_v1, d->info.base_hash, 32);
+        d->info.has_base_hash_v1 = 1;
         d->strategy = strdup(wd_v1_strategy(d->v1));
         d->tool = strdup("deltatensors (v1)");
         d->options_json = strdup(wd_v1_options(d->v1));

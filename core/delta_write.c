@@ -415,8 +415,50 @@ static int base_src_read(void *ctx, unsigned char *buf, size_t n, uint64_t off, 
     return wd_pread_full(b->fd, buf, n, off, b->base->files[b->file].path, err);
 }
 
+/* The result's two hashes, fed together in wd_model_hash_order (the v1
+ * order): the identity (result_hash) and deltatensors' content hash
+ * (result_hash_v1, informational). */
+typedef struct res_hash {
+    wd_idhash *id, *v1;
+} res_hash;
+
+static int res_hash_new(res_hash *h)
+{
+    h->id = wd_idhash_new(WD_ID_V2);
+    h->v1 = wd_idhash_new(WD_HASH_V1);
+    return h->id && h->v1 ? 0 : -1;
+}
+
+static int res_hash_begin(res_hash *h, const wd_tensor *t)
+{
+    return wd_idhash_begin(h->id, t) || wd_idhash_begin(h->v1, t) ? -1 : 0;
+}
+
+static void res_hash_update(res_hash *h, const void *p, size_t n)
+{
+    wd_idhash_update(h->id, p, n);
+    wd_idhash_update(h->v1, p, n);
+}
+
+/* Both finals run (each frees its hash); then nothing is left to free. */
+static int res_hash_final(res_hash *h, unsigned char id[32], unsigned char v1[32], wd_err *err)
+{
+    int rc = wd_idhash_final(h->id, id, err);
+    wd_err e2;
+    int rc1 = wd_idhash_final(h->v1, v1, rc ? &e2 : err);
+    h->id = h->v1 = NULL;
+    return rc || rc1 ? -1 : 0;
+}
+
+static void res_hash_free(res_hash *h)
+{
+    wd_idhash_free(h->id);
+    wd_idhash_free(h->v1);
+    h->id = h->v1 = NULL;
+}
+
 static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, const char *base_path,
-                      plan_ext *e, uint64_t src_off, uint64_t base_off, wd_idhash *sha,
+                      plan_ext *e, uint64_t src_off, uint64_t base_off, res_hash *sha,
                       uint64_t *done, wd_err *err)
 {
     for (uint32_t b = 0; b < e->nblocks; b++) {
@@ -429,7 +471,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
             free(j.ft);
             return e->tensor ? wd_errprefix(err, "tensor %s", e->tensor->name) : -1;
         }
-        if (sha) wd_idhash_update(sha, j.ft, n);
+        if (sha) res_hash_update(sha, j.ft, n);
         if (wd_codec_needs_base(e->codec)) {
             /* the base range this block reads: the same bytes, or for the
              * predictor (xdtype.h) the base elements of its element range */
@@ -467,6 +509,10 @@ typedef struct base_hash_job {
     const unsigned char *known; /* the parent's result hash */
     unsigned kind;              /* of digest: the parent's result_hash_kind, else WD_ID_V2 */
     unsigned char digest[32];
+    /* the base's v1 content hash (manifest base_hash_v1, informational):
+     * computed with the identity, or the parent's result_hash_v1 */
+    int has_v1;
+    unsigned char v1[32];
     int rc;
     wd_err err;
 } base_hash_job;
@@ -479,10 +525,15 @@ static void *base_hash_main(void *arg)
         h->rc = 0;
         return NULL;
     }
-    /* a model identity reads its tensors on several threads; the v1
-     * content hash (a parent recording one) can be stopped */
-    h->rc = h->kind == WD_HASH_V1 ? wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err)
-                                  : wd_model_hash_kind(h->base, h->kind, h->digest, &h->err);
+    /* the v1 content hash alone can be stopped; the identity reads its
+     * tensors on several threads, the v1 hash beside it on one more */
+    if (h->kind == WD_HASH_V1) {
+        h->rc = wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err);
+        if (!h->rc) memcpy(h->v1, h->digest, 32);
+    } else {
+        h->rc = wd_model_hashes(h->base, h->v1, h->digest, &h->err);
+    }
+    h->has_v1 = h->rc == 0;
     return NULL;
 }
 
@@ -492,7 +543,8 @@ static void *base_hash_main(void *arg)
  * The manifest is compressed as it is printed, one extent at a time, so
  * its memory is the compressed text, not a JSON tree of every extent. */
 static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
-                            unsigned base_kind, const unsigned char *result_hash)
+                            unsigned base_kind, const unsigned char *result_hash, const unsigned char *base_v1,
+                            const unsigned char *result_v1)
 {
     char hex[65];
     cJSON *m = cJSON_CreateObject();
@@ -517,6 +569,15 @@ static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, con
     /* FORMAT.md "Model identity": absent means WD_HASH_V1 (older files) */
     cJSON_AddNumberToObject(m, "base_hash_kind", base_kind);
     cJSON_AddNumberToObject(m, "result_hash_kind", WD_ID_V2);
+    /* informational: deltatensors' content hashes (NULL: not known) */
+    if (base_v1) {
+        wd_hex(base_v1, 32, hex);
+        cJSON_AddStringToObject(m, "base_hash_v1", hex);
+    }
+    if (result_v1) {
+        wd_hex(result_v1, 32, hex);
+        cJSON_AddStringToObject(m, "result_hash_v1", hex);
+    }
     if (o->parent) { /* lineage: base_hash is the parent delta's result_hash */
         const char *pp = wd_delta_path(o->parent), *slash = strrchr(pp, '/');
         unsigned depth = 0;
@@ -607,14 +668,15 @@ static void zput_json(zsink *z, cJSON *j)
 
 /* The whole manifest, zstd-compressed, into *out (malloc'd). */
 static int manifest_z(const wd_create_opts *o, int level, uint32_t bs, const unsigned char *base_hash,
-                      unsigned base_kind, const unsigned char *result_hash, const plan_file *pf, size_t npf, unsigned char **out,
+                      unsigned base_kind, const unsigned char *result_hash, const unsigned char *base_v1,
+                      const unsigned char *result_v1, const plan_file *pf, size_t npf, unsigned char **out,
                       size_t *out_len, wd_err *err)
 {
     zsink z = {ZSTD_createCCtx(), NULL, 0, 0, 0};
     if (!z.cc) return wd_errf(err, "out of memory writing the manifest");
     ZSTD_CCtx_setParameter(z.cc, ZSTD_c_compressionLevel, level);
     char *head = NULL;
-    cJSON *m = manifest_head(o, level, bs, base_hash, base_kind, result_hash);
+    cJSON *m = manifest_head(o, level, bs, base_hash, base_kind, result_hash, base_v1, result_v1);
     if (m) head = cJSON_PrintUnformatted(m);
     cJSON_Delete(m);
     size_t hl = head ? strlen(head) : 0;
@@ -713,13 +775,13 @@ static int write_tail(writer *w, unsigned char *manifest, size_t mlen, uint64_t 
 
 /* ---- the driver ------------------------------------------------------ */
 static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf,
-                    unsigned char result_hash[32], wd_err *err);
+                    unsigned char result_hash[32], unsigned char result_v1[32], wd_err *err);
 
 static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
                          const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err);
 static int any_lossy(const plan_file *pf, size_t npf);
 static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf,
-                        unsigned char result_hash[32], wd_err *err);
+                        unsigned char result_hash[32], unsigned char result_v1[32], wd_err *err);
 
 static int online_cpus(void)
 {
@@ -776,6 +838,10 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
                         .stop = o->stop,
                         .known = o->parent ? wd_delta_get_info(o->parent)->result_hash : NULL,
                         .kind = o->parent ? wd_delta_get_info(o->parent)->result_hash_kind : WD_ID_V2};
+    if (o->parent && wd_delta_get_info(o->parent)->has_result_hash_v1) { /* the parent's result, v1 */
+        bh.has_v1 = 1;
+        memcpy(bh.v1, wd_delta_get_info(o->parent)->result_hash_v1, 32);
+    }
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
@@ -873,8 +939,8 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         wd_errf(err, "cannot start worker threads");
         goto out_sync;
     }
-    unsigned char result_hash[32];
-    int feed_rc = feed_all(&w, &base, &ft, pf, npf, result_hash, err);
+    unsigned char result_hash[32], result_v1[32];
+    int feed_rc = feed_all(&w, &base, &ft, pf, npf, result_hash, result_v1, err);
     pthread_mutex_lock(&w.lock);
     w.closing = 1;
     pthread_cond_broadcast(&w.not_empty);
@@ -894,10 +960,12 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         wd_errprefix(err, "hashing the base");
         goto out_sync;
     }
-    if (any_lossy(pf, npf) && hash_decoded(&w, &base, &ft, pf, result_hash, err)) goto out_sync;
+    if (any_lossy(pf, npf) && hash_decoded(&w, &base, &ft, pf, result_hash, result_v1, err)) goto out_sync;
     unsigned char *zm = NULL;
     size_t zl = 0;
-    if (manifest_z(o, level, bs, bh.digest, bh.kind, result_hash, pf, npf, &zm, &zl, err)) goto out_sync;
+    if (manifest_z(o, level, bs, bh.digest, bh.kind, result_hash, bh.has_v1 ? bh.v1 : NULL, result_v1, pf, npf, &zm,
+                   &zl, err))
+        goto out_sync;
     uint64_t total = 0;
     if (write_tail(&w, zm, zl, &total, err)) goto out_sync; /* frees zm */
     if (fsync(w.fd)) {
@@ -948,14 +1016,15 @@ out:
 }
 
 static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf,
-                    unsigned char result_hash[32], wd_err *err)
+                    unsigned char result_hash[32], unsigned char result_v1[32], wd_err *err)
 {
     uint64_t done = 0;
     int rc = -1;
     int *ft_fds = calloc(ft->nfiles + 1, sizeof *ft_fds), *base_fds = calloc(base->nfiles + 1, sizeof *base_fds);
     struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
-    wd_idhash *sha = wd_idhash_new(WD_ID_V2);
-    if (!ft_fds || !base_fds || !order || !sha) {
+    res_hash sha_, *sha = &sha_;
+    int sha_ok = !res_hash_new(sha);
+    if (!ft_fds || !base_fds || !order || !sha_ok) {
         wd_errf(err, "out of memory");
         goto out;
     }
@@ -1011,7 +1080,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
-        if (wd_idhash_begin(sha, tt)) {
+        if (res_hash_begin(sha, tt)) {
             wd_errf(err, "out of memory");
             goto out;
         }
@@ -1024,7 +1093,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
                 goto out;
             }
             int r = wd_pread_full(ft_fds[fi], sb, tt->length, tt->offset, ft->files[fi].path, err);
-            if (!r) wd_idhash_update(sha, sb, tt->length);
+            if (!r) res_hash_update(sha, sb, tt->length);
             free(sb);
             if (r) goto out;
         } else if (k) {
@@ -1038,10 +1107,9 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
         w->tensors_done++;
     }
     if (w->o->progress) w->o->progress(w->o->progress_ctx, done, w->total_bytes, w->tensors_done, w->ntensors);
-    rc = wd_idhash_final(sha, result_hash, err);
-    sha = NULL;
+    rc = res_hash_final(sha, result_hash, result_v1, err);
 out:
-    wd_idhash_free(sha);
+    res_hash_free(sha);
     for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
         if (ft_fds[i] >= 0) close(ft_fds[i]);
     for (size_t i = 0; base_fds && i < base->nfiles && !w->o->parent; i++)
@@ -1152,10 +1220,11 @@ static int any_lossy(const plan_file *pf, size_t npf)
  * block back from the temporary file (checking its output checksum) and
  * reads every other tensor from the fine-tune.  One block in memory. */
 static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf,
-                        unsigned char result_hash[32], wd_err *err)
+                        unsigned char result_hash[32], unsigned char result_v1[32], wd_err *err)
 {
     struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
-    wd_idhash *sha = wd_idhash_new(WD_ID_V2);
+    res_hash sha_, *sha = &sha_;
+    int sha_ok = !res_hash_new(sha);
     wd_scratch *s = wd_scratch_new();
     size_t cap = 0;
     for (uint32_t b = 0; b < w->nblocks; b++)
@@ -1164,7 +1233,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
     unsigned char *buf = malloc(cap), *bbuf = malloc(cap);
     int rc = -1, fd = -1;
     base_src bsrc = {.fd = -1};
-    if (!order || !sha || !s || !buf || !bbuf) {
+    if (!order || !sha_ok || !s || !buf || !bbuf) {
         wd_errf(err, "out of memory");
         goto out;
     }
@@ -1173,7 +1242,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
         if (wd_stop_requested(w->o->stop, err)) goto out;
-        if (wd_idhash_begin(sha, tt)) {
+        if (res_hash_begin(sha, tt)) {
             wd_errf(err, "out of memory");
             goto out;
         }
@@ -1188,7 +1257,7 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
             for (uint64_t at = 0; at < tt->length; at += cap) {
                 size_t n = (size_t)(tt->length - at < cap ? tt->length - at : cap);
                 if (wd_pread_full(fd, buf, n, tt->offset + at, ft->files[fi].path, err)) goto out;
-                wd_idhash_update(sha, buf, n);
+                res_hash_update(sha, buf, n);
             }
             close(fd);
             fd = -1;
@@ -1213,16 +1282,15 @@ static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, pla
                         e->first_block + b);
                 goto out;
             }
-            wd_idhash_update(sha, buf, bl->out_len);
+            res_hash_update(sha, buf, bl->out_len);
         }
         base_src_close(&bsrc);
     }
-    rc = wd_idhash_final(sha, result_hash, err);
-    sha = NULL;
+    rc = res_hash_final(sha, result_hash, result_v1, err);
 out:
     if (fd >= 0) close(fd);
     base_src_close(&bsrc);
-    wd_idhash_free(sha);
+    res_hash_free(sha);
     wd_scratch_free(s);
     free(order);
     free(buf);

@@ -339,6 +339,13 @@ typedef struct wd_delta_info {
     unsigned char digest[32];
     int has_parent_digest;
     unsigned char parent_digest[32];
+    /* deltatensors' content hashes (WD_HASH_V1) of the base and the result,
+     * for readers that compare those (FORMAT.md "Model identity"): from the
+     * manifest's base_hash_v1/result_hash_v1 (informational, written since
+     * the identity), or base_hash/result_hash when that is their kind (v1
+     * files: base only).  has_*_v1 0: not known from the file. */
+    int has_base_hash_v1, has_result_hash_v1;
+    unsigned char base_hash_v1[32], result_hash_v1[32];
 } wd_delta_info;
 
 /* Open: checks magic, version, footer, and the digest over manifest+index. */

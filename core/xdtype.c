@@ -78,7 +78,7 @@ void wd_xdtype_convert(wd_dtype ft_dt, wd_dtype base_dt, const unsigned char *sr
     size_t m = bn / wb;
     if (m > n / wf) m = n / wf;
     if (ft_dt == base_dt) {
-        memcpy(dst, src, m * wf);
+        if (m) memcpy(dst, src, m * wf); /* src is NULL when no base bytes fall in range */
     } else if (ft_dt == WD_F32) {
         for (size_t i = 0; i < m; i++) {
             uint32_t u = get_f32bits(src, base_dt, i);

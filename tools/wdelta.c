@@ -652,6 +652,15 @@ static int inspect_json(const wd_delta_info *in)
     /* 2: model identity (wdelta hash), 1: content hash (wdelta hash --v1) */
     cJSON_AddNumberToObject(root, "base_hash_kind", in->base_hash_kind);
     cJSON_AddNumberToObject(root, "result_hash_kind", in->result_hash_kind);
+    /* deltatensors' content hashes, where the file tells them */
+    if (in->has_base_hash_v1) {
+        wd_hex(in->base_hash_v1, 32, hex);
+        cJSON_AddStringToObject(root, "base_hash_v1", hex);
+    }
+    if (in->has_result_hash_v1) {
+        wd_hex(in->result_hash_v1, 32, hex);
+        cJSON_AddStringToObject(root, "result_hash_v1", hex);
+    }
     if (in->parent_name) {
         cJSON *par = cJSON_AddObjectToObject(root, "parent");
         cJSON_AddStringToObject(par, "name", in->parent_name);
@@ -755,6 +764,14 @@ static void inspect_text(const char *path, const wd_delta_info *in, const wd_mod
     printf("base hash:       %s (%s)\n", hex, wd_hash_kind_name(in->base_hash_kind));
     wd_hex(in->result_hash, 32, hex);
     printf("result hash:     %s (%s)\n", hex, wd_hash_kind_name(in->result_hash_kind));
+    if (in->has_base_hash_v1 && in->base_hash_kind != WD_HASH_V1) {
+        wd_hex(in->base_hash_v1, 32, hex);
+        printf("base hash v1:    %s (%s)\n", hex, wd_hash_kind_name(WD_HASH_V1));
+    }
+    if (in->has_result_hash_v1 && in->result_hash_kind != WD_HASH_V1) {
+        wd_hex(in->result_hash_v1, 32, hex);
+        printf("result hash v1:  %s (%s)\n", hex, wd_hash_kind_name(WD_HASH_V1));
+    }
     if (in->parent_name) /* a chain link: its base is what the parent rebuilds */
         printf("parent:          %s (made against its model; %u link%s down to the base; see inspect --chain)\n",
                in->parent_name, in->parent_depth, in->parent_depth == 1 ? "" : "s");

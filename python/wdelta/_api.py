@@ -58,9 +58,27 @@ def _need(path, what="file"):
     return path
 
 
-def _mismatch(base, path, have, want):
-    return BaseMismatchError("Base model hash mismatch: %s is not the base of %s: its content hash is %s, "
-                             "the delta needs %s" % (base, path, have, want))
+def _kind_name(kind):
+    return _s(lib.wd_hash_kind_name(kind)) or "model hash"
+
+
+def _mismatch(base, path, have, want, kind=_lib.HASH_V1):
+    return BaseMismatchError("Base model hash mismatch: %s is not the base of %s: its %s is %s, "
+                             "the delta needs %s" % (base, path, _kind_name(kind), have, want))
+
+
+def _check_base_call(rc, err, any_missing=True):
+    """check() for a call that compares a base with what a delta needs: the
+    library's wrong-base error (WD_ERR_MISSING) becomes BaseMismatchError
+    ('Base model hash mismatch: ' and the library's text).  any_missing=False:
+    only the wrong-base and missing-link messages (a chain search may also
+    report a path that is not there)."""
+    if rc >= 0:
+        return rc
+    msg = err.text()
+    if err.kind == _lib.ERR_MISSING and (any_missing or msg.startswith(("wrong base", "missing link"))):
+        raise BaseMismatchError("Base model hash mismatch: " + msg)
+    raise WdeltaError(msg or "libwdelta call failed")
 
 
 # ---------------------------------------------------------------- models
@@ -115,6 +133,21 @@ class _Model:
         check(lib.wd_model_identity(ctypes.byref(self.m), ctypes.byref(out), ctypes.byref(err)), err)
         return _hex(out)
 
+    def hash_of_kind(self, kind):
+        """The model hash of kind HASH_V1 (content hash) or ID_V2 (identity)."""
+        err = _lib.Err()
+        out = (ctypes.c_ubyte * 32)()
+        check(lib.wd_model_hash_kind(ctypes.byref(self.m), kind, ctypes.byref(out), ctypes.byref(err)), err)
+        return _hex(out)
+
+
+def _dir_hash(model_dir, kind):
+    m = _Model.open(model_dir)
+    try:
+        return m.hash_of_kind(kind)
+    finally:
+        m.close()
+
 
 def model_hash(model_dir):
     """deltatensors' parent_hash of a safetensors model directory (SHA-256 hex;
@@ -150,8 +183,9 @@ class _Rebuilt:
     or a v1 file over its base.  Reads go through wd_read."""
 
     def __init__(self, path, base_dir, chain=None, verify=True, cache_bytes=256 << 20, check_base=None):
-        """check_base (default: verify) compares the base's content hash with
-        the one the delta needs; verify=False skips that and the v1 digest."""
+        """check_base (default: verify) compares the base's hash (of the kind
+        the delta records) with the one the delta needs; verify=False skips
+        that and the v1 digest."""
         self.path = os.fspath(path)
         self.check_base = verify if check_base is None else check_base
         self.chain = ctypes.c_void_p()
@@ -183,30 +217,25 @@ class _Rebuilt:
         self.cache = lib.wd_cache_new(cache_bytes)
         if not self.cache:
             raise MemoryError("wdelta: cannot allocate the block cache")
-        if lib.wd_chain_open(_b(self.path), arr, len(search), _b(base_dir), self.cache,
-                             ctypes.byref(self.chain), ctypes.byref(err)) < 0:
-            msg = err.text()
-            if msg.startswith("missing link"):  # neither the base nor a parent's rebuild: a wrong base
-                raise BaseMismatchError("Base model hash mismatch: " + msg)
-            raise WdeltaError(msg or "libwdelta call failed")
+        # a wrong base, or neither the base nor a parent's rebuild: BaseMismatchError
+        _check_base_call(lib.wd_chain_open(_b(self.path), arr, len(search), _b(base_dir), self.cache,
+                                           ctypes.byref(self.chain), ctypes.byref(err)), err, any_missing=False)
         self.key = lib.wd_chain_length(self.chain)
         if self.check_base:
             root = _delta_info(lib.wd_chain_link(self.chain, 0))
-            have = (ctypes.c_ubyte * 32)()
+            have = (ctypes.c_ubyte * 32)()  # of the kind the first link records
             check(lib.wd_chain_base_hash(self.chain, ctypes.byref(have), ctypes.byref(err)), err)
             if bytes(have) != bytes(root.base_hash):
-                raise _mismatch(os.fspath(base_dir), self.path, _hex(have), _hex(root.base_hash))
+                raise _mismatch(os.fspath(base_dir), self.path, _hex(have), _hex(root.base_hash),
+                                root.base_hash_kind)
 
     def _open_direct(self, base_dir, verify):
         """The delta over base_dir itself: a v1 file, or a v2 file (a chain
         link too) over a directory that holds the model it was made against."""
         err = _lib.Err()
         self.base = _Model.open(base_dir)
-        if self.check_base:
-            have = self.base.content_hash()
-            want = _hex(_delta_info(self.delta).base_hash)
-            if have != want:
-                raise _mismatch(os.fspath(base_dir), self.path, have, want)
+        if self.check_base:  # hashes the base (the kind the file records) and compares
+            _check_base_call(lib.wd_delta_check_base(self.delta, ctypes.byref(self.base.m), ctypes.byref(err)), err)
         if verify and _delta_info(self.delta).version == 1:
             # v1 blocks carry no checksums: the whole-file digest is their guard
             check(lib.wd_delta_check_digest(self.delta, ctypes.byref(err)), err)
@@ -409,7 +438,9 @@ def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", 
     exclude= (a glob or a list of globs) leaves out more files.  prefetch and
     use_gpu are accepted for compatibility and ignored (the writer streams
     blocks on `threads` CPU threads).  Returns the SHA-256 hex content hash of
-    the model the delta was taken against."""
+    the model the delta was taken against (deltatensors' parent_hash, what
+    inspect() gives as parent_hash; the file also records that model's
+    identity, see model_identity)."""
     del prefetch, use_gpu  # deltatensors' read-ahead and CuPy knobs: nothing to do here
     _need(finetuned_dir, "directory")
     _need(base_dir, "directory")
@@ -442,6 +473,15 @@ def save_delta_from_paths(out_path, finetuned_dir, base_dir, strategy="sparse", 
 
 
 # ---------------------------------------------------------------- inspect
+def _v1_or_recorded(info, which):
+    """The v1 content hash of the base or result when the file tells it
+    (a v1 file, a v2 file recording kind 1 or base_hash_v1/result_hash_v1),
+    else the hash it records (v2 files of the identity that predate those keys)."""
+    if getattr(info, "has_%s_hash_v1" % which):
+        return _hex(getattr(info, "%s_hash_v1" % which))
+    return _hex(getattr(info, "%s_hash" % which))
+
+
 def _read_info(path):
     _need(path)
     d = ctypes.c_void_p()
@@ -449,8 +489,12 @@ def _read_info(path):
     check(lib.wd_delta_open(_b(path), ctypes.byref(d), ctypes.byref(err)), err)
     try:
         i = _delta_info(d)
-        return {"version": i.version, "parent_hash": _hex(i.base_hash), "result_hash": _hex(i.result_hash),
-                "strategy": _s(i.strategy), "link": bool(i.parent_name)}
+        # parent_hash/result_hash: deltatensors' content hashes where the file
+        # tells them; base/result: (kind, hex) as recorded, what links and checks compare
+        return {"version": i.version, "parent_hash": _v1_or_recorded(i, "base"),
+                "result_hash": _v1_or_recorded(i, "result"), "strategy": _s(i.strategy),
+                "link": bool(i.parent_name), "base": (i.base_hash_kind, _hex(i.base_hash)),
+                "result": (i.result_hash_kind, _hex(i.result_hash))}
     finally:
         lib.wd_delta_close(d)
 
@@ -492,7 +536,12 @@ def inspect(path):
     """Describe a .wdelta without its base: deltatensors' keys (path, size_mb,
     parent_hash, strategy, n_tensors, tensors{name: {shape, dtype}}) plus
     ours: version, result_hash, per-tensor codec/stored_bytes (and the rank
-    a low-rank codec found), output files, and the parent of a chain link."""
+    a low-rank codec found), output files, and the parent of a chain link.
+    parent_hash and result_hash are deltatensors' content hashes
+    (hash_state_dict, model_hash) where the file records them (all files
+    but v2 ones written by an early identity build, which give their
+    identities); base_identity and result_identity, the model identities
+    (model_identity) a v2 file records."""
     if _read_info(path)["version"] == 1:
         return _inspect_v1(path)
     d = ctypes.c_void_p()
@@ -513,13 +562,18 @@ def inspect(path):
                 if params:
                     entry["params"] = json.loads(params)
             tensors[name] = entry
-        res = {"path": os.fspath(path), "size_mb": round(i.file_size / 1e6, 2), "parent_hash": _hex(i.base_hash),
-               "strategy": _s(i.strategy), "n_tensors": len(tensors), "tensors": tensors, "version": 2,
-               "size_bytes": i.file_size, "result_hash": _hex(i.result_hash), "output_bytes": i.output_size,
+        res = {"path": os.fspath(path), "size_mb": round(i.file_size / 1e6, 2),
+               "parent_hash": _v1_or_recorded(i, "base"), "strategy": _s(i.strategy), "n_tensors": len(tensors),
+               "tensors": tensors, "version": 2, "size_bytes": i.file_size,
+               "result_hash": _v1_or_recorded(i, "result"), "output_bytes": i.output_size,
                "tool": _s(i.tool), "options": json.loads(_s(i.options_json) or "{}"),
                "files": {_s(i.files[k].name): i.files[k].size for k in range(i.nfiles)}}
         if i.parent_name:
             res["parent"] = {"name": _s(i.parent_name), "depth": i.parent_depth}
+        if i.base_hash_kind == _lib.ID_V2:  # the model identities it records (model_identity)
+            res["base_identity"] = _hex(i.base_hash)
+        if i.result_hash_kind == _lib.ID_V2:
+            res["result_identity"] = _hex(i.result_hash)
         return res
     finally:
         if model:
@@ -607,21 +661,25 @@ def load_delta_chain(delta_paths, base=None, verify=True, raw=False, threads=0, 
             os.mkdir(cur)
             write_safetensors(os.path.join(cur, "model.safetensors"), base)
             what = "the base state dict"
-        cur_hash = None  # content hash of the model in cur, computed when needed
+        cur_hashes = {}  # kind -> hash of the model in cur, computed when needed
         pending = []  # indices of the deltas not yet rebuilt: a chain over cur, oldest first
         for i, (p, info) in enumerate(zip(paths, infos)):
             top = infos[pending[-1]] if pending else None
             root = pending and infos[pending[0]]["version"] == 2 and not infos[pending[0]]["link"]
-            extend = root and info["version"] == 2 and info["link"] and info["parent_hash"] == top["result_hash"]
-            if verify and not (top and top["version"] == 1):  # the model now: its hash is known
+            # hashes compared are those the files record, kind and all
+            kind, want = info["base"]
+            extend = root and info["version"] == 2 and info["link"] and info["base"] == top["result"]
+            # the hash of the model now is known when top records one of this kind
+            known = top and top["version"] == 2 and top["result"][0] == kind
+            if verify and (not top or known):
                 if top:
-                    have, now = top["result_hash"], "the model %s rebuilds" % paths[pending[-1]]
+                    have, now = top["result"][1], "the model %s rebuilds" % paths[pending[-1]]
                 else:
-                    if cur_hash is None:
-                        cur_hash = model_hash(cur)
-                    have, now = cur_hash, what
-                if have != info["parent_hash"]:
-                    raise _mismatch(now, "%s (step %d of %d)" % (p, i, len(paths)), have, info["parent_hash"])
+                    if kind not in cur_hashes:
+                        cur_hashes[kind] = _dir_hash(cur, kind)
+                    have, now = cur_hashes[kind], what
+                if have != want:
+                    raise _mismatch(now, "%s (step %d of %d)" % (p, i, len(paths)), have, want, kind)
             if extend:
                 pending.append(i)  # read through the chain: no copy of the model in between
                 continue
@@ -631,12 +689,12 @@ def load_delta_chain(delta_paths, base=None, verify=True, raw=False, threads=0, 
                 if cur.startswith(tmp + os.sep) and os.path.basename(cur) != "base":
                     shutil.rmtree(cur, ignore_errors=True)
                 cur, what = out, "the model %s rebuilds" % paths[pending[-1]]
-                cur_hash = top["result_hash"] if top["version"] == 2 else None
-                if verify and top["version"] == 1:  # a v1 file records no result hash: hash its rebuild
-                    cur_hash = model_hash(cur)
-                    if cur_hash != info["parent_hash"]:
-                        raise _mismatch(what, "%s (step %d of %d)" % (p, i, len(paths)), cur_hash,
-                                        info["parent_hash"])
+                cur_hashes = {top["result"][0]: top["result"][1]} if top["version"] == 2 else {}
+                if verify and not known:  # no result hash of this kind recorded (v1 files): hash the rebuild
+                    cur_hashes[kind] = _dir_hash(cur, kind)
+                    if cur_hashes[kind] != want:
+                        raise _mismatch(what, "%s (step %d of %d)" % (p, i, len(paths)), cur_hashes[kind], want,
+                                        kind)
             pending = [i]
         with _open_pending(paths[pending[-1]], cur, _search(pending, paths, infos), verify) as r:
             return r.state_dict(raw=raw, threads=threads)
@@ -667,21 +725,21 @@ def save_delta_chain_from_paths(out_path, finetuned_dir, parent_delta_path, base
 
 
 def _hash_order(infos):
-    """The order in which deltas of ours follow one another by content hash
+    """The order in which deltas of ours follow one another by model hash
     (each made against the model the one before rebuilds), or None when
     they are not one such line."""
     if any(i["version"] != 2 for i in infos):
         return None
     made_on = {}
     for k, i in enumerate(infos):
-        made_on.setdefault(i["parent_hash"], []).append(k)
-    results = {i["result_hash"] for i in infos}
-    roots = [k for k, i in enumerate(infos) if i["parent_hash"] not in results]
+        made_on.setdefault(i["base"], []).append(k)
+    results = {i["result"] for i in infos}
+    roots = [k for k, i in enumerate(infos) if i["base"] not in results]
     if len(roots) != 1:
         return None
     order = roots
     while len(order) < len(infos):
-        nxt = made_on.get(infos[order[-1]]["result_hash"], [])
+        nxt = made_on.get(infos[order[-1]]["result"], [])
         if len(nxt) != 1 or nxt[0] in order:
             return None
         order.append(nxt[0])

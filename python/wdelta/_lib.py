@@ -12,6 +12,8 @@ from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_int, c_siz
                     c_ssize_t, c_uint, c_uint32, c_uint64, c_ubyte, c_void_p, CFUNCTYPE)
 
 MAX_DIMS = 32
+ERR_MISSING = 2  # wd_err_kind WD_ERR_MISSING: a needed input is missing or the wrong one
+HASH_V1, ID_V2 = 1, 2  # model hash kinds (core/FORMAT.md "Model identity")
 
 
 from ._errors import BaseMismatchError, WdeltaError, WdeltaFileNotFoundError  # noqa: F401
@@ -91,7 +93,9 @@ class DeltaInfo(Structure):
                 ("files", POINTER(OutFile)), ("nblocks", c_size_t), ("blocks", POINTER(Block)),
                 ("parent_name", c_char_p), ("parent_depth", c_uint),
                 ("base_hash_kind", c_uint), ("result_hash_kind", c_uint), ("digest", c_ubyte * 32),
-                ("has_parent_digest", c_int), ("parent_digest", c_ubyte * 32)]
+                ("has_parent_digest", c_int), ("parent_digest", c_ubyte * 32),
+                ("has_base_hash_v1", c_int), ("has_result_hash_v1", c_int),
+                ("base_hash_v1", c_ubyte * 32), ("result_hash_v1", c_ubyte * 32)]
 
 
 class V1Tensor(Structure):
@@ -113,11 +117,14 @@ _SIGNATURES = {
     "wd_model_free": (None, [POINTER(Model)]),
     "wd_model_hash": (c_int, [POINTER(Model), POINTER(c_ubyte * 32), POINTER(Err)]),
     "wd_model_identity": (c_int, [POINTER(Model), POINTER(c_ubyte * 32), POINTER(Err)]),
+    "wd_model_hash_kind": (c_int, [POINTER(Model), c_uint, POINTER(c_ubyte * 32), POINTER(Err)]),
+    "wd_hash_kind_name": (c_char_p, [c_uint]),
     "wd_create": (c_int, [POINTER(CreateOpts), POINTER(CreateStats), POINTER(Err)]),
     "wd_delta_open": (c_int, [c_char_p, POINTER(c_void_p), POINTER(Err)]),
     "wd_delta_close": (None, [c_void_p]),
     "wd_delta_get_info": (POINTER(DeltaInfo), [c_void_p]),
     "wd_delta_set_base": (c_int, [c_void_p, POINTER(Model), POINTER(Err)]),
+    "wd_delta_check_base": (c_int, [c_void_p, POINTER(Model), POINTER(Err)]),
     "wd_delta_v1_use_base_dtype": (None, [c_void_p, c_int]),
     "wd_delta_check_digest": (c_int, [c_void_p, POINTER(Err)]),
     "wd_delta_find_file": (c_int, [c_void_p, c_char_p]),

@@ -116,7 +116,8 @@ def read_dir(d):  # {name: float32 array} of every shard
                 a, e = v["data_offsets"]
                 out[k] = np.frombuffer(b[8 + n + a:8 + n + e], "<f4").reshape(v["shape"])
     return out
-wdelta.save_delta(t + "/py.wdelta", read_dir(t + "/f/ft"), read_dir(t + "/f/base"), strategy="lossless")
+wdelta.save_delta(t + "/py.wdelta", read_dir(t + "/f/ft"), read_dir(t + "/f/base"), strategy="lossless",
+                  allow_new_tensors=True)  # the fine-tune adds score.weight (refused by default, as deltatensors does)
 EOF
   [ "$RC" -eq 0 ] || cat "$T/out"
   check "python save_delta from state dicts (exit $RC)" [ "$RC" -eq 0 ]

@@ -108,7 +108,7 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 ts = j["tensors"]
 assert ts and all(t["rel_error"] == 0 and t["max_abs_error"] == 0 for t in ts), ts[:3]
-assert sum("base_dtype" in (t.get("params") or {}) for t in ts) > 0' "$T/eval.json" || { cat "$T/err"; head -c 600 "$T/eval.json"; }
+assert sum("base_dtype" in (t.get("settings") or {}) for t in ts) > 0' "$T/eval.json" || { cat "$T/err"; head -c 600 "$T/eval.json"; }
 create_delta "$G/base" "$T/rows" "$T/rows-int4.wdelta" --strategy int4
 check "int4 on the rows-added model: created" [ $? = 0 ]
 "$WDELTA" inspect "$T/rows-int4.wdelta" >"$T/i4.txt"
@@ -169,12 +169,16 @@ fi
 # field is wrong) and expect an error, never a crash or wrong bytes
 reseal() { # IN OUT PYTHON-EXPR-ON-e (e: the lm_head extent dict)
   "$PY" - "$@" <<'PYEOF'
-import hashlib, json, struct, sys
+import hashlib, json, struct, subprocess, sys
 src, dst, expr = sys.argv[1:4]
 b = open(src, "rb").read()
 foot = b[-88:]
 moff, mlen, toff, nb, size = struct.unpack("<5Q", foot[:40])
-m = json.loads(b[moff:moff + mlen])
+raw, flags = b[moff:moff + mlen], struct.unpack("<I", b[11:15])[0]
+if flags & 1:  # a zstd-compressed manifest: expanded, written back plain (flag cleared; both are valid)
+    raw = subprocess.run(["zstd", "-dc"], input=raw, stdout=subprocess.PIPE, check=True).stdout
+    b = b[:11] + struct.pack("<I", flags & ~1) + b[15:]
+m = json.loads(raw)
 for f in m["files"]:
     for e in f["extents"]:
         if e.get("tensor") == "lm_head.weight":

@@ -104,8 +104,12 @@ class RoundTrip(Base):
         self.assertTrue(calls and calls[-1][0] == calls[-1][1] > 0, "progress reaches the total")
         tool("create", "-q", "--base", d + "/base", "--finetuned", d + "/ft", "-o", cli, "--threads", "1")
         self.assertEqual(read_bytes(api), read_bytes(cli), "API and tool write the same bytes")
-        self.assertEqual(h, tool("hash", d + "/base").strip(), "returns the base's content hash")
-        self.assertEqual(h, wdelta.model_identity(d + "/base"))
+        # deltatensors' parent_hash (v1 content hash); the file records the identity too
+        self.assertEqual(h, tool("hash", "--v1", d + "/base").strip(), "returns the base's content hash")
+        self.assertEqual(h, wdelta.model_hash(d + "/base"))
+        self.assertEqual(wdelta.inspect(api)["base_identity"], wdelta.model_identity(d + "/base"))
+        self.assertEqual(wdelta.inspect(api)["result_identity"], wdelta.model_identity(d + "/ft"))
+        self.assertEqual(wdelta.inspect(api)["result_hash"], wdelta.model_hash(d + "/ft"))
         ft = read_model(d + "/ft")
         raw = wdelta.load_delta_from_paths(api, d + "/base", raw=True)
         self.assertEqual(sorted(raw), sorted(ft))
@@ -193,7 +197,8 @@ class RoundTrip(Base):
         self.assertEqual(t["dtype"], "bfloat16")
         self.assertIsInstance(t["shape"], list)
         cli = json.loads(tool("inspect", "--json", p))
-        self.assertEqual(cli["base_hash"], i["parent_hash"])
+        self.assertEqual(cli["base_hash_v1"], i["parent_hash"])
+        self.assertEqual(cli["base_hash"], i["base_identity"])
 
     def test_gil_released_during_c_calls(self):
         # A thread that only counts gets to run while one long C call
@@ -411,7 +416,7 @@ class PairB(Base):
         h = wdelta.save_delta_from_paths(p, PAIRB + "/ft", PAIRB + "/base", strategy="lossless")
         tool("create", "-q", "--base", PAIRB + "/base", "--finetuned", PAIRB + "/ft", "-o", q)
         self.assertEqual(read_bytes(p), read_bytes(q))
-        self.assertEqual(h, tool("hash", PAIRB + "/base").strip())
+        self.assertEqual(h, tool("hash", "--v1", PAIRB + "/base").strip())
         got = wdelta.load_delta_from_paths(p, PAIRB + "/base", raw=True)
         ft = read_model(PAIRB + "/ft")
         self.assertEqual(len(got), len(ft))
