@@ -95,6 +95,8 @@ const char *wd_codec_name(wd_codec c)
     case WD_CODEC_AXIS1: return "axis1";
     case WD_CODEC_LOWRANK: return "lowrank";
     case WD_CODEC_LOWRANK_EXACT: return "lowrank-exact";
+    case WD_CODEC_TERNARY: return "ternary";
+    case WD_CODEC_TERNARY_AXIS1: return "ternary-axis1";
     case WD_CODEC_V1: return "v1";
     case WD_CODEC_GENERATED: return "generated";
     case WD_CODEC_BASE_COPY: return "base";
@@ -112,6 +114,8 @@ int wd_codec_from_name(const char *name, wd_codec *out)
     else if (!strcmp(name, "axis1")) *out = WD_CODEC_AXIS1;
     else if (!strcmp(name, "lowrank")) *out = WD_CODEC_LOWRANK;
     else if (!strcmp(name, "lowrank-exact")) *out = WD_CODEC_LOWRANK_EXACT;
+    else if (!strcmp(name, "ternary")) *out = WD_CODEC_TERNARY;
+    else if (!strcmp(name, "ternary-axis1")) *out = WD_CODEC_TERNARY_AXIS1;
     else return -1;
     return 0;
 }
@@ -119,7 +123,7 @@ int wd_codec_from_name(const char *name, wd_codec *out)
 int wd_codec_is_lossy(wd_codec c)
 {
     return c == WD_CODEC_INT4 || c == WD_CODEC_SPARSE || c == WD_CODEC_BITDELTA || c == WD_CODEC_AXIS1 ||
-           c == WD_CODEC_LOWRANK;
+           c == WD_CODEC_LOWRANK || c == WD_CODEC_TERNARY || c == WD_CODEC_TERNARY_AXIS1;
 }
 
 int wd_codec_is_rowblock(wd_codec c)

@@ -35,6 +35,7 @@ typedef struct plan_ext {
     uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
     wd_lossy_params lp;           /* lossy codecs' settings */
     unsigned rank_found;          /* lowrank codecs: largest rank of a block */
+    char why[192];                /* why the strategy's codec changed (manifest "why") */
 } plan_ext;
 
 typedef struct plan_file {
@@ -239,7 +240,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->ext = calloc(sf->ntensors + 1, sizeof *p->ext);
         if (!p->name || !p->ext) goto oom;
         p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
-                                       (int)i, -1, 0, 0, 0, {0}, 0};
+                                       (int)i, -1, 0, 0, 0, {0}, 0, {0}};
         for (size_t t = 0; t < sf->ntensors; t++) {
             const wd_tensor *tt = &sf->tensors[t];
             if (tt->length == 0) continue;
@@ -248,7 +249,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             int delta = bt && same_shape(bt, tt);
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
-                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0};
+                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0, {0}};
         }
     }
     for (size_t i = 0; i < ft->nextras; i++) {
@@ -266,7 +267,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         }
         p->size = (uint64_t)stt.st_size;
         if (p->size) {
-            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0};
+            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0, {0}};
             p->next = 1;
         }
     }
@@ -443,6 +444,10 @@ static cJSON *manifest_json(const wd_create_opts *o, int level, uint32_t bs,
                 if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
                 if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
                     cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
+                if (e->why[0]) cJSON_AddStringToObject(pj, "why", e->why);
+            } else if (e->why[0]) { /* a lossy strategy's tensor that fell back to lossless */
+                cJSON *pj = cJSON_AddObjectToObject(x, "params");
+                cJSON_AddStringToObject(pj, "why", e->why);
             }
             cJSON_AddItemToArray(ex, x);
         }
@@ -515,7 +520,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     int is_auto = o->strategy && !strcmp(o->strategy, "auto");
     if (o->strategy && !is_auto && (wd_codec_from_name(o->strategy, &fixed) || fixed == WD_CODEC_ZSTD ||
                                           fixed == WD_CODEC_LOWRANK_EXACT))
-        return wd_errf(err, "unknown strategy '%s' (lossless, int4, sparse, bitdelta, axis1, lowrank or auto)", o->strategy);
+        return wd_errf(err, "unknown strategy '%s' (lossless, int4, sparse, bitdelta, axis1, ternary, ternary-axis1, lowrank or auto)", o->strategy);
     if (is_auto && !(o->max_error > 0))
         return wd_errf(err, "strategy auto needs a maximum relative error > 0 (--max-error)");
     if (o->lossy.group && (o->lossy.group < 2 || o->lossy.group > 65536 || o->lossy.group % 2))
@@ -838,7 +843,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 if (lp.step < 0) lp.step = 0;
             }
             if (c == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
-            int need_data = is_auto || try_exact || c == WD_CODEC_LOWRANK;
+            int need_data = is_auto || try_exact || wd_codec_is_lossy(c);
             if (need_data) {
                 if (ffd < 0 && (ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
                     rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
@@ -860,6 +865,11 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 uint64_t st, pl;
                 rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
                                         e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, err);
+                if (rc) break;
+            }
+            if (!is_auto && wd_codec_is_lossy(c)) { /* zero-aware 1-bit tier; never worse than the base */
+                rc = wd_lossy_choose(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc, e->base_tensor->offset,
+                                     bs, &c, &lp, e->why, sizeof e->why, err);
                 if (rc) break;
             }
             if (c == WD_CODEC_LOSSLESS && try_exact) {

@@ -159,6 +159,12 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
 int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
                    const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
 
+/* lossy_ternary.c: ternary and ternary-axis1 (zero-aware 1-bit tier) */
+int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
+                      const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err);
+int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
+                      const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
+
 /* lossy_lowrank.c: lowrank and lowrank-exact.  rank_out (may be NULL): the
  * rank the block was coded with. */
 int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
