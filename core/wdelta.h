@@ -178,7 +178,8 @@ typedef struct wd_lossy_params {
     double outliers;  /* int4: fraction of each block kept exactly (default 0.002) */
     double density;   /* sparse: fraction of each block kept (default 0.1) */
     int level;        /* zstd level of the entropy-coded sections (default 3) */
-    double step;      /* int4: quantization step as a fraction of the block's RMS delta
+    double step;      /* int4: quantization step as a fraction of the RMS of the block's
+                         changed values (delta != 0, outliers excluded)
                          (groups whose range needs more get max|D|/7.5); wd_create's
                          default 0.6; negative there, 0 for the codec itself: per-group
                          scale of least squared error */

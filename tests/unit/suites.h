@@ -11,5 +11,6 @@ Suite *suite_v1(void);
 Suite *suite_lossy(void);
 Suite *suite_lowrank(void);
 Suite *suite_fuzz_regressions(void);
+Suite *suite_ternary(void);
 
 #endif

@@ -12,6 +12,7 @@ int main(void)
     srunner_add_suite(sr, suite_lossy());
     srunner_add_suite(sr, suite_lowrank());
     srunner_add_suite(sr, suite_fuzz_regressions());
+    srunner_add_suite(sr, suite_ternary());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
