@@ -135,19 +135,27 @@ int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
     return rc ? -1 : 0;
 }
 
-/* q[j] = the 2-bit code of element a + j */
-static void unpack_codes(unsigned char *restrict q, const unsigned char *restrict plane, size_t a, size_t cnt)
+/* four 2-bit codes of a byte into four bytes, one code each (little-endian
+ * uint32: byte k holds bits 2k..2k+1 of the input byte) */
+WD_VEC
+static void spread_codes(uint32_t *restrict q4, const unsigned char *restrict pp, size_t nbytes)
+{
+    for (size_t j = 0; j < nbytes; j++) {
+        uint32_t b = pp[j];
+        q4[j] = (b | b << 6 | b << 12 | b << 18) & 0x03030303u;
+    }
+}
+
+/* q[j] = the 2-bit code of element a + j (q has room for cnt + 4) */
+static void unpack_codes(unsigned char *restrict q, uint32_t *restrict q4, const unsigned char *restrict plane,
+                         size_t a, size_t cnt)
 {
     size_t j = 0;
     if (a % 4 == 0) {
-        const unsigned char *pp = plane + a / 4;
-        for (; j + 4 <= cnt; j += 4) {
-            unsigned b = pp[j / 4];
-            q[j] = b & 3;
-            q[j + 1] = (b >> 2) & 3;
-            q[j + 2] = (b >> 4) & 3;
-            q[j + 3] = b >> 6;
-        }
+        size_t nb = cnt / 4;
+        spread_codes(q4, plane + a / 4, nb);
+        memcpy(q, q4, nb * 4);
+        j = nb * 4;
     }
     for (; j < cnt; j++) q[j] = (plane[(a + j) >> 2] >> (2 * ((a + j) & 3))) & 3;
 }
@@ -207,9 +215,10 @@ int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
     if (ne % 4 && (plane[pb - 1] >> (2 * (ne % 4))))
         return wd_errf(err, "%s block: padding bits after element %zu are set", name, ne - 1);
     float *dr = (float *)(void *)wd_scratch_buf(s, LS_D, cols * 4);
-    unsigned char *q = wd_scratch_buf(s, LS_E, cols + 8);
+    unsigned char *q = wd_scratch_buf(s, LS_E, 2 * cols + 16);
     float *c = axis ? (float *)(void *)wd_scratch_buf(s, LS_F, cols * 4) : NULL;
     if (!dr || !q || (axis && !c)) return wd_errf(err, "out of memory");
+    uint32_t *q4 = (uint32_t *)(void *)(q + ((cols + 8 + 3) & ~(size_t)3)); /* cols / 4 words after q */
     if (axis)
         for (size_t j = 0; j < cols; j++) c[j] = ls_scale((uint16_t)(chs[2 * j] | chs[2 * j + 1] << 8), ec);
     for (size_t i = 0; i < rows; i++) {
@@ -217,7 +226,7 @@ int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
         float rs = ls_scale((uint16_t)(rh[2 * i] | rh[2 * i + 1] << 8), er);
         if (!isfinite(rs) || rs < 0)
             return wd_errf(err, "%s block: row %zu has the scale %g", name, i, (double)rs);
-        unpack_codes(q, plane, a, cols);
+        unpack_codes(q, q4, plane, a, cols);
         if (axis) row_tern_axis(dr, q, rs, c, cols);
         else row_tern(dr, q, rs, cols);
         lf_apply(out + a * w, base + a * w, dt, dr, cols);
