@@ -49,8 +49,8 @@
 struct wd_scratch {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
-    unsigned char *buf[11];
-    size_t cap[11];
+    unsigned char *buf[13];
+    size_t cap[13];
 };
 
 wd_scratch *wd_scratch_new(void)
@@ -63,7 +63,7 @@ void wd_scratch_free(wd_scratch *s)
     if (!s) return;
     ZSTD_freeCCtx(s->cctx);
     ZSTD_freeDCtx(s->dctx);
-    for (int i = 0; i < 11; i++) free(s->buf[i]);
+    for (int i = 0; i < 13; i++) free(s->buf[i]);
     free(s);
 }
 
@@ -79,7 +79,7 @@ unsigned char *wd_scratch_buf(wd_scratch *s, int slot, size_t n)
     return s->buf[slot];
 }
 /* slots 0-2 are for callers; the codec uses 3 (planes), 4 (output), 5 (codes);
- * the lossy codecs (lossy*.c) use 4-10. */
+ * the lossy codecs (lossy*.c) use 4-12. */
 #define SLOT_PLANES 3
 #define SLOT_OUT 4
 #define SLOT_CODES 5

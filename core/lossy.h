@@ -144,6 +144,8 @@ int patches_apply(lrd *r, wd_scratch *s, size_t k, unsigned char *out, const uns
 #define LS_D 8
 #define LS_E 9
 #define LS_F 10
+#define LS_G 11
+#define LS_H 12
 
 /* per-codec entry points (lossy_int4.c, lossy_sparse.c, lossy_sign.c) */
 int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
