@@ -139,6 +139,7 @@ static int pick_zero_aware(const wd_lossy_stats *dense, const wd_lossy_stats *te
     double rd = stats_rel(dense), rt = stats_rel(tern);
     if (rd > max_rel && rt <= max_rel) return 1;
     if (rt > max_rel && rd <= max_rel) return 0;
+    if (tern->err2 <= 0 && dense->err2 <= 0) return tern->stored < dense->stored; /* both exact */
     if (tern->err2 <= 0) return 1;
     if (dense->err2 <= 0) return 0;
     double extra_bits = ((double)tern->stored - (double)dense->stored) * 8.0 / (double)(dense->nelem ? dense->nelem : 1);
