@@ -49,8 +49,8 @@
 struct wd_scratch {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
-    unsigned char *buf[11];
-    size_t cap[11];
+    unsigned char *buf[13];
+    size_t cap[13];
 };
 
 wd_scratch *wd_scratch_new(void)
@@ -63,7 +63,7 @@ void wd_scratch_free(wd_scratch *s)
     if (!s) return;
     ZSTD_freeCCtx(s->cctx);
     ZSTD_freeDCtx(s->dctx);
-    for (int i = 0; i < 11; i++) free(s->buf[i]);
+    for (int i = 0; i < 13; i++) free(s->buf[i]);
     free(s);
 }
 
@@ -79,7 +79,7 @@ unsigned char *wd_scratch_buf(wd_scratch *s, int slot, size_t n)
     return s->buf[slot];
 }
 /* slots 0-2 are for callers; the codec uses 3 (planes), 4 (output), 5 (codes);
- * the lossy codecs (lossy*.c) use 4-10. */
+ * the lossy codecs (lossy*.c) use 4-12. */
 #define SLOT_PLANES 3
 #define SLOT_OUT 4
 #define SLOT_CODES 5
@@ -95,6 +95,8 @@ const char *wd_codec_name(wd_codec c)
     case WD_CODEC_AXIS1: return "axis1";
     case WD_CODEC_LOWRANK: return "lowrank";
     case WD_CODEC_LOWRANK_EXACT: return "lowrank-exact";
+    case WD_CODEC_TERNARY: return "ternary";
+    case WD_CODEC_TERNARY_AXIS1: return "ternary-axis1";
     case WD_CODEC_V1: return "v1";
     case WD_CODEC_GENERATED: return "generated";
     case WD_CODEC_BASE_COPY: return "base";
@@ -112,6 +114,8 @@ int wd_codec_from_name(const char *name, wd_codec *out)
     else if (!strcmp(name, "axis1")) *out = WD_CODEC_AXIS1;
     else if (!strcmp(name, "lowrank")) *out = WD_CODEC_LOWRANK;
     else if (!strcmp(name, "lowrank-exact")) *out = WD_CODEC_LOWRANK_EXACT;
+    else if (!strcmp(name, "ternary")) *out = WD_CODEC_TERNARY;
+    else if (!strcmp(name, "ternary-axis1")) *out = WD_CODEC_TERNARY_AXIS1;
     else return -1;
     return 0;
 }
@@ -119,7 +123,7 @@ int wd_codec_from_name(const char *name, wd_codec *out)
 int wd_codec_is_lossy(wd_codec c)
 {
     return c == WD_CODEC_INT4 || c == WD_CODEC_SPARSE || c == WD_CODEC_BITDELTA || c == WD_CODEC_AXIS1 ||
-           c == WD_CODEC_LOWRANK;
+           c == WD_CODEC_LOWRANK || c == WD_CODEC_TERNARY || c == WD_CODEC_TERNARY_AXIS1;
 }
 
 int wd_codec_is_rowblock(wd_codec c)

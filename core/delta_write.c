@@ -37,6 +37,7 @@ struct plan_ext {
     uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
     wd_lossy_params lp;           /* lossy codecs' settings */
     unsigned rank_found;          /* lowrank codecs: largest rank of a block */
+    char why[192];                /* why the strategy's codec changed (manifest "why") */
 };
 
 typedef struct plan_file {
@@ -279,7 +280,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->ext_of = calloc(sf->ntensors + 1, sizeof *p->ext_of);
         if (!p->name || !p->ext || !p->ext_of) goto oom;
         p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
-                                       (int)i, -1, 0, 0, 0, {0}, 0};
+                                       (int)i, -1, 0, 0, 0, {0}, 0, {0}};
         for (size_t t = 0; t < sf->ntensors; t++) {
             const wd_tensor *tt = &sf->tensors[t];
             if (tt->length == 0) continue;
@@ -290,7 +291,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             p->ext_of[t] = p->next;
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
-                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0};
+                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0, {0}};
         }
     }
     for (size_t i = 0; i < ft->nextras; i++) {
@@ -308,7 +309,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         }
         p->size = (uint64_t)stt.st_size;
         if (p->size) {
-            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0};
+            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0, {0}};
             p->next = 1;
         }
     }
@@ -349,7 +350,7 @@ static void pack_small(plan_file *pf, size_t npf, const wd_model *ft, uint32_t b
                 k++;
                 continue;
             }
-            plan_ext run = {e.file_offset, 0, WD_CODEC_ZSTD, WD_U8, NULL, NULL, (int)i, -1, 0, 0, bs, {0}, 0};
+            plan_ext run = {e.file_offset, 0, WD_CODEC_ZSTD, WD_U8, NULL, NULL, (int)i, -1, 0, 0, bs, {0}, 0, ""};
             while (k < p->next && is_small(&p->ext[k]) && run.length + p->ext[k].length <= bs &&
                    p->ext[k].file_offset == run.file_offset + run.length) {
                 p->ext_of[p->ext[k].tensor - t0] = wi;
@@ -616,6 +617,10 @@ static cJSON *extent_json(const plan_ext *e)
         if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
         if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
             cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
+        if (e->why[0]) cJSON_AddStringToObject(pj, "why", e->why);
+    } else if (e->why[0]) { /* a lossy strategy's tensor that fell back to lossless */
+        cJSON *pj = cJSON_AddObjectToObject(x, "params");
+        cJSON_AddStringToObject(pj, "why", e->why);
     }
     return x;
 }
@@ -797,7 +802,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     int is_auto = o->strategy && !strcmp(o->strategy, "auto");
     if (o->strategy && !is_auto && (wd_codec_from_name(o->strategy, &fixed) || fixed == WD_CODEC_ZSTD ||
                                           fixed == WD_CODEC_LOWRANK_EXACT))
-        return wd_errf(err, "unknown strategy '%s' (lossless, int4, sparse, bitdelta, axis1, lowrank or auto)", o->strategy);
+        return wd_errf(err, "unknown strategy '%s' (lossless, int4, sparse, bitdelta, axis1, ternary, ternary-axis1, lowrank or auto)", o->strategy);
     if (is_auto && !(o->max_error > 0))
         return wd_errf(err, "strategy auto needs a maximum relative error > 0 (--max-error)");
     if (o->lossy.group && (o->lossy.group < 2 || o->lossy.group > 65536 || o->lossy.group % 2))
@@ -1155,7 +1160,7 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 if (lp.step < 0) lp.step = 0;
             }
             if (c == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
-            int need_data = is_auto || try_exact || c == WD_CODEC_LOWRANK;
+            int need_data = is_auto || try_exact || wd_codec_is_lossy(c);
             if (need_data) {
                 if (ffd < 0 && (ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
                     rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
@@ -1180,6 +1185,11 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                                         e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, &xbs, err);
                 if (rc) break;
                 if (!is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
+            }
+            if (!is_auto && wd_codec_is_lossy(c)) { /* zero-aware 1-bit tier; never worse than the base */
+                rc = wd_lossy_choose(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc, e->base_tensor->offset,
+                                     bs, &c, &lp, e->why, sizeof e->why, err);
+                if (rc) break;
             }
             if (c == WD_CODEC_LOSSLESS && try_exact) {
                 uint64_t st, pl;

@@ -146,6 +146,15 @@ typedef int (*wd_base_read_fn)(void *ctx, unsigned char *buf, size_t n, uint64_t
 int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                   uint64_t base_off, double max_error, int level, uint32_t target_bs, wd_codec *codec,
                   wd_lossy_params *out, wd_err *err);
+/* A fixed lossy strategy's codec for tensor t (*codec, *lp in and out):
+ * bitdelta and axis1 become ternary / ternary-axis1 where the zero-aware
+ * code is worth its bits; then the rule every lossy codec keeps: a tensor
+ * whose relative error (as `wdelta eval` computes it) would exceed 1 (worse
+ * than the base alone) falls back to int4, or lossless.  why (whylen bytes):
+ * "" or the reason for a change, for the manifest and `inspect`. */
+int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                    void *base_ctx, uint64_t base_off, uint32_t target_bs, wd_codec *codec,
+                    wd_lossy_params *lp, char *why, size_t whylen, wd_err *err);
 
 /* lowrank (lossy_lowrank.c): the rank test on rows spread over tensor t;
  * *bs_out the block size its low-rank extent takes (larger than target_bs

@@ -383,6 +383,8 @@ int wd_lossy_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_p
     case WD_CODEC_SPARSE: rc = wd_sparse_encode(s, dt, p, ft, base, n, &ob, err); break;
     case WD_CODEC_BITDELTA:
     case WD_CODEC_AXIS1: rc = wd_sign_encode(s, codec, dt, p, ft, base, n, &ob, err); break;
+    case WD_CODEC_TERNARY:
+    case WD_CODEC_TERNARY_AXIS1: rc = wd_ternary_encode(s, codec, dt, p, ft, base, n, &ob, err); break;
     case WD_CODEC_LOWRANK:
     case WD_CODEC_LOWRANK_EXACT: rc = wd_lowrank_encode(s, codec, dt, p, ft, base, n, &ob, NULL, err); break;
     default: rc = wd_errf(err, "codec %s is not lossy", wd_codec_name(codec));
@@ -417,6 +419,8 @@ int wd_lossy_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const unsigned c
     case WD_CODEC_SPARSE: rc = wd_sparse_decode(s, dt, &h, &r, base, out, n, err); break;
     case WD_CODEC_BITDELTA:
     case WD_CODEC_AXIS1: rc = wd_sign_decode(s, codec, dt, &h, &r, base, out, n, err); break;
+    case WD_CODEC_TERNARY:
+    case WD_CODEC_TERNARY_AXIS1: rc = wd_ternary_decode(s, codec, dt, &h, &r, base, out, n, err); break;
     case WD_CODEC_LOWRANK:
     case WD_CODEC_LOWRANK_EXACT: rc = wd_lowrank_decode(s, codec, dt, &h, &r, base, out, n, err); break;
     default: return wd_errf(err, "codec %s is not lossy", wd_codec_name(codec));

@@ -144,6 +144,8 @@ int patches_apply(lrd *r, wd_scratch *s, size_t k, unsigned char *out, const uns
 #define LS_D 8
 #define LS_E 9
 #define LS_F 10
+#define LS_G 11
+#define LS_H 12
 
 /* per-codec entry points (lossy_int4.c, lossy_sparse.c, lossy_sign.c) */
 int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
@@ -158,6 +160,12 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
                    const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err);
 int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
                    const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
+
+/* lossy_ternary.c: ternary and ternary-axis1 (zero-aware 1-bit tier) */
+int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
+                      const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err);
+int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
+                      const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
 
 /* lossy_lowrank.c: lowrank and lowrank-exact.  rank_out (may be NULL): the
  * rank the block was coded with. */

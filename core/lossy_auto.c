@@ -4,6 +4,7 @@
  * one row-aligned block at a time (memory: a few blocks). */
 #include "lossy.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
@@ -20,13 +21,62 @@ int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
     size_t ne = n / wd_dtype_size(dt);
     for (size_t i = 0; i < ne; i++) {
         double f = lf_get(ft, dt, i), b = lf_get(base, dt, i), r = lf_get(dec, dt, i);
-        if (!isfinite(f) || !isfinite(b) || !isfinite(r)) continue;
+        if (!isfinite(f) || !isfinite(b) || !isfinite(r)) {
+            /* as wdelta eval: a non-finite value not rebuilt bit for bit
+             * (e.g. an overflow to infinity) is an unbounded error */
+            unsigned w = wd_dtype_size(dt);
+            if (memcmp(dec + i * w, ft + i * w, w)) st->err2 = INFINITY;
+            continue;
+        }
         st->err2 += (r - f) * (r - f);
         st->delta2 += (f - b) * (f - b);
         if (fabs(r - f) > st->max_abs) st->max_abs = fabs(r - f);
     }
     st->nelem += ne;
     return 0;
+}
+
+/* Code tensor t with each of nc (codec, params) one row block at a time
+ * (read from ft_fd, its base through read_base) and add up their stats. */
+static int measure_tensor(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                          void *base_ctx, uint64_t base_off, uint32_t bs, size_t nc, const wd_codec *codecs,
+                          const wd_lossy_params *params, wd_lossy_stats *st, wd_err *err)
+{
+    memset(st, 0, nc * sizeof *st);
+    wd_scratch *s = wd_scratch_new();
+    unsigned char *ft = malloc(bs), *base = malloc(bs), *dec = malloc(bs);
+    int rc = -1;
+    if (!s || !ft || !base || !dec) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (uint64_t at = 0; at < t->length; at += bs) {
+        size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
+        if (wd_pread_full(ft_fd, ft, n, t->offset + at, ft_path, err) ||
+            read_base(base_ctx, base, n, base_off + at, err)) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        for (size_t c = 0; c < nc; c++)
+            if (wd_lossy_measure(s, codecs[c], t->dtype, &params[c], ft, base, n, dec, &st[c], err)) {
+                wd_errprefix(err, "tensor %s", t->name);
+                goto out;
+            }
+    }
+    rc = 0;
+out:
+    wd_scratch_free(s);
+    free(ft);
+    free(base);
+    free(dec);
+    return rc;
+}
+
+/* ||rebuilt - ft|| / ||ft - base|| as `wdelta eval` computes it */
+static double stats_rel(const wd_lossy_stats *st)
+{
+    if (st->delta2 > 0) return sqrt(st->err2 / st->delta2);
+    return st->err2 > 0 ? INFINITY : 0.0;
 }
 
 /* The candidates `auto` tries, roughly from cheapest to dearest. */
@@ -38,6 +88,7 @@ typedef struct cand {
 static const cand cands[] = {
     {WD_CODEC_LOWRANK, 0, 0, 0, 0},
     {WD_CODEC_BITDELTA, 0, 0, 0, 0},       {WD_CODEC_AXIS1, 0, 0, 0, 0},
+    {WD_CODEC_TERNARY, 0, 0, 0, 0},        {WD_CODEC_TERNARY_AXIS1, 0, 0, 0, 0},
     {WD_CODEC_SPARSE, 0, 0, 0.01, 0},      {WD_CODEC_SPARSE, 0, 0, 0.03, 0},
     {WD_CODEC_INT4, 128, 0.002, 0, 1.0},   {WD_CODEC_INT4, 128, 0.002, 0, 0.7},
     {WD_CODEC_INT4, 128, 0.002, 0, 0.6},   {WD_CODEC_INT4, 128, 0.002, 0, 0.5},
@@ -55,46 +106,89 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_re
     if (!wd_lossy_eligible(t)) return 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
     if (!bs) return 0;
-    wd_lossy_stats st[NCANDS];
-    memset(st, 0, sizeof st);
-    wd_scratch *s = wd_scratch_new();
-    unsigned char *ft = malloc(bs), *base = malloc(bs), *dec = malloc(bs);
-    int rc = -1;
-    if (!s || !ft || !base || !dec) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
+    if (max_error > 1) max_error = 1; /* never worse than the base alone */
     uint32_t cols = (uint32_t)t->shape[t->ndim - 1];
-    for (uint64_t at = 0; at < t->length; at += bs) {
-        size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
-        if (wd_pread_full(ft_fd, ft, n, t->offset + at, ft_path, err) ||
-            read_base(base_ctx, base, n, base_off + at, err)) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
-        }
-        for (size_t c = 0; c < NCANDS; c++) {
-            wd_lossy_params p = {cols, cands[c].group, cands[c].outliers, cands[c].density, level, cands[c].step, 0};
-            if (wd_lossy_measure(s, cands[c].codec, t->dtype, &p, ft, base, n, dec, &st[c], err)) {
-                wd_errprefix(err, "tensor %s", t->name);
-                goto out;
-            }
-        }
-    }
-    size_t best = NCANDS;
+    wd_codec cc[NCANDS];
+    wd_lossy_params pp[NCANDS];
+    wd_lossy_stats st[NCANDS];
     for (size_t c = 0; c < NCANDS; c++) {
-        double rel = st[c].delta2 > 0 ? sqrt(st[c].err2 / st[c].delta2) : (st[c].err2 > 0 ? INFINITY : 0);
-        if (rel <= max_error && (best == NCANDS || st[c].stored < st[best].stored)) best = c;
+        cc[c] = cands[c].codec;
+        pp[c] = (wd_lossy_params){cols, cands[c].group, cands[c].outliers, cands[c].density, level, cands[c].step, 0};
     }
+    if (measure_tensor(t, ft_fd, ft_path, read_base, base_ctx, base_off, bs, NCANDS, cc, pp, st, err)) return -1;
+    size_t best = NCANDS;
+    for (size_t c = 0; c < NCANDS; c++)
+        if (stats_rel(&st[c]) <= max_error && (best == NCANDS || st[c].stored < st[best].stored)) best = c;
     if (best < NCANDS) { /* else the tensor stays lossless */
-        *codec = cands[best].codec;
-        *out = (wd_lossy_params){cols, cands[best].group, cands[best].outliers, cands[best].density, level,
-                                 cands[best].step, 0};
+        *codec = cc[best];
+        *out = pp[best];
     }
-    rc = 0;
-out:
-    wd_scratch_free(s);
-    free(ft);
-    free(base);
-    free(dec);
-    return rc;
+    return 0;
+}
+
+/* The 1-bit strategies: the dense code (bitdelta, axis1) or its zero-aware
+ * form (ternary, ternary-axis1), whichever gives the lower error for its
+ * bits.  The rate-distortion slope of a scalar code, 6.02 dB per bit (each
+ * bit per element divides the squared error by 4), sets the exchange rate:
+ * the zero-aware code is taken when its squared error is below the dense
+ * one's by more than 4^(its extra bits per element).  Dense deltas (few
+ * unchanged values) stay dense: the mask costs bits and saves little error;
+ * mostly-unchanged ones go ternary. */
+static int pick_zero_aware(const wd_lossy_stats *dense, const wd_lossy_stats *tern, double max_rel)
+{
+    double rd = stats_rel(dense), rt = stats_rel(tern);
+    if (rd > max_rel && rt <= max_rel) return 1;
+    if (rt > max_rel && rd <= max_rel) return 0;
+    if (tern->err2 <= 0 && dense->err2 <= 0) return tern->stored < dense->stored; /* both exact */
+    if (tern->err2 <= 0) return 1;
+    if (dense->err2 <= 0) return 0;
+    double extra_bits = ((double)tern->stored - (double)dense->stored) * 8.0 / (double)(dense->nelem ? dense->nelem : 1);
+    return log2(dense->err2 / tern->err2) / 2.0 >= extra_bits;
+}
+
+int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                    void *base_ctx, uint64_t base_off, uint32_t target_bs, wd_codec *codec,
+                    wd_lossy_params *lp, char *why, size_t whylen, wd_err *err)
+{
+    why[0] = 0;
+    if (!wd_codec_is_lossy(*codec) || !wd_lossy_eligible(t)) return 0;
+    uint32_t bs = wd_lossy_block_size(t, target_bs);
+    if (!bs) return 0;
+    wd_codec cc[3] = {*codec};
+    wd_lossy_params pp[3] = {*lp, *lp};
+    wd_lossy_stats st[3];
+    size_t nc = 1;
+    if (*codec == WD_CODEC_BITDELTA) cc[nc++] = WD_CODEC_TERNARY;
+    else if (*codec == WD_CODEC_AXIS1) cc[nc++] = WD_CODEC_TERNARY_AXIS1;
+    if (measure_tensor(t, ft_fd, ft_path, read_base, base_ctx, base_off, bs, nc, cc, pp, st, err)) return -1;
+    size_t pick = 0;
+    double nel = (double)(st[0].nelem ? st[0].nelem : 1);
+    if (nc == 2 && pick_zero_aware(&st[0], &st[1], 1.0)) {
+        pick = 1;
+        snprintf(why, whylen, "zero-aware: rel. error %.3g at %.3f bits/param against %s's %.3g at %.3f",
+                 stats_rel(&st[1]), (double)st[1].stored * 8 / nel, wd_codec_name(cc[0]), stats_rel(&st[0]),
+                 (double)st[0].stored * 8 / nel);
+    }
+    *codec = cc[pick];
+    double rel = stats_rel(&st[pick]);
+    if (rel <= 1.0) return 0;
+    /* the rule every lossy codec keeps: never worse than the base alone.
+     * Fall back to int4 at its defaults, then to lossless. */
+    char first[96];
+    snprintf(first, sizeof first, "%s: rel. error %.3g > 1 (worse than the base)", wd_codec_name(cc[pick]), rel);
+    if (cc[pick] != WD_CODEC_INT4) {
+        wd_lossy_params ip = {lp->cols, 128, 0.002, 0, lp->level, 0.6, 0};
+        wd_codec ic = WD_CODEC_INT4;
+        if (measure_tensor(t, ft_fd, ft_path, read_base, base_ctx, base_off, bs, 1, &ic, &ip, &st[2], err))
+            return -1;
+        if (stats_rel(&st[2]) <= 1.0) {
+            snprintf(why, whylen, "fallback: %s; int4 (rel. error %.3g)", first, stats_rel(&st[2]));
+            *codec = WD_CODEC_INT4;
+            *lp = ip;
+            return 0;
+        }
+    }
+    snprintf(why, whylen, "fallback: %s; stored lossless", first);
+    *codec = WD_CODEC_LOSSLESS;
+    return 0;
 }

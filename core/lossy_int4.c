@@ -6,7 +6,11 @@
  * Encoding a block: D = ft - base in float32; the k = round(outliers * n)
  * largest |D| become exact patches and count as 0 below; for each group the
  * scale s is chosen among clip * max|D| / 7 (clip in 1, 0.9 .. 0.5) by the
- * smallest squared error; s is stored as FP16 * 2^-E; codes
+ * smallest squared error, or (p->step > 0) s = max(max|D| / 7.5, step), step
+ * = p->step times the RMS of the block's changed values (D != 0, outliers
+ * excluded: a mostly-unchanged delta, as pure-bf16 training leaves, would
+ * otherwise get a step scaled down by its zeros); s is stored as FP16 * 2^-E;
+ * an unchanged element (D = 0) gets code 0 and stays exactly the base; codes
  * q = clamp(rint(D / s), -8, 7) are stored as q + 8.  Decoding: D = q * s. */
 #include "lossy.h"
 #include <math.h>
@@ -71,10 +75,14 @@ int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const u
     }
     for (size_t j = 0; j < k; j++) d[idx[j]] = 0;
     float step = 0;
-    if (p->step > 0) {
+    if (p->step > 0) { /* RMS of the values that changed (outliers excluded) */
         double ss = 0;
-        for (size_t i = 0; i < ne; i++) ss += (double)d[i] * d[i];
-        step = (float)(p->step * sqrt(ss / (double)(ne > k ? ne - k : 1)));
+        size_t nz = 0;
+        for (size_t i = 0; i < ne; i++) {
+            ss += (double)d[i] * d[i];
+            nz += d[i] != 0;
+        }
+        step = (float)(p->step * sqrt(ss / (double)(nz ? nz : 1)));
     }
     for (size_t r = 0; r < rows; r++)
         for (size_t q = 0; q < gpr; q++) {

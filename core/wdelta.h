@@ -188,13 +188,16 @@ typedef enum wd_codec {
     WD_CODEC_LOWRANK = 7,  /* FP16 low-rank factors U.V of the delta (lossy) */
     /* Exact, row blocks: lossless against a low-rank prediction */
     WD_CODEC_LOWRANK_EXACT = 8,
+    /* Zero-aware 1-bit tier (lossy): unchanged elements stay the base's */
+    WD_CODEC_TERNARY = 9,        /* {0, +r_i, -r_i}, FP16 scale per row */
+    WD_CODEC_TERNARY_AXIS1 = 10, /* {0, +-r_i c_j}, FP16 scales per row and column */
     /* Views of deltatensors v1 files (no stored blocks, no block checksums): */
     WD_CODEC_V1 = 16,      /* a v1 tensor, rebuilt whole on first touch */
     WD_CODEC_GENERATED = 17, /* bytes made at wd_delta_set_base (headers, index) */
     WD_CODEC_BASE_COPY = 18, /* a base tensor the v1 file leaves unchanged */
 } wd_codec;
 const char *wd_codec_name(wd_codec c);
-/* 1 for int4, sparse, bitdelta, axis1, lowrank */
+/* 1 for int4, sparse, bitdelta, axis1, lowrank, ternary, ternary-axis1 */
 int wd_codec_is_lossy(wd_codec c);
 /* 1 for the codecs of whole-row blocks: the lossy ones and lowrank-exact */
 int wd_codec_is_rowblock(wd_codec c);
@@ -207,7 +210,8 @@ typedef struct wd_lossy_params {
     double outliers;  /* int4: fraction of each block kept exactly (default 0.002) */
     double density;   /* sparse: fraction of each block kept (default 0.1) */
     int level;        /* zstd level of the entropy-coded sections (default 3) */
-    double step;      /* int4: quantization step as a fraction of the block's RMS delta
+    double step;      /* int4: quantization step as a fraction of the RMS of the block's
+                         changed values (delta != 0, outliers excluded)
                          (groups whose range needs more get max|D|/7.5); wd_create's
                          default 0.6; negative there, 0 for the codec itself: per-group
                          scale of least squared error */

@@ -16,7 +16,7 @@ import numpy as np
 from . import _lib
 from ._lib import BaseMismatchError, WdeltaError, WdeltaFileNotFoundError, lib, check
 
-STRATEGIES = ("lossless", "int4", "sparse", "bitdelta", "axis1", "lowrank", "auto")
+STRATEGIES = ("lossless", "int4", "sparse", "bitdelta", "axis1", "ternary", "ternary-axis1", "lowrank", "auto")
 # deltatensors' names for what we call otherwise
 STRATEGY_ALIASES = {"quantized": "bitdelta"}
 

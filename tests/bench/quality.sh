@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# `make bench`, third part: quality of the lossy codecs on pairB.
+# `make bench`, third part: quality of the lossy codecs on pairB (or on
+# QUALITY_PAIR, another pair under ../shared/models, e.g. pairS: a pure-bf16
+# fine-tune; eval-pre is measured where the pair has it).
 # Every delta (ours at a few settings, and the v1 reference files in
 # ../shared/vectors/v1/pairB) is mounted with wdeltafs and the rebuilt model
 # is READ THROUGH THE MOUNT to compute its perplexity on eval-ft.npy and
@@ -9,7 +11,8 @@
 # Needs /usr/bin/python3 with Debian python3-torch and python3-numpy
 # (installed through tools/deps.sh when missing; skipped if that fails).
 # Env: WDELTA_BIN (default build), QUALITY_OUT, QUALITY_TOKENS (default 32768),
-#      QUALITY_SETS ("full" default, "quick": fewer settings)
+#      QUALITY_SETS ("full" default, "quick": fewer settings),
+#      QUALITY_PAIR (default pairB)
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN="${WDELTA_BIN:-build}"
@@ -17,7 +20,7 @@ case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
 WDELTA="$BIN/wdelta"
 WDELTAFS="$BIN/wdeltafs"
 SHARED="$REPO/../shared"
-PB="$SHARED/models/pairB"
+PB="$SHARED/models/${QUALITY_PAIR:-pairB}"
 PY=/usr/bin/python3
 NTOK="${QUALITY_TOKENS:-32768}"
 say() { echo "quality: $*" >&2; }
@@ -53,6 +56,7 @@ SETS=(
   "sparse-03|sparse|density 0.03|-s sparse --density 0.03"
   "bitdelta|bitdelta|row scale|-s bitdelta"
   "axis1|axis1|row x column scales|-s axis1"
+  "ternary|ternary|zero-aware, row scale|-s ternary"
   "auto-02|auto|max error 0.2|-s auto --max-error 0.2"
 )
 [ "${QUALITY_SETS:-full}" = quick ] && SETS=("${SETS[0]}" "${SETS[1]}" "${SETS[8]}" "${SETS[9]}")
@@ -62,7 +66,7 @@ for s in "${SETS[@]}"; do
   # shellcheck disable=SC2086
   "$WDELTA" create -q -b "$PB/base" -f "$PB/ft" -o "$W/src/$name.wdelta" $args >/dev/null || { say "create $name failed"; exit 1; }
 done
-V1="$SHARED/vectors/v1/pairB"
+V1="$SHARED/vectors/v1/${QUALITY_PAIR:-pairB}"
 for v in int4 quantized sparse; do
   [ -f "$V1/$v.wdelta" ] && cp "$V1/$v.wdelta" "$W/src/v1-$v.wdelta"
 done
@@ -80,7 +84,8 @@ ppl() { # DIR EVAL
 RES="$OUT/quality.tsv"
 printf 'name\tcodec\tsetting\tbits_file\tbits_tensors\trel_error\tppl_ft\tppl_pre\n' >"$RES"
 say "fine-tune itself"
-ft_ft=$(ppl "$PB/ft" "$PB/eval-ft.npy"); ft_pre=$(ppl "$PB/ft" "$PB/eval-pre.npy")
+ft_ft=$(ppl "$PB/ft" "$PB/eval-ft.npy"); ft_pre=-
+[ -f "$PB/eval-pre.npy" ] && ft_pre=$(ppl "$PB/ft" "$PB/eval-pre.npy")
 printf 'fine-tune\tnone (bf16)\t-\t16\t16\t0\t%s\t%s\n' "$ft_ft" "$ft_pre" >>"$RES"
 for f in "$W"/src/*.wdelta; do
   name=$(basename "$f" .wdelta)
@@ -96,7 +101,8 @@ for f in "$W"/src/*.wdelta; do
   fi
   say "$name: perplexity through the mount ($W/mnt/$name)"
   a=$(ppl "$W/mnt/$name" "$PB/eval-ft.npy") || { say "$name: failed"; tail "$W/daemon.log" >&2; exit 1; }
-  b=$(ppl "$W/mnt/$name" "$PB/eval-pre.npy") || exit 1
+  b=-
+  if [ -f "$PB/eval-pre.npy" ]; then b=$(ppl "$W/mnt/$name" "$PB/eval-pre.npy") || exit 1; fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$codec" "$setting" "$bits_file" "$bits_t" "$rel" "$a" "$b" >>"$RES"
 done
 fusermount3 -u "$W/mnt"; wait "$DPID"; DPID=""

@@ -18,7 +18,7 @@ print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 for r in rows:
     bt = "" if r["bits_tensors"] in ("-", "16") else f" ({r['bits_tensors']})"
     print(f"| {r['codec']} | {r['setting']} | {float(r['bits_file']):.3f}{bt} | {r['rel_error']} | "
-          f"{float(r['ppl_ft']):.5f} | {inc(r):+.3f} | {float(r['ppl_pre']):.5f} |")
+          f"{float(r['ppl_ft']):.5f} | {inc(r):+.3f} | {r['ppl_pre'] if r['ppl_pre'] == '-' else '%.5f' % float(r['ppl_pre'])} |")
 
 COL = {"lossless": (0, 0, 0), "int4": (31, 119, 180), "sparse": (44, 160, 44), "bitdelta": (214, 39, 40),
        "axis1": (148, 103, 189), "auto": (255, 127, 14), "v1": (127, 127, 127)}

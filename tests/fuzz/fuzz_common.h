@@ -431,10 +431,11 @@ static inline int fuzz_codec_one(const uint8_t *data, size_t size)
             else fuzz_fill_base(base, n, sel);
             (void)wd_decode_block(s, codec, dt, p, plen, codec == WD_CODEC_LOSSLESS ? base : NULL, out, n, &err);
             /* the lossy decoders on the same bytes (floating dtypes) */
-            static const wd_codec lossy[6] = {WD_CODEC_INT4,  WD_CODEC_SPARSE,  WD_CODEC_BITDELTA,
-                                              WD_CODEC_AXIS1, WD_CODEC_LOWRANK, WD_CODEC_LOWRANK_EXACT};
+            static const wd_codec lossy[8] = {WD_CODEC_INT4,   WD_CODEC_SPARSE,        WD_CODEC_BITDELTA,
+                                              WD_CODEC_AXIS1,  WD_CODEC_LOWRANK,       WD_CODEC_LOWRANK_EXACT,
+                                              WD_CODEC_TERNARY, WD_CODEC_TERNARY_AXIS1};
             if (dt == WD_BF16 || dt == WD_F16 || dt == WD_F32)
-                for (int c = 0; c < 6; c++) (void)wd_decode_block(s, lossy[c], dt, p, plen, base, out, n, &err);
+                for (int c = 0; c < 8; c++) (void)wd_decode_block(s, lossy[c], dt, p, plen, base, out, n, &err);
         }
         free(base);
         free(out);

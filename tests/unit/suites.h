@@ -16,5 +16,6 @@ Suite *suite_inputs(void);
 Suite *suite_integrity(void);
 Suite *suite_identity(void);
 Suite *suite_xdtype(void);
+Suite *suite_ternary(void);
 
 #endif
