@@ -549,11 +549,13 @@ static int cmd_create(int argc, char **argv)
     if (!o.base_dir) return usage_error("create", "missing --base DIR");
     if (!o.ft_dir) return usage_error("create", "missing --finetuned DIR");
     if (!o.out_path) return usage_error("create", "missing -o OUT.wdelta");
-    static const char *const strategies[] = {"lossless", "int4", "sparse", "bitdelta", "axis1", "lowrank", "auto"};
+    static const char *const strategies[] = {"lossless", "int4",          "sparse",  "bitdelta", "axis1",
+                                             "ternary",  "ternary-axis1", "lowrank", "auto"};
     int known = 0;
     for (size_t i = 0; i < sizeof strategies / sizeof *strategies; i++) known |= !strcmp(o.strategy, strategies[i]);
     if (!known)
-        return usage_error("create", "--strategy: unknown '%s' (lossless, int4, sparse, bitdelta, axis1, lowrank or auto)",
+        return usage_error("create", "--strategy: unknown '%s' (lossless, int4, sparse, bitdelta, axis1, ternary, "
+                                     "ternary-axis1, lowrank or auto)",
                            o.strategy);
     /* a codec option with another strategy would be silently ignored */
     const struct { const char *const *given; const char *opt, *owner, *also; } belongs[] = {
