@@ -37,7 +37,8 @@ struct plan_ext {
     uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
     wd_lossy_params lp;           /* lossy codecs' settings */
     unsigned rank_found;          /* lowrank codecs: largest rank of a block */
-    char why[192];                /* why the strategy's codec changed (manifest "why") */
+    char *why;                    /* why the strategy's codec changed (manifest "why"), or NULL;
+                                     a pointer, not a buffer: many tensors, few reasons */
 };
 
 typedef struct plan_file {
@@ -259,6 +260,7 @@ static void free_plan(plan_file *pf, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(pf[i].name);
         free(pf[i].src_path);
+        for (size_t k = 0; pf[i].ext && k < pf[i].next; k++) free(pf[i].ext[k].why);
         free(pf[i].ext);
         free(pf[i].ext_of);
     }
@@ -280,7 +282,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->ext_of = calloc(sf->ntensors + 1, sizeof *p->ext_of);
         if (!p->name || !p->ext || !p->ext_of) goto oom;
         p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
-                                       (int)i, -1, 0, 0, 0, {0}, 0, {0}};
+                                       (int)i, -1, 0, 0, 0, {0}, 0, NULL};
         for (size_t t = 0; t < sf->ntensors; t++) {
             const wd_tensor *tt = &sf->tensors[t];
             if (tt->length == 0) continue;
@@ -291,7 +293,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             p->ext_of[t] = p->next;
             p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
                                            delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
-                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0, {0}};
+                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0, NULL};
         }
     }
     for (size_t i = 0; i < ft->nextras; i++) {
@@ -309,7 +311,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         }
         p->size = (uint64_t)stt.st_size;
         if (p->size) {
-            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0, {0}};
+            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0, NULL};
             p->next = 1;
         }
     }
@@ -350,7 +352,7 @@ static void pack_small(plan_file *pf, size_t npf, const wd_model *ft, uint32_t b
                 k++;
                 continue;
             }
-            plan_ext run = {e.file_offset, 0, WD_CODEC_ZSTD, WD_U8, NULL, NULL, (int)i, -1, 0, 0, bs, {0}, 0, ""};
+            plan_ext run = {e.file_offset, 0, WD_CODEC_ZSTD, WD_U8, NULL, NULL, (int)i, -1, 0, 0, bs, {0}, 0, NULL};
             while (k < p->next && is_small(&p->ext[k]) && run.length + p->ext[k].length <= bs &&
                    p->ext[k].file_offset == run.file_offset + run.length) {
                 p->ext_of[p->ext[k].tensor - t0] = wi;
@@ -617,8 +619,8 @@ static cJSON *extent_json(const plan_ext *e)
         if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
         if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
             cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
-        if (e->why[0]) cJSON_AddStringToObject(pj, "why", e->why);
-    } else if (e->why[0]) { /* a lossy strategy's tensor that fell back to lossless */
+        if (e->why) cJSON_AddStringToObject(pj, "why", e->why);
+    } else if (e->why) { /* a lossy strategy's tensor that fell back to lossless */
         cJSON *pj = cJSON_AddObjectToObject(x, "params");
         cJSON_AddStringToObject(pj, "why", e->why);
     }
@@ -1187,9 +1189,14 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 if (!is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
             }
             if (!is_auto && wd_codec_is_lossy(c)) { /* zero-aware 1-bit tier; never worse than the base */
+                char why[192];
                 rc = wd_lossy_choose(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc, e->base_tensor->offset,
-                                     bs, &c, &lp, e->why, sizeof e->why, err);
+                                     bs, &c, &lp, why, sizeof why, err);
                 if (rc) break;
+                if (why[0] && !(e->why = strdup(why))) {
+                    rc = wd_errf(err, "out of memory");
+                    break;
+                }
             }
             if (c == WD_CODEC_LOSSLESS && try_exact) {
                 uint64_t st, pl;
