@@ -1189,10 +1189,28 @@ static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, i
                 if (!is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
             }
             if (!is_auto && wd_codec_is_lossy(c)) { /* zero-aware 1-bit tier; never worse than the base */
-                char why[192];
+                char why[384];
+                wd_lossy_stats picked;
                 rc = wd_lossy_choose(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc, e->base_tensor->offset,
-                                     bs, &c, &lp, why, sizeof why, err);
+                                     bs, &c, &lp, why, sizeof why, &picked, err);
                 if (rc) break;
+                /* a low-rank delta (a merged LoRA): lowrank where it beats the
+                 * strategy's code on both bytes and error.  The rank test is
+                 * cheap where it fails; lowrank is coded only where it passes. */
+                unsigned lr = 0;
+                uint32_t xbs = 0;
+                if (try_exact && wd_codec_is_lossy(c) && c != WD_CODEC_LOWRANK &&
+                    (rc = wd_lowrank_test(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
+                                          e->base_tensor->offset, bs, &lr, &xbs, err)))
+                    break;
+                if (lr) {
+                    wd_codec c0 = c;
+                    rc = wd_lossy_lowrank_dominates(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
+                                                    e->base_tensor->offset, xbs, &picked, &c, &lp, &rank, why,
+                                                    sizeof why, err);
+                    if (rc) break;
+                    if (c != c0) lbs = wd_lossy_block_size(e->tensor, xbs);
+                }
                 if (why[0] && !(e->why = strdup(why))) {
                     rc = wd_errf(err, "out of memory");
                     break;

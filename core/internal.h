@@ -151,10 +151,12 @@ int wd_lossy_auto(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_re
  * code is worth its bits; then the rule every lossy codec keeps: a tensor
  * whose relative error (as `wdelta eval` computes it) would exceed 1 (worse
  * than the base alone) falls back to int4, or lossless.  why (whylen bytes):
- * "" or the reason for a change, for the manifest and `inspect`. */
+ * "" or the reason for a change, for the manifest and `inspect`.  picked
+ * (may be NULL): the measured stats of the code taken (zeroed where it is
+ * lossless). */
 int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
                     void *base_ctx, uint64_t base_off, uint32_t target_bs, wd_codec *codec,
-                    wd_lossy_params *lp, char *why, size_t whylen, wd_err *err);
+                    wd_lossy_params *lp, char *why, size_t whylen, wd_lossy_stats *picked, wd_err *err);
 
 /* lowrank (lossy_lowrank.c): the rank test on rows spread over tensor t;
  * *bs_out the block size its low-rank extent takes (larger than target_bs
@@ -162,6 +164,22 @@ int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
  * *plain estimate its bytes and the plain lossless codec's from a trial on
  * a sample of rows (*stored = 1, *plain = 0 where the test fails);
  * lowrank: every block coded, *max_rank the largest rank a block took. */
+/* lowrank's rank test alone (the one wd_lowrank_measure starts with): on
+ * rows spread over tensor t, *rank the rank of its delta, 0 where it is not
+ * low-rank; *bs_out the block size its lowrank extent would take. */
+int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
+                    uint64_t base_off, uint32_t target_bs, unsigned *rank, uint32_t *bs_out, wd_err *err);
+/* A fixed lossy strategy's code (*codec, *lp, its stats cur as measured by
+ * wd_lossy_choose) against lowrank on a tensor that passed the rank test:
+ * lowrank coded on blocks of lbs; where it dominates (stored bytes and
+ * relative error both no larger) or its extra bytes buy at least a 4x cut
+ * of the squared error per extra bit per element, *codec and *lp become
+ * lowrank's, *rank the largest rank of a block, and why says so (prefixing
+ * what it held). */
+int wd_lossy_lowrank_dominates(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                               void *base_ctx, uint64_t base_off, uint32_t lbs, const wd_lossy_stats *cur,
+                               wd_codec *codec, wd_lossy_params *lp, unsigned *rank, char *why, size_t whylen,
+                               wd_err *err);
 int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                        uint64_t base_off, wd_codec codec, int level, uint32_t target_bs, uint64_t *stored,
                        uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err);

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+static void add_stats(wd_lossy_stats *st, size_t len, wd_dtype dt, const unsigned char *ft,
+                      const unsigned char *base, const unsigned char *dec, size_t n);
+
 int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
                      const unsigned char *ft, const unsigned char *base, size_t n, unsigned char *dec,
                      wd_lossy_stats *st, wd_err *err)
@@ -17,6 +20,14 @@ int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
     /* the encoded block lives in slot LS_OUT, which decoding leaves alone */
     if (wd_lossy_decode(s, codec, dt, enc, len, base, dec, n, err))
         return wd_errprefix(err, "decoding what was just encoded");
+    add_stats(st, len, dt, ft, base, dec, n);
+    return 0;
+}
+
+/* add a block's error against ft (n bytes) and stored length to st */
+static void add_stats(wd_lossy_stats *st, size_t len, wd_dtype dt, const unsigned char *ft,
+                      const unsigned char *base, const unsigned char *dec, size_t n)
+{
     st->stored += len;
     size_t ne = n / wd_dtype_size(dt);
     for (size_t i = 0; i < ne; i++) {
@@ -33,7 +44,6 @@ int wd_lossy_measure(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
         if (fabs(r - f) > st->max_abs) st->max_abs = fabs(r - f);
     }
     st->nelem += ne;
-    return 0;
 }
 
 /* Code tensor t with each of nc (codec, params) one row block at a time
@@ -148,9 +158,10 @@ static int pick_zero_aware(const wd_lossy_stats *dense, const wd_lossy_stats *te
 
 int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
                     void *base_ctx, uint64_t base_off, uint32_t target_bs, wd_codec *codec,
-                    wd_lossy_params *lp, char *why, size_t whylen, wd_err *err)
+                    wd_lossy_params *lp, char *why, size_t whylen, wd_lossy_stats *picked, wd_err *err)
 {
     why[0] = 0;
+    if (picked) memset(picked, 0, sizeof *picked);
     if (!wd_codec_is_lossy(*codec) || !wd_lossy_eligible(t)) return 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
     if (!bs) return 0;
@@ -171,7 +182,10 @@ int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
     }
     *codec = cc[pick];
     double rel = stats_rel(&st[pick]);
-    if (rel <= 1.0) return 0;
+    if (rel <= 1.0) {
+        if (picked) *picked = st[pick];
+        return 0;
+    }
     /* the rule every lossy codec keeps: never worse than the base alone.
      * Fall back to int4 at its defaults, then to lossless. */
     char first[96];
@@ -183,6 +197,7 @@ int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
             return -1;
         if (stats_rel(&st[2]) <= 1.0) {
             snprintf(why, whylen, "fallback: %s; int4 (rel. error %.3g)", first, stats_rel(&st[2]));
+            if (picked) *picked = st[2];
             *codec = WD_CODEC_INT4;
             *lp = ip;
             return 0;
@@ -191,4 +206,76 @@ int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
     snprintf(why, whylen, "fallback: %s; stored lossless", first);
     *codec = WD_CODEC_LOSSLESS;
     return 0;
+}
+
+/* Measured, not a threshold: lowrank replaces the strategy's code where it
+ * is no worse on both axes the user sees (stored bytes and the relative
+ * error `wdelta eval` reports), or where its extra bytes buy at least the
+ * error a scalar code would buy with them (6.02 dB per bit per element).  A
+ * merged LoRA's delta is such a case: its factors cost a fraction of a bit
+ * per parameter (a little over one on narrow matrices) and rebuild it to
+ * the dtype's rounding, where a scalar code pays for every element. */
+int wd_lossy_lowrank_dominates(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                               void *base_ctx, uint64_t base_off, uint32_t lbs, const wd_lossy_stats *cur,
+                               wd_codec *codec, wd_lossy_params *lp, unsigned *rank, char *why, size_t whylen,
+                               wd_err *err)
+{
+    if (!wd_codec_is_lossy(*codec) || *codec == WD_CODEC_LOWRANK || *codec == WD_CODEC_LOWRANK_EXACT ||
+        !cur->nelem)
+        return 0;
+    uint32_t bs = wd_lossy_block_size(t, lbs);
+    if (!bs) return 0;
+    wd_lossy_params p = {lp->cols, 0, 0, 0, lp->level, 0, 0};
+    wd_lossy_stats st = {0};
+    unsigned maxr = 0;
+    wd_scratch *s = wd_scratch_new();
+    unsigned char *ft = malloc(bs), *base = malloc(bs), *dec = malloc(bs);
+    int rc = -1;
+    if (!s || !ft || !base || !dec) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (uint64_t at = 0; at < t->length; at += bs) {
+        size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
+        if (wd_pread_full(ft_fd, ft, n, t->offset + at, ft_path, err) ||
+            read_base(base_ctx, base, n, base_off + at, err)) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        lbuf ob = {0};
+        unsigned rk = 0;
+        if (wd_lowrank_encode(s, WD_CODEC_LOWRANK, t->dtype, &p, ft, base, n, &ob, &rk, err) ||
+            (ob.oom && wd_errf(err, "out of memory")) ||
+            wd_lossy_decode(s, WD_CODEC_LOWRANK, t->dtype, ob.p, ob.len, base, dec, n, err)) {
+            free(ob.p);
+            wd_errprefix(err, "tensor %s: lowrank", t->name);
+            goto out;
+        }
+        add_stats(&st, ob.len, t->dtype, ft, base, dec, n);
+        free(ob.p);
+        if (rk > maxr) maxr = rk;
+    }
+    rc = 0;
+    double rl = stats_rel(&st), rc0 = stats_rel(cur), nel = (double)cur->nelem;
+    int dominates = st.stored <= cur->stored && rl <= rc0;
+    /* more bytes for less error: taken at the exchange rate the 1-bit tier
+     * already uses (pick_zero_aware), the rate-distortion slope of a scalar
+     * code: each extra bit per element must cut the squared error by 4 */
+    int pays = !dominates && rl < rc0 &&
+               (st.err2 <= 0 ||
+                log2(cur->err2 / st.err2) / 2.0 >= ((double)st.stored - (double)cur->stored) * 8.0 / nel);
+    if (st.nelem == cur->nelem && (dominates || pays)) {
+        char prev[192];
+        snprintf(prev, sizeof prev, "%s", why);
+        snprintf(why, whylen, "lowrank %s: rank %u, rel. error %.3g at %.3f bits/param against %s's %.3g at %.3f%s%s",
+                 dominates ? "dominates" : "pays for its bits", maxr, rl, (double)st.stored * 8 / nel,
+                 wd_codec_name(*codec), rc0, (double)cur->stored * 8 / nel, prev[0] ? "; " : "", prev);
+        *codec = WD_CODEC_LOWRANK;
+        *lp = p;
+        *rank = maxr;
+    }
+out:
+    wd_scratch_free(s);
+    free(ft), free(base), free(dec);
+    return rc;
 }

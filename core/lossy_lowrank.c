@@ -1390,3 +1390,32 @@ out:
     free(base);
     return rc;
 }
+
+int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
+                    uint64_t base_off, uint32_t target_bs, unsigned *rank, uint32_t *bs_out, wd_err *err)
+{
+    *rank = 0;
+    uint32_t bs = wd_lossy_block_size(t, target_bs);
+    *bs_out = bs;
+    if (!bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
+    size_t w = wd_dtype_size(t->dtype), cols = (size_t)t->shape[t->ndim - 1], row = cols * w;
+    size_t rows = (size_t)(t->length / row);
+    unsigned rmax = lr_rmax(rows, cols);
+    size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
+    unsigned char *ft = malloc(S * row + 1), *base = malloc(S * row + 1);
+    int rc = -1;
+    if (!ft || !base) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, bs, ft, base, err)) goto out;
+    *rank = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, NULL);
+    if (*rank) {
+        uint32_t lbs = lr_block_bytes(t);
+        if (lbs) *bs_out = lbs;
+    }
+    rc = 0;
+out:
+    free(ft), free(base);
+    return rc;
+}
