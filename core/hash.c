@@ -89,13 +89,12 @@ int wd_unhex(const char *hex, unsigned char *out, size_t n)
     return 0;
 }
 
-/* Hash one tensor: its name, then its bytes in chunks of at most `cap`
- * (counted from the tensor's first byte), each also given to cb. */
-static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor *t, unsigned char *buf,
-                       size_t cap, const struct wd_tref *ref, wd_hash_chunk_fn cb, void *ctx,
-                       const volatile sig_atomic_t *stop, wd_err *err)
+/* Feed a tensor's bytes to h in chunks of at most `cap` (counted from the
+ * tensor's first byte), each also given to cb (NULL: none). */
+static int hash_bytes(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor *t, unsigned char *buf,
+                      size_t cap, const struct wd_tref *ref, wd_hash_chunk_fn cb, void *ctx,
+                      const volatile sig_atomic_t *stop, wd_err *err)
 {
-    wd_sha256_update(h, t->name, strlen(t->name));
     for (uint64_t at = 0; at < t->length;) {
         size_t n = t->length - at < cap ? (size_t)(t->length - at) : cap;
         if (wd_stop_requested(stop, err)) return -1;
@@ -104,6 +103,29 @@ static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor
         wd_sha256_update(h, buf, n);
         if (cb) cb(ctx, ref->file, ref->tensor, at, buf, n);
         at += n;
+    }
+    return 0;
+}
+
+/* Hash one tensor as the v1 content hash takes it: its name, then its bytes. */
+static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor *t, unsigned char *buf,
+                       size_t cap, const struct wd_tref *ref, wd_hash_chunk_fn cb, void *ctx,
+                       const volatile sig_atomic_t *stop, wd_err *err)
+{
+    wd_sha256_update(h, t->name, strlen(t->name));
+    return hash_bytes(h, fd, f, t, buf, cap, ref, cb, ctx, stop, err);
+}
+
+/* Open every shard of m for a front-to-back read into fds (each -1 first,
+ * so the caller closes what is >= 0 whatever happened). */
+static int open_shards(const wd_model *m, int *fds, wd_err *err)
+{
+    for (size_t i = 0; i < m->nfiles; i++) fds[i] = -1;
+    for (size_t i = 0; i < m->nfiles; i++) {
+        if ((fds[i] = open(m->files[i].path, O_RDONLY | O_CLOEXEC)) < 0)
+            return wd_errf(err, "%s: %s", m->files[i].path, strerror(errno));
+        /* shards are read about once, mostly front to back */
+        posix_fadvise(fds[i], 0, 0, POSIX_FADV_SEQUENTIAL);
     }
     return 0;
 }
@@ -122,14 +144,7 @@ int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_
         wd_errf(err, "out of memory hashing %s", m->dir);
         goto out;
     }
-    for (size_t i = 0; i < m->nfiles; i++) {
-        if ((fds[i] = open(m->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
-            wd_errf(err, "%s: %s", m->files[i].path, strerror(errno));
-            goto out;
-        }
-        /* shards are read about once, mostly front to back */
-        posix_fadvise(fds[i], 0, 0, POSIX_FADV_SEQUENTIAL);
-    }
+    if (open_shards(m, fds, err)) goto out;
     wd_model_hash_order(m, order);
     for (size_t k = 0; k < m->ntensors; k++) {
         const wd_stfile *f = &m->files[order[k].file];
@@ -338,14 +353,8 @@ static void *id_worker(void *arg)
         const wd_tensor *t = &f->tensors[ref->tensor];
         wd_sha256 *h = wd_sha256_new();
         wd_err e;
-        int rc = h ? 0 : wd_errf(&e, "out of memory");
-        for (uint64_t at = 0; !rc && at < t->length;) {
-            size_t n = t->length - at < CHUNK ? (size_t)(t->length - at) : CHUNK;
-            if (wd_pread_full(j->fds[ref->file], buf, n, t->offset + at, f->path, &e))
-                rc = wd_errprefix(&e, "hashing tensor %s (at its byte %llu)", t->name, (unsigned long long)at);
-            else wd_sha256_update(h, buf, n);
-            at += n;
-        }
+        int rc = h ? hash_bytes(h, j->fds[ref->file], f, t, buf, CHUNK, ref, NULL, NULL, NULL, &e)
+                   : wd_errf(&e, "out of memory");
         if (rc) {
             wd_sha256_free(h);
             pthread_mutex_lock(&j->lock);
@@ -375,13 +384,7 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
         wd_errf(err, "out of memory hashing %s", m->dir);
         goto out;
     }
-    for (size_t i = 0; i < m->nfiles; i++) {
-        if ((fds[i] = open(m->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
-            wd_errf(err, "%s: %s", m->files[i].path, strerror(errno));
-            goto out;
-        }
-        posix_fadvise(fds[i], 0, 0, POSIX_FADV_SEQUENTIAL);
-    }
+    if (open_shards(m, fds, err)) goto out;
     /* records in name order; work handed out file by file, front to back
      * within a file, so reads stay mostly sequential */
     for (size_t i = 0; i < nt; i++) {
