@@ -46,13 +46,16 @@ static void add_stats(wd_lossy_stats *st, size_t len, wd_dtype dt, const unsigne
     st->nelem += ne;
 }
 
-/* Code tensor t with each of nc (codec, params) one row block at a time
- * (read from ft_fd, its base through read_base) and add up their stats. */
-static int measure_tensor(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
-                          void *base_ctx, uint64_t base_off, uint32_t bs, size_t nc, const wd_codec *codecs,
-                          const wd_lossy_params *params, wd_lossy_stats *st, wd_err *err)
+/* A measurement of one row block: n bytes of ft and of its base, dec a
+ * buffer of n bytes for the rebuilt block. */
+typedef int (*block_fn)(void *ctx, wd_scratch *s, wd_dtype dt, const unsigned char *ft, const unsigned char *base,
+                        size_t n, unsigned char *dec, wd_err *err);
+
+/* Read tensor t one row block (bs bytes) at a time, from ft_fd and its base
+ * through read_base, and hand each block to fn. */
+static int each_block(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
+                      uint64_t base_off, uint32_t bs, block_fn fn, void *ctx, wd_err *err)
 {
-    memset(st, 0, nc * sizeof *st);
     wd_scratch *s = wd_scratch_new();
     unsigned char *ft = malloc(bs), *base = malloc(bs), *dec = malloc(bs);
     int rc = -1;
@@ -63,15 +66,10 @@ static int measure_tensor(const wd_tensor *t, int ft_fd, const char *ft_path, wd
     for (uint64_t at = 0; at < t->length; at += bs) {
         size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
         if (wd_pread_full(ft_fd, ft, n, t->offset + at, ft_path, err) ||
-            read_base(base_ctx, base, n, base_off + at, err)) {
+            read_base(base_ctx, base, n, base_off + at, err) || fn(ctx, s, t->dtype, ft, base, n, dec, err)) {
             wd_errprefix(err, "tensor %s", t->name);
             goto out;
         }
-        for (size_t c = 0; c < nc; c++)
-            if (wd_lossy_measure(s, codecs[c], t->dtype, &params[c], ft, base, n, dec, &st[c], err)) {
-                wd_errprefix(err, "tensor %s", t->name);
-                goto out;
-            }
     }
     rc = 0;
 out:
@@ -80,6 +78,33 @@ out:
     free(base);
     free(dec);
     return rc;
+}
+
+typedef struct codecs_ctx {
+    size_t nc;
+    const wd_codec *codecs;
+    const wd_lossy_params *params;
+    wd_lossy_stats *st;
+} codecs_ctx;
+
+static int measure_codecs(void *ctx, wd_scratch *s, wd_dtype dt, const unsigned char *ft, const unsigned char *base,
+                          size_t n, unsigned char *dec, wd_err *err)
+{
+    codecs_ctx *c = ctx;
+    for (size_t i = 0; i < c->nc; i++)
+        if (wd_lossy_measure(s, c->codecs[i], dt, &c->params[i], ft, base, n, dec, &c->st[i], err)) return -1;
+    return 0;
+}
+
+/* Code tensor t with each of nc (codec, params) one row block at a time
+ * (read from ft_fd, its base through read_base) and add up their stats. */
+static int measure_tensor(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                          void *base_ctx, uint64_t base_off, uint32_t bs, size_t nc, const wd_codec *codecs,
+                          const wd_lossy_params *params, wd_lossy_stats *st, wd_err *err)
+{
+    memset(st, 0, nc * sizeof *st);
+    codecs_ctx c = {nc, codecs, params, st};
+    return each_block(t, ft_fd, ft_path, read_base, base_ctx, base_off, bs, measure_codecs, &c, err);
 }
 
 /* ||rebuilt - ft|| / ||ft - base|| as `wdelta eval` computes it */
@@ -208,6 +233,32 @@ int wd_lossy_choose(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
     return 0;
 }
 
+/* The lowrank code of a block, as measure_codecs would measure it, and the
+ * largest rank a block was coded with (for the manifest). */
+typedef struct lowrank_ctx {
+    wd_lossy_params p;
+    wd_lossy_stats st;
+    unsigned maxr;
+} lowrank_ctx;
+
+static int measure_lowrank(void *ctx, wd_scratch *s, wd_dtype dt, const unsigned char *ft, const unsigned char *base,
+                           size_t n, unsigned char *dec, wd_err *err)
+{
+    lowrank_ctx *c = ctx;
+    lbuf ob = {0};
+    unsigned rk = 0;
+    if (wd_lowrank_encode(s, WD_CODEC_LOWRANK, dt, &c->p, ft, base, n, &ob, &rk, err) ||
+        (ob.oom && wd_errf(err, "out of memory")) ||
+        wd_lossy_decode(s, WD_CODEC_LOWRANK, dt, ob.p, ob.len, base, dec, n, err)) {
+        free(ob.p);
+        return wd_errprefix(err, "lowrank");
+    }
+    add_stats(&c->st, ob.len, dt, ft, base, dec, n);
+    free(ob.p);
+    if (rk > c->maxr) c->maxr = rk;
+    return 0;
+}
+
 /* Measured, not a threshold: lowrank replaces the strategy's code where it
  * is no worse on both axes the user sees (stored bytes and the relative
  * error `wdelta eval` reports), or where its extra bytes buy at least the
@@ -225,37 +276,11 @@ int wd_lossy_lowrank_dominates(const wd_tensor *t, int ft_fd, const char *ft_pat
         return 0;
     uint32_t bs = wd_lossy_block_size(t, lbs);
     if (!bs) return 0;
-    wd_lossy_params p = {lp->cols, 0, 0, 0, lp->level, 0, 0};
-    wd_lossy_stats st = {0};
-    unsigned maxr = 0;
-    wd_scratch *s = wd_scratch_new();
-    unsigned char *ft = malloc(bs), *base = malloc(bs), *dec = malloc(bs);
-    int rc = -1;
-    if (!s || !ft || !base || !dec) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    for (uint64_t at = 0; at < t->length; at += bs) {
-        size_t n = (size_t)(t->length - at < bs ? t->length - at : bs);
-        if (wd_pread_full(ft_fd, ft, n, t->offset + at, ft_path, err) ||
-            read_base(base_ctx, base, n, base_off + at, err)) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
-        }
-        lbuf ob = {0};
-        unsigned rk = 0;
-        if (wd_lowrank_encode(s, WD_CODEC_LOWRANK, t->dtype, &p, ft, base, n, &ob, &rk, err) ||
-            (ob.oom && wd_errf(err, "out of memory")) ||
-            wd_lossy_decode(s, WD_CODEC_LOWRANK, t->dtype, ob.p, ob.len, base, dec, n, err)) {
-            free(ob.p);
-            wd_errprefix(err, "tensor %s: lowrank", t->name);
-            goto out;
-        }
-        add_stats(&st, ob.len, t->dtype, ft, base, dec, n);
-        free(ob.p);
-        if (rk > maxr) maxr = rk;
-    }
-    rc = 0;
+    lowrank_ctx lc = {{lp->cols, 0, 0, 0, lp->level, 0, 0}, {0}, 0};
+    if (each_block(t, ft_fd, ft_path, read_base, base_ctx, base_off, bs, measure_lowrank, &lc, err)) return -1;
+    const wd_lossy_params p = lc.p;
+    const wd_lossy_stats st = lc.st;
+    unsigned maxr = lc.maxr;
     double rl = stats_rel(&st), rc0 = stats_rel(cur), nel = (double)cur->nelem;
     int dominates = st.stored <= cur->stored && rl <= rc0;
     /* more bytes for less error: taken at the exchange rate the 1-bit tier
@@ -274,8 +299,5 @@ int wd_lossy_lowrank_dominates(const wd_tensor *t, int ft_fd, const char *ft_pat
         *lp = p;
         *rank = maxr;
     }
-out:
-    wd_scratch_free(s);
-    free(ft), free(base), free(dec);
-    return rc;
+    return 0;
 }
