@@ -21,6 +21,8 @@ CORE_SRC  := $(wildcard core/*.c)
 FS_SRC    := $(wildcard fs/*.c)
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 TOOLS     := wdelta genmodel
+# the wdelta tool's shared helpers (tools/json.c: its one JSON writer)
+TOOL_SRC  := tools/json.c
 
 # $(1)=build dir, $(2)=extra flags
 define buildset
@@ -31,8 +33,8 @@ $(1)/libwdelta.a: $$(CORE_SRC:%.c=$(1)/%.o)
 	rm -f $$@ && ar rcs $$@ $$^
 $(1)/libwdelta.so: $$(CORE_SRC:%.c=$(1)/%.o)
 	$$(CC) -shared $$(CFLAGS) $(2) -pthread -Wl,-soname,libwdelta.so $$^ $$(PKG_LIBS) -lm -o $$@
-$(1)/wdelta: tools/wdelta.c $(1)/libwdelta.a
-	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
+$(1)/wdelta: tools/wdelta.c $$(TOOL_SRC) tools/*.h $(1)/libwdelta.a
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Itools $$(PKG_CFLAGS) $$< $$(TOOL_SRC) $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/genmodel: tools/genmodel.c $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) $$(PKG_CFLAGS) $$< $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/decode_speed: tests/bench/decode_speed.c $(1)/libwdelta.a

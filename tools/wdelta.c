@@ -9,7 +9,7 @@
  */
 #include "wdelta.h"
 
-#include <cjson/cJSON.h>
+#include "json.h"
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -645,32 +645,32 @@ static int inspect_json(const wd_delta_info *in)
     cJSON *root = cJSON_CreateObject();
     if (!root) return -1;
     cJSON_AddNumberToObject(root, "format_version", in->version);
-    cJSON_AddStringToObject(root, "strategy", in->strategy ? in->strategy : "");
-    cJSON_AddStringToObject(root, "tool", in->tool ? in->tool : "");
+    json_add_str(root, "strategy", in->strategy ? in->strategy : "");
+    json_add_str(root, "tool", in->tool ? in->tool : "");
     cJSON *opts = in->options_json ? cJSON_Parse(in->options_json) : NULL;
     if (opts)
         cJSON_AddItemToObject(root, "options", opts);
     else
-        cJSON_AddStringToObject(root, "options", in->options_json ? in->options_json : "");
+        json_add_str(root, "options", in->options_json ? in->options_json : "");
     wd_hex(in->base_hash, 32, hex);
-    cJSON_AddStringToObject(root, "base_hash", hex);
+    json_add_str(root, "base_hash", hex);
     wd_hex(in->result_hash, 32, hex);
-    cJSON_AddStringToObject(root, "result_hash", hex);
+    json_add_str(root, "result_hash", hex);
     /* 2: model identity (wdelta hash), 1: content hash (wdelta hash --v1) */
     cJSON_AddNumberToObject(root, "base_hash_kind", in->base_hash_kind);
     cJSON_AddNumberToObject(root, "result_hash_kind", in->result_hash_kind);
     /* deltatensors' content hashes, where the file tells them */
     if (in->has_base_hash_v1) {
         wd_hex(in->base_hash_v1, 32, hex);
-        cJSON_AddStringToObject(root, "base_hash_v1", hex);
+        json_add_str(root, "base_hash_v1", hex);
     }
     if (in->has_result_hash_v1) {
         wd_hex(in->result_hash_v1, 32, hex);
-        cJSON_AddStringToObject(root, "result_hash_v1", hex);
+        json_add_str(root, "result_hash_v1", hex);
     }
     if (in->parent_name) {
         cJSON *par = cJSON_AddObjectToObject(root, "parent");
-        cJSON_AddStringToObject(par, "name", in->parent_name);
+        json_add_str(par, "name", in->parent_name);
         cJSON_AddNumberToObject(par, "depth", in->parent_depth);
     }
     cJSON_AddNumberToObject(root, "file_size", (double)in->file_size);
@@ -684,7 +684,7 @@ static int inspect_json(const wd_delta_info *in)
     for (size_t i = 0; i < in->nfiles; i++) {
         const wd_outfile *f = &in->files[i];
         cJSON *jf = cJSON_CreateObject();
-        cJSON_AddStringToObject(jf, "name", f->name ? f->name : "");
+        json_add_str(jf, "name", f->name ? f->name : "");
         cJSON_AddNumberToObject(jf, "size", (double)f->size);
         cJSON_AddBoolToObject(jf, "safetensors", f->is_safetensors);
         uint64_t fstored = 0;
@@ -697,16 +697,16 @@ static int inspect_json(const wd_delta_info *in)
             cJSON_AddNumberToObject(x, "offset", (double)e->file_offset);
             cJSON_AddNumberToObject(x, "length", (double)e->length);
             cJSON_AddNumberToObject(x, "stored", (double)s);
-            cJSON_AddStringToObject(x, "codec", codec_str(e->codec));
-            cJSON_AddStringToObject(x, "dtype", dtype_str(e->dtype));
+            json_add_str(x, "codec", codec_str(e->codec));
+            json_add_str(x, "dtype", dtype_str(e->dtype));
             if (e->tensor) {
-                cJSON_AddStringToObject(x, "tensor", e->tensor);
+                json_add_str(x, "tensor", e->tensor);
                 ntensors++;
             } else {
                 cJSON_AddNullToObject(x, "tensor");
             }
             if (e->base_tensor)
-                cJSON_AddStringToObject(x, "base_tensor", e->base_tensor);
+                json_add_str(x, "base_tensor", e->base_tensor);
             else
                 cJSON_AddNullToObject(x, "base_tensor");
             cJSON_AddNumberToObject(x, "first_block", e->first_block);
@@ -720,7 +720,7 @@ static int inspect_json(const wd_delta_info *in)
         }
         cJSON_AddNumberToObject(jf, "stored", (double)fstored);
         cJSON_AddItemToArray(files, jf);
-        if (!f->is_safetensors) cJSON_AddItemToArray(extras, cJSON_CreateString(f->name ? f->name : ""));
+        if (!f->is_safetensors) cJSON_AddItemToArray(extras, json_str(f->name ? f->name : ""));
     }
     cJSON_AddNumberToObject(root, "ntensors", (double)ntensors);
     cJSON *blocks = cJSON_AddArrayToObject(root, "blocks");
@@ -731,12 +731,7 @@ static int inspect_json(const wd_delta_info *in)
         cJSON_AddNumberToObject(x, "out_len", in->blocks[b].out_len);
         cJSON_AddItemToArray(blocks, x);
     }
-    char *s = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!s) return -1;
-    puts(s);
-    cJSON_free(s);
-    return 0;
+    return json_print(root) ? -1 : 0;
 }
 
 /* Tensors of output file `fname` that lie in [off, off+len): an extent
@@ -846,32 +841,27 @@ static int inspect_v1(const char *path, wd_v1 *v, int json)
         cJSON *root = cJSON_CreateObject();
         if (!root) return 1;
         cJSON_AddNumberToObject(root, "format_version", 1);
-        cJSON_AddStringToObject(root, "strategy", wd_v1_strategy(v) ? wd_v1_strategy(v) : "");
+        json_add_str(root, "strategy", wd_v1_strategy(v) ? wd_v1_strategy(v) : "");
         cJSON *opts = wd_v1_options(v) ? cJSON_Parse(wd_v1_options(v)) : NULL;
         if (opts) cJSON_AddItemToObject(root, "options", opts);
-        else cJSON_AddStringToObject(root, "options", wd_v1_options(v) ? wd_v1_options(v) : "");
-        cJSON_AddStringToObject(root, "base_hash", hex);
+        else json_add_str(root, "options", wd_v1_options(v) ? wd_v1_options(v) : "");
+        json_add_str(root, "base_hash", hex);
         cJSON_AddNumberToObject(root, "file_size", (double)wd_v1_file_size(v));
         cJSON_AddNumberToObject(root, "ntensors", (double)n);
         cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
         for (size_t i = 0; i < n; i++) {
             const wd_v1_tensor *t = wd_v1_get(v, i);
             cJSON *x = cJSON_CreateObject();
-            cJSON_AddStringToObject(x, "tensor", t->name ? t->name : "");
-            cJSON_AddStringToObject(x, "strategy", t->strategy ? t->strategy : "");
-            cJSON_AddStringToObject(x, "dtype", t->dtype ? t->dtype : "");
+            json_add_str(x, "tensor", t->name ? t->name : "");
+            json_add_str(x, "strategy", t->strategy ? t->strategy : "");
+            json_add_str(x, "dtype", t->dtype ? t->dtype : "");
             cJSON *sh = cJSON_AddArrayToObject(x, "shape");
             for (int k = 0; k < t->ndim && k < WD_MAX_DIMS; k++)
                 cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[k]));
             cJSON_AddNumberToObject(x, "stored", (double)t->stored_bytes);
             cJSON_AddItemToArray(arr, x);
         }
-        char *s = cJSON_PrintUnformatted(root);
-        cJSON_Delete(root);
-        if (!s) return 1;
-        puts(s);
-        cJSON_free(s);
-        return 0;
+        return json_print(root);
     }
     printf("file:            %s\n", path);
     printf("format version:  1 (deltatensors)\n");
@@ -946,10 +936,7 @@ static int cmd_inspect(int argc, char **argv)
     const wd_delta_info *in = wd_delta_get_info(d);
     int rc = 0;
     if (json) {
-        if (inspect_json(in)) {
-            die_msg("out of memory building JSON");
-            rc = 1;
-        }
+        if (inspect_json(in)) rc = 1;
     } else {
         wd_model om;
         int have = wd_delta_output_model(d, &om, &err) == 0; /* names the small tensors stored together */
@@ -1395,9 +1382,9 @@ static int cmd_eval(int argc, char **argv)
             const wd_eval_tensor *t = &er.r[i];
             cJSON *x = cJSON_CreateObject();
             double re = rel_err(t->err2, t->delta2);
-            cJSON_AddStringToObject(x, "name", t->name);
-            cJSON_AddStringToObject(x, "codec", codec_str(t->codec));
-            cJSON_AddStringToObject(x, "dtype", dtype_str(t->dtype));
+            json_add_str(x, "name", t->name);
+            json_add_str(x, "codec", codec_str(t->codec));
+            json_add_str(x, "dtype", dtype_str(t->dtype));
             /* "settings": the codec's settings; "params": the tensor's parameter count
              * (as "params" in "total") */
             if (t->params) cJSON_AddItemToObject(x, "settings", cJSON_Parse(t->params));
@@ -1419,14 +1406,10 @@ static int cmd_eval(int argc, char **argv)
         if (isfinite(re)) cJSON_AddNumberToObject(tot, "rel_error", re);
         else cJSON_AddNullToObject(tot, "rel_error");
         cJSON_AddNumberToObject(tot, "max_abs_error", tmax);
-        char *txt = cJSON_PrintUnformatted(root);
-        cJSON_Delete(root);
-        if (!txt) {
+        if (json_print(root)) {
             wd_errf(&err, "out of memory");
             goto done;
         }
-        puts(txt);
-        cJSON_free(txt);
     } else {
         printf("%-52s %-9s %10s %8s %10s %10s\n", "tensor", "codec", "params", "bits/p", "rel.err", "max.abs");
         for (size_t i = 0; i < er.n; i++) {
