@@ -369,6 +369,10 @@ static const char create_help[] =
     "      --force             replace OUT if it is a .wdelta (anything else is\n"
     "                          refused); the new file keeps OUT's mode\n"
     "  -q, --quiet             no progress output\n"
+    "  -j, --json              print the summary as one JSON object: \"output\",\n"
+    "                          \"input_bytes\", \"delta_bytes\", \"ratio\", \"tensors\",\n"
+    "                          \"blocks\", \"seconds\", \"parent\", \"chain_link\",\n"
+    "                          \"inputs\" (file names by what create did with them)\n"
     "  -h, --help              this help\n"
     "\n"
     "Codec options belong to their strategy: --group-size, --outliers, --step:\n"
@@ -390,6 +394,7 @@ typedef struct inputs_sum {
     size_t n[8];
     char *text[8];
     size_t len[8], cap[8];
+    cJSON *names[8]; /* create --json: the names per kind */
 } inputs_sum;
 
 static void inputs_cb(void *ctx, const char *name, wd_input_kind kind, uint64_t size)
@@ -397,6 +402,7 @@ static void inputs_cb(void *ctx, const char *name, wd_input_kind kind, uint64_t 
     inputs_sum *is = ctx;
     unsigned k = (unsigned)kind & 7;
     is->n[k]++;
+    if (is->names[k]) cJSON_AddItemToArray(is->names[k], json_str(name));
     if (kind == WD_INPUT_WEIGHTS || kind == WD_INPUT_STORED) return;
     char item[400], hs[32];
     human(size, hs, sizeof hs);
@@ -424,6 +430,40 @@ static void inputs_print(const inputs_sum *is)
         if (is->text[order[i]]) printf("  %s: %s\n", wd_input_kind_text(order[i]), is->text[order[i]]);
 }
 
+/* create --json: the summary as one object */
+static int create_json(const char *out, const char *parent, size_t links, const wd_create_stats *cs, double el,
+                       const inputs_sum *is, int have_inputs)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return json_print(NULL);
+    json_add_str(root, "output", out);
+    cJSON_AddNumberToObject(root, "input_bytes", (double)cs->input_bytes);
+    cJSON_AddNumberToObject(root, "delta_bytes", (double)cs->output_bytes);
+    cJSON_AddNumberToObject(root, "ratio", cs->output_bytes ? (double)cs->input_bytes / (double)cs->output_bytes : 0.0);
+    cJSON_AddNumberToObject(root, "tensors", (double)cs->ntensors);
+    cJSON_AddNumberToObject(root, "blocks", (double)cs->nblocks);
+    cJSON_AddNumberToObject(root, "seconds", el);
+    cJSON_AddNumberToObject(root, "input_megabytes_per_second", el > 0 ? (double)cs->input_bytes / 1e6 / el : 0.0);
+    json_add_str(root, "parent", parent);
+    if (parent) cJSON_AddNumberToObject(root, "chain_link", (double)(links + 1));
+    else cJSON_AddNullToObject(root, "chain_link");
+    if (have_inputs) {
+        /* what the fine-tune's directory held, by what create did with it */
+        static const struct { wd_input_kind k; const char *key; } kinds[] = {
+            {WD_INPUT_WEIGHTS, "delta_coded"}, {WD_INPUT_STORED, "stored_whole"},
+            {WD_INPUT_UNKNOWN, "stored_whole_unknown"}, {WD_INPUT_TRAINING, "left_out_training_state"},
+            {WD_INPUT_OURS, "left_out_deltas"}, {WD_INPUT_EXCLUDED, "left_out_excluded"},
+            {WD_INPUT_SUBDIR, "left_out_subdirectories"}, {WD_INPUT_SKIPPED, "left_out_skipped"},
+        };
+        cJSON *in = cJSON_AddObjectToObject(root, "inputs");
+        for (size_t i = 0; in && i < sizeof kinds / sizeof *kinds; i++) {
+            cJSON *a = is->names[kinds[i].k];
+            cJSON_AddItemToObject(in, kinds[i].key, a ? cJSON_Duplicate(a, 1) : cJSON_CreateArray());
+        }
+    }
+    return json_print(root);
+}
+
 static int cmd_create(int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -446,6 +486,7 @@ static int cmd_create(int argc, char **argv)
         {"exclude", required_argument, 0, 'x'},
         {"force", no_argument, 0, 'F'},
         {"quiet", no_argument, 0, 'q'},
+        {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -453,7 +494,7 @@ static int cmd_create(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.strategy = "lossless";
     o.level = 3;
-    int force = 0, quiet = 0, c;
+    int force = 0, quiet = 0, json = 0, c;
     long long v;
     const char *parent = NULL;
     static chain_args ca;
@@ -465,8 +506,9 @@ static int cmd_create(int argc, char **argv)
                *given_rank = NULL, *given_maxe = NULL;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:x:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:x:qjh", lo, NULL)) != -1) {
         switch (c) {
+        case 'j': json = 1; break;
         case 'x':
             if (ex.n == MAX_CHAIN_ARGS) return usage_error("create", "too many --exclude options (at most %d)", MAX_CHAIN_ARGS);
             ex.paths[ex.n++] = optarg;
@@ -605,8 +647,17 @@ static int cmd_create(int argc, char **argv)
     if (rc || wd_output_keep_mode(o.out_path, keep_mode, &err)) return fail(&err);
     inputs_sum is;
     memset(&is, 0, sizeof is);
+    for (int k = 0; json && k < 8; k++) is.names[k] = cJSON_CreateArray();
     wd_err ierr = {0};
     int irc = wd_create_inputs(o.ft_dir, o.out_path, o.exclude, o.nexclude, inputs_cb, &is, &ierr);
+    if (json) {
+        int jrc = create_json(o.out_path, parent, links, &cs, now_s() - t0, &is, !irc);
+        for (int k = 0; k < 8; k++) {
+            free(is.text[k]);
+            cJSON_Delete(is.names[k]);
+        }
+        return jrc;
+    }
     if (parent) printf("link %zu of a chain: made against the model %s rebuilds\n", links + 1, parent);
     double el = now_s() - t0;
     char in[32], out[32];
@@ -1074,7 +1125,7 @@ done:
 
 /* ------------------------------------------------------------ verify */
 static const char verify_help[] =
-    "usage: wdelta verify FILE [--base DIR] [--chain PATH]...\n"
+    "usage: wdelta verify FILE [--base DIR] [--chain PATH]... [--json]\n"
     "\n"
     "Without --base: check the file's structure and every block's stored checksum.\n"
     "With --base: also check that DIR is the base the delta was made against\n"
@@ -1086,10 +1137,43 @@ static const char verify_help[] =
     "  -c, --chain PATH where FILE's parent links are: a .wdelta or a directory\n"
     "                   of them (repeatable; default: FILE's own directory)\n"
     "  -q, --quiet      no progress output\n"
+    "  -j, --json       one JSON object instead of the OK lines: \"file\", \"base\",\n"
+    "                   \"format_version\", \"files\", \"blocks\", \"base_hash\" (with\n"
+    "                   --base), \"links\" (root first: \"path\", \"checksums_ok\",\n"
+    "                   \"result_hash\", \"result_hash_matches\", \"output_bytes\"),\n"
+    "                   \"ok\", \"error\"; printed on failure too (exit status as\n"
+    "                   without --json)\n"
     "  -h, --help       this help\n";
 
+/* verify --json: one object a run, built as the checks pass */
+static cJSON *verify_link_json(cJSON *j, const char *path, const wd_delta_info *in)
+{
+    cJSON *links = cJSON_GetObjectItem(j, "links");
+    cJSON *x = cJSON_CreateObject();
+    if (!links || !x) {
+        cJSON_Delete(x);
+        return NULL;
+    }
+    json_add_str(x, "path", path);
+    cJSON_AddNumberToObject(x, "format_version", in->version);
+    cJSON_AddNumberToObject(x, "blocks", (double)in->nblocks);
+    cJSON_AddItemToArray(links, x);
+    return x;
+}
+
+/* the end of a verify --json run: "ok" and "error", then print */
+static int verify_json_end(cJSON *j, int rc, const wd_err *err)
+{
+    cJSON_AddBoolToObject(j, "ok", rc == 0);
+    if (rc) json_add_str(j, "error", err->msg[0] ? err->msg : "unknown error");
+    else cJSON_AddNullToObject(j, "error");
+    int prc = json_print(j);
+    if (rc) return fail(err);
+    return prc;
+}
+
 /* verify a v2 file and the links below it, root first */
-static int verify_chain(const char *path, const char *base, const chain_args *ca, int quiet)
+static int verify_chain(const char *path, const char *base, const chain_args *ca, int quiet, cJSON *j)
 {
     wd_err err = {0};
     wd_chain *chain = NULL;
@@ -1099,9 +1183,14 @@ static int verify_chain(const char *path, const char *base, const chain_args *ca
     if (wd_chain_open(path, ca->paths, ca->n, base, NULL, &chain, &err)) goto done;
     size_t n = wd_chain_length(chain);
     const wd_delta_info *top = wd_delta_get_info(wd_chain_top(chain));
-    printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, top->version, top->nfiles,
-           top->nblocks);
-    if (n > 1) {
+    if (j) {
+        cJSON_AddNumberToObject(j, "format_version", top->version);
+        cJSON_AddNumberToObject(j, "files", (double)top->nfiles);
+        cJSON_AddNumberToObject(j, "blocks", (double)top->nblocks);
+    } else
+        printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, top->version, top->nfiles,
+               top->nblocks);
+    if (n > 1 && !j) {
         printf("OK: chain of %zu links, root first:", n);
         for (size_t i = 0; i < n; i++) printf(" %s", wd_delta_path(wd_chain_link(chain, i)));
         printf("\n");
@@ -1118,7 +1207,8 @@ static int verify_chain(const char *path, const char *base, const chain_args *ca
             goto done;
         }
         wd_hex(bh, 32, hex);
-        printf("OK: base %s matches base hash %s\n", base, hex);
+        if (j) json_add_str(j, "base_hash", hex);
+        else printf("OK: base %s matches base hash %s\n", base, hex);
         fflush(stdout);
     }
     for (size_t i = 0; i < n; i++) {
@@ -1129,11 +1219,21 @@ static int verify_chain(const char *path, const char *base, const chain_args *ca
         else label[0] = 0;
         progress pr;
         progress_init(&pr, "verify", quiet);
+        cJSON *jl = j ? verify_link_json(j, wd_delta_path(l), in) : NULL;
         int vrc = wd_verify(l, base != NULL, rh, bytes_progress_cb, &pr, &err);
         progress_end(&pr, vrc == 0);
         if (vrc) goto done;
         char who[PATH_MAX + 80] = "";
         if (n > 1) snprintf(who, sizeof who, "%s%s: ", label, wd_delta_path(l));
+        if (jl) {
+            cJSON_AddBoolToObject(jl, "checksums_ok", 1);
+            if (base) {
+                json_add_hash(jl, "result_hash", rh);
+                cJSON_AddBoolToObject(jl, "result_hash_matches", 1);
+                cJSON_AddNumberToObject(jl, "output_bytes", (double)in->output_size);
+            }
+            continue;
+        }
         printf("OK: %sall %zu block checksums (stored data) match\n", who, in->nblocks);
         if (base) {
             wd_hex(rh, 32, hex);
@@ -1145,8 +1245,9 @@ static int verify_chain(const char *path, const char *base, const chain_args *ca
     rc = 0;
 done:
     fflush(stdout);
-    if (rc) rc = fail(&err);
     wd_chain_close(chain);
+    if (j) return verify_json_end(j, rc, &err);
+    if (rc) rc = fail(&err);
     return rc;
 }
 
@@ -1156,22 +1257,24 @@ static int cmd_verify(int argc, char **argv)
         {"base", required_argument, 0, 'b'},
         {"chain", required_argument, 0, 'c'},
         {"quiet", no_argument, 0, 'q'},
+        {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *base = NULL;
-    int quiet = 0, c;
+    int quiet = 0, json = 0, c;
     static chain_args ca;
     ca.n = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:c:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:c:qjh", lo, NULL)) != -1) {
         switch (c) {
         case 'c':
             if (chain_arg(&ca, "verify", optarg)) return EXIT_USAGE;
             break;
         case 'b': base = optarg; break;
         case 'q': quiet = 1; break;
+        case 'j': json = 1; break;
         case 'h': fputs(verify_help, stdout); return 0;
         case ':': return usage_error("verify", "option '%s' needs a value", argv[optind - 1]);
         default: return usage_error("verify", "unknown option '%s'", argv[optind - 1]);
@@ -1186,6 +1289,15 @@ static int cmd_verify(int argc, char **argv)
         return nrc;
 
     wd_err err = {0};
+    cJSON *j = NULL;
+    if (json) {
+        j = cJSON_CreateObject();
+        if (!j || !json_add_str(j, "file", path) || !json_add_str(j, "base", base) ||
+            !cJSON_AddArrayToObject(j, "links")) {
+            cJSON_Delete(j);
+            return json_print(NULL);
+        }
+    }
     wd_delta *d = NULL;
     wd_model m;
     memset(&m, 0, sizeof m);
@@ -1195,18 +1307,26 @@ static int cmd_verify(int argc, char **argv)
     if (wd_delta_open(path, &d, &err)) goto done;
     if (wd_delta_get_info(d)->version == 2) {
         wd_delta_close(d);
-        return verify_chain(path, base, &ca, quiet);
+        return verify_chain(path, base, &ca, quiet, j);
     }
     const wd_delta_info *in = wd_delta_get_info(d);
-    printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, in->version,
-           in->nfiles, in->nblocks);
+    cJSON *jl = NULL;
+    if (j) {
+        cJSON_AddNumberToObject(j, "format_version", in->version);
+        cJSON_AddNumberToObject(j, "files", (double)in->nfiles);
+        cJSON_AddNumberToObject(j, "blocks", (double)in->nblocks);
+        jl = verify_link_json(j, path, in);
+    } else
+        printf("OK: %s opens (format version %u, %zu files, %zu blocks)\n", path, in->version,
+               in->nfiles, in->nblocks);
     fflush(stdout);
     if (base) {
         if (wd_model_open(base, &m, &err)) goto done;
         have_model = 1;
         if (wd_delta_check_base(d, &m, &err)) goto done;
         wd_hex(in->base_hash, 32, hex);
-        printf("OK: base %s matches base hash %s\n", base, hex);
+        if (j) json_add_str(j, "base_hash", hex);
+        else printf("OK: base %s matches base hash %s\n", base, hex);
         fflush(stdout);
         if (wd_delta_set_base(d, &m, &err)) goto done;
     }
@@ -1215,6 +1335,25 @@ static int cmd_verify(int argc, char **argv)
     int vrc = wd_verify(d, base != NULL, rh, bytes_progress_cb, &pr, &err);
     progress_end(&pr, vrc == 0);
     if (vrc) goto done;
+    if (jl) {
+        /* v1: the trailing SHA-256 of the file; v2: the block checksums */
+        cJSON_AddBoolToObject(jl, "checksums_ok", 1);
+        if (base && in->version == 2 && memcmp(rh, in->result_hash, 32)) {
+            wd_hex(rh, 32, hex);
+            wd_hex(in->result_hash, 32, hex2);
+            wd_errf(&err, "%s: decoded result hash %s differs from the recorded %s", path, hex, hex2);
+            goto done;
+        }
+        if (base) {
+            json_add_hash(jl, "result_hash", rh);
+            /* v1 records no result hash: null, nothing to match */
+            if (in->version == 2) cJSON_AddBoolToObject(jl, "result_hash_matches", 1);
+            else cJSON_AddNullToObject(jl, "result_hash_matches");
+            cJSON_AddNumberToObject(jl, "output_bytes", (double)in->output_size);
+        }
+        rc = 0;
+        goto done;
+    }
     if (in->version == 1) printf("OK: trailing SHA-256 of the v1 file matches\n");
     else printf("OK: all %zu block checksums (stored data) match\n", in->nblocks);
     if (base && in->version == 1) {
@@ -1235,9 +1374,10 @@ static int cmd_verify(int argc, char **argv)
     rc = 0;
 done:
     fflush(stdout);
-    if (rc) rc = fail(&err);
     if (d) wd_delta_close(d);
     if (have_model) wd_model_free(&m);
+    if (j) return verify_json_end(j, rc, &err);
+    if (rc) rc = fail(&err);
     return rc;
 }
 
@@ -1438,7 +1578,7 @@ done:
 }
 
 static const char hash_help[] =
-    "usage: wdelta hash [--v1] DIR\n"
+    "usage: wdelta hash [--v1] [--json] DIR\n"
     "\n"
     "Print the model identity of a model directory: SHA-256 over every tensor's\n"
     "name, dtype, shape and bytes, in name order.  It does not depend on how the\n"
@@ -1450,21 +1590,25 @@ static const char hash_help[] =
     "              bytes, shards in the order of their smallest tensor name: it\n"
     "              depends on the sharding), what v1 files and v2 files written\n"
     "              before the identity record\n"
+    "  -j, --json  one JSON object: \"path\", \"hash\", \"hash_kind\" (\"model\n"
+    "              identity\" or \"content hash v1\"), \"tensors\", \"tensor_bytes\"\n"
     "  -h, --help  this help\n";
 
 static int cmd_hash(int argc, char **argv)
 {
     static const struct option lo[] = {
         {"v1", no_argument, 0, '1'},
+        {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int c, v1 = 0;
+    int c, v1 = 0, json = 0;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":jh", lo, NULL)) != -1) {
         switch (c) {
         case '1': v1 = 1; break;
+        case 'j': json = 1; break;
         case 'h': fputs(hash_help, stdout); return 0;
         default: return usage_error("hash", "unknown option '%s'", argv[optind - 1]);
         }
@@ -1480,8 +1624,25 @@ static int cmd_hash(int argc, char **argv)
     unsigned char h[32];
     char hex[65];
     int rc = wd_model_hash_kind(&m, v1 ? WD_HASH_V1 : WD_ID_V2, h, &err);
+    size_t nt = 0;
+    uint64_t tb = 0;
+    for (size_t f = 0; f < m.nfiles; f++)
+        for (size_t t = 0; t < m.files[f].ntensors; t++) {
+            nt++;
+            tb += m.files[f].tensors[t].length;
+        }
     wd_model_free(&m);
     if (rc) return fail(&err);
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        if (!root) return json_print(NULL);
+        json_add_str(root, "path", argv[optind]);
+        json_add_hash(root, "hash", h);
+        json_add_str(root, "hash_kind", wd_hash_kind_name(v1 ? WD_HASH_V1 : WD_ID_V2));
+        cJSON_AddNumberToObject(root, "tensors", (double)nt);
+        cJSON_AddNumberToObject(root, "tensor_bytes", (double)tb);
+        return json_print(root);
+    }
     wd_hex(h, 32, hex);
     printf("%s\n", hex);
     return 0;
