@@ -369,9 +369,9 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
         if (!d->strategy || !d->tool || !d->options_json) return wd_errf(err, "out of memory");
         return 0;
     }
-    if (d->info.version != 2)
-        return wd_errf(err, "%s: .wdelta version %u is not supported (this build reads version 2)", d->path,
-                       d->info.version);
+    if (d->info.version != WD_FORMAT_READ_MAX)
+        return wd_errf(err, "%s: .wdelta version %u is not supported (this build reads versions %u to %u)", d->path,
+                       d->info.version, WD_FORMAT_READ_MIN, WD_FORMAT_READ_MAX);
     if (size < WD_PREAMBLE_LEN + WD_FOOTER_LEN)
         return wd_errf(err, "%s: truncated: %llu bytes is less than the fixed parts", d->path, (unsigned long long)size);
     if (wd_pread_full(d->fd, pre, WD_PREAMBLE_LEN, 0, d->path, err)) return -1;

@@ -552,7 +552,7 @@ static cJSON *manifest_head(const wd_create_opts *o, int level, uint32_t bs, con
     char hex[65];
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "format", "wdelta");
-    cJSON_AddNumberToObject(m, "version", 2);
+    cJSON_AddNumberToObject(m, "version", WD_FORMAT_WRITTEN);
     cJSON_AddStringToObject(m, "tool", "wdelta " WD_VERSION_STRING);
     const char *strategy = o->strategy ? o->strategy : "lossless";
     cJSON_AddStringToObject(m, "strategy", strategy);

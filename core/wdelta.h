@@ -24,6 +24,10 @@ extern "C" {
 #endif
 
 #define WD_VERSION_STRING "0.1.0"
+/* .wdelta format versions: written, and the range read (1 is deltatensors') */
+#define WD_FORMAT_WRITTEN 2u
+#define WD_FORMAT_READ_MIN 1u
+#define WD_FORMAT_READ_MAX 2u
 
 /* ---------------------------------------------------------------- errors */
 /* What kind of failure an error is, for callers that act on it (the tools

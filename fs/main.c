@@ -1306,6 +1306,7 @@ int main(int argc, char **argv)
     }
     if (o.version) {
         printf("wdeltafs %s (libfuse %s)\n", WD_VERSION_STRING, fuse_pkgversion());
+        printf(".wdelta format: serves versions %u (deltatensors) to %u\n", WD_FORMAT_READ_MIN, WD_FORMAT_READ_MAX);
         fuse_opt_free_args(&args);
         free(o.base);
         return 0;

@@ -933,7 +933,7 @@ static int inspect_v1(const char *path, wd_v1 *v, int json)
     return 0;
 }
 
-static int inspect_chain(int argc, char **argv);
+static int inspect_chain(int argc, char **argv, int json);
 static void inspect_chain_usage(void);
 
 static int cmd_inspect(int argc, char **argv)
@@ -960,12 +960,11 @@ static int cmd_inspect(int argc, char **argv)
     }
     if (optind >= argc) return usage_error("inspect", "missing FILE");
     if (chain) {
-        if (json) return usage_error("inspect", "--chain prints text only");
         for (int i = optind; i < argc; i++) {
             int nrc = need_input(NULL, argv[i], '?');
             if (nrc) return nrc;
         }
-        return inspect_chain(argc - optind, argv + optind);
+        return inspect_chain(argc - optind, argv + optind, json);
     }
     if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
@@ -1650,14 +1649,19 @@ static int cmd_hash(int argc, char **argv)
 
 /* ------------------------------------------------------------ chains: inspect */
 static const char inspect_chain_help[] =
-    "usage: wdelta inspect --chain FILE...\n"
-    "       wdelta inspect --chain DIR\n"
+    "usage: wdelta inspect --chain [--json] FILE...\n"
+    "       wdelta inspect --chain [--json] DIR\n"
     "\n"
     "Describe a chain of deltas, one link a line: codec, stored and output sizes,\n"
     "base and result hashes, and whether each link's base is the model the link\n"
     "before it rebuilds.  Several FILEs are taken in the order given (root first)\n"
     "and must connect; one FILE is followed down through the deltas of its own\n"
-    "directory; a DIR shows every chain (a forest) among its .wdelta files.\n";
+    "directory; a DIR shows every chain (a forest) among its .wdelta files.\n"
+    "With --json: one object, \"links\" (root first; each with \"path\",\n"
+    "\"format_version\", \"strategy\", \"codecs\", \"delta_bytes\", \"output_bytes\",\n"
+    "\"base_hash\", \"result_hash\", \"parent_name\", \"parent_depth\", \"note\"; for a\n"
+    "DIR also \"chain\" and \"depth\"), then \"connected\" and \"break_at\" (FILEs)\n"
+    "or \"deltas\" and \"chains\" (a DIR).\n";
 
 static void inspect_chain_usage(void)
 {
@@ -1713,10 +1717,38 @@ static void print_link(const char *indent, size_t k, wd_delta *d, const char *co
     printf("%s   %s\n", indent, connects);
 }
 
+/* inspect --chain --json: one link */
+static cJSON *link_json(wd_delta *d, const char *note)
+{
+    const wd_delta_info *in = wd_delta_get_info(d);
+    cJSON *x = cJSON_CreateObject();
+    if (!x) return NULL;
+    json_add_str(x, "path", wd_delta_path(d));
+    cJSON_AddNumberToObject(x, "format_version", in->version);
+    json_add_str(x, "strategy", in->strategy ? in->strategy : "");
+    int used[32] = {0};
+    cJSON *codecs = cJSON_AddArrayToObject(x, "codecs");
+    for (size_t f = 0; f < in->nfiles; f++)
+        for (size_t k = 0; k < in->files[f].nextents; k++) used[in->files[f].extents[k].codec & 31] = 1;
+    for (int c = 0; c < 32; c++)
+        if (used[c]) cJSON_AddItemToArray(codecs, json_str(wd_codec_name((wd_codec)c)));
+    cJSON_AddNumberToObject(x, "delta_bytes", (double)in->file_size);
+    cJSON_AddNumberToObject(x, "output_bytes", (double)in->output_size);
+    json_add_hash(x, "base_hash", in->base_hash);
+    if (in->version == 2) json_add_hash(x, "result_hash", in->result_hash);
+    else cJSON_AddNullToObject(x, "result_hash"); /* deltatensors v1 records none */
+    json_add_str(x, "parent_name", in->parent_name);
+    cJSON_AddNumberToObject(x, "parent_depth", in->parent_depth);
+    json_add_str(x, "note", note);
+    return x;
+}
+
 typedef struct forest {
     wd_delta **d;
     size_t n;
     int *shown;
+    cJSON *links; /* --json: the links shown, each with "chain" and "depth" */
+    size_t chain;
 } forest;
 
 static void print_subtree(forest *fo, size_t i, int depth)
@@ -1732,14 +1764,20 @@ static void print_subtree(forest *fo, size_t i, int depth)
         root_note(fo->d[i], "none of these deltas rebuilds its base", msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "connects: its base is what the link above rebuilds");
-    print_link(indent, (size_t)depth + 1, fo->d[i], msg);
+    if (fo->links) {
+        cJSON *x = link_json(fo->d[i], msg);
+        cJSON_AddNumberToObject(x, "chain", (double)fo->chain);
+        cJSON_AddNumberToObject(x, "depth", depth);
+        cJSON_AddItemToArray(fo->links, x);
+    } else
+        print_link(indent, (size_t)depth + 1, fo->d[i], msg);
     if (in->version != 2) return;
     for (size_t j = 0; j < fo->n; j++)
         if (!fo->shown[j] && !memcmp(wd_delta_get_info(fo->d[j])->base_hash, in->result_hash, 32))
             print_subtree(fo, j, depth + 1);
 }
 
-static int inspect_forest(const char *dir)
+static int inspect_forest(const char *dir, int json)
 {
     DIR *dd = opendir(dir);
     if (!dd) {
@@ -1778,7 +1816,8 @@ static int inspect_forest(const char *dir)
         wd_err err = {0};
         wd_delta *d;
         if (wd_delta_open(p, &d, &err)) {
-            printf("unreadable: %s\n", err.msg);
+            if (json) fprintf(stderr, "wdelta: unreadable: %s\n", err.msg);
+            else printf("unreadable: %s\n", err.msg);
             rc = 1;
             continue;
         }
@@ -1796,6 +1835,12 @@ static int inspect_forest(const char *dir)
     free(names);
     fo.shown = calloc(fo.n + 1, sizeof *fo.shown);
     size_t chains = 0;
+    cJSON *root = NULL;
+    if (json) {
+        root = cJSON_CreateObject();
+        fo.links = root ? cJSON_AddArrayToObject(root, "links") : NULL;
+        if (!fo.links) fo.shown = (free(fo.shown), NULL);
+    }
     for (size_t i = 0; fo.shown && i < fo.n; i++) {
         int has_parent = 0;
         for (size_t j = 0; j < fo.n; j++)
@@ -1803,35 +1848,61 @@ static int inspect_forest(const char *dir)
                 !memcmp(wd_delta_get_info(fo.d[j])->result_hash, wd_delta_get_info(fo.d[i])->base_hash, 32))
                 has_parent = 1;
         if (has_parent) continue;
-        printf("chain %zu:\n", ++chains);
+        fo.chain = ++chains;
+        if (!json) printf("chain %zu:\n", chains);
         print_subtree(&fo, i, 0);
     }
     /* what is left is in loops: deltas rebuilding each other's bases (a
      * delta that reverts to its base makes one); shown from the first */
     for (size_t i = 0; fo.shown && i < fo.n; i++)
         if (!fo.shown[i]) {
-            printf("chain %zu (a loop: each of its links rebuilds the base of another, so the root is not known):\n",
-                   ++chains);
+            fo.chain = ++chains;
+            if (!json)
+                printf("chain %zu (a loop: each of its links rebuilds the base of another, so the root is not known):\n",
+                       chains);
             print_subtree(&fo, i, 0);
         }
-    printf("%zu deltas, %zu chains\n", fo.n, chains);
+    if (json) {
+        if (!root || !fo.shown) {
+            rc = 1;
+            cJSON_Delete(root);
+            fprintf(stderr, "wdelta: out of memory\n");
+        } else {
+            cJSON_AddNumberToObject(root, "deltas", (double)fo.n);
+            cJSON_AddNumberToObject(root, "chains", (double)chains);
+            if (json_print(root)) rc = 1;
+        }
+    } else
+        printf("%zu deltas, %zu chains\n", fo.n, chains);
     for (size_t i = 0; i < fo.n; i++) wd_delta_close(fo.d[i]);
     free(fo.d);
     free(fo.shown);
     return rc;
 }
 
-static int inspect_chain(int argc, char **argv)
+static int inspect_chain(int argc, char **argv, int json)
 {
     int nfiles = argc;
     if (nfiles == 1) {
         struct stat st;
-        if (stat(argv[0], &st) == 0 && S_ISDIR(st.st_mode)) return inspect_forest(argv[0]);
+        if (stat(argv[0], &st) == 0 && S_ISDIR(st.st_mode)) return inspect_forest(argv[0], json);
         wd_err err = {0};
         wd_chain *c = NULL;
         if (wd_chain_open(argv[0], NULL, 0, NULL, NULL, &c, &err)) return fail(&err);
         size_t n = wd_chain_length(c);
         char note[600];
+        if (json) {
+            cJSON *root = cJSON_CreateObject(), *links = root ? cJSON_AddArrayToObject(root, "links") : NULL;
+            for (size_t i = 0; links && i < n; i++)
+                cJSON_AddItemToArray(links, link_json(wd_chain_link(c, i),
+                                                      i ? "connects: its base is what the link above rebuilds"
+                                                        : root_note(wd_chain_link(c, 0),
+                                                                    "no delta beside it rebuilds its base", note,
+                                                                    sizeof note)));
+            if (root) cJSON_AddBoolToObject(root, "connected", 1);
+            wd_chain_close(c);
+            return json_print(root);
+        }
         printf("chain of %zu link%s, root first:\n", n, n == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++)
             print_link("", i + 1, wd_chain_link(c, i),
@@ -1850,13 +1921,31 @@ static int inspect_chain(int argc, char **argv)
             goto out;
         }
     size_t bad = wd_chain_check_order(d, (size_t)nfiles);
-    printf("chain of %d links, in the order given:\n", nfiles);
-    for (int i = 0; i < nfiles; i++)
-        print_link("", (size_t)i + 1, d[i],
-                   i == 0 ? "root"
-                   : (size_t)i < bad ? "connects: its base is what the link above rebuilds"
-                                     : (size_t)i == bad ? "DOES NOT CONNECT to the link above"
-                                                        : "(after a break)");
+    cJSON *root = NULL, *links = NULL;
+    if (json) {
+        root = cJSON_CreateObject();
+        links = root ? cJSON_AddArrayToObject(root, "links") : NULL;
+        if (!links) {
+            cJSON_Delete(root);
+            rc = json_print(NULL);
+            goto out;
+        }
+    } else
+        printf("chain of %d links, in the order given:\n", nfiles);
+    for (int i = 0; i < nfiles; i++) {
+        const char *note = i == 0                ? "root"
+                           : (size_t)i < bad    ? "connects: its base is what the link above rebuilds"
+                           : (size_t)i == bad   ? "DOES NOT CONNECT to the link above"
+                                                : "(after a break)";
+        if (links) cJSON_AddItemToArray(links, link_json(d[i], note));
+        else print_link("", (size_t)i + 1, d[i], note);
+    }
+    if (root) {
+        cJSON_AddBoolToObject(root, "connected", bad >= (size_t)nfiles);
+        if (bad < (size_t)nfiles) cJSON_AddNumberToObject(root, "break_at", (double)bad);
+        else cJSON_AddNullToObject(root, "break_at");
+        if (json_print(root)) rc = 1;
+    }
     if (bad < (size_t)nfiles) {
         /* would another order connect?  (the files given in the wrong order) */
         /* another order connects when exactly one link has no parent among them */
@@ -2053,18 +2142,22 @@ static const char main_help[] =
     "  create   --base DIR --finetuned DIR -o OUT.wdelta   make a delta\n"
     "  inspect  FILE [--json]                             describe a delta\n"
     "  apply    FILE --base DIR -o OUTDIR                 rebuild the fine-tune\n"
-    "  verify   FILE [--base DIR]                         check checksums / hashes\n"
+    "  verify   FILE [--base DIR] [--json]                check checksums / hashes\n"
     "  eval     FILE --base DIR --finetuned DIR [--json]  error and bits/param per tensor\n"
-    "  inspect  --chain FILE...|DIR                       describe a chain of deltas\n"
+    "  inspect  --chain FILE...|DIR [--json]              describe a chain of deltas\n"
     "  rebase   FILE --base DIR -o OUT.wdelta             flatten a chain link\n"
     "  convert  IN.v1.wdelta --base DIR -o OUT.wdelta     deltatensors v1 -> version 2\n"
-    "  hash     DIR                                       content hash of a model\n"
+    "  hash     DIR [--json]                              content hash of a model\n"
     "\n"
     "  chains: create --parent PARENT.wdelta makes a link; apply, verify and rebase\n"
     "  find a link's parents by content hash (--chain PATH, default: its directory)\n"
     "\n"
     "  wdelta COMMAND --help   help for one command\n"
-    "  wdelta --version        print the version\n"
+    "  create, inspect, verify, eval, hash: --json prints one JSON object\n"
+    "  (sizes in *_bytes, times in seconds; names that are not UTF-8 have\n"
+    "  U+FFFD there and their exact bytes in KEY_hex)\n"
+    "\n"
+    "  wdelta --version        print the version and the format versions read/written\n"
     "\n"
     "exit status:\n"
     "  0  success\n"
@@ -2087,6 +2180,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V") || !strcmp(cmd, "version")) {
         printf("wdelta %s\n", WD_VERSION_STRING);
+        printf(".wdelta format: reads versions %u (deltatensors) to %u, writes version %u\n", WD_FORMAT_READ_MIN,
+               WD_FORMAT_READ_MAX, WD_FORMAT_WRITTEN);
         return 0;
     }
     static const struct {
