@@ -172,6 +172,35 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err);
 int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err);
 /* The hash of kind WD_HASH_V1 or WD_ID_V2. */
 int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err);
+
+/* ---------------------------------------------------------------- digest cache
+ * Base hashes remembered across runs (core/digest_cache.c): the mount and
+ * `wdelta find-base` share it.  The per-user default: /var/cache/wdeltafs
+ * for root, else $XDG_CACHE_HOME/wdeltafs or ~/.cache/wdeltafs (buf holds
+ * it, n bytes).  load: 0 on a hit (dir canonical, as realpath gives it; the
+ * weight files unchanged since stored), -1 a miss. */
+const char *wd_digest_cache_dir(char *buf, size_t n);
+int wd_digest_cache_load(const char *cache_dir, const char *dir, const wd_model *m, unsigned char id[32],
+                         unsigned char v1[32]);
+int wd_digest_cache_store(const char *cache_dir, const char *dir, const wd_model *m, const unsigned char id[32],
+                          const unsigned char v1[32], wd_err *err);
+/* Both hashes of the model in dir (WD_ID_V2 and WD_HASH_V1), from the cache
+ * in cache_dir (NULL: none) or computed and stored there; *cached (may be
+ * NULL) says which. */
+int wd_model_hashes_cached(const char *dir, const char *cache_dir, unsigned char id[32], unsigned char v1[32],
+                           int *cached, wd_err *err);
+/* Which of dirs[0..n) is the model whose hash of kind `kind` (WD_ID_V2 or
+ * WD_HASH_V1) is base_hash: *found its index (the first), else an error of
+ * kind WD_ERR_MISSING.  cb (may be NULL) hears of each candidate: its hash
+ * (NULL when it is not a readable model; why then in msg), from the cache or
+ * not, and whether it matches. */
+typedef void (*wd_find_base_cb)(void *ctx, size_t i, const unsigned char *hash, int cached, int match,
+                                const char *msg);
+int wd_find_base(const unsigned char base_hash[32], unsigned kind, const char *const *dirs, size_t n,
+                 const char *cache_dir, wd_find_base_cb cb, void *ctx, size_t *found, wd_err *err);
+/* The .wdelta behind a model directory that a wdeltafs mount serves (its
+ * attribute user.wdelta.delta) into out (n bytes); not one: WD_ERR_MISSING. */
+int wd_mount_delta_of(const char *dir, char *out, size_t n, wd_err *err);
 /* "model identity", "content hash (v1)": for messages. */
 const char *wd_hash_kind_name(unsigned kind);
 

@@ -1085,18 +1085,6 @@ static void raise_readahead(const char *mnt)
 }
 
 /* ---- main ------------------------------------------------------------- */
-/* Where base digests are remembered: /var/cache/wdeltafs for root, else
- * $XDG_CACHE_HOME/wdeltafs or ~/.cache/wdeltafs (a user cannot write the
- * system's; tree.c makes it 0700 and its files 0600). */
-static const char *default_cache_dir(char *buf, size_t n)
-{
-    if (geteuid() == 0) return "/var/cache/wdeltafs";
-    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (x && x[0] == '/' && snprintf(buf, n, "%s/wdeltafs", x) < (int)n) return buf;
-    if (home && home[0] == '/' && snprintf(buf, n, "%s/.cache/wdeltafs", home) < (int)n) return buf;
-    return "/var/cache/wdeltafs";
-}
-
 /* Exit statuses (the project's convention, as wdelta's) */
 enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INPUT = 3 };
 
@@ -1376,7 +1364,7 @@ int main(int argc, char **argv)
     ds.t.cross_fs = o.cross_fs;
     ds.t.scan_interval = ds.scan_interval;
     char user_cache[4200];
-    ds.t.cache_dir = o.cache_dir ? o.cache_dir : default_cache_dir(user_cache, sizeof user_cache);
+    ds.t.cache_dir = o.cache_dir ? o.cache_dir : wd_digest_cache_dir(user_cache, sizeof user_cache);
     ds.t.log = logmsg;
     ds.t.cache = wd_cache_new(cache_size);
     pthread_mutex_init(&ds.t.snap_lock, NULL);

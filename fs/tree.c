@@ -56,110 +56,19 @@ static void identity(const struct stat *st, char *buf, size_t n)
 static model *open_base_model(tree *t, base_ent *b);
 
 /* ---- bases ------------------------------------------------------------ */
-/* The digest cache key: the directory and, per weight file, name, size,
- * mtime and inode.  Any change to a shard means hashing again. */
-static char *base_key(const base_ent *b)
-{
-    size_t cap = 256, len = 0;
-    char *k = malloc(cap);
-    if (!k) return NULL;
-    len = (size_t)snprintf(k, cap, "%s", b->dir);
-    for (size_t i = 0; i < b->model.nfiles; i++) {
-        struct stat st;
-        char part[600];
-        if (stat(b->model.files[i].path, &st)) {
-            free(k);
-            return NULL;
-        }
-        int n = snprintf(part, sizeof part, "|%s:%lld:%lld.%09ld:%llu", b->model.files[i].name, (long long)st.st_size,
-                         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
-        if (len + (size_t)n + 1 > cap) {
-            cap = (len + (size_t)n + 1) * 2;
-            char *nk = realloc(k, cap);
-            if (!nk) {
-                free(k);
-                return NULL;
-            }
-            k = nk;
-        }
-        memcpy(k + len, part, (size_t)n + 1);
-        len += (size_t)n;
-    }
-    return k;
-}
-
-static void cache_path(const tree *t, const base_ent *b, char *buf, size_t n)
-{
-    snprintf(buf, n, "%s/base-%016llx.digest", t->cache_dir,
-             (unsigned long long)wd_hash64(b->dir, strlen(b->dir), 0));
-}
-
-/* The cache file: the key line, the identity (WD_ID_V2), then "v1 " and
- * the WD_HASH_V1 digest.  Files of older versions (no v1 line) are misses. */
+/* The digest cache (core/digest_cache.c, shared with `wdelta find-base`):
+ * a base hashed once is not hashed again at the next mount while its weight
+ * files are unchanged. */
 static int load_cached_digest(const tree *t, base_ent *b)
 {
-    char path[4200], *key = base_key(b);
-    if (!key) return -1;
-    cache_path(t, b, path, sizeof path);
-    FILE *f = fopen(path, "r");
-    int rc = -1;
-    if (f) {
-        size_t kl = strlen(key);
-        char *line = malloc(kl + 128);
-        char hex[80], hex1[80];
-        if (line && fgets(line, (int)(kl + 128), f) && strlen(line) == kl + 1 && !strncmp(line, key, kl) &&
-            fgets(hex, sizeof hex, f) && strlen(hex) >= 64 && fgets(hex1, sizeof hex1, f) && strlen(hex1) >= 67 &&
-            !strncmp(hex1, "v1 ", 3)) {
-            hex[64] = 0;
-            hex1[67] = 0;
-            if (!wd_unhex(hex, b->id, 32) && !wd_unhex(hex1 + 3, b->hash, 32)) rc = 0;
-        }
-        free(line);
-        fclose(f);
-    }
-    free(key);
-    return rc;
-}
-
-/* The digest cache directory and its missing parents (a user's
- * ~/.cache/wdeltafs: private, 0700; root's /var/cache/wdeltafs: 0755). */
-static void make_cache_dir(const char *dir)
-{
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return;
-    mode_t mode = geteuid() == 0 ? 0755 : 0700;
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            mkdir(p, mode);
-            *s = '/';
-        }
-    mkdir(p, mode);
+    return wd_digest_cache_load(t->cache_dir, b->dir, &b->model, b->id, b->hash);
 }
 
 static void store_digest(const tree *t, const base_ent *b)
 {
-    char path[4200], tmp[4300], hex[65], hex1[65], *key = base_key(b);
-    if (!key) return;
-    make_cache_dir(t->cache_dir);
-    cache_path(t, b, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid());
-    wd_hex(b->id, 32, hex);
-    wd_hex(b->hash, 32, hex1);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f && fd >= 0) close(fd);
-    if (f) {
-        fprintf(f, "%s\n%s\nv1 %s\n", key, hex, hex1);
-        if (fclose(f) == 0 && rename(tmp, path) == 0) {
-            free(key);
-            return;
-        }
-        unlink(tmp);
-    }
-    t->log(LOG_WARNING, "cannot write the digest cache %s: %s (the base will be hashed again next mount)", path,
-           strerror(errno));
-    free(key);
+    wd_err err;
+    if (wd_digest_cache_store(t->cache_dir, b->dir, &b->model, b->id, b->hash, &err))
+        t->log(LOG_WARNING, "%s (the base will be hashed again next mount)", err.msg);
 }
 
 static void fds_unref(base_fds *f)

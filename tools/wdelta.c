@@ -682,20 +682,26 @@ static uint64_t extent_stored(const wd_delta_info *in, const wd_extent *e)
 }
 
 static const char inspect_help[] =
-    "usage: wdelta inspect FILE [--json]\n"
+    "usage: wdelta inspect FILE|DIR [--json]\n"
     "\n"
     "Describe a .wdelta: format version, strategy, hashes, output files and,\n"
-    "per tensor, its codec, output size and stored size.\n"
+    "per tensor, its codec, output size and stored size.  DIR: a model directory\n"
+    "inside a wdeltafs mount; the delta behind it is described (JSON: also\n"
+    "\"model_dir\" and \"delta\").\n"
     "\n"
     "  -j, --json   print one JSON object instead of text\n"
     "  -h, --help   this help\n";
 
-static int inspect_json(const wd_delta_info *in)
+static int inspect_json(const wd_delta_info *in, const char *mount_dir, const char *path)
 {
     char hex[65];
     cJSON *root = cJSON_CreateObject();
     if (!root) return -1;
     cJSON_AddNumberToObject(root, "format_version", in->version);
+    if (mount_dir) { /* inspect DIR: a model directory a mount serves, and its delta */
+        json_add_str(root, "model_dir", mount_dir);
+        json_add_str(root, "delta", path);
+    }
     json_add_str(root, "strategy", in->strategy ? in->strategy : "");
     json_add_str(root, "tool", in->tool ? in->tool : "");
     cJSON *opts = in->options_json ? cJSON_Parse(in->options_json) : NULL;
@@ -968,9 +974,18 @@ static int cmd_inspect(int argc, char **argv)
     }
     if (argc - optind > 1) return usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
+    const char *mount_dir = NULL;
+    char behind[PATH_MAX];
+    wd_err err = {0};
+    struct stat dst;
+    if (stat(path, &dst) == 0 && S_ISDIR(dst.st_mode)) {
+        /* a model directory inside a mount: the delta behind it */
+        if (wd_mount_delta_of(path, behind, sizeof behind, &err)) return fail(&err);
+        mount_dir = path;
+        path = behind;
+    }
     int nrc = need_input(NULL, path, 'f');
     if (nrc) return nrc;
-    wd_err err = {0};
     wd_delta *d = NULL;
     if (wd_delta_open(path, &d, &err)) return fail(&err);
     if (wd_delta_get_info(d)->version == 1) {
@@ -986,10 +1001,11 @@ static int cmd_inspect(int argc, char **argv)
     const wd_delta_info *in = wd_delta_get_info(d);
     int rc = 0;
     if (json) {
-        if (inspect_json(in)) rc = 1;
+        if (inspect_json(in, mount_dir, path)) rc = 1;
     } else {
         wd_model om;
         int have = wd_delta_output_model(d, &om, &err) == 0; /* names the small tensors stored together */
+        if (mount_dir) printf("model dir:       %s (served by wdeltafs from the delta below)\n", mount_dir);
         inspect_text(path, in, have ? &om : NULL);
         if (have) wd_model_free(&om);
     }
@@ -1647,6 +1663,162 @@ static int cmd_hash(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------ find-base */
+static const char find_base_help[] =
+    "usage: wdelta find-base FILE DIR... [--chain PATH]... [--no-cache] [--json]\n"
+    "\n"
+    "Tell which of the model directories DIR... is the base FILE was made\n"
+    "against (for a chain link: the base at the root of its chain): prints each\n"
+    "DIR that is (copies of the base all are), one a line.  Each DIR's hash comes from the digest cache the mount keeps\n"
+    "(/var/cache/wdeltafs for root, else $XDG_CACHE_HOME/wdeltafs or\n"
+    "~/.cache/wdeltafs) or is computed and stored there.\n"
+    "\n"
+    "  -c, --chain PATH   where FILE's parent links are (a .wdelta or a directory;\n"
+    "                     repeatable; default: FILE's directory)\n"
+    "      --cache-dir D  the digest cache to use (default above)\n"
+    "      --no-cache     hash every DIR, read and write no cache\n"
+    "  -v, --verbose      also list each DIR with its hash on stderr\n"
+    "  -j, --json         one JSON object: \"file\", \"base_hash\", \"base_hash_kind\",\n"
+    "                     \"base\" (the first that is, or null), \"bases\" (all),\n"
+    "                     \"candidates\" (\"dir\",\n"
+    "                     \"hash\", \"cached\", \"match\", \"error\")\n"
+    "  -h, --help         this help\n"
+    "\n"
+    "exit status: 0 found, 3 none of the DIRs is the base (or FILE, a parent\n"
+    "link is missing), 2 usage, 1 FILE is unreadable.\n";
+
+typedef struct find_ctx {
+    const char *const *dirs;
+    cJSON *cands; /* --json */
+    int verbose;
+    char *match;  /* per candidate: it is a base (copies of a model all are) */
+} find_ctx;
+
+static void find_cb(void *ctx, size_t i, const unsigned char *hash, int cached, int match, const char *msg)
+{
+    find_ctx *fc = ctx;
+    char hex[65] = "";
+    if (hash) wd_hex(hash, 32, hex);
+    fc->match[i] = (char)match;
+    if (fc->cands) {
+        cJSON *x = cJSON_CreateObject();
+        json_add_str(x, "dir", fc->dirs[i]);
+        json_add_str(x, "hash", hash ? hex : NULL);
+        cJSON_AddBoolToObject(x, "cached", cached);
+        cJSON_AddBoolToObject(x, "match", match);
+        json_add_str(x, "error", msg);
+        cJSON_AddItemToArray(fc->cands, x);
+    }
+    if (fc->verbose)
+        fprintf(stderr, "%s %s  %s%s\n", match ? "BASE" : "no  ", hash ? hex : "(not a model)", fc->dirs[i],
+                msg ? msg : cached ? " (cached)" : "");
+}
+
+static int cmd_find_base(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"chain", required_argument, 0, 'c'},
+        {"cache-dir", required_argument, 0, 'D'},
+        {"no-cache", no_argument, 0, 'N'},
+        {"verbose", no_argument, 0, 'v'},
+        {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int json = 0, verbose = 0, nocache = 0, c;
+    const char *cache_dir = NULL;
+    static chain_args ca;
+    ca.n = 0;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:vjh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            if (chain_arg(&ca, "find-base", optarg)) return EXIT_USAGE;
+            break;
+        case 'D': cache_dir = optarg; break;
+        case 'N': nocache = 1; break;
+        case 'v': verbose = 1; break;
+        case 'j': json = 1; break;
+        case 'h': fputs(find_base_help, stdout); return 0;
+        case ':': return usage_error("find-base", "option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error("find-base", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return usage_error("find-base", "missing FILE");
+    if (optind + 1 >= argc) return usage_error("find-base", "missing DIR (the candidate base directories)");
+    if (nocache && cache_dir) return usage_error("find-base", "--cache-dir and --no-cache do not go together");
+    const char *path = argv[optind];
+    int nrc;
+    if ((nrc = need_input(NULL, path, 'f')) || (nrc = need_chain_inputs(ca.paths, ca.n))) return nrc;
+    char cbuf[PATH_MAX];
+    if (!nocache && !cache_dir) cache_dir = wd_digest_cache_dir(cbuf, sizeof cbuf);
+    wd_err err = {0};
+    wd_delta *d = NULL;
+    wd_chain *chain = NULL;
+    if (wd_delta_open(path, &d, &err)) return fail(&err);
+    const wd_delta_info *in = wd_delta_get_info(d);
+    if (in->version == 2 && (in->parent_name || in->parent_depth)) {
+        /* a chain link: its base is the model its parent rebuilds; the
+         * chain's root holds the base directory's hash */
+        wd_delta_close(d);
+        d = NULL;
+        if (wd_chain_open(path, ca.paths, ca.n, NULL, NULL, &chain, &err)) return fail(&err);
+        in = wd_delta_get_info(wd_chain_link(chain, 0));
+        if (in->parent_name || in->parent_depth) {
+            wd_errk(&err, WD_ERR_MISSING,
+                    "%s is a chain link whose parent %s (depth %u) is not found, so its base is not known (put the "
+                    "parent beside it, or name its directory with --chain DIR)",
+                    wd_delta_path(wd_chain_link(chain, 0)), in->parent_name ? in->parent_name : "(name not recorded)",
+                    in->parent_depth);
+            wd_chain_close(chain);
+            return fail(&err);
+        }
+    }
+    unsigned char bh[32];
+    unsigned kind = in->base_hash_kind;
+    memcpy(bh, in->base_hash, 32);
+    size_t ndirs = (size_t)(argc - optind - 1);
+    find_ctx fc = {(const char *const *)argv + optind + 1, NULL, verbose, calloc(ndirs, 1)};
+    if (!fc.match) {
+        if (d) wd_delta_close(d);
+        wd_chain_close(chain);
+        return fail(&(wd_err){.msg = "out of memory"});
+    }
+    cJSON *root = NULL;
+    if (json) {
+        root = cJSON_CreateObject();
+        if (root) {
+            json_add_str(root, "file", path);
+            json_add_hash(root, "base_hash", bh);
+            json_add_str(root, "base_hash_kind", wd_hash_kind_name(kind));
+            fc.cands = cJSON_AddArrayToObject(root, "candidates");
+        }
+        if (!fc.cands) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
+    }
+    size_t found;
+    int rc = wd_find_base(bh, kind, fc.dirs, ndirs, cache_dir, find_cb, &fc, &found, &err);
+    if (d) wd_delta_close(d);
+    wd_chain_close(chain);
+    int prc = 0;
+    if (json) {
+        if (root) {
+            json_add_str(root, "base", rc ? NULL : fc.dirs[found]);
+            cJSON *all = cJSON_AddArrayToObject(root, "bases");
+            for (size_t i = 0; all && i < ndirs; i++)
+                if (fc.match[i]) cJSON_AddItemToArray(all, json_str(fc.dirs[i]));
+        }
+        prc = json_print(root);
+    } else
+        for (size_t i = 0; i < ndirs; i++)
+            if (fc.match[i]) printf("%s\n", fc.dirs[i]);
+    free(fc.match);
+    return rc ? fail(&err) : prc;
+}
+
 /* ------------------------------------------------------------ chains: inspect */
 static const char inspect_chain_help[] =
     "usage: wdelta inspect --chain [--json] FILE...\n"
@@ -2148,6 +2320,7 @@ static const char main_help[] =
     "  rebase   FILE --base DIR -o OUT.wdelta             flatten a chain link\n"
     "  convert  IN.v1.wdelta --base DIR -o OUT.wdelta     deltatensors v1 -> version 2\n"
     "  hash     DIR [--json]                              content hash of a model\n"
+    "  find-base FILE DIR... [--json]                     which DIR is FILE's base\n"
     "\n"
     "  chains: create --parent PARENT.wdelta makes a link; apply, verify and rebase\n"
     "  find a link's parents by content hash (--chain PATH, default: its directory)\n"
@@ -2190,7 +2363,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         {"create", cmd_create}, {"inspect", cmd_inspect}, {"apply", cmd_apply},
         {"verify", cmd_verify}, {"hash", cmd_hash}, {"eval", cmd_eval},
-        {"rebase", cmd_rebase}, {"convert", cmd_convert},
+        {"rebase", cmd_rebase}, {"convert", cmd_convert}, {"find-base", cmd_find_base},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (!strcmp(cmd, cmds[i].name)) {
