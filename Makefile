@@ -32,7 +32,7 @@ $(1)/core/%.o: core/%.c core/*.h | deps-check
 $(1)/libwdelta.a: $$(CORE_SRC:%.c=$(1)/%.o)
 	rm -f $$@ && ar rcs $$@ $$^
 $(1)/libwdelta.so: $$(CORE_SRC:%.c=$(1)/%.o)
-	$$(CC) -shared $$(CFLAGS) $(2) -pthread -Wl,-soname,libwdelta.so $$^ $$(PKG_LIBS) -lm -o $$@
+	$$(CC) -shared $$(CFLAGS) $(2) -pthread -Wl,-soname,$$(SONAME) $$^ $$(PKG_LIBS) -lm -o $$@
 $(1)/wdelta: tools/wdelta.c $$(TOOL_SRC) tools/*.h $(1)/libwdelta.a
 	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -Itools $$(PKG_CFLAGS) $$< $$(TOOL_SRC) $(1)/libwdelta.a $$(PKG_LIBS) -lm -o $$@
 $(1)/genmodel: tools/genmodel.c $(1)/libwdelta.a
@@ -53,7 +53,7 @@ $(eval $(call buildset,build-asan,$(SAN) -O1))
 BINS := build/wdelta build/genmodel build/libwdelta.so $(if $(FS_SRC),build/wdeltafs,)
 ASAN_BINS := build-asan/wdelta build-asan/genmodel build-asan/libwdelta.so build-asan/unit_tests $(if $(FS_SRC),build-asan/wdeltafs,)
 
-.PHONY: all deps deps-check test test-unit test-integration test-asan demo bench install uninstall clean
+.PHONY: all deps deps-check test test-unit test-integration test-asan demo bench clean
 .PHONY: stress fuzz fuzz-build fuzz-deps
 all: $(BINS)
 
@@ -115,36 +115,8 @@ fuzz: fuzz-build
 stress: all
 	@bash tests/stress/run.sh
 
-# The Python package goes where Debian's python3 looks under PREFIX
-# (PYTHONDIR overrides); it finds the library through _libpath.py.
-PYVER     := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)
-PYTHONDIR ?= $(PREFIX)/lib/python$(PYVER)/dist-packages
-PY_FILES  := $(wildcard python/wdelta/*.py)
-
-# What install writes; uninstall removes exactly these and the python package,
-# then lib/systemd/system and lib/systemd if left empty (bin/, lib/, include/
-# are the system's and stay).
-UNITDIR  := $(PREFIX)/lib/systemd/system
-INSTALLED_FILES := $(PREFIX)/bin/wdelta $(PREFIX)/bin/wdeltafs $(PREFIX)/lib/libwdelta.a \
-                   $(PREFIX)/lib/libwdelta.so $(PREFIX)/include/wdelta.h $(UNITDIR)/wdeltafs@.service
-
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
-	           $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PYTHONDIR)/wdelta
-	install -m 755 build/wdelta build/wdeltafs $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 build/libwdelta.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 build/libwdelta.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(filter-out python/wdelta/_libpath.py,$(PY_FILES)) $(DESTDIR)$(PYTHONDIR)/wdelta/
-	printf '# written by make install\nLIBRARY = %s\n' "'$(PREFIX)/lib/libwdelta.so'" \
-	  >$(DESTDIR)$(PYTHONDIR)/wdelta/_libpath.py
-	install -m 644 core/wdelta.h $(DESTDIR)$(PREFIX)/include/
-	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/wdeltafs@.service.in >$(DESTDIR)$(UNITDIR)/wdeltafs@.service
-	chmod 644 $(DESTDIR)$(UNITDIR)/wdeltafs@.service
-
-uninstall:
-	rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
-	rm -rf $(DESTDIR)$(PYTHONDIR)/wdelta
-	-rmdir $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/lib/systemd 2>/dev/null || true
+# install, uninstall, deb, test-deb: tools/install.mk
+include tools/install.mk
 
 clean:
 	rm -rf build build-asan build-fuzz

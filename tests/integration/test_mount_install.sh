@@ -37,12 +37,12 @@ check "$PREFIX/lib/libwdelta.so installed" test -f "$PREFIX/lib/libwdelta.so"
 if /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
   # the installed package, outside the source tree, loads the installed library
   got=$(cd / && env -u WDELTA_LIB -u PYTHONPATH /usr/bin/python3 -c 'import wdelta; print(wdelta.LIBRARY_PATH, wdelta.__file__)' 2>&1)
-  check "python3 imports the installed wdelta package with $PREFIX/lib/libwdelta.so ($got)" \
-    bash -c '[[ "$1" == "$2/lib/libwdelta.so $2/lib/python"*"/wdelta/__init__.py" ]]' _ "$got" "$PREFIX"
+  check "python3 imports the installed wdelta package with $PREFIX/lib/libwdelta.so.0 ($got)" \
+    bash -c '[[ "$1" == "$2/lib/libwdelta.so.0 $2/lib/python"*"/wdelta/__init__.py" ]]' _ "$got" "$PREFIX"
   # DESTDIR stages the same tree under another root, still naming PREFIX
   make -s -C "$REPO" install PREFIX="$PREFIX" DESTDIR="$T/stage" >"$T/make2.out" 2>&1
-  check "make install DESTDIR=: the package's _libpath.py names $PREFIX/lib/libwdelta.so" \
-    grep -q "LIBRARY = '$PREFIX/lib/libwdelta.so'" $(ls "$T"/stage"$PREFIX"/lib/python*/dist-packages/wdelta/_libpath.py 2>/dev/null || echo /nonexistent)
+  check "make install DESTDIR=: the package's _libpath.py names $PREFIX/lib/libwdelta.so.0 (the soname)" \
+    grep -q "LIBRARY = '$PREFIX/lib/libwdelta.so.0'" $(ls "$T"/stage"$PREFIX"/lib/python*/dist-packages/wdelta/_libpath.py 2>/dev/null || echo /nonexistent)
 fi
 check "wdeltafs is on the system PATH mount.fuse3 uses" \
   env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin sh -c 'command -v wdeltafs >/dev/null'
