@@ -12,11 +12,13 @@
 #   mount: mount, umount           fuse3: fusermount3, mount.fuse3
 #   passwd: useradd, userdel       python3, python3-numpy: the Python tests
 #   time: /usr/bin/time (peak memory in test_integrity)   zstd: patch_manifest.py, test_xdtype
+#   dpkg-dev: dpkg-shlibdeps, dpkg-architecture (make deb)   binutils: strip, objdump (make deb)
+#   lintian, man-db (man), bash-completion, pkg-config: test_deb
 # (test_mount_install installs systemd itself for systemd-analyze; coreutils,
 # diffutils, findutils, mawk, grep, sed are always there on Debian.)
 set -u
 BUILD_PKGS="gcc make pkg-config libfuse3-dev fuse3 libzstd-dev libssl-dev libcjson-dev check"
-TEST_PKGS="attr util-linux mount fuse3 passwd python3 python3-numpy time zstd"
+TEST_PKGS="attr util-linux mount fuse3 passwd python3 python3-numpy time zstd dpkg-dev binutils lintian man-db bash-completion pkg-config"
 quiet=0 test=0
 for a in "$@"; do
   case "$a" in

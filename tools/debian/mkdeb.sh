@@ -4,7 +4,7 @@
 #   strip the programs and the library, gzip -9n the man pages, add
 #   /usr/share/doc/wdeltafs/{copyright,changelog.Debian.gz}, DEBIAN/control
 #   (Depends: from the ELF files' NEEDED libraries through dpkg-shlibdeps,
-#   plus fuse3 for mount.fuse3/fusermount3 and python3 for the Python
+#   plus fuse3 for mount.fuse3/fusermount3, python3 and python3-numpy for the Python
 #   package), DEBIAN/shlibs, DEBIAN/triggers (ldconfig), DEBIAN/md5sums,
 #   then dpkg-deb --root-owner-group.
 set -eu
@@ -39,7 +39,7 @@ elves=("$root/usr/bin/wdelta" "$root/usr/bin/wdeltafs" "$root$libdir/$so")
   { cat "$work/err" >&2; exit 1; }
 shlibs=$(sed -n 's/^shlibs:Depends=//p' "$work/deps")
 [ -n "$shlibs" ] || { echo "mkdeb.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
-depends="$shlibs, fuse3, python3"
+depends="$shlibs, fuse3, python3, python3-numpy"
 
 install -d -m 755 "$root/DEBIAN"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
