@@ -5,7 +5,8 @@
 #   /usr/share/doc/wdeltafs/{copyright,changelog.Debian.gz}, DEBIAN/control
 #   (Depends: from the ELF files' NEEDED libraries through dpkg-shlibdeps,
 #   plus fuse3 for mount.fuse3/fusermount3, python3 and python3-numpy for the Python
-#   package), DEBIAN/shlibs, DEBIAN/triggers (ldconfig), DEBIAN/md5sums,
+#   package), DEBIAN/shlibs, DEBIAN/triggers (ldconfig), DEBIAN/prerm
+#   (removes python's __pycache__), DEBIAN/md5sums,
 #   then dpkg-deb --root-owner-group.
 set -eu
 root=$(cd "$1" && pwd) version=$2 arch=$3 libdir=$4 out=$5
@@ -47,6 +48,7 @@ sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@SIZE@|$size|" -e "s|@
   "$here/control.in" >"$root/DEBIAN/control"
 echo "libwdelta $sover wdeltafs (>= ${version%-*})" >"$root/DEBIAN/shlibs"
 echo "activate-noawait ldconfig" >"$root/DEBIAN/triggers"
+install -m 755 "$here/prerm" "$root/DEBIAN/prerm"
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -print | sed 's|^\./||' | LC_ALL=C sort | xargs md5sum) \
   >"$root/DEBIAN/md5sums"
 chmod 644 "$root/DEBIAN/control" "$root/DEBIAN/shlibs" "$root/DEBIAN/triggers" "$root/DEBIAN/md5sums"
