@@ -51,9 +51,9 @@ struct wd_cache {
      * A decode's working memory (its scratch's buffers: the stored bytes,
      * the base's bytes, the codec's planes, together twice a block or
      * more) counts too: it is charged as work_ratio x the block's size,
-     * the most any decode with a fresh scratch has needed per output
-     * byte (measured, so it follows the codecs in use); until one decode
-     * has taught it, decodes run one at a time.  Idle scratches in the
+     * the most any decode of a large block with a fresh scratch has
+     * needed per output byte (measured, so it follows the codecs in use);
+     * until one decode has finished, decodes run one at a time.  Idle scratches in the
      * pool count against the capacity as well (pool_bytes): one that
      * does not fit beside the running decodes is freed. */
     uint64_t inflight;
@@ -368,9 +368,14 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         uint64_t dt = now_ns() - t0;
 
         pthread_mutex_lock(&c->lock);
-        if (fresh && sc && !rc && !nested) { /* what this decode needed, per output byte */
-            double r = (double)wd_scratch_bytes(sc) / (double)(len ? len : 1);
-            if (r > c->work_ratio) c->work_ratio = r;
+        if (fresh && sc && !rc && !nested) {
+            /* what this decode needed, per output byte; from blocks of
+             * MAP_MIN or more only: a small block's fixed-size buffers
+             * (tables, contexts) say nothing of a large one's needs */
+            if (len >= MAP_MIN) {
+                double r = (double)wd_scratch_bytes(sc) / (double)len;
+                if (r > c->work_ratio) c->work_ratio = r;
+            }
             c->work_known = 1;
         }
         slot_put(c, &have_slot, &charge);
