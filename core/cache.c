@@ -53,9 +53,10 @@ struct wd_cache {
      * more) counts too: it is charged as work_ratio x the block's size,
      * the most any decode of a large block with a fresh scratch has
      * needed per output byte (measured, so it follows the codecs in use);
-     * until one decode has finished, decodes run one at a time.  Idle scratches in the
-     * pool count against the capacity as well (pool_bytes): one that
-     * does not fit beside the running decodes is freed. */
+     * until one decode has finished, decodes run one at a time.  Idle
+     * scratches in the pool count against the capacity as well
+     * (pool_bytes): one that does not fit beside the running decodes is
+     * freed. */
     uint64_t inflight;
     double work_ratio;
     int work_known;
@@ -250,8 +251,9 @@ static wd_scratch *scratch_take(wd_cache *c)
     return sc;
 }
 
-/* Back to the pool while it holds fewer than were ever out at once; the
- * pool only grows to the peak number in use, which is bounded by decoder
+/* Back to the pool while it holds fewer than were ever out at once and
+ * its buffers fit in the capacity beside the running decodes (else freed:
+ * an idle scratch is memory like a cached block); the pool only grows to the peak number in use, which is bounded by decoder
  * slots x chain depth (a chain has at most 64 links). */
 static void scratch_give(wd_cache *c, wd_scratch *sc)
 {
@@ -266,7 +268,8 @@ static void scratch_give(wd_cache *c, wd_scratch *sc)
         }
     }
     uint64_t b = wd_scratch_bytes(sc);
-    if (c->npool < c->cap_pool && c->npool < c->scratch_peak && c->inflight + c->pool_bytes + b <= c->capacity) {
+    int fits = c->inflight + c->pool_bytes + b <= c->capacity;
+    if (c->npool < c->cap_pool && c->npool < c->scratch_peak && fits) {
         c->pool[c->npool++] = sc;
         c->pool_bytes += b;
         evict(c); /* the room it takes */
