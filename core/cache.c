@@ -47,10 +47,22 @@ struct wd_cache {
      * capacity (cached blocks are evicted to make room, and a decode waits
      * while others fill it), so that large blocks read by many threads at
      * once do not hold several times the cache's size beside it.  One
-     * decode always proceeds, however large its block. */
+     * decode always proceeds, however large its block.
+     * A decode's working memory (its scratch's buffers: the stored bytes,
+     * the base's bytes, the codec's planes, together twice a block or
+     * more) counts too: it is charged as work_ratio x the block's size,
+     * the most any decode of a large block with a fresh scratch has
+     * needed per output byte (measured, so it follows the codecs in use);
+     * until one decode has finished, decodes run one at a time.  Idle
+     * scratches in the pool count against the capacity as well
+     * (pool_bytes): one that does not fit beside the running decodes is
+     * freed. */
     uint64_t inflight;
+    double work_ratio;
+    int work_known;
     wd_scratch **pool;
     size_t npool, cap_pool;
+    uint64_t pool_bytes;
     size_t scratch_out, scratch_peak; /* taken now, most ever taken at once */
 };
 
@@ -206,16 +218,25 @@ static void evict_to(wd_cache *c, uint64_t limit)
 
 static void evict(wd_cache *c)
 {
-    evict_to(c, c->capacity > c->inflight ? c->capacity - c->inflight : 0);
+    uint64_t busy = c->inflight + c->pool_bytes;
+    evict_to(c, c->capacity > busy ? c->capacity - busy : 0);
+}
+
+/* What a top-level decode of a len-byte block is charged: its output and
+ * its working memory as learned so far (see work_ratio). */
+static uint64_t decode_charge(const wd_cache *c, uint32_t len)
+{
+    return len + (uint64_t)(c->work_ratio * (double)len) + 1;
 }
 
 /* Give a top-level decoder slot back (lock held). */
-static void slot_put(wd_cache *c, int *have_slot, uint32_t len)
+static void slot_put(wd_cache *c, int *have_slot, uint64_t *charge)
 {
     if (!*have_slot) return;
     *have_slot = 0;
     c->decoders--;
-    c->inflight -= len;
+    c->inflight -= *charge;
+    *charge = 0;
     pthread_cond_broadcast(&c->decoder_free);
 }
 
@@ -224,11 +245,15 @@ static void slot_put(wd_cache *c, int *have_slot, uint32_t len)
 static wd_scratch *scratch_take(wd_cache *c)
 {
     if (++c->scratch_out > c->scratch_peak) c->scratch_peak = c->scratch_out;
-    return c->npool ? c->pool[--c->npool] : NULL;
+    if (!c->npool) return NULL;
+    wd_scratch *sc = c->pool[--c->npool];
+    c->pool_bytes -= wd_scratch_bytes(sc);
+    return sc;
 }
 
-/* Back to the pool while it holds fewer than were ever out at once; the
- * pool only grows to the peak number in use, which is bounded by decoder
+/* Back to the pool while it holds fewer than were ever out at once and
+ * its buffers fit in the capacity beside the running decodes (else freed:
+ * an idle scratch is memory like a cached block); the pool only grows to the peak number in use, which is bounded by decoder
  * slots x chain depth (a chain has at most 64 links). */
 static void scratch_give(wd_cache *c, wd_scratch *sc)
 {
@@ -242,8 +267,15 @@ static void scratch_give(wd_cache *c, wd_scratch *sc)
             c->cap_pool = nc;
         }
     }
-    if (c->npool < c->cap_pool && c->npool < c->scratch_peak) c->pool[c->npool++] = sc;
-    else wd_scratch_free(sc);
+    uint64_t b = wd_scratch_bytes(sc);
+    int fits = c->inflight + c->pool_bytes + b <= c->capacity;
+    if (c->npool < c->cap_pool && c->npool < c->scratch_peak && fits) {
+        c->pool[c->npool++] = sc;
+        c->pool_bytes += b;
+        evict(c); /* the room it takes */
+    } else {
+        wd_scratch_free(sc);
+    }
 }
 
 static uint64_t now_ns(void)
@@ -272,6 +304,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
                        wd_err *err)
 {
     int have_slot = 0;
+    uint64_t charge = 0;
     uint32_t len = wd_delta_get_info(d)->blocks[block].out_len;
     pthread_mutex_lock(&c->lock);
     for (;;) {
@@ -282,22 +315,25 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
             lru_unlink(c, e);
             lru_push(c, e);
             if (count_hit) c->st.hits++;
-            slot_put(c, &have_slot, len);
+            slot_put(c, &have_slot, &charge);
             pthread_mutex_unlock(&c->lock);
             return e;
         }
         if (e) { /* someone is decoding it: wait, then look again */
-            slot_put(c, &have_slot, len); /* never hold a slot while waiting */
+            slot_put(c, &have_slot, &charge); /* never hold a slot while waiting */
             pthread_cond_wait(&c->loaded, &c->lock);
             continue;
         }
         if (!nested && !have_slot) {
-            if (c->decoders >= c->max_decoders || (c->decoders && c->inflight + len > c->capacity)) {
+            uint64_t need = decode_charge(c, len);
+            if (c->decoders >= c->max_decoders ||
+                (c->decoders && (!c->work_known || c->inflight + need > c->capacity))) {
                 pthread_cond_wait(&c->decoder_free, &c->lock);
                 continue; /* the block may have been loaded meanwhile */
             }
             c->decoders++;
-            c->inflight += len;
+            c->inflight += need;
+            charge = need;
             have_slot = 1;
             evict(c); /* room for it (which may change the table: look again) */
             continue;
@@ -305,7 +341,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         /* miss: claim it */
         e = calloc(1, sizeof *e);
         if (!e) {
-            slot_put(c, &have_slot, len);
+            slot_put(c, &have_slot, &charge);
             pthread_mutex_unlock(&c->lock);
             wd_errf(err, "out of memory");
             return NULL;
@@ -318,6 +354,14 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         if (c->count > c->nbuckets) grow(c);
         c->st.misses++;
         wd_scratch *sc = scratch_take(c);
+        if (have_slot && sc) { /* a pooled scratch's buffers move from the pool to this decode */
+            uint64_t held = len + (uint64_t)wd_scratch_bytes(sc);
+            if (held > charge) {
+                c->inflight += held - charge;
+                charge = held;
+            }
+        }
+        int fresh = !sc;
         pthread_mutex_unlock(&c->lock);
 
         unsigned char *data = blk_alloc(len);
@@ -327,8 +371,18 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         uint64_t dt = now_ns() - t0;
 
         pthread_mutex_lock(&c->lock);
+        if (fresh && sc && !rc && !nested) {
+            /* what this decode needed, per output byte; from blocks of
+             * MAP_MIN or more only: a small block's fixed-size buffers
+             * (tables, contexts) say nothing of a large one's needs */
+            if (len >= MAP_MIN) {
+                double r = (double)wd_scratch_bytes(sc) / (double)len;
+                if (r > c->work_ratio) c->work_ratio = r;
+            }
+            c->work_known = 1;
+        }
+        slot_put(c, &have_slot, &charge);
         scratch_give(c, sc);
-        slot_put(c, &have_slot, len);
         if (rc) {
             centry **q = slot(c, key, block);
             if (*q == e) *q = e->hnext;

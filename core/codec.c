@@ -67,6 +67,14 @@ void wd_scratch_free(wd_scratch *s)
     free(s);
 }
 
+size_t wd_scratch_bytes(const wd_scratch *s)
+{
+    size_t n = 0;
+    if (s)
+        for (int i = 0; i < 13; i++) n += s->cap[i];
+    return n;
+}
+
 unsigned char *wd_scratch_buf(wd_scratch *s, int slot, size_t n)
 {
     if (n == 0) n = 1;

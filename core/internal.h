@@ -95,6 +95,8 @@ typedef struct wd_scratch wd_scratch;
 typedef struct wd_cache_pin wd_cache_pin; /* a pinned block cache entry (cache.c) */
 wd_scratch *wd_scratch_new(void);
 void wd_scratch_free(wd_scratch *s);
+/* Bytes held by the scratch's buffers (what keeping it costs). */
+size_t wd_scratch_bytes(const wd_scratch *s);
 
 /* Encode n bytes of `ft` (with `base` of the same n bytes for
  * WD_CODEC_LOSSLESS, NULL for WD_CODEC_ZSTD).  On success *out points into
