@@ -81,18 +81,20 @@ mbs() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", b / s / 1e6; 
 FUSE_OK=1
 [ -c /dev/fuse ] && command -v fusermount3 >/dev/null || { FUSE_OK=0; say "no FUSE here: skipping the mount rows"; }
 NULLFS=""
-if [ $FUSE_OK = 1 ] && pkg-config --exists fuse3 2>/dev/null &&
-   cc -O2 -std=c11 -D_GNU_SOURCE -o "$W/nullfs" "$REPO/tests/bench/nullfs.c" $(pkg-config --cflags --libs fuse3) 2>"$W/cc.log"; then
+FUSE_FLAGS=()
+[ $FUSE_OK = 1 ] && pkg-config --exists fuse3 2>/dev/null && read -r -a FUSE_FLAGS < <(pkg-config --cflags --libs fuse3)
+if [ ${#FUSE_FLAGS[@]} -gt 0 ] &&
+   cc -O2 -std=c11 -D_GNU_SOURCE -o "$W/nullfs" "$REPO/tests/bench/nullfs.c" "${FUSE_FLAGS[@]}" 2>"$W/cc.log"; then
   NULLFS="$W/nullfs"
 else
   say "cannot build tests/bench/nullfs.c: no FUSE ceiling"
 fi
 start_mount() { # MNT CMD...: foreground daemon; sets DPID
-  local mnt=$1 i; shift
+  local mnt=$1 _; shift
   mkdir -p "$mnt"
   "$@" 2>>"$W/daemons.log" & DPID=$!
   MOUNTS+=("$mnt"); PIDS+=("$DPID")
-  for i in $(seq 1 3000); do
+  for _ in $(seq 1 3000); do
     mountpoint -q "$mnt" && return 0
     kill -0 "$DPID" 2>/dev/null || break
     sleep 0.01
@@ -101,12 +103,12 @@ start_mount() { # MNT CMD...: foreground daemon; sets DPID
 }
 stop_mount() {
   fusermount3 -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null
-  local i; for i in $(seq 1 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.05; done
+  local _; for _ in $(seq 1 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.05; done
   wait "$DPID" 2>/dev/null
 }
 wmount() { # fresh wdeltafs mount at $W/m, virtual file ready; prints nothing
   start_mount "$W/m" "$WDELTAFS" "$W/src" "$W/m" -f -o "base=$G/base,cache_dir=$W/digests" || return 1
-  local i; for i in $(seq 1 1200); do [ -e "$W/m/m/$FNAME" ] && return 0; sleep 0.1; done
+  local _; for _ in $(seq 1 1200); do [ -e "$W/m/m/$FNAME" ] && return 0; sleep 0.1; done
   say "the virtual file did not appear"; return 1
 }
 # dd_secs FILE: seconds for a sequential dd bs=1M
