@@ -1,7 +1,10 @@
 /* decode_speed.c - single-thread block decode throughput of a delta, the
  * path every read of the filesystem takes (pread of stored bytes and base
  * range, checksums, decode).  Prints MB/s of output per core.
- *   decode_speed FILE.wdelta BASE_DIR [ROUNDS [CODEC]]
+ *   decode_speed [--threads N] FILE.wdelta BASE_DIR [ROUNDS [CODEC]]
+ * With --threads N (default 1), N threads decode disjoint runs of blocks
+ * at once (the daemon's case): the figure is then MB/s of all of them
+ * together, so N = 1 and N = 2 side by side show the scaling.
  * With CODEC (e.g. int4), only the blocks of extents with that codec count;
  * a second number follows: the codec alone (stored bytes and base range
  * already in memory, no checksums), MB/s of output per core. */
@@ -9,6 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
+#include <pthread.h>
 #include "internal.h"
 
 static double now(void)
@@ -18,10 +22,46 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+typedef struct {
+    wd_delta *d;
+    const char *use;
+    size_t from, to;
+    uint64_t bytes;
+    int rc;
+    wd_err err;
+} job;
+
+static void *decode_run(void *arg)
+{
+    job *j = arg;
+    const wd_delta_info *in = wd_delta_get_info(j->d);
+    unsigned char *buf = malloc(64u << 20);
+    j->bytes = 0;
+    j->rc = buf ? 0 : -1;
+    if (!buf) snprintf(j->err.msg, sizeof j->err.msg, "out of memory");
+    for (size_t b = j->from; b < j->to && !j->rc; b++) {
+        if (!j->use[b]) continue;
+        if ((j->rc = wd_delta_decode_block(j->d, (uint32_t)b, buf, &j->err))) break;
+        j->bytes += in->blocks[b].out_len;
+    }
+    free(buf);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
+    int nthreads = 1;
+    if (argc > 2 && !strcmp(argv[1], "--threads")) {
+        nthreads = atoi(argv[2]);
+        argc -= 2;
+        argv += 2;
+        if (nthreads < 1 || nthreads > 256) {
+            fprintf(stderr, "decode_speed: --threads wants 1..256\n");
+            return 2;
+        }
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: decode_speed FILE.wdelta BASE_DIR [ROUNDS]\n");
+        fprintf(stderr, "usage: decode_speed [--threads N] FILE.wdelta BASE_DIR [ROUNDS [CODEC]]\n");
         return 2;
     }
     int rounds = argc > 3 ? atoi(argv[3]) : 3;
@@ -41,22 +81,36 @@ int main(int argc, char **argv)
             if (only && strcmp(wd_codec_name(e->codec), only)) continue;
             for (uint32_t b = 0; b < e->nblocks; b++) use[e->first_block + b] = 1;
         }
-    unsigned char *buf = malloc(64u << 20);
     double best = 0;
+    job *jobs = calloc((size_t)nthreads, sizeof *jobs);
+    pthread_t *tid = calloc((size_t)nthreads, sizeof *tid);
     for (int r = 0; r < rounds + 1; r++) { /* round 0 warms the page cache */
         uint64_t bytes = 0;
         double t0 = now();
-        for (size_t b = 0; b < in->nblocks; b++) {
-            if (!use[b]) continue;
-            if (wd_delta_decode_block(d, (uint32_t)b, buf, &err)) {
-                fprintf(stderr, "decode_speed: %s\n", err.msg);
+        for (int t = 0; t < nthreads; t++) {
+            jobs[t] = (job){.d = d, .use = use,
+                            .from = in->nblocks * (size_t)t / (size_t)nthreads,
+                            .to = in->nblocks * (size_t)(t + 1) / (size_t)nthreads};
+            if (pthread_create(&tid[t], NULL, decode_run, &jobs[t])) {
+                fprintf(stderr, "decode_speed: cannot start a thread\n");
                 return 1;
             }
-            bytes += in->blocks[b].out_len;
         }
-        double mbs = (double)bytes / 1e6 / (now() - t0);
+        for (int t = 0; t < nthreads; t++) pthread_join(tid[t], NULL);
+        double spent = now() - t0;
+        for (int t = 0; t < nthreads; t++) {
+            if (jobs[t].rc) {
+                fprintf(stderr, "decode_speed: %s\n", jobs[t].err.msg);
+                return 1;
+            }
+            bytes += jobs[t].bytes;
+        }
+        double mbs = (double)bytes / 1e6 / spent;
         if (r && mbs > best) best = mbs;
     }
+    free(jobs);
+    free(tid);
+    unsigned char *buf = malloc(64u << 20);
     double best2 = 0;
     if (only) { /* codec alone, blocks preloaded (every such block of the delta) */
         wd_scratch *s = wd_scratch_new();

@@ -5,7 +5,8 @@
 # Peak RSS comes from /usr/bin/time -v.  Not a test: always informational.
 # Env: WDELTA_BIN (default build), BENCH_DIR (default a temp dir, removed),
 #      BENCH_PARAMS (default 200M), BENCH_THREADS (default: online CPUs),
-#      BENCH_QUALITY=0 (skip the perplexity part, about 30 minutes)
+#      BENCH_QUALITY=0 (skip the perplexity part, about 30 minutes),
+#      BENCH_1G=0 (skip tests/bench/speed1g.sh; see there for its options)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN="${WDELTA_BIN:-build}"
@@ -197,6 +198,10 @@ bash "$REPO/tests/bench/kinds.sh" || echo "bench: kinds part failed" >&2
 if [ -f "$REPO/tests/bench/fs.sh" ]; then
   bash "$REPO/tests/bench/fs.sh"
 fi
+
+# issue 18: a ~1 GB lossless fine-tune read, applied and created, each figure
+# next to its reference (FUSE ceiling, page cache, zstd) from the same run
+bash "$REPO/tests/bench/speed1g.sh" || echo "bench: the 1 GB part failed" >&2
 
 # perplexity of the lossy codecs read through a mount (pairB; needs python3-torch)
 if [ "${BENCH_QUALITY:-1}" = 0 ]; then
