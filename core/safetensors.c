@@ -45,10 +45,9 @@ static int parse_metadata(const cJSON *m, const char *fname, wd_err *err)
     return 0;
 }
 
-static int parse_tensor(const cJSON *it, const char *fname, uint64_t data_size, uint64_t data_start,
-                        wd_tensor *t, wd_err *err)
+static int parse_tensor(const char *name, const cJSON *it, const char *fname, uint64_t data_size,
+                        uint64_t data_start, wd_tensor *t, wd_err *err)
 {
-    const char *name = it->string;
     if (!*name) return wd_errf(err, "%s: a tensor has an empty name", fname);
     if (!wd_utf8_valid(name, strlen(name))) return wd_errf(err, "%s: tensor name is not valid UTF-8", fname);
     if (!cJSON_IsObject(it)) return wd_errf(err, "%s: tensor %s: entry is not an object", fname, name);
@@ -199,30 +198,164 @@ static cJSON *parse_json(const char *json, size_t n, const char *fname, wd_err *
     return root;
 }
 
-/* Parse every entry of the header object into out->tensors. */
-static int parse_entries(const cJSON *root, const char *fname, uint64_t data_start, wd_stfile *out,
-                         wd_err *err)
+/* ---- one entry at a time ------------------------------------------------
+ * The header of a model with many tensors is megabytes of JSON; a cJSON tree
+ * of all of it costs about ten times its text.  So the object is walked with
+ * a structural scanner, and each member's key and value, one at a time, are
+ * parsed by cJSON (the same rules for strings and numbers as before) and
+ * freed before the next: the transient tree is one entry. */
+
+static size_t skip_ws(const char *s, size_t i, size_t n)
 {
-    size_t count = 0;
-    int have_meta = 0;
-    for (const cJSON *it = root->child; it; it = it->next) count++;
-    out->tensors = calloc(count + 1, sizeof *out->tensors);
-    if (!out->tensors) return wd_errf(err, "out of memory");
-    for (const cJSON *it = root->child; it; it = it->next) {
-        if (!it->string) return wd_errf(err, "%s: header entry without a name", fname);
-        if (!strcmp(it->string, "__metadata__")) {
-            if (have_meta++) return wd_errf(err, "%s: __metadata__ appears twice", fname);
-            if (parse_metadata(it, fname, err)) return -1;
-            continue;
-        }
-        wd_tensor *t = &out->tensors[out->ntensors++];
-        if (parse_tensor(it, fname, out->size - data_start, data_start, t, err)) return -1;
+    while (i < n && is_json_ws(s[i])) i++;
+    return i;
+}
+
+/* Index past the closing quote of the string opening at s[i], 0 if none. */
+static size_t skip_string(const char *s, size_t i, size_t n)
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\') i++;
+        else if (s[i] == '"') return i + 1;
     }
     return 0;
 }
 
-int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
-                wd_err *err)
+/* Index past the value starting at s[i] (its brackets balanced, strings
+ * skipped; cJSON checks the rest), 0 if it runs off the end. */
+static size_t skip_value(const char *s, size_t i, size_t n)
+{
+    size_t depth = 0;
+    while (i < n) {
+        char c = s[i];
+        if (c == '"') {
+            if (!(i = skip_string(s, i, n))) return 0;
+            if (!depth) return i;
+            continue;
+        }
+        if (c == '{' || c == '[') depth++;
+        else if (c == '}' || c == ']') {
+            if (!depth) return i; /* a scalar ends at its container's close */
+            if (!--depth) return i + 1;
+        } else if (!depth && (c == ',' || is_json_ws(c)))
+            return i;
+        i++;
+    }
+    return depth ? 0 : i;
+}
+
+/* cJSON's tree of exactly the n bytes at s (one JSON value), NULL if they
+ * are not; *bad the byte (relative to s) where parsing stopped. */
+static cJSON *parse_piece(const char *s, size_t n, size_t *bad)
+{
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+    if (v && end == s + n) return v;
+    cJSON_Delete(v);
+    *bad = end && end >= s && end <= s + n ? (size_t)(end - s) : 0;
+    return NULL;
+}
+
+typedef struct entry_walk {
+    const char *fname;
+    uint64_t data_start;
+    wd_stfile *out;
+    size_t count;
+    int have_meta;
+} entry_walk;
+
+/* Every member of the header object, in order: with out->tensors NULL
+ * only counted, else parsed into it.  1: the text is not a JSON object
+ * (nothing written, the caller says why). */
+static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
+{
+    const char *fname = w->fname;
+    size_t i = skip_ws(s, 0, n), at = i, bad = 0;
+    if (i >= n || s[i] != '{') return 1;
+    i = skip_ws(s, i + 1, n);
+    int first = 1;
+    while (i < n && s[i] != '}') {
+        if (!first) { /* a comma, then the next member */
+            if (s[i] != ',') goto syntax;
+            i = skip_ws(s, i + 1, n);
+        }
+        first = 0;
+        at = i;
+        size_t ke = i < n && s[i] == '"' ? skip_string(s, i, n) : 0;
+        if (!ke) goto syntax;
+        size_t vs = skip_ws(s, ke, n);
+        if (vs >= n || s[vs] != ':') {
+            at = vs;
+            goto syntax;
+        }
+        vs = skip_ws(s, vs + 1, n);
+        size_t ve = skip_value(s, vs, n);
+        if (!ve || ve == vs) {
+            at = vs;
+            goto syntax;
+        }
+        i = skip_ws(s, ve, n);
+        w->count++;
+        if (!w->out->tensors) continue;
+        cJSON *key = parse_piece(s + at, ke - at, &bad), *val = NULL;
+        if (!key || !cJSON_IsString(key)) {
+            at += bad;
+            cJSON_Delete(key);
+            goto syntax;
+        }
+        if (!(val = parse_piece(s + vs, ve - vs, &bad))) {
+            at = vs + bad;
+            cJSON_Delete(key);
+            goto syntax;
+        }
+        const char *name = key->valuestring;
+        int rc = 0;
+        if (!strcmp(name, "__metadata__")) {
+            if (w->have_meta++) rc = wd_errf(err, "%s: __metadata__ appears twice", fname);
+            else rc = parse_metadata(val, fname, err);
+        } else {
+            wd_tensor *t = &w->out->tensors[w->out->ntensors++];
+            rc = parse_tensor(name, val, fname, w->out->size - w->data_start, w->data_start, t, err);
+        }
+        cJSON_Delete(val);
+        cJSON_Delete(key);
+        if (rc) return -1;
+    }
+    if (i >= n) {
+        at = n;
+        goto syntax;
+    }
+    for (i++; i < n; i++)
+        if (!is_json_ws(s[i]))
+            return wd_errf(err, "%s: unexpected bytes after the header JSON (header byte %zu)", fname, i);
+    return 0;
+syntax:
+    return wd_errf(err, "%s: header is not valid JSON (syntax error near header byte %zu)", fname, at);
+}
+
+/* Parse every entry of the header object into out->tensors. */
+static int parse_entries(const char *json, size_t n, const char *fname, uint64_t data_start, wd_stfile *out,
+                         wd_err *err)
+{
+    if (check_json_bytes(json, n, fname, err)) return -1;
+    entry_walk w = {fname, data_start, out, 0, 0};
+    int rc = walk_entries(json, n, &w, err); /* count */
+    if (rc == 1) { /* not an object: the whole text says why (it holds no entries) */
+        cJSON *root = parse_json(json, n, fname, err);
+        if (root) wd_errf(err, "%s: header is not a JSON object", fname);
+        cJSON_Delete(root);
+        return -1;
+    }
+    if (rc) return -1;
+    out->tensors = calloc(w.count + 1, sizeof *out->tensors);
+    if (!out->tensors) return wd_errf(err, "out of memory");
+    w.count = 0;
+    return walk_entries(json, n, &w, err) ? -1 : 0;
+}
+
+/* The parse; buf becomes out->header when owned (no copy of a large header). */
+static int st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
+                    unsigned char *owned, wd_err *err)
 {
     memset(out, 0, sizeof *out);
     if (buflen < 8 || file_size < 8)
@@ -237,29 +370,27 @@ int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, con
                        (unsigned long long)n, (unsigned long long)file_size);
     if (8 + n > buflen)
         return wd_errf(err, "%s: header buffer holds %zu of %llu bytes", fname, buflen, (unsigned long long)(8 + n));
-    cJSON *root = parse_json((const char *)buf + 8, (size_t)n, fname, err);
-    if (!root) return -1;
-    int rc = -1;
-    if (!cJSON_IsObject(root)) {
-        wd_errf(err, "%s: header is not a JSON object", fname);
-        goto out;
-    }
     out->size = file_size;
     out->header_size = 8 + n;
-    out->header = malloc((size_t)(8 + n));
-    if (!out->header) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    memcpy(out->header, buf, (size_t)(8 + n));
-    if (parse_entries(root, fname, 8 + n, out, err)) goto out;
+    if (parse_entries((const char *)buf + 8, (size_t)n, fname, 8 + n, out, err)) goto fail;
     qsort(out->tensors, out->ntensors, sizeof *out->tensors, cmp_offset);
-    if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto out;
-    rc = 0;
-out:
-    cJSON_Delete(root);
-    if (rc) wd_st_free(out);
-    return rc;
+    if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto fail;
+    if (owned) out->header = owned;
+    else if ((out->header = malloc((size_t)(8 + n)))) memcpy(out->header, buf, (size_t)(8 + n));
+    else {
+        wd_errf(err, "out of memory");
+        goto fail;
+    }
+    return 0;
+fail:
+    wd_st_free(out);
+    return -1;
+}
+
+int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
+                wd_err *err)
+{
+    return st_parse(buf, buflen, file_size, fname, out, NULL, err);
 }
 
 static char *base_name(const char *path)
@@ -307,7 +438,8 @@ int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
     }
     memcpy(buf, len8, 8);
     if (wd_pread_full(fd, buf + 8, (size_t)n, 8, path, err)) goto out;
-    if (wd_st_parse(buf, (size_t)(8 + n), size, path, out, err)) goto out;
+    if (st_parse(buf, (size_t)(8 + n), size, path, out, buf, err)) goto out;
+    buf = NULL; /* out->header now */
     out->path = strdup(path);
     out->name = base_name(path);
     if (!out->path || !out->name) {
