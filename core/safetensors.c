@@ -256,6 +256,67 @@ static cJSON *parse_piece(const char *s, size_t n, size_t *bad)
     return NULL;
 }
 
+cJSON *wd_json_piece(const char *s, size_t n, size_t *bad)
+{
+    return parse_piece(s, n, bad);
+}
+
+int wd_jwalk_open(wd_jwalk *w, const char *s, size_t n, size_t i)
+{
+    i = skip_ws(s, i, n);
+    memset(w, 0, sizeof *w);
+    w->s = s;
+    w->n = n;
+    w->err_at = i;
+    if (i >= n || (s[i] != '{' && s[i] != '[')) return -1;
+    w->obj = s[i] == '{';
+    w->i = i + 1;
+    w->first = 1;
+    return 0;
+}
+
+int wd_jwalk_next(wd_jwalk *w, size_t *ks, size_t *ke, size_t *vs, size_t *ve)
+{
+    const char *s = w->s;
+    size_t n = w->n, i = skip_ws(s, w->i, n);
+    char close = w->obj ? '}' : ']';
+    w->err_at = i;
+    if (i >= n) return -1;
+    if (s[i] == close) {
+        w->i = i + 1;
+        return 0;
+    }
+    if (!w->first) { /* a comma, then the next member */
+        if (s[i] != ',') return -1;
+        i = skip_ws(s, i + 1, n);
+        w->err_at = i;
+    }
+    w->first = 0;
+    *ks = *ke = i;
+    if (w->obj) {
+        size_t e = i < n && s[i] == '"' ? skip_string(s, i, n) : 0;
+        if (!e) return -1;
+        *ke = e;
+        i = skip_ws(s, e, n);
+        w->err_at = i;
+        if (i >= n || s[i] != ':') return -1;
+        i = skip_ws(s, i + 1, n);
+        w->err_at = i;
+    }
+    size_t e = skip_value(s, i, n);
+    if (!e || e == i) return -1;
+    *vs = i;
+    *ve = w->i = e;
+    return 1;
+}
+
+int wd_jwalk_end(const wd_jwalk *w)
+{
+    for (size_t i = w->i; i < w->n; i++)
+        if (!is_json_ws(w->s[i])) return -1;
+    return 0;
+}
+
 typedef struct entry_walk {
     const char *fname;
     uint64_t data_start;
@@ -270,36 +331,16 @@ typedef struct entry_walk {
 static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
 {
     const char *fname = w->fname;
-    size_t i = skip_ws(s, 0, n), at = i, bad = 0;
-    if (i >= n || s[i] != '{') return 1;
-    i = skip_ws(s, i + 1, n);
-    int first = 1;
-    while (i < n && s[i] != '}') {
-        if (!first) { /* a comma, then the next member */
-            if (s[i] != ',') goto syntax;
-            i = skip_ws(s, i + 1, n);
-        }
-        first = 0;
-        at = i;
-        size_t ke = i < n && s[i] == '"' ? skip_string(s, i, n) : 0;
-        if (!ke) goto syntax;
-        size_t vs = skip_ws(s, ke, n);
-        if (vs >= n || s[vs] != ':') {
-            at = vs;
-            goto syntax;
-        }
-        vs = skip_ws(s, vs + 1, n);
-        size_t ve = skip_value(s, vs, n);
-        if (!ve || ve == vs) {
-            at = vs;
-            goto syntax;
-        }
-        i = skip_ws(s, ve, n);
+    wd_jwalk jw;
+    size_t ks, ke, vs, ve, at, bad = 0;
+    if (wd_jwalk_open(&jw, s, n, 0) || !jw.obj) return 1;
+    int r;
+    while ((r = wd_jwalk_next(&jw, &ks, &ke, &vs, &ve)) == 1) {
         w->count++;
         if (!w->out->tensors) continue;
-        cJSON *key = parse_piece(s + at, ke - at, &bad), *val = NULL;
+        cJSON *key = parse_piece(s + ks, ke - ks, &bad), *val = NULL;
         if (!key || !cJSON_IsString(key)) {
-            at += bad;
+            at = ks + bad;
             cJSON_Delete(key);
             goto syntax;
         }
@@ -321,11 +362,11 @@ static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
         cJSON_Delete(key);
         if (rc) return -1;
     }
-    if (i >= n) {
-        at = n;
+    if (r < 0) {
+        at = jw.err_at;
         goto syntax;
     }
-    for (i++; i < n; i++)
+    for (size_t i = jw.i; i < n; i++)
         if (!is_json_ws(s[i]))
             return wd_errf(err, "%s: unexpected bytes after the header JSON (header byte %zu)", fname, i);
     return 0;
