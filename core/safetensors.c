@@ -326,7 +326,7 @@ typedef struct entry_walk {
 } entry_walk;
 
 /* Every member of the header object, in order: with out->tensors NULL
- * only counted, else parsed into it.  1: the text is not a JSON object
+ * counted and checked to be JSON, else parsed into it.  1: the text is not a JSON object
  * (nothing written, the caller says why). */
 static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
 {
@@ -337,7 +337,6 @@ static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
     int r;
     while ((r = wd_jwalk_next(&jw, &ks, &ke, &vs, &ve)) == 1) {
         w->count++;
-        if (!w->out->tensors) continue;
         cJSON *key = parse_piece(s + ks, ke - ks, &bad), *val = NULL;
         if (!key || !cJSON_IsString(key)) {
             at = ks + bad;
@@ -351,7 +350,9 @@ static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
         }
         const char *name = key->valuestring;
         int rc = 0;
-        if (!strcmp(name, "__metadata__")) {
+        if (!w->out->tensors) /* the first pass: the JSON alone, so its errors come first */
+            rc = 0;
+        else if (!strcmp(name, "__metadata__")) {
             if (w->have_meta++) rc = wd_errf(err, "%s: __metadata__ appears twice", fname);
             else rc = parse_metadata(val, fname, err);
         } else {
