@@ -60,12 +60,17 @@ static int parse_tensor(const char *name, const cJSON *it, const char *fname, ui
         return wd_errf(err, "%s: tensor %s: data_offsets must be a list of two integers", fname, name);
     if (strlen(dt->valuestring) >= sizeof t->dtype_name || !*dt->valuestring)
         return wd_errf(err, "%s: tensor %s: dtype '%.40s' is not a dtype", fname, name, dt->valuestring);
-    t->name = strdup(name);
-    if (!t->name) return wd_errf(err, "out of memory");
-    strcpy(t->dtype_name, dt->valuestring);
-    t->dtype = wd_dtype_from_name(t->dtype_name);
     int nd = cJSON_GetArraySize(sh);
     if (nd > WD_MAX_DIMS) return wd_errf(err, "%s: tensor %s: %d dimensions (at most %d)", fname, name, nd, WD_MAX_DIMS);
+    /* the name, then its dimensions (8-byte aligned): one allocation, no
+     * fixed array of WD_MAX_DIMS per tensor (a model may have 100,000) */
+    size_t nl = strlen(name) + 1, at = (nl + 7) & ~(size_t)7;
+    t->name = malloc(at + (size_t)nd * sizeof *t->shape);
+    if (!t->name) return wd_errf(err, "out of memory");
+    memcpy(t->name, name, nl);
+    t->shape = (uint64_t *)(void *)(t->name + at);
+    strcpy(t->dtype_name, dt->valuestring);
+    t->dtype = wd_dtype_from_name(t->dtype_name);
     t->ndim = nd;
     uint64_t ne = 1;
     int overflow = 0;

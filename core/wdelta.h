@@ -75,7 +75,10 @@ typedef struct wd_tensor {
     char dtype_name[32];   /* as written in the header */
     wd_dtype dtype;
     int ndim;
-    uint64_t shape[WD_MAX_DIMS];
+    uint64_t *shape;       /* ndim dimensions (at most WD_MAX_DIMS).  A parsed
+                              file's are stored with its name (one allocation:
+                              free(name) frees both); a caller building a
+                              header points it at its own array */
     uint64_t nelem;        /* product of shape (1 for a scalar) */
     uint64_t offset;       /* absolute byte offset of the data in the file */
     uint64_t length;       /* byte length */
