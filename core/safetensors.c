@@ -400,9 +400,9 @@ static int parse_entries(const char *json, size_t n, const char *fname, uint64_t
     return walk_entries(json, n, &w, err) ? -1 : 0;
 }
 
-/* The parse; buf becomes out->header when owned (no copy of a large header). */
+/* The parse, without keeping the header text. */
 static int st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
-                    unsigned char *owned, wd_err *err)
+                    wd_err *err)
 {
     memset(out, 0, sizeof *out);
     if (buflen < 8 || file_size < 8)
@@ -422,12 +422,6 @@ static int st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size,
     if (parse_entries((const char *)buf + 8, (size_t)n, fname, 8 + n, out, err)) goto fail;
     qsort(out->tensors, out->ntensors, sizeof *out->tensors, cmp_offset);
     if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto fail;
-    if (owned) out->header = owned;
-    else if ((out->header = malloc((size_t)(8 + n)))) memcpy(out->header, buf, (size_t)(8 + n));
-    else {
-        wd_errf(err, "out of memory");
-        goto fail;
-    }
     return 0;
 fail:
     wd_st_free(out);
@@ -437,7 +431,13 @@ fail:
 int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
                 wd_err *err)
 {
-    return st_parse(buf, buflen, file_size, fname, out, NULL, err);
+    if (st_parse(buf, buflen, file_size, fname, out, err)) return -1;
+    if (!(out->header = malloc((size_t)out->header_size))) {
+        wd_st_free(out);
+        return wd_errf(err, "out of memory");
+    }
+    memcpy(out->header, buf, (size_t)out->header_size);
+    return 0;
 }
 
 static char *base_name(const char *path)
@@ -485,8 +485,7 @@ int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
     }
     memcpy(buf, len8, 8);
     if (wd_pread_full(fd, buf + 8, (size_t)n, 8, path, err)) goto out;
-    if (st_parse(buf, (size_t)(8 + n), size, path, out, buf, err)) goto out;
-    buf = NULL; /* out->header now */
+    if (st_parse(buf, (size_t)(8 + n), size, path, out, err)) goto out;
     out->path = strdup(path);
     out->name = base_name(path);
     if (!out->path || !out->name) {
