@@ -73,6 +73,10 @@ int wd_jwalk_end(const wd_jwalk *w);
  * value (*bad: where parsing stopped, relative to s). */
 struct cJSON *wd_json_piece(const char *s, size_t n, size_t *bad);
 
+/* wd_st_parse without the copy of the header text (out->header NULL). */
+int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname,
+                       wd_stfile *out, wd_err *err);
+
 /* 1 if the n bytes at s are valid UTF-8 (dtype.c). */
 int wd_utf8_valid(const char *s, size_t n);
 

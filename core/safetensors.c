@@ -401,7 +401,7 @@ static int parse_entries(const char *json, size_t n, const char *fname, uint64_t
 }
 
 /* The parse, without keeping the header text. */
-static int st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
+int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
                     wd_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -431,7 +431,7 @@ fail:
 int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
                 wd_err *err)
 {
-    if (st_parse(buf, buflen, file_size, fname, out, err)) return -1;
+    if (wd_st_parse_nocopy(buf, buflen, file_size, fname, out, err)) return -1;
     if (!(out->header = malloc((size_t)out->header_size))) {
         wd_st_free(out);
         return wd_errf(err, "out of memory");
@@ -485,7 +485,7 @@ int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
     }
     memcpy(buf, len8, 8);
     if (wd_pread_full(fd, buf + 8, (size_t)n, 8, path, err)) goto out;
-    if (st_parse(buf, (size_t)(8 + n), size, path, out, err)) goto out;
+    if (wd_st_parse_nocopy(buf, (size_t)(8 + n), size, path, out, err)) goto out;
     out->path = strdup(path);
     out->name = base_name(path);
     if (!out->path || !out->name) {
