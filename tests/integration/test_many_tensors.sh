@@ -21,8 +21,8 @@
 # create holds both models, the plan and the manifest text, verify --base the
 # open delta and the model parsed from its rebuilt headers: 1200.
 # Measured (2 cores, this test's sizes): hash ~235, inspect ~360, apply ~350,
-# verify ~535, create ~760 bytes a tensor; before this change hash, inspect
-# and apply took ~1,300, create ~2,300 and verify ~2,150 (a cJSON tree of the whole
+# verify ~535, create ~760, the daemon ~350 bytes a tensor; before this change hash, inspect
+# and apply took ~1,300, create ~2,300, verify ~2,150 and the daemon ~1,400 (a cJSON tree of the whole
 # header and of the whole manifest, and 328-byte tensors with room for 32
 # dimensions), so each check fails there.
 # Env: MANY_TENSORS_BIN = the release build to measure (default build/; WDELTA_BIN
@@ -33,7 +33,7 @@ require_python
 [ -x /usr/bin/time ] || skip "/usr/bin/time absent (Debian package time)"
 R="${MANY_TENSORS_BIN:-$REPO/build}"
 [ -x "$R/wdelta" ] || skip "$R/wdelta not built (the release build measures memory)"
-setup_tmp wdelta-many
+setup_mount_tmp wdelta-many
 N1=10000 N2=40000
 
 # rss CMD...: RSS = peak resident KB of CMD (its output discarded)
@@ -65,4 +65,22 @@ slope() {
 slope create 1200
 slope verify 1200
 for c in inspect hash apply; do slope "$c" 600; done
+
+# the daemon serving the mounted delta (the base opened and hashed, the
+# delta's index held), its peak (VmHWM) after the whole model is read
+daemon_rss() {
+  rm -f "$SRC"/*.wdelta
+  cp "$T/d$1.wdelta" "$SRC/m.wdelta"
+  WDELTAFS="$R/wdeltafs" mount_wdeltafs "$SRC" "$MNT" "$LOG" "base=$T/m$1/base" "cache_dir=$T/cache" \
+    "cache_size=16M" || { fail "$1 tensors: mount"; return 1; }
+  wait_for 30 test -f "$MNT/m/model.safetensors"
+  check "$1 tensors: the mount serves the model exactly" cmp -s "$MNT/m/model.safetensors" "$T/m$1/ft/model.safetensors"
+  K[daemon$1]=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$DPID/status")
+  unmount_checked "$MNT"
+}
+if [ "$(id -u)" = 0 ] && [ -c /dev/fuse ] && command -v fusermount3 >/dev/null && [ -x "$R/wdeltafs" ]; then
+  daemon_rss $N1 && daemon_rss $N2 && slope daemon 600
+else
+  echo "note: the daemon is not measured (needs root, FUSE and $R/wdeltafs)"
+fi
 finish
