@@ -151,7 +151,8 @@ int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err)
         }
         ssize_t got = wd_read(d, 0, NULL, f, hdr, (size_t)e->length, 0, err);
         if (got != (ssize_t)e->length ||
-            wd_st_parse(hdr, (size_t)e->length, in->files[f].size, in->files[f].name, &m->files[m->nfiles], err)) {
+            wd_st_parse_nocopy(hdr, (size_t)e->length, in->files[f].size, in->files[f].name, &m->files[m->nfiles],
+                               err)) {
             if (got >= 0 && got != (ssize_t)e->length) wd_errf(err, "%s: short header in %s", d->path, in->files[f].name);
             free(hdr);
             wd_model_free(m);

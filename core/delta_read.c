@@ -121,42 +121,134 @@ static int parse_extent(wd_delta *d, const cJSON *x, const char *fname, size_t k
     return 0;
 }
 
-static int parse_file(wd_delta *d, const cJSON *f, size_t i, wd_err *err)
+/* The members of the object at text[s, e) but one (skip, not parsed: its
+ * slice goes to *ss, *se; 0, 0 if absent) as a cJSON object, each parsed on
+ * its own; NULL if the text is not such an object.  A key given twice keeps
+ * its first value first, as a tree of the whole text would. */
+static cJSON *object_but(const char *text, size_t s, size_t e, const char *skip, size_t *ss, size_t *se)
 {
+    wd_jwalk w;
+    size_t ks, ke, vs, ve, bad;
+    *ss = *se = 0;
+    if (wd_jwalk_open(&w, text, e, s) || !w.obj) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    int r;
+    while (o && (r = wd_jwalk_next(&w, &ks, &ke, &vs, &ve)) != 0) {
+        cJSON *key = r > 0 ? wd_json_piece(text + ks, ke - ks, &bad) : NULL, *val = NULL;
+        int ok = key && cJSON_IsString(key);
+        if (ok && !strcmp(key->valuestring, skip)) {
+            if (!*se) *ss = vs, *se = ve;
+        } else if (ok) {
+            ok = (val = wd_json_piece(text + vs, ve - vs, &bad)) && cJSON_AddItemToObject(o, key->valuestring, val);
+            if (!ok) cJSON_Delete(val);
+        }
+        cJSON_Delete(key);
+        if (!ok) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+/* Members of the array at text[s, e): counted (each NULL) or each parsed
+ * and handed to fn in turn; -1 if not an array or fn fails (*bad 1: syntax). */
+static int each_element(const char *text, size_t s, size_t e, size_t *count,
+                        int (*fn)(wd_delta *d, const cJSON *x, size_t k, void *ctx, wd_err *err), wd_delta *d,
+                        void *ctx, int *syntax, wd_err *err)
+{
+    wd_jwalk w;
+    size_t ks, ke, vs, ve, bad, k = 0;
+    *syntax = 1;
+    if (wd_jwalk_open(&w, text, e, s) || w.obj) return -1;
+    int r;
+    while ((r = wd_jwalk_next(&w, &ks, &ke, &vs, &ve)) == 1) {
+        if (fn) {
+            cJSON *x = wd_json_piece(text + vs, ve - vs, &bad);
+            if (!x) return -1;
+            *syntax = 0;
+            int rc = fn(d, x, k, ctx, err);
+            cJSON_Delete(x);
+            if (rc) return -1;
+            *syntax = 1;
+        }
+        k++;
+    }
+    if (r < 0) return -1;
+    *count = k;
+    *syntax = 0;
+    return 0;
+}
+
+typedef struct file_ctx {
+    size_t i;
+    const char *name;
+    uint64_t at;
+} file_ctx;
+
+static int one_extent(wd_delta *d, const cJSON *x, size_t k, void *ctx, wd_err *err)
+{
+    file_ctx *fc = ctx;
+    size_t i = fc->i;
+    const char *name = fc->name;
+    wd_ext_priv *e = &d->file_exts[i][k];
+    if (parse_extent(d, x, name, k, e, err)) return -1;
+    if (e->pub.file_offset != fc->at)
+        return wd_errf(err, "%s: file %s extent %zu starts at %llu, expected %llu (gap or overlap)", d->path, name,
+                       k, (unsigned long long)e->pub.file_offset, (unsigned long long)fc->at);
+    fc->at += e->pub.length;
+    d->file_pub_exts[i][k] = e->pub;
+    return 0;
+}
+
+/* One file of the manifest, text[s, e): its extents parsed one at a time. */
+static int parse_file(wd_delta *d, const char *text, size_t s, size_t e, size_t i, wd_err *err)
+{
+    size_t xs, xe;
+    cJSON *f = object_but(text, s, e, "extents", &xs, &xe);
+    if (!f) return wd_errf(err, "%s: manifest: file %zu is not valid JSON", d->path, i);
     const char *name = get_str(f, "name");
     uint64_t size;
-    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(f, "extents");
-    if (!name || get_u64(f, "size", &size) || !cJSON_IsArray(ex))
-        return wd_errf(err, "%s: manifest: file %zu lacks name, size or extents", d->path, i);
-    if (!wd_safe_name(name))
-        return wd_errf(err, "%s: manifest: file name '%s' is not a safe file name", d->path, name);
+    int rc = -1, syntax;
+    size_t n = 0;
+    if (!name || get_u64(f, "size", &size) || !xe || xs >= xe || text[xs] != '[') {
+        wd_errf(err, "%s: manifest: file %zu lacks name, size or extents", d->path, i);
+        goto out;
+    }
+    if (!wd_safe_name(name)) {
+        wd_errf(err, "%s: manifest: file name '%s' is not a safe file name", d->path, name);
+        goto out;
+    }
     wd_outfile *of = &d->files[i];
     of->name = strdup(name);
     of->size = size;
     of->is_safetensors = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "safetensors"));
-    size_t n = (size_t)cJSON_GetArraySize(ex);
+    if (each_element(text, xs, xe, &n, NULL, d, NULL, &syntax, err)) {
+        wd_errf(err, "%s: manifest: file %s: extents are not valid JSON", d->path, name);
+        goto out;
+    }
     d->file_exts[i] = calloc(n + 1, sizeof(wd_ext_priv));
     d->file_pub_exts[i] = calloc(n + 1, sizeof(wd_extent));
-    if (!of->name || !d->file_exts[i] || !d->file_pub_exts[i]) return wd_errf(err, "out of memory");
-    of->nextents = n;
-    uint64_t at = 0;
-    size_t k = 0;
-    const cJSON *x;
-    cJSON_ArrayForEach(x, ex) { /* child/next: linear (cJSON_GetArrayItem walks from the start) */
-        wd_ext_priv *e = &d->file_exts[i][k];
-        if (parse_extent(d, x, name, k, e, err)) return -1;
-        if (e->pub.file_offset != at)
-            return wd_errf(err, "%s: file %s extent %zu starts at %llu, expected %llu (gap or overlap)",
-                           d->path, name, k, (unsigned long long)e->pub.file_offset, (unsigned long long)at);
-        at += e->pub.length;
-        d->file_pub_exts[i][k] = e->pub;
-        k++;
+    if (!of->name || !d->file_exts[i] || !d->file_pub_exts[i]) {
+        wd_errf(err, "out of memory");
+        goto out;
     }
-    if (at != size)
-        return wd_errf(err, "%s: file %s: extents cover %llu bytes of %llu", d->path, name,
-                       (unsigned long long)at, (unsigned long long)size);
+    of->nextents = n;
+    file_ctx fc = {i, of->name, 0};
+    if (each_element(text, xs, xe, &n, one_extent, d, &fc, &syntax, err)) {
+        if (syntax) wd_errf(err, "%s: manifest: file %s: extents are not valid JSON", d->path, name);
+        goto out;
+    }
+    if (fc.at != size) {
+        wd_errf(err, "%s: file %s: extents cover %llu bytes of %llu", d->path, of->name, (unsigned long long)fc.at,
+                (unsigned long long)size);
+        goto out;
+    }
     of->extents = d->file_pub_exts[i];
-    return 0;
+    rc = 0;
+out:
+    cJSON_Delete(f);
+    return rc;
 }
 
 static int cmp_name_ptr(const void *a, const void *b)
@@ -182,19 +274,24 @@ static int unique_names(wd_delta *d, wd_err *err)
     return 0;
 }
 
+/* The manifest: its top level and each file parsed, the files' extents one
+ * at a time (a tree of the whole manifest of a model with many tensors
+ * would cost about ten times its text). */
 static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err)
 {
-    cJSON *m = cJSON_ParseWithLength(text, len);
-    if (!m || !cJSON_IsObject(m)) {
-        cJSON_Delete(m);
-        return wd_errf(err, "%s: manifest is not valid JSON", d->path);
-    }
-    int rc = -1;
+    size_t fs, fe;
+    cJSON *m = object_but(text, 0, len, "files", &fs, &fe);
+    if (!m) return wd_errf(err, "%s: manifest is not valid JSON", d->path);
+    int rc = -1, syntax;
     const char *fmt = get_str(m, "format"), *bh = get_str(m, "base_hash"), *rh = get_str(m, "result_hash");
-    const cJSON *files = cJSON_GetObjectItemCaseSensitive(m, "files");
     const cJSON *opt = cJSON_GetObjectItemCaseSensitive(m, "options");
-    if (!fmt || strcmp(fmt, "wdelta") || !bh || !rh || !cJSON_IsArray(files)) {
+    size_t nf = 0;
+    if (!fmt || strcmp(fmt, "wdelta") || !bh || !rh || !fe || text[fs] != '[') {
         wd_errf(err, "%s: manifest lacks format, hashes or files", d->path);
+        goto out;
+    }
+    if (each_element(text, fs, fe, &nf, NULL, d, NULL, &syntax, err)) {
+        wd_errf(err, "%s: manifest is not valid JSON", d->path);
         goto out;
     }
     if (wd_unhex(bh, d->info.base_hash, 32) || wd_unhex(rh, d->info.result_hash, 32)) {
@@ -241,7 +338,6 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
         const char *pd = get_str(par, "digest");
         if (pd && !wd_unhex(pd, d->info.parent_digest, 32)) d->info.has_parent_digest = 1;
     }
-    size_t nf = (size_t)cJSON_GetArraySize(files);
     d->files = calloc(nf + 1, sizeof *d->files);
     d->file_exts = calloc(nf + 1, sizeof *d->file_exts);
     d->file_pub_exts = calloc(nf + 1, sizeof *d->file_pub_exts);
@@ -250,10 +346,13 @@ static int parse_manifest(wd_delta *d, const char *text, size_t len, wd_err *err
         goto out;
     }
     d->info.nfiles = nf;
-    size_t i = 0;
-    const cJSON *f;
-    cJSON_ArrayForEach(f, files)
-        if (parse_file(d, f, i++, err)) goto out;
+    {
+        wd_jwalk w;
+        size_t ks, ke, vs, ve, i = 0;
+        wd_jwalk_open(&w, text, fe, fs); /* checked by the count above */
+        while (wd_jwalk_next(&w, &ks, &ke, &vs, &ve) == 1)
+            if (parse_file(d, text, vs, ve, i++, err)) goto out;
+    }
     if (unique_names(d, err)) goto out;
     rc = 0;
 out:

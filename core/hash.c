@@ -174,11 +174,14 @@ int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
 /* ---- the model identity (WD_ID_V2) ------------------------------------- */
 #define ID_TAG "wdelta-model-id-2\n"
 
+/* One tensor's record: its name, dtype and shape borrowed from the model,
+ * or (the incremental hash) owned, all three in the one allocation of name.
+ * No fixed arrays: a model may hold 100,000 tensors. */
 typedef struct id_rec {
-    char *name;          /* owned */
-    char dtype[32];
+    char *name;
+    const char *dtype;
+    const uint64_t *shape;
     int ndim;
-    uint64_t shape[WD_MAX_DIMS];
     uint64_t length;
     unsigned char digest[32];
 } id_rec;
@@ -220,10 +223,28 @@ static int id_compose(const id_rec *r, size_t n, unsigned char out[32], wd_err *
 
 static void id_rec_meta(id_rec *r, const wd_tensor *t)
 {
-    snprintf(r->dtype, sizeof r->dtype, "%s", t->dtype_name);
-    r->ndim = t->ndim;
-    for (int k = 0; k < t->ndim && k < WD_MAX_DIMS; k++) r->shape[k] = t->shape[k];
+    r->name = t->name;
+    r->dtype = t->dtype_name;
+    r->shape = t->shape;
+    r->ndim = t->ndim < 0 ? 0 : t->ndim > WD_MAX_DIMS ? WD_MAX_DIMS : t->ndim;
     r->length = t->length;
+}
+
+/* The record of t with its own copies (freed with free(r->name)). */
+static int id_rec_own(id_rec *r, const wd_tensor *t)
+{
+    id_rec_meta(r, t);
+    size_t nl = strlen(t->name) + 1, dl = strlen(t->dtype_name) + 1, at = (nl + dl + 7) & ~(size_t)7;
+    char *p = malloc(at + (size_t)r->ndim * sizeof *r->shape);
+    if (!p) return -1;
+    memcpy(p, t->name, nl);
+    memcpy(p + nl, t->dtype_name, dl);
+    uint64_t *sh = (uint64_t *)(void *)(p + at);
+    for (int k = 0; k < r->ndim; k++) sh[k] = t->shape[k];
+    r->name = p;
+    r->dtype = p + nl;
+    r->shape = sh;
+    return 0;
 }
 
 /* ---- incremental: tensors fed one at a time, in any order ----------- */
@@ -273,11 +294,11 @@ int wd_idhash_begin(wd_idhash *h, const wd_tensor *t)
     }
     id_rec *r = &h->r[h->n];
     memset(r, 0, sizeof *r);
-    if (!(r->name = strdup(t->name)) || !(h->run = wd_sha256_new())) {
+    if (id_rec_own(r, t)) return h->oom = -1;
+    if (!(h->run = wd_sha256_new())) {
         free(r->name);
         return h->oom = -1;
     }
-    id_rec_meta(r, t);
     h->n++;
     return 0;
 }

@@ -52,6 +52,31 @@ void wd_idhash_update(wd_idhash *h, const void *p, size_t n);
 int wd_idhash_final(wd_idhash *h, unsigned char out[32], wd_err *err); /* also frees */
 void wd_idhash_free(wd_idhash *h);
 
+/* ---- JSON one member at a time (safetensors.c): a large object or array
+ * is walked with a structural scan and only its members parsed, each on its
+ * own, so no tree of the whole text is ever built. */
+typedef struct wd_jwalk {
+    const char *s;
+    size_t n, i, err_at; /* err_at: where a syntax error was found */
+    int obj, first;
+} wd_jwalk;
+/* Start at the object or array opening at or after s[i] (whitespace
+ * skipped); -1 if none opens there. */
+int wd_jwalk_open(wd_jwalk *w, const char *s, size_t n, size_t i);
+/* The next member: 1 with its key's slice [ks, ke) (objects; the quoted
+ * string) and its value's [vs, ve); 0 at the closing bracket (w->i is past
+ * it); -1 on a syntax error (at w->err_at). */
+int wd_jwalk_next(wd_jwalk *w, size_t *ks, size_t *ke, size_t *vs, size_t *ve);
+/* 0 if only whitespace follows the walked value. */
+int wd_jwalk_end(const wd_jwalk *w);
+/* cJSON's tree of exactly the n bytes at s, NULL if they are not one JSON
+ * value (*bad: where parsing stopped, relative to s). */
+struct cJSON *wd_json_piece(const char *s, size_t n, size_t *bad);
+
+/* wd_st_parse without the copy of the header text (out->header NULL). */
+int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname,
+                       wd_stfile *out, wd_err *err);
+
 /* 1 if the n bytes at s are valid UTF-8 (dtype.c). */
 int wd_utf8_valid(const char *s, size_t n);
 

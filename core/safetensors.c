@@ -45,10 +45,9 @@ static int parse_metadata(const cJSON *m, const char *fname, wd_err *err)
     return 0;
 }
 
-static int parse_tensor(const cJSON *it, const char *fname, uint64_t data_size, uint64_t data_start,
-                        wd_tensor *t, wd_err *err)
+static int parse_tensor(const char *name, const cJSON *it, const char *fname, uint64_t data_size,
+                        uint64_t data_start, wd_tensor *t, wd_err *err)
 {
-    const char *name = it->string;
     if (!*name) return wd_errf(err, "%s: a tensor has an empty name", fname);
     if (!wd_utf8_valid(name, strlen(name))) return wd_errf(err, "%s: tensor name is not valid UTF-8", fname);
     if (!cJSON_IsObject(it)) return wd_errf(err, "%s: tensor %s: entry is not an object", fname, name);
@@ -61,12 +60,17 @@ static int parse_tensor(const cJSON *it, const char *fname, uint64_t data_size, 
         return wd_errf(err, "%s: tensor %s: data_offsets must be a list of two integers", fname, name);
     if (strlen(dt->valuestring) >= sizeof t->dtype_name || !*dt->valuestring)
         return wd_errf(err, "%s: tensor %s: dtype '%.40s' is not a dtype", fname, name, dt->valuestring);
-    t->name = strdup(name);
-    if (!t->name) return wd_errf(err, "out of memory");
-    strcpy(t->dtype_name, dt->valuestring);
-    t->dtype = wd_dtype_from_name(t->dtype_name);
     int nd = cJSON_GetArraySize(sh);
     if (nd > WD_MAX_DIMS) return wd_errf(err, "%s: tensor %s: %d dimensions (at most %d)", fname, name, nd, WD_MAX_DIMS);
+    /* the name, then its dimensions (8-byte aligned): one allocation, no
+     * fixed array of WD_MAX_DIMS per tensor (a model may have 100,000) */
+    size_t nl = strlen(name) + 1, at = (nl + 7) & ~(size_t)7;
+    t->name = malloc(at + (size_t)nd * sizeof *t->shape);
+    if (!t->name) return wd_errf(err, "out of memory");
+    memcpy(t->name, name, nl);
+    t->shape = (uint64_t *)(void *)(t->name + at);
+    strcpy(t->dtype_name, dt->valuestring);
+    t->dtype = wd_dtype_from_name(t->dtype_name);
     t->ndim = nd;
     uint64_t ne = 1;
     int overflow = 0;
@@ -199,30 +203,206 @@ static cJSON *parse_json(const char *json, size_t n, const char *fname, wd_err *
     return root;
 }
 
-/* Parse every entry of the header object into out->tensors. */
-static int parse_entries(const cJSON *root, const char *fname, uint64_t data_start, wd_stfile *out,
-                         wd_err *err)
+/* ---- one entry at a time ------------------------------------------------
+ * The header of a model with many tensors is megabytes of JSON; a cJSON tree
+ * of all of it costs about ten times its text.  So the object is walked with
+ * a structural scanner, and each member's key and value, one at a time, are
+ * parsed by cJSON (the same rules for strings and numbers as before) and
+ * freed before the next: the transient tree is one entry. */
+
+static size_t skip_ws(const char *s, size_t i, size_t n)
 {
-    size_t count = 0;
-    int have_meta = 0;
-    for (const cJSON *it = root->child; it; it = it->next) count++;
-    out->tensors = calloc(count + 1, sizeof *out->tensors);
-    if (!out->tensors) return wd_errf(err, "out of memory");
-    for (const cJSON *it = root->child; it; it = it->next) {
-        if (!it->string) return wd_errf(err, "%s: header entry without a name", fname);
-        if (!strcmp(it->string, "__metadata__")) {
-            if (have_meta++) return wd_errf(err, "%s: __metadata__ appears twice", fname);
-            if (parse_metadata(it, fname, err)) return -1;
-            continue;
-        }
-        wd_tensor *t = &out->tensors[out->ntensors++];
-        if (parse_tensor(it, fname, out->size - data_start, data_start, t, err)) return -1;
+    while (i < n && is_json_ws(s[i])) i++;
+    return i;
+}
+
+/* Index past the closing quote of the string opening at s[i], 0 if none. */
+static size_t skip_string(const char *s, size_t i, size_t n)
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\') i++;
+        else if (s[i] == '"') return i + 1;
     }
     return 0;
 }
 
-int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
-                wd_err *err)
+/* Index past the value starting at s[i] (its brackets balanced, strings
+ * skipped; cJSON checks the rest), 0 if it runs off the end. */
+static size_t skip_value(const char *s, size_t i, size_t n)
+{
+    size_t depth = 0;
+    while (i < n) {
+        char c = s[i];
+        if (c == '"') {
+            if (!(i = skip_string(s, i, n))) return 0;
+            if (!depth) return i;
+            continue;
+        }
+        if (c == '{' || c == '[') depth++;
+        else if (c == '}' || c == ']') {
+            if (!depth) return i; /* a scalar ends at its container's close */
+            if (!--depth) return i + 1;
+        } else if (!depth && (c == ',' || is_json_ws(c)))
+            return i;
+        i++;
+    }
+    return depth ? 0 : i;
+}
+
+/* cJSON's tree of exactly the n bytes at s (one JSON value), NULL if they
+ * are not; *bad the byte (relative to s) where parsing stopped. */
+static cJSON *parse_piece(const char *s, size_t n, size_t *bad)
+{
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+    if (v && end == s + n) return v;
+    cJSON_Delete(v);
+    *bad = end && end >= s && end <= s + n ? (size_t)(end - s) : 0;
+    return NULL;
+}
+
+cJSON *wd_json_piece(const char *s, size_t n, size_t *bad)
+{
+    return parse_piece(s, n, bad);
+}
+
+int wd_jwalk_open(wd_jwalk *w, const char *s, size_t n, size_t i)
+{
+    i = skip_ws(s, i, n);
+    memset(w, 0, sizeof *w);
+    w->s = s;
+    w->n = n;
+    w->err_at = i;
+    if (i >= n || (s[i] != '{' && s[i] != '[')) return -1;
+    w->obj = s[i] == '{';
+    w->i = i + 1;
+    w->first = 1;
+    return 0;
+}
+
+int wd_jwalk_next(wd_jwalk *w, size_t *ks, size_t *ke, size_t *vs, size_t *ve)
+{
+    const char *s = w->s;
+    size_t n = w->n, i = skip_ws(s, w->i, n);
+    char close = w->obj ? '}' : ']';
+    w->err_at = i;
+    if (i >= n) return -1;
+    if (s[i] == close) {
+        w->i = i + 1;
+        return 0;
+    }
+    if (!w->first) { /* a comma, then the next member */
+        if (s[i] != ',') return -1;
+        i = skip_ws(s, i + 1, n);
+        w->err_at = i;
+    }
+    w->first = 0;
+    *ks = *ke = i;
+    if (w->obj) {
+        size_t e = i < n && s[i] == '"' ? skip_string(s, i, n) : 0;
+        if (!e) return -1;
+        *ke = e;
+        i = skip_ws(s, e, n);
+        w->err_at = i;
+        if (i >= n || s[i] != ':') return -1;
+        i = skip_ws(s, i + 1, n);
+        w->err_at = i;
+    }
+    size_t e = skip_value(s, i, n);
+    if (!e || e == i) return -1;
+    *vs = i;
+    *ve = w->i = e;
+    return 1;
+}
+
+int wd_jwalk_end(const wd_jwalk *w)
+{
+    for (size_t i = w->i; i < w->n; i++)
+        if (!is_json_ws(w->s[i])) return -1;
+    return 0;
+}
+
+typedef struct entry_walk {
+    const char *fname;
+    uint64_t data_start;
+    wd_stfile *out;
+    size_t count;
+    int have_meta;
+} entry_walk;
+
+/* Every member of the header object, in order: with out->tensors NULL
+ * counted and checked to be JSON, else parsed into it.  1: the text is not a JSON object
+ * (nothing written, the caller says why). */
+static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
+{
+    const char *fname = w->fname;
+    wd_jwalk jw;
+    size_t ks, ke, vs, ve, at, bad = 0;
+    if (wd_jwalk_open(&jw, s, n, 0) || !jw.obj) return 1;
+    int r;
+    while ((r = wd_jwalk_next(&jw, &ks, &ke, &vs, &ve)) == 1) {
+        w->count++;
+        cJSON *key = parse_piece(s + ks, ke - ks, &bad), *val = NULL;
+        if (!key || !cJSON_IsString(key)) {
+            at = ks + bad;
+            cJSON_Delete(key);
+            goto syntax;
+        }
+        if (!(val = parse_piece(s + vs, ve - vs, &bad))) {
+            at = vs + bad;
+            cJSON_Delete(key);
+            goto syntax;
+        }
+        const char *name = key->valuestring;
+        int rc = 0;
+        if (!w->out->tensors) /* the first pass: the JSON alone, so its errors come first */
+            rc = 0;
+        else if (!strcmp(name, "__metadata__")) {
+            if (w->have_meta++) rc = wd_errf(err, "%s: __metadata__ appears twice", fname);
+            else rc = parse_metadata(val, fname, err);
+        } else {
+            wd_tensor *t = &w->out->tensors[w->out->ntensors++];
+            rc = parse_tensor(name, val, fname, w->out->size - w->data_start, w->data_start, t, err);
+        }
+        cJSON_Delete(val);
+        cJSON_Delete(key);
+        if (rc) return -1;
+    }
+    if (r < 0) {
+        at = jw.err_at;
+        goto syntax;
+    }
+    for (size_t i = jw.i; i < n; i++)
+        if (!is_json_ws(s[i]))
+            return wd_errf(err, "%s: unexpected bytes after the header JSON (header byte %zu)", fname, i);
+    return 0;
+syntax:
+    return wd_errf(err, "%s: header is not valid JSON (syntax error near header byte %zu)", fname, at);
+}
+
+/* Parse every entry of the header object into out->tensors. */
+static int parse_entries(const char *json, size_t n, const char *fname, uint64_t data_start, wd_stfile *out,
+                         wd_err *err)
+{
+    if (check_json_bytes(json, n, fname, err)) return -1;
+    entry_walk w = {fname, data_start, out, 0, 0};
+    int rc = walk_entries(json, n, &w, err); /* count */
+    if (rc == 1) { /* not an object: the whole text says why (it holds no entries) */
+        cJSON *root = parse_json(json, n, fname, err);
+        if (root) wd_errf(err, "%s: header is not a JSON object", fname);
+        cJSON_Delete(root);
+        return -1;
+    }
+    if (rc) return -1;
+    out->tensors = calloc(w.count + 1, sizeof *out->tensors);
+    if (!out->tensors) return wd_errf(err, "out of memory");
+    w.count = 0;
+    return walk_entries(json, n, &w, err) ? -1 : 0;
+}
+
+/* The parse, without keeping the header text. */
+int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
+                    wd_err *err)
 {
     memset(out, 0, sizeof *out);
     if (buflen < 8 || file_size < 8)
@@ -237,29 +417,27 @@ int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, con
                        (unsigned long long)n, (unsigned long long)file_size);
     if (8 + n > buflen)
         return wd_errf(err, "%s: header buffer holds %zu of %llu bytes", fname, buflen, (unsigned long long)(8 + n));
-    cJSON *root = parse_json((const char *)buf + 8, (size_t)n, fname, err);
-    if (!root) return -1;
-    int rc = -1;
-    if (!cJSON_IsObject(root)) {
-        wd_errf(err, "%s: header is not a JSON object", fname);
-        goto out;
-    }
     out->size = file_size;
     out->header_size = 8 + n;
-    out->header = malloc((size_t)(8 + n));
-    if (!out->header) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    memcpy(out->header, buf, (size_t)(8 + n));
-    if (parse_entries(root, fname, 8 + n, out, err)) goto out;
+    if (parse_entries((const char *)buf + 8, (size_t)n, fname, 8 + n, out, err)) goto fail;
     qsort(out->tensors, out->ntensors, sizeof *out->tensors, cmp_offset);
-    if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto out;
-    rc = 0;
-out:
-    cJSON_Delete(root);
-    if (rc) wd_st_free(out);
-    return rc;
+    if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto fail;
+    return 0;
+fail:
+    wd_st_free(out);
+    return -1;
+}
+
+int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
+                wd_err *err)
+{
+    if (wd_st_parse_nocopy(buf, buflen, file_size, fname, out, err)) return -1;
+    if (!(out->header = malloc((size_t)out->header_size))) {
+        wd_st_free(out);
+        return wd_errf(err, "out of memory");
+    }
+    memcpy(out->header, buf, (size_t)out->header_size);
+    return 0;
 }
 
 static char *base_name(const char *path)
@@ -307,7 +485,7 @@ int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
     }
     memcpy(buf, len8, 8);
     if (wd_pread_full(fd, buf + 8, (size_t)n, 8, path, err)) goto out;
-    if (wd_st_parse(buf, (size_t)(8 + n), size, path, out, err)) goto out;
+    if (wd_st_parse_nocopy(buf, (size_t)(8 + n), size, path, out, err)) goto out;
     out->path = strdup(path);
     out->name = base_name(path);
     if (!out->path || !out->name) {

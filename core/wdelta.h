@@ -79,7 +79,10 @@ typedef struct wd_tensor {
     char dtype_name[32];   /* as written in the header */
     wd_dtype dtype;
     int ndim;
-    uint64_t shape[WD_MAX_DIMS];
+    uint64_t *shape;       /* ndim dimensions (at most WD_MAX_DIMS).  A parsed
+                              file's are stored with its name (one allocation:
+                              free(name) frees both); a caller building a
+                              header points it at its own array */
     uint64_t nelem;        /* product of shape (1 for a scalar) */
     uint64_t offset;       /* absolute byte offset of the data in the file */
     uint64_t length;       /* byte length */
@@ -89,7 +92,10 @@ typedef struct wd_stfile {
     char *path;            /* as opened */
     char *name;            /* basename */
     uint64_t size;         /* file size */
-    unsigned char *header; /* the first header_size bytes verbatim (8-byte length + JSON) */
+    unsigned char *header; /* wd_st_parse: the first header_size bytes verbatim
+                              (8-byte length + JSON); wd_st_open: NULL (megabytes
+                              for a model of many tensors, and nothing needs
+                              them: they are the file's first header_size bytes) */
     uint64_t header_size;  /* 8 + N; tensor data starts here */
     size_t ntensors;
     wd_tensor *tensors;    /* sorted by offset (file order) */
@@ -103,7 +109,8 @@ typedef struct wd_stfile {
  * range, overlapping tensors, gaps, data not ending at file end. */
 int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size,
                 const char *fname, wd_stfile *out, wd_err *err);
-/* Open a file and parse its header (pread; the data is not read). */
+/* Open a file and parse its header (pread; the data is not read, the
+ * header text is not kept: f->header is NULL). */
 int wd_st_open(const char *path, wd_stfile *out, wd_err *err);
 void wd_st_free(wd_stfile *f);
 /* Find a tensor by name (linear or binary search); NULL if absent. */

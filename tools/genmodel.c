@@ -401,8 +401,7 @@ static int write_shards(const char *dir, const plan *p, const gen *g, int nshard
             snprintf(wt[i].dtype_name, sizeof wt[i].dtype_name, "%s", g->dtname);
             wt[i].dtype = wd_dtype_from_name(g->dtname);
             wt[i].ndim = order[i]->ndim;
-            wt[i].shape[0] = order[i]->shape[0];
-            wt[i].shape[1] = order[i]->shape[1];
+            wt[i].shape = (uint64_t *)order[i]->shape;
             wt[i].nelem = order[i]->nelem;
             wt[i].length = order[i]->nelem * g->esz;
         }

@@ -28,7 +28,7 @@ class Err(Structure):
 
 class Tensor(Structure):
     _fields_ = [("name", c_char_p), ("dtype_name", c_char * 32), ("dtype", c_int), ("ndim", c_int),
-                ("shape", c_uint64 * MAX_DIMS), ("nelem", c_uint64), ("offset", c_uint64),
+                ("shape", POINTER(c_uint64)), ("nelem", c_uint64), ("offset", c_uint64),
                 ("length", c_uint64)]
 
 

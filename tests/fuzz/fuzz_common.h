@@ -180,7 +180,12 @@ static inline int fuzz_make_base(wd_delta *d, wd_model *m, fuzz_file *ff)
 {
     size_t cap = d->v1 ? wd_v1_count(d->v1) : d->next;
     wd_tensor *ts = calloc(cap + 1, sizeof *ts);
-    if (!ts) return -1;
+    uint64_t (*shp)[WD_MAX_DIMS] = calloc(cap + 1, sizeof *shp);
+    if (!ts || !shp) {
+        free(ts);
+        free(shp);
+        return -1;
+    }
     size_t n = 0;
     uint64_t total = 0;
     for (size_t i = 0; i < cap; i++) {
@@ -211,11 +216,12 @@ static inline int fuzz_make_base(wd_delta *d, wd_model *m, fuzz_file *ff)
         snprintf(t->dtype_name, sizeof t->dtype_name, "%s", fuzz_dtype_name(dt));
         t->dtype = dt;
         t->ndim = 1;
+        t->shape = shp[n - 1];
         t->shape[0] = len / es;
         if (d->v1) { /* the v1 view checks shapes: give it the tensor's own */
             const wd_v1_tensor *v = wd_v1_get(d->v1, i);
             t->ndim = v->ndim;
-            memcpy(t->shape, v->shape, sizeof t->shape);
+            memcpy(t->shape, v->shape, sizeof shp[0]);
             if (v->nelem * 4 != len) n--, total -= len;
         }
     }
@@ -245,6 +251,7 @@ out:
     free(file);
     free(hdr);
     free(ts);
+    free(shp);
     return rc;
 }
 

@@ -45,6 +45,7 @@ static void write_model(const char *dir, const spec *sp, size_t ns, int ft)
     char idx[8192] = "{\"metadata\":{},\"weight_map\":{";
     for (int sh = 0; sh <= two; sh++) {
         wd_tensor t[16];
+        uint64_t shp[16][2];
         size_t nt = 0;
         memset(t, 0, sizeof t);
         for (size_t i = 0; i < ns; i++) {
@@ -53,6 +54,7 @@ static void write_model(const char *dir, const spec *sp, size_t ns, int ft)
             snprintf(t[nt].dtype_name, sizeof t[nt].dtype_name, "%s", sp[i].dtype);
             t[nt].dtype = wd_dtype_from_name(sp[i].dtype);
             t[nt].ndim = sp[i].cols ? 2 : 1;
+            t[nt].shape = shp[nt];
             t[nt].shape[0] = sp[i].rows;
             t[nt].shape[1] = sp[i].cols;
             t[nt].nelem = sp[i].rows * (sp[i].cols ? sp[i].cols : 1);

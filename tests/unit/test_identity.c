@@ -51,6 +51,7 @@ static void fill(unsigned char *p, size_t n, unsigned seed)
 static void write_file(const char *path, const size_t *idx, size_t n, unsigned seed, int change)
 {
     wd_tensor t[NSPECS];
+    uint64_t shp[NSPECS][WD_MAX_DIMS];
     memset(t, 0, sizeof t);
     for (size_t k = 0; k < n; k++) {
         const spec *s = &SPECS[idx[k]];
@@ -58,6 +59,7 @@ static void write_file(const char *path, const size_t *idx, size_t n, unsigned s
         snprintf(t[k].dtype_name, sizeof t[k].dtype_name, "%s", s->dtype);
         t[k].dtype = wd_dtype_from_name(s->dtype);
         t[k].ndim = s->ndim;
+        t[k].shape = shp[k];
         t[k].nelem = 1;
         for (int d = 0; d < s->ndim; d++) t[k].shape[d] = s->shape[d], t[k].nelem *= s->shape[d];
         t[k].length = t[k].nelem * s->esize;

@@ -82,6 +82,7 @@ static unsigned char byte_of(const char *name, size_t i)
 static void shard(const char *file, const spec *sp, size_t n)
 {
     wd_tensor t[16];
+    uint64_t shp[16];
     ck_assert(n <= 16);
     memset(t, 0, sizeof t);
     size_t data = 0;
@@ -90,6 +91,7 @@ static void shard(const char *file, const spec *sp, size_t n)
         strcpy(t[i].dtype_name, "U8");
         t[i].dtype = WD_U8;
         t[i].ndim = 1;
+        t[i].shape = &shp[i];
         t[i].shape[0] = sp[i].len;
         data += sp[i].len;
     }
