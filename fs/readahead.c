@@ -5,22 +5,21 @@
 #include "readahead.h"
 
 /* Queue the `count` blocks that follow file offset `pos` of output file f,
- * in file order (block numbers follow the writer's order, not the file's).
- * Blocks already queued for this handle are skipped.  ds->lock held. */
+ * in file order (the library's wd_delta_next_blocks says which).  Blocks
+ * already queued for this handle are skipped.  ds->lock held. */
 void queue_prefetch_locked(daemon_state *ds, handle *h, size_t f, uint64_t pos, unsigned count)
 {
     model *m = h->m;
-    const wd_delta_info *in = wd_delta_get_info(m->d);
-    uint64_t size = in->files[f].size;
+    uint32_t next[64]; /* readahead= is at most 64 */
+    size_t room = sizeof ds->q / sizeof *ds->q - ds->qlen, want = count;
+    if (want > room) want = room;
+    if (want > sizeof next / sizeof *next) want = sizeof next / sizeof *next;
     if (pos < h->ra_until) pos = h->ra_until;
-    for (unsigned k = 0; k < count && pos < size; k++) {
-        uint32_t b;
-        uint64_t boff;
-        if (ds->qlen == sizeof ds->q / sizeof *ds->q || wd_delta_locate(m->d, f, pos, &b, &boff)) break;
+    size_t n = wd_delta_next_blocks(m->d, f, pos, next, want, &pos);
+    for (size_t k = 0; k < n; k++) {
         model_ref(&ds->t, m);
-        ds->q[(ds->qhead + ds->qlen) % (sizeof ds->q / sizeof *ds->q)] = (prefetch_job){m, b};
+        ds->q[(ds->qhead + ds->qlen) % (sizeof ds->q / sizeof *ds->q)] = (prefetch_job){m, next[k]};
         ds->qlen++;
-        pos = boff + in->blocks[b].out_len;
     }
     h->ra_until = pos;
     pthread_cond_broadcast(&ds->work);
