@@ -402,6 +402,88 @@ static int servable(daemon_state *ds, const char *mnt)
     return 0;
 }
 
+/* SRC (made absolute into *src), MOUNTPOINT and a base given: 0, or
+ * EXIT_INPUT (said why). */
+static int check_inputs(const char *src_arg, const char *mnt, const char *base, char **src)
+{
+    struct stat sst, mst;
+    if (!(*src = realpath(src_arg, NULL)) || stat(*src, &sst) || !S_ISDIR(sst.st_mode)) {
+        fprintf(stderr, "wdeltafs: SRC %s: %s\n", src_arg, *src ? "not a directory" : strerror(errno));
+        return EXIT_INPUT;
+    }
+    if (stat(mnt, &mst)) {
+        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: %s\n", mnt, strerror(errno));
+        return EXIT_INPUT;
+    }
+    if (!S_ISDIR(mst.st_mode)) {
+        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: not a directory\n", mnt);
+        return EXIT_INPUT;
+    }
+    if (!base) {
+        fprintf(stderr, "wdeltafs: no base given: every delta is made against a base model; "
+                        "name its directory with -o base=DIR (several: base=DIR:DIR or base= repeated)\n");
+        return EXIT_INPUT;
+    }
+    return 0;
+}
+
+/* The daemon's state before the first scan (the tree, its cache, locks);
+ * cache_dir_buf holds the default digest cache directory. */
+static void state_init(daemon_state *ds, const options *o, char *src, uint64_t cache_size, char *cache_dir_buf,
+                       size_t n)
+{
+    ds->t.v1_base_dtype = o->v1_dtype && !strcmp(o->v1_dtype, "base");
+    ds->t.src = src;
+    ds->t.cross_fs = o->cross_fs;
+    ds->t.scan_interval = ds->scan_interval;
+    ds->t.cache_dir = o->cache_dir ? o->cache_dir : wd_digest_cache_dir(cache_dir_buf, n);
+    ds->t.log = logmsg;
+    ds->t.cache = wd_cache_new(cache_size);
+    pthread_mutex_init(&ds->t.snap_lock, NULL);
+    pthread_mutex_init(&ds->t.model_lock, NULL);
+    pthread_mutex_init(&ds->lock, NULL);
+    pthread_mutex_init(&ds->klock, NULL);
+    pthread_cond_init(&ds->work, NULL);
+    pthread_cond_init(&ds->stop_cv, NULL);
+}
+
+/* Mounted and detached: serve until unmounted or stopped by a signal, with
+ * the rescan, hashing and read-ahead threads; join them.  The exit status;
+ * does not return when a base is still being hashed (see below). */
+static int serve(daemon_state *ds, const struct fuse_cmdline_opts *co, const char *src)
+{
+    pthread_t scanner, hasher, pf[MAX_PREFETCH_THREADS];
+    int scanning = pthread_create(&scanner, NULL, scanner_main, ds) == 0;
+    if (pthread_create(&hasher, NULL, hasher_main, ds) == 0) pthread_detach(hasher);
+    else ds->hashing_done = 1;
+    unsigned nthreads = readahead_start(ds, pf);
+    logmsg(LOG_INFO, "serving %s on %s", src, co->mountpoint);
+    struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
+    int rc = co->singlethread ? fuse_session_loop(ds->se) : fuse_session_loop_mt(ds->se, &lc);
+    /* libfuse reports the signal that ended the loop; a stop by signal is
+     * a clean exit (systemd's stop sends SIGTERM) */
+    rc = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : EXIT_FAIL;
+    pthread_mutex_lock(&ds->lock);
+    ds->stopping = 1;
+    pthread_cond_broadcast(&ds->work);
+    pthread_cond_broadcast(&ds->stop_cv);
+    pthread_mutex_unlock(&ds->lock);
+    if (scanning) pthread_join(scanner, NULL);
+    readahead_join(ds, pf, nthreads);
+    pthread_mutex_lock(&ds->lock);
+    int hashing = !ds->hashing_done;
+    pthread_mutex_unlock(&ds->lock);
+    if (hashing) {
+        /* a base is still being hashed (it cannot be interrupted): unmount
+         * and leave without freeing what that thread reads */
+        logmsg(LOG_INFO, "stopping while a base is being hashed; its digest is not cached");
+        fuse_session_unmount(ds->se);
+        fuse_remove_signal_handlers(ds->se);
+        _exit(rc ? 1 : 0);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -446,25 +528,7 @@ int main(int argc, char **argv)
     ds.prefetch_threads = ncpu < 2 ? 2 : ncpu > MAX_PREFETCH_THREADS ? MAX_PREFETCH_THREADS : (unsigned)ncpu;
     uint64_t cache_size = 1ull << 30;
     if ((rc = check_options(&o, &ds, &cache_size))) goto out;
-    rc = EXIT_INPUT;
-    struct stat sst, mst;
-    if (!(src = realpath(args.argv[src_i], NULL)) || stat(src, &sst) || !S_ISDIR(sst.st_mode)) {
-        fprintf(stderr, "wdeltafs: SRC %s: %s\n", args.argv[src_i], src ? "not a directory" : strerror(errno));
-        goto out;
-    }
-    if (stat(args.argv[mnt_i], &mst)) {
-        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: %s\n", args.argv[mnt_i], strerror(errno));
-        goto out;
-    }
-    if (!S_ISDIR(mst.st_mode)) {
-        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: not a directory\n", args.argv[mnt_i]);
-        goto out;
-    }
-    if (!o.base) {
-        fprintf(stderr, "wdeltafs: no base given: every delta is made against a base model; "
-                        "name its directory with -o base=DIR (several: base=DIR:DIR or base= repeated)\n");
-        goto out;
-    }
+    if ((rc = check_inputs(args.argv[src_i], args.argv[mnt_i], o.base, &src))) goto out;
     /* SRC is taken out of the arguments; fuse_parse_cmdline takes MOUNTPOINT */
     free(args.argv[src_i]);
     for (int k = src_i; k + 1 < args.argc; k++) args.argv[k] = args.argv[k + 1];
@@ -492,20 +556,8 @@ int main(int argc, char **argv)
     }
     rc = EXIT_FAIL;
     if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
-    ds.t.v1_base_dtype = o.v1_dtype && !strcmp(o.v1_dtype, "base");
-    ds.t.src = src;
-    ds.t.cross_fs = o.cross_fs;
-    ds.t.scan_interval = ds.scan_interval;
     char user_cache[4200];
-    ds.t.cache_dir = o.cache_dir ? o.cache_dir : wd_digest_cache_dir(user_cache, sizeof user_cache);
-    ds.t.log = logmsg;
-    ds.t.cache = wd_cache_new(cache_size);
-    pthread_mutex_init(&ds.t.snap_lock, NULL);
-    pthread_mutex_init(&ds.t.model_lock, NULL);
-    pthread_mutex_init(&ds.lock, NULL);
-    pthread_mutex_init(&ds.klock, NULL);
-    pthread_cond_init(&ds.work, NULL);
-    pthread_cond_init(&ds.stop_cv, NULL);
+    state_init(&ds, &o, src, cache_size, user_cache, sizeof user_cache);
     wd_err err;
     if (!ds.t.cache) {
         fprintf(stderr, "wdeltafs: out of memory\n");
@@ -530,35 +582,7 @@ int main(int argc, char **argv)
     if (fuse_daemonize(co.foreground) != 0) goto out_unmount;
     ds.detached = 1; /* from here on, a daemon in the background logs to syslog */
     notify_ready();
-    pthread_t scanner, hasher, pf[MAX_PREFETCH_THREADS];
-    int scanning = pthread_create(&scanner, NULL, scanner_main, &ds) == 0;
-    if (pthread_create(&hasher, NULL, hasher_main, &ds) == 0) pthread_detach(hasher);
-    else ds.hashing_done = 1;
-    unsigned nthreads = readahead_start(&ds, pf);
-    logmsg(LOG_INFO, "serving %s on %s", src, co.mountpoint);
-    struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
-    rc = co.singlethread ? fuse_session_loop(ds.se) : fuse_session_loop_mt(ds.se, &lc);
-    /* libfuse reports the signal that ended the loop; a stop by signal is
-     * a clean exit (systemd's stop sends SIGTERM) */
-    rc = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : EXIT_FAIL;
-    pthread_mutex_lock(&ds.lock);
-    ds.stopping = 1;
-    pthread_cond_broadcast(&ds.work);
-    pthread_cond_broadcast(&ds.stop_cv);
-    pthread_mutex_unlock(&ds.lock);
-    if (scanning) pthread_join(scanner, NULL);
-    readahead_join(&ds, pf, nthreads);
-    pthread_mutex_lock(&ds.lock);
-    int hashing = !ds.hashing_done;
-    pthread_mutex_unlock(&ds.lock);
-    if (hashing) {
-        /* a base is still being hashed (it cannot be interrupted): unmount
-         * and leave without freeing what that thread reads */
-        logmsg(LOG_INFO, "stopping while a base is being hashed; its digest is not cached");
-        fuse_session_unmount(ds.se);
-        fuse_remove_signal_handlers(ds.se);
-        _exit(rc ? 1 : 0);
-    }
+    rc = serve(&ds, &co, src);
 out_unmount:
     fuse_session_unmount(ds.se);
     known_free(&ds);
