@@ -21,8 +21,9 @@ CORE_SRC  := $(wildcard core/*.c)
 FS_SRC    := $(wildcard fs/*.c)
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 TOOLS     := wdelta genmodel
-# the wdelta tool's shared helpers (tools/json.c: its one JSON writer)
-TOOL_SRC  := tools/json.c
+# the wdelta tool: its commands (tools/cmd_*.c) and shared helpers (tools/cli.c;
+# tools/json.c: its one JSON writer)
+TOOL_SRC  := tools/cli.c tools/json.c $(wildcard tools/cmd_*.c)
 
 # $(1)=build dir, $(2)=extra flags
 define buildset

@@ -438,6 +438,13 @@ int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err);
  * sets *block_file_off to the file offset where that block's output starts. */
 int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off,
                     uint32_t *block, uint64_t *block_file_off);
+/* Read-ahead: the blocks that hold file f's bytes from offset pos on, in
+ * file order (block numbers follow the writer's order, not the file's): at
+ * most max of them into blocks[].  *end: the file offset just past the last
+ * block given (pos when none).  Returns how many; 0 when pos is at or past
+ * the file's end or f is not a file of d. */
+size_t wd_delta_next_blocks(const wd_delta *d, size_t f, uint64_t pos, uint32_t *blocks, size_t max,
+                            uint64_t *end);
 
 /* Quality of a delta: per tensor, the rebuilt values against the fine-tune's
  * (float64 over finite values): err2 = sum (rebuilt - ft)^2, delta2 =

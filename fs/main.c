@@ -1,13 +1,11 @@
-/* main.c - wdeltafs: the FUSE daemon.  Options, the low-level FUSE
- * operations (each a thin translation to tree.c and the core's wd_read),
- * the rescan thread, read-ahead workers and logging.
+/* main.c - wdeltafs: the FUSE daemon.  Options, start (the first scan, the
+ * mount, the rescan, hashing and read-ahead threads) and logging.  The
+ * operations are in ops.c, inodes in inodes.c, reads in read.c, read-ahead
+ * in readahead.c, extended attributes in xattr.c, what is shown in tree.c.
  *
  *   wdeltafs SRC MOUNTPOINT [-f] [-d] [-o base=DIR[:DIR...],cache_size=1G,...]
  */
-#define FUSE_USE_VERSION 35
 #include <errno.h>
-#include <fcntl.h>
-#include <fuse_lowlevel.h>
 #include <limits.h>
 #include <malloc.h>
 #include <signal.h>
@@ -21,11 +19,10 @@
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
-#include "tree.h"
-
-#define MAX_PREFETCH_THREADS 16
-#define SEQ_WINDOW (2u << 20) /* a read this close to the last one is sequential */
-#define TIMEOUT 1.0 /* seconds the kernel may cache entries and attributes */
+#include "daemon.h"
+#include "inodes.h"    /* known_free */
+#include "ops.h"       /* fs_ops, handle_free */
+#include "readahead.h" /* readahead_start, readahead_join */
 
 /* ---- options ----------------------------------------------------------- */
 typedef struct options {
@@ -91,39 +88,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
     return 1;
 }
 
-/* ---- daemon state ------------------------------------------------------- */
-typedef struct prefetch_job {
-    model *m;
-    uint32_t block;
-} prefetch_job;
-
-typedef struct daemon_state {
-    tree t;
-    struct fuse_session *se;
-    int foreground;
-    int detached; /* fuse_daemonize done: stderr is gone unless foreground */
-    unsigned scan_interval;
-    unsigned readahead;
-    unsigned prefetch_threads;
-    volatile int stopping;
-    int hashing_done, rescan_now; /* under lock */
-    pthread_mutex_t lock; /* open count, prefetch queue */
-    pthread_cond_t work, stop_cv;
-    int open_files;
-    prefetch_job q[256];
-    size_t qhead, qlen;
-    /* inodes the kernel holds (lookup count > 0) of model dirs and files:
-     * they stay valid after a rescan drops them, for fstat and open of a
-     * file whose delta was replaced or removed */
-    pthread_mutex_t klock;
-    struct known **ktab;
-    size_t knb, kcount;
-    struct handle *handles; /* open handles (under lock), freed at exit */
-} daemon_state;
-
 static daemon_state *G; /* only for the log function and signal-safe paths */
 
-static void logmsg(int level, const char *fmt, ...)
+void logmsg(int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -139,841 +106,7 @@ static void logmsg(int level, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- handles ------------------------------------------------------------- */
-typedef struct handle {
-    node_kind kind;
-    model *m;
-    int fidx;
-    int fd;          /* base extra file */
-    char *text;      /* status document */
-    size_t text_len;
-    uint64_t next_off; /* where a sequential reader will read next */
-    uint64_t ra_until; /* read-ahead has been queued up to here */
-    char *listing;   /* readdir buffer */
-    size_t listing_len;
-    struct handle *prev, *next; /* daemon_state.handles */
-} handle;
-
-static void handle_track(daemon_state *ds, handle *h)
-{
-    pthread_mutex_lock(&ds->lock);
-    h->prev = NULL;
-    h->next = ds->handles;
-    if (ds->handles) ds->handles->prev = h;
-    ds->handles = h;
-    pthread_mutex_unlock(&ds->lock);
-}
-
-/* Unlink and free; the daemon's open-file count goes down for files. */
-static void handle_free(daemon_state *ds, handle *h)
-{
-    pthread_mutex_lock(&ds->lock);
-    if (h->prev) h->prev->next = h->next;
-    else ds->handles = h->next;
-    if (h->next) h->next->prev = h->prev;
-    if (h->kind == N_FILE) ds->open_files--;
-    pthread_mutex_unlock(&ds->lock);
-    if (h->fd >= 0) close(h->fd);
-    if (h->m) model_unref(&ds->t, h->m);
-    free(h->text);
-    free(h->listing);
-    free(h);
-}
-
-static daemon_state *state_of(fuse_req_t req)
-{
-    return fuse_req_userdata(req);
-}
-
-/* Who sent the request (access.h checks them; the kernel's own checks with
- * default_permissions see only the attributes of one inode) */
-static void req_cred(fuse_req_t req, cred *c)
-{
-    const struct fuse_ctx *x = fuse_req_ctx(req);
-    c->uid = x->uid;
-    c->gid = x->gid;
-    int n = fuse_req_getgroups(req, CRED_MAX_GROUPS, c->groups);
-    c->ngroups = n < 0 ? 0 : n > CRED_MAX_GROUPS ? CRED_MAX_GROUPS : n;
-}
-
-/* May the sender of req read what node n shows (a directory: list it)? */
-static int node_allows(daemon_state *ds, const node *n, const cred *c)
-{
-    if (c->uid == 0) return 1;
-    if (n->kind == N_DIR && n->perm) return perm_allows(n->perm, c);
-    if (n->kind == N_MODEL || n->kind == N_FILE || n->kind == N_LINK) return tree_model_allows(&ds->t, n->m, c);
-    return 1; /* the mount's root without a source, .wdeltafs, bases/, status */
-}
-
-/* ---- attributes --------------------------------------------------------- */
-static void fill_attr(const node *n, struct stat *st)
-{
-    memset(st, 0, sizeof *st);
-    st->st_ino = n->ino;
-    st->st_nlink = 1;
-    st->st_blksize = 1 << 20;
-    switch (n->kind) {
-    case N_DIR:
-    case N_META:
-        /* a directory of SRC shows its source's owner and mode (less the
-         * write bits); .wdeltafs and its bases directory: 0555 root */
-        st->st_mode = S_IFDIR | (n->perm ? n->mode & 0555 : 0555);
-        st->st_nlink = 2;
-        st->st_uid = n->perm ? n->uid : 0;
-        st->st_gid = n->perm ? n->gid : 0;
-        st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
-        break;
-    case N_STATUS:
-        st->st_mode = S_IFREG | 0444;
-        st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
-        break;
-    case N_LINK:
-        st->st_mode = S_IFLNK | 0444;
-        st->st_size = n->link ? (off_t)strlen(n->link) : 0;
-        st->st_uid = n->m->st.st_uid;
-        st->st_gid = n->m->st.st_gid;
-        st->st_mtim = n->m->st.st_mtim;
-        st->st_ctim = n->m->st.st_mtim;
-        st->st_atim = n->m->st.st_mtim;
-        break;
-    case N_MODEL: {
-        const struct stat *ds = &n->m->st;
-        mode_t r = ds->st_mode & 0444;
-        st->st_mode = S_IFDIR | r | (r >> 2); /* x wherever r */
-        st->st_nlink = 2;
-        st->st_uid = ds->st_uid;
-        st->st_gid = ds->st_gid;
-        st->st_mtim = ds->st_mtim;
-        st->st_ctim = ds->st_mtim;
-        st->st_atim = ds->st_mtim;
-        break;
-    }
-    case N_FILE: {
-        const struct stat *ds = &n->m->st;
-        const mfile *f = &n->m->files[n->fidx];
-        st->st_mode = S_IFREG | (ds->st_mode & 0444);
-        st->st_uid = ds->st_uid;
-        st->st_gid = ds->st_gid;
-        st->st_size = (off_t)f->size;
-        struct stat es; /* a file passed through (config.json...): its size now */
-        if (f->delta_file < 0 && f->extra_path && !stat(f->extra_path, &es)) st->st_size = es.st_size;
-        st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
-        st->st_mtim = ds->st_mtim;
-        st->st_ctim = ds->st_mtim;
-        st->st_atim = ds->st_mtim;
-        break;
-    }
-    }
-}
-
-static void reply_entry_of(fuse_req_t req, const node *n)
-{
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof e);
-    e.ino = n->ino;
-    e.generation = 1;
-    e.attr_timeout = TIMEOUT;
-    e.entry_timeout = TIMEOUT;
-    fill_attr(n, &e.attr);
-    fuse_reply_entry(req, &e);
-}
-
-/* ---- inodes the kernel knows -------------------------------------------- */
-typedef struct known {
-    uint64_t ino, nlookup;
-    node_kind kind;
-    model *m; /* a reference */
-    int fidx;
-    struct known *next;
-} known;
-
-static size_t kslot(const daemon_state *ds, uint64_t ino)
-{
-    return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> 20) & (ds->knb - 1);
-}
-
-/* A lookup reply for n is about to go out: count it.  The newest version
- * of the model replaces the one remembered (same inode: same content). */
-static void known_add(daemon_state *ds, const node *n)
-{
-    if (n->kind != N_FILE && n->kind != N_MODEL) return;
-    model *drop = NULL;
-    pthread_mutex_lock(&ds->klock);
-    if (!ds->ktab || ds->kcount >= ds->knb) { /* grow */
-        size_t nb = ds->knb ? ds->knb * 2 : 1024;
-        known **t = calloc(nb, sizeof *t);
-        if (t) {
-            for (size_t i = 0; i < ds->knb; i++)
-                for (known *k = ds->ktab[i], *nx; k; k = nx) {
-                    nx = k->next;
-                    size_t b = (size_t)((k->ino * 0x9E3779B97F4A7C15ull) >> 20) & (nb - 1);
-                    k->next = t[b];
-                    t[b] = k;
-                }
-            free(ds->ktab);
-            ds->ktab = t;
-            ds->knb = nb;
-        }
-    }
-    if (ds->ktab) {
-        known *k = ds->ktab[kslot(ds, n->ino)];
-        while (k && k->ino != n->ino) k = k->next;
-        if (!k && (k = calloc(1, sizeof *k))) {
-            k->ino = n->ino;
-            k->kind = n->kind;
-            size_t b = kslot(ds, n->ino);
-            k->next = ds->ktab[b];
-            ds->ktab[b] = k;
-            ds->kcount++;
-        }
-        if (k) {
-            k->nlookup++;
-            if (k->m != n->m) {
-                drop = k->m;
-                model_ref(&ds->t, n->m);
-                k->m = n->m;
-                k->fidx = n->fidx;
-            }
-        }
-    }
-    pthread_mutex_unlock(&ds->klock);
-    model_unref(&ds->t, drop);
-}
-
-static void known_forget(daemon_state *ds, uint64_t ino, uint64_t nlookup)
-{
-    model *drop = NULL;
-    pthread_mutex_lock(&ds->klock);
-    if (ds->ktab) {
-        known **p = &ds->ktab[kslot(ds, ino)];
-        while (*p && (*p)->ino != ino) p = &(*p)->next;
-        known *k = *p;
-        if (k && (k->nlookup <= nlookup || (k->nlookup -= nlookup) == 0)) {
-            *p = k->next;
-            ds->kcount--;
-            drop = k->m;
-            free(k);
-        }
-    }
-    pthread_mutex_unlock(&ds->klock);
-    model_unref(&ds->t, drop);
-}
-
-/* Fill *out for an inode no longer in the snapshot; 0 if known. */
-static int known_node(daemon_state *ds, uint64_t ino, node *out)
-{
-    int found = 0;
-    pthread_mutex_lock(&ds->klock);
-    if (ds->ktab) {
-        known *k = ds->ktab[kslot(ds, ino)];
-        while (k && k->ino != ino) k = k->next;
-        if (k) {
-            memset(out, 0, sizeof *out);
-            out->ino = ino;
-            out->kind = k->kind;
-            out->m = k->m;
-            out->fidx = k->fidx;
-            model_ref(&ds->t, k->m); /* the caller unrefs out->m */
-            found = 1;
-        }
-    }
-    pthread_mutex_unlock(&ds->klock);
-    return found ? 0 : -1;
-}
-
-static void known_free(daemon_state *ds)
-{
-    for (size_t i = 0; i < ds->knb; i++)
-        for (known *k = ds->ktab[i], *nx; k; k = nx) {
-            nx = k->next;
-            model_unref(&ds->t, k->m);
-            free(k);
-        }
-    free(ds->ktab);
-    ds->ktab = NULL;
-    ds->knb = ds->kcount = 0;
-}
-
-static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
-{
-    known_forget(state_of(req), ino, nlookup);
-    fuse_reply_none(req);
-}
-
-static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
-{
-    for (size_t i = 0; i < count; i++) known_forget(state_of(req), forgets[i].ino, forgets[i].nlookup);
-    fuse_reply_none(req);
-}
-
-/* ---- lookups -------------------------------------------------------- */
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-    daemon_state *ds = state_of(req);
-    snapshot *s = tree_snapshot(&ds->t);
-    node *dir = snap_node(s, parent);
-    node *n = NULL;
-    if (dir && !strcmp(name, ".")) n = dir; /* NFS export: any node by its id */
-    else if (dir && (dir->kind == N_DIR || dir->kind == N_META || dir->kind == N_MODEL)) {
-        if (!strcmp(name, "..")) n = snap_node(s, dir->parent);
-        else n = snap_child(s, dir, name);
-    }
-    if (n) {
-        known_add(ds, n);
-        reply_entry_of(req, n);
-    } else {
-        fuse_reply_err(req, dir ? ENOENT : ESTALE);
-    }
-    tree_snapshot_put(&ds->t, s);
-}
-
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    daemon_state *ds = state_of(req);
-    struct stat st;
-    handle *h = fi ? (handle *)(uintptr_t)fi->fh : NULL;
-    if (h && h->kind == N_FILE) { /* an open file keeps its version */
-        node n = {.ino = ino, .kind = N_FILE, .m = h->m, .fidx = h->fidx};
-        fill_attr(&n, &st);
-        fuse_reply_attr(req, &st, TIMEOUT);
-        return;
-    }
-    snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino), old;
-    if (n) {
-        fill_attr(n, &st);
-        fuse_reply_attr(req, &st, TIMEOUT);
-    } else if (known_node(ds, ino, &old) == 0) { /* replaced or removed since */
-        fill_attr(&old, &st);
-        model_unref(&ds->t, old.m);
-        fuse_reply_attr(req, &st, TIMEOUT);
-    } else {
-        fuse_reply_err(req, ENOENT);
-    }
-    tree_snapshot_put(&ds->t, s);
-}
-
-/* Reply with a copy of data that belongs to a handle (see op_readdir). */
-static void reply_copy(fuse_req_t req, const char *data, size_t n)
-{
-    char small[4096], *buf = n <= sizeof small ? small : malloc(n);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    memcpy(buf, data, n);
-    fuse_reply_buf(req, buf, n);
-    if (buf != small) free(buf);
-}
-
-/* ---- directories ----------------------------------------------------- */
-static int listing_add(fuse_req_t req, handle *h, size_t *cap, const char *name, const node *n)
-{
-    struct stat st;
-    fill_attr(n, &st);
-    size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
-    if (h->listing_len + need > *cap) {
-        size_t nc = (*cap + need) * 2;
-        char *p = realloc(h->listing, nc);
-        if (!p) return -1;
-        h->listing = p;
-        *cap = nc;
-    }
-    fuse_add_direntry(req, h->listing + h->listing_len, need, name, &st, (off_t)(h->listing_len + need));
-    h->listing_len += need;
-    return 0;
-}
-
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    daemon_state *ds = state_of(req);
-    snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino);
-    cred cr;
-    req_cred(req, &cr);
-    if (!n || (n->kind != N_DIR && n->kind != N_META && n->kind != N_MODEL) || !node_allows(ds, n, &cr)) {
-        fuse_reply_err(req, !n ? ENOENT : n->kind != N_DIR && n->kind != N_META && n->kind != N_MODEL ? ENOTDIR : EACCES);
-        tree_snapshot_put(&ds->t, s);
-        return;
-    }
-    handle *h = calloc(1, sizeof *h);
-    size_t cap = 0;
-    int bad = !h;
-    if (h) {
-        h->kind = n->kind;
-        h->fd = -1;
-        node *parent = snap_node(s, n->parent);
-        bad = listing_add(req, h, &cap, ".", n) || listing_add(req, h, &cap, "..", parent ? parent : n);
-        for (size_t i = 0; !bad && i < n->nchild; i++) {
-            node *c = &s->nodes[n->child[i]];
-            bad = listing_add(req, h, &cap, c->name, c);
-        }
-    }
-    tree_snapshot_put(&ds->t, s);
-    if (bad) {
-        if (h) free(h->listing);
-        free(h);
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    handle_track(ds, h);
-    fi->fh = (uint64_t)(uintptr_t)h;
-    fi->cache_readdir = 0;
-    fuse_reply_open(req, fi);
-}
-
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    (void)ino;
-    handle *h = (handle *)(uintptr_t)fi->fh;
-    if ((size_t)off >= h->listing_len) {
-        fuse_reply_buf(req, NULL, 0);
-        return;
-    }
-    /* entries are whole: find the last one that fits in size */
-    size_t end = (size_t)off, at = (size_t)off;
-    while (at < h->listing_len) {
-        /* each entry's off field (the next entry's position) is at a fixed
-         * place in struct fuse_dirent: ino(8) off(8) namelen(4) type(4) */
-        uint64_t next;
-        memcpy(&next, h->listing + at + 8, 8);
-        if (next - (size_t)off > size) break;
-        end = (size_t)next;
-        at = (size_t)next;
-    }
-    /* reply from a copy: once the kernel has the reply, the directory may
-     * be closed and releasedir (another thread) free the listing while
-     * fuse_reply_buf is still returning */
-    reply_copy(req, h->listing + off, end - (size_t)off);
-}
-
-static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    (void)ino;
-    handle_free(state_of(req), (handle *)(uintptr_t)fi->fh);
-    fuse_reply_err(req, 0);
-}
-
-/* ---- files ---------------------------------------------------------- */
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    daemon_state *ds = state_of(req);
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-        fuse_reply_err(req, EROFS);
-        return;
-    }
-    snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino), old;
-    model *old_ref = NULL; /* an inode from a version no longer in SRC */
-    if (!n && known_node(ds, ino, &old) == 0) {
-        n = &old;
-        old_ref = old.m;
-    }
-    handle *h = NULL;
-    int err = 0;
-    cred cr;
-    req_cred(req, &cr);
-    if (!n) err = ENOENT;
-    else if (n->kind != N_FILE && n->kind != N_STATUS) err = EISDIR;
-    else if (!node_allows(ds, n, &cr)) err = EACCES;
-    else if (!(h = calloc(1, sizeof *h))) err = ENOMEM;
-    if (!err) {
-        h->kind = n->kind;
-        h->fd = -1;
-        if (n->kind == N_STATUS) {
-            pthread_mutex_lock(&ds->lock);
-            int open_files = ds->open_files;
-            pthread_mutex_unlock(&ds->lock);
-            h->text = tree_status_json(&ds->t, open_files, cr.uid == 0 ? NULL : &cr);
-            h->text_len = h->text ? strlen(h->text) : 0;
-            if (!h->text) err = ENOMEM;
-            fi->direct_io = 1; /* its size is not known in advance */
-        } else {
-            h->m = n->m;
-            h->fidx = n->fidx;
-            model_ref(&ds->t, h->m);
-            const mfile *f = &h->m->files[h->fidx];
-            if (f->delta_file < 0 && (h->fd = open(f->extra_path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
-                err = errno;
-                logmsg(LOG_ERR, "%s: %s", f->extra_path, strerror(errno));
-            } else if (f->delta_file < 0 && cr.uid != 0) {
-                /* a file passed through: the reader must be able to read it
-                 * too, through its own real path */
-                perm p;
-                char why[600];
-                if (perm_of_fd(h->fd, PERM_R, &p, why, sizeof why)) err = EACCES;
-                else if (!perm_allows(&p, &cr)) err = EACCES;
-                perm_free(&p);
-            }
-            /* immutable: a new version has new inodes.  A file passed
-             * through may be replaced or changed in its directory: its pages
-             * are kept only while it is the same file, unchanged. */
-            fi->keep_cache = f->delta_file >= 0;
-            struct stat fs;
-            if (!err && f->delta_file < 0 && !fstat(h->fd, &fs)) {
-                char idn[96];
-                snprintf(idn, sizeof idn, "%llu:%llu:%lld:%lld.%09ld", (unsigned long long)fs.st_dev,
-                         (unsigned long long)fs.st_ino, (long long)fs.st_size, (long long)fs.st_mtim.tv_sec,
-                         fs.st_mtim.tv_nsec);
-                mfile *fw = &h->m->files[h->fidx];
-                pthread_mutex_lock(&ds->lock);
-                fi->keep_cache = !strcmp(fw->seen, idn);
-                if (!fi->keep_cache) snprintf(fw->seen, sizeof fw->seen, "%s", idn);
-                pthread_mutex_unlock(&ds->lock);
-            }
-        }
-    }
-    tree_snapshot_put(&ds->t, s);
-    model_unref(&ds->t, old_ref);
-    if (err) {
-        if (h) {
-            if (h->m) model_unref(&ds->t, h->m);
-            free(h->text);
-            free(h);
-        }
-        fuse_reply_err(req, err);
-        return;
-    }
-    if (h->kind == N_FILE) {
-        pthread_mutex_lock(&ds->lock);
-        ds->open_files++;
-        pthread_mutex_unlock(&ds->lock);
-    }
-    handle_track(ds, h);
-    fi->fh = (uint64_t)(uintptr_t)h;
-    fuse_reply_open(req, fi);
-}
-
-/* Queue the `count` blocks that follow file offset `pos` of output file f,
- * in file order (block numbers follow the writer's order, not the file's).
- * Blocks already queued for this handle are skipped.  ds->lock held. */
-static void queue_prefetch_locked(daemon_state *ds, handle *h, size_t f, uint64_t pos, unsigned count)
-{
-    model *m = h->m;
-    const wd_delta_info *in = wd_delta_get_info(m->d);
-    uint64_t size = in->files[f].size;
-    if (pos < h->ra_until) pos = h->ra_until;
-    for (unsigned k = 0; k < count && pos < size; k++) {
-        uint32_t b;
-        uint64_t boff;
-        if (ds->qlen == sizeof ds->q / sizeof *ds->q || wd_delta_locate(m->d, f, pos, &b, &boff)) break;
-        model_ref(&ds->t, m);
-        ds->q[(ds->qhead + ds->qlen) % (sizeof ds->q / sizeof *ds->q)] = (prefetch_job){m, b};
-        ds->qlen++;
-        pos = boff + in->blocks[b].out_len;
-    }
-    h->ra_until = pos;
-    pthread_cond_broadcast(&ds->work);
-}
-
-static void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t size, off_t off)
-{
-    const mfile *f = &h->m->files[h->fidx];
-    if ((uint64_t)off >= f->size) {
-        fuse_reply_buf(req, NULL, 0);
-        return;
-    }
-    if (size > f->size - (uint64_t)off) size = (size_t)(f->size - (uint64_t)off);
-    char *buf = malloc(size ? size : 1);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    wd_err err;
-    ssize_t n = wd_read(h->m->d, h->m->key, ds->t.cache, (size_t)f->delta_file, buf, size, (uint64_t)off, &err);
-    if (n < 0) {
-        logmsg(LOG_ERR, "read of %s/%s at offset %lld failed: %s", h->m->rel, f->name, (long long)off, err.msg);
-        fuse_reply_err(req, EIO);
-    } else {
-        /* a sequential reader: decode the next blocks on other threads.
-         * All of this before replying: once the reply is out, the kernel
-         * may release the handle.  The kernel sends reads of one handle in
-         * parallel and they may finish out of order, so "sequential" means
-         * near where the reader was; the state is kept under ds->lock. */
-        uint64_t end = (uint64_t)off + (uint64_t)n, u = (uint64_t)off;
-        pthread_mutex_lock(&ds->lock);
-        int seq = u + SEQ_WINDOW >= h->next_off && u <= h->next_off + SEQ_WINDOW;
-        if (ds->readahead && seq && end < f->size) {
-            /* keep `readahead` blocks queued beyond what was just read */
-            uint64_t want = end + (uint64_t)ds->readahead * WD_DEFAULT_BLOCK_SIZE;
-            if (h->ra_until < want) queue_prefetch_locked(ds, h, (size_t)f->delta_file, end, ds->readahead);
-        }
-        if (!seq) h->ra_until = end; /* a jump: read-ahead starts over from here */
-        if (!seq || end > h->next_off) h->next_off = end;
-        pthread_mutex_unlock(&ds->lock);
-        fuse_reply_buf(req, buf, (size_t)n);
-    }
-    free(buf);
-}
-
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    (void)ino;
-    daemon_state *ds = state_of(req);
-    handle *h = (handle *)(uintptr_t)fi->fh;
-    if (h->kind == N_STATUS) {
-        size_t o = (size_t)off < h->text_len ? (size_t)off : h->text_len;
-        size_t n = h->text_len - o < size ? h->text_len - o : size;
-        reply_copy(req, h->text + o, n);
-        return;
-    }
-    const mfile *f = &h->m->files[h->fidx];
-    if (f->delta_file >= 0) {
-        read_delta_file(req, ds, h, size, off);
-        return;
-    }
-    char *buf = malloc(size ? size : 1);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    ssize_t n = pread(h->fd, buf, size, off);
-    if (n < 0) {
-        logmsg(LOG_ERR, "read of %s at offset %lld failed: %s", f->extra_path, (long long)off, strerror(errno));
-        fuse_reply_err(req, EIO);
-    } else {
-        fuse_reply_buf(req, buf, (size_t)n);
-    }
-    free(buf);
-}
-
-static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    (void)ino;
-    handle_free(state_of(req), (handle *)(uintptr_t)fi->fh);
-    fuse_reply_err(req, 0);
-}
-
-/* ---- extended attributes on model directories ------------------------- */
-static const char *const xattr_names[] = {"user.wdelta.codec", "user.wdelta.base_hash", "user.wdelta.result_hash",
-                                          "user.wdelta.stored_size", "user.wdelta.ratio", "user.wdelta.delta",
-                                          "user.wdelta.parent"};
-
-static int xattr_value(const model *m, const char *name, char *out, size_t n)
-{
-    const wd_delta_info *in = wd_delta_get_info(m->d);
-    char hex[65];
-    if (!strcmp(name, xattr_names[0])) {
-        /* the strategy, plus the codecs its extents use */
-        int used[32] = {0};
-        size_t len = (size_t)snprintf(out, n, "%s", in->strategy);
-        for (size_t f = 0; f < in->nfiles; f++)
-            for (size_t k = 0; k < in->files[f].nextents; k++) used[in->files[f].extents[k].codec & 31] = 1;
-        const char *sep = " (";
-        for (int c = 0; c < 32 && len < n; c++)
-            if (used[c]) {
-                len += (size_t)snprintf(out + len, n - len, "%s%s", sep, wd_codec_name((wd_codec)c));
-                sep = ",";
-            }
-        if (len < n && strcmp(sep, " (")) snprintf(out + len, n - len, ")");
-    } else if (!strcmp(name, xattr_names[1])) {
-        wd_hex(in->base_hash, 32, hex);
-        snprintf(out, n, "%s", hex);
-    } else if (!strcmp(name, xattr_names[2])) {
-        wd_hex(in->result_hash, 32, hex);
-        snprintf(out, n, "%s", in->version == 1 ? "none (deltatensors v1 records none)" : hex);
-    } else if (!strcmp(name, xattr_names[3])) {
-        snprintf(out, n, "%llu", (unsigned long long)in->file_size);
-    } else if (!strcmp(name, xattr_names[4])) {
-        snprintf(out, n, "%.3f", in->file_size ? (double)in->output_size / (double)in->file_size : 0.0);
-    } else if (!strcmp(name, xattr_names[5])) {
-        snprintf(out, n, "%s", m->delta_path);
-    } else if (!strcmp(name, xattr_names[6])) {
-        /* lineage: the parent's directory under the mount (as
-         * .wdeltafs/lineage/NAME links to it), else its base's path */
-        const char *p = m->parent ? m->parent->rel : m->base->bm ? m->base->bm->rel : m->base->dir;
-        snprintf(out, n, "%s", p);
-    } else {
-        return -1;
-    }
-    return 0;
-}
-
-static void op_readlink(fuse_req_t req, fuse_ino_t ino)
-{
-    daemon_state *ds = state_of(req);
-    snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino);
-    if (n && n->kind == N_LINK && n->link) fuse_reply_readlink(req, n->link);
-    else fuse_reply_err(req, n ? EINVAL : ENOENT);
-    tree_snapshot_put(&ds->t, s);
-}
-
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
-{
-    daemon_state *ds = state_of(req);
-    snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino);
-    char val[4200];
-    cred cr;
-    req_cred(req, &cr);
-    if (n && n->kind == N_MODEL && !node_allows(ds, n, &cr)) {
-        fuse_reply_err(req, EACCES);
-    } else if (!n || n->kind != N_MODEL || n->m->is_base || xattr_value(n->m, name, val, sizeof val)) {
-        fuse_reply_err(req, n ? ENODATA : ENOENT);
-    } else {
-        size_t len = strlen(val);
-        if (size == 0) fuse_reply_xattr(req, len);
-        else if (size < len) fuse_reply_err(req, ERANGE);
-        else fuse_reply_buf(req, val, len);
-    }
-    tree_snapshot_put(&ds->t, s);
-}
-
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-    daemon_state *ds = state_of(req);
-    snapshot *s = tree_snapshot(&ds->t);
-    node *n = snap_node(s, ino);
-    char list[512];
-    size_t len = 0;
-    if (n && n->kind == N_MODEL && !n->m->is_base)
-        for (size_t i = 0; i < sizeof xattr_names / sizeof *xattr_names; i++) {
-            size_t l = strlen(xattr_names[i]) + 1;
-            memcpy(list + len, xattr_names[i], l);
-            len += l;
-        }
-    tree_snapshot_put(&ds->t, s);
-    if (!n) fuse_reply_err(req, ENOENT);
-    else if (size == 0) fuse_reply_xattr(req, len);
-    else if (size < len) fuse_reply_err(req, ERANGE);
-    else fuse_reply_buf(req, list, len);
-}
-
-static void op_statfs(fuse_req_t req, fuse_ino_t ino)
-{
-    (void)ino;
-    struct statvfs sv;
-    memset(&sv, 0, sizeof sv);
-    sv.f_bsize = sv.f_frsize = 4096;
-    sv.f_namemax = 255;
-    sv.f_flag = ST_RDONLY;
-    fuse_reply_statfs(req, &sv);
-}
-
-/* ---- everything that would write ------------------------------------- */
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *a, int to_set, struct fuse_file_info *fi)
-{
-    (void)ino, (void)a, (void)to_set, (void)fi;
-    fuse_reply_err(req, EROFS);
-}
-static void op_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t r)
-{
-    (void)p, (void)n, (void)m, (void)r;
-    fuse_reply_err(req, EROFS);
-}
-static void op_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
-{
-    (void)p, (void)n, (void)m;
-    fuse_reply_err(req, EROFS);
-}
-static void op_unlink(fuse_req_t req, fuse_ino_t p, const char *n)
-{
-    (void)p, (void)n;
-    fuse_reply_err(req, EROFS);
-}
-static void op_symlink(fuse_req_t req, const char *l, fuse_ino_t p, const char *n)
-{
-    (void)l, (void)p, (void)n;
-    fuse_reply_err(req, EROFS);
-}
-static void op_rename(fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np, const char *nn, unsigned int f)
-{
-    (void)p, (void)n, (void)np, (void)nn, (void)f;
-    fuse_reply_err(req, EROFS);
-}
-static void op_link(fuse_req_t req, fuse_ino_t i, fuse_ino_t p, const char *n)
-{
-    (void)i, (void)p, (void)n;
-    fuse_reply_err(req, EROFS);
-}
-static void op_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, struct fuse_file_info *fi)
-{
-    (void)p, (void)n, (void)m, (void)fi;
-    fuse_reply_err(req, EROFS);
-}
-static void op_write(fuse_req_t req, fuse_ino_t i, const char *b, size_t s, off_t o, struct fuse_file_info *fi)
-{
-    (void)i, (void)b, (void)s, (void)o, (void)fi;
-    fuse_reply_err(req, EROFS);
-}
-static void op_setxattr(fuse_req_t req, fuse_ino_t i, const char *n, const char *v, size_t s, int f)
-{
-    (void)i, (void)n, (void)v, (void)s, (void)f;
-    fuse_reply_err(req, EROFS);
-}
-static void op_removexattr(fuse_req_t req, fuse_ino_t i, const char *n)
-{
-    (void)i, (void)n;
-    fuse_reply_err(req, EROFS);
-}
-
-static void op_init(void *userdata, struct fuse_conn_info *conn)
-{
-    (void)userdata;
-    /* Large requests: libfuse derives the kernel's max_pages (the largest
-     * read too) from max_write, so raise it although nothing is written. */
-    conn->max_write = 1u << 20;
-    conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
-    if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
-    /* NFS re-export: lookups of "." and ".." are answered, node ids are
-     * hashes that are never reused for other content */
-    if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
-}
-
-static const struct fuse_lowlevel_ops ops = {
-    .init = op_init,
-    .lookup = op_lookup,
-    .readlink = op_readlink,
-    .forget = op_forget,
-    .forget_multi = op_forget_multi,
-    .getattr = op_getattr,
-    .opendir = op_opendir,
-    .readdir = op_readdir,
-    .releasedir = op_releasedir,
-    .open = op_open,
-    .read = op_read,
-    .release = op_release,
-    .getxattr = op_getxattr,
-    .listxattr = op_listxattr,
-    .statfs = op_statfs,
-    .setattr = op_setattr,
-    .mknod = op_mknod,
-    .mkdir = op_mkdir,
-    .unlink = op_unlink,
-    .rmdir = op_unlink,
-    .symlink = op_symlink,
-    .rename = op_rename,
-    .link = op_link,
-    .create = op_create,
-    .write = op_write,
-    .setxattr = op_setxattr,
-    .removexattr = op_removexattr,
-};
-
 /* ---- background threads ---------------------------------------------- */
-static void *prefetch_main(void *arg)
-{
-    daemon_state *ds = arg;
-    for (;;) {
-        pthread_mutex_lock(&ds->lock);
-        while (!ds->qlen && !ds->stopping) pthread_cond_wait(&ds->work, &ds->lock);
-        if (ds->stopping) {
-            pthread_mutex_unlock(&ds->lock);
-            return NULL;
-        }
-        prefetch_job j = ds->q[ds->qhead];
-        ds->qhead = (ds->qhead + 1) % (sizeof ds->q / sizeof *ds->q);
-        ds->qlen--;
-        pthread_mutex_unlock(&ds->lock);
-        /* a failure is not logged here: the read that needs the block
-         * fails too and logs it, once per read rather than per guess */
-        wd_err err;
-        (void)wd_cache_prefetch(j.m->d, j.m->key, ds->t.cache, j.block, &err);
-        model_unref(&ds->t, j.m);
-    }
-}
-
 static void invalidate(void *ctx, uint64_t parent, const char *name)
 {
     daemon_state *ds = ctx;
@@ -1269,6 +402,88 @@ static int servable(daemon_state *ds, const char *mnt)
     return 0;
 }
 
+/* SRC (made absolute into *src), MOUNTPOINT and a base given: 0, or
+ * EXIT_INPUT (said why). */
+static int check_inputs(const char *src_arg, const char *mnt, const char *base, char **src)
+{
+    struct stat sst, mst;
+    if (!(*src = realpath(src_arg, NULL)) || stat(*src, &sst) || !S_ISDIR(sst.st_mode)) {
+        fprintf(stderr, "wdeltafs: SRC %s: %s\n", src_arg, *src ? "not a directory" : strerror(errno));
+        return EXIT_INPUT;
+    }
+    if (stat(mnt, &mst)) {
+        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: %s\n", mnt, strerror(errno));
+        return EXIT_INPUT;
+    }
+    if (!S_ISDIR(mst.st_mode)) {
+        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: not a directory\n", mnt);
+        return EXIT_INPUT;
+    }
+    if (!base) {
+        fprintf(stderr, "wdeltafs: no base given: every delta is made against a base model; "
+                        "name its directory with -o base=DIR (several: base=DIR:DIR or base= repeated)\n");
+        return EXIT_INPUT;
+    }
+    return 0;
+}
+
+/* The daemon's state before the first scan (the tree, its cache, locks);
+ * cache_dir_buf holds the default digest cache directory. */
+static void state_init(daemon_state *ds, const options *o, char *src, uint64_t cache_size, char *cache_dir_buf,
+                       size_t n)
+{
+    ds->t.v1_base_dtype = o->v1_dtype && !strcmp(o->v1_dtype, "base");
+    ds->t.src = src;
+    ds->t.cross_fs = o->cross_fs;
+    ds->t.scan_interval = ds->scan_interval;
+    ds->t.cache_dir = o->cache_dir ? o->cache_dir : wd_digest_cache_dir(cache_dir_buf, n);
+    ds->t.log = logmsg;
+    ds->t.cache = wd_cache_new(cache_size);
+    pthread_mutex_init(&ds->t.snap_lock, NULL);
+    pthread_mutex_init(&ds->t.model_lock, NULL);
+    pthread_mutex_init(&ds->lock, NULL);
+    pthread_mutex_init(&ds->klock, NULL);
+    pthread_cond_init(&ds->work, NULL);
+    pthread_cond_init(&ds->stop_cv, NULL);
+}
+
+/* Mounted and detached: serve until unmounted or stopped by a signal, with
+ * the rescan, hashing and read-ahead threads; join them.  The exit status;
+ * does not return when a base is still being hashed (see below). */
+static int serve(daemon_state *ds, const struct fuse_cmdline_opts *co, const char *src)
+{
+    pthread_t scanner, hasher, pf[MAX_PREFETCH_THREADS];
+    int scanning = pthread_create(&scanner, NULL, scanner_main, ds) == 0;
+    if (pthread_create(&hasher, NULL, hasher_main, ds) == 0) pthread_detach(hasher);
+    else ds->hashing_done = 1;
+    unsigned nthreads = readahead_start(ds, pf);
+    logmsg(LOG_INFO, "serving %s on %s", src, co->mountpoint);
+    struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
+    int rc = co->singlethread ? fuse_session_loop(ds->se) : fuse_session_loop_mt(ds->se, &lc);
+    /* libfuse reports the signal that ended the loop; a stop by signal is
+     * a clean exit (systemd's stop sends SIGTERM) */
+    rc = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : EXIT_FAIL;
+    pthread_mutex_lock(&ds->lock);
+    ds->stopping = 1;
+    pthread_cond_broadcast(&ds->work);
+    pthread_cond_broadcast(&ds->stop_cv);
+    pthread_mutex_unlock(&ds->lock);
+    if (scanning) pthread_join(scanner, NULL);
+    readahead_join(ds, pf, nthreads);
+    pthread_mutex_lock(&ds->lock);
+    int hashing = !ds->hashing_done;
+    pthread_mutex_unlock(&ds->lock);
+    if (hashing) {
+        /* a base is still being hashed (it cannot be interrupted): unmount
+         * and leave without freeing what that thread reads */
+        logmsg(LOG_INFO, "stopping while a base is being hashed; its digest is not cached");
+        fuse_session_unmount(ds->se);
+        fuse_remove_signal_handlers(ds->se);
+        _exit(rc ? 1 : 0);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -1313,25 +528,7 @@ int main(int argc, char **argv)
     ds.prefetch_threads = ncpu < 2 ? 2 : ncpu > MAX_PREFETCH_THREADS ? MAX_PREFETCH_THREADS : (unsigned)ncpu;
     uint64_t cache_size = 1ull << 30;
     if ((rc = check_options(&o, &ds, &cache_size))) goto out;
-    rc = EXIT_INPUT;
-    struct stat sst, mst;
-    if (!(src = realpath(args.argv[src_i], NULL)) || stat(src, &sst) || !S_ISDIR(sst.st_mode)) {
-        fprintf(stderr, "wdeltafs: SRC %s: %s\n", args.argv[src_i], src ? "not a directory" : strerror(errno));
-        goto out;
-    }
-    if (stat(args.argv[mnt_i], &mst)) {
-        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: %s\n", args.argv[mnt_i], strerror(errno));
-        goto out;
-    }
-    if (!S_ISDIR(mst.st_mode)) {
-        fprintf(stderr, "wdeltafs: MOUNTPOINT %s: not a directory\n", args.argv[mnt_i]);
-        goto out;
-    }
-    if (!o.base) {
-        fprintf(stderr, "wdeltafs: no base given: every delta is made against a base model; "
-                        "name its directory with -o base=DIR (several: base=DIR:DIR or base= repeated)\n");
-        goto out;
-    }
+    if ((rc = check_inputs(args.argv[src_i], args.argv[mnt_i], o.base, &src))) goto out;
     /* SRC is taken out of the arguments; fuse_parse_cmdline takes MOUNTPOINT */
     free(args.argv[src_i]);
     for (int k = src_i; k + 1 < args.argc; k++) args.argv[k] = args.argv[k + 1];
@@ -1351,7 +548,7 @@ int main(int argc, char **argv)
     fuse_opt_add_arg(&args, fsname);
     /* the session parses the FUSE options: an unknown one is refused here,
      * before any work */
-    ds.se = fuse_session_new(&args, &ops, sizeof ops, &ds);
+    ds.se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, &ds);
     if (!ds.se) {
         fprintf(stderr, "wdeltafs: unknown or bad mount option (above); `wdeltafs --help` lists wdeltafs's own "
                         "options, and FUSE's (allow_other, ...) are accepted\n");
@@ -1359,20 +556,8 @@ int main(int argc, char **argv)
     }
     rc = EXIT_FAIL;
     if (!ds.foreground) openlog("wdeltafs", LOG_PID, LOG_DAEMON);
-    ds.t.v1_base_dtype = o.v1_dtype && !strcmp(o.v1_dtype, "base");
-    ds.t.src = src;
-    ds.t.cross_fs = o.cross_fs;
-    ds.t.scan_interval = ds.scan_interval;
     char user_cache[4200];
-    ds.t.cache_dir = o.cache_dir ? o.cache_dir : wd_digest_cache_dir(user_cache, sizeof user_cache);
-    ds.t.log = logmsg;
-    ds.t.cache = wd_cache_new(cache_size);
-    pthread_mutex_init(&ds.t.snap_lock, NULL);
-    pthread_mutex_init(&ds.t.model_lock, NULL);
-    pthread_mutex_init(&ds.lock, NULL);
-    pthread_mutex_init(&ds.klock, NULL);
-    pthread_cond_init(&ds.work, NULL);
-    pthread_cond_init(&ds.stop_cv, NULL);
+    state_init(&ds, &o, src, cache_size, user_cache, sizeof user_cache);
     wd_err err;
     if (!ds.t.cache) {
         fprintf(stderr, "wdeltafs: out of memory\n");
@@ -1397,41 +582,7 @@ int main(int argc, char **argv)
     if (fuse_daemonize(co.foreground) != 0) goto out_unmount;
     ds.detached = 1; /* from here on, a daemon in the background logs to syslog */
     notify_ready();
-    pthread_t scanner, hasher, pf[MAX_PREFETCH_THREADS];
-    int nthreads = 0, scanning = pthread_create(&scanner, NULL, scanner_main, &ds) == 0;
-    if (pthread_create(&hasher, NULL, hasher_main, &ds) == 0) pthread_detach(hasher);
-    else ds.hashing_done = 1;
-    for (unsigned i = 0; i < ds.prefetch_threads; i++)
-        if (pthread_create(&pf[nthreads], NULL, prefetch_main, &ds) == 0) nthreads++;
-    logmsg(LOG_INFO, "serving %s on %s", src, co.mountpoint);
-    struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
-    rc = co.singlethread ? fuse_session_loop(ds.se) : fuse_session_loop_mt(ds.se, &lc);
-    /* libfuse reports the signal that ended the loop; a stop by signal is
-     * a clean exit (systemd's stop sends SIGTERM) */
-    rc = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : EXIT_FAIL;
-    pthread_mutex_lock(&ds.lock);
-    ds.stopping = 1;
-    pthread_cond_broadcast(&ds.work);
-    pthread_cond_broadcast(&ds.stop_cv);
-    pthread_mutex_unlock(&ds.lock);
-    if (scanning) pthread_join(scanner, NULL);
-    for (int i = 0; i < nthreads; i++) pthread_join(pf[i], NULL);
-    while (ds.qlen) { /* drop read-ahead not done */
-        model_unref(&ds.t, ds.q[ds.qhead].m);
-        ds.qhead = (ds.qhead + 1) % (sizeof ds.q / sizeof *ds.q);
-        ds.qlen--;
-    }
-    pthread_mutex_lock(&ds.lock);
-    int hashing = !ds.hashing_done;
-    pthread_mutex_unlock(&ds.lock);
-    if (hashing) {
-        /* a base is still being hashed (it cannot be interrupted): unmount
-         * and leave without freeing what that thread reads */
-        logmsg(LOG_INFO, "stopping while a base is being hashed; its digest is not cached");
-        fuse_session_unmount(ds.se);
-        fuse_remove_signal_handlers(ds.se);
-        _exit(rc ? 1 : 0);
-    }
+    rc = serve(&ds, &co, src);
 out_unmount:
     fuse_session_unmount(ds.se);
     known_free(&ds);
