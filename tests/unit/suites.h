@@ -17,5 +17,6 @@ Suite *suite_integrity(void);
 Suite *suite_identity(void);
 Suite *suite_xdtype(void);
 Suite *suite_ternary(void);
+Suite *suite_readv(void);
 
 #endif
