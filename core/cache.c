@@ -75,6 +75,7 @@ struct wd_cache {
      * fresh memory (which the kernel must clear first).  A block read
      * again is an ordinary one again. */
     uint64_t done_bytes, done_cap;
+    centry *done_front; /* done entries are the list's tail from here on */
     double work_ratio;
     int work_known;
     wd_scratch **pool;
@@ -157,6 +158,7 @@ void wd_cache_stats_get(wd_cache *c, wd_cache_stats *s)
 /* ---- internals (lock held) ------------------------------------------- */
 static void lru_unlink(wd_cache *c, centry *e)
 {
+    if (e == c->done_front) c->done_front = e->lnext; /* done too, or NULL */
     if (e->lprev) e->lprev->lnext = e->lnext;
     else c->head = e->lnext;
     if (e->lnext) e->lnext->lprev = e->lprev;
@@ -543,23 +545,21 @@ static void release_done(wd_cache *c, centry *e)
         c->done_bytes += e->buf.cost;
     }
     lru_unlink(c, e);
-    if (c->tail) { /* behind every ordinary entry, before older done ones */
-        centry *at = c->tail;
-        while (at->lprev && at->lprev->done) at = at->lprev;
-        if (at->done) { /* insert before `at` */
-            e->lnext = at;
-            e->lprev = at->lprev;
-            if (at->lprev) at->lprev->lnext = e;
-            else c->head = e;
-            at->lprev = e;
-        } else { /* after the tail */
-            e->lprev = c->tail;
-            c->tail->lnext = e;
-            c->tail = e;
-        }
+    centry *at = c->done_front; /* behind every ordinary entry, before older done ones */
+    if (at) {
+        e->lnext = at;
+        e->lprev = at->lprev;
+        if (at->lprev) at->lprev->lnext = e;
+        else c->head = e;
+        at->lprev = e;
+    } else if (c->tail) {
+        e->lprev = c->tail;
+        c->tail->lnext = e;
+        c->tail = e;
     } else {
         lru_push(c, e);
     }
+    c->done_front = e;
     for (centry *x = c->tail, *p; x && x->done && c->done_bytes > c->done_cap; x = p) {
         p = x->lprev;
         if (x->refs == 0) {
