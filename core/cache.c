@@ -19,7 +19,8 @@ typedef struct centry {
     uint32_t block;
     int state; /* 0 loading, 1 ready */
     int refs;
-    int done; /* read to its end by a reader (see done_cap) */
+    int done;        /* every byte read by readers (see done_cap) */
+    uint64_t served; /* bytes of it read through wd_read_pinned */
     unsigned char *data;
     uint32_t len;
     wd_buf buf; /* data's memory (bufpool.c); buf.cost is what `used` counts */
@@ -329,6 +330,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
             e->refs++;
             if (e->done) { /* wanted again */
                 e->done = 0;
+                e->served = 0;
                 c->done_bytes -= e->buf.cost;
             }
             lru_unlink(c, e);
@@ -534,12 +536,20 @@ ssize_t wd_read_nested(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *b
     return read_impl(d, key, c, f, buf, len, off, 1, err);
 }
 
-/* Release a block whose last byte a reader has just had: to the cold end,
- * and the oldest such blocks out while they hold more than done_cap. */
-static void release_done(wd_cache *c, centry *e)
+/* Release a block of which a reader has just had n bytes.  Once readers
+ * have had as many bytes as it holds (a file read in order: whatever order
+ * the kernel's parallel reads come in), to the cold end, and the oldest
+ * such blocks out while they hold more than done_cap. */
+static void release_served(wd_cache *c, centry *e, size_t n)
 {
     pthread_mutex_lock(&c->lock);
     e->refs--;
+    e->served += n;
+    if (e->served < e->len) {
+        if (c->used > c->capacity) evict(c);
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
     if (!e->done) {
         e->done = 1;
         c->done_bytes += e->buf.cost;
@@ -573,11 +583,7 @@ static void release_done(wd_cache *c, centry *e)
 
 void wd_read_release(wd_cache *c, wd_readv *rv)
 {
-    for (int i = 0; i < rv->npin; i++) {
-        if (rv->ends & (1u << i)) release_done(c, (centry *)rv->pin[i]);
-        else release(c, (centry *)rv->pin[i]);
-    }
-    rv->ends = 0;
+    for (int i = 0; i < rv->npin; i++) release_served(c, (centry *)rv->pin[i], rv->iov[i].iov_len);
     free(rv->spill);
     rv->npin = rv->niov = 0;
     rv->spill = NULL;
@@ -610,7 +616,6 @@ ssize_t wd_read_pinned(wd_delta *d, uint64_t key, wd_cache *c, size_t f, size_t 
             wd_read_release(c, rv);
             return -1;
         }
-        if (in_block + take == e->len) rv->ends |= 1u << rv->npin;
         rv->pin[rv->npin++] = e;
         rv->iov[rv->niov++] = (struct iovec){e->data + in_block, take};
         done += take;

@@ -486,7 +486,6 @@ typedef struct wd_readv {
     /* internal: the pinned blocks and the copied part */
     void *pin[WD_READV_MAX];
     int npin;
-    unsigned ends; /* bit i: pin i was read to its end */
     void *spill;
 } wd_readv;
 ssize_t wd_read_pinned(wd_delta *d, uint64_t key, wd_cache *c, size_t f, size_t len, uint64_t off, wd_readv *rv,
