@@ -19,8 +19,11 @@ typedef struct centry {
     uint32_t block;
     int state; /* 0 loading, 1 ready */
     int refs;
+    int done;        /* every byte read by readers (see done_cap) */
+    uint64_t served; /* bytes of it read through wd_read_pinned */
     unsigned char *data;
     uint32_t len;
+    wd_buf buf; /* data's memory (bufpool.c); buf.cost is what `used` counts */
     struct centry *hnext;             /* hash chain */
     struct centry *lprev, *lnext;     /* LRU list, most recent at head */
 } centry;
@@ -58,6 +61,22 @@ struct wd_cache {
      * (pool_bytes): one that does not fit beside the running decodes is
      * freed. */
     uint64_t inflight;
+    /* Of inflight, the output buffers' part: idle buffers that many bytes
+     * may stay in the buffer pool for those decodes to take. */
+    uint64_t inflight_out;
+    /* Block buffers: freed ones are kept for the next blocks (no fresh
+     * pages to fault in per block) while they fit in the capacity beside
+     * the cached blocks, the decodes and the scratches (see evict). */
+    wd_bufpool *bp;
+    /* Blocks read to their last byte (a file streamed through the mount:
+     * the kernel's page cache now holds those bytes) are kept at the cold
+     * end of the LRU list, and at most done_cap bytes of them: a streamed
+     * model does not push out what other readers reuse, and its blocks'
+     * buffers are recycled instead of filling the whole capacity with
+     * fresh memory (which the kernel must clear first).  A block read
+     * again is an ordinary one again. */
+    uint64_t done_bytes, done_cap;
+    centry *done_front; /* done entries are the list's tail from here on */
     double work_ratio;
     int work_known;
     wd_scratch **pool;
@@ -66,26 +85,9 @@ struct wd_cache {
     size_t scratch_out, scratch_peak; /* taken now, most ever taken at once */
 };
 
-/* Block buffers of 64 KiB and more are mapped directly: freed ones go back
- * to the system at once, so the process's memory follows the cache's size
- * instead of growing with malloc arenas (one per reading thread).  They are
- * populated when mapped (the decoder writes every byte anyway): one call
- * instead of a page fault per 4 KiB, which a chain pays once per link. */
+/* Blocks of this size or more say what a decode needs per output byte
+ * (see work_ratio); a small block's fixed-size buffers do not. */
 #define MAP_MIN (64u << 10)
-
-static unsigned char *blk_alloc(uint32_t len)
-{
-    if (len < MAP_MIN) return malloc(len ? len : 1);
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-static void blk_free(unsigned char *p, uint32_t len)
-{
-    if (!p) return;
-    if (len < MAP_MIN) free(p);
-    else munmap(p, len);
-}
 
 static uint64_t mix(uint64_t key, uint32_t block)
 {
@@ -110,7 +112,10 @@ wd_cache *wd_cache_new(uint64_t capacity)
     c->max_decoders = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (unsigned)ncpu;
     c->cap_pool = c->max_decoders;
     c->pool = calloc(c->cap_pool, sizeof *c->pool);
-    if (!c->pool) {
+    c->bp = wd_bufpool_new();
+    if (!c->pool || !c->bp) {
+        free(c->pool);
+        wd_bufpool_free(c->bp);
         free(c->table);
         free(c);
         return NULL;
@@ -119,6 +124,7 @@ wd_cache *wd_cache_new(uint64_t capacity)
     pthread_cond_init(&c->loaded, NULL);
     pthread_cond_init(&c->decoder_free, NULL);
     c->st.capacity = capacity;
+    c->done_cap = capacity / 16;
     return c;
 }
 
@@ -128,9 +134,10 @@ void wd_cache_free(wd_cache *c)
     for (size_t i = 0; i < c->nbuckets; i++)
         for (centry *e = c->table[i], *n; e; e = n) {
             n = e->hnext;
-            blk_free(e->data, e->len);
+            wd_bufpool_put(c->bp, &e->buf);
             free(e);
         }
+    wd_bufpool_free(c->bp);
     free(c->table);
     for (size_t i = 0; i < c->npool; i++) wd_scratch_free(c->pool[i]);
     free(c->pool);
@@ -152,6 +159,7 @@ void wd_cache_stats_get(wd_cache *c, wd_cache_stats *s)
 /* ---- internals (lock held) ------------------------------------------- */
 static void lru_unlink(wd_cache *c, centry *e)
 {
+    if (e == c->done_front) c->done_front = e->lnext; /* done too, or NULL */
     if (e->lprev) e->lprev->lnext = e->lnext;
     else c->head = e->lnext;
     if (e->lnext) e->lnext->lprev = e->lprev;
@@ -197,9 +205,10 @@ static void remove_entry(wd_cache *c, centry *e)
     centry **p = slot(c, e->key, e->block);
     if (*p == e) *p = e->hnext;
     lru_unlink(c, e);
-    c->used -= e->len;
+    if (e->done) c->done_bytes -= e->buf.cost;
+    c->used -= e->buf.cost;
     c->count--;
-    blk_free(e->data, e->len);
+    wd_bufpool_put(c->bp, &e->buf);
     free(e);
 }
 
@@ -216,26 +225,33 @@ static void evict_to(wd_cache *c, uint64_t limit)
     }
 }
 
+/* Back under the capacity: cached blocks, decodes in flight and idle
+ * scratches; then idle block buffers may keep what is left, and what the
+ * decodes in flight will take for their output. */
 static void evict(wd_cache *c)
 {
     uint64_t busy = c->inflight + c->pool_bytes;
     evict_to(c, c->capacity > busy ? c->capacity - busy : 0);
+    busy += c->used;
+    uint64_t room = c->capacity > busy ? c->capacity - busy : 0;
+    wd_bufpool_trim(c->bp, room + c->inflight_out);
 }
 
 /* What a top-level decode of a len-byte block is charged: its output and
  * its working memory as learned so far (see work_ratio). */
 static uint64_t decode_charge(const wd_cache *c, uint32_t len)
 {
-    return len + (uint64_t)(c->work_ratio * (double)len) + 1;
+    return wd_bufpool_cost(len) + (uint64_t)(c->work_ratio * (double)len) + 1;
 }
 
 /* Give a top-level decoder slot back (lock held). */
-static void slot_put(wd_cache *c, int *have_slot, uint64_t *charge)
+static void slot_put(wd_cache *c, int *have_slot, uint64_t *charge, uint32_t len)
 {
     if (!*have_slot) return;
     *have_slot = 0;
     c->decoders--;
     c->inflight -= *charge;
+    c->inflight_out -= wd_bufpool_cost(len);
     *charge = 0;
     pthread_cond_broadcast(&c->decoder_free);
 }
@@ -312,15 +328,20 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         centry *e = *p;
         if (e && e->state == 1) {
             e->refs++;
+            if (e->done) { /* wanted again */
+                e->done = 0;
+                e->served = 0;
+                c->done_bytes -= e->buf.cost;
+            }
             lru_unlink(c, e);
             lru_push(c, e);
             if (count_hit) c->st.hits++;
-            slot_put(c, &have_slot, &charge);
+            slot_put(c, &have_slot, &charge, len);
             pthread_mutex_unlock(&c->lock);
             return e;
         }
         if (e) { /* someone is decoding it: wait, then look again */
-            slot_put(c, &have_slot, &charge); /* never hold a slot while waiting */
+            slot_put(c, &have_slot, &charge, len); /* never hold a slot while waiting */
             pthread_cond_wait(&c->loaded, &c->lock);
             continue;
         }
@@ -333,6 +354,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
             }
             c->decoders++;
             c->inflight += need;
+            c->inflight_out += wd_bufpool_cost(len);
             charge = need;
             have_slot = 1;
             evict(c); /* room for it (which may change the table: look again) */
@@ -341,7 +363,7 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         /* miss: claim it */
         e = calloc(1, sizeof *e);
         if (!e) {
-            slot_put(c, &have_slot, &charge);
+            slot_put(c, &have_slot, &charge, len);
             pthread_mutex_unlock(&c->lock);
             wd_errf(err, "out of memory");
             return NULL;
@@ -364,7 +386,8 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         int fresh = !sc;
         pthread_mutex_unlock(&c->lock);
 
-        unsigned char *data = blk_alloc(len);
+        wd_buf buf;
+        unsigned char *data = wd_bufpool_get(c->bp, len, &buf) ? NULL : buf.data;
         if (!sc) sc = wd_scratch_new();
         uint64_t t0 = now_ns();
         int rc = data && sc ? wd_delta_decode_with(d, block, data, sc, err) : wd_errf(err, "out of memory");
@@ -381,13 +404,13 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
             }
             c->work_known = 1;
         }
-        slot_put(c, &have_slot, &charge);
+        slot_put(c, &have_slot, &charge, len);
         scratch_give(c, sc);
         if (rc) {
             centry **q = slot(c, key, block);
             if (*q == e) *q = e->hnext;
             c->count--;
-            blk_free(data, len);
+            wd_bufpool_put(c->bp, &buf);
             free(e);
             pthread_cond_broadcast(&c->loaded);
             pthread_mutex_unlock(&c->lock);
@@ -395,8 +418,9 @@ static centry *acquire(wd_cache *c, wd_delta *d, uint64_t key, uint32_t block, i
         }
         e->data = data;
         e->len = len;
+        e->buf = buf;
         e->state = 1;
-        c->used += len;
+        c->used += buf.cost;
         c->st.decoded_bytes += len;
         if (!nested) c->st.decode_ns += dt; /* a nested decode's time is inside its caller's */
         lru_push(c, e);
@@ -510,4 +534,105 @@ ssize_t wd_read_nested(wd_delta *d, uint64_t key, wd_cache *c, size_t f, void *b
                        wd_err *err)
 {
     return read_impl(d, key, c, f, buf, len, off, 1, err);
+}
+
+/* Release a block of which a reader has just had n bytes.  Once readers
+ * have had as many bytes as it holds (a file read in order: whatever order
+ * the kernel's parallel reads come in), to the cold end, and the oldest
+ * such blocks out while they hold more than done_cap. */
+static void release_served(wd_cache *c, centry *e, size_t n)
+{
+    pthread_mutex_lock(&c->lock);
+    e->refs--;
+    e->served += n;
+    if (e->served < e->len) {
+        if (c->used > c->capacity) evict(c);
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    if (!e->done) {
+        e->done = 1;
+        c->done_bytes += e->buf.cost;
+    }
+    lru_unlink(c, e);
+    centry *at = c->done_front; /* behind every ordinary entry, before older done ones */
+    if (at) {
+        e->lnext = at;
+        e->lprev = at->lprev;
+        if (at->lprev) at->lprev->lnext = e;
+        else c->head = e;
+        at->lprev = e;
+    } else if (c->tail) {
+        e->lprev = c->tail;
+        c->tail->lnext = e;
+        c->tail = e;
+    } else {
+        lru_push(c, e);
+    }
+    c->done_front = e;
+    for (centry *x = c->tail, *p; x && x->done && c->done_bytes > c->done_cap; x = p) {
+        p = x->lprev;
+        if (x->refs == 0) {
+            remove_entry(c, x);
+            c->st.evictions++;
+        }
+    }
+    if (c->used > c->capacity) evict(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void wd_read_release(wd_cache *c, wd_readv *rv)
+{
+    for (int i = 0; i < rv->npin; i++) release_served(c, (centry *)rv->pin[i], rv->iov[i].iov_len);
+    free(rv->spill);
+    rv->npin = rv->niov = 0;
+    rv->spill = NULL;
+}
+
+ssize_t wd_read_pinned(wd_delta *d, uint64_t key, wd_cache *c, size_t f, size_t len, uint64_t off, wd_readv *rv,
+                       wd_err *err)
+{
+    memset(rv, 0, sizeof *rv);
+    const wd_delta_info *in = wd_delta_get_info(d);
+    if (f >= in->nfiles) return wd_errf(err, "no output file %zu", f);
+    uint64_t size = in->files[f].size;
+    if (off >= size || len == 0) return 0;
+    if (len > size - off) len = (size_t)(size - off);
+    size_t done = 0;
+    while (done < len && c) {
+        uint32_t b;
+        uint64_t boff;
+        if (wd_delta_locate(d, f, off + done, &b, &boff)) {
+            wd_read_release(c, rv);
+            return wd_errf(err, "offset %llu of %s is outside the file", (unsigned long long)(off + done),
+                           in->files[f].name);
+        }
+        uint64_t in_block = off + done - boff;
+        size_t take = in->blocks[b].out_len - (size_t)in_block;
+        if (take > len - done) take = len - done;
+        if (rv->npin == WD_READV_MAX - 1 && take < len - done) break; /* the rest: copied */
+        centry *e = acquire(c, d, key, b, 1, 0, err);
+        if (!e) {
+            wd_read_release(c, rv);
+            return -1;
+        }
+        rv->pin[rv->npin++] = e;
+        rv->iov[rv->niov++] = (struct iovec){e->data + in_block, take};
+        done += take;
+    }
+    if (done < len) {
+        size_t rest = len - done;
+        ssize_t n;
+        if (!(rv->spill = malloc(rest))) {
+            wd_read_release(c, rv);
+            return wd_errf(err, "out of memory");
+        }
+        if ((n = read_impl(d, key, c, f, rv->spill, rest, off + done, 0, err)) < 0) {
+            wd_read_release(c, rv);
+            return -1;
+        }
+        rv->iov[rv->niov++] = (struct iovec){rv->spill, (size_t)n};
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
 }

@@ -79,6 +79,11 @@ unsigned char *wd_scratch_buf(wd_scratch *s, int slot, size_t n)
 {
     if (n == 0) n = 1;
     if (s->cap[slot] < n) {
+        /* grown in steps (a quarter more, whole 64 KiB) rather than to each
+         * new largest block's size: every growth moves the buffer to fresh
+         * pages that fault in */
+        size_t want = s->cap[slot] + s->cap[slot] / 4;
+        if (n >= (64u << 10)) n = ((n > want ? n : want) + (64u << 10) - 1) & ~(size_t)((64u << 10) - 1);
         unsigned char *p = realloc(s->buf[slot], n);
         if (!p) return NULL;
         s->buf[slot] = p;

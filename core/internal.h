@@ -114,6 +114,24 @@ int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
 int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
 
+/* ---- block buffers (bufpool.c): reused by the cache instead of mapped
+ * afresh for every block.  Thread-safe. */
+typedef struct wd_bufpool wd_bufpool;
+typedef struct wd_buf {
+    unsigned char *data;
+    size_t cost;  /* the memory it holds (its share of a chunk) */
+    void *home;   /* its chunk, NULL for a malloc'd one */
+    unsigned slot;
+} wd_buf;
+wd_bufpool *wd_bufpool_new(void);
+void wd_bufpool_free(wd_bufpool *p); /* every buffer must have been put back */
+size_t wd_bufpool_cost(size_t n);    /* what a buffer of n bytes costs */
+int wd_bufpool_get(wd_bufpool *p, size_t n, wd_buf *b); /* -1: out of memory */
+void wd_bufpool_put(wd_bufpool *p, wd_buf *b);
+/* Give idle buffers back to the system until at most `keep` idle bytes
+ * stay resident; returns the idle bytes left. */
+uint64_t wd_bufpool_trim(wd_bufpool *p, uint64_t keep);
+
 /* ---- codecs (codec.c).  A scratch holds per-thread buffers and zstd
  * contexts; obtain one per thread and reuse it. */
 typedef struct wd_scratch wd_scratch;

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -483,6 +484,27 @@ int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd
  * EOF) or -1. */
 ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f,
                 void *buf, size_t len, uint64_t off, wd_err *err);
+
+/* wd_read without a copy: rv->iov[0 .. rv->niov) are set to the bytes of
+ * [off, off+len) of output file f in the cache's blocks, which stay pinned
+ * (not evicted) until wd_read_release; hand them to writev or the like,
+ * then release.  A range over more than WD_READV_MAX blocks (or read with
+ * no cache) has its last part copied into a buffer of rv's own.  Returns
+ * the bytes (short only at EOF) or -1 (nothing is held then).  rv needs no
+ * setup; wd_read_release(c, rv) is due after every call, even a failed
+ * one (then it does nothing). */
+#define WD_READV_MAX 16
+typedef struct wd_readv {
+    struct iovec iov[WD_READV_MAX];
+    int niov;
+    /* internal: the pinned blocks and the copied part */
+    void *pin[WD_READV_MAX];
+    int npin;
+    void *spill;
+} wd_readv;
+ssize_t wd_read_pinned(wd_delta *d, uint64_t key, wd_cache *c, size_t f, size_t len, uint64_t off, wd_readv *rv,
+                       wd_err *err);
+void wd_read_release(wd_cache *c, wd_readv *rv);
 
 /* Rebuild the whole fine-tune directory into out_dir, built as
  * OUT.tmp.PID.RANDOM next to it and renamed into place when complete.

@@ -20,6 +20,7 @@
 # Needs root to drop the page cache (else "cold" is marked as not cold),
 # /dev/fuse + fusermount3 for the mount rows, zstd for its rows (Debian
 # packages only).  BENCH_1G=0 skips this part.  About 5-10 minutes.
+# BENCH_1G_ONLY=read: only the cold/warm read rows (a minute or two).
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN="${WDELTA_BIN:-build}"
@@ -27,6 +28,8 @@ case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
 WDELTA="$BIN/wdelta" WDELTAFS="$BIN/wdeltafs" GENMODEL="$BIN/genmodel"
 DECODE="$REPO/build/decode_speed"
 REPS="${BENCH_1G_REPS:-3}"
+ONLY="${BENCH_1G_ONLY:-}"
+case "$ONLY" in ""|read) ;; *) echo "bench-1g: BENCH_1G_ONLY=$ONLY: only 'read' is known" >&2; exit 2 ;; esac
 PARAMS="${BENCH_1G_PARAMS:-500M}"
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3)
 say() { echo "bench-1g: $*" >&2; }
@@ -195,7 +198,8 @@ if [ $FUSE_OK = 1 ]; then
   row "daemon over the cold read: system vs user CPU s" "$(printf '%.2f' "$S") s system" "$(printf '%.2f' "$U") s user" "$(ratio "$S" "$U")" "< 1.0x"
   row "daemon peak RSS (VmHWM) after the cold read (default 1 GiB cache)" "$(median <"$W/hwm") MiB" "-" "-" "cache + 64 MiB"
 
-  for pat in mmap header random procs; do
+  PATS=(mmap header random procs); [ "$ONLY" = read ] && PATS=()
+  for pat in "${PATS[@]}"; do
     : >"$W/p.v"; : >"$W/p.o"
     for r in $(seq "$REPS"); do
       say "loader pattern $pat, round $r of $REPS"
@@ -219,7 +223,9 @@ if [ $FUSE_OK = 1 ]; then
 fi
 
 # ------------------------------------------------------------------ apply, create vs zstd
-if command -v zstd >/dev/null; then
+if [ "$ONLY" = read ]; then
+  :
+elif command -v zstd >/dev/null; then
   zstd -q -3 -T0 -f "$FT" -o "$W/ft.zst"
   : >"$W/ap"; : >"$W/zd"
   for r in $(seq "$REPS"); do
@@ -253,9 +259,11 @@ else
 fi
 
 # ------------------------------------------------------------------ decode rate
+[ "$ONLY" = read ] || {
 d1=$("$DECODE" --threads 1 "$W/src/m.wdelta" "$G/base" "$REPS")
 d2=$("$DECODE" --threads 2 "$W/src/m.wdelta" "$G/base" "$REPS")
 row "lossless block-path decode (decode_speed), 2 threads" "$d2 MB/s" "1 thread: $d1 MB/s" "$(ratio "$d2" "$d1")" "1 thread >= 1500"
+}
 
 echo
 echo "Issue 18 figures: $GB GB bf16 fine-tune ($(basename "$G")), stored lossless; $(nproc) CPUs, $(uname -m);"

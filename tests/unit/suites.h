@@ -18,5 +18,6 @@ Suite *suite_identity(void);
 Suite *suite_xdtype(void);
 Suite *suite_ternary(void);
 Suite *suite_readahead(void);
+Suite *suite_readv(void);
 
 #endif
