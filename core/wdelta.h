@@ -181,7 +181,7 @@ int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32
 int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err);
 
 /* ---------------------------------------------------------------- digest cache
- * Base hashes remembered across runs (core/digest_cache.c): the mount and
+ * Base hashes remembered across runs (core/model/digest_cache.c): the mount and
  * `wdelta find-base` share it.  The per-user default: /var/cache/wdeltafs
  * for root, else $XDG_CACHE_HOME/wdeltafs or ~/.cache/wdeltafs (buf holds
  * it, n bytes).  load: 0 on a hit (dir canonical, as realpath gives it; the
@@ -298,7 +298,7 @@ typedef struct wd_create_stats {
     size_t ntensors, nblocks;
 } wd_create_stats;
 
-/* What create takes from a fine-tune directory (core/inputs.c has the
+/* What create takes from a fine-tune directory (core/model/inputs.c has the
  * policy): each entry's kind. */
 typedef enum wd_input_kind {
     WD_INPUT_WEIGHTS,  /* a safetensors file of the model: delta-coded */

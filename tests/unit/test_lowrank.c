@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
-#include "lossy.h"
+#include "codec/lossy.h"
 #include "suites.h"
 
 static uint64_t rs = 0x1234567887654321ull;
