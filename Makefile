@@ -15,6 +15,8 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+# the library exports only what core/wdelta.h declares with WD_API
+LIB_VISIBILITY := -fvisibility=hidden
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 # core/ in one-way layers, each folder using only those listed before it
@@ -32,7 +34,7 @@ TOOL_SRC  := tools/json.c
 define buildset
 $(1)/core/%.o: core/%.c $$(CORE_HDR) | deps-check
 	@mkdir -p $$(@D)
-	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -fPIC $$(PKG_CFLAGS) -c $$< -o $$@
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -fPIC $$(LIB_VISIBILITY) $$(PKG_CFLAGS) -c $$< -o $$@
 $(1)/libwdelta.a: $$(CORE_SRC:%.c=$(1)/%.o)
 	rm -f $$@ && ar rcs $$@ $$^
 $(1)/libwdelta.so: $$(CORE_SRC:%.c=$(1)/%.o)
