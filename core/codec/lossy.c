@@ -140,12 +140,13 @@ void lh_put(unsigned char *p, const lhdr *h)
     wd_put_u32(p + 20, 0);
 }
 
-int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, size_t n, lhdr *h,
-           wd_err *err)
+int lh_get(const unsigned char *src, size_t slen, wd_codec codec, const char *name, wd_dtype dt, size_t n,
+           lhdr *h, wd_err *err)
 {
     unsigned w = wd_dtype_size(dt);
     if (slen < WD_LOSSY_HDR || src[0] != WD_LOSSY_TAG)
         return wd_errf(err, "lossy block header is malformed (%zu bytes)", slen);
+    h->name = name;
     h->codec = src[1];
     h->width = src[2];
     h->kind = src[3];
@@ -155,25 +156,13 @@ int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, s
     h->p2 = wd_get_u32(src + 16);
     if (h->codec != (unsigned)codec || h->width != w || h->kind != lh_kind(dt) || wd_get_u32(src + 20) != 0)
         return wd_errf(err, "lossy block header does not match its codec %s and dtype (codec %u, width %u)",
-                       wd_codec_name(codec), h->codec, h->width);
+                       name, h->codec, h->width);
     if (h->cols == 0 || (uint64_t)h->cols * h->rows * w != n)
         return wd_errf(err, "lossy block holds %u rows of %u, expected %zu bytes", h->rows, h->cols, n);
     return 0;
 }
 
 /* ---- floats ---------------------------------------------------------- */
-
-float wd_half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return lf_from_bits(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        if (!man) return lf_from_bits(sign);
-        float f = (float)man * 0x1p-24f;
-        return sign ? -f : f;
-    }
-    return lf_from_bits(sign | ((exp + 112) << 23) | (man << 13));
-}
 
 unsigned ls_exponent(const float *v, size_t n)
 {
@@ -187,7 +176,7 @@ unsigned ls_exponent(const float *v, size_t n)
 
 uint16_t ls_to_half(float v, unsigned e)
 {
-    return wd_f32_to_f16(lf_bits(v * (1.0f / ls_pow2m(e))));
+    return wd_f32_to_f16(wd_f32_bits(v * (1.0f / ls_pow2m(e))));
 }
 
 void lf_delta(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, float *d)
@@ -202,7 +191,7 @@ WD_VEC
 static void apply_bf16(uint16_t *restrict out, const uint16_t *restrict base, const float *restrict d, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = lf_bits(lf_from_bits((uint32_t)base[i] << 16) + d[i]);
+        uint32_t u = wd_f32_bits(wd_f32_from_bits((uint32_t)base[i] << 16) + d[i]);
         uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
         uint32_t q = (u >> 16) | 0x40;
         out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
@@ -217,7 +206,7 @@ void lf_apply(unsigned char *out, const unsigned char *base, wd_dtype dt, const 
         for (size_t i = 0; i < n; i++) {
             uint16_t b;
             memcpy(&b, base + 2 * i, 2);
-            uint16_t o = wd_f32_to_f16(lf_bits(wd_half_to_float(b) + d[i]));
+            uint16_t o = wd_f32_to_f16(wd_f32_bits(wd_half_to_float(b) + d[i]));
             memcpy(out + 2 * i, &o, 2);
         }
     } else {
@@ -243,7 +232,7 @@ int wd_topk(const float *d, size_t n, size_t k, uint32_t *idx, wd_scratch *s, wd
     }
     uint32_t *key = (uint32_t *)(void *)wd_scratch_buf(s, LS_E, n * 4);
     if (!key) return wd_errf(err, "out of memory");
-    for (size_t i = 0; i < n; i++) key[i] = lf_bits(d[i]) & 0x7fffffffu;
+    for (size_t i = 0; i < n; i++) key[i] = wd_f32_bits(d[i]) & 0x7fffffffu;
     /* find the k-th largest key: 4 passes of 8 bits */
     uint32_t prefix = 0, pmask = 0;
     size_t need = k; /* how many still to take among keys matching prefix */
@@ -362,70 +351,4 @@ uint32_t wd_lossy_block_size(const wd_tensor *t, uint32_t target)
     if (units > need) units = need;
     uint64_t bs = units * unit * row;
     return bs > (64u << 20) ? 0 : (uint32_t)bs;
-}
-
-/* ---- dispatch -------------------------------------------------------- */
-int wd_lossy_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
-                    const unsigned char *ft, const unsigned char *base, size_t n,
-                    const unsigned char **out, size_t *out_len, wd_err *err)
-{
-    unsigned w = wd_dtype_size(dt);
-    if (dt != WD_BF16 && dt != WD_F16 && dt != WD_F32)
-        return wd_errf(err, "codec %s needs a BF16, F16 or F32 tensor", wd_codec_name(codec));
-    if (!base) return wd_errf(err, "codec %s needs base data", wd_codec_name(codec));
-    if (!p->cols || n % ((size_t)p->cols * w))
-        return wd_errf(err, "a %s block of %zu bytes does not hold whole rows of %u", wd_codec_name(codec), n, p->cols);
-    if (n / w > UINT32_MAX) return wd_errf(err, "block of %zu bytes is too large", n);
-    lbuf ob = {0};
-    int rc;
-    switch (codec) {
-    case WD_CODEC_INT4: rc = wd_int4_encode(s, dt, p, ft, base, n, &ob, err); break;
-    case WD_CODEC_SPARSE: rc = wd_sparse_encode(s, dt, p, ft, base, n, &ob, err); break;
-    case WD_CODEC_BITDELTA:
-    case WD_CODEC_AXIS1: rc = wd_sign_encode(s, codec, dt, p, ft, base, n, &ob, err); break;
-    case WD_CODEC_TERNARY:
-    case WD_CODEC_TERNARY_AXIS1: rc = wd_ternary_encode(s, codec, dt, p, ft, base, n, &ob, err); break;
-    case WD_CODEC_LOWRANK:
-    case WD_CODEC_LOWRANK_EXACT: rc = wd_lowrank_encode(s, codec, dt, p, ft, base, n, &ob, NULL, err); break;
-    default: rc = wd_errf(err, "codec %s is not lossy", wd_codec_name(codec));
-    }
-    if (!rc && ob.oom) rc = wd_errf(err, "out of memory encoding a block");
-    if (rc) {
-        free(ob.p);
-        return -1;
-    }
-    unsigned char *dst = wd_scratch_buf(s, LS_OUT, ob.len);
-    if (!dst) {
-        free(ob.p);
-        return wd_errf(err, "out of memory");
-    }
-    memcpy(dst, ob.p, ob.len);
-    free(ob.p);
-    *out = dst;
-    *out_len = ob.len;
-    return 0;
-}
-
-int wd_lossy_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const unsigned char *src, size_t slen,
-                    const unsigned char *base, unsigned char *out, size_t n, wd_err *err)
-{
-    lhdr h;
-    if (!base) return wd_errf(err, "codec %s needs base data", wd_codec_name(codec));
-    if (lh_get(src, slen, codec, dt, n, &h, err)) return -1;
-    lrd r = {src, slen, WD_LOSSY_HDR};
-    int rc;
-    switch (codec) {
-    case WD_CODEC_INT4: rc = wd_int4_decode(s, dt, &h, &r, base, out, n, err); break;
-    case WD_CODEC_SPARSE: rc = wd_sparse_decode(s, dt, &h, &r, base, out, n, err); break;
-    case WD_CODEC_BITDELTA:
-    case WD_CODEC_AXIS1: rc = wd_sign_decode(s, codec, dt, &h, &r, base, out, n, err); break;
-    case WD_CODEC_TERNARY:
-    case WD_CODEC_TERNARY_AXIS1: rc = wd_ternary_decode(s, codec, dt, &h, &r, base, out, n, err); break;
-    case WD_CODEC_LOWRANK:
-    case WD_CODEC_LOWRANK_EXACT: rc = wd_lowrank_decode(s, codec, dt, &h, &r, base, out, n, err); break;
-    default: return wd_errf(err, "codec %s is not lossy", wd_codec_name(codec));
-    }
-    if (rc) return -1;
-    if (r.at != slen) return wd_errf(err, "lossy block has %zu trailing bytes", slen - r.at);
-    return 0;
 }

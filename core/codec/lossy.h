@@ -48,10 +48,11 @@ int lr_section(lrd *r, wd_scratch *s, int slot, size_t want, size_t maxlen,
 typedef struct lhdr {
     unsigned codec, width, kind;
     uint32_t cols, rows, p1, p2;
+    const char *name; /* the codec's, for messages (set by lh_get; not stored) */
 } lhdr;
 unsigned lh_kind(wd_dtype dt);
 void lh_put(unsigned char *p, const lhdr *h);
-int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, size_t n,
+int lh_get(const unsigned char *src, size_t slen, wd_codec codec, const char *name, wd_dtype dt, size_t n,
            lhdr *h, wd_err *err);
 
 /* hot loops get an AVX2 clone next to the baseline one (chosen at load time) */
@@ -62,18 +63,6 @@ int lh_get(const unsigned char *src, size_t slen, wd_codec codec, wd_dtype dt, s
 #endif
 
 /* ---- float helpers */
-static inline uint32_t lf_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float lf_from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 /* element i of a little-endian array of 2- or 4-byte words (w = 2 or 4) */
 static inline uint32_t lf_loadw(const unsigned char *p, size_t i, unsigned w)
 {
@@ -89,7 +78,6 @@ static inline void lf_storew(unsigned char *p, size_t i, unsigned w, uint32_t v)
         wd_put_u32(p + 4 * i, v);
     }
 }
-float wd_half_to_float(uint16_t h);
 /* element i of a float tensor of dtype dt as float32 (exact) */
 static inline float lf_get(const unsigned char *p, wd_dtype dt, size_t i)
 {
@@ -136,34 +124,36 @@ int patches_put(lbuf *b, wd_scratch *s, int level, const uint32_t *idx, size_t k
 int patches_apply(lrd *r, wd_scratch *s, size_t k, unsigned char *out, const unsigned char *base,
                   unsigned w, size_t n, wd_err *err);
 
-/* scratch slots the lossy codecs use (0-2 belong to the callers) */
-#define LS_OUT 4
-#define LS_A 5
-#define LS_B 6
-#define LS_C 7
-#define LS_D 8
-#define LS_E 9
-#define LS_F 10
-#define LS_G 11
-#define LS_H 12
+/* scratch slots the lossy codecs use (codec.h names them all) */
+#define LS_OUT WD_SLOT_OUT
+#define LS_A WD_SLOT_LOSSY_A
+#define LS_B WD_SLOT_LOSSY_B
+#define LS_C WD_SLOT_LOSSY_C
+#define LS_D WD_SLOT_LOSSY_D
+#define LS_E WD_SLOT_LOSSY_E
+#define LS_F WD_SLOT_LOSSY_F
+#define LS_G WD_SLOT_LOSSY_G
+#define LS_H WD_SLOT_LOSSY_H
 
-/* per-codec entry points (lossy_int4.c, lossy_sparse.c, lossy_sign.c) */
-int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
-                   const unsigned char *base, size_t n, lbuf *out, wd_err *err);
-int wd_int4_decode(wd_scratch *s, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
+/* per-codec entry points (lossy_int4.c, lossy_sparse.c, lossy_sign.c), of
+ * the table's rows_encode / rows_decode shape (codec.h): rank_out only
+ * lowrank sets, codec only the files coding two codecs read */
+int wd_int4_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
+                   const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out, wd_err *err);
+int wd_int4_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
                    unsigned char *out, size_t n, wd_err *err);
-int wd_sparse_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
-                     const unsigned char *base, size_t n, lbuf *out, wd_err *err);
-int wd_sparse_decode(wd_scratch *s, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
+int wd_sparse_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
+                     const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out, wd_err *err);
+int wd_sparse_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
                      unsigned char *out, size_t n, wd_err *err);
 int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
-                   const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err);
+                   const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out, wd_err *err);
 int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
                    const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
 
 /* lossy_ternary.c: ternary and ternary-axis1 (zero-aware 1-bit tier) */
 int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
-                      const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err);
+                      const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out, wd_err *err);
 int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
                       const unsigned char *base, unsigned char *out, size_t n, wd_err *err);
 

@@ -48,9 +48,11 @@ static float best_scale(const float *d, size_t m)
     return best;
 }
 
-int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
-                   const unsigned char *base, size_t n, lbuf *out, wd_err *err)
+int wd_int4_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
+                   const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out, wd_err *err)
 {
+    (void)codec;
+    (void)rank_out;
     unsigned w = wd_dtype_size(dt);
     size_t ne = n / w, cols = p->cols, rows = ne / cols;
     size_t g = p->group ? p->group : 64;
@@ -110,7 +112,7 @@ int wd_int4_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const u
             }
         }
     unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){WD_CODEC_INT4, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, (uint32_t)g, e});
+    lh_put(hdr, &(lhdr){WD_CODEC_INT4, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, (uint32_t)g, e, NULL});
     lb_put(out, hdr, sizeof hdr);
     lb_u32(out, (uint32_t)k);
     int level = p->level ? p->level : 3;
@@ -135,9 +137,10 @@ static void unpack_nibbles(unsigned char *restrict q, const unsigned char *restr
     }
 }
 
-int wd_int4_decode(wd_scratch *s, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
+int wd_int4_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
                    unsigned char *out, size_t n, wd_err *err)
 {
+    (void)codec;
     unsigned w = h->width;
     size_t ne = n / w, cols = h->cols, rows = h->rows, g = h->p1;
     unsigned e = h->p2;

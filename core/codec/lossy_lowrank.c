@@ -790,8 +790,8 @@ static size_t unhalf(float *restrict dst, const unsigned char *restrict src, siz
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t h = (uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8;
-        float mag = lf_from_bits((h & 0x7fffu) << 13) * 0x1p112f;
-        dst[i] = lf_from_bits(lf_bits(mag) | (h & 0x8000u) << 16) * sc;
+        float mag = wd_f32_from_bits((h & 0x7fffu) << 13) * 0x1p112f;
+        dst[i] = wd_f32_from_bits(wd_f32_bits(mag) | (h & 0x8000u) << 16) * sc;
         bad += (h & 0x7c00u) == 0x7c00u;
     }
     return bad;
@@ -1099,7 +1099,7 @@ static int put_block(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
     unhalf(fv, hv, nv, ev);
     wd_lowrank_predict(pred, base, dt, fu, fv, rows, cols, rank, acc);
     unsigned char hdr[WD_LOSSY_HDR];
-    lhdr h = {(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, rank, eu | ev << 8};
+    lhdr h = {(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, rank, eu | ev << 8, NULL};
     lh_put(hdr, &h);
     lb_put(out, hdr, sizeof hdr);
     int rc = lb_section(out, s, hu, 2 * nu, p->level ? p->level : 3, err);
@@ -1123,7 +1123,7 @@ static int put_block(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_
         const unsigned char *wenc;
         size_t wlen;
         if (misses > rows * cols / 2) {
-            if (wd_encode_block(s, WD_CODEC_LOSSLESS, dt, level, ft, pred, n, &wenc, &wlen, err)) {
+            if (wd_lossless_encode(s, WD_CODEC_LOSSLESS, dt, level, ft, pred, n, &wenc, &wlen, err)) {
                 free(sp.p);
                 return -1;
             }
@@ -1219,7 +1219,7 @@ int wd_lowrank_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
     unsigned char *pred = wd_scratch_buf(s, LS_F, n + 1);
     if (!pred) return wd_errf(err, "out of memory");
     wd_lowrank_predict(pred, base, dt, fu, fv, rows, cols, rank, acc);
-    if (wd_decode_block(s, WD_CODEC_LOSSLESS, dt, res, len, pred, out, n, err))
+    if (wd_lossless_decode(s, WD_CODEC_LOSSLESS, dt, res, len, pred, out, n, err))
         return wd_errprefix(err, "lowrank-exact residual");
     return 0;
 }
@@ -1316,7 +1316,7 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
          * factors skips the trial. */
         const unsigned char *penc;
         size_t plen;
-        if (wd_encode_block(s, WD_CODEC_LOSSLESS, t->dtype, level, ft, base, S * row, &penc, &plen, err)) {
+        if (wd_lossless_encode(s, WD_CODEC_LOSSLESS, t->dtype, level, ft, base, S * row, &penc, &plen, err)) {
             wd_errprefix(err, "tensor %s", t->name);
             goto out;
         }
@@ -1344,7 +1344,7 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
         const unsigned char *enc;
         size_t len;
         if (wd_lowrank_encode(s, codec, t->dtype, &p, ft, base, E * row, &ob, &rt, err) ||
-            wd_encode_block(s, WD_CODEC_LOSSLESS, t->dtype, level, ft, base, E * row, &enc, &len, err)) {
+            wd_lossless_encode(s, WD_CODEC_LOSSLESS, t->dtype, level, ft, base, E * row, &enc, &len, err)) {
             free(ob.p);
             wd_errprefix(err, "tensor %s", t->name);
             goto out;

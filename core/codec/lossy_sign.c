@@ -28,8 +28,10 @@
 
 
 int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
-                   const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err)
+                   const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out,
+                   wd_err *err)
 {
+    (void)rank_out;
     unsigned w = wd_dtype_size(dt);
     size_t ne = n / w, cols = p->cols, rows = ne / cols;
     int axis = codec == WD_CODEC_AXIS1;
@@ -100,7 +102,7 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
     er = ls_exponent(r, rows);
     for (size_t i = 0; i < rows; i++) rh[i] = ls_to_half(r[i], er);
     unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec});
+    lh_put(hdr, &(lhdr){(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec, NULL});
     lb_put(out, hdr, sizeof hdr);
     int level = p->level ? p->level : 3;
     int rc = lb_section(out, s, rh, rows * 2, level, err) ||
@@ -130,14 +132,14 @@ static void unpack_signs(unsigned char *restrict q, const unsigned char *restric
 WD_VEC
 static void row_const(float *restrict dr, const unsigned char *restrict q, float sc, size_t cnt)
 {
-    uint32_t u = lf_bits(sc);
-    for (size_t j = 0; j < cnt; j++) dr[j] = lf_from_bits(u ^ ((uint32_t)q[j] << 24));
+    uint32_t u = wd_f32_bits(sc);
+    for (size_t j = 0; j < cnt; j++) dr[j] = wd_f32_from_bits(u ^ ((uint32_t)q[j] << 24));
 }
 
 WD_VEC
 static void row_axis(float *restrict dr, const unsigned char *restrict q, float rs, const float *restrict c, size_t cnt)
 {
-    for (size_t j = 0; j < cnt; j++) dr[j] = lf_from_bits(lf_bits(rs * c[j]) ^ ((uint32_t)q[j] << 24));
+    for (size_t j = 0; j < cnt; j++) dr[j] = wd_f32_from_bits(wd_f32_bits(rs * c[j]) ^ ((uint32_t)q[j] << 24));
 }
 
 int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r,
@@ -147,13 +149,13 @@ int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lr
     size_t w = h->width, ne = n / w, cols = h->cols, rows = h->rows;
     unsigned er = h->p1, ec = h->p2;
     if (er > 100 || ec > 100 || (!axis && ec))
-        return wd_errf(err, "%s block has scale exponents %u and %u", wd_codec_name(codec), er, ec);
+        return wd_errf(err, "%s block has scale exponents %u and %u", h->name, er, ec);
     const unsigned char *rh, *chs = NULL, *plane;
     size_t len;
     if (lr_section(r, s, LS_A, rows * 2, rows * 2, &rh, &len, err) ||
         (axis && lr_section(r, s, LS_B, cols * 2, cols * 2, &chs, &len, err)) ||
         lr_section(r, s, LS_C, (ne + 7) / 8, (ne + 7) / 8, &plane, &len, err))
-        return wd_errprefix(err, "%s", wd_codec_name(codec));
+        return wd_errprefix(err, "%s", h->name);
     float *dr = (float *)(void *)wd_scratch_buf(s, LS_D, cols * 4);
     unsigned char *m = wd_scratch_buf(s, LS_E, cols + 8);
     float *c = axis ? (float *)(void *)wd_scratch_buf(s, LS_F, cols * 4) : NULL;

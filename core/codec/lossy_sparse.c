@@ -7,9 +7,11 @@
 #include <math.h>
 #include <stdlib.h>
 
-int wd_sparse_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
-                     const unsigned char *base, size_t n, lbuf *out, wd_err *err)
+int wd_sparse_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p, const unsigned char *ft,
+                     const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out, wd_err *err)
 {
+    (void)codec;
+    (void)rank_out;
     unsigned w = wd_dtype_size(dt);
     size_t ne = n / w, cols = p->cols;
     double dens = p->density > 0 ? p->density : 0.1;
@@ -21,15 +23,16 @@ int wd_sparse_encode(wd_scratch *s, wd_dtype dt, const wd_lossy_params *p, const
     lf_delta(ft, base, dt, ne, d);
     if (wd_topk(d, ne, k, idx, s, err)) return -1;
     unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){WD_CODEC_SPARSE, w, lh_kind(dt), (uint32_t)cols, (uint32_t)(ne / cols), (uint32_t)k, 0});
+    lh_put(hdr, &(lhdr){WD_CODEC_SPARSE, w, lh_kind(dt), (uint32_t)cols, (uint32_t)(ne / cols), (uint32_t)k, 0, NULL});
     lb_put(out, hdr, sizeof hdr);
     int level = p->level ? p->level : 3;
     return k ? patches_put(out, s, level, idx, k, ft, base, w, err) : 0;
 }
 
-int wd_sparse_decode(wd_scratch *s, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
+int wd_sparse_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lrd *r, const unsigned char *base,
                      unsigned char *out, size_t n, wd_err *err)
 {
+    (void)codec;
     (void)dt;
     size_t ne = n / h->width;
     if (h->p1 > ne || h->p2) return wd_errf(err, "sparse block keeps %u of %zu elements", h->p1, ne);

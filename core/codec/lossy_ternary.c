@@ -38,8 +38,10 @@
 #define ALS_ROUNDS 4
 
 int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
-                      const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, wd_err *err)
+                      const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out,
+                      wd_err *err)
 {
+    (void)rank_out;
     unsigned w = wd_dtype_size(dt);
     size_t ne = n / w, cols = p->cols, rows = ne / cols;
     int axis = codec == WD_CODEC_TERNARY_AXIS1;
@@ -131,7 +133,7 @@ int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
     er = ls_exponent(r, rows);
     for (size_t i = 0; i < rows; i++) rh[i] = ls_to_half(r[i], er);
     unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec});
+    lh_put(hdr, &(lhdr){(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec, NULL});
     lb_put(out, hdr, sizeof hdr);
     int level = p->level ? p->level : 3;
     int rc = lb_section(out, s, rh, rows * 2, level, err) ||
@@ -173,11 +175,11 @@ static void unpack_codes(unsigned char *restrict q, uint32_t *restrict q4, const
 WD_VEC
 static void row_tern(float *restrict dr, const unsigned char *restrict q, float v, size_t cnt)
 {
-    uint32_t u = lf_bits(v);
+    uint32_t u = wd_f32_bits(v);
     for (size_t j = 0; j < cnt; j++) {
         uint32_t k = q[j];
         uint32_t nz = 0u - ((k | (k >> 1)) & 1u);
-        dr[j] = lf_from_bits(((u ^ ((k >> 1) << 31)) & nz) | (~nz & 0x80000000u));
+        dr[j] = wd_f32_from_bits(((u ^ ((k >> 1) << 31)) & nz) | (~nz & 0x80000000u));
     }
 }
 
@@ -188,7 +190,7 @@ static void row_tern_axis(float *restrict dr, const unsigned char *restrict q, f
     for (size_t j = 0; j < cnt; j++) {
         uint32_t k = q[j];
         uint32_t nz = 0u - ((k | (k >> 1)) & 1u);
-        dr[j] = lf_from_bits(((lf_bits(rs * c[j]) ^ ((k >> 1) << 31)) & nz) | (~nz & 0x80000000u));
+        dr[j] = wd_f32_from_bits(((wd_f32_bits(rs * c[j]) ^ ((k >> 1) << 31)) & nz) | (~nz & 0x80000000u));
     }
 }
 
@@ -249,7 +251,7 @@ int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
     int axis = codec == WD_CODEC_TERNARY_AXIS1;
     size_t w = h->width, ne = n / w, cols = h->cols, rows = h->rows;
     unsigned er = h->p1, ec = h->p2;
-    const char *name = wd_codec_name(codec);
+    const char *name = h->name;
     if (er > 100 || ec > 100 || (!axis && ec))
         return wd_errf(err, "%s block has scale exponents %u and %u", name, er, ec);
     const unsigned char *rh, *chs = NULL, *mask, *sign;

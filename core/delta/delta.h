@@ -5,12 +5,30 @@
 
 #include "codec/codec.h" /* wd_scratch, the block codecs, util */
 #include "model/model_int.h" /* wd_model internals, wd_json_piece, hashes */
-#include "cache/cache_int.h" /* wd_cache_pin (a parent link's base view) */
 #include <pthread.h> /* the delta's locks */
 #include <stdatomic.h> /* v1 base checksums */
 
+typedef struct wd_cache_pin wd_cache_pin; /* a pinned cache entry (core/cache/), opaque here */
+typedef struct wd_ext_priv wd_ext_priv;
+
+/* ---- where a delta's base bytes come from: the base model's files
+ * (delta/base.c, set by wd_delta_set_base) or a parent delta's rebuilt
+ * output (lineage/parent.c, set by wd_delta_set_parent).  Decoding reads
+ * through this and never calls up into the lineage or the cache. */
+typedef struct wd_base_source {
+    /* n base bytes of extent e, at its base_offset + rel, into buf */
+    int (*read)(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, size_t n, uint64_t rel, wd_err *err);
+    /* the same range without a copy where it can: 1 with *base pointing
+     * at the bytes and *pin to hand to done; 0 if the caller must read;
+     * -1 on error.  NULL: always read. */
+    int (*view)(wd_delta *d, const wd_ext_priv *e, size_t n, uint64_t rel, const unsigned char **base,
+                wd_cache_pin **pin, wd_err *err);
+    void (*done)(wd_delta *d, wd_cache_pin *pin);
+} wd_base_source;
+extern const wd_base_source wd_base_dir_source; /* delta/base.c */
+
 /* ---- the open delta (delta_read.c) */
-typedef struct wd_ext_priv {
+struct wd_ext_priv {
     wd_extent pub;
     char *tensor, *base_tensor, *params;
     /* resolved at wd_delta_set_base */
@@ -21,7 +39,7 @@ typedef struct wd_ext_priv {
     int pred;
     wd_dtype pred_dtype;
     uint64_t pred_length;
-} wd_ext_priv;
+};
 
 struct wd_delta {
     char *path;
@@ -55,9 +73,7 @@ struct wd_delta {
     uint64_t *_Atomic v1_base_sums;
     atomic_int v1_bad;
     char v1_why[512];
-    pthread_mutex_t pool_lock;
-    wd_scratch **pool;
-    size_t npool, cap_pool;
+    wd_scratch_pool pool; /* scratches for wd_delta_decode_block and xdtype reads */
     /* chains (chain.c): the base bytes are another delta's rebuilt output,
      * read through `parent_cache` (NULL: decoded directly).  Then each
      * extent's base_fd_index is the parent's output file and base_offset the
@@ -65,6 +81,7 @@ struct wd_delta {
     wd_delta *parent;          /* not owned */
     uint64_t parent_key;
     wd_cache *parent_cache;
+    const wd_base_source *src; /* NULL until a base or parent is attached */
     const volatile sig_atomic_t *stop; /* wd_delta_set_stop: polled by wd_apply */
 };
 
@@ -73,10 +90,8 @@ struct wd_delta {
  * not the number of open deltas). */
 int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, wd_err *err);
 
-wd_scratch *wd_delta_scratch_get(wd_delta *d);
-void wd_delta_scratch_put(wd_delta *d, wd_scratch *s);
 
-/* chain.c: read n base bytes of extent e, at base_offset + rel, from the
+/* delta/base.c, through d->src: read n base bytes of extent e, at base_offset + rel, from the
  * base model's file or from the parent delta's output. */
 int wd_delta_read_base(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, size_t n, uint64_t rel, wd_err *err);
 /* The same range without a copy where it can: sets *base to the bytes, in

@@ -17,38 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- scratch pool: decoders reuse buffers and zstd contexts ---------- */
-wd_scratch *wd_delta_scratch_get(wd_delta *d)
-{
-    wd_scratch *s = NULL;
-    pthread_mutex_lock(&d->pool_lock);
-    if (d->npool) s = d->pool[--d->npool];
-    pthread_mutex_unlock(&d->pool_lock);
-    return s ? s : wd_scratch_new();
-}
-
-void wd_delta_scratch_put(wd_delta *d, wd_scratch *s)
-{
-    if (!s) return;
-    pthread_mutex_lock(&d->pool_lock);
-    if (d->npool < 2) { /* idle scratches hold megabytes each: keep few */
-        if (d->npool == d->cap_pool) {
-            size_t nc = d->cap_pool ? d->cap_pool * 2 : 8;
-            wd_scratch **np = realloc(d->pool, nc * sizeof *np);
-            if (np) {
-                d->pool = np;
-                d->cap_pool = nc;
-            }
-        }
-        if (d->npool < d->cap_pool) {
-            d->pool[d->npool++] = s;
-            s = NULL;
-        }
-    }
-    pthread_mutex_unlock(&d->pool_lock);
-    wd_scratch_free(s);
-}
-
 /* ---- manifest parsing ------------------------------------------------ */
 static int get_u64(const cJSON *o, const char *key, uint64_t *out)
 {
@@ -556,7 +524,7 @@ int wd_delta_open_fd(int fd, const char *path, wd_delta **out, wd_err *err)
 {
     wd_delta *d = calloc(1, sizeof *d);
     if (!d) return wd_errf(err, "out of memory");
-    pthread_mutex_init(&d->pool_lock, NULL);
+    wd_scratch_pool_init(&d->pool, 2); /* idle scratches hold megabytes each: keep few */
     pthread_mutex_init(&d->memo_lock, NULL);
     d->memo_tensor = -1;
     d->path = strdup(path);
@@ -617,9 +585,7 @@ void wd_delta_close(wd_delta *d)
             if (d->base_fds[i] >= 0) close(d->base_fds[i]);
         free(d->base_fds);
     }
-    for (size_t i = 0; i < d->npool; i++) wd_scratch_free(d->pool[i]);
-    free(d->pool);
-    pthread_mutex_destroy(&d->pool_lock);
+    wd_scratch_pool_destroy(&d->pool);
     wd_v1view_free(d);
     pthread_mutex_destroy(&d->memo_lock);
     wd_v1_close(d->v1);
@@ -658,6 +624,7 @@ static int open_base_fds(wd_delta *d, const wd_model *base, wd_err *err)
     d->base_fds = malloc((base->nfiles ? base->nfiles : 1) * sizeof *d->base_fds);
     if (!d->base_fds) return wd_errf(err, "out of memory");
     d->base = base;
+    d->src = &wd_base_dir_source;
     for (size_t i = 0; i < base->nfiles; i++) d->base_fds[i] = -1;
     for (size_t i = 0; i < base->nfiles; i++)
         if ((d->base_fds[i] = open(base->files[i].path, O_RDONLY | O_CLOEXEC)) < 0)
@@ -684,6 +651,7 @@ static int base_fds_of(wd_delta *d, const wd_model *base, const int *fds, wd_err
     d->base_fds = malloc((base->nfiles ? base->nfiles : 1) * sizeof *d->base_fds);
     if (!d->base_fds) return wd_errf(err, "out of memory");
     d->base = base;
+    d->src = &wd_base_dir_source;
     d->base_fds_borrowed = 1;
     for (size_t i = 0; i < base->nfiles; i++) d->base_fds[i] = fds[i];
     return 0;
@@ -789,9 +757,9 @@ out:
 
 int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
 {
-    wd_scratch *s = wd_delta_scratch_get(d);
+    wd_scratch *s = wd_scratch_pool_get(&d->pool);
     if (!s) return wd_errf(err, "out of memory");
     int rc = wd_delta_decode_with(d, block, out, s, err);
-    wd_delta_scratch_put(d, s);
+    wd_scratch_pool_put(&d->pool, s);
     return rc;
 }

@@ -212,12 +212,12 @@ int wd_xdtype_decode(wd_delta *d, const wd_ext_priv *e, wd_scratch *s, const uns
 
 int wd_xdtype_read_base(wd_delta *d, const wd_ext_priv *e, unsigned char *dst, size_t n, uint64_t rel, wd_err *err)
 {
-    wd_scratch *s = wd_delta_scratch_get(d);
+    wd_scratch *s = wd_scratch_pool_get(&d->pool);
     const unsigned char *b;
     if (!s) return wd_errf(err, "out of memory");
     int rc = wd_xdtype_base_view(d, e, s, n, rel, &b, err);
     if (!rc) memcpy(dst, b, n);
-    wd_delta_scratch_put(d, s);
+    wd_scratch_pool_put(&d->pool, s);
     return rc;
 }
 

@@ -415,28 +415,6 @@ out:
     return rc;
 }
 
-/* ---- float conversions ------------------------------------------------ */
-static float f32_from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* IEEE half -> float, exact (every half is a float). */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return f32_from_bits(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        if (!man) return f32_from_bits(sign);
-        /* subnormal half: man * 2^-24, exact in float */
-        float f = (float)man * 0x1p-24f;
-        return sign ? -f : f;
-    }
-    return f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
-}
-
 static int base_to_float(const void *base, wd_dtype dt, uint64_t i, float *out)
 {
     const unsigned char *p = base;
@@ -444,19 +422,19 @@ static int base_to_float(const void *base, wd_dtype dt, uint64_t i, float *out)
     case WD_F32: {
         uint32_t u;
         memcpy(&u, p + 4 * i, 4);
-        *out = f32_from_bits(u);
+        *out = wd_f32_from_bits(u);
         return 0;
     }
     case WD_BF16: {
         uint16_t u;
         memcpy(&u, p + 2 * i, 2);
-        *out = f32_from_bits((uint32_t)u << 16);
+        *out = wd_f32_from_bits((uint32_t)u << 16);
         return 0;
     }
     case WD_F16: {
         uint16_t u;
         memcpy(&u, p + 2 * i, 2);
-        *out = half_to_float(u);
+        *out = wd_half_to_float(u);
         return 0;
     }
     case WD_F64: {
@@ -526,8 +504,8 @@ static int delta_int4(wd_v1 *v, v1_tensor *t, float *out, wd_err *err)
         load_field(v, t, F_ZERO, "float16", 1, 2, &zero, err) ||
         load_field(v, t, F_PACKED, "uint8", (n - k + 1) / 2, 1, &packed, err))
         goto out;
-    const float step = (float)((double)half_to_float(rd16(scale, 0)) * 15.0);
-    const float zp = half_to_float(rd16(zero, 0));
+    const float step = (float)((double)wd_half_to_float(rd16(scale, 0)) * 15.0);
+    const float zp = wd_half_to_float(rd16(zero, 0));
     uint64_t o = 0, q = 0, prev = 0;
     for (uint64_t i = 0; i < n; i++) {
         if (o < k) {
@@ -538,7 +516,7 @@ static int delta_int4(wd_v1 *v, v1_tensor *t, float *out, wd_err *err)
                 goto out;
             }
             if (oi == i) {
-                out[i] = half_to_float(rd16(vals, o));
+                out[i] = wd_half_to_float(rd16(vals, o));
                 prev = oi;
                 o++;
                 continue;
@@ -584,7 +562,7 @@ static int delta_quantized(wd_v1 *v, v1_tensor *t, float *out, wd_err *err)
         load_field(v, t, F_SIGNS, "uint8", (n + 7) / 8, 1, &signs, err))
         goto out;
     for (uint64_t r = 0; r < rows; r++) {
-        float s = half_to_float(rd16(scales, r));
+        float s = wd_half_to_float(rd16(scales, r));
         for (uint64_t c = 0; c < cols; c++) {
             uint64_t i = r * cols + c;
             unsigned bit = (((const unsigned char *)signs)[i / 8] >> (7 - i % 8)) & 1;
@@ -619,7 +597,7 @@ static int delta_sparse(wd_v1 *v, v1_tensor *t, float *out, wd_err *err)
             goto out;
         }
         uint32_t u = wd_get_u32((const unsigned char *)vals + 4 * j);
-        out[ix] = f32_from_bits(u);
+        out[ix] = wd_f32_from_bits(u);
     }
     rc = 0;
 out:

@@ -187,31 +187,6 @@ int wd_v1view_set_base(wd_delta *d, const wd_model *base, wd_err *err)
     return 0;
 }
 
-/* ---- float32 -> bf16 / f16, round to nearest even (NaN kept quiet) ---- */
-uint16_t wd_f32_to_bf16(uint32_t u)
-{
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-
-uint16_t wd_f32_to_f16(uint32_t u)
-{
-    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to infinity */
-    if (a < 0x38800000u) { /* subnormal half or zero */
-        if (a < 0x33000000u) return (uint16_t)sign; /* below half of the smallest subnormal */
-        /* value = man * 2^(E-150); in units of 2^-24 that is man >> (126-E) */
-        uint32_t man = (a & 0x7fffffu) | 0x800000u;
-        int shift = 126 - (int)(a >> 23);
-        uint32_t q = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (q & 1))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t r = a + 0xfffu + ((a >> 13) & 1) - 0x38000000u;
-    return (uint16_t)(sign | (r >> 13));
-}
-
 /* The v1 view's blocks are 1 MiB: a base tensor's sum is chained over
  * pieces of that size, as wd_model_hash_ex hands them out. */
 static uint64_t base_sum(const unsigned char *p, uint64_t n)

@@ -15,7 +15,7 @@
  * that do not connect are errors naming the files and what to do. */
 #include "delta/delta.h"
 #include "delta/xdtype.h"
-#include "ops/ops.h" /* wd_apply_remove (wd_flatten) */
+#include "cache/cache_int.h" /* wd_read_nested, wd_cache_pin_range: the parent source */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -25,43 +25,37 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- reading base bytes ---------------------------------------------- */
-int wd_delta_read_base(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, size_t n, uint64_t rel, wd_err *err)
+/* ---- the parent source: base bytes are the parent's rebuilt output,
+ * read through the block cache (wd_read_nested: the calling thread already
+ * holds a decoder slot), pinned in place where a range lies in one block */
+static int parent_read(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, size_t n, uint64_t rel, wd_err *err)
 {
-    if (d->parent) {
-        const wd_delta_info *pi = wd_delta_get_info(d->parent);
-        ssize_t got = wd_read_nested(d->parent, d->parent_key, d->parent_cache, (size_t)e->base_fd_index, buf, n,
-                                     e->base_offset + rel, err);
-        if (got < 0) return wd_errprefix(err, "parent %s", d->parent->path);
-        if ((size_t)got != n)
-            return wd_errf(err, "parent %s: file %s ends before the base tensor %s does", d->parent->path,
-                           pi->files[e->base_fd_index].name, e->base_tensor);
-        return 0;
-    }
-    return wd_pread_full(d->base_fds[e->base_fd_index], buf, n, e->base_offset + rel,
-                         d->base->files[e->base_fd_index].path, err);
+    const wd_delta_info *pi = wd_delta_get_info(d->parent);
+    ssize_t got = wd_read_nested(d->parent, d->parent_key, d->parent_cache, (size_t)e->base_fd_index, buf, n,
+                                 e->base_offset + rel, err);
+    if (got < 0) return wd_errprefix(err, "parent %s", d->parent->path);
+    if ((size_t)got != n)
+        return wd_errf(err, "parent %s: file %s ends before the base tensor %s does", d->parent->path,
+                       pi->files[e->base_fd_index].name, e->base_tensor);
+    return 0;
 }
 
-int wd_delta_base_view(wd_delta *d, const wd_ext_priv *e, wd_scratch *s, size_t n, uint64_t rel,
-                       const unsigned char **base, wd_cache_pin **pin, wd_err *err)
+static int parent_view(wd_delta *d, const wd_ext_priv *e, size_t n, uint64_t rel, const unsigned char **base,
+                       wd_cache_pin **pin, wd_err *err)
 {
-    *pin = NULL;
-    if (d->parent && d->parent_cache) {
-        int r = wd_cache_pin_range(d->parent, d->parent_key, d->parent_cache, (size_t)e->base_fd_index,
-                                   e->base_offset + rel, n, base, pin, err);
-        if (r < 0) return wd_errprefix(err, "parent %s", d->parent->path);
-        if (r > 0) return 0;
-    }
-    unsigned char *buf = wd_scratch_buf(s, 1, n);
-    if (!buf) return wd_errf(err, "out of memory reading %zu base bytes", n);
-    *base = buf;
-    return wd_delta_read_base(d, e, buf, n, rel, err);
+    if (!d->parent_cache) return 0;
+    int r = wd_cache_pin_range(d->parent, d->parent_key, d->parent_cache, (size_t)e->base_fd_index,
+                               e->base_offset + rel, n, base, pin, err);
+    if (r < 0) return wd_errprefix(err, "parent %s", d->parent->path);
+    return r;
 }
 
-void wd_delta_base_done(wd_delta *d, wd_cache_pin *pin)
+static void parent_done(wd_delta *d, wd_cache_pin *pin)
 {
-    if (pin) wd_cache_unpin(d->parent_cache, pin);
+    wd_cache_unpin(d->parent_cache, pin);
 }
+
+static const wd_base_source parent_source = {parent_read, parent_view, parent_done};
 
 /* ---- attaching a parent ---------------------------------------------- */
 static int has_source(const wd_delta *d)
@@ -114,6 +108,7 @@ int wd_delta_set_parent(wd_delta *d, wd_delta *parent, uint64_t parent_key, wd_c
     d->parent = parent;
     d->parent_key = parent_key;
     d->parent_cache = cache;
+    d->src = &parent_source;
     return 0;
 }
 
@@ -400,6 +395,7 @@ static void detach_parent(wd_delta *d)
     d->parent = NULL;
     d->parent_key = 0;
     d->parent_cache = NULL;
+    d->src = NULL;
 }
 
 static int cmp_rank(const void *a, const void *b)
@@ -648,45 +644,4 @@ size_t wd_chain_check_order(wd_delta *const *links, size_t n)
     for (size_t i = 1; i < n; i++)
         if (!claims(links[i], links[i - 1])) return i;
     return n;
-}
-
-/* ---- flattening ------------------------------------------------------ */
-int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err *err)
-{
-    if (!o->base_dir || !o->out_path) return wd_errf(err, "flatten needs a base directory and an output path");
-    if (!has_source(d)) return wd_errf(err, "%s: no base attached", d->path);
-    /* the model d rebuilds, next to the output, removed when done: the
-     * fine-tune side of a delta must be a directory to create from.  It is
-     * built inside a private directory (0700): the rebuilt model of a
-     * private delta is not shown to others on the way. */
-    wd_err e0;
-    if (wd_remove_stale(o->out_path, &e0) < 0) {
-        *err = e0;
-        return -1;
-    }
-    char *tmp = NULL;
-    if (wd_tmp_dir(o->out_path, "rebuild", 0700, &tmp, err) < 0) return -1;
-    size_t ml = strlen(tmp) + 8;
-    char *model = malloc(ml);
-    if (!model) {
-        rmdir(tmp);
-        free(tmp);
-        return wd_errf(err, "out of memory");
-    }
-    snprintf(model, ml, "%s/model", tmp);
-    const volatile sig_atomic_t *old_stop = d->stop;
-    if (o->stop) d->stop = o->stop;
-    int rc = wd_apply(d, model, o->threads, NULL, NULL, err);
-    d->stop = old_stop;
-    if (!rc) {
-        wd_create_opts c = *o;
-        c.ft_dir = model;
-        c.parent = NULL;
-        rc = wd_create(&c, st, err);
-    }
-    wd_apply_remove(d, model); /* nothing there if wd_apply failed: it cleans up its own */
-    rmdir(tmp);
-    free(model);
-    free(tmp);
-    return rc;
 }

@@ -6,6 +6,7 @@
 #include "wdelta.h" /* wd_err, wd_dtype */
 #include <signal.h> /* sig_atomic_t */
 #include <sys/types.h> /* mode_t */
+#include "util/float.h" /* float <-> half, bfloat16 and their bits */
 
 /* ---- little-endian helpers */
 static inline void wd_put_u32(unsigned char *p, uint32_t v)
@@ -44,10 +45,6 @@ int wd_stop_requested(const volatile sig_atomic_t *stop, wd_err *err);
 /* 1 if the n bytes at s are valid UTF-8 (dtype.c). */
 int wd_utf8_valid(const char *s, size_t n);
 
-/* float32 bits -> bfloat16 / IEEE half bits, round to nearest even, NaN
- * kept a (quiet) NaN, overflow to infinity (v1_view.c). */
-uint16_t wd_f32_to_bf16(uint32_t u);
-uint16_t wd_f32_to_f16(uint32_t u);
 
 
 #endif
