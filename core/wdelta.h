@@ -597,6 +597,40 @@ typedef struct wd_chain wd_chain;
 WD_API int wd_chain_open(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
                   wd_cache *cache, wd_chain **out, wd_err *err);
 WD_API void wd_chain_close(wd_chain *c);
+/* The one way the tools open a delta with its source: a v2 file through
+ * wd_chain_open (a chain link finds its parents in search, or beside it);
+ * a v1 file (it records no result hash to chain by) over base_dir itself,
+ * after, with WD_OPEN_CHECK_V1, checking that base_dir has the content
+ * hash the file names (v1 blocks carry no checksums: wd_delta_check_base),
+ * and with WD_OPEN_V1_BASE_DTYPE rebuilding in the base's dtype
+ * (wd_delta_v1_use_base_dtype).  Either way *out is a chain (one link for
+ * v1) whose wd_chain_top is the delta to read. */
+#define WD_OPEN_CHECK_V1 1u
+#define WD_OPEN_V1_BASE_DTYPE 2u
+WD_API int wd_open_with_base(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
+                             unsigned flags, wd_cache *cache, wd_chain **out, wd_err *err);
+/* The deltas of a directory as a forest of chains (`inspect --chain DIR`):
+ * every *.wdelta file there by name, opened without a base (the errors of
+ * those that do not open kept, in order), each under the delta whose result
+ * is its base.  The walk lists every delta once: chain by chain, roots
+ * (deltas no v2 delta there rebuilds the base of) first, each followed by
+ * what it rebuilds the base of, depth-first; then loops (deltas rebuilding
+ * each other's bases), each from its first file, with loop = 1. */
+typedef struct wd_forest wd_forest;
+typedef struct wd_forest_entry {
+    size_t delta;   /* index for wd_forest_delta */
+    unsigned depth; /* 0: the first of a chain */
+    size_t chain;   /* 1, 2, ... */
+    int loop;
+} wd_forest_entry;
+WD_API int wd_forest_open(const char *dir, wd_forest **out, wd_err *err);
+WD_API void wd_forest_close(wd_forest *f);
+WD_API size_t wd_forest_size(const wd_forest *f);
+WD_API wd_delta *wd_forest_delta(const wd_forest *f, size_t i);
+WD_API size_t wd_forest_chains(const wd_forest *f);
+WD_API size_t wd_forest_unreadable(const wd_forest *f);
+WD_API const char *wd_forest_unreadable_error(const wd_forest *f, size_t k);
+WD_API const wd_forest_entry *wd_forest_walk(const wd_forest *f, size_t *n);
 WD_API size_t wd_chain_length(const wd_chain *c);
 WD_API wd_delta *wd_chain_link(const wd_chain *c, size_t i); /* 0: made against the base; length-1: FILE */
 WD_API wd_delta *wd_chain_top(const wd_chain *c);

@@ -6,7 +6,7 @@
  * delta's rebuilt output (lineage/chain.c).  Decoding (delta_read.c,
  * xdtype.c) and the operations read base bytes only through these three
  * functions. */
-#include "delta/delta.h"
+#include "delta/delta_impl.h"
 
 static int dir_read(wd_delta *d, const wd_ext_priv *e, unsigned char *buf, size_t n, uint64_t rel, wd_err *err)
 {

@@ -4,7 +4,7 @@
  * table (all covered by one SHA-256); block data is read on demand with
  * pread, so an open delta costs memory in proportion to its index, never to
  * the model. */
-#include "delta/delta.h"
+#include "delta/delta_impl.h"
 #include "legacy/legacy.h"
 #include "format/layout.h"
 #include "delta/xdtype.h"
@@ -762,4 +762,46 @@ int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
     int rc = wd_delta_decode_with(d, block, out, s, err);
     wd_scratch_pool_put(&d->pool, s);
     return rc;
+}
+
+/* ---- accessors for the layers above (delta.h) ------------------------ */
+const wd_model *wd_delta_base_model(const wd_delta *d)
+{
+    return d->base;
+}
+
+int wd_delta_has_source(const wd_delta *d)
+{
+    return d->src != NULL;
+}
+
+int wd_delta_is_v1(const wd_delta *d)
+{
+    return d->v1 != NULL;
+}
+
+const volatile sig_atomic_t *wd_delta_get_stop(const wd_delta *d)
+{
+    return d->stop;
+}
+
+const wd_ext_priv *wd_delta_ext(const wd_delta *d, size_t f, size_t k)
+{
+    return &d->file_exts[f][k];
+}
+
+int wd_delta_read_stored(wd_delta *d, uint32_t b, unsigned char **buf, size_t *cap, wd_err *err)
+{
+    const wd_block *bl = &d->blocks[b];
+    if (bl->stored_len > *cap) {
+        free(*buf);
+        *buf = malloc(bl->stored_len);
+        *cap = *buf ? bl->stored_len : 0;
+        if (!*buf) return wd_errf(err, "out of memory");
+    }
+    if (wd_pread_full(d->fd, *buf, bl->stored_len, bl->offset, d->path, err)) return -1;
+    if (wd_hash64(*buf, bl->stored_len, 0) != bl->stored_hash)
+        return wd_errf(err, "%s: block %u (offset %llu): stored checksum mismatch", d->path, b,
+                       (unsigned long long)bl->offset);
+    return 0;
 }

@@ -8,6 +8,7 @@
  * round to nearest even narrowing (F32 -> BF16/F16, BF16 <-> F16 through
  * F32, which is exact from either), zeros where the base has no element. */
 #include "delta/xdtype.h"
+#include "delta/delta_impl.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

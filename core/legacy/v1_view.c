@@ -8,6 +8,7 @@
  * attached.  A v1 tensor can only be rebuilt whole, so the last one rebuilt
  * is kept for the blocks that follow it. */
 #include "legacy/legacy.h"
+#include "delta/delta_impl.h"
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <stdarg.h>

@@ -13,7 +13,7 @@
  * (wd_chain_parent_rank, then path) and the first that checks out is the
  * parent (FORMAT.md, "Choosing a parent").  Missing links, loops and links
  * that do not connect are errors naming the files and what to do. */
-#include "delta/delta.h"
+#include "delta/delta_impl.h"
 #include "delta/xdtype.h"
 #include "cache/cache_int.h" /* wd_read_nested, wd_cache_pin_range: the parent source */
 #include <dirent.h>
@@ -600,6 +600,44 @@ int wd_chain_open(const char *file, const char *const *search, size_t nsearch, c
             detach_parent(c->links[i]);
             if (wd_delta_set_parent(c->links[i], c->links[i - 1], (uint64_t)i, cache, err)) goto fail;
         }
+    *out = c;
+    return 0;
+fail:
+    wd_chain_close(c);
+    return -1;
+}
+
+int wd_open_with_base(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
+                      unsigned flags, wd_cache *cache, wd_chain **out, wd_err *err)
+{
+    wd_delta *d = NULL;
+    if (wd_delta_open(file, &d, err)) return -1;
+    if (d->info.version == 2) { /* maybe a chain link: resolved through its parents */
+        wd_delta_close(d);
+        return wd_chain_open(file, search, nsearch, base_dir, cache, out, err);
+    }
+    wd_chain *c = calloc(1, sizeof *c);
+    if (!c || add_node(c, d, err)) {
+        if (!c) wd_errf(err, "out of memory");
+        wd_delta_close(d);
+        free(c);
+        return -1;
+    }
+    if (!base_dir) {
+        wd_errk(err, WD_ERR_USAGE, "%s is a deltatensors v1 file: it needs its base directory", file);
+        goto fail;
+    }
+    if (wd_model_open(base_dir, &c->base, err)) goto fail;
+    c->have_base = 1;
+    if ((flags & WD_OPEN_CHECK_V1) && wd_delta_check_base(d, &c->base, err)) goto fail;
+    if (flags & WD_OPEN_V1_BASE_DTYPE) wd_delta_v1_use_base_dtype(d, 1);
+    if (wd_delta_set_base(d, &c->base, err)) goto fail;
+    if (!(c->links = calloc(1, sizeof *c->links))) {
+        wd_errf(err, "out of memory");
+        goto fail;
+    }
+    c->links[0] = d;
+    c->n = 1;
     *out = c;
     return 0;
 fail:

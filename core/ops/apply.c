@@ -48,7 +48,7 @@ static void *apply_worker(void *arg)
         pthread_mutex_lock(&a->lock);
         uint32_t b = a->next++;
         int stop = a->failed || b >= in->nblocks;
-        if (!stop && wd_stop_requested(a->d->stop, &a->err)) a->failed = stop = 1;
+        if (!stop && wd_stop_requested(wd_delta_get_stop(a->d), &a->err)) a->failed = stop = 1;
         pthread_mutex_unlock(&a->lock);
         if (stop) break;
         wd_err e;
@@ -85,21 +85,21 @@ static void *apply_worker(void *arg)
 /* The v1 base extras wd_apply copies: those the delta does not itself hold. */
 static int v1_copies(const wd_delta *d, size_t i)
 {
-    return wd_delta_find_file((wd_delta *)d, d->base->extras[i]) < 0;
+    return wd_delta_find_file((wd_delta *)d, wd_delta_base_model(d)->extras[i]) < 0;
 }
 
 size_t wd_apply_count(const wd_delta *d)
 {
-    size_t n = d->info.nfiles;
-    for (size_t i = 0; d->v1 && d->base && i < d->base->nextras; i++) n += v1_copies(d, i);
+    size_t n = wd_delta_get_info(d)->nfiles;
+    for (size_t i = 0; wd_delta_is_v1(d) && wd_delta_base_model(d) && i < wd_delta_base_model(d)->nextras; i++) n += v1_copies(d, i);
     return n;
 }
 
 int wd_apply_writes(const wd_delta *d, const char *name)
 {
     if (wd_delta_find_file((wd_delta *)d, name) >= 0) return 1;
-    for (size_t i = 0; d->v1 && d->base && i < d->base->nextras; i++)
-        if (!strcmp(d->base->extras[i], name)) return 1;
+    for (size_t i = 0; wd_delta_is_v1(d) && wd_delta_base_model(d) && i < wd_delta_base_model(d)->nextras; i++)
+        if (!strcmp(wd_delta_base_model(d)->extras[i], name)) return 1;
     return 0;
 }
 
@@ -108,8 +108,8 @@ int wd_apply_writes(const wd_delta *d, const char *name)
  * directory itself, which fails if anything else is in it. */
 int wd_apply_remove(const wd_delta *d, const char *dir)
 {
-    const wd_delta_info *in = &d->info;
-    const wd_model *base = d->v1 ? d->base : NULL;
+    const wd_delta_info *in = wd_delta_get_info(d);
+    const wd_model *base = wd_delta_is_v1(d) ? wd_delta_base_model(d) : NULL;
     char p[4096];
     for (size_t i = 0; i < in->nfiles; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, in->files[i].name);
@@ -193,10 +193,10 @@ static int copy_file(const char *from, const char *to, wd_err *err)
 static int copy_base_extras(wd_delta *d, const char *dir, wd_err *err)
 {
     char from[4096], to[4096];
-    for (size_t i = 0; i < d->base->nextras; i++) {
+    for (size_t i = 0; i < wd_delta_base_model(d)->nextras; i++) {
         if (!v1_copies(d, i)) continue;
-        snprintf(from, sizeof from, "%s/%s", d->base->dir, d->base->extras[i]);
-        snprintf(to, sizeof to, "%s/%s", dir, d->base->extras[i]);
+        snprintf(from, sizeof from, "%s/%s", wd_delta_base_model(d)->dir, wd_delta_base_model(d)->extras[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, wd_delta_base_model(d)->extras[i]);
         if (copy_file(from, to, err)) return -1;
     }
     return 0;
@@ -212,7 +212,7 @@ static int build(wd_delta *d, const char *out_dir, int replace, mode_t mode, int
     const wd_delta_info *in = wd_delta_get_info(d);
     size_t tl = strlen(out_dir) + 16;
     if (wd_remove_stale(out_dir, err) < 0) return -1;
-    if (wd_stop_requested(d->stop, err)) return -1;
+    if (wd_stop_requested(wd_delta_get_stop(d), err)) return -1;
     char *tmp = NULL;
     apply_ctx a = {.d = d, .progress = progress, .progress_ctx = progress_ctx};
     a.fds = calloc(in->nfiles + 1, sizeof *a.fds);
@@ -271,7 +271,7 @@ static int build(wd_delta *d, const char *out_dir, int replace, mode_t mode, int
         }
         a.fds[f] = -1;
     }
-    if (d->v1 && d->base && copy_base_extras(d, tmp, err)) goto out;
+    if (wd_delta_is_v1(d) && wd_delta_base_model(d) && copy_base_extras(d, tmp, err)) goto out;
     if (replace) {
         /* out_dir moves aside under a fresh name (rename onto the empty
          * directory mkdtemp made), the new one takes its place, then the
@@ -358,22 +358,6 @@ int wd_apply_replace(wd_delta *d, const char *out_dir, int threads,
 }
 
 /* ---- verify ---------------------------------------------------------- */
-static int check_stored(wd_delta *d, uint32_t b, unsigned char **buf, size_t *cap, wd_err *err)
-{
-    const wd_block *bl = &d->blocks[b];
-    if (bl->stored_len > *cap) {
-        free(*buf);
-        *buf = malloc(bl->stored_len);
-        *cap = *buf ? bl->stored_len : 0;
-        if (!*buf) return wd_errf(err, "out of memory");
-    }
-    if (wd_pread_full(d->fd, *buf, bl->stored_len, bl->offset, d->path, err)) return -1;
-    if (wd_hash64(*buf, bl->stored_len, 0) != bl->stored_hash)
-        return wd_errf(err, "%s: block %u (offset %llu): stored checksum mismatch", d->path, b,
-                       (unsigned long long)bl->offset);
-    return 0;
-}
-
 /* Decode [off, off+len) of file f, feeding it to the hash.  *have: the
  * block buf holds (UINT32_MAX: none), so that the many small tensors of one
  * block cost one decode, not one each (80k tiny tensors: 64 s before). */
@@ -384,14 +368,14 @@ static int hash_range(wd_delta *d, size_t f, uint64_t off, uint64_t len, wd_idha
         uint32_t b;
         uint64_t boff;
         if (wd_delta_locate(d, f, off, &b, &boff))
-            return wd_errf(err, "%s: offset %llu outside file %s", d->path, (unsigned long long)off,
-                           d->files[f].name);
+            return wd_errf(err, "%s: offset %llu outside file %s", wd_delta_path(d), (unsigned long long)off,
+                           wd_delta_get_info(d)->files[f].name);
         if (b != *have) {
             *have = UINT32_MAX;
             if (wd_delta_decode_block(d, b, buf, err)) return -1;
             *have = b;
         }
-        uint64_t in_block = off - boff, avail = d->blocks[b].out_len - in_block;
+        uint64_t in_block = off - boff, avail = wd_delta_get_info(d)->blocks[b].out_len - in_block;
         uint64_t take = avail < len ? avail : len;
         wd_idhash_update(h, buf + in_block, (size_t)take);
         off += take;
@@ -406,18 +390,18 @@ static int hash_range(wd_delta *d, size_t f, uint64_t off, uint64_t len, wd_idha
  * as it goes. */
 static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
 {
-    const wd_delta_info *in = &d->info;
+    const wd_delta_info *in = wd_delta_get_info(d);
     int rc = -1;
     size_t maxb = 1;
     for (size_t b = 0; b < in->nblocks; b++)
         if (in->blocks[b].out_len > maxb) maxb = in->blocks[b].out_len;
-    wd_model vm = {.dir = d->path};
+    wd_model vm = {.dir = (char *)wd_delta_path(d)}; /* borrowed: named in messages, never freed */
     wd_stfile *sf = calloc(in->nfiles + 1, sizeof *sf);
     size_t *fidx = calloc(in->nfiles + 1, sizeof *fidx);
     unsigned char *buf = malloc(maxb);
     struct wd_tref *order = NULL;
     /* v1 files record no result hash: the identity of what they rebuild */
-    wd_idhash *h = wd_idhash_new(d->v1 ? WD_ID_V2 : in->result_hash_kind);
+    wd_idhash *h = wd_idhash_new(wd_delta_is_v1(d) ? WD_ID_V2 : in->result_hash_kind);
     if (!sf || !fidx || !buf || !h) {
         wd_errf(err, "out of memory");
         goto out;
@@ -435,8 +419,8 @@ static int result_hash(wd_delta *d, unsigned char out[32], wd_err *err)
         for (uint32_t b = 0; ok && b < e->nblocks; b++) {
             if (wd_delta_decode_block(d, e->first_block + b, buf, err)) ok = 0;
             else {
-                memcpy(hdr + at, buf, d->blocks[e->first_block + b].out_len);
-                at += d->blocks[e->first_block + b].out_len;
+                memcpy(hdr + at, buf, wd_delta_get_info(d)->blocks[e->first_block + b].out_len);
+                at += wd_delta_get_info(d)->blocks[e->first_block + b].out_len;
             }
         }
         if (!ok ||
@@ -483,21 +467,21 @@ static int verify_v1(wd_delta *d, int with_base, unsigned char out_hash[32], wd_
 {
     if (wd_delta_check_digest(d, err)) return -1;
     if (!with_base) return 0;
-    if (!d->base) return wd_errf(err, "%s: verifying the result needs the base model", d->path);
+    if (!wd_delta_base_model(d)) return wd_errf(err, "%s: verifying the result needs the base model", wd_delta_path(d));
     return result_hash(d, out_hash, err);
 }
 
 int wd_verify(wd_delta *d, int with_base, unsigned char out_hash[32],
               void (*progress)(void *ctx, uint64_t done, uint64_t total), void *progress_ctx, wd_err *err)
 {
-    const wd_delta_info *in = &d->info;
-    if (d->v1) return verify_v1(d, with_base, out_hash, err);
+    const wd_delta_info *in = wd_delta_get_info(d);
+    if (wd_delta_is_v1(d)) return verify_v1(d, with_base, out_hash, err);
     unsigned char *buf = NULL;
     size_t cap = 0;
     uint64_t total = 0, done = 0;
     for (size_t b = 0; b < in->nblocks; b++) total += in->blocks[b].stored_len;
     for (size_t b = 0; b < in->nblocks; b++) {
-        if (check_stored(d, (uint32_t)b, &buf, &cap, err)) {
+        if (wd_delta_read_stored(d, (uint32_t)b, &buf, &cap, err)) {
             free(buf);
             return -1;
         }
@@ -506,13 +490,13 @@ int wd_verify(wd_delta *d, int with_base, unsigned char out_hash[32],
     }
     free(buf);
     if (!with_base) return 0;
-    if (!d->base && !d->parent) return wd_errf(err, "%s: verifying the result needs the base model", d->path);
+    if (!wd_delta_has_source(d)) return wd_errf(err, "%s: verifying the result needs the base model", wd_delta_path(d));
     if (result_hash(d, out_hash, err)) return -1;
     if (memcmp(out_hash, in->result_hash, 32)) {
         char a[65], b[65];
         wd_hex(out_hash, 32, a);
         wd_hex(in->result_hash, 32, b);
-        return wd_errf(err, "%s: rebuilt model hashes to %s, the delta records %s", d->path, a, b);
+        return wd_errf(err, "%s: rebuilt model hashes to %s, the delta records %s", wd_delta_path(d), a, b);
     }
     return 0;
 }

@@ -28,14 +28,14 @@ static int eval_extent(wd_delta *d, const wd_ext_priv *ep, const wd_model *ft, i
         return wd_errf(err, "fine-tune %s has no tensor %s of %llu bytes", ft->dir, e->tensor,
                        (unsigned long long)e->length);
     /* a cross-dtype or resized tensor: its base is the predicted one */
-    const wd_tensor *bt = e->base_tensor && d->base && !ep->pred ? wd_model_find(d->base, e->base_tensor, &bfi) : NULL;
+    const wd_tensor *bt = e->base_tensor && wd_delta_base_model(d) && !ep->pred ? wd_model_find(wd_delta_base_model(d), e->base_tensor, &bfi) : NULL;
     if (bt && bt->length != e->length) bt = NULL;
     /* a chain link's base tensor is its parent's rebuilt output */
-    int from_parent = d->parent && e->base_tensor && ep->base_fd_index >= 0 && !ep->pred;
+    int from_parent = wd_delta_get_parent(d) && e->base_tensor && ep->base_fd_index >= 0 && !ep->pred;
     if (ft_fds[fi] < 0 && (ft_fds[fi] = open(ft->files[fi].path, O_RDONLY | O_CLOEXEC)) < 0)
         return wd_errf(err, "%s: %s", ft->files[fi].path, strerror(errno));
-    if (bt && base_fds[bfi] < 0 && (base_fds[bfi] = open(d->base->files[bfi].path, O_RDONLY | O_CLOEXEC)) < 0)
-        return wd_errf(err, "%s: %s", d->base->files[bfi].path, strerror(errno));
+    if (bt && base_fds[bfi] < 0 && (base_fds[bfi] = open(wd_delta_base_model(d)->files[bfi].path, O_RDONLY | O_CLOEXEC)) < 0)
+        return wd_errf(err, "%s: %s", wd_delta_base_model(d)->files[bfi].path, strerror(errno));
     int isf = e->dtype == WD_BF16 || e->dtype == WD_F16 || e->dtype == WD_F32 || e->dtype == WD_F64;
     unsigned w = isf ? wd_dtype_size(e->dtype) : 1;
     r->nelem = e->length / w;
@@ -46,7 +46,7 @@ static int eval_extent(wd_delta *d, const wd_ext_priv *ep, const wd_model *ft, i
         r->stored += bl->stored_len;
         if (wd_delta_decode_block(d, e->first_block + b, out, err) ||
             wd_pread_full(ft_fds[fi], fb, n, t->offset + rel, ft->files[fi].path, err) ||
-            (bt && wd_pread_full(base_fds[bfi], bb, n, bt->offset + rel, d->base->files[bfi].path, err)) ||
+            (bt && wd_pread_full(base_fds[bfi], bb, n, bt->offset + rel, wd_delta_base_model(d)->files[bfi].path, err)) ||
             (from_parent && wd_delta_read_base(d, ep, bb, n, rel, err)) ||
             (ep->pred && wd_xdtype_read_base(d, ep, bb, n, rel, err)))
             return wd_errprefix(err, "tensor %s", e->tensor);
@@ -73,8 +73,8 @@ int wd_eval(wd_delta *d, const wd_model *ft, void (*cb)(void *ctx, const wd_eval
             wd_err *err)
 {
     const wd_delta_info *in = wd_delta_get_info(d);
-    if (!d->base && !d->parent) return wd_errf(err, "%s: eval needs the base model (or parent) attached", d->path);
-    size_t nbase = d->base ? d->base->nfiles : 0;
+    if (!wd_delta_has_source(d)) return wd_errf(err, "%s: eval needs the base model (or parent) attached", wd_delta_path(d));
+    size_t nbase = wd_delta_base_model(d) ? wd_delta_base_model(d)->nfiles : 0;
     size_t maxb = 1;
     for (size_t b = 0; b < in->nblocks; b++)
         if (in->blocks[b].out_len > maxb) maxb = in->blocks[b].out_len;
@@ -93,7 +93,7 @@ int wd_eval(wd_delta *d, const wd_model *ft, void (*cb)(void *ctx, const wd_eval
             const wd_extent *e = &in->files[f].extents[k];
             if (!e->tensor) continue;
             wd_eval_tensor r = {e->tensor, e->codec, e->dtype, e->params, 0, 0, 0, 0, 0};
-            if (eval_extent(d, &d->file_exts[f][k], ft, ft_fds, base_fds, out, fb, bb, &r, err)) goto done;
+            if (eval_extent(d, wd_delta_ext(d, f, k), ft, ft_fds, base_fds, out, fb, bb, &r, err)) goto done;
             cb(ctx, &r);
         }
     rc = 0;

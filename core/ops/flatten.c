@@ -12,7 +12,7 @@
 int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err *err)
 {
     if (!o->base_dir || !o->out_path) return wd_errf(err, "flatten needs a base directory and an output path");
-    if (!d->base && !d->parent) return wd_errf(err, "%s: no base attached", d->path);
+    if (!wd_delta_has_source(d)) return wd_errf(err, "%s: no base attached", wd_delta_path(d));
     /* the model d rebuilds, next to the output, removed when done: the
      * fine-tune side of a delta must be a directory to create from.  It is
      * built inside a private directory (0700): the rebuilt model of a
@@ -32,10 +32,10 @@ int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err
         return wd_errf(err, "out of memory");
     }
     snprintf(model, ml, "%s/model", tmp);
-    const volatile sig_atomic_t *old_stop = d->stop;
-    if (o->stop) d->stop = o->stop;
+    const volatile sig_atomic_t *old_stop = wd_delta_get_stop(d);
+    if (o->stop) wd_delta_set_stop(d, o->stop);
     int rc = wd_apply(d, model, o->threads, NULL, NULL, err);
-    d->stop = old_stop;
+    wd_delta_set_stop(d, old_stop);
     if (!rc) {
         wd_create_opts c = *o;
         c.ft_dir = model;
