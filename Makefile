@@ -21,9 +21,9 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 # core/ in one-way layers, each folder using only those listed before it
 # (tests/integration/test_layers.sh checks it on the built objects)
-CORE_LAYERS := util model codec legacy delta cache lineage ops
+CORE_LAYERS := util model codec format legacy delta cache lineage ops
 CORE_SRC  := $(foreach l,$(CORE_LAYERS),$(wildcard core/$(l)/*.c))
-CORE_HDR  := core/*.h $(foreach l,$(CORE_LAYERS) format,$(wildcard core/$(l)/*.h))
+CORE_HDR  := core/*.h $(foreach l,$(CORE_LAYERS),$(wildcard core/$(l)/*.h))
 FS_SRC    := $(wildcard fs/*.c)
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 TOOLS     := wdelta genmodel

@@ -425,7 +425,7 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
     if (wd_pread_full(d->fd, pre, 11, 0, d->path, err)) return -1;
     uint32_t flags = 0;
     if (memcmp(pre, WD_MAGIC, WD_MAGIC_LEN)) return wd_errf(err, "%s: not a .wdelta file (bad magic)", d->path);
-    d->info.version = wd_get_u32(pre + 7);
+    d->info.version = wd_preamble_version(pre);
     if (d->info.version == 1) { /* deltatensors: scan its records; outputs come with the base */
         if (wd_v1_open_fd(d->fd, d->path, &d->v1, err)) return -1;
         memcpy(d->info.base_hash, wd_v1_parent_hash(d->v1), 32);
@@ -444,14 +444,13 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
     if (size < WD_PREAMBLE_LEN + WD_FOOTER_LEN)
         return wd_errf(err, "%s: truncated: %llu bytes is less than the fixed parts", d->path, (unsigned long long)size);
     if (wd_pread_full(d->fd, pre, WD_PREAMBLE_LEN, 0, d->path, err)) return -1;
-    flags = wd_get_u32(pre + 11);
+    flags = wd_preamble_flags(pre);
     if (flags & ~WD_KNOWN_FLAGS)
         return wd_errf(err, "%s: preamble flags 0x%x name features this version does not know", d->path, flags);
     if (wd_pread_full(d->fd, foot, WD_FOOTER_LEN, size - WD_FOOTER_LEN, d->path, err)) return -1;
-    if (memcmp(foot + 80, WD_FOOTER_MAGIC, 8))
-        return wd_errf(err, "%s: footer missing (file truncated or not completely written)", d->path);
-    uint64_t moff = wd_get_u64(foot), mlen = wd_get_u64(foot + 8), toff = wd_get_u64(foot + 16),
-             nb = wd_get_u64(foot + 24), fsize = wd_get_u64(foot + 32);
+    wd_footer ft;
+    if (wd_footer_get(foot, &ft, d->path, err)) return -1;
+    uint64_t moff = ft.moff, mlen = ft.mlen, toff = ft.toff, nb = ft.nblocks, fsize = ft.size;
     if (fsize != size)
         return wd_errf(err, "%s: file is %llu bytes but its footer says %llu (truncated or appended to)", d->path,
                        (unsigned long long)size, (unsigned long long)fsize);
@@ -468,16 +467,10 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
         return -1;
     }
     unsigned char digest[32];
-    wd_sha256 *h = wd_sha256_new();
-    if (!h) {
+    int dg = wd_footer_check_digest(foot, buf, mlen + tlen, digest, err);
+    if (dg) {
         free(buf);
-        return wd_errf(err, "out of memory");
-    }
-    wd_sha256_update(h, buf, mlen + tlen);
-    wd_sha256_update(h, foot, 40);
-    wd_sha256_final(h, digest);
-    if (memcmp(digest, foot + 40, 32)) {
-        free(buf);
+        if (dg < 0) return -1;
         return wd_errf(err, "%s: header digest mismatch: the manifest or block index is corrupt", d->path);
     }
     memcpy(d->info.digest, digest, 32);
@@ -488,13 +481,8 @@ static int read_tail(wd_delta *d, uint64_t size, wd_err *err)
         return wd_errf(err, "out of memory");
     }
     for (size_t i = 0; i < nb; i++) {
-        const unsigned char *e = buf + mlen + i * WD_BLOCK_ENTRY_LEN;
         wd_block *b = &d->blocks[i];
-        b->offset = wd_get_u64(e);
-        b->stored_len = wd_get_u32(e + 8);
-        b->out_len = wd_get_u32(e + 12);
-        b->stored_hash = wd_get_u64(e + 16);
-        b->out_hash = wd_get_u64(e + 24);
+        wd_block_entry_get(buf + mlen + i * WD_BLOCK_ENTRY_LEN, b);
         if (b->offset < WD_PREAMBLE_LEN || b->offset + b->stored_len > moff) {
             free(buf);
             return wd_errf(err, "%s: block %zu lies outside the data area", d->path, i);

@@ -736,7 +736,7 @@ static int write_tail(writer *w, unsigned char *manifest, size_t mlen, uint64_t 
      * its JSON repeats every tensor name and key, ~200 bytes an extent */
     unsigned char flags[4];
     wd_put_u32(flags, WD_FLAG_ZMANIFEST);
-    if (wd_pwrite_full(w->fd, flags, 4, 11, w->tmp_path, err)) {
+    if (wd_pwrite_full(w->fd, flags, 4, WD_PREAMBLE_FLAGS_AT, w->tmp_path, err)) {
         free(manifest);
         return -1;
     }
@@ -747,32 +747,15 @@ static int write_tail(writer *w, unsigned char *manifest, size_t mlen, uint64_t 
         free(manifest);
         return wd_errf(err, "out of memory");
     }
-    for (uint32_t i = 0; i < w->nblocks; i++) {
-        unsigned char *e = table + (size_t)i * WD_BLOCK_ENTRY_LEN;
-        wd_put_u64(e, w->blocks[i].offset);
-        wd_put_u32(e + 8, w->blocks[i].stored_len);
-        wd_put_u32(e + 12, w->blocks[i].out_len);
-        wd_put_u64(e + 16, w->blocks[i].stored_hash);
-        wd_put_u64(e + 24, w->blocks[i].out_hash);
-    }
-    unsigned char foot[WD_FOOTER_LEN] = {0};
+    for (uint32_t i = 0; i < w->nblocks; i++) wd_block_entry_put(table + (size_t)i * WD_BLOCK_ENTRY_LEN, &w->blocks[i]);
+    unsigned char foot[WD_FOOTER_LEN];
     uint64_t size = toff + tlen + WD_FOOTER_LEN;
-    wd_put_u64(foot, moff);
-    wd_put_u64(foot + 8, mlen);
-    wd_put_u64(foot + 16, toff);
-    wd_put_u64(foot + 24, w->nblocks);
-    wd_put_u64(foot + 32, size);
-    wd_sha256 *h = wd_sha256_new();
-    if (!h) {
+    wd_footer ft = {moff, mlen, toff, w->nblocks, size, {0}};
+    if (wd_footer_put(foot, &ft, manifest, table, err)) {
         free(table);
         free(manifest);
-        return wd_errf(err, "out of memory");
+        return -1;
     }
-    wd_sha256_update(h, manifest, mlen);
-    wd_sha256_update(h, table, tlen);
-    wd_sha256_update(h, foot, 40);
-    wd_sha256_final(h, foot + 40);
-    memcpy(foot + 80, WD_FOOTER_MAGIC, 8);
     int rc = wd_pwrite_full(w->fd, manifest, mlen, moff, w->tmp_path, err) ||
              wd_pwrite_full(w->fd, table, tlen, toff, w->tmp_path, err) ||
              wd_pwrite_full(w->fd, foot, WD_FOOTER_LEN, toff + tlen, w->tmp_path, err);
@@ -931,9 +914,8 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_cond_init(&w.not_empty, NULL);
     pthread_cond_init(&w.not_full, NULL);
     pthread_cond_init(&w.turn, NULL);
-    unsigned char pre[WD_PREAMBLE_LEN] = {0};
-    memcpy(pre, WD_MAGIC, WD_MAGIC_LEN);
-    wd_put_u32(pre + 7, 2);
+    unsigned char pre[WD_PREAMBLE_LEN];
+    wd_preamble_put(pre, WD_FORMAT_WRITTEN, 0);
     if (wd_pwrite_full(w.fd, pre, sizeof pre, 0, tmp, err)) goto out_sync;
 
     if (pthread_create(&bh_thread, NULL, base_hash_main, &bh) == 0) bh_started = 1;
