@@ -14,6 +14,7 @@
  * parent (FORMAT.md, "Choosing a parent").  Missing links, loops and links
  * that do not connect are errors naming the files and what to do. */
 #include "delta/delta_impl.h"
+#include "lineage/lineage.h" /* wd_list_delta_names */
 #include "delta/xdtype.h"
 #include "cache/cache_int.h" /* wd_read_nested, wd_cache_pin_range: the parent source */
 #include <dirent.h>
@@ -221,12 +222,6 @@ struct wd_chain {
     char searched[600]; /* where candidates were looked for, for messages */
 };
 
-static int is_wdelta_name(const char *s)
-{
-    size_t l = strlen(s);
-    return s[0] != '.' && l > 7 && !strcmp(s + l - 7, ".wdelta");
-}
-
 static int same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
@@ -266,12 +261,6 @@ static int add_cand(wd_chain *c, const char *path, int must, wd_err *err)
     return 0;
 }
 
-/* Directory entries sorted by name, so nothing depends on readdir order. */
-static int cmp_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int search_path(wd_chain *c, const char *p, wd_err *err)
 {
     struct stat st;
@@ -282,27 +271,10 @@ static int search_path(wd_chain *c, const char *p, wd_err *err)
     if (!S_ISDIR(st.st_mode)) return add_cand(c, p, 1, err);
     DIR *dir = opendir(p);
     if (!dir) return wd_errf(err, "%s: %s", p, strerror(errno));
-    struct dirent *de;
     char **names = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    while (!rc && (de = readdir(dir))) {
-        if (!is_wdelta_name(de->d_name)) continue;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            char **q = realloc(names, nc * sizeof *q);
-            if (!q) {
-                rc = wd_errf(err, "out of memory");
-                break;
-            }
-            names = q;
-            cap = nc;
-        }
-        if (!(names[n] = strdup(de->d_name))) rc = wd_errf(err, "out of memory");
-        else n++;
-    }
+    size_t n = 0;
+    int rc = wd_list_delta_names(dir, &names, &n, err);
     closedir(dir);
-    if (n) qsort(names, n, sizeof *names, cmp_name);
     for (size_t i = 0; i < n; i++) {
         char full[PATH_MAX];
         struct stat fs;

@@ -5,8 +5,7 @@
  * what no root reaches lies in loops (deltas rebuilding each other's bases:
  * a delta that reverts to its base makes one), walked from its first file.
  * Files that do not open are kept with their error, in name order. */
-#include "delta/delta.h"
-#include <dirent.h>
+#include "lineage/lineage.h" /* wd_list_delta_names */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +44,38 @@ static int is_delta_name(const char *s)
     return s[0] != '.' && l > 7 && !strcmp(s + l - 7, ".wdelta");
 }
 
+int wd_list_delta_names(DIR *dir, char ***names_out, size_t *n_out, wd_err *err)
+{
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(dir))) {
+        if (!is_delta_name(e->d_name)) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **p = realloc(names, nc * sizeof *p);
+            if (!p) {
+                rc = wd_errf(err, "out of memory");
+                break;
+            }
+            names = p;
+            cap = nc;
+        }
+        if (!(names[n] = strdup(e->d_name))) rc = wd_errf(err, "out of memory");
+        else n++;
+    }
+    if (rc) {
+        for (size_t i = 0; i < n; i++) free(names[i]);
+        free(names);
+        return -1;
+    }
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    *names_out = names;
+    *n_out = n;
+    return 0;
+}
+
 /* i and, below it, every delta not yet walked whose base i rebuilds */
 static void walk(wd_forest *f, size_t i, unsigned depth, int loop)
 {
@@ -63,26 +94,9 @@ int wd_forest_open(const char *dir, wd_forest **out, wd_err *err)
     if (!dd) return wd_errk(err, errno == ENOENT ? WD_ERR_MISSING : WD_ERR_DATA, "%s: %s", dir, strerror(errno));
     wd_forest *f = calloc(1, sizeof *f);
     char **names = NULL;
-    size_t nn = 0, cap = 0;
-    int rc = f ? 0 : wd_errf(err, "out of memory");
-    struct dirent *e;
-    while (!rc && (e = readdir(dd))) {
-        if (!is_delta_name(e->d_name)) continue;
-        if (nn == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            char **p = realloc(names, nc * sizeof *p);
-            if (!p) {
-                rc = wd_errf(err, "out of memory");
-                break;
-            }
-            names = p;
-            cap = nc;
-        }
-        if (!(names[nn] = strdup(e->d_name))) rc = wd_errf(err, "out of memory");
-        else nn++;
-    }
+    size_t nn = 0;
+    int rc = f ? wd_list_delta_names(dd, &names, &nn, err) : wd_errf(err, "out of memory");
     closedir(dd);
-    if (nn) qsort(names, nn, sizeof *names, cmp_str); /* a stable listing */
     if (!rc && (!(f->d = calloc(nn + 1, sizeof *f->d)) || !(f->bad = calloc(nn + 1, sizeof *f->bad))))
         rc = wd_errf(err, "out of memory");
     for (size_t i = 0; !rc && i < nn; i++) {
