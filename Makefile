@@ -15,9 +15,15 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+# the library exports only what core/wdelta.h declares with WD_API
+LIB_VISIBILITY := -fvisibility=hidden
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-CORE_SRC  := $(wildcard core/*.c)
+# core/ in one-way layers, each folder using only those listed before it
+# (tests/integration/test_layers.sh checks it on the built objects)
+CORE_LAYERS := util model codec format legacy delta cache lineage ops
+CORE_SRC  := $(foreach l,$(CORE_LAYERS),$(wildcard core/$(l)/*.c))
+CORE_HDR  := core/*.h $(foreach l,$(CORE_LAYERS),$(wildcard core/$(l)/*.h))
 FS_SRC    := $(wildcard fs/*.c)
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 TOOLS     := wdelta genmodel
@@ -27,9 +33,9 @@ TOOL_SRC  := tools/cli.c tools/json.c $(wildcard tools/cmd_*.c)
 
 # $(1)=build dir, $(2)=extra flags
 define buildset
-$(1)/core/%.o: core/%.c core/*.h | deps-check
+$(1)/core/%.o: core/%.c $$(CORE_HDR) | deps-check
 	@mkdir -p $$(@D)
-	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -fPIC $$(PKG_CFLAGS) -c $$< -o $$@
+	$$(CC) $$(BASEFLAGS) $$(CFLAGS) $(2) -fPIC $$(LIB_VISIBILITY) $$(PKG_CFLAGS) -c $$< -o $$@
 $(1)/libwdelta.a: $$(CORE_SRC:%.c=$(1)/%.o)
 	rm -f $$@ && ar rcs $$@ $$^
 $(1)/libwdelta.so: $$(CORE_SRC:%.c=$(1)/%.o)
@@ -101,7 +107,7 @@ fuzz-deps:
 	  || EXTRA_PKGS="clang libclang-rt-dev" bash tools/deps.sh
 	@bash tools/deps.sh --quiet
 
-build-fuzz/core/%.o: core/%.c core/*.h | fuzz-deps
+build-fuzz/core/%.o: core/%.c $(CORE_HDR) | fuzz-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_PKG_CFLAGS) -c $< -o $@
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(CORE_SRC:%.c=build-fuzz/%.o)

@@ -24,6 +24,15 @@
 extern "C" {
 #endif
 
+/* WD_API marks the library's interface: libwdelta is built with
+ * -fvisibility=hidden, so the shared library exports exactly the functions
+ * this header declares with it (tests/integration/test_layers.sh checks). */
+#if defined(__GNUC__) || defined(__clang__)
+#define WD_API __attribute__((visibility("default")))
+#else
+#define WD_API
+#endif
+
 #define WD_VERSION_STRING "0.1.0"
 /* .wdelta format versions: written, and the range read (1 is deltatensors') */
 #define WD_FORMAT_WRITTEN 2u
@@ -46,13 +55,13 @@ typedef struct wd_err {
 } wd_err;
 
 /* printf-style: writes msg and returns -1, so `return wd_errf(err, ...)`. */
-int wd_errf(wd_err *err, const char *fmt, ...)
+WD_API int wd_errf(wd_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* The same, with a kind (wd_errf's is WD_ERR_DATA). */
-int wd_errk(wd_err *err, wd_err_kind kind, const char *fmt, ...)
+WD_API int wd_errk(wd_err *err, wd_err_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Prefix an existing message: "PREFIX: old message" (its kind kept). Returns -1. */
-int wd_errprefix(wd_err *err, const char *fmt, ...)
+WD_API int wd_errprefix(wd_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* ---------------------------------------------------------------- dtypes */
@@ -65,11 +74,11 @@ typedef enum wd_dtype {
 } wd_dtype;
 
 /* Parse a safetensors dtype string ("BF16" ...). Unknown strings give WD_OPAQUE. */
-wd_dtype wd_dtype_from_name(const char *name);
+WD_API wd_dtype wd_dtype_from_name(const char *name);
 /* Bytes per element; 0 for WD_OPAQUE (unknown size). */
-unsigned wd_dtype_size(wd_dtype t);
+WD_API unsigned wd_dtype_size(wd_dtype t);
 /* 1 for F64/F32/F16/BF16 (the lossless codec conditions on their exponent). */
-int wd_dtype_is_float(wd_dtype t);
+WD_API int wd_dtype_is_float(wd_dtype t);
 
 /* --------------------------------------------------------- safetensors */
 #define WD_ST_MAX_HEADER (100u * 1024 * 1024) /* the format's own limit */
@@ -108,21 +117,21 @@ typedef struct wd_stfile {
  * header length past the end / absurd, JSON syntax, non-UTF-8 or duplicate
  * names, unknown keys types, shape x dtype size != byte length, offsets out of
  * range, overlapping tensors, gaps, data not ending at file end. */
-int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size,
+WD_API int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size,
                 const char *fname, wd_stfile *out, wd_err *err);
 /* Open a file and parse its header (pread; the data is not read, the
  * header text is not kept: f->header is NULL). */
-int wd_st_open(const char *path, wd_stfile *out, wd_err *err);
-void wd_st_free(wd_stfile *f);
+WD_API int wd_st_open(const char *path, wd_stfile *out, wd_err *err);
+WD_API void wd_st_free(wd_stfile *f);
 /* Find a tensor by name (linear or binary search); NULL if absent. */
-const wd_tensor *wd_st_find(const wd_stfile *f, const char *name);
+WD_API const wd_tensor *wd_st_find(const wd_stfile *f, const char *name);
 
 /* Build a safetensors header (8-byte length + JSON, space-padded to a
  * multiple of 8) for tensors laid out back to back in the given order;
  * their offset/length fields are filled in by this function (offset is
  * absolute, i.e. includes the header).  metadata_json: NULL or a JSON object
  * text of string->string stored as "__metadata__".  *out is malloc'd. */
-int wd_st_build_header(wd_tensor *tensors, size_t n, const char *metadata_json,
+WD_API int wd_st_build_header(wd_tensor *tensors, size_t n, const char *metadata_json,
                        unsigned char **out, size_t *out_len, wd_err *err);
 
 /* A Hugging Face model directory: one model.safetensors, or shards listed in
@@ -138,28 +147,28 @@ typedef struct wd_model {
                               index.json itself...), sorted, safe names only */
 } wd_model;
 
-int wd_model_open(const char *dir, wd_model *m, wd_err *err);
-void wd_model_free(wd_model *m);
+WD_API int wd_model_open(const char *dir, wd_model *m, wd_err *err);
+WD_API void wd_model_free(wd_model *m);
 /* Look a tensor up by name; *file_index (optional) receives its file. */
-const wd_tensor *wd_model_find(const wd_model *m, const char *name, size_t *file_index);
+WD_API const wd_tensor *wd_model_find(const wd_model *m, const char *name, size_t *file_index);
 
 /* The order in which the content hash visits tensors: shards ordered by the
  * smallest tensor name they hold, names sorted inside a shard.  Fills refs
  * (m->ntensors entries). */
-void wd_model_hash_order(const wd_model *m, struct wd_tref *refs);
+WD_API void wd_model_hash_order(const wd_model *m, struct wd_tref *refs);
 
 /* 1 if name is safe to use as a file name in a directory we create/serve:
  * non-empty, <= 255 bytes, no '/', not "." or "..", no control chars, valid UTF-8. */
-int wd_safe_name(const char *name);
+WD_API int wd_safe_name(const char *name);
 
 /* --------------------------------------------------------- hashing */
 typedef struct wd_sha256 wd_sha256; /* opaque incremental SHA-256 */
-wd_sha256 *wd_sha256_new(void);
-void wd_sha256_update(wd_sha256 *h, const void *p, size_t n);
-void wd_sha256_final(wd_sha256 *h, unsigned char out[32]); /* also frees */
-void wd_sha256_free(wd_sha256 *h);
-void wd_hex(const unsigned char *bin, size_t n, char *out /* 2n+1 */);
-int wd_unhex(const char *hex, unsigned char *out, size_t n);
+WD_API wd_sha256 *wd_sha256_new(void);
+WD_API void wd_sha256_update(wd_sha256 *h, const void *p, size_t n);
+WD_API void wd_sha256_final(wd_sha256 *h, unsigned char out[32]); /* also frees */
+WD_API void wd_sha256_free(wd_sha256 *h);
+WD_API void wd_hex(const unsigned char *bin, size_t n, char *out /* 2n+1 */);
+WD_API int wd_unhex(const char *hex, unsigned char *out, size_t n);
 
 /* A model has two hashes (core/FORMAT.md, "Model identity"):
  * WD_HASH_V1, deltatensors' parent_hash: SHA-256 over name bytes + raw
@@ -173,29 +182,29 @@ int wd_unhex(const char *hex, unsigned char *out, size_t n);
  * tensors on several threads (up to 8). */
 #define WD_HASH_V1 1u
 #define WD_ID_V2 2u
-int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err);
-int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err);
+WD_API int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err);
+WD_API int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err);
 /* Both at once (the content hash on a thread of its own, reading the same
  * files about in step), for readers that need either. */
-int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err);
+WD_API int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err);
 /* The hash of kind WD_HASH_V1 or WD_ID_V2. */
-int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err);
+WD_API int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err);
 
 /* ---------------------------------------------------------------- digest cache
- * Base hashes remembered across runs (core/digest_cache.c): the mount and
+ * Base hashes remembered across runs (core/model/digest_cache.c): the mount and
  * `wdelta find-base` share it.  The per-user default: /var/cache/wdeltafs
  * for root, else $XDG_CACHE_HOME/wdeltafs or ~/.cache/wdeltafs (buf holds
  * it, n bytes).  load: 0 on a hit (dir canonical, as realpath gives it; the
  * weight files unchanged since stored), -1 a miss. */
-const char *wd_digest_cache_dir(char *buf, size_t n);
-int wd_digest_cache_load(const char *cache_dir, const char *dir, const wd_model *m, unsigned char id[32],
+WD_API const char *wd_digest_cache_dir(char *buf, size_t n);
+WD_API int wd_digest_cache_load(const char *cache_dir, const char *dir, const wd_model *m, unsigned char id[32],
                          unsigned char v1[32]);
-int wd_digest_cache_store(const char *cache_dir, const char *dir, const wd_model *m, const unsigned char id[32],
+WD_API int wd_digest_cache_store(const char *cache_dir, const char *dir, const wd_model *m, const unsigned char id[32],
                           const unsigned char v1[32], wd_err *err);
 /* Both hashes of the model in dir (WD_ID_V2 and WD_HASH_V1), from the cache
  * in cache_dir (NULL: none) or computed and stored there; *cached (may be
  * NULL) says which. */
-int wd_model_hashes_cached(const char *dir, const char *cache_dir, unsigned char id[32], unsigned char v1[32],
+WD_API int wd_model_hashes_cached(const char *dir, const char *cache_dir, unsigned char id[32], unsigned char v1[32],
                            int *cached, wd_err *err);
 /* Which of dirs[0..n) is the model whose hash of kind `kind` (WD_ID_V2 or
  * WD_HASH_V1) is base_hash: *found its index (the first), else an error of
@@ -204,16 +213,16 @@ int wd_model_hashes_cached(const char *dir, const char *cache_dir, unsigned char
  * not, and whether it matches. */
 typedef void (*wd_find_base_cb)(void *ctx, size_t i, const unsigned char *hash, int cached, int match,
                                 const char *msg);
-int wd_find_base(const unsigned char base_hash[32], unsigned kind, const char *const *dirs, size_t n,
+WD_API int wd_find_base(const unsigned char base_hash[32], unsigned kind, const char *const *dirs, size_t n,
                  const char *cache_dir, wd_find_base_cb cb, void *ctx, size_t *found, wd_err *err);
 /* The .wdelta behind a model directory that a wdeltafs mount serves (its
  * attribute user.wdelta.delta) into out (n bytes); not one: WD_ERR_MISSING. */
-int wd_mount_delta_of(const char *dir, char *out, size_t n, wd_err *err);
+WD_API int wd_mount_delta_of(const char *dir, char *out, size_t n, wd_err *err);
 /* "model identity", "content hash (v1)": for messages. */
-const char *wd_hash_kind_name(unsigned kind);
+WD_API const char *wd_hash_kind_name(unsigned kind);
 
 /* Fast non-cryptographic 64-bit checksum used for blocks. */
-uint64_t wd_hash64(const void *p, size_t n, uint64_t seed);
+WD_API uint64_t wd_hash64(const void *p, size_t n, uint64_t seed);
 
 /* --------------------------------------------------------- .wdelta v2 */
 #define WD_DEFAULT_BLOCK_SIZE (1u << 20)
@@ -237,11 +246,11 @@ typedef enum wd_codec {
     WD_CODEC_GENERATED = 17, /* bytes made at wd_delta_set_base (headers, index) */
     WD_CODEC_BASE_COPY = 18, /* a base tensor the v1 file leaves unchanged */
 } wd_codec;
-const char *wd_codec_name(wd_codec c);
+WD_API const char *wd_codec_name(wd_codec c);
 /* 1 for int4, sparse, bitdelta, axis1, lowrank, ternary, ternary-axis1 */
-int wd_codec_is_lossy(wd_codec c);
+WD_API int wd_codec_is_lossy(wd_codec c);
 /* 1 for the codecs of whole-row blocks: the lossy ones and lowrank-exact */
-int wd_codec_is_rowblock(wd_codec c);
+WD_API int wd_codec_is_rowblock(wd_codec c);
 #define WD_LOWRANK_KMAX 256
 
 /* Settings of the lossy codecs (0 = default). */
@@ -299,7 +308,7 @@ typedef struct wd_create_stats {
     size_t ntensors, nblocks;
 } wd_create_stats;
 
-/* What create takes from a fine-tune directory (core/inputs.c has the
+/* What create takes from a fine-tune directory (core/model/inputs.c has the
  * policy): each entry's kind. */
 typedef enum wd_input_kind {
     WD_INPUT_WEIGHTS,  /* a safetensors file of the model: delta-coded */
@@ -312,12 +321,12 @@ typedef enum wd_input_kind {
     WD_INPUT_SKIPPED,  /* left out: not a regular file or an unsafe name */
 } wd_input_kind;
 /* The kind of a directory entry that is not a weights file. */
-wd_input_kind wd_input_classify(const char *name, int is_dir, const char *const *exclude, size_t nexclude);
+WD_API wd_input_kind wd_input_classify(const char *name, int is_dir, const char *const *exclude, size_t nexclude);
 /* One line of text for a kind ("left out: training state"). */
-const char *wd_input_kind_text(wd_input_kind k);
+WD_API const char *wd_input_kind_text(wd_input_kind k);
 /* Every entry of ft_dir, sorted by name, with its kind and size (regular
  * files) as wd_create with this output path and these globs treats it. */
-int wd_create_inputs(const char *ft_dir, const char *out_path, const char *const *exclude, size_t nexclude,
+WD_API int wd_create_inputs(const char *ft_dir, const char *out_path, const char *const *exclude, size_t nexclude,
                      void (*cb)(void *ctx, const char *name, wd_input_kind kind, uint64_t size), void *ctx,
                      wd_err *err);
 
@@ -325,7 +334,7 @@ int wd_create_inputs(const char *ft_dir, const char *out_path, const char *const
  * done.  The new file's mode is 0666 less the umask, or, when it replaces
  * a regular file, that file's mode.  Temporaries a killed process left for
  * the same out_path are removed first (wd_remove_stale). */
-int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err);
+WD_API int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err);
 
 /* An extent: a byte range of an output file produced by a run of blocks. */
 typedef struct wd_extent {
@@ -394,57 +403,57 @@ typedef struct wd_delta_info {
 } wd_delta_info;
 
 /* Open: checks magic, version, footer, and the digest over manifest+index. */
-int wd_delta_open(const char *path, wd_delta **out, wd_err *err);
+WD_API int wd_delta_open(const char *path, wd_delta **out, wd_err *err);
 /* The same for a file the caller has opened (fd, read access): the delta
  * reads its own duplicate of fd (the caller may close fd), so what is
  * decoded is exactly the file the caller checked with fstat, even if the
  * path is replaced meanwhile; path only names it in messages. */
-int wd_delta_open_fd(int fd, const char *path, wd_delta **out, wd_err *err);
-void wd_delta_close(wd_delta *d);
-const wd_delta_info *wd_delta_get_info(const wd_delta *d);
+WD_API int wd_delta_open_fd(int fd, const char *path, wd_delta **out, wd_err *err);
+WD_API void wd_delta_close(wd_delta *d);
+WD_API const wd_delta_info *wd_delta_get_info(const wd_delta *d);
 /* Attach the base model (needed to decode delta codecs).  Checks that every
  * base tensor the delta references exists with the right dtype and size.
  * Does NOT hash the base (that reads everything); see wd_model_hash. */
-int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err);
+WD_API int wd_delta_set_base(wd_delta *d, const wd_model *base, wd_err *err);
 /* The same, reading the base through the caller's descriptors: fds[i] is
  * open for reading on base->files[i].  They are borrowed, not duplicated and
  * never closed here: they must stay open until wd_delta_close.  Lets many
  * deltas on one base share one descriptor per shard. */
-int wd_delta_set_base_fds(wd_delta *d, const wd_model *base, const int *fds, wd_err *err);
+WD_API int wd_delta_set_base_fds(wd_delta *d, const wd_model *base, const int *fds, wd_err *err);
 /* Is base the model d was made against?  Hashes it (the kind d records:
  * WD_HASH_V1 or WD_ID_V2) and compares; a mismatch is a WD_ERR_MISSING
  * error naming both hashes ("wrong base"). */
-int wd_delta_check_base(const wd_delta *d, const wd_model *base, wd_err *err);
+WD_API int wd_delta_check_base(const wd_delta *d, const wd_model *base, wd_err *err);
 /* v1 files are presented as float32 tensors (what the reference writes);
  * call this before wd_delta_set_base to present them in the base's dtype
  * (BF16/F16/F32, round to nearest even) instead.  No effect on v2. */
-void wd_delta_v1_use_base_dtype(wd_delta *d, int yes);
+WD_API void wd_delta_v1_use_base_dtype(wd_delta *d, int yes);
 
 /* The whole-file digest of a v1 file (reads all of it); remembered, so a
  * second call costs nothing.  Once it has failed, every v1 block decode
  * fails too.  v2 files: 0 (their index digest is checked at open, each block
  * by its checksums). */
-int wd_delta_check_digest(wd_delta *d, wd_err *err);
+WD_API int wd_delta_check_digest(wd_delta *d, wd_err *err);
 /* 1 checked and good, -1 bad, 0 not checked yet (v2: always 1). */
-int wd_delta_digest_state(wd_delta *d);
+WD_API int wd_delta_digest_state(wd_delta *d);
 
 /* Index of an output file by name, or -1. */
-int wd_delta_find_file(const wd_delta *d, const char *name);
+WD_API int wd_delta_find_file(const wd_delta *d, const char *name);
 
 /* Decode one block: reads the stored bytes and (for delta codecs) the base
  * range with pread, checks both checksums, writes out_len bytes to out.
  * A checksum mismatch is an error, never data.  Thread-safe. */
-int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err);
+WD_API int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err);
 /* Which extent/block holds byte `off` of file `f`: returns block index and
  * sets *block_file_off to the file offset where that block's output starts. */
-int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off,
+WD_API int wd_delta_locate(const wd_delta *d, size_t f, uint64_t off,
                     uint32_t *block, uint64_t *block_file_off);
 /* Read-ahead: the blocks that hold file f's bytes from offset pos on, in
  * file order (block numbers follow the writer's order, not the file's): at
  * most max of them into blocks[].  *end: the file offset just past the last
  * block given (pos when none).  Returns how many; 0 when pos is at or past
  * the file's end or f is not a file of d. */
-size_t wd_delta_next_blocks(const wd_delta *d, size_t f, uint64_t pos, uint32_t *blocks, size_t max,
+WD_API size_t wd_delta_next_blocks(const wd_delta *d, size_t f, uint64_t pos, uint32_t *blocks, size_t max,
                             uint64_t *end);
 
 /* Quality of a delta: per tensor, the rebuilt values against the fine-tune's
@@ -461,7 +470,7 @@ typedef struct wd_eval_tensor {
     uint64_t nelem, stored;
     double err2, delta2, max_abs;
 } wd_eval_tensor;
-int wd_eval(wd_delta *d, const wd_model *ft, void (*cb)(void *ctx, const wd_eval_tensor *t), void *ctx,
+WD_API int wd_eval(wd_delta *d, const wd_model *ft, void (*cb)(void *ctx, const wd_eval_tensor *t), void *ctx,
             wd_err *err);
 
 /* --------------------------------------------------------- block cache */
@@ -470,19 +479,19 @@ typedef struct wd_cache_stats {
     uint64_t capacity, used, hits, misses, decoded_bytes, decode_ns, evictions;
 } wd_cache_stats;
 
-wd_cache *wd_cache_new(uint64_t capacity_bytes);
-void wd_cache_free(wd_cache *c);
-void wd_cache_stats_get(wd_cache *c, wd_cache_stats *s);
+WD_API wd_cache *wd_cache_new(uint64_t capacity_bytes);
+WD_API void wd_cache_free(wd_cache *c);
+WD_API void wd_cache_stats_get(wd_cache *c, wd_cache_stats *s);
 
 /* Decode a block into the cache (for read-ahead); no-op if present. */
-int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd_err *err);
+WD_API int wd_cache_prefetch(wd_delta *d, uint64_t key, wd_cache *c, uint32_t block, wd_err *err);
 
 /* Read [off, off+len) of output file f of delta d through cache c (c may be
  * NULL: decode directly).  `key` identifies d in the cache (e.g. its inode):
  * two open deltas with the same key must have the same content.  Concurrent
  * readers of one block decode it once.  Returns bytes read (short only at
  * EOF) or -1. */
-ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f,
+WD_API ssize_t wd_read(wd_delta *d, uint64_t key, wd_cache *c, size_t f,
                 void *buf, size_t len, uint64_t off, wd_err *err);
 
 /* wd_read without a copy: rv->iov[0 .. rv->niov) are set to the bytes of
@@ -502,9 +511,9 @@ typedef struct wd_readv {
     int npin;
     void *spill;
 } wd_readv;
-ssize_t wd_read_pinned(wd_delta *d, uint64_t key, wd_cache *c, size_t f, size_t len, uint64_t off, wd_readv *rv,
+WD_API ssize_t wd_read_pinned(wd_delta *d, uint64_t key, wd_cache *c, size_t f, size_t len, uint64_t off, wd_readv *rv,
                        wd_err *err);
-void wd_read_release(wd_cache *c, wd_readv *rv);
+WD_API void wd_read_release(wd_cache *c, wd_readv *rv);
 
 /* Rebuild the whole fine-tune directory into out_dir, built as
  * OUT.tmp.PID.RANDOM next to it and renamed into place when complete.
@@ -512,41 +521,41 @@ void wd_read_release(wd_cache *c, wd_readv *rv);
  * directory (its mode is kept); files are 0666 less the umask.  threads:
  * 0 = online CPUs.  Stops, removing the temporary directory, when the
  * delta's stop flag is raised. */
-int wd_apply(wd_delta *d, const char *out_dir, int threads,
+WD_API int wd_apply(wd_delta *d, const char *out_dir, int threads,
              void (*progress)(void *ctx, uint64_t done, uint64_t total),
              void *progress_ctx, wd_err *err);
 /* wd_apply that may replace an existing out_dir (`--force`): only when every
  * entry in it is a regular file wd_apply of d writes (wd_apply_writes);
  * otherwise an error names the other entries and nothing is touched.  The
  * new directory takes the old one's mode. */
-int wd_apply_replace(wd_delta *d, const char *out_dir, int threads,
+WD_API int wd_apply_replace(wd_delta *d, const char *out_dir, int threads,
                      void (*progress)(void *ctx, uint64_t done, uint64_t total),
                      void *progress_ctx, wd_err *err);
 /* How many files wd_apply writes (v1: the output files and the base's other
  * files it copies), and whether it writes one called name (1/0).  A v1
  * delta needs its base attached for both. */
-size_t wd_apply_count(const wd_delta *d);
-int wd_apply_writes(const wd_delta *d, const char *name);
+WD_API size_t wd_apply_count(const wd_delta *d);
+WD_API int wd_apply_writes(const wd_delta *d, const char *name);
 
 /* The output FILE of create/rebase/convert: absent, or (force) a file a
  * replace may overwrite: a regular file holding a .wdelta (v1 or v2 magic).
  * Anything else is refused with an error naming it.  *keep_mode receives
  * the mode of the file replaced (0 when none), for wd_output_keep_mode. */
-int wd_output_check(const char *path, int force, unsigned *keep_mode, wd_err *err);
+WD_API int wd_output_check(const char *path, int force, unsigned *keep_mode, wd_err *err);
 /* After the new file is in place: give it the replaced file's mode. */
-int wd_output_keep_mode(const char *path, unsigned mode, wd_err *err);
+WD_API int wd_output_keep_mode(const char *path, unsigned mode, wd_err *err);
 
 /* Check every block's checksums (no base needed for stored checksums; with a
  * base attached, also decodes every block and checks output checksums and
  * the result hash).  Fills result_hash when a base is attached. */
-int wd_verify(wd_delta *d, int with_base, unsigned char result_hash[32],
+WD_API int wd_verify(wd_delta *d, int with_base, unsigned char result_hash[32],
               void (*progress)(void *ctx, uint64_t done, uint64_t total),
               void *progress_ctx, wd_err *err);
 
 
 /* Interruption of long work on d (wd_apply, and so wd_flatten): polled
  * between blocks; NULL: never stops.  See wd_create_opts.stop. */
-void wd_delta_set_stop(wd_delta *d, const volatile sig_atomic_t *stop);
+WD_API void wd_delta_set_stop(wd_delta *d, const volatile sig_atomic_t *stop);
 
 /* Temporaries a killed process left next to out_path: entries of its
  * directory named OUT.tmp.PID..., OUT.rebuild.PID... or OUT.new.PID...
@@ -554,7 +563,7 @@ void wd_delta_set_stop(wd_delta *d, const volatile sig_atomic_t *stop);
  * or directories of files two levels deep; never through a symbolic link)
  * are removed.  Returns how many were removed.  wd_create and wd_apply call
  * it for their own output. */
-long wd_remove_stale(const char *out_path, wd_err *err);
+WD_API long wd_remove_stale(const char *out_path, wd_err *err);
 
 /* --------------------------------------------------------- deltatensors v1 */
 /* Version 1 files (../shared/formats/deltatensors-v1.md) have no index:
@@ -570,23 +579,23 @@ typedef struct wd_v1_tensor {
     uint64_t stored_bytes; /* data bytes of its records */
 } wd_v1_tensor;
 
-int wd_v1_open(const char *path, wd_v1 **out, wd_err *err);
+WD_API int wd_v1_open(const char *path, wd_v1 **out, wd_err *err);
 /* The same on a duplicate of the caller's descriptor fd (path for messages). */
-int wd_v1_open_fd(int fd, const char *path, wd_v1 **out, wd_err *err);
-void wd_v1_close(wd_v1 *v);
-size_t wd_v1_count(const wd_v1 *v);
-const wd_v1_tensor *wd_v1_get(const wd_v1 *v, size_t i); /* sorted by name */
-int wd_v1_find(const wd_v1 *v, const char *name);        /* index or -1 */
-const char *wd_v1_strategy(const wd_v1 *v);
-const char *wd_v1_options(const wd_v1 *v);               /* JSON text */
-const unsigned char *wd_v1_parent_hash(const wd_v1 *v);
-uint64_t wd_v1_file_size(const wd_v1 *v);
+WD_API int wd_v1_open_fd(int fd, const char *path, wd_v1 **out, wd_err *err);
+WD_API void wd_v1_close(wd_v1 *v);
+WD_API size_t wd_v1_count(const wd_v1 *v);
+WD_API const wd_v1_tensor *wd_v1_get(const wd_v1 *v, size_t i); /* sorted by name */
+WD_API int wd_v1_find(const wd_v1 *v, const char *name);        /* index or -1 */
+WD_API const char *wd_v1_strategy(const wd_v1 *v);
+WD_API const char *wd_v1_options(const wd_v1 *v);               /* JSON text */
+WD_API const unsigned char *wd_v1_parent_hash(const wd_v1 *v);
+WD_API uint64_t wd_v1_file_size(const wd_v1 *v);
 /* The trailing SHA-256 over the whole file (reads everything). */
-int wd_v1_check_digest(wd_v1 *v, wd_err *err);
+WD_API int wd_v1_check_digest(wd_v1 *v, wd_err *err);
 /* Rebuild tensor i bit-exactly as the reference does: float32(base) + delta,
  * in float32 without contraction.  base holds nelem elements of base_dtype
  * (F32, BF16, F16 or F64); out receives nelem floats. */
-int wd_v1_rebuild(wd_v1 *v, size_t i, const void *base, wd_dtype base_dtype, float *out, wd_err *err);
+WD_API int wd_v1_rebuild(wd_v1 *v, size_t i, const void *base, wd_dtype base_dtype, float *out, wd_err *err);
 
 /* --------------------------------------------------------- chains (lineage) */
 /* A delta's source is a base model directory (wd_delta_set_base) or the
@@ -595,13 +604,13 @@ int wd_v1_rebuild(wd_v1 *v, size_t i, const void *base, wd_dtype base_dtype, flo
  * and its result_hash must be d's base_hash), through `cache` under
  * `parent_key` (cache NULL: decoded directly).  Only the parent blocks a
  * range overlaps are decoded, recursively.  parent must outlive d. */
-int wd_delta_set_parent(wd_delta *d, wd_delta *parent, uint64_t parent_key, wd_cache *cache, wd_err *err);
-wd_delta *wd_delta_get_parent(const wd_delta *d);
-const char *wd_delta_path(const wd_delta *d);
+WD_API int wd_delta_set_parent(wd_delta *d, wd_delta *parent, uint64_t parent_key, wd_cache *cache, wd_err *err);
+WD_API wd_delta *wd_delta_get_parent(const wd_delta *d);
+WD_API const char *wd_delta_path(const wd_delta *d);
 /* The rebuilt model's safetensors files, parsed from the delta's rebuilt
  * headers, as a model (files' paths are "DELTA:NAME"; no extras).  The
  * delta needs a source only when its headers do (never for v2). */
-int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err);
+WD_API int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err);
 
 /* A chain: FILE and the deltas it needs, found by model hash among the
  * `search` paths (files, or directories whose *.wdelta files are read;
@@ -614,40 +623,74 @@ int wd_delta_output_model(wd_delta *d, wd_model *m, wd_err *err);
  * Links share `cache` (may be NULL) under keys 1..length (link i reads
  * its parent, link i-1, under key i): read the top under key `length`. */
 typedef struct wd_chain wd_chain;
-int wd_chain_open(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
+WD_API int wd_chain_open(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
                   wd_cache *cache, wd_chain **out, wd_err *err);
-void wd_chain_close(wd_chain *c);
-size_t wd_chain_length(const wd_chain *c);
-wd_delta *wd_chain_link(const wd_chain *c, size_t i); /* 0: made against the base; length-1: FILE */
-wd_delta *wd_chain_top(const wd_chain *c);
-const wd_model *wd_chain_base(const wd_chain *c);
-int wd_chain_base_hash(wd_chain *c, unsigned char out[32], wd_err *err);
+WD_API void wd_chain_close(wd_chain *c);
+/* The one way the tools open a delta with its source: a v2 file through
+ * wd_chain_open (a chain link finds its parents in search, or beside it);
+ * a v1 file (it records no result hash to chain by) over base_dir itself,
+ * after, with WD_OPEN_CHECK_V1, checking that base_dir has the content
+ * hash the file names (v1 blocks carry no checksums: wd_delta_check_base),
+ * and with WD_OPEN_V1_BASE_DTYPE rebuilding in the base's dtype
+ * (wd_delta_v1_use_base_dtype).  Either way *out is a chain (one link for
+ * v1) whose wd_chain_top is the delta to read. */
+#define WD_OPEN_CHECK_V1 1u
+#define WD_OPEN_V1_BASE_DTYPE 2u
+WD_API int wd_open_with_base(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
+                             unsigned flags, wd_cache *cache, wd_chain **out, wd_err *err);
+/* The deltas of a directory as a forest of chains (`inspect --chain DIR`):
+ * every *.wdelta file there by name, opened without a base (the errors of
+ * those that do not open kept, in order), each under the delta whose result
+ * is its base.  The walk lists every delta once: chain by chain, roots
+ * (deltas no v2 delta there rebuilds the base of) first, each followed by
+ * what it rebuilds the base of, depth-first; then loops (deltas rebuilding
+ * each other's bases), each from its first file, with loop = 1. */
+typedef struct wd_forest wd_forest;
+typedef struct wd_forest_entry {
+    size_t delta;   /* index for wd_forest_delta */
+    unsigned depth; /* 0: the first of a chain */
+    size_t chain;   /* 1, 2, ... */
+    int loop;
+} wd_forest_entry;
+WD_API int wd_forest_open(const char *dir, wd_forest **out, wd_err *err);
+WD_API void wd_forest_close(wd_forest *f);
+WD_API size_t wd_forest_size(const wd_forest *f);
+WD_API wd_delta *wd_forest_delta(const wd_forest *f, size_t i);
+WD_API size_t wd_forest_chains(const wd_forest *f);
+WD_API size_t wd_forest_unreadable(const wd_forest *f);
+WD_API const char *wd_forest_unreadable_error(const wd_forest *f, size_t k);
+WD_API const wd_forest_entry *wd_forest_walk(const wd_forest *f, size_t *n);
+WD_API size_t wd_chain_length(const wd_chain *c);
+WD_API wd_delta *wd_chain_link(const wd_chain *c, size_t i); /* 0: made against the base; length-1: FILE */
+WD_API wd_delta *wd_chain_top(const wd_chain *c);
+WD_API const wd_model *wd_chain_base(const wd_chain *c);
+WD_API int wd_chain_base_hash(wd_chain *c, unsigned char out[32], wd_err *err);
 /* Index of the first of links[] whose base_hash is not the result_hash of
  * the one before it; n when every link connects. */
-size_t wd_chain_check_order(wd_delta *const *links, size_t n);
+WD_API size_t wd_chain_check_order(wd_delta *const *links, size_t n);
 /* How well cand fits as child's parent, best first: 0 cand is the exact
  * file child records (manifest parent.digest), 1 it has the recorded
  * parent name and lies in child's directory, 2 the recorded name elsewhere,
  * 3 any other delta (it must still claim child's base_hash).  Candidates
  * are tried by rank, then by path (strcmp). */
-int wd_chain_parent_rank(const wd_delta *child, const wd_delta *cand);
+WD_API int wd_chain_parent_rank(const wd_delta *child, const wd_delta *cand);
 /* With d's source attached: decode d's first block that reads the source
  * and check its output checksum, so a wrong source (a delta that merely
  * claims the right result hash, a changed base) is found before use.
  * 0 when it checks out or d reads nothing from its source. */
-int wd_delta_check_source(wd_delta *d, wd_err *err);
+WD_API int wd_delta_check_source(wd_delta *d, wd_err *err);
 /* Store the model d rebuilds (d has its source attached) as a delta
  * against o->base_dir, written to o->out_path (o->ft_dir is ignored): the
  * model is rebuilt into a temporary directory next to the output, which is
  * removed afterwards.  `wdelta rebase` (a chain link made direct) and
  * `wdelta convert` (a v1 file as v2) are this. */
-int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err *err);
+WD_API int wd_flatten(wd_delta *d, const wd_create_opts *o, wd_create_stats *st, wd_err *err);
 
 /* --------------------------------------------------------- bindings */
 /* sizeof the public struct called `name` ("wd_create_opts", "wd_model",
  * "wd_delta_info"...), 0 for an unknown name: bindings that declare these
  * structs again (python/wdelta, over ctypes) check their layout with it. */
-size_t wd_struct_size(const char *name);
+WD_API size_t wd_struct_size(const char *name);
 
 #ifdef __cplusplus
 }

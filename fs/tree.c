@@ -56,7 +56,7 @@ static void identity(const struct stat *st, char *buf, size_t n)
 static model *open_base_model(tree *t, base_ent *b);
 
 /* ---- bases ------------------------------------------------------------ */
-/* The digest cache (core/digest_cache.c, shared with `wdelta find-base`):
+/* The digest cache (core/model/digest_cache.c, shared with `wdelta find-base`):
  * a base hashed once is not hashed again at the next mount while its weight
  * files are unchanged. */
 static int load_cached_digest(const tree *t, base_ent *b)

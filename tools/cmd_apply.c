@@ -85,30 +85,13 @@ int cmd_apply(int argc, char **argv)
         return nrc;
 
     wd_err err = {0};
-    wd_delta *d = NULL;
-    wd_model m;
-    memset(&m, 0, sizeof m);
-    int have_model = 0, rc = 1;
+    int rc = 1;
     wd_chain *chain = NULL;
     wd_delta *top;
-    if (wd_delta_open(path, &d, &err)) goto done;
-    if (wd_delta_get_info(d)->version == 2) { /* maybe a chain link: resolve through its parents */
-        wd_delta_close(d);
-        d = NULL;
-        if (wd_chain_open(path, ca.paths, ca.n, base, NULL, &chain, &err)) goto done;
-        top = wd_chain_top(chain);
-        goto build;
-    }
-    if (wd_model_open(base, &m, &err)) goto done;
-    have_model = 1;
-    if (wd_delta_get_info(d)->version == 1) {
-        /* v1 blocks carry no checksums: make sure this is the right base */
-        if (wd_delta_check_base(d, &m, &err)) goto done;
-        wd_delta_v1_use_base_dtype(d, base_dtype);
-    }
-    if (wd_delta_set_base(d, &m, &err)) goto done;
-    top = d;
-build:;
+    if (wd_open_with_base(path, ca.paths, ca.n, base, WD_OPEN_CHECK_V1 | (base_dtype ? WD_OPEN_V1_BASE_DTYPE : 0u),
+                          NULL, &chain, &err))
+        goto done;
+    top = wd_chain_top(chain);
     /* wd_apply builds in a temporary directory and renames it into place */
     size_t ol = strlen(out);
     while (ol > 1 && out[ol - 1] == '/') ol--;
@@ -135,8 +118,6 @@ build:;
 done:
     if (rc) rc = fail(&err);
     wd_chain_close(chain);
-    if (d) wd_delta_close(d);
-    if (have_model) wd_model_free(&m);
     return rc;
 }
 

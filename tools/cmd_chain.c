@@ -111,140 +111,72 @@ static cJSON *link_json(wd_delta *d, const char *note)
     return x;
 }
 
-typedef struct forest {
-    wd_delta **d;
-    size_t n;
-    int *shown;
-    cJSON *links; /* --json: the links shown, each with "chain" and "depth" */
-    size_t chain;
-} forest;
-
-static void print_subtree(forest *fo, size_t i, int depth)
+/* One delta of the forest's walk (wd_forest_walk): printed, or added to
+ * links (--json) with its chain and depth. */
+static void print_forest_link(wd_delta *d, unsigned depth, size_t chain, cJSON *links)
 {
     char indent[80];
-    int w = depth * 2 < 70 ? depth * 2 : 70;
+    int w = depth * 2 < 70 ? (int)depth * 2 : 70;
     memset(indent, ' ', (size_t)w);
     indent[w] = 0;
-    fo->shown[i] = 1;
-    const wd_delta_info *in = wd_delta_get_info(fo->d[i]);
     char msg[600];
     if (depth == 0)
-        root_note(fo->d[i], "none of these deltas rebuilds its base", msg, sizeof msg);
+        root_note(d, "none of these deltas rebuilds its base", msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "connects: its base is what the link above rebuilds");
-    if (fo->links) {
-        cJSON *x = link_json(fo->d[i], msg);
-        cJSON_AddNumberToObject(x, "chain", (double)fo->chain);
+    if (links) {
+        cJSON *x = link_json(d, msg);
+        cJSON_AddNumberToObject(x, "chain", (double)chain);
         cJSON_AddNumberToObject(x, "depth", depth);
-        cJSON_AddItemToArray(fo->links, x);
+        cJSON_AddItemToArray(links, x);
     } else
-        print_link(indent, (size_t)depth + 1, fo->d[i], msg);
-    if (in->version != 2) return;
-    for (size_t j = 0; j < fo->n; j++)
-        if (!fo->shown[j] && !memcmp(wd_delta_get_info(fo->d[j])->base_hash, in->result_hash, 32))
-            print_subtree(fo, j, depth + 1);
+        print_link(indent, (size_t)depth + 1, d, msg);
 }
 
 static int inspect_forest(const char *dir, int json)
 {
-    DIR *dd = opendir(dir);
-    if (!dd) {
-        fprintf(stderr, "wdelta: %s: %s\n", dir, strerror(errno));
+    wd_err err = {0};
+    wd_forest *f;
+    if (wd_forest_open(dir, &f, &err)) {
+        fprintf(stderr, "wdelta: %s\n", err.msg);
         return 1;
     }
-    forest fo = {0};
-    size_t cap = 0;
-    struct dirent *e;
     int rc = 0;
-    char **names = NULL;
-    size_t nn = 0, ncap = 0;
-    while ((e = readdir(dd))) {
-        size_t l = strlen(e->d_name);
-        if (e->d_name[0] == '.' || l <= 7 || strcmp(e->d_name + l - 7, ".wdelta")) continue;
-        if (nn == ncap) {
-            ncap = ncap ? ncap * 2 : 16;
-            char **p = realloc(names, ncap * sizeof *p);
-            if (!p) break;
-            names = p;
-        }
-        names[nn++] = strdup(e->d_name);
+    for (size_t k = 0; k < wd_forest_unreadable(f); k++) {
+        if (json) fprintf(stderr, "wdelta: unreadable: %s\n", wd_forest_unreadable_error(f, k));
+        else printf("unreadable: %s\n", wd_forest_unreadable_error(f, k));
+        rc = 1;
     }
-    closedir(dd);
-    /* sorted, so the listing is stable */
-    for (size_t i = 1; i < nn; i++)
-        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
-            char *t = names[j];
-            names[j] = names[j - 1];
-            names[j - 1] = t;
-        }
-    for (size_t i = 0; i < nn; i++) {
-        char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        free(names[i]);
-        wd_err err = {0};
-        wd_delta *d;
-        if (wd_delta_open(p, &d, &err)) {
-            if (json) fprintf(stderr, "wdelta: unreadable: %s\n", err.msg);
-            else printf("unreadable: %s\n", err.msg);
-            rc = 1;
-            continue;
-        }
-        if (fo.n == cap) {
-            cap = cap ? cap * 2 : 16;
-            wd_delta **q = realloc(fo.d, cap * sizeof *q);
-            if (!q) {
-                wd_delta_close(d);
-                break;
-            }
-            fo.d = q;
-        }
-        fo.d[fo.n++] = d;
-    }
-    free(names);
-    fo.shown = calloc(fo.n + 1, sizeof *fo.shown);
-    size_t chains = 0;
-    cJSON *root = NULL;
+    cJSON *root = NULL, *links = NULL;
     if (json) {
         root = cJSON_CreateObject();
-        fo.links = root ? cJSON_AddArrayToObject(root, "links") : NULL;
-        if (!fo.links) fo.shown = (free(fo.shown), NULL);
+        links = root ? cJSON_AddArrayToObject(root, "links") : NULL;
     }
-    for (size_t i = 0; fo.shown && i < fo.n; i++) {
-        int has_parent = 0;
-        for (size_t j = 0; j < fo.n; j++)
-            if (j != i && wd_delta_get_info(fo.d[j])->version == 2 &&
-                !memcmp(wd_delta_get_info(fo.d[j])->result_hash, wd_delta_get_info(fo.d[i])->base_hash, 32))
-                has_parent = 1;
-        if (has_parent) continue;
-        fo.chain = ++chains;
-        if (!json) printf("chain %zu:\n", chains);
-        print_subtree(&fo, i, 0);
-    }
-    /* what is left is in loops: deltas rebuilding each other's bases (a
-     * delta that reverts to its base makes one); shown from the first */
-    for (size_t i = 0; fo.shown && i < fo.n; i++)
-        if (!fo.shown[i]) {
-            fo.chain = ++chains;
-            if (!json)
+    size_t nw;
+    const wd_forest_entry *w = wd_forest_walk(f, &nw);
+    for (size_t i = 0; (!json || links) && i < nw; i++) {
+        if (w[i].depth == 0 && !json) {
+            if (w[i].loop)
                 printf("chain %zu (a loop: each of its links rebuilds the base of another, so the root is not known):\n",
-                       chains);
-            print_subtree(&fo, i, 0);
+                       w[i].chain);
+            else
+                printf("chain %zu:\n", w[i].chain);
         }
+        print_forest_link(wd_forest_delta(f, w[i].delta), w[i].depth, w[i].chain, links);
+    }
     if (json) {
-        if (!root || !fo.shown) {
+        if (!links) {
             rc = 1;
             cJSON_Delete(root);
             fprintf(stderr, "wdelta: out of memory\n");
         } else {
-            cJSON_AddNumberToObject(root, "deltas", (double)fo.n);
-            cJSON_AddNumberToObject(root, "chains", (double)chains);
+            cJSON_AddNumberToObject(root, "deltas", (double)wd_forest_size(f));
+            cJSON_AddNumberToObject(root, "chains", (double)wd_forest_chains(f));
             if (json_print(root)) rc = 1;
         }
     } else
-        printf("%zu deltas, %zu chains\n", fo.n, chains);
-    for (size_t i = 0; i < fo.n; i++) wd_delta_close(fo.d[i]);
-    free(fo.d);
-    free(fo.shown);
+        printf("%zu deltas, %zu chains\n", wd_forest_size(f), wd_forest_chains(f));
+    wd_forest_close(f);
     return rc;
 }
 

@@ -111,28 +111,17 @@ int cmd_eval(int argc, char **argv)
         (nrc = need_input("--finetuned", ftdir, 'd')) || (nrc = need_chain_inputs(ca.paths, ca.n)))
         return nrc;
     wd_err err = {0};
-    wd_delta *d = NULL;
-    wd_model bm, fm;
-    memset(&bm, 0, sizeof bm);
+    wd_model fm;
     memset(&fm, 0, sizeof fm);
     eval_rows er = {0};
-    int rc = 1, hb = 0, hf = 0;
+    int rc = 1, hf = 0;
     wd_chain *chain = NULL;
     wd_delta *top = NULL;
     if (wd_model_open(ftdir, &fm, &err)) goto done;
     hf = 1;
-    if (wd_delta_open(path, &d, &err)) goto done;
-    if (wd_delta_get_info(d)->version == 2) { /* maybe a chain link: errors are against its parent */
-        wd_delta_close(d);
-        d = NULL;
-        if (wd_chain_open(path, ca.paths, ca.n, base, NULL, &chain, &err)) goto done;
-        top = wd_chain_top(chain);
-    } else {
-        if (wd_model_open(base, &bm, &err)) goto done;
-        hb = 1;
-        if (wd_delta_set_base(d, &bm, &err)) goto done;
-        top = d;
-    }
+    /* a chain link's errors are against its parent */
+    if (wd_open_with_base(path, ca.paths, ca.n, base, 0, NULL, &chain, &err)) goto done;
+    top = wd_chain_top(chain);
     if (wd_eval(top, &fm, eval_cb, &er, &err)) goto done;
     if (er.oom) {
         wd_errf(&err, "out of memory");
@@ -203,9 +192,7 @@ done:
         free((char *)er.r[i].params);
     }
     free(er.r);
-    if (d) wd_delta_close(d);
     if (chain) wd_chain_close(chain);
-    if (hb) wd_model_free(&bm);
     if (hf) wd_model_free(&fm);
     return rc;
 }

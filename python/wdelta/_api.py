@@ -386,7 +386,7 @@ def _create_opts(out_path, finetuned_dir, base_dir, strategy, kwargs):
         o.lossy.rank = int(kwargs["rank"])
     if "max_error" in kwargs:
         o.max_error = float(kwargs["max_error"])
-    if kwargs.get("exclude"):  # globs of file names to leave out (core/inputs.c: the input policy)
+    if kwargs.get("exclude"):  # globs of file names to leave out (core/model/inputs.c: the input policy)
         globs = [kwargs["exclude"]] if isinstance(kwargs["exclude"], str) else list(kwargs["exclude"])
         arr = (ctypes.c_char_p * len(globs))(*[_b(g) for g in globs])
         o._exclude_keep = arr  # kept alive with o

@@ -2,7 +2,7 @@
  * dtypes, and round-trip inputs) into the directory given.  Built and run
  * by tests/fuzz/mkcorpus.sh; the corpus is committed, this is how it was made. */
 #include "fuzz_common.h" /* fuzz_fill_base: the same bases the harness derives */
-#include "lossy.h"
+#include "codec/lossy.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

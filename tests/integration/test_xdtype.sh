@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fine-tunes saved in another dtype than their base, or with rows added to /
 # removed from dim 0 (tokens added to embed_tokens and lm_head), are coded
-# against the base converted to their dtype (core/xdtype.c) instead of being
+# against the base converted to their dtype (core/delta/xdtype.c) instead of being
 # stored whole: on small generated pairs (genmodel, converted and resized
 # with xdtype_model.py) every variant is byte-identical through apply, a
 # chain link and a wdeltafs mount; inspect shows the predictor; the sizes

@@ -1,5 +1,5 @@
-/* test_inputs.c - create's input policy (core/inputs.c) and what --force may
- * replace (core/output.c). */
+/* test_inputs.c - create's input policy (core/model/inputs.c) and what --force may
+ * replace (core/ops/output.c). */
 #include "suites.h"
 #include "wdelta.h"
 #include <fcntl.h>

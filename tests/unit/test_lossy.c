@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "lossy.h"
+#include "codec/lossy.h"
 #include "suites.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
-#include "lossy.h"
+#include "codec/lossy.h"
 #include "suites.h"
 
 static uint64_t rs = 0x1234567887654321ull;
@@ -272,7 +272,7 @@ START_TEST(test_lowrank_corrupt)
     wd_err err;
     /* a hand-made block: rank 1, raw sections */
     unsigned char blk[WD_LOSSY_HDR + 9 + 4 + 9 + 8];
-    lhdr h = {WD_CODEC_LOWRANK, 2, 1, (uint32_t)cols, (uint32_t)rows, 1, 0};
+    lhdr h = {WD_CODEC_LOWRANK, 2, 1, (uint32_t)cols, (uint32_t)rows, 1, 0, NULL};
     lh_put(blk, &h);
     size_t at = WD_LOSSY_HDR;
     blk[at] = 0;
@@ -421,7 +421,7 @@ START_TEST(test_lowrank_lossless_residual)
     ck_assert(wd_encode_block(s, WD_CODEC_LOSSLESS, WD_BF16, 3, ft, base, n, &enc, &rl, &err) == 0);
     size_t len = WD_LOSSY_HDR + 18 + 4 + rl;
     unsigned char *blk = calloc(1, len);
-    lhdr h = {WD_CODEC_LOWRANK_EXACT, 2, 1, (uint32_t)cols, (uint32_t)rows, 0, 0};
+    lhdr h = {WD_CODEC_LOWRANK_EXACT, 2, 1, (uint32_t)cols, (uint32_t)rows, 0, 0, NULL};
     lh_put(blk, &h);
     wd_put_u32(blk + WD_LOSSY_HDR + 18, (uint32_t)rl);
     memcpy(blk + WD_LOSSY_HDR + 22, enc, rl);

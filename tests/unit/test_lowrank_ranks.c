@@ -9,7 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lossy.h"
+#include "codec/lossy.h"
 #include "suites.h"
 
 static uint64_t rr = 0x0badc0ffee123457ull;

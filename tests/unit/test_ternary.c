@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lossy.h"
+#include "codec/lossy.h"
 #include "suites.h"
 
 static uint64_t trng = 0x2545F4914F6CDD1Dull;

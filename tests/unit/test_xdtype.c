@@ -1,4 +1,4 @@
-/* test_xdtype.c - the cross-dtype / resized-tensor predictor (core/xdtype.c):
+/* test_xdtype.c - the cross-dtype / resized-tensor predictor (core/delta/xdtype.c):
  * conversions checked against independent arithmetic over every 16-bit
  * input, block ranges, padding, which tensors take it, the narrow block
  * forms, and the manifest field's validation. */
@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "xdtype.h"
+#include "delta/xdtype.h"
 #include "suites.h"
 
 /* the exact value of IEEE half bits, by arithmetic (not by bit shuffling) */

@@ -1,0 +1,489 @@
+/* hash.c - SHA-256 (OpenSSL) and the two model hashes.
+ *
+ * WD_HASH_V1, deltatensors' parent_hash: SHA-256 over every tensor's name
+ * bytes followed by its raw bytes, in wd_model_hash_order.  It depends on
+ * names, bytes and which tensors share a shard (that fixes the order), not
+ * on where in a file a tensor lies.  NOTE: name and bytes are concatenated
+ * with no separator or length, as the reference does; that is its
+ * definition, so it is reproduced as is.
+ *
+ * WD_ID_V2, the model identity (core/FORMAT.md, "Model identity"): SHA-256
+ * over a tag and, for every tensor in name order, its name, dtype, shape,
+ * byte length and the SHA-256 of its bytes.  Nothing about files, sharding
+ * or order enters it.  Each tensor's digest is independent of the others,
+ * so the tensors are hashed by several threads.
+ *
+ * Both read with pread in bounded chunks. */
+#include "model/model_int.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct wd_sha256 {
+    EVP_MD_CTX *ctx;
+};
+
+wd_sha256 *wd_sha256_new(void)
+{
+    wd_sha256 *h = malloc(sizeof *h);
+    if (!h) return NULL;
+    h->ctx = EVP_MD_CTX_new();
+    if (!h->ctx || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(h->ctx);
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void wd_sha256_update(wd_sha256 *h, const void *p, size_t n)
+{
+    if (n) EVP_DigestUpdate(h->ctx, p, n);
+}
+
+void wd_sha256_final(wd_sha256 *h, unsigned char out[32])
+{
+    unsigned int len = 32;
+    EVP_DigestFinal_ex(h->ctx, out, &len);
+    wd_sha256_free(h);
+}
+
+void wd_sha256_free(wd_sha256 *h)
+{
+    if (!h) return;
+    EVP_MD_CTX_free(h->ctx);
+    free(h);
+}
+
+void wd_hex(const unsigned char *bin, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bin[i] >> 4];
+        out[2 * i + 1] = digits[bin[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int wd_unhex(const char *hex, unsigned char *out, size_t n)
+{
+    if (strlen(hex) != 2 * n) return -1;
+    for (size_t i = 0; i < n; i++) {
+        int a = hexval(hex[2 * i]), b = hexval(hex[2 * i + 1]);
+        if (a < 0 || b < 0) return -1;
+        out[i] = (unsigned char)(a << 4 | b);
+    }
+    return 0;
+}
+
+/* Feed a tensor's bytes to h in chunks of at most `cap` (counted from the
+ * tensor's first byte), each also given to cb (NULL: none). */
+static int hash_bytes(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor *t, unsigned char *buf,
+                      size_t cap, const struct wd_tref *ref, wd_hash_chunk_fn cb, void *ctx,
+                      const volatile sig_atomic_t *stop, wd_err *err)
+{
+    for (uint64_t at = 0; at < t->length;) {
+        size_t n = t->length - at < cap ? (size_t)(t->length - at) : cap;
+        if (wd_stop_requested(stop, err)) return -1;
+        if (wd_pread_full(fd, buf, n, t->offset + at, f->path, err))
+            return wd_errprefix(err, "hashing tensor %s (at its byte %llu)", t->name, (unsigned long long)at);
+        wd_sha256_update(h, buf, n);
+        if (cb) cb(ctx, ref->file, ref->tensor, at, buf, n);
+        at += n;
+    }
+    return 0;
+}
+
+/* Hash one tensor as the v1 content hash takes it: its name, then its bytes. */
+static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor *t, unsigned char *buf,
+                       size_t cap, const struct wd_tref *ref, wd_hash_chunk_fn cb, void *ctx,
+                       const volatile sig_atomic_t *stop, wd_err *err)
+{
+    wd_sha256_update(h, t->name, strlen(t->name));
+    return hash_bytes(h, fd, f, t, buf, cap, ref, cb, ctx, stop, err);
+}
+
+/* Open every shard of m for a front-to-back read into fds (each -1 first,
+ * so the caller closes what is >= 0 whatever happened). */
+static int open_shards(const wd_model *m, int *fds, wd_err *err)
+{
+    for (size_t i = 0; i < m->nfiles; i++) fds[i] = -1;
+    for (size_t i = 0; i < m->nfiles; i++) {
+        if ((fds[i] = open(m->files[i].path, O_RDONLY | O_CLOEXEC)) < 0)
+            return wd_errf(err, "%s: %s", m->files[i].path, strerror(errno));
+        /* shards are read about once, mostly front to back */
+        posix_fadvise(fds[i], 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
+    return 0;
+}
+
+int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_hash_chunk_fn cb, void *ctx,
+                     const volatile sig_atomic_t *stop, wd_err *err)
+{
+    if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
+    struct wd_tref *order = malloc((m->ntensors + 1) * sizeof *order);
+    int *fds = malloc((m->nfiles + 1) * sizeof *fds);
+    unsigned char *buf = malloc(chunk);
+    wd_sha256 *h = wd_sha256_new();
+    int rc = -1;
+    for (size_t i = 0; fds && i < m->nfiles; i++) fds[i] = -1;
+    if (!order || !fds || !buf || !h) {
+        wd_errf(err, "out of memory hashing %s", m->dir);
+        goto out;
+    }
+    if (open_shards(m, fds, err)) goto out;
+    wd_model_hash_order(m, order);
+    for (size_t k = 0; k < m->ntensors; k++) {
+        const wd_stfile *f = &m->files[order[k].file];
+        if (hash_tensor(h, fds[order[k].file], f, &f->tensors[order[k].tensor], buf, chunk, &order[k], cb, ctx,
+                        stop, err))
+            goto out;
+    }
+    wd_sha256_final(h, out);
+    h = NULL;
+    rc = 0;
+out:
+    for (size_t i = 0; fds && i < m->nfiles; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    wd_sha256_free(h);
+    free(fds);
+    free(buf);
+    free(order);
+    return rc;
+}
+
+int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
+{
+    /* bounded memory whatever the model's size: 4 MiB at a time */
+    return wd_model_hash_ex(m, out, 4u << 20, NULL, NULL, NULL, err);
+}
+
+/* ---- the model identity (WD_ID_V2) ------------------------------------- */
+#define ID_TAG "wdelta-model-id-2\n"
+
+/* One tensor's record: its name, dtype and shape borrowed from the model,
+ * or (the incremental hash) owned, all three in the one allocation of name.
+ * No fixed arrays: a model may hold 100,000 tensors. */
+typedef struct id_rec {
+    char *name;
+    const char *dtype;
+    const uint64_t *shape;
+    int ndim;
+    uint64_t length;
+    unsigned char digest[32];
+} id_rec;
+
+static void put_len_str(wd_sha256 *h, const char *s)
+{
+    unsigned char b[4];
+    size_t n = strlen(s);
+    wd_put_u32(b, (uint32_t)n);
+    wd_sha256_update(h, b, 4);
+    wd_sha256_update(h, s, n);
+}
+
+/* The identity of records already in name order (names unique). */
+static int id_compose(const id_rec *r, size_t n, unsigned char out[32], wd_err *err)
+{
+    wd_sha256 *h = wd_sha256_new();
+    if (!h) return wd_errf(err, "out of memory");
+    unsigned char b[8];
+    wd_sha256_update(h, ID_TAG, strlen(ID_TAG));
+    wd_put_u64(b, (uint64_t)n);
+    wd_sha256_update(h, b, 8);
+    for (size_t i = 0; i < n; i++) {
+        put_len_str(h, r[i].name);
+        put_len_str(h, r[i].dtype);
+        wd_put_u32(b, (uint32_t)r[i].ndim);
+        wd_sha256_update(h, b, 4);
+        for (int k = 0; k < r[i].ndim; k++) {
+            wd_put_u64(b, r[i].shape[k]);
+            wd_sha256_update(h, b, 8);
+        }
+        wd_put_u64(b, r[i].length);
+        wd_sha256_update(h, b, 8);
+        wd_sha256_update(h, r[i].digest, 32);
+    }
+    wd_sha256_final(h, out);
+    return 0;
+}
+
+static void id_rec_meta(id_rec *r, const wd_tensor *t)
+{
+    r->name = t->name;
+    r->dtype = t->dtype_name;
+    r->shape = t->shape;
+    r->ndim = t->ndim < 0 ? 0 : t->ndim > WD_MAX_DIMS ? WD_MAX_DIMS : t->ndim;
+    r->length = t->length;
+}
+
+/* The record of t with its own copies (freed with free(r->name)). */
+static int id_rec_own(id_rec *r, const wd_tensor *t)
+{
+    id_rec_meta(r, t);
+    size_t nl = strlen(t->name) + 1, dl = strlen(t->dtype_name) + 1, at = (nl + dl + 7) & ~(size_t)7;
+    char *p = malloc(at + (size_t)r->ndim * sizeof *r->shape);
+    if (!p) return -1;
+    memcpy(p, t->name, nl);
+    memcpy(p + nl, t->dtype_name, dl);
+    uint64_t *sh = (uint64_t *)(void *)(p + at);
+    for (int k = 0; k < r->ndim; k++) sh[k] = t->shape[k];
+    r->name = p;
+    r->dtype = p + nl;
+    r->shape = sh;
+    return 0;
+}
+
+/* ---- incremental: tensors fed one at a time, in any order ----------- */
+struct wd_idhash {
+    unsigned kind;
+    wd_sha256 *run;   /* WD_HASH_V1: the one running hash; WD_ID_V2: the open tensor's */
+    id_rec *r;
+    size_t n, cap;
+    int oom;
+};
+
+wd_idhash *wd_idhash_new(unsigned kind)
+{
+    if (kind != WD_HASH_V1 && kind != WD_ID_V2) return NULL;
+    wd_idhash *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->kind = kind;
+    if (kind == WD_HASH_V1 && !(h->run = wd_sha256_new())) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static void id_close_tensor(wd_idhash *h)
+{
+    if (h->kind == WD_ID_V2 && h->run) {
+        wd_sha256_final(h->run, h->r[h->n - 1].digest);
+        h->run = NULL;
+    }
+}
+
+int wd_idhash_begin(wd_idhash *h, const wd_tensor *t)
+{
+    if (h->oom) return -1;
+    if (h->kind == WD_HASH_V1) {
+        wd_sha256_update(h->run, t->name, strlen(t->name));
+        return 0;
+    }
+    id_close_tensor(h);
+    if (h->n == h->cap) {
+        size_t nc = h->cap ? h->cap * 2 : 64;
+        id_rec *p = realloc(h->r, nc * sizeof *p);
+        if (!p) return h->oom = -1;
+        h->r = p;
+        h->cap = nc;
+    }
+    id_rec *r = &h->r[h->n];
+    memset(r, 0, sizeof *r);
+    if (id_rec_own(r, t)) return h->oom = -1;
+    if (!(h->run = wd_sha256_new())) {
+        free(r->name);
+        return h->oom = -1;
+    }
+    h->n++;
+    return 0;
+}
+
+void wd_idhash_update(wd_idhash *h, const void *p, size_t n)
+{
+    if (h->run) wd_sha256_update(h->run, p, n);
+}
+
+static int cmp_rec(const void *a, const void *b)
+{
+    return strcmp(((const id_rec *)a)->name, ((const id_rec *)b)->name);
+}
+
+void wd_idhash_free(wd_idhash *h)
+{
+    if (!h) return;
+    wd_sha256_free(h->run);
+    for (size_t i = 0; i < h->n; i++) free(h->r[i].name);
+    free(h->r);
+    free(h);
+}
+
+int wd_idhash_final(wd_idhash *h, unsigned char out[32], wd_err *err)
+{
+    int rc = 0;
+    if (h->oom) {
+        rc = wd_errf(err, "out of memory hashing the model");
+    } else if (h->kind == WD_HASH_V1) {
+        wd_sha256_final(h->run, out);
+        h->run = NULL;
+    } else {
+        id_close_tensor(h);
+        if (h->n > 1) qsort(h->r, h->n, sizeof *h->r, cmp_rec);
+        for (size_t i = 1; i < h->n && !rc; i++)
+            if (!strcmp(h->r[i].name, h->r[i - 1].name)) rc = wd_errf(err, "tensor %s appears twice", h->r[i].name);
+        if (!rc) rc = id_compose(h->r, h->n, out, err);
+    }
+    wd_idhash_free(h);
+    return rc;
+}
+
+/* ---- a whole model directory, several threads ------------------------- */
+typedef struct id_job {
+    const wd_model *m;
+    const int *fds;
+    id_rec *recs;          /* in by_name order */
+    pthread_mutex_t lock;
+    size_t next;           /* next tensor to take, in file order */
+    size_t *file_order;    /* by_name index of the k-th tensor in file order */
+    int failed;
+    wd_err err;
+} id_job;
+
+static void *id_worker(void *arg)
+{
+    enum { CHUNK = 4 << 20 };
+    id_job *j = arg;
+    unsigned char *buf = malloc(CHUNK);
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        size_t k = j->next++;
+        int stop = j->failed || k >= j->m->ntensors || !buf;
+        if (!buf && !j->failed) {
+            j->failed = 1;
+            wd_errf(&j->err, "out of memory hashing %s", j->m->dir);
+        }
+        pthread_mutex_unlock(&j->lock);
+        if (stop) break;
+        size_t bi = j->file_order[k];
+        const struct wd_tref *ref = &j->m->by_name[bi];
+        const wd_stfile *f = &j->m->files[ref->file];
+        const wd_tensor *t = &f->tensors[ref->tensor];
+        wd_sha256 *h = wd_sha256_new();
+        wd_err e;
+        int rc = h ? hash_bytes(h, j->fds[ref->file], f, t, buf, CHUNK, ref, NULL, NULL, NULL, &e)
+                   : wd_errf(&e, "out of memory");
+        if (rc) {
+            wd_sha256_free(h);
+            pthread_mutex_lock(&j->lock);
+            if (!j->failed) j->err = e;
+            j->failed = 1;
+            pthread_mutex_unlock(&j->lock);
+            break;
+        }
+        wd_sha256_final(h, j->recs[bi].digest);
+    }
+    free(buf);
+    return NULL;
+}
+
+int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
+{
+    if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
+    size_t nt = m->ntensors;
+    id_job j = {.m = m};
+    id_rec *recs = calloc(nt + 1, sizeof *recs);
+    int *fds = malloc((m->nfiles + 1) * sizeof *fds);
+    size_t *order = malloc((nt + 1) * sizeof *order), *fstart = calloc(m->nfiles + 1, sizeof *fstart);
+    int rc = -1, nthreads = 0;
+    pthread_t tids[8];
+    for (size_t i = 0; fds && i < m->nfiles; i++) fds[i] = -1;
+    if (!recs || !fds || !order || !fstart) {
+        wd_errf(err, "out of memory hashing %s", m->dir);
+        goto out;
+    }
+    if (open_shards(m, fds, err)) goto out;
+    /* records in name order; work handed out file by file, front to back
+     * within a file, so reads stay mostly sequential */
+    for (size_t i = 0; i < nt; i++) {
+        const wd_tensor *t = &m->files[m->by_name[i].file].tensors[m->by_name[i].tensor];
+        recs[i].name = t->name; /* borrowed: not freed below */
+        id_rec_meta(&recs[i], t);
+    }
+    for (size_t f = 0; f < m->nfiles; f++) fstart[f + 1] = fstart[f] + m->files[f].ntensors;
+    for (size_t i = 0; i < nt; i++) {
+        const struct wd_tref *r = &m->by_name[i];
+        order[fstart[r->file] + r->tensor] = i;
+    }
+    j.fds = fds;
+    j.recs = recs;
+    j.file_order = order;
+    pthread_mutex_init(&j.lock, NULL);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t want = cpus > 0 ? (size_t)cpus : 1;
+    if (want > sizeof tids / sizeof *tids) want = sizeof tids / sizeof *tids;
+    if (want > nt) want = nt;
+    for (size_t i = 1; i < want; i++)
+        if (pthread_create(&tids[nthreads], NULL, id_worker, &j) == 0) nthreads++;
+    id_worker(&j); /* the calling thread works too */
+    for (int i = 0; i < nthreads; i++) pthread_join(tids[i], NULL);
+    pthread_mutex_destroy(&j.lock);
+    if (j.failed) {
+        *err = j.err;
+        goto out;
+    }
+    rc = id_compose(recs, nt, out, err);
+out:
+    for (size_t i = 0; fds && i < m->nfiles; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    free(fds);
+    free(recs);
+    free(order);
+    free(fstart);
+    return rc;
+}
+
+typedef struct v1_job {
+    const wd_model *m;
+    unsigned char *out;
+    int rc;
+    wd_err err;
+} v1_job;
+
+static void *v1_main(void *arg)
+{
+    v1_job *j = arg;
+    j->rc = wd_model_hash(j->m, j->out, &j->err);
+    return NULL;
+}
+
+int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err)
+{
+    v1_job j = {.m = m, .out = v1};
+    pthread_t tid;
+    int threaded = pthread_create(&tid, NULL, v1_main, &j) == 0;
+    int rc = wd_model_identity(m, id, err);
+    if (threaded) pthread_join(tid, NULL);
+    else v1_main(&j);
+    if (rc) return -1;
+    if (j.rc) {
+        *err = j.err;
+        return -1;
+    }
+    return 0;
+}
+
+int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err)
+{
+    if (kind == WD_HASH_V1) return wd_model_hash(m, out, err);
+    if (kind == WD_ID_V2) return wd_model_identity(m, out, err);
+    return wd_errf(err, "unknown model hash kind %u", kind);
+}
+
+const char *wd_hash_kind_name(unsigned kind)
+{
+    return kind == WD_ID_V2 ? "model identity" : kind == WD_HASH_V1 ? "content hash (v1)" : "unknown hash";
+}

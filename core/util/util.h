@@ -1,0 +1,50 @@
+/* util.h - the util layer (core/util/): little-endian words, full reads and
+ * writes, temporaries, UTF-8 and float conversions.  Uses nothing else of core/; not installed. */
+#ifndef WDELTA_UTIL_H
+#define WDELTA_UTIL_H
+
+#include "wdelta.h" /* wd_err, wd_dtype */
+#include <signal.h> /* sig_atomic_t */
+#include <sys/types.h> /* mode_t */
+#include "util/float.h" /* float <-> half, bfloat16 and their bits */
+
+/* ---- little-endian helpers */
+static inline void wd_put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void wd_put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint32_t wd_get_u32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static inline uint64_t wd_get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* ---- I/O: full reads/writes with retry on EINTR/short counts. */
+int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
+int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
+
+/* ---- temporaries (tmpfile.c): OUT.KIND.PID.RANDOM next to out_path, a
+ * file (returns an fd open for writing) or a directory (returns 0); -1
+ * with err set.  mode is reduced by the umask as usual. */
+int wd_tmp_file(const char *out_path, const char *kind, mode_t mode, char **path_out, wd_err *err);
+int wd_tmp_dir(const char *out_path, const char *kind, mode_t mode, char **path_out, wd_err *err);
+/* 1 (err set: "interrupted") if the caller's stop flag is raised. */
+int wd_stop_requested(const volatile sig_atomic_t *stop, wd_err *err);
+
+/* 1 if the n bytes at s are valid UTF-8 (dtype.c). */
+int wd_utf8_valid(const char *s, size_t n);
+
+
+
+#endif
