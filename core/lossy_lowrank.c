@@ -621,6 +621,53 @@ static unsigned lr_rmax(size_t m, size_t n)
     return r >= WD_LOWRANK_KMAX ? WD_LOWRANK_KMAX : (unsigned)r;
 }
 
+/* The quick reject of the rank test (issue 18), after its first sketch:
+ * under the test's model (D = L + e, L of rank <= rmax, e the rounding
+ * noise, whose largest singular value is below the edge), any rmax + 1
+ * columns of the sub-block x (S x C) have their smallest singular value
+ * below the edge too (Weyl: sigma_{rmax+1}(L_c + e_c) <= sigma_1(e_c) <=
+ * edge).  So when the smallest singular value of rmax + 1 evenly spaced
+ * columns of x is above the edge, x has more than rmax components above
+ * the noise and no rank the test could pass fits: the block is not
+ * low-rank.  Checked as a Cholesky factorization of their Gram matrix
+ * less edge^2 I (float64, (rmax + 1)^3 / 6 steps, against the S x C x rmax
+ * of the larger sketches it saves): it succeeds exactly when every
+ * eigenvalue is above edge^2.  Returns 1 to reject, 0 otherwise (and on
+ * out of memory: the full test decides). */
+static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, double edge)
+{
+    size_t d = (size_t)rmax + 1;
+    if (d > S || d > C || !(edge > 0)) return 0;
+    float *xc = malloc(S * d * sizeof *xc);
+    double *g = malloc(d * d * sizeof *g), *lo = malloc(d * d * sizeof *lo);
+    int rej = 0;
+    if (!xc || !g || !lo) goto out;
+    for (size_t i = 0; i < S; i++)
+        for (size_t c = 0; c < d; c++) xc[i * d + c] = x[i * C + c * C / d];
+    gram(g, xc, S, d); /* upper triangle */
+    double e2 = edge * edge;
+    rej = 1;
+    for (size_t a = 0; a < d && rej; a++) { /* g - e2 I = lo lo^T, by rows of lo */
+        const double *la = lo + a * d;
+        double dd = g[a * d + a] - e2;
+        for (size_t k = 0; k < a; k++) dd -= la[k] * la[k];
+        if (!(dd > 1e-9 * g[a * d + a])) {
+            rej = 0;
+            break;
+        }
+        double ra = sqrt(dd);
+        lo[a * d + a] = ra;
+        for (size_t b = a + 1; b < d; b++) {
+            double *lb = lo + b * d, v = g[a * d + b];
+            for (size_t k = 0; k < a; k++) v -= lb[k] * la[k];
+            lb[a] = v / ra;
+        }
+    }
+out:
+    free(xc), free(g), free(lo);
+    return rej;
+}
+
 /* The rank test on the m x n block (ft, base): S = min(m, 2 rmax + 16)
  * evenly spaced rows and as many columns, a sketch of k + 8 columns started
  * from rows of the sub-block, for k = 8, 16, 32, ... up to rmax (values by
@@ -677,6 +724,11 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
         for (unsigned c = 0; c < kk && c < l; c++) capk += sv[c] * sv[c];
         double s_k = sv[kk - 1 < l ? kk - 1 : l - 1];
         if (kk >= rmax || st.tot - capk > (double)(rmax - kk) * s_k * s_k + 2 * st.noise) break;
+        /* after the first sketch: larger ones only where some rank <= rmax
+         * could still pass (most full fine-tunes stop here) */
+        if (kk == (rmax < 8 ? rmax : 8) &&
+            lr_quick_reject(x, S, C, rmax, st.edge > sv[0] * 0x1p-12 ? st.edge : sv[0] * 0x1p-12))
+            break;
     }
 out:
     free(ri), free(x), free(sv);
