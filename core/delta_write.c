@@ -784,7 +784,7 @@ static int write_tail(writer *w, unsigned char *manifest, size_t mlen, uint64_t 
 static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf,
                     unsigned char result_hash[32], unsigned char result_v1[32], wd_err *err);
 
-static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
+static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int threads, uint32_t bs,
                          const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err);
 static int any_lossy(const plan_file *pf, size_t npf);
 static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf,
@@ -852,7 +852,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
-    if (choose_codecs(o, fixed, is_auto, level, bs, &base, &ft, pf, npf, err)) goto out;
+    if (choose_codecs(o, fixed, is_auto, threads, bs, &base, &ft, pf, npf, err)) goto out;
     pack_small(pf, npf, &ft, bs);
 
     /* Blocks are numbered in the order they will be fed: headers and extra
@@ -1131,113 +1131,182 @@ out:
 /* Give every eligible delta extent (a floating tensor of 2+ dims with the
  * base's shape and dtype) the strategy's codec, or for `auto` the codec
  * wd_lossy_auto picks; 1-D tensors (norms, biases) and everything else stay
- * as planned (lossless or zstd). */
-static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
+ * as planned (lossless or zstd).  Extents are independent: `threads`
+ * threads take them in plan order (issue 18: the trials on every core),
+ * each with its own file descriptors; the result does not depend on the
+ * thread count. */
+typedef struct choose_ctx {
+    const wd_create_opts *o;
+    wd_codec fixed;
+    int is_auto, try_exact, lossy_level;
+    uint32_t bs;
+    const wd_model *base, *ft;
+    plan_file *pf;
+    size_t npf;
+    pthread_mutex_t lock;
+    size_t next_i, next_k; /* the next extent to take */
+    size_t done;           /* tensors chosen (progress) */
+    int failed;
+    wd_err err;
+} choose_ctx;
+
+/* One extent of fine-tune file i; *ffd, *bfile, *bsrc: the calling thread's
+ * open fine-tune file, and base file and its source (reused across calls). */
+static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile, base_src *bsrc, wd_err *err)
+{
+    const wd_create_opts *o = c->o;
+    const wd_model *base = c->base, *ft = c->ft;
+    uint32_t bs = c->bs;
+    int try_exact = c->try_exact, lossy_level = c->lossy_level, rc = 0;
+    if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) return 0;
+    if (wd_stop_requested(o->stop, err)) return -1;
+    if (wd_xdtype_fits(e->tensor, e->base_tensor)) return 0; /* predicted base: stays lossless */
+    uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
+    if (!lbs) return 0;
+    wd_codec cd = c->fixed;
+    wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
+                          o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step, o->lossy.rank};
+    if (cd == WD_CODEC_INT4) { /* defaults measured on pairB (core/FORMAT.md) */
+        if (!lp.group) lp.group = 128;
+        if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */
+        if (lp.outliers < 0) lp.outliers = 0;
+        if (lp.step == 0) lp.step = 0.6; /* negative: per-group least-squares scales */
+        if (lp.step < 0) lp.step = 0;
+    }
+    if (cd == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
+    int need_data = c->is_auto || try_exact || wd_codec_is_lossy(cd);
+    if (need_data) {
+        if (*ffd < 0 && (*ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
+            rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
+            return -1;
+        }
+        if (*bfile != e->base_file) { /* base bytes: the base's file, or the parent's output */
+            base_src_close(bsrc);
+            *bfile = e->base_file;
+            if ((rc = base_src_open(bsrc, o, base, (size_t)*bfile, err))) return -1;
+        }
+    }
+    if (c->is_auto) {
+        rc = wd_lossy_auto(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                           e->base_tensor->offset, o->max_error, lossy_level, bs, &cd, &lp, err);
+        if (rc) return -1;
+    }
+    unsigned rank = 0;
+    if (cd == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
+        uint64_t st, pl;
+        uint32_t xbs;
+        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                e->base_tensor->offset, cd, lossy_level, bs, &st, &pl, &rank, &xbs, err);
+        if (rc) return -1;
+        if (!c->is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
+    }
+    if (!c->is_auto && wd_codec_is_lossy(cd)) { /* zero-aware 1-bit tier; never worse than the base */
+        char why[384];
+        wd_lossy_stats picked;
+        rc = wd_lossy_choose(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, e->base_tensor->offset,
+                             bs, &cd, &lp, why, sizeof why, &picked, err);
+        if (rc) return -1;
+        /* a low-rank delta (a merged LoRA): lowrank where it beats the
+         * strategy's code on both bytes and error.  The rank test is
+         * cheap where it fails; lowrank is coded only where it passes. */
+        unsigned lr = 0;
+        uint32_t xbs = 0;
+        if (try_exact && wd_codec_is_lossy(cd) && cd != WD_CODEC_LOWRANK &&
+            (rc = wd_lowrank_test(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                  e->base_tensor->offset, bs, &lr, &xbs, err)))
+            return -1;
+        if (lr) {
+            wd_codec c0 = cd;
+            rc = wd_lossy_lowrank_dominates(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                            e->base_tensor->offset, xbs, &picked, &cd, &lp, &rank, why,
+                                            sizeof why, err);
+            if (rc) return -1;
+            if (cd != c0) lbs = wd_lossy_block_size(e->tensor, xbs);
+        }
+        if (why[0] && !(e->why = strdup(why))) {
+            rc = wd_errf(err, "out of memory");
+            return -1;
+        }
+    }
+    if (cd == WD_CODEC_LOSSLESS && try_exact) {
+        uint64_t st, pl;
+        uint32_t xbs;
+        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
+                                &pl, &rank, &xbs, err);
+        if (rc) return -1;
+        /* the trial's rank, fixed for the tensor's blocks: the writer's
+         * encode skips the rank test */
+        if (st < pl) cd = WD_CODEC_LOWRANK_EXACT, lbs = xbs, lp.rank = rank;
+    }
+    if (need_data && o->progress) { /* choosing; calls serialized, the count in order */
+        pthread_mutex_lock(&c->lock);
+        o->progress(o->progress_ctx, 0, 0, ++c->done, ft->ntensors);
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (wd_codec_is_rowblock(cd)) {
+        e->codec = cd;
+        e->lp = lp;
+        e->bs = lbs;
+        e->rank_found = rank;
+    }
+    (void)rc;
+    return 0;
+}
+
+static void *choose_main(void *arg)
+{
+    choose_ctx *c = arg;
+    int ffd = -1, bfile = -1;
+    size_t fi = (size_t)-1;
+    base_src bsrc = {.fd = -1};
+    wd_err e;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        while (c->next_i < c->npf && c->next_i < c->ft->nfiles && c->next_k >= c->pf[c->next_i].next)
+            c->next_i++, c->next_k = 1;
+        int go = !c->failed && c->next_i < c->npf && c->next_i < c->ft->nfiles;
+        size_t i = c->next_i, k = c->next_k++;
+        pthread_mutex_unlock(&c->lock);
+        if (!go) break;
+        if (i != fi) { /* another fine-tune file: its own descriptors */
+            if (ffd >= 0) close(ffd);
+            base_src_close(&bsrc);
+            ffd = bfile = -1;
+            fi = i;
+        }
+        if (choose_one(c, i, &c->pf[i].ext[k], &ffd, &bfile, &bsrc, &e)) {
+            pthread_mutex_lock(&c->lock);
+            if (!c->failed) c->err = e;
+            c->failed = 1;
+            pthread_mutex_unlock(&c->lock);
+            break;
+        }
+    }
+    if (ffd >= 0) close(ffd);
+    base_src_close(&bsrc);
+    return NULL;
+}
+
+static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int threads, uint32_t bs,
                          const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err)
 {
     int try_exact = !o->no_lowrank; /* lossless tensors: lowrank-exact where smaller */
     if (!is_auto && !wd_codec_is_lossy(fixed) && !try_exact) return 0;
-    int lossy_level = o->lossy.level ? o->lossy.level : o->level ? o->level : 3;
-    (void)level;
-    size_t done = 0;
-    for (size_t i = 0; i < npf && i < ft->nfiles; i++) {
-        plan_file *p = &pf[i];
-        int ffd = -1, bfile = -1, rc = 0;
-        base_src bsrc = {.fd = -1};
-        for (size_t k = 1; k < p->next && !rc; k++) {
-            plan_ext *e = &p->ext[k];
-            if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) continue;
-            if ((rc = -wd_stop_requested(o->stop, err))) break;
-            if (wd_xdtype_fits(e->tensor, e->base_tensor)) continue; /* predicted base: stays lossless */
-            uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
-            if (!lbs) continue;
-            wd_codec c = fixed;
-            wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
-                                  o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step, o->lossy.rank};
-            if (c == WD_CODEC_INT4) { /* defaults measured on pairB (core/FORMAT.md) */
-                if (!lp.group) lp.group = 128;
-                if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */
-                if (lp.outliers < 0) lp.outliers = 0;
-                if (lp.step == 0) lp.step = 0.6; /* negative: per-group least-squares scales */
-                if (lp.step < 0) lp.step = 0;
-            }
-            if (c == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
-            int need_data = is_auto || try_exact || wd_codec_is_lossy(c);
-            if (need_data) {
-                if (ffd < 0 && (ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
-                    rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
-                    break;
-                }
-                if (bfile != e->base_file) { /* base bytes: the base's file, or the parent's output */
-                    base_src_close(&bsrc);
-                    bfile = e->base_file;
-                    if ((rc = base_src_open(&bsrc, o, base, (size_t)bfile, err))) break;
-                }
-            }
-            if (is_auto) {
-                rc = wd_lossy_auto(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                   e->base_tensor->offset, o->max_error, lossy_level, bs, &c, &lp, err);
-                if (rc) break;
-            }
-            unsigned rank = 0;
-            if (c == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
-                uint64_t st, pl;
-                uint32_t xbs;
-                rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                        e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, &xbs, err);
-                if (rc) break;
-                if (!is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
-            }
-            if (!is_auto && wd_codec_is_lossy(c)) { /* zero-aware 1-bit tier; never worse than the base */
-                char why[384];
-                wd_lossy_stats picked;
-                rc = wd_lossy_choose(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc, e->base_tensor->offset,
-                                     bs, &c, &lp, why, sizeof why, &picked, err);
-                if (rc) break;
-                /* a low-rank delta (a merged LoRA): lowrank where it beats the
-                 * strategy's code on both bytes and error.  The rank test is
-                 * cheap where it fails; lowrank is coded only where it passes. */
-                unsigned lr = 0;
-                uint32_t xbs = 0;
-                if (try_exact && wd_codec_is_lossy(c) && c != WD_CODEC_LOWRANK &&
-                    (rc = wd_lowrank_test(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                          e->base_tensor->offset, bs, &lr, &xbs, err)))
-                    break;
-                if (lr) {
-                    wd_codec c0 = c;
-                    rc = wd_lossy_lowrank_dominates(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                                    e->base_tensor->offset, xbs, &picked, &c, &lp, &rank, why,
-                                                    sizeof why, err);
-                    if (rc) break;
-                    if (c != c0) lbs = wd_lossy_block_size(e->tensor, xbs);
-                }
-                if (why[0] && !(e->why = strdup(why))) {
-                    rc = wd_errf(err, "out of memory");
-                    break;
-                }
-            }
-            if (c == WD_CODEC_LOSSLESS && try_exact) {
-                uint64_t st, pl;
-                uint32_t xbs;
-                rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                        e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
-                                        &pl, &rank, &xbs, err);
-                if (rc) break;
-                /* the trial's rank, fixed for the tensor's blocks: the writer's
-                 * encode skips the rank test */
-                if (st < pl) c = WD_CODEC_LOWRANK_EXACT, lbs = xbs, lp.rank = rank;
-            }
-            if (need_data && o->progress) o->progress(o->progress_ctx, 0, 0, ++done, ft->ntensors); /* choosing */
-            if (wd_codec_is_rowblock(c)) {
-                e->codec = c;
-                e->lp = lp;
-                e->bs = lbs;
-                e->rank_found = rank;
-            }
-        }
-        if (ffd >= 0) close(ffd);
-        base_src_close(&bsrc);
-        if (rc) return -1;
+    choose_ctx c = {.o = o, .fixed = fixed, .is_auto = is_auto, .try_exact = try_exact,
+                    .lossy_level = o->lossy.level ? o->lossy.level : o->level ? o->level : 3,
+                    .bs = bs, .base = base, .ft = ft, .pf = pf, .npf = npf, .next_k = 1};
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_t tids[64];
+    int n = 0;
+    for (int t = 1; t < threads && t < 64; t++)
+        if (pthread_create(&tids[n], NULL, choose_main, &c) == 0) n++;
+    choose_main(&c); /* the calling thread works too */
+    for (int t = 0; t < n; t++) pthread_join(tids[t], NULL);
+    pthread_mutex_destroy(&c.lock);
+    if (c.failed) {
+        *err = c.err;
+        return -1;
     }
     return 0;
 }
