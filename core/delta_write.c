@@ -852,6 +852,12 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
+    /* the base's hash from the start: it overlaps the codec choice (issue 18) */
+    if (pthread_create(&bh_thread, NULL, base_hash_main, &bh) == 0) bh_started = 1;
+    else {
+        wd_errf(err, "cannot start a thread");
+        goto out;
+    }
     if (choose_codecs(o, fixed, is_auto, threads, bs, &base, &ft, pf, npf, err)) goto out;
     pack_small(pf, npf, &ft, bs);
 
@@ -934,11 +940,6 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     wd_put_u32(pre + 7, 2);
     if (wd_pwrite_full(w.fd, pre, sizeof pre, 0, tmp, err)) goto out_sync;
 
-    if (pthread_create(&bh_thread, NULL, base_hash_main, &bh) == 0) bh_started = 1;
-    else {
-        wd_errf(err, "cannot start a thread");
-        goto out_sync;
-    }
     tids = calloc((size_t)threads, sizeof *tids);
     for (int i = 0; tids && i < threads; i++)
         if (pthread_create(&tids[i], NULL, worker_main, &w) == 0) nstarted++;
@@ -1004,12 +1005,14 @@ out_sync:
         fail(&w, &e2);
         for (int i = 0; i < nstarted; i++) pthread_join(tids[i], NULL);
         if (bh_started) pthread_join(bh_thread, NULL);
+        bh_started = 0;
     }
     pthread_mutex_destroy(&w.lock);
     pthread_cond_destroy(&w.not_empty);
     pthread_cond_destroy(&w.not_full);
     pthread_cond_destroy(&w.turn);
 out:
+    if (bh_started) pthread_join(bh_thread, NULL); /* a failure before the writer started */
     free(tids);
     if (w.fd > 0) close(w.fd);
     if (rc && tmp) unlink(tmp);
