@@ -63,6 +63,17 @@ typedef struct job {
     int pred;           /* base is the predicted one of another dtype/shape (xdtype.h) */
 } job;
 
+/* an encoded block: its bytes (owned by `own` when copied out of a
+ * worker's scratch) and where it goes */
+typedef struct pending {
+    int ready;
+    const unsigned char *out;
+    unsigned char *own;
+    size_t len;
+    uint32_t block, n;
+    uint64_t out_hash, at;
+} pending;
+
 typedef struct writer {
     const wd_create_opts *o;
     int level;
@@ -76,6 +87,11 @@ typedef struct writer {
     uint64_t seq_submitted, seq_placed;
     size_t qcap, qhead, qlen;
     int closing;
+    /* blocks encoded ahead of their turn, waiting to be placed: slot seq %
+     * pcap (issue 18: a worker that finishes early goes on to the next
+     * block instead of waiting for the one before it) */
+    struct pending *pend;
+    size_t pcap;
     /* output */
     uint64_t next_offset;
     wd_block *blocks;
@@ -173,28 +189,73 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
         }
     }
     if (len > UINT32_MAX) return wd_errf(err, "block %u: encoded size %zu too large", j->block, len);
-    /* take the next file offset in submission order; the FIFO queue hands
-     * jobs out in that order, so the lowest unplaced one is always being
-     * encoded by some worker and the wait ends */
+    /* File offsets are taken in submission order.  At its turn a block
+     * takes the next offset, and so do the blocks after it that were
+     * encoded ahead of their turn (a copy of each in its slot); a block
+     * whose turn has not come waits in a slot when one is free, else here.
+     * The FIFO queue hands jobs out in order, so the lowest unplaced block
+     * is always being encoded by some worker or in a slot: the wait ends. */
+    pending mine = {1, out, NULL, len, j->block, (uint32_t)j->n, out_hash, 0};
+    pending *todo = NULL; /* what this worker writes: its own block, then those it placed */
+    size_t ntodo = 0;
+    int rc = 0;
     pthread_mutex_lock(&w->lock);
-    while (w->seq_placed != j->seq && !w->failed) pthread_cond_wait(&w->turn, &w->lock);
-    if (w->failed) {
-        pthread_mutex_unlock(&w->lock);
-        return wd_errf(err, "block %u: stopped after an earlier error", j->block);
+    for (;;) {
+        if (w->failed) {
+            pthread_mutex_unlock(&w->lock);
+            free(mine.own);
+            return wd_errf(err, "block %u: stopped after an earlier error", j->block);
+        }
+        if (w->seq_placed == j->seq) break;
+        if (j->seq - w->seq_placed < w->pcap && !mine.own) { /* a slot: copy out of the scratch */
+            pthread_mutex_unlock(&w->lock);
+            mine.own = malloc(len ? len : 1);
+            if (!mine.own) return wd_errf(err, "out of memory");
+            memcpy(mine.own, out, len);
+            mine.out = mine.own;
+            pthread_mutex_lock(&w->lock);
+            if (w->failed || w->seq_placed == j->seq) continue;
+            w->pend[j->seq % w->pcap] = mine;
+            pthread_mutex_unlock(&w->lock);
+            return 0; /* whoever places the block before it places this one */
+        }
+        pthread_cond_wait(&w->turn, &w->lock);
     }
-    uint64_t at = w->next_offset;
-    w->next_offset += len;
-    w->seq_placed++;
+    /* our turn: this block, then every consecutive one waiting in a slot */
+    size_t nready = 0;
+    while (nready < w->pcap && w->pend[(j->seq + 1 + nready) % w->pcap].ready) nready++;
+    todo = malloc((nready + 1) * sizeof *todo);
+    if (!todo) {
+        pthread_mutex_unlock(&w->lock);
+        free(mine.own);
+        return wd_errf(err, "out of memory");
+    }
+    todo[ntodo++] = mine;
+    for (size_t i = 0; i < nready; i++) {
+        pending *p = &w->pend[(j->seq + 1 + i) % w->pcap];
+        todo[ntodo++] = *p;
+        *p = (pending){0};
+    }
+    for (size_t i = 0; i < ntodo; i++) {
+        todo[i].at = w->next_offset;
+        w->next_offset += todo[i].len;
+        w->seq_placed++;
+    }
     pthread_cond_broadcast(&w->turn);
     pthread_mutex_unlock(&w->lock);
-    if (wd_pwrite_full(w->fd, out, len, at, w->tmp_path, err)) return -1;
-    wd_block *b = &w->blocks[j->block];
-    b->offset = at;
-    b->stored_len = (uint32_t)len;
-    b->out_len = (uint32_t)j->n;
-    b->stored_hash = wd_hash64(out, len, 0);
-    b->out_hash = out_hash;
-    return 0;
+    for (size_t i = 0; i < ntodo; i++) {
+        pending *p = &todo[i];
+        if (!rc && wd_pwrite_full(w->fd, p->out, p->len, p->at, w->tmp_path, err)) rc = -1;
+        wd_block *b = &w->blocks[p->block];
+        b->offset = p->at;
+        b->stored_len = (uint32_t)p->len;
+        b->out_len = p->n;
+        b->stored_hash = wd_hash64(p->out, p->len, 0);
+        b->out_hash = p->out_hash;
+        free(p->own);
+    }
+    free(todo);
+    return rc;
 }
 
 static void *worker_main(void *arg)
@@ -858,7 +919,9 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         wd_errf(err, "cannot start a thread");
         goto out;
     }
+    struct timespec T0, T1; clock_gettime(CLOCK_MONOTONIC, &T0);
     if (choose_codecs(o, fixed, is_auto, threads, bs, &base, &ft, pf, npf, err)) goto out;
+    clock_gettime(CLOCK_MONOTONIC, &T1); if (getenv("CFDBG")) fprintf(stderr, "choose %.3f s\n", (T1.tv_sec - T0.tv_sec) + (T1.tv_nsec - T0.tv_nsec) * 1e-9);
     pack_small(pf, npf, &ft, bs);
 
     /* Blocks are numbered in the order they will be fed: headers and extra
@@ -922,12 +985,14 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     w.tmp_path = tmp;
     w.qcap = (size_t)threads * 2;
     w.q = calloc(w.qcap, sizeof *w.q);
+    w.pcap = (size_t)threads * 2 + 2;
+    w.pend = calloc(w.pcap, sizeof *w.pend);
     w.blocks = calloc(nb ? nb : 1, sizeof *w.blocks);
     w.nblocks = nb;
     w.next_offset = WD_PREAMBLE_LEN;
     w.ntensors = ft.ntensors;
     for (size_t i = 0; i < npf; i++) w.total_bytes += pf[i].size;
-    if (!w.q || !w.blocks) {
+    if (!w.q || !w.blocks || !w.pend) {
         wd_errf(err, "out of memory");
         goto out;
     }
@@ -955,7 +1020,9 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_mutex_unlock(&w.lock);
     for (int i = 0; i < nstarted; i++) pthread_join(tids[i], NULL);
     nstarted = 0;
+    clock_gettime(CLOCK_MONOTONIC, &T1); if (getenv("CFDBG")) fprintf(stderr, "written %.3f s\n", (T1.tv_sec - T0.tv_sec) + (T1.tv_nsec - T0.tv_nsec) * 1e-9);
     pthread_join(bh_thread, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &T1); if (getenv("CFDBG")) fprintf(stderr, "bh %.3f s\n", (T1.tv_sec - T0.tv_sec) + (T1.tv_nsec - T0.tv_nsec) * 1e-9);
     bh_started = 0;
     if (w.failed) {
         *err = w.err;
@@ -1018,6 +1085,9 @@ out:
     if (rc && tmp) unlink(tmp);
     free(tmp);
     free(w.q);
+    for (size_t i = 0; w.pend && i < w.pcap; i++) /* left by a failure */
+        if (w.pend[i].ready) free(w.pend[i].own);
+    free(w.pend);
     free(w.blocks);
     free_plan(pf, npf);
     wd_model_free(&base);
