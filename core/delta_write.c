@@ -919,9 +919,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
         wd_errf(err, "cannot start a thread");
         goto out;
     }
-    struct timespec T0, T1; clock_gettime(CLOCK_MONOTONIC, &T0);
     if (choose_codecs(o, fixed, is_auto, threads, bs, &base, &ft, pf, npf, err)) goto out;
-    clock_gettime(CLOCK_MONOTONIC, &T1); if (getenv("CFDBG")) fprintf(stderr, "choose %.3f s\n", (T1.tv_sec - T0.tv_sec) + (T1.tv_nsec - T0.tv_nsec) * 1e-9);
     pack_small(pf, npf, &ft, bs);
 
     /* Blocks are numbered in the order they will be fed: headers and extra
@@ -1020,9 +1018,7 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_mutex_unlock(&w.lock);
     for (int i = 0; i < nstarted; i++) pthread_join(tids[i], NULL);
     nstarted = 0;
-    clock_gettime(CLOCK_MONOTONIC, &T1); if (getenv("CFDBG")) fprintf(stderr, "written %.3f s\n", (T1.tv_sec - T0.tv_sec) + (T1.tv_nsec - T0.tv_nsec) * 1e-9);
     pthread_join(bh_thread, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &T1); if (getenv("CFDBG")) fprintf(stderr, "bh %.3f s\n", (T1.tv_sec - T0.tv_sec) + (T1.tv_nsec - T0.tv_nsec) * 1e-9);
     bh_started = 0;
     if (w.failed) {
         *err = w.err;

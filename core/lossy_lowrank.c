@@ -630,35 +630,37 @@ static unsigned lr_rmax(size_t m, size_t n)
  * columns of x is above the edge, x has more than rmax components above
  * the noise and no rank the test could pass fits: the block is not
  * low-rank.  Checked as a Cholesky factorization of their Gram matrix
- * less edge^2 I (float64, (rmax + 1)^3 / 6 steps, against the S x C x rmax
- * of the larger sketches it saves): it succeeds exactly when every
- * eigenvalue is above edge^2.  Returns 1 to reject, 0 otherwise (and on
+ * less edge^2 I (the Gram in float32, the factorization in float64, a
+ * pivot counted only above 1e-6 of its diagonal; S (rmax + 1)^2 + (rmax +
+ * 1)^3 / 6 steps against the S x C x rmax of the larger sketches it
+ * saves): it succeeds exactly when every eigenvalue is above edge^2.  Returns 1 to reject, 0 otherwise (and on
  * out of memory: the full test decides). */
 static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, double edge)
 {
     size_t d = (size_t)rmax + 1;
     if (d > S || d > C || !(edge > 0)) return 0;
-    float *xc = malloc(S * d * sizeof *xc);
-    double *g = malloc(d * d * sizeof *g), *lo = malloc(d * d * sizeof *lo);
+    size_t d8 = (d + 7) / 8 * 8; /* the columns, zero-padded for mm_tn */
+    float *xc = calloc(S * d8 + 1, sizeof *xc), *g = malloc(d8 * d8 * sizeof *g + 1);
+    double *lo = malloc(d * d * sizeof *lo + 1);
     int rej = 0;
     if (!xc || !g || !lo) goto out;
     for (size_t i = 0; i < S; i++)
-        for (size_t c = 0; c < d; c++) xc[i * d + c] = x[i * C + c * C / d];
-    gram(g, xc, S, d); /* upper triangle */
+        for (size_t c = 0; c < d; c++) xc[i * d8 + c] = x[i * C + c * C / d];
+    mm_tn(g, xc, xc, S, d8, d8); /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
     double e2 = edge * edge;
     rej = 1;
     for (size_t a = 0; a < d && rej; a++) { /* g - e2 I = lo lo^T, by rows of lo */
         const double *la = lo + a * d;
-        double dd = g[a * d + a] - e2;
+        double dd = g[a * d8 + a] - e2;
         for (size_t k = 0; k < a; k++) dd -= la[k] * la[k];
-        if (!(dd > 1e-9 * g[a * d + a])) {
+        if (!(dd > 1e-6 * g[a * d8 + a])) {
             rej = 0;
             break;
         }
         double ra = sqrt(dd);
         lo[a * d + a] = ra;
         for (size_t b = a + 1; b < d; b++) {
-            double *lb = lo + b * d, v = g[a * d + b];
+            double *lb = lo + b * d, v = g[a * d8 + b];
             for (size_t k = 0; k < a; k++) v -= lb[k] * la[k];
             lb[a] = v / ra;
         }
