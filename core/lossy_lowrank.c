@@ -1294,17 +1294,27 @@ static uint32_t lr_block_bytes(const wd_tensor *t)
 }
 
 /* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base.
- * Read in whole chunks of `chunk` bytes (the block size) that hold a wanted
- * row: a base that is a parent delta's output decodes each of its blocks
- * once, not once per row. */
+ * The fine-tune's by runs of consecutive wanted rows, straight into place;
+ * the base's in whole chunks of `chunk` bytes (the block size) that hold a
+ * wanted row: a base that is a parent delta's output decodes each of its
+ * blocks once, not once per row. */
 static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                      uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk, unsigned char *ft,
                      unsigned char *base, wd_err *err)
 {
     size_t per = chunk / row ? chunk / row : 1, s = 0;
-    unsigned char *cf = malloc(per * row), *cb = malloc(per * row);
+    unsigned char *cb = NULL;
     int rc = -1;
-    if (!cf || !cb) {
+    for (size_t a = 0; a < cnt;) {
+        size_t b = a + 1, r0 = a * rows / cnt;
+        while (b < cnt && b * rows / cnt == r0 + (b - a)) b++;
+        if (wd_pread_full(ft_fd, ft + a * row, (b - a) * row, t->offset + (uint64_t)r0 * row, ft_path, err)) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        a = b;
+    }
+    if (!(cb = malloc(per * row))) {
         wd_errf(err, "out of memory");
         goto out;
     }
@@ -1313,19 +1323,15 @@ static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base
         if (s * rows / cnt >= r1) continue; /* no wanted row in this chunk */
         uint64_t at = (uint64_t)r0 * row;
         size_t n = (r1 - r0) * row;
-        if (wd_pread_full(ft_fd, cf, n, t->offset + at, ft_path, err) || read_base(base_ctx, cb, n, base_off + at, err)) {
+        if (read_base(base_ctx, cb, n, base_off + at, err)) {
             wd_errprefix(err, "tensor %s", t->name);
             goto out;
         }
-        for (; s < cnt && s * rows / cnt < r1; s++) {
-            size_t i = s * rows / cnt - r0;
-            memcpy(ft + s * row, cf + i * row, row);
-            memcpy(base + s * row, cb + i * row, row);
-        }
+        for (; s < cnt && s * rows / cnt < r1; s++) memcpy(base + s * row, cb + (s * rows / cnt - r0) * row, row);
     }
     rc = 0;
 out:
-    free(cf), free(cb);
+    free(cb);
     return rc;
 }
 
