@@ -621,6 +621,26 @@ static unsigned lr_rmax(size_t m, size_t n)
     return r >= WD_LOWRANK_KMAX ? WD_LOWRANK_KMAX : (unsigned)r;
 }
 
+/* Is the symmetric d x d matrix a (upper triangle, row-major; destroyed)
+ * less e2 I positive definite?  Right-looking Cholesky, the trailing update
+ * row by row as axpys (vectorized); a pivot counts only above 1e-6 of the
+ * matrix's diagonal there, diag (the float32 Gram's rounding). */
+WD_FIT static int lr_chol_above(double *restrict a, size_t d, double e2, const double *restrict diag)
+{
+    for (size_t k = 0; k < d; k++) {
+        double *rk = a + k * d;
+        double p = rk[k] - e2;
+        if (!(p > 1e-6 * diag[k])) return 0;
+        double inv = 1.0 / sqrt(p);
+        for (size_t j = k + 1; j < d; j++) rk[j] *= inv; /* row k of R */
+        for (size_t i = k + 1; i < d; i++) {
+            double f = rk[i], *restrict ri = a + i * d;
+            for (size_t j = i; j < d; j++) ri[j] -= f * rk[j];
+        }
+    }
+    return 1;
+}
+
 /* The quick reject of the rank test (issue 18), after its first sketch:
  * under the test's model (D = L + e, L of rank <= rmax, e the rounding
  * noise, whose largest singular value is below the edge), any rmax + 1
@@ -641,30 +661,16 @@ static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, do
     if (d > S || d > C || !(edge > 0)) return 0;
     size_t d8 = (d + 7) / 8 * 8; /* the columns, zero-padded for mm_tn */
     float *xc = calloc(S * d8 + 1, sizeof *xc), *g = malloc(d8 * d8 * sizeof *g + 1);
-    double *lo = malloc(d * d * sizeof *lo + 1);
+    double *lo = malloc((d * d + d) * sizeof *lo), *diag = lo ? lo + d * d : NULL;
     int rej = 0;
     if (!xc || !g || !lo) goto out;
     for (size_t i = 0; i < S; i++)
         for (size_t c = 0; c < d; c++) xc[i * d8 + c] = x[i * C + c * C / d];
     mm_tn(g, xc, xc, S, d8, d8); /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
-    double e2 = edge * edge;
-    rej = 1;
-    for (size_t a = 0; a < d && rej; a++) { /* g - e2 I = lo lo^T, by rows of lo */
-        const double *la = lo + a * d;
-        double dd = g[a * d8 + a] - e2;
-        for (size_t k = 0; k < a; k++) dd -= la[k] * la[k];
-        if (!(dd > 1e-6 * g[a * d8 + a])) {
-            rej = 0;
-            break;
-        }
-        double ra = sqrt(dd);
-        lo[a * d + a] = ra;
-        for (size_t b = a + 1; b < d; b++) {
-            double *lb = lo + b * d, v = g[a * d8 + b];
-            for (size_t k = 0; k < a; k++) v -= lb[k] * la[k];
-            lb[a] = v / ra;
-        }
-    }
+    for (size_t i = 0; i < d; i++) /* the upper triangle in float64 */
+        for (size_t j = i; j < d; j++) lo[i * d + j] = g[i * d8 + j];
+    for (size_t i = 0; i < d; i++) diag[i] = lo[i * d + i];
+    rej = lr_chol_above(lo, d, edge * edge, diag);
 out:
     free(xc), free(g), free(lo);
     return rej;
