@@ -495,13 +495,66 @@ static int res_hash_new(res_hash *h)
 
 static int res_hash_begin(res_hash *h, const wd_tensor *t)
 {
-    return wd_idhash_begin(h->id, t) || wd_idhash_begin(h->v1, t) ? -1 : 0;
+    return wd_idhash_begin(h->id, t) || (h->v1 && wd_idhash_begin(h->v1, t)) ? -1 : 0;
 }
 
 static void res_hash_update(res_hash *h, const void *p, size_t n)
 {
     wd_idhash_update(h->id, p, n);
-    wd_idhash_update(h->v1, p, n);
+    if (h->v1) wd_idhash_update(h->v1, p, n); /* NULL: another thread's (feed_all) */
+}
+
+/* The result's v1 hash on a thread of its own while feed_all feeds (issue
+ * 18: the reading thread had both hashes to compute, and the workers waited
+ * for it).  It hashes tensor t, in the same content-hash order, once the
+ * reader has fed it, reading its bytes again from the fine-tune file (just
+ * read, so from the page cache); memory: one chunk. */
+typedef struct v1_hasher {
+    const wd_model *ft;
+    const struct wd_tref *order;
+    const int *ft_fds;
+    wd_idhash *h;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t fed;  /* tensors the reader has fed */
+    int abort;   /* the reader failed: stop */
+    int rc;
+    wd_err err;
+} v1_hasher;
+
+static void *v1_hasher_main(void *arg)
+{
+    v1_hasher *v = arg;
+    size_t cap = 4u << 20;
+    unsigned char *buf = malloc(cap);
+    if (!buf) {
+        v->rc = wd_errf(&v->err, "out of memory");
+        return NULL;
+    }
+    for (size_t t = 0; t < v->ft->ntensors; t++) {
+        pthread_mutex_lock(&v->lock);
+        while (v->fed <= t && !v->abort) pthread_cond_wait(&v->cond, &v->lock);
+        int stop = v->abort;
+        pthread_mutex_unlock(&v->lock);
+        if (stop) break;
+        size_t fi = v->order[t].file;
+        const wd_tensor *tt = &v->ft->files[fi].tensors[v->order[t].tensor];
+        if (wd_idhash_begin(v->h, tt)) {
+            v->rc = wd_errf(&v->err, "out of memory");
+            break;
+        }
+        for (uint64_t at = 0; at < tt->length; at += cap) {
+            size_t n = (size_t)(tt->length - at < cap ? tt->length - at : cap);
+            if (wd_pread_full(v->ft_fds[fi], buf, n, tt->offset + at, v->ft->files[fi].path, &v->err)) {
+                v->rc = wd_errprefix(&v->err, "tensor %s", tt->name);
+                break;
+            }
+            wd_idhash_update(v->h, buf, n);
+        }
+        if (v->rc) break;
+    }
+    free(buf);
+    return NULL;
 }
 
 /* Both finals run (each frees its hash); then nothing is left to free. */
@@ -1100,6 +1153,11 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
     struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
     res_hash sha_, *sha = &sha_;
     int sha_ok = !res_hash_new(sha);
+    v1_hasher v1h = {0};
+    pthread_t v1_tid;
+    int v1_started = 0;
+    pthread_mutex_init(&v1h.lock, NULL);
+    pthread_cond_init(&v1h.cond, NULL);
     if (!ft_fds || !base_fds || !order || !sha_ok) {
         wd_errf(err, "out of memory");
         goto out;
@@ -1151,12 +1209,16 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
                            NULL, &done, err))
                 goto out;
     /* tensors, in content-hash order, hashing on the way (a small one's
-     * bytes read again for the hash: it was fed in its run) */
+     * bytes read again for the hash: it was fed in its run); the v1 hash
+     * on a thread of its own, a tensor behind */
     wd_model_hash_order(ft, order);
+    v1h.ft = ft, v1h.order = order, v1h.ft_fds = ft_fds, v1h.h = sha->v1;
+    res_hash idonly = {sha->id, NULL}, *rh = sha;
+    if (pthread_create(&v1_tid, NULL, v1_hasher_main, &v1h) == 0) v1_started = 1, rh = &idonly;
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
-        if (res_hash_begin(sha, tt)) {
+        if (res_hash_begin(rh, tt)) {
             wd_errf(err, "out of memory");
             goto out;
         }
@@ -1169,7 +1231,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
                 goto out;
             }
             int r = wd_pread_full(ft_fds[fi], sb, tt->length, tt->offset, ft->files[fi].path, err);
-            if (!r) res_hash_update(sha, sb, tt->length);
+            if (!r) res_hash_update(rh, sb, tt->length);
             free(sb);
             if (r) goto out;
         } else if (k) {
@@ -1177,14 +1239,35 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
             int bfd = e->base_file >= 0 ? base_fds[e->base_file] : -1;
             const char *bpath = e->base_file >= 0 ? base->files[e->base_file].path : NULL;
             if (feed_range(w, ft_fds[fi], ft->files[fi].path, bfd, bpath, e, tt->offset,
-                           e->base_tensor ? e->base_tensor->offset : 0, sha, &done, err))
+                           e->base_tensor ? e->base_tensor->offset : 0, rh, &done, err))
                 goto out;
         }
         w->tensors_done++;
+        pthread_mutex_lock(&v1h.lock);
+        v1h.fed = t + 1;
+        pthread_cond_signal(&v1h.cond);
+        pthread_mutex_unlock(&v1h.lock);
+    }
+    if (v1_started) {
+        pthread_join(v1_tid, NULL);
+        v1_started = 0;
+        if (v1h.rc) {
+            *err = v1h.err;
+            goto out;
+        }
     }
     if (w->o->progress) w->o->progress(w->o->progress_ctx, done, w->total_bytes, w->tensors_done, w->ntensors);
     rc = res_hash_final(sha, result_hash, result_v1, err);
 out:
+    if (v1_started) { /* a failure while feeding */
+        pthread_mutex_lock(&v1h.lock);
+        v1h.abort = 1;
+        pthread_cond_signal(&v1h.cond);
+        pthread_mutex_unlock(&v1h.lock);
+        pthread_join(v1_tid, NULL);
+    }
+    pthread_mutex_destroy(&v1h.lock);
+    pthread_cond_destroy(&v1h.cond);
     res_hash_free(sha);
     for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
         if (ft_fds[i] >= 0) close(ft_fds[i]);
