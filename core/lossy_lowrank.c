@@ -676,6 +676,33 @@ out:
     return rej;
 }
 
+/* An upper estimate of ||x^T x||_F^2 (the sum of the spectrum to the
+ * fourth) of x (S x C): its mean over 16 Rademacher probes g of
+ * ||x^T x g||^2 plus 4 standard errors of their scatter; -1 on out of
+ * memory.  Two products of x, against the first sketch's two and its
+ * orthonormalizations and eigenvalues. */
+#define LR_PROBES 16
+static double lr_fourth(const float *x, size_t S, size_t C)
+{
+    float *g = malloc(C * LR_PROBES * sizeof *g + 1), *u = malloc(S * LR_PROBES * sizeof *u + 1),
+          *v = malloc(C * LR_PROBES * sizeof *v + 1);
+    double q[LR_PROBES] = {0}, mean = 0, var = 0;
+    if (!g || !u || !v) {
+        free(g), free(u), free(v);
+        return -1;
+    }
+    uint64_t st = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < C * LR_PROBES; i++) g[i] = xs(&st) >> 63 ? 1.0f : -1.0f;
+    mm_nn(u, x, g, S, C, LR_PROBES); /* x g */
+    mm_tn(v, x, u, S, C, LR_PROBES); /* x^T x g */
+    for (size_t i = 0; i < C; i++)
+        for (size_t j = 0; j < LR_PROBES; j++) q[j] += (double)v[i * LR_PROBES + j] * v[i * LR_PROBES + j];
+    for (size_t j = 0; j < LR_PROBES; j++) mean += q[j] / LR_PROBES;
+    for (size_t j = 0; j < LR_PROBES; j++) var += (q[j] - mean) * (q[j] - mean) / (LR_PROBES - 1);
+    free(g), free(u), free(v);
+    return mean + 4 * sqrt(var / LR_PROBES);
+}
+
 /* The rank test on the m x n block (ft, base): S = min(m, 2 rmax + 16)
  * evenly spaced rows and as many columns, a sketch of k + 8 columns started
  * from rows of the sub-block, for k = 8, 16, 32, ... up to rmax (values by
@@ -709,6 +736,20 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
      * factors (11 significant bits) resolve: 2^-20 of the delta's energy
      * (F32 fine-tunes, whose own rounding is far finer) */
     st.noise += st.tot * 0x1p-20;
+    /* Before the first sketch: where it can neither pass (its <= 8
+     * components hold all but 2 x noise) nor find a dominant part (<= l
+     * components holding 80%), the quick reject alone decides.  Both need
+     * the top components' energy, at most sqrt(k ||x^T x||_F^2) for k of
+     * them (Cauchy-Schwarz); s_1 <= ||x^T x||_F^(1/2) bounds the FP16
+     * floor of the edge. */
+    unsigned k0 = rmax < 8 ? rmax : 8;
+    if (k0 < rmax) {
+        double q = lr_fourth(x, S, C), l0 = (double)lr_cols(k0, S, C);
+        if (q >= 0 && sqrt(l0 * q) < 0.8 * st.tot && sqrt(k0 * q) < st.tot - 2 * st.noise) {
+            double s1 = sqrt(sqrt(q));
+            if (lr_quick_reject(x, S, C, rmax, st.edge > s1 * 0x1p-12 ? st.edge : s1 * 0x1p-12)) goto out;
+        }
+    }
     for (unsigned kk = rmax < 8 ? rmax : 8;; kk = 2 * kk < rmax ? 2 * kk : rmax) {
         size_t l = lr_cols(kk, S, C);
         lr_sketch(&k, x, S, C, l, 0, 1, sv);
