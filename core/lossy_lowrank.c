@@ -662,17 +662,19 @@ static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, do
     size_t d8 = (d + 7) / 8 * 8; /* the columns, zero-padded for mm_tn */
     float *xc = calloc(S * d8 + 1, sizeof *xc), *g = malloc(d8 * d8 * sizeof *g + 1);
     double *lo = malloc((d * d + d) * sizeof *lo), *diag = lo ? lo + d * d : NULL;
+    size_t *col = malloc(d * sizeof *col);
     int rej = 0;
-    if (!xc || !g || !lo) goto out;
+    if (!xc || !g || !lo || !col) goto out;
+    for (size_t c = 0; c < d; c++) col[c] = c * C / d;
     for (size_t i = 0; i < S; i++)
-        for (size_t c = 0; c < d; c++) xc[i * d8 + c] = x[i * C + c * C / d];
+        for (size_t c = 0; c < d; c++) xc[i * d8 + c] = x[i * C + col[c]];
     mm_tn(g, xc, xc, S, d8, d8); /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
     for (size_t i = 0; i < d; i++) /* the upper triangle in float64 */
         for (size_t j = i; j < d; j++) lo[i * d + j] = g[i * d8 + j];
     for (size_t i = 0; i < d; i++) diag[i] = lo[i * d + i];
     rej = lr_chol_above(lo, d, edge * edge, diag);
 out:
-    free(xc), free(g), free(lo);
+    free(xc), free(g), free(lo), free(col);
     return rej;
 }
 
