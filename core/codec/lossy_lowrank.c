@@ -621,6 +621,90 @@ static unsigned lr_rmax(size_t m, size_t n)
     return r >= WD_LOWRANK_KMAX ? WD_LOWRANK_KMAX : (unsigned)r;
 }
 
+/* Is the symmetric d x d matrix a (upper triangle, row-major; destroyed)
+ * less e2 I positive definite?  Right-looking Cholesky, the trailing update
+ * row by row as axpys (vectorized); a pivot counts only above 1e-6 of the
+ * matrix's diagonal there, diag (the float32 Gram's rounding). */
+WD_FIT static int lr_chol_above(double *restrict a, size_t d, double e2, const double *restrict diag)
+{
+    for (size_t k = 0; k < d; k++) {
+        double *rk = a + k * d;
+        double p = rk[k] - e2;
+        if (!(p > 1e-6 * diag[k])) return 0;
+        double inv = 1.0 / sqrt(p);
+        for (size_t j = k + 1; j < d; j++) rk[j] *= inv; /* row k of R */
+        for (size_t i = k + 1; i < d; i++) {
+            double f = rk[i], *restrict ri = a + i * d;
+            for (size_t j = i; j < d; j++) ri[j] -= f * rk[j];
+        }
+    }
+    return 1;
+}
+
+/* The quick reject of the rank test (issue 18), after its first sketch:
+ * under the test's model (D = L + e, L of rank <= rmax, e the rounding
+ * noise, whose largest singular value is below the edge), any rmax + 1
+ * columns of the sub-block x (S x C) have their smallest singular value
+ * below the edge too (Weyl: sigma_{rmax+1}(L_c + e_c) <= sigma_1(e_c) <=
+ * edge).  So when the smallest singular value of rmax + 1 evenly spaced
+ * columns of x is above the edge, x has more than rmax components above
+ * the noise and no rank the test could pass fits: the block is not
+ * low-rank.  Checked as a Cholesky factorization of their Gram matrix
+ * less edge^2 I (the Gram in float32, the factorization in float64, a
+ * pivot counted only above 1e-6 of its diagonal; S (rmax + 1)^2 + (rmax +
+ * 1)^3 / 6 steps against the S x C x rmax of the larger sketches it
+ * saves): it succeeds exactly when every eigenvalue is above edge^2.  Returns 1 to reject, 0 otherwise (and on
+ * out of memory: the full test decides). */
+static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, double edge)
+{
+    size_t d = (size_t)rmax + 1;
+    if (d > S || d > C || !(edge > 0)) return 0;
+    size_t d8 = (d + 7) / 8 * 8; /* the columns, zero-padded for mm_tn */
+    float *xc = calloc(S * d8 + 1, sizeof *xc), *g = malloc(d8 * d8 * sizeof *g + 1);
+    double *lo = malloc((d * d + d) * sizeof *lo), *diag = lo ? lo + d * d : NULL;
+    size_t *col = malloc(d * sizeof *col);
+    int rej = 0;
+    if (!xc || !g || !lo || !col) goto out;
+    for (size_t c = 0; c < d; c++) col[c] = c * C / d;
+    for (size_t i = 0; i < S; i++)
+        for (size_t c = 0; c < d; c++) xc[i * d8 + c] = x[i * C + col[c]];
+    mm_tn(g, xc, xc, S, d8, d8); /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
+    for (size_t i = 0; i < d; i++) /* the upper triangle in float64 */
+        for (size_t j = i; j < d; j++) lo[i * d + j] = g[i * d8 + j];
+    for (size_t i = 0; i < d; i++) diag[i] = lo[i * d + i];
+    rej = lr_chol_above(lo, d, edge * edge, diag);
+out:
+    free(xc), free(g), free(lo), free(col);
+    return rej;
+}
+
+/* An upper estimate of ||x^T x||_F^2 (the sum of the spectrum to the
+ * fourth) of x (S x C): its mean over 16 Rademacher probes g of
+ * ||x^T x g||^2 plus 4 standard errors of their scatter; -1 on out of
+ * memory.  Two products of x, against the first sketch's two and its
+ * orthonormalizations and eigenvalues. */
+#define LR_PROBES 16
+static double lr_fourth(const float *x, size_t S, size_t C)
+{
+    float *g = malloc(C * LR_PROBES * sizeof *g + 1), *u = malloc(S * LR_PROBES * sizeof *u + 1),
+          *v = malloc(C * LR_PROBES * sizeof *v + 1);
+    double q[LR_PROBES] = {0}, mean = 0, var = 0;
+    if (!g || !u || !v) {
+        free(g), free(u), free(v);
+        return -1;
+    }
+    uint64_t st = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < C * LR_PROBES; i++) g[i] = xs(&st) >> 63 ? 1.0f : -1.0f;
+    mm_nn(u, x, g, S, C, LR_PROBES); /* x g */
+    mm_tn(v, x, u, S, C, LR_PROBES); /* x^T x g */
+    for (size_t i = 0; i < C; i++)
+        for (size_t j = 0; j < LR_PROBES; j++) q[j] += (double)v[i * LR_PROBES + j] * v[i * LR_PROBES + j];
+    for (size_t j = 0; j < LR_PROBES; j++) mean += q[j] / LR_PROBES;
+    for (size_t j = 0; j < LR_PROBES; j++) var += (q[j] - mean) * (q[j] - mean) / (LR_PROBES - 1);
+    free(g), free(u), free(v);
+    return mean + 4 * sqrt(var / LR_PROBES);
+}
+
 /* The rank test on the m x n block (ft, base): S = min(m, 2 rmax + 16)
  * evenly spaced rows and as many columns, a sketch of k + 8 columns started
  * from rows of the sub-block, for k = 8, 16, 32, ... up to rmax (values by
@@ -654,6 +738,20 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
      * factors (11 significant bits) resolve: 2^-20 of the delta's energy
      * (F32 fine-tunes, whose own rounding is far finer) */
     st.noise += st.tot * 0x1p-20;
+    /* Before the first sketch: where it can neither pass (its <= 8
+     * components hold all but 2 x noise) nor find a dominant part (<= l
+     * components holding 80%), the quick reject alone decides.  Both need
+     * the top components' energy, at most sqrt(k ||x^T x||_F^2) for k of
+     * them (Cauchy-Schwarz); s_1 <= ||x^T x||_F^(1/2) bounds the FP16
+     * floor of the edge. */
+    unsigned k0 = rmax < 8 ? rmax : 8;
+    if (k0 < rmax) {
+        double q = lr_fourth(x, S, C), l0 = (double)lr_cols(k0, S, C);
+        if (q >= 0 && sqrt(l0 * q) < 0.8 * st.tot && sqrt(k0 * q) < st.tot - 2 * st.noise) {
+            double s1 = sqrt(sqrt(q));
+            if (lr_quick_reject(x, S, C, rmax, st.edge > s1 * 0x1p-12 ? st.edge : s1 * 0x1p-12)) goto out;
+        }
+    }
     for (unsigned kk = rmax < 8 ? rmax : 8;; kk = 2 * kk < rmax ? 2 * kk : rmax) {
         size_t l = lr_cols(kk, S, C);
         lr_sketch(&k, x, S, C, l, 0, 1, sv);
@@ -677,6 +775,11 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
         for (unsigned c = 0; c < kk && c < l; c++) capk += sv[c] * sv[c];
         double s_k = sv[kk - 1 < l ? kk - 1 : l - 1];
         if (kk >= rmax || st.tot - capk > (double)(rmax - kk) * s_k * s_k + 2 * st.noise) break;
+        /* after the first sketch: larger ones only where some rank <= rmax
+         * could still pass (most full fine-tunes stop here) */
+        if (kk == (rmax < 8 ? rmax : 8) &&
+            lr_quick_reject(x, S, C, rmax, st.edge > sv[0] * 0x1p-12 ? st.edge : sv[0] * 0x1p-12))
+            break;
     }
 out:
     free(ri), free(x), free(sv);
@@ -1240,17 +1343,27 @@ static uint32_t lr_block_bytes(const wd_tensor *t)
 }
 
 /* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base.
- * Read in whole chunks of `chunk` bytes (the block size) that hold a wanted
- * row: a base that is a parent delta's output decodes each of its blocks
- * once, not once per row. */
+ * The fine-tune's by runs of consecutive wanted rows, straight into place;
+ * the base's in whole chunks of `chunk` bytes (the block size) that hold a
+ * wanted row: a base that is a parent delta's output decodes each of its
+ * blocks once, not once per row. */
 static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                      uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk, unsigned char *ft,
                      unsigned char *base, wd_err *err)
 {
     size_t per = chunk / row ? chunk / row : 1, s = 0;
-    unsigned char *cf = malloc(per * row), *cb = malloc(per * row);
+    unsigned char *cb = NULL;
     int rc = -1;
-    if (!cf || !cb) {
+    for (size_t a = 0; a < cnt;) {
+        size_t b = a + 1, r0 = a * rows / cnt;
+        while (b < cnt && b * rows / cnt == r0 + (b - a)) b++;
+        if (wd_pread_full(ft_fd, ft + a * row, (b - a) * row, t->offset + (uint64_t)r0 * row, ft_path, err)) {
+            wd_errprefix(err, "tensor %s", t->name);
+            goto out;
+        }
+        a = b;
+    }
+    if (!(cb = malloc(per * row))) {
         wd_errf(err, "out of memory");
         goto out;
     }
@@ -1259,19 +1372,15 @@ static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base
         if (s * rows / cnt >= r1) continue; /* no wanted row in this chunk */
         uint64_t at = (uint64_t)r0 * row;
         size_t n = (r1 - r0) * row;
-        if (wd_pread_full(ft_fd, cf, n, t->offset + at, ft_path, err) || read_base(base_ctx, cb, n, base_off + at, err)) {
+        if (read_base(base_ctx, cb, n, base_off + at, err)) {
             wd_errprefix(err, "tensor %s", t->name);
             goto out;
         }
-        for (; s < cnt && s * rows / cnt < r1; s++) {
-            size_t i = s * rows / cnt - r0;
-            memcpy(ft + s * row, cf + i * row, row);
-            memcpy(base + s * row, cb + i * row, row);
-        }
+        for (; s < cnt && s * rows / cnt < r1; s++) memcpy(base + s * row, cb + (s * rows / cnt - r0) * row, row);
     }
     rc = 0;
 out:
-    free(cf), free(cb);
+    free(cb);
     return rc;
 }
 

@@ -65,6 +65,17 @@ typedef struct job {
     int pred;           /* base is the predicted one of another dtype/shape (xdtype.h) */
 } job;
 
+/* an encoded block: its bytes (owned by `own` when copied out of a
+ * worker's scratch) and where it goes */
+typedef struct pending {
+    int ready;
+    const unsigned char *out;
+    unsigned char *own;
+    size_t len;
+    uint32_t block, n;
+    uint64_t out_hash, at;
+} pending;
+
 typedef struct writer {
     const wd_create_opts *o;
     int level;
@@ -78,6 +89,11 @@ typedef struct writer {
     uint64_t seq_submitted, seq_placed;
     size_t qcap, qhead, qlen;
     int closing;
+    /* blocks encoded ahead of their turn, waiting to be placed: slot seq %
+     * pcap (issue 18: a worker that finishes early goes on to the next
+     * block instead of waiting for the one before it) */
+    struct pending *pend;
+    size_t pcap;
     /* output */
     uint64_t next_offset;
     wd_block *blocks;
@@ -175,28 +191,73 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
         }
     }
     if (len > UINT32_MAX) return wd_errf(err, "block %u: encoded size %zu too large", j->block, len);
-    /* take the next file offset in submission order; the FIFO queue hands
-     * jobs out in that order, so the lowest unplaced one is always being
-     * encoded by some worker and the wait ends */
+    /* File offsets are taken in submission order.  At its turn a block
+     * takes the next offset, and so do the blocks after it that were
+     * encoded ahead of their turn (a copy of each in its slot); a block
+     * whose turn has not come waits in a slot when one is free, else here.
+     * The FIFO queue hands jobs out in order, so the lowest unplaced block
+     * is always being encoded by some worker or in a slot: the wait ends. */
+    pending mine = {1, out, NULL, len, j->block, (uint32_t)j->n, out_hash, 0};
+    pending *todo = NULL; /* what this worker writes: its own block, then those it placed */
+    size_t ntodo = 0;
+    int rc = 0;
     pthread_mutex_lock(&w->lock);
-    while (w->seq_placed != j->seq && !w->failed) pthread_cond_wait(&w->turn, &w->lock);
-    if (w->failed) {
-        pthread_mutex_unlock(&w->lock);
-        return wd_errf(err, "block %u: stopped after an earlier error", j->block);
+    for (;;) {
+        if (w->failed) {
+            pthread_mutex_unlock(&w->lock);
+            free(mine.own);
+            return wd_errf(err, "block %u: stopped after an earlier error", j->block);
+        }
+        if (w->seq_placed == j->seq) break;
+        if (j->seq - w->seq_placed < w->pcap && !mine.own) { /* a slot: copy out of the scratch */
+            pthread_mutex_unlock(&w->lock);
+            mine.own = malloc(len ? len : 1);
+            if (!mine.own) return wd_errf(err, "out of memory");
+            memcpy(mine.own, out, len);
+            mine.out = mine.own;
+            pthread_mutex_lock(&w->lock);
+            if (w->failed || w->seq_placed == j->seq) continue;
+            w->pend[j->seq % w->pcap] = mine;
+            pthread_mutex_unlock(&w->lock);
+            return 0; /* whoever places the block before it places this one */
+        }
+        pthread_cond_wait(&w->turn, &w->lock);
     }
-    uint64_t at = w->next_offset;
-    w->next_offset += len;
-    w->seq_placed++;
+    /* our turn: this block, then every consecutive one waiting in a slot */
+    size_t nready = 0;
+    while (nready < w->pcap && w->pend[(j->seq + 1 + nready) % w->pcap].ready) nready++;
+    todo = malloc((nready + 1) * sizeof *todo);
+    if (!todo) {
+        pthread_mutex_unlock(&w->lock);
+        free(mine.own);
+        return wd_errf(err, "out of memory");
+    }
+    todo[ntodo++] = mine;
+    for (size_t i = 0; i < nready; i++) {
+        pending *p = &w->pend[(j->seq + 1 + i) % w->pcap];
+        todo[ntodo++] = *p;
+        *p = (pending){0};
+    }
+    for (size_t i = 0; i < ntodo; i++) {
+        todo[i].at = w->next_offset;
+        w->next_offset += todo[i].len;
+        w->seq_placed++;
+    }
     pthread_cond_broadcast(&w->turn);
     pthread_mutex_unlock(&w->lock);
-    if (wd_pwrite_full(w->fd, out, len, at, w->tmp_path, err)) return -1;
-    wd_block *b = &w->blocks[j->block];
-    b->offset = at;
-    b->stored_len = (uint32_t)len;
-    b->out_len = (uint32_t)j->n;
-    b->stored_hash = wd_hash64(out, len, 0);
-    b->out_hash = out_hash;
-    return 0;
+    for (size_t i = 0; i < ntodo; i++) {
+        pending *p = &todo[i];
+        if (!rc && wd_pwrite_full(w->fd, p->out, p->len, p->at, w->tmp_path, err)) rc = -1;
+        wd_block *b = &w->blocks[p->block];
+        b->offset = p->at;
+        b->stored_len = (uint32_t)p->len;
+        b->out_len = p->n;
+        b->stored_hash = wd_hash64(p->out, p->len, 0);
+        b->out_hash = p->out_hash;
+        free(p->own);
+    }
+    free(todo);
+    return rc;
 }
 
 static void *worker_main(void *arg)
@@ -436,13 +497,66 @@ static int res_hash_new(res_hash *h)
 
 static int res_hash_begin(res_hash *h, const wd_tensor *t)
 {
-    return wd_idhash_begin(h->id, t) || wd_idhash_begin(h->v1, t) ? -1 : 0;
+    return wd_idhash_begin(h->id, t) || (h->v1 && wd_idhash_begin(h->v1, t)) ? -1 : 0;
 }
 
 static void res_hash_update(res_hash *h, const void *p, size_t n)
 {
     wd_idhash_update(h->id, p, n);
-    wd_idhash_update(h->v1, p, n);
+    if (h->v1) wd_idhash_update(h->v1, p, n); /* NULL: another thread's (feed_all) */
+}
+
+/* The result's v1 hash on a thread of its own while feed_all feeds (issue
+ * 18: the reading thread had both hashes to compute, and the workers waited
+ * for it).  It hashes tensor t, in the same content-hash order, once the
+ * reader has fed it, reading its bytes again from the fine-tune file (just
+ * read, so from the page cache); memory: one chunk. */
+typedef struct v1_hasher {
+    const wd_model *ft;
+    const struct wd_tref *order;
+    const int *ft_fds;
+    wd_idhash *h;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t fed;  /* tensors the reader has fed */
+    int abort;   /* the reader failed: stop */
+    int rc;
+    wd_err err;
+} v1_hasher;
+
+static void *v1_hasher_main(void *arg)
+{
+    v1_hasher *v = arg;
+    size_t cap = 4u << 20;
+    unsigned char *buf = malloc(cap);
+    if (!buf) {
+        v->rc = wd_errf(&v->err, "out of memory");
+        return NULL;
+    }
+    for (size_t t = 0; t < v->ft->ntensors; t++) {
+        pthread_mutex_lock(&v->lock);
+        while (v->fed <= t && !v->abort) pthread_cond_wait(&v->cond, &v->lock);
+        int stop = v->abort;
+        pthread_mutex_unlock(&v->lock);
+        if (stop) break;
+        size_t fi = v->order[t].file;
+        const wd_tensor *tt = &v->ft->files[fi].tensors[v->order[t].tensor];
+        if (wd_idhash_begin(v->h, tt)) {
+            v->rc = wd_errf(&v->err, "out of memory");
+            break;
+        }
+        for (uint64_t at = 0; at < tt->length; at += cap) {
+            size_t n = (size_t)(tt->length - at < cap ? tt->length - at : cap);
+            if (wd_pread_full(v->ft_fds[fi], buf, n, tt->offset + at, v->ft->files[fi].path, &v->err)) {
+                v->rc = wd_errprefix(&v->err, "tensor %s", tt->name);
+                break;
+            }
+            wd_idhash_update(v->h, buf, n);
+        }
+        if (v->rc) break;
+    }
+    free(buf);
+    return NULL;
 }
 
 /* Both finals run (each frees its hash); then nothing is left to free. */
@@ -769,7 +883,7 @@ static int write_tail(writer *w, unsigned char *manifest, size_t mlen, uint64_t 
 static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf,
                     unsigned char result_hash[32], unsigned char result_v1[32], wd_err *err);
 
-static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
+static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int threads, uint32_t bs,
                          const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err);
 static int any_lossy(const plan_file *pf, size_t npf);
 static int hash_decoded(writer *w, const wd_model *base, const wd_model *ft, plan_file *pf,
@@ -837,7 +951,13 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     pthread_t bh_thread, *tids = NULL;
     int bh_started = 0, nstarted = 0;
     if (plan_outputs(&base, &ft, &pf, &npf, err)) goto out;
-    if (choose_codecs(o, fixed, is_auto, level, bs, &base, &ft, pf, npf, err)) goto out;
+    /* the base's hash from the start: it overlaps the codec choice (issue 18) */
+    if (pthread_create(&bh_thread, NULL, base_hash_main, &bh) == 0) bh_started = 1;
+    else {
+        wd_errf(err, "cannot start a thread");
+        goto out;
+    }
+    if (choose_codecs(o, fixed, is_auto, threads, bs, &base, &ft, pf, npf, err)) goto out;
     pack_small(pf, npf, &ft, bs);
 
     /* Blocks are numbered in the order they will be fed: headers and extra
@@ -901,12 +1021,14 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     w.tmp_path = tmp;
     w.qcap = (size_t)threads * 2;
     w.q = calloc(w.qcap, sizeof *w.q);
+    w.pcap = (size_t)threads * 2 + 2;
+    w.pend = calloc(w.pcap, sizeof *w.pend);
     w.blocks = calloc(nb ? nb : 1, sizeof *w.blocks);
     w.nblocks = nb;
     w.next_offset = WD_PREAMBLE_LEN;
     w.ntensors = ft.ntensors;
     for (size_t i = 0; i < npf; i++) w.total_bytes += pf[i].size;
-    if (!w.q || !w.blocks) {
+    if (!w.q || !w.blocks || !w.pend) {
         wd_errf(err, "out of memory");
         goto out;
     }
@@ -918,11 +1040,6 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     wd_preamble_put(pre, WD_FORMAT_WRITTEN, 0);
     if (wd_pwrite_full(w.fd, pre, sizeof pre, 0, tmp, err)) goto out_sync;
 
-    if (pthread_create(&bh_thread, NULL, base_hash_main, &bh) == 0) bh_started = 1;
-    else {
-        wd_errf(err, "cannot start a thread");
-        goto out_sync;
-    }
     tids = calloc((size_t)threads, sizeof *tids);
     for (int i = 0; tids && i < threads; i++)
         if (pthread_create(&tids[i], NULL, worker_main, &w) == 0) nstarted++;
@@ -988,17 +1105,22 @@ out_sync:
         fail(&w, &e2);
         for (int i = 0; i < nstarted; i++) pthread_join(tids[i], NULL);
         if (bh_started) pthread_join(bh_thread, NULL);
+        bh_started = 0;
     }
     pthread_mutex_destroy(&w.lock);
     pthread_cond_destroy(&w.not_empty);
     pthread_cond_destroy(&w.not_full);
     pthread_cond_destroy(&w.turn);
 out:
+    if (bh_started) pthread_join(bh_thread, NULL); /* a failure before the writer started */
     free(tids);
     if (w.fd > 0) close(w.fd);
     if (rc && tmp) unlink(tmp);
     free(tmp);
     free(w.q);
+    for (size_t i = 0; w.pend && i < w.pcap; i++) /* left by a failure */
+        if (w.pend[i].ready) free(w.pend[i].own);
+    free(w.pend);
     free(w.blocks);
     free_plan(pf, npf);
     wd_model_free(&base);
@@ -1015,6 +1137,11 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
     struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
     res_hash sha_, *sha = &sha_;
     int sha_ok = !res_hash_new(sha);
+    v1_hasher v1h = {0};
+    pthread_t v1_tid;
+    int v1_started = 0;
+    pthread_mutex_init(&v1h.lock, NULL);
+    pthread_cond_init(&v1h.cond, NULL);
     if (!ft_fds || !base_fds || !order || !sha_ok) {
         wd_errf(err, "out of memory");
         goto out;
@@ -1066,12 +1193,16 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
                            NULL, &done, err))
                 goto out;
     /* tensors, in content-hash order, hashing on the way (a small one's
-     * bytes read again for the hash: it was fed in its run) */
+     * bytes read again for the hash: it was fed in its run); the v1 hash
+     * on a thread of its own, a tensor behind */
     wd_model_hash_order(ft, order);
+    v1h.ft = ft, v1h.order = order, v1h.ft_fds = ft_fds, v1h.h = sha->v1;
+    res_hash idonly = {sha->id, NULL}, *rh = sha;
+    if (pthread_create(&v1_tid, NULL, v1_hasher_main, &v1h) == 0) v1_started = 1, rh = &idonly;
     for (size_t t = 0; t < ft->ntensors; t++) {
         size_t fi = order[t].file;
         const wd_tensor *tt = &ft->files[fi].tensors[order[t].tensor];
-        if (res_hash_begin(sha, tt)) {
+        if (res_hash_begin(rh, tt)) {
             wd_errf(err, "out of memory");
             goto out;
         }
@@ -1084,7 +1215,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
                 goto out;
             }
             int r = wd_pread_full(ft_fds[fi], sb, tt->length, tt->offset, ft->files[fi].path, err);
-            if (!r) res_hash_update(sha, sb, tt->length);
+            if (!r) res_hash_update(rh, sb, tt->length);
             free(sb);
             if (r) goto out;
         } else if (k) {
@@ -1092,14 +1223,35 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
             int bfd = e->base_file >= 0 ? base_fds[e->base_file] : -1;
             const char *bpath = e->base_file >= 0 ? base->files[e->base_file].path : NULL;
             if (feed_range(w, ft_fds[fi], ft->files[fi].path, bfd, bpath, e, tt->offset,
-                           e->base_tensor ? e->base_tensor->offset : 0, sha, &done, err))
+                           e->base_tensor ? e->base_tensor->offset : 0, rh, &done, err))
                 goto out;
         }
         w->tensors_done++;
+        pthread_mutex_lock(&v1h.lock);
+        v1h.fed = t + 1;
+        pthread_cond_signal(&v1h.cond);
+        pthread_mutex_unlock(&v1h.lock);
+    }
+    if (v1_started) {
+        pthread_join(v1_tid, NULL);
+        v1_started = 0;
+        if (v1h.rc) {
+            *err = v1h.err;
+            goto out;
+        }
     }
     if (w->o->progress) w->o->progress(w->o->progress_ctx, done, w->total_bytes, w->tensors_done, w->ntensors);
     rc = res_hash_final(sha, result_hash, result_v1, err);
 out:
+    if (v1_started) { /* a failure while feeding */
+        pthread_mutex_lock(&v1h.lock);
+        v1h.abort = 1;
+        pthread_cond_signal(&v1h.cond);
+        pthread_mutex_unlock(&v1h.lock);
+        pthread_join(v1_tid, NULL);
+    }
+    pthread_mutex_destroy(&v1h.lock);
+    pthread_cond_destroy(&v1h.cond);
     res_hash_free(sha);
     for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
         if (ft_fds[i] >= 0) close(ft_fds[i]);
@@ -1115,113 +1267,182 @@ out:
 /* Give every eligible delta extent (a floating tensor of 2+ dims with the
  * base's shape and dtype) the strategy's codec, or for `auto` the codec
  * wd_lossy_auto picks; 1-D tensors (norms, biases) and everything else stay
- * as planned (lossless or zstd). */
-static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int level, uint32_t bs,
+ * as planned (lossless or zstd).  Extents are independent: `threads`
+ * threads take them in plan order (issue 18: the trials on every core),
+ * each with its own file descriptors; the result does not depend on the
+ * thread count. */
+typedef struct choose_ctx {
+    const wd_create_opts *o;
+    wd_codec fixed;
+    int is_auto, try_exact, lossy_level;
+    uint32_t bs;
+    const wd_model *base, *ft;
+    plan_file *pf;
+    size_t npf;
+    pthread_mutex_t lock;
+    size_t next_i, next_k; /* the next extent to take */
+    size_t done;           /* tensors chosen (progress) */
+    int failed;
+    wd_err err;
+} choose_ctx;
+
+/* One extent of fine-tune file i; *ffd, *bfile, *bsrc: the calling thread's
+ * open fine-tune file, and base file and its source (reused across calls). */
+static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile, base_src *bsrc, wd_err *err)
+{
+    const wd_create_opts *o = c->o;
+    const wd_model *base = c->base, *ft = c->ft;
+    uint32_t bs = c->bs;
+    int try_exact = c->try_exact, lossy_level = c->lossy_level, rc = 0;
+    if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) return 0;
+    if (wd_stop_requested(o->stop, err)) return -1;
+    if (wd_xdtype_fits(e->tensor, e->base_tensor)) return 0; /* predicted base: stays lossless */
+    uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
+    if (!lbs) return 0;
+    wd_codec cd = c->fixed;
+    wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
+                          o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step, o->lossy.rank};
+    if (cd == WD_CODEC_INT4) { /* defaults measured on pairB (core/FORMAT.md) */
+        if (!lp.group) lp.group = 128;
+        if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */
+        if (lp.outliers < 0) lp.outliers = 0;
+        if (lp.step == 0) lp.step = 0.6; /* negative: per-group least-squares scales */
+        if (lp.step < 0) lp.step = 0;
+    }
+    if (cd == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
+    int need_data = c->is_auto || try_exact || wd_codec_is_lossy(cd);
+    if (need_data) {
+        if (*ffd < 0 && (*ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
+            rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
+            return -1;
+        }
+        if (*bfile != e->base_file) { /* base bytes: the base's file, or the parent's output */
+            base_src_close(bsrc);
+            *bfile = e->base_file;
+            if ((rc = base_src_open(bsrc, o, base, (size_t)*bfile, err))) return -1;
+        }
+    }
+    if (c->is_auto) {
+        rc = wd_lossy_auto(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                           e->base_tensor->offset, o->max_error, lossy_level, bs, &cd, &lp, err);
+        if (rc) return -1;
+    }
+    unsigned rank = 0;
+    if (cd == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
+        uint64_t st, pl;
+        uint32_t xbs;
+        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                e->base_tensor->offset, cd, lossy_level, bs, &st, &pl, &rank, &xbs, err);
+        if (rc) return -1;
+        if (!c->is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
+    }
+    if (!c->is_auto && wd_codec_is_lossy(cd)) { /* zero-aware 1-bit tier; never worse than the base */
+        char why[384];
+        wd_lossy_stats picked;
+        rc = wd_lossy_choose(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, e->base_tensor->offset,
+                             bs, &cd, &lp, why, sizeof why, &picked, err);
+        if (rc) return -1;
+        /* a low-rank delta (a merged LoRA): lowrank where it beats the
+         * strategy's code on both bytes and error.  The rank test is
+         * cheap where it fails; lowrank is coded only where it passes. */
+        unsigned lr = 0;
+        uint32_t xbs = 0;
+        if (try_exact && wd_codec_is_lossy(cd) && cd != WD_CODEC_LOWRANK &&
+            (rc = wd_lowrank_test(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                  e->base_tensor->offset, bs, &lr, &xbs, err)))
+            return -1;
+        if (lr) {
+            wd_codec c0 = cd;
+            rc = wd_lossy_lowrank_dominates(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                            e->base_tensor->offset, xbs, &picked, &cd, &lp, &rank, why,
+                                            sizeof why, err);
+            if (rc) return -1;
+            if (cd != c0) lbs = wd_lossy_block_size(e->tensor, xbs);
+        }
+        if (why[0] && !(e->why = strdup(why))) {
+            rc = wd_errf(err, "out of memory");
+            return -1;
+        }
+    }
+    if (cd == WD_CODEC_LOSSLESS && try_exact) {
+        uint64_t st, pl;
+        uint32_t xbs;
+        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+                                e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
+                                &pl, &rank, &xbs, err);
+        if (rc) return -1;
+        /* the trial's rank, fixed for the tensor's blocks: the writer's
+         * encode skips the rank test */
+        if (st < pl) cd = WD_CODEC_LOWRANK_EXACT, lbs = xbs, lp.rank = rank;
+    }
+    if (need_data && o->progress) { /* choosing; calls serialized, the count in order */
+        pthread_mutex_lock(&c->lock);
+        o->progress(o->progress_ctx, 0, 0, ++c->done, ft->ntensors);
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (wd_codec_is_rowblock(cd)) {
+        e->codec = cd;
+        e->lp = lp;
+        e->bs = lbs;
+        e->rank_found = rank;
+    }
+    (void)rc;
+    return 0;
+}
+
+static void *choose_main(void *arg)
+{
+    choose_ctx *c = arg;
+    int ffd = -1, bfile = -1;
+    size_t fi = (size_t)-1;
+    base_src bsrc = {.fd = -1};
+    wd_err e;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        while (c->next_i < c->npf && c->next_i < c->ft->nfiles && c->next_k >= c->pf[c->next_i].next)
+            c->next_i++, c->next_k = 1;
+        int go = !c->failed && c->next_i < c->npf && c->next_i < c->ft->nfiles;
+        size_t i = c->next_i, k = c->next_k++;
+        pthread_mutex_unlock(&c->lock);
+        if (!go) break;
+        if (i != fi) { /* another fine-tune file: its own descriptors */
+            if (ffd >= 0) close(ffd);
+            base_src_close(&bsrc);
+            ffd = bfile = -1;
+            fi = i;
+        }
+        if (choose_one(c, i, &c->pf[i].ext[k], &ffd, &bfile, &bsrc, &e)) {
+            pthread_mutex_lock(&c->lock);
+            if (!c->failed) c->err = e;
+            c->failed = 1;
+            pthread_mutex_unlock(&c->lock);
+            break;
+        }
+    }
+    if (ffd >= 0) close(ffd);
+    base_src_close(&bsrc);
+    return NULL;
+}
+
+static int choose_codecs(const wd_create_opts *o, wd_codec fixed, int is_auto, int threads, uint32_t bs,
                          const wd_model *base, const wd_model *ft, plan_file *pf, size_t npf, wd_err *err)
 {
     int try_exact = !o->no_lowrank; /* lossless tensors: lowrank-exact where smaller */
     if (!is_auto && !wd_codec_is_lossy(fixed) && !try_exact) return 0;
-    int lossy_level = o->lossy.level ? o->lossy.level : o->level ? o->level : 3;
-    (void)level;
-    size_t done = 0;
-    for (size_t i = 0; i < npf && i < ft->nfiles; i++) {
-        plan_file *p = &pf[i];
-        int ffd = -1, bfile = -1, rc = 0;
-        base_src bsrc = {.fd = -1};
-        for (size_t k = 1; k < p->next && !rc; k++) {
-            plan_ext *e = &p->ext[k];
-            if (e->codec != WD_CODEC_LOSSLESS || !wd_lossy_eligible(e->tensor)) continue;
-            if ((rc = -wd_stop_requested(o->stop, err))) break;
-            if (wd_xdtype_fits(e->tensor, e->base_tensor)) continue; /* predicted base: stays lossless */
-            uint32_t lbs = wd_lossy_block_size(e->tensor, bs);
-            if (!lbs) continue;
-            wd_codec c = fixed;
-            wd_lossy_params lp = {(uint32_t)e->tensor->shape[e->tensor->ndim - 1], o->lossy.group,
-                                  o->lossy.outliers, o->lossy.density, lossy_level, o->lossy.step, o->lossy.rank};
-            if (c == WD_CODEC_INT4) { /* defaults measured on pairB (core/FORMAT.md) */
-                if (!lp.group) lp.group = 128;
-                if (lp.outliers == 0) lp.outliers = 0.002; /* negative: none */
-                if (lp.outliers < 0) lp.outliers = 0;
-                if (lp.step == 0) lp.step = 0.6; /* negative: per-group least-squares scales */
-                if (lp.step < 0) lp.step = 0;
-            }
-            if (c == WD_CODEC_SPARSE && lp.density <= 0) lp.density = 0.1;
-            int need_data = is_auto || try_exact || wd_codec_is_lossy(c);
-            if (need_data) {
-                if (ffd < 0 && (ffd = open(ft->files[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
-                    rc = wd_errf(err, "%s: %s", ft->files[i].path, strerror(errno));
-                    break;
-                }
-                if (bfile != e->base_file) { /* base bytes: the base's file, or the parent's output */
-                    base_src_close(&bsrc);
-                    bfile = e->base_file;
-                    if ((rc = base_src_open(&bsrc, o, base, (size_t)bfile, err))) break;
-                }
-            }
-            if (is_auto) {
-                rc = wd_lossy_auto(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                   e->base_tensor->offset, o->max_error, lossy_level, bs, &c, &lp, err);
-                if (rc) break;
-            }
-            unsigned rank = 0;
-            if (c == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
-                uint64_t st, pl;
-                uint32_t xbs;
-                rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                        e->base_tensor->offset, c, lossy_level, bs, &st, &pl, &rank, &xbs, err);
-                if (rc) break;
-                if (!is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
-            }
-            if (!is_auto && wd_codec_is_lossy(c)) { /* zero-aware 1-bit tier; never worse than the base */
-                char why[384];
-                wd_lossy_stats picked;
-                rc = wd_lossy_choose(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc, e->base_tensor->offset,
-                                     bs, &c, &lp, why, sizeof why, &picked, err);
-                if (rc) break;
-                /* a low-rank delta (a merged LoRA): lowrank where it beats the
-                 * strategy's code on both bytes and error.  The rank test is
-                 * cheap where it fails; lowrank is coded only where it passes. */
-                unsigned lr = 0;
-                uint32_t xbs = 0;
-                if (try_exact && wd_codec_is_lossy(c) && c != WD_CODEC_LOWRANK &&
-                    (rc = wd_lowrank_test(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                          e->base_tensor->offset, bs, &lr, &xbs, err)))
-                    break;
-                if (lr) {
-                    wd_codec c0 = c;
-                    rc = wd_lossy_lowrank_dominates(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                                    e->base_tensor->offset, xbs, &picked, &c, &lp, &rank, why,
-                                                    sizeof why, err);
-                    if (rc) break;
-                    if (c != c0) lbs = wd_lossy_block_size(e->tensor, xbs);
-                }
-                if (why[0] && !(e->why = strdup(why))) {
-                    rc = wd_errf(err, "out of memory");
-                    break;
-                }
-            }
-            if (c == WD_CODEC_LOSSLESS && try_exact) {
-                uint64_t st, pl;
-                uint32_t xbs;
-                rc = wd_lowrank_measure(e->tensor, ffd, ft->files[i].path, base_src_read, &bsrc,
-                                        e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
-                                        &pl, &rank, &xbs, err);
-                if (rc) break;
-                /* the trial's rank, fixed for the tensor's blocks: the writer's
-                 * encode skips the rank test */
-                if (st < pl) c = WD_CODEC_LOWRANK_EXACT, lbs = xbs, lp.rank = rank;
-            }
-            if (need_data && o->progress) o->progress(o->progress_ctx, 0, 0, ++done, ft->ntensors); /* choosing */
-            if (wd_codec_is_rowblock(c)) {
-                e->codec = c;
-                e->lp = lp;
-                e->bs = lbs;
-                e->rank_found = rank;
-            }
-        }
-        if (ffd >= 0) close(ffd);
-        base_src_close(&bsrc);
-        if (rc) return -1;
+    choose_ctx c = {.o = o, .fixed = fixed, .is_auto = is_auto, .try_exact = try_exact,
+                    .lossy_level = o->lossy.level ? o->lossy.level : o->level ? o->level : 3,
+                    .bs = bs, .base = base, .ft = ft, .pf = pf, .npf = npf, .next_k = 1};
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_t tids[64];
+    int n = 0;
+    for (int t = 1; t < threads && t < 64; t++)
+        if (pthread_create(&tids[n], NULL, choose_main, &c) == 0) n++;
+    choose_main(&c); /* the calling thread works too */
+    for (int t = 0; t < n; t++) pthread_join(tids[t], NULL);
+    pthread_mutex_destroy(&c.lock);
+    if (c.failed) {
+        *err = c.err;
+        return -1;
     }
     return 0;
 }

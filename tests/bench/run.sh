@@ -6,7 +6,8 @@
 # Env: WDELTA_BIN (default build), BENCH_DIR (default a temp dir, removed),
 #      BENCH_PARAMS (default 200M), BENCH_THREADS (default: online CPUs),
 #      BENCH_QUALITY=0 (skip the perplexity part, about 30 minutes),
-#      BENCH_1G=0 (skip tests/bench/speed1g.sh; see there for its options)
+#      BENCH_1G=0 (skip tests/bench/speed1g.sh; see there for its options),
+#      BENCH_CREATE=0 (skip tests/bench/create_speed.sh; see there)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN="${WDELTA_BIN:-build}"
@@ -202,6 +203,7 @@ fi
 # issue 18: a ~1 GB lossless fine-tune read, applied and created, each figure
 # next to its reference (FUSE ceiling, page cache, zstd) from the same run
 bash "$REPO/tests/bench/speed1g.sh" || echo "bench: the 1 GB part failed" >&2
+bash "$REPO/tests/bench/create_speed.sh" || echo "bench: the create part failed" >&2
 
 # perplexity of the lossy codecs read through a mount (pairB; needs python3-torch)
 if [ "${BENCH_QUALITY:-1}" = 0 ]; then

@@ -11,6 +11,7 @@ Suite *suite_v1(void);
 Suite *suite_lossy(void);
 Suite *suite_lowrank(void);
 Suite *suite_lowrank_ranks(void);
+Suite *suite_lowrank_reject(void);
 Suite *suite_fuzz_regressions(void);
 Suite *suite_inputs(void);
 Suite *suite_integrity(void);

@@ -12,6 +12,7 @@ int main(void)
     srunner_add_suite(sr, suite_lossy());
     srunner_add_suite(sr, suite_lowrank());
     srunner_add_suite(sr, suite_lowrank_ranks());
+    srunner_add_suite(sr, suite_lowrank_reject());
     srunner_add_suite(sr, suite_fuzz_regressions());
     srunner_add_suite(sr, suite_inputs());
     srunner_add_suite(sr, suite_integrity());
