@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lossy.h"
+#include "codec/lossy.h"
 #include "suites.h"
 
 static uint64_t qr = 0x5eed1234abcd9876ull;
