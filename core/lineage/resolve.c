@@ -213,11 +213,12 @@ static int no_source(wd_resolver *r, size_t i, findings *f, wd_err *err)
                            "made against this delta's result", h1);
         if (f->waiting)
             return wd_errk(err, WD_ERR_MISSING, "needs the base with %s %s; bases are still being hashed", kn, h1);
-        if (c->version == 2 && linked)
+        if (c->version == 2 && ((c->parent_name && c->parent_name[0]) || c->parent_depth))
             return wd_errk(err, WD_ERR_MISSING,
                            "missing link: its parent %s (a chain link, depth %u) is not under the source: no delta "
                            "there rebuilds the model with %s %s (add the parent delta beside it)",
-                           c->parent_name ? c->parent_name : "(name not recorded)", c->parent_depth, kn, h1);
+                           c->parent_name && c->parent_name[0] ? c->parent_name : "(name not recorded)",
+                           c->parent_depth, kn, h1);
         if (!r->nbases)
             return wd_errk(err, WD_ERR_MISSING,
                            "no base given: it needs the base with %s %s (pass its directory with -o base=DIR)", kn, h1);
