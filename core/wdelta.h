@@ -679,6 +679,55 @@ WD_API int wd_chain_parent_rank(const wd_delta *child, const wd_delta *cand);
  * claims the right result hash, a changed base) is found before use.
  * 0 when it checks out or d reads nothing from its source. */
 WD_API int wd_delta_check_source(wd_delta *d, wd_err *err);
+
+/* The chain resolver: the one place that decides which source each delta
+ * gets and says why one has none.  wd_chain_open and the mount (fs/tree.c)
+ * use it; each supplies, through wd_resolver_ops, where its candidates and
+ * bases come from and how a source is attached.  For delta i it looks at
+ * the bases (one whose model hash of i's base_hash_kind is i's base_hash
+ * is attached), then at the candidates that claim to rebuild i's base,
+ * in wd_chain_parent_rank order then by path: each is resolved first
+ * (recursively), then attached; one that fails is passed over for the
+ * next.  Loops, missing links, a wrong base, no base and bases still being
+ * hashed are errors (kind WD_ERR_MISSING) it words.  A chain has at most
+ * WD_CHAIN_MAX links.  Not thread-safe: one resolver per thread. */
+#define WD_CHAIN_MAX 64
+enum { WD_BASE_NONE = 0, WD_BASE_READY = 1, WD_BASE_WAITING = 2 };
+/* WD_RESOLVE_UNCHECKED: no base given (nbases 0): a delta that records no
+ * parent ends its chain, a candidate whose own chain resolves is taken as
+ * the parent unchecked (attach_parent is not called), a delta whose only
+ * candidates are loops ends its chain.  WD_RESOLVE_MOUNT: the messages are
+ * worded for a mount, which names the delta itself ("not serving PATH:"),
+ * and name -o base=DIR; otherwise they name the file and --chain DIR. */
+#define WD_RESOLVE_UNCHECKED 1u
+#define WD_RESOLVE_MOUNT 2u
+typedef struct wd_resolver wd_resolver;
+typedef struct wd_resolver_ops {
+    /* candidate i, opened (its info and path are copied by wd_resolver_new);
+     * NULL: it did not open (never anyone's parent) */
+    const wd_delta *(*delta)(void *ctx, size_t i);
+    /* base j: its directory (*dir, kept while the resolver lives) and its
+     * model hash of `kind`; returns WD_BASE_READY, WD_BASE_WAITING (still
+     * being hashed), WD_BASE_NONE (cannot be used) or -1 with err set */
+    int (*base)(void *ctx, size_t j, unsigned kind, const char **dir, unsigned char hash[32], wd_err *err);
+    /* give delta i base j, or the parent's output (parent resolved): 0, or
+     * -1 with err saying why i does not check out against it */
+    int (*attach_base)(void *ctx, size_t i, size_t j, wd_err *err);
+    int (*attach_parent)(void *ctx, size_t i, size_t parent, wd_err *err);
+    /* optional: a line worth logging (a candidate passed over) */
+    void (*log)(void *ctx, const char *line);
+} wd_resolver_ops;
+/* n candidates, nbases bases; `searched` names where candidates were
+ * looked for (for messages; may be NULL).  ops and ctx must outlive it. */
+WD_API int wd_resolver_new(const wd_resolver_ops *ops, void *ctx, size_t n, size_t nbases, unsigned flags,
+                           const char *searched, wd_resolver **out, wd_err *err);
+/* 0: delta i has its source (resolved once; asking again is free), or -1
+ * with err saying why it has none (kept: asking again gives it again) */
+WD_API int wd_resolver_resolve(wd_resolver *r, size_t i, wd_err *err);
+/* resolved delta i's parent, or its base; -1 when none */
+WD_API long wd_resolver_parent(const wd_resolver *r, size_t i);
+WD_API long wd_resolver_base(const wd_resolver *r, size_t i);
+WD_API void wd_resolver_free(wd_resolver *r);
 /* Store the model d rebuilds (d has its source attached) as a delta
  * against o->base_dir, written to o->out_path (o->ft_dir is ignored): the
  * model is rebuilt into a temporary directory next to the output, which is

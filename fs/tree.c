@@ -630,9 +630,9 @@ void tree_snapshot_put(tree *t, snapshot *s)
 
 /* ---- scanning ---------------------------------------------------------- */
 /* A .wdelta found under SRC, before it is served.  A rescan first lists
- * them all (with their hashes) and then resolves each one's source: a base
- * with its base_hash, or (a chain) the delta whose result_hash it is, which
- * is resolved first, recursively. */
+ * them all and then has the library's resolver (wd_resolver) give each its
+ * source: a base with its base_hash, or (a chain) the delta whose
+ * result_hash it is, which is resolved first, recursively. */
 typedef struct cand {
     char *path, *rel;
     char *mname;       /* its model's name in its directory */
@@ -644,12 +644,8 @@ typedef struct cand {
     char *err;         /* cannot be opened (or known to fail unchanged) */
     unsigned tries;    /* failed tries in a row (temporary failures) */
     double retry_at;   /* a temporary failure: not tried again before then */
-    unsigned version;
-    unsigned char base_hash[32], result_hash[32];
-    unsigned base_kind, result_kind; /* WD_HASH_V1 or WD_ID_V2 */
-    int state;         /* 0 unresolved, 1 resolving, 2 served, 3 failed */
-    model *m;          /* state 2: a ref */
-    char *reason;      /* state 3 */
+    model *m;          /* served: a ref (attached by the resolver) */
+    char *reason;      /* why it is not served */
     int fail_stable;   /* the failure does not depend on other deltas */
 } cand;
 
@@ -702,6 +698,7 @@ typedef struct scan {
     char notes[8192]; /* what the walk skipped, one line each (logged once) */
     size_t notes_len;
     uint32_t *mnodes; /* node index of each delta's model directory */
+    wd_resolver *res; /* which source each delta gets (build) */
     size_t nmnodes, capmnodes;
 } scan;
 
@@ -1039,17 +1036,9 @@ opened:
     if (fd >= 0) close(fd);
     if (known) c->err = strdup(known);
     if (c->err) {
-        c->state = 3;
         c->reason = strdup(c->err);
         c->fail_stable = 1;
-        return;
     }
-    const wd_delta_info *in = wd_delta_get_info(c->old ? c->old->d : c->d);
-    c->version = in->version;
-    memcpy(c->base_hash, in->base_hash, 32);
-    memcpy(c->result_hash, in->result_hash, 32);
-    c->base_kind = in->base_hash_kind;
-    c->result_kind = in->result_hash_kind;
 }
 
 static long add_dir(scan *sc, const char *rel, const char *name, size_t parent, const struct stat *st, perm *p)
@@ -1224,19 +1213,6 @@ static void walk(scan *sc, int dfd, const char *path, const char *rel, size_t di
     free(names);
 }
 
-static void cand_fail(cand *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void cand_fail(cand *c, const char *fmt, ...)
-{
-    char buf[1400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    c->state = 3;
-    free(c->reason);
-    c->reason = strdup(buf);
-}
-
 /* c's model over the base b or the parent model pm: the old one when
  * neither changed, else opened; a new link over a parent is checked
  * (wd_delta_check_source).  NULL: *reason says why. */
@@ -1261,139 +1237,76 @@ static model *attach(scan *sc, cand *c, base_ent *b, model *pm, char **reason)
     return m;
 }
 
-typedef struct pcand {
-    int rank;
-    cand *p;
-} pcand;
-
-static int cmp_pcand(const void *a, const void *b)
+/* ---- the library's chain resolver (wd_resolver) over the scan: the
+ * candidates are the deltas found, the bases those given with -o base=DIR
+ * (ready once hashed in the background); attaching opens the model */
+static const wd_delta *res_delta(void *ctx, size_t i)
 {
-    const pcand *x = a, *y = b;
-    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
-    return strcmp(x->p->path, y->p->path);
+    const cand *c = &((scan *)ctx)->c[i];
+    if (c->err) return NULL;
+    return c->old ? c->old->d : c->d ? c->d : c->m ? c->m->d : NULL;
 }
+
+static int res_base(void *ctx, size_t j, unsigned kind, const char **dir, unsigned char hash[32], wd_err *err)
+{
+    tree *t = ((scan *)ctx)->t;
+    (void)err;
+    pthread_mutex_lock(&t->snap_lock);
+    base_state st = t->bases[j].state;
+    pthread_mutex_unlock(&t->snap_lock);
+    if (st == BASE_PENDING || st == BASE_HASHING) return WD_BASE_WAITING;
+    if (st != BASE_READY) return WD_BASE_NONE;
+    *dir = t->bases[j].dir;
+    memcpy(hash, kind == WD_ID_V2 ? t->bases[j].id : t->bases[j].hash, 32);
+    return WD_BASE_READY;
+}
+
+static int res_attach(scan *sc, size_t i, base_ent *b, model *pm, wd_err *err)
+{
+    cand *c = &sc->c[i];
+    char *reason = NULL;
+    model *m = attach(sc, c, b, pm, &reason);
+    if (!m) {
+        wd_errf(err, "%s", reason ? reason : "out of memory");
+        free(reason);
+        if (b) c->fail_stable = 1; /* the base does not change with other deltas */
+        return -1;
+    }
+    c->m = m;
+    return 0;
+}
+
+static int res_attach_base(void *ctx, size_t i, size_t j, wd_err *err)
+{
+    scan *sc = ctx;
+    return res_attach(sc, i, &sc->t->bases[j], NULL, err);
+}
+
+static int res_attach_parent(void *ctx, size_t i, size_t k, wd_err *err)
+{
+    scan *sc = ctx;
+    return res_attach(sc, i, NULL, sc->c[k].m, err);
+}
+
+static void res_log(void *ctx, const char *line)
+{
+    ((scan *)ctx)->t->log(LOG_WARNING, "%s", line);
+}
+
+static const wd_resolver_ops res_ops = {res_delta, res_base, res_attach_base, res_attach_parent, res_log};
 
 /* The model of c, served with its source, or NULL (c->reason says why). */
 static model *resolve(scan *sc, cand *c)
 {
-    tree *t = sc->t;
-    if (c->state == 2) return c->m;
-    if (c->state == 3) return NULL;
-    if (c->state == 1) {
-        cand_fail(c, "chain loop: this delta is (through its parents) its own parent");
+    if (c->m) return c->m;
+    if (c->err) return NULL; /* did not open: c->reason */
+    wd_err err;
+    if (!sc->res || wd_resolver_resolve(sc->res, (size_t)(c - sc->c), &err)) {
+        free(c->reason);
+        c->reason = strdup(sc->res ? err.msg : "out of memory");
         return NULL;
     }
-    c->state = 1;
-    char want[65], bases[600] = "";
-    size_t bl = 0;
-    wd_hex(c->base_hash, 32, want);
-    const wd_delta_info *in = wd_delta_get_info(c->old ? c->old->d : c->d);
-    char pname[300] = "";
-    unsigned pdepth = in->parent_depth;
-    if (in->parent_name) snprintf(pname, sizeof pname, "%s", in->parent_name);
-    base_ent *b = NULL;
-    int waiting = 0;
-    for (size_t i = 0; i < t->nbases && !b; i++) {
-        pthread_mutex_lock(&t->snap_lock);
-        base_state st = t->bases[i].state;
-        pthread_mutex_unlock(&t->snap_lock);
-        const unsigned char *bh = c->base_kind == WD_ID_V2 ? t->bases[i].id : t->bases[i].hash;
-        if (st == BASE_READY && !memcmp(bh, c->base_hash, 32)) b = &t->bases[i];
-        else if (st == BASE_PENDING || st == BASE_HASHING) waiting = 1;
-        if (st == BASE_READY && bl < sizeof bases - 40) {
-            char h[17];
-            wd_hex(bh, 8, h);
-            bl += (size_t)snprintf(bases + bl, sizeof bases - bl, "%s%s (%s...)", bl ? ", " : "", t->bases[i].dir, h);
-        }
-    }
-    if (b) {
-        char *reason = NULL;
-        model *m = attach(sc, c, b, NULL, &reason);
-        if (!m) {
-            cand_fail(c, "%s", reason ? reason : "out of memory");
-            c->fail_stable = 1;
-            free(reason);
-            return NULL;
-        }
-        c->m = m;
-        c->state = 2;
-        return m;
-    }
-    cand *first = NULL;
-    int loop = 0;
-    char why[1200] = "";
-    if (c->version == 2) {
-        /* several deltas may claim to rebuild the same model: tried in the
-         * library's order (wd_chain_parent_rank, then path); the first whose
-         * own chain is served and against which c checks out is the parent */
-        pcand *pc = calloc(sc->nc + 1, sizeof *pc);
-        size_t np = 0;
-        for (size_t i = 0; pc && i < sc->nc; i++) {
-            cand *p = &sc->c[i];
-            if (p == c || p->version != 2 || p->err || p->result_kind != c->base_kind ||
-                memcmp(p->result_hash, c->base_hash, 32))
-                continue;
-            const wd_delta *pd = p->old ? p->old->d : p->d ? p->d : p->m ? p->m->d : NULL;
-            const wd_delta *cd = c->old ? c->old->d : c->d;
-            pc[np].rank = pd && cd ? wd_chain_parent_rank(cd, pd) : 3;
-            pc[np++].p = p;
-        }
-        if (np) qsort(pc, np, sizeof *pc, cmp_pcand);
-        for (size_t i = 0; i < np; i++) {
-            cand *p = pc[i].p;
-            if (p->state == 1) { /* on the way down to here: a loop */
-                loop = 1;
-                continue;
-            }
-            model *pm = resolve(sc, p);
-            if (pm) {
-                char *reason = NULL;
-                model *m = attach(sc, c, NULL, pm, &reason);
-                if (m) {
-                    free(pc);
-                    c->m = m;
-                    c->state = 2;
-                    return m;
-                }
-                t->log(LOG_WARNING, "%s: %s claims to rebuild its base but is passed over: %s", c->path, p->path,
-                       reason ? reason : "out of memory");
-                if (!first) {
-                    first = p;
-                    snprintf(why, sizeof why, "%s does not fit it: %s", p->path, reason ? reason : "out of memory");
-                }
-                free(reason);
-                continue;
-            }
-            if (!first) {
-                first = p;
-                snprintf(why, sizeof why, "its parent %s is unavailable: %s", p->path, p->reason ? p->reason : "?");
-            }
-            if (p->reason && strstr(p->reason, "chain loop")) loop = 1;
-        }
-        free(pc);
-    }
-    c->fail_stable = 0;
-    if (first || loop) {
-        if (loop && !first)
-            cand_fail(c, "chain loop: every delta that rebuilds its base (%s...) is, through its own parents, "
-                         "made against this delta's result", want);
-        else
-            cand_fail(c, "%s", why);
-    } else if (waiting) {
-        cand_fail(c, "needs the base with %s %s; bases are still being hashed", wd_hash_kind_name(c->base_kind), want);
-    } else if (c->version == 2 && (pname[0] || pdepth)) {
-        cand_fail(c, "missing link: its parent %s (a chain link, depth %u) is not under the source: no delta there "
-                     "rebuilds the model with %s %s (add the parent delta beside it)",
-                  pname[0] ? pname : "(name not recorded)", pdepth, wd_hash_kind_name(c->base_kind), want);
-    } else if (!t->nbases) {
-        cand_fail(c, "no base given: it needs the base with %s %s (pass its directory with -o base=DIR)",
-                  wd_hash_kind_name(c->base_kind), want);
-    } else {
-        cand_fail(c, "wrong base: it was made against the base with %s %s, and no base given has it (%s); pass "
-                     "its directory with -o base=DIR",
-                  wd_hash_kind_name(c->base_kind), want, bl ? bases : "none could be hashed");
-    }
-    return NULL;
+    return c->m;
 }
 
 static void free_cands(scan *sc)
@@ -1605,6 +1518,8 @@ static void build(scan *sc, uint32_t root)
         s->nodes[di].perm = d->perm;
         d->node = di;
     }
+    wd_err rerr;
+    if (wd_resolver_new(&res_ops, sc, sc->nc, sc->t->nbases, WD_RESOLVE_MOUNT, NULL, &sc->res, &rerr)) sc->res = NULL;
     for (size_t i = 0; i < sc->nc; i++) {
         cand *c = &sc->c[i];
         int dn = sc->dirs[c->dir].node;
@@ -1636,6 +1551,8 @@ static void build(scan *sc, uint32_t root)
         model_ref(sc->t, m);
         if (add_model_nodes(sc, (uint32_t)dn, c->mname, m)) model_unref(sc->t, m);
     }
+    wd_resolver_free(sc->res);
+    sc->res = NULL;
     /* directories without any model are not shown; a model of the same name
      * (NAME.wdelta next to NAME/) served now keeps the name (dir_kept_name
      * gave way to the directory where the directory had it first) */

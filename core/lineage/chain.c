@@ -12,7 +12,9 @@
  * deltas claim to rebuild a link's base, they are tried in one order
  * (wd_chain_parent_rank, then path) and the first that checks out is the
  * parent (FORMAT.md, "Choosing a parent").  Missing links, loops and links
- * that do not connect are errors naming the files and what to do. */
+ * that do not connect are errors naming the files and what to do.  That
+ * choice and its messages are the resolver's (resolve.c, shared with the
+ * mount): this file gives it the deltas searched and the base directory. */
 #include "delta/delta_impl.h"
 #include "lineage/lineage.h" /* wd_list_delta_names */
 #include "delta/xdtype.h"
@@ -197,17 +199,6 @@ int wd_delta_check_base(const wd_delta *d, const wd_model *base, wd_err *err)
 }
 
 /* ---- chains ---------------------------------------------------------- */
-#define MAX_CHAIN 64
-#define MAX_ATTEMPTS 4096 /* candidates tried in one open, all links together */
-
-/* One delta of the search: the file asked for (node 0) or a candidate. */
-typedef struct node {
-    wd_delta *d;
-    int state;       /* 0 not looked at, 1 being resolved, 2 resolved, 3 failed */
-    long parent;     /* node of the chosen parent, -1: none (made against the base, or no base given) */
-    char *reason;    /* state 3 */
-} node;
-
 struct wd_chain {
     size_t n;          /* links: 0 = against the base, n-1 = the file asked for */
     wd_delta **links;
@@ -215,10 +206,8 @@ struct wd_chain {
     int have_base;
     unsigned char base_hash[3][32]; /* by kind (WD_HASH_V1, WD_ID_V2) */
     int base_hashed[3];
-    node *nodes;       /* 0: the file; then every delta searched */
+    wd_delta **nodes;  /* 0: the file; then every delta searched */
     size_t nnodes, cap;
-    size_t attempts;
-    size_t stack[MAX_CHAIN + 1]; /* nodes being resolved, by depth */
     char searched[600]; /* where candidates were looked for, for messages */
 };
 
@@ -232,19 +221,19 @@ static int add_node(wd_chain *c, wd_delta *d, wd_err *err)
 {
     if (c->nnodes == c->cap) {
         size_t nc = c->cap ? c->cap * 2 : 16;
-        node *p = realloc(c->nodes, nc * sizeof *p);
+        wd_delta **p = realloc(c->nodes, nc * sizeof *p);
         if (!p) return wd_errf(err, "out of memory");
         c->nodes = p;
         c->cap = nc;
     }
-    c->nodes[c->nnodes++] = (node){d, 0, -1, NULL};
+    c->nodes[c->nnodes++] = d;
     return 0;
 }
 
 static int add_cand(wd_chain *c, const char *path, int must, wd_err *err)
 {
     for (size_t i = 0; i < c->nnodes; i++)
-        if (same_file(path, c->nodes[i].d->path)) return 0;
+        if (same_file(path, c->nodes[i]->path)) return 0;
     wd_delta *d;
     wd_err e2;
     if (wd_delta_open(path, &d, &e2)) {
@@ -294,9 +283,8 @@ void wd_chain_close(wd_chain *c)
     for (size_t i = c->n; i-- > 0;) wd_delta_close(c->links[i]);
     for (size_t i = 0; i < c->nnodes; i++) {
         int link = 0;
-        for (size_t k = 0; k < c->n; k++) link |= c->links[k] == c->nodes[i].d;
-        if (!link) wd_delta_close(c->nodes[i].d);
-        free(c->nodes[i].reason);
+        for (size_t k = 0; k < c->n; k++) link |= c->links[k] == c->nodes[i];
+        if (!link) wd_delta_close(c->nodes[i]);
     }
     free(c->links);
     free(c->nodes);
@@ -311,29 +299,6 @@ static int hash_base(wd_chain *c, unsigned kind, wd_err *err)
     if (wd_model_hash_kind(&c->base, kind, c->base_hash[kind], err)) return wd_errprefix(err, "hashing the base");
     c->base_hashed[kind] = 1;
     return 0;
-}
-
-static const char *base_name(const char *p)
-{
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
-}
-
-static size_t dir_len(const char *p)
-{
-    const char *s = strrchr(p, '/');
-    return s ? (size_t)(s - p) : 0;
-}
-
-int wd_chain_parent_rank(const wd_delta *child, const wd_delta *cand)
-{
-    const wd_delta_info *ci = &child->info;
-    if (ci->has_parent_digest && !memcmp(ci->parent_digest, cand->info.digest, 32)) return 0;
-    if (ci->parent_name && !strcmp(ci->parent_name, base_name(cand->path))) {
-        size_t a = dir_len(child->path), b = dir_len(cand->path);
-        return a == b && !strncmp(child->path, cand->path, a) ? 1 : 2;
-    }
-    return 3;
 }
 
 /* Does cand claim to rebuild the model child was made against? */
@@ -370,160 +335,41 @@ static void detach_parent(wd_delta *d)
     d->src = NULL;
 }
 
-static int cmp_rank(const void *a, const void *b)
+/* ---- the resolver's view of a chain being opened (resolve.c decides):
+ * the deltas searched, the one base directory, sources attached directly
+ * (the links are checked reading their parents without the cache) */
+static const wd_delta *chain_delta(void *ctx, size_t i)
 {
-    const long *x = a, *y = b; /* [rank, node] */
-    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
-    return 0;
+    return ((wd_chain *)ctx)->nodes[i];
 }
 
-static void set_reason(node *nd, const char *msg)
+static int chain_base(void *ctx, size_t j, unsigned kind, const char **dir, unsigned char hash[32], wd_err *err)
 {
-    free(nd->reason);
-    nd->reason = strdup(msg);
+    wd_chain *c = ctx;
+    (void)j;
+    if (hash_base(c, kind, err)) return -1;
+    *dir = c->base.dir;
+    memcpy(hash, c->base_hash[kind], 32);
+    return WD_BASE_READY;
 }
 
-/* Give node i a source: the base (its hash is the one the delta records),
- * or the first candidate, in wd_chain_parent_rank order then by path, that
- * claims to rebuild its base, has a source of its own and checks out (a
- * block of i decodes against it).  Without a base nothing can be checked:
- * the first candidate is taken and the chain ends where none is found. */
-static int resolve(wd_chain *c, size_t i, size_t depth, wd_err *err)
+static int chain_attach_base(void *ctx, size_t i, size_t j, wd_err *err)
 {
-    node *nd = &c->nodes[i];
-    wd_delta *d = nd->d;
-    char h1[65], h2[65];
-    if (nd->state == 2) return 0;
-    if (nd->state == 3) return wd_errk(err, WD_ERR_MISSING, "%s", nd->reason ? nd->reason : "cannot be used");
-    if (depth >= MAX_CHAIN) return wd_errf(err, "%s: chain longer than %d links", c->nodes[0].d->path, MAX_CHAIN);
-    if (++c->attempts > MAX_ATTEMPTS)
-        return wd_errf(err, "%s: more than %d candidate links tried; too many deltas claim the same models",
-                       c->nodes[0].d->path, MAX_ATTEMPTS);
-    nd->state = 1;
-    c->stack[depth] = i;
-    const wd_delta_info *in = &d->info;
-    unsigned kind = in->base_hash_kind;
-    if (c->have_base) {
-        if (hash_base(c, kind, err)) goto fail;
-        if (!memcmp(c->base_hash[kind], in->base_hash, 32)) {
-            if (wd_delta_set_base(d, &c->base, err)) goto fail;
-            nd->state = 2;
-            return 0;
-        }
-    }
-    if (!c->have_base && !in->parent_name && !in->parent_depth) {
-        /* no base given: a delta that records no parent was made against a
-         * base directory, so the chain ends here (a delta that happens to
-         * rebuild that base, e.g. a revert, is not its parent) */
-        nd->state = 2;
-        return 0;
-    }
-    /* candidates, best first: [rank, node] pairs sorted by rank (stable
-     * in node order, which is path order within each searched place) */
-    long *order = malloc((c->nnodes + 1) * 2 * sizeof *order);
-    size_t nc = 0;
-    if (!order) {
-        wd_errf(err, "out of memory");
-        goto fail;
-    }
-    for (size_t k = 0; k < c->nnodes; k++)
-        if (k != i && claims(d, c->nodes[k].d)) {
-            order[2 * nc] = wd_chain_parent_rank(d, c->nodes[k].d) * (long)(c->nnodes + 1) + (long)k;
-            order[2 * nc + 1] = (long)k;
-            nc++;
-        }
-    qsort(order, nc, 2 * sizeof *order, cmp_rank);
-    char tried[700] = "";
-    size_t tl = 0, loops = 0;
-    for (size_t q = 0; q < nc; q++) {
-        size_t k = (size_t)order[2 * q + 1];
-        node *cn = &c->nodes[k];
-        wd_err e2 = {{0}, 0};
-        if (cn->state == 1) { /* on the way down to here: name the loop */
-            loops++;
-            size_t p = 0;
-            while (p < depth && c->stack[p] != k) p++;
-            char lp[400] = "";
-            size_t ll = 0;
-            for (size_t q2 = p; q2 <= depth && ll < sizeof lp - 8; q2++)
-                ll += (size_t)snprintf(lp + ll, sizeof lp - ll, "%s -> ", c->nodes[c->stack[q2]].d->path);
-            if (ll < sizeof lp) snprintf(lp + ll, sizeof lp - ll, "%s", cn->d->path);
-            if (tl < sizeof tried - 16)
-                tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s (chain loop: %s)", tl ? "; " : "",
-                                       cn->d->path, lp);
-            continue;
-        }
-        if (resolve(c, k, depth + 1, &e2)) {
-            nd = &c->nodes[i];
-        } else if (!c->have_base) {
-            nd = &c->nodes[i];
-            nd->parent = (long)k;
-            nd->state = 2;
-            free(order);
-            return 0;
-        } else {
-            nd = &c->nodes[i];
-            if (!wd_delta_set_parent(d, cn->d, 0, NULL, &e2) && !wd_delta_check_source(d, &e2)) {
-                nd->parent = (long)k;
-                nd->state = 2;
-                free(order);
-                return 0;
-            }
-            detach_parent(d);
-        }
-        if (tl < sizeof tried - 16)
-            tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s (%s)", tl ? "; " : "", cn->d->path, e2.msg);
-    }
-    free(order);
-    nd = &c->nodes[i];
-    if (!c->have_base && (nc == loops)) { /* no base given: the chain ends here */
-        nd->state = 2;
-        return 0;
-    }
-    wd_hex(in->base_hash, 32, h1);
-    if (c->have_base) wd_hex(c->base_hash[kind], 32, h2);
-    if (in->parent_name || in->parent_depth) {
-        char notbase[400] = "";
-        if (c->have_base)
-            snprintf(notbase, sizeof notbase, " (nor is it the base %s, %s)", c->base.dir, h2);
-        if (nc)
-            wd_errk(err, WD_ERR_MISSING,
-                    "missing link: %s is a chain link (depth %u) made against the model its parent %s rebuilds "
-                    "(%s %s)%s; no delta that claims to rebuild it can be used: %s. Put the parent beside it "
-                    "or name its directory with --chain DIR",
-                    d->path, in->parent_depth, in->parent_name ? in->parent_name : "(name not recorded)",
-                    wd_hash_kind_name(kind), h1, notbase, tried);
-        else
-            wd_errk(err, WD_ERR_MISSING,
-                    "missing link: %s is a chain link (depth %u) made against the model its parent %s rebuilds "
-                    "(%s %s)%s; no delta searched (%s) rebuilds it. Put %s beside it or name its directory "
-                    "with --chain DIR",
-                    d->path, in->parent_depth, in->parent_name ? in->parent_name : "(name not recorded)",
-                    wd_hash_kind_name(kind), h1, notbase, c->searched,
-                    in->parent_name ? in->parent_name : "the parent");
-    } else if (c->have_base) {
-        /* a direct delta: the base given is the cause; deltas that claim
-         * to rebuild its base are only named (their own failures, loops
-         * through this one included, are consequences) */
-        char names[400] = "";
-        size_t nl = 0, shown = 0;
-        for (size_t k = 0; k < c->nnodes; k++)
-            if (k != i && claims(d, c->nodes[k].d) && nl < sizeof names - 8 && shown++ < 4)
-                nl += (size_t)snprintf(names + nl, sizeof names - nl, "%s%s", nl ? ", " : "", c->nodes[k].d->path);
-        wd_errk(err, WD_ERR_MISSING, "wrong base: %s was made against the base with %s %s, but %s has %s%s%s%s",
-                d->path, wd_hash_kind_name(kind), h1, c->base.dir, h2,
-                nc ? " (and none of the deltas that rebuild that model leads to that base: " : "", names,
-                nc ? ")" : "");
-    } else {
-        wd_errk(err, WD_ERR_MISSING, "%s: no base given", d->path);
-    }
-    goto fail;
-fail:
-    nd = &c->nodes[i];
-    nd->state = 3;
-    set_reason(nd, err->msg);
+    wd_chain *c = ctx;
+    (void)j;
+    return wd_delta_set_base(c->nodes[i], &c->base, err);
+}
+
+static int chain_attach_parent(void *ctx, size_t i, size_t k, wd_err *err)
+{
+    wd_chain *c = ctx;
+    wd_delta *d = c->nodes[i];
+    if (!wd_delta_set_parent(d, c->nodes[k], 0, NULL, err) && !wd_delta_check_source(d, err)) return 0;
+    detach_parent(d);
     return -1;
 }
+
+static const wd_resolver_ops chain_ops = {chain_delta, chain_base, chain_attach_base, chain_attach_parent, NULL};
 
 int wd_chain_open(const char *file, const char *const *search, size_t nsearch, const char *base_dir, wd_cache *cache,
                   wd_chain **out, wd_err *err)
@@ -554,17 +400,26 @@ int wd_chain_open(const char *file, const char *const *search, size_t nsearch, c
     }
     for (size_t i = 0; i < nsearch; i++)
         if (search_path(c, search[i], err)) goto fail;
-    if (resolve(c, 0, 0, err)) goto fail;
+    /* which delta is whose parent: the resolver's choice (resolve.c) */
+    wd_resolver *r = NULL;
+    if (wd_resolver_new(&chain_ops, c, c->nnodes, c->have_base, c->have_base ? 0 : WD_RESOLVE_UNCHECKED, c->searched,
+                        &r, err) ||
+        wd_resolver_resolve(r, 0, err)) {
+        wd_resolver_free(r);
+        goto fail;
+    }
     /* the links, root first */
     size_t n = 0;
-    for (long k = 0; k >= 0; k = c->nodes[k].parent) n++;
+    for (long k = 0; k >= 0; k = wd_resolver_parent(r, (size_t)k)) n++;
     if (!(c->links = calloc(n, sizeof *c->links))) {
+        wd_resolver_free(r);
         wd_errf(err, "out of memory");
         goto fail;
     }
     c->n = n;
     size_t j = n;
-    for (long k = 0; k >= 0; k = c->nodes[k].parent) c->links[--j] = c->nodes[k].d;
+    for (long k = 0; k >= 0; k = wd_resolver_parent(r, (size_t)k)) c->links[--j] = c->nodes[k];
+    wd_resolver_free(r);
     /* the links were checked reading their parents directly: now through
      * the cache, under keys 1..n-1 (link i reads link i-1 under key i) */
     if (c->have_base && cache)

@@ -591,6 +591,116 @@ START_TEST(test_chain_reads)
 }
 END_TEST
 
+/* ---- the resolver through its callbacks (as the mount uses it) ------ */
+typedef struct res_ctx {
+    wd_delta *d[4];
+    int base_state;            /* what base 0 reports */
+    unsigned char base_hash[32];
+    long refuse;               /* attach_parent refuses this parent */
+    int attached_base, attached_parent, logged;
+    char log[1600];
+} res_ctx;
+
+static const wd_delta *rc_delta(void *ctx, size_t i)
+{
+    return ((res_ctx *)ctx)->d[i];
+}
+
+static int rc_base(void *ctx, size_t j, unsigned kind, const char **dir, unsigned char hash[32], wd_err *err)
+{
+    res_ctx *x = ctx;
+    (void)j;
+    (void)kind;
+    (void)err;
+    *dir = basedir;
+    memcpy(hash, x->base_hash, 32);
+    return x->base_state;
+}
+
+static int rc_attach_base(void *ctx, size_t i, size_t j, wd_err *err)
+{
+    (void)i;
+    (void)j;
+    (void)err;
+    ((res_ctx *)ctx)->attached_base++;
+    return 0;
+}
+
+static int rc_attach_parent(void *ctx, size_t i, size_t k, wd_err *err)
+{
+    res_ctx *x = ctx;
+    (void)i;
+    if ((long)k == x->refuse) return wd_errf(err, "refused by the test");
+    x->attached_parent++;
+    return 0;
+}
+
+static void rc_log(void *ctx, const char *line)
+{
+    res_ctx *x = ctx;
+    x->logged++;
+    snprintf(x->log, sizeof x->log, "%s", line);
+}
+
+START_TEST(test_resolver_ops)
+{
+    char links[3][600], copy[700], cmd[1500];
+    make_chain(links);
+    snprintf(copy, sizeof copy, "%s", links[0]);
+    snprintf(strrchr(copy, '/'), 32, "/l1copy.wdelta");
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", links[0], copy);
+    ck_assert(system(cmd) == 0);
+    wd_err err;
+    res_ctx x = {.refuse = -1};
+    /* 0: l2, 1: l1's copy, 2: l1, 3: l3 */
+    ck_assert(wd_delta_open(links[1], &x.d[0], &err) == 0);
+    ck_assert(wd_delta_open(copy, &x.d[1], &err) == 0);
+    ck_assert(wd_delta_open(links[0], &x.d[2], &err) == 0);
+    ck_assert(wd_delta_open(links[2], &x.d[3], &err) == 0);
+    memcpy(x.base_hash, wd_delta_get_info(x.d[2])->base_hash, 32);
+    static const wd_resolver_ops ops = {rc_delta, rc_base, rc_attach_base, rc_attach_parent, rc_log};
+    wd_resolver *r;
+    /* the base still being hashed: l2's chain cannot end, and says why */
+    x.base_state = WD_BASE_WAITING;
+    ck_assert(wd_resolver_new(&ops, &x, 4, 1, WD_RESOLVE_MOUNT, NULL, &r, &err) == 0);
+    ck_assert(wd_resolver_resolve(r, 0, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "its parent") && strstr(err.msg, "still being hashed"), "%s", err.msg);
+    ck_assert(wd_resolver_resolve(r, 0, &err) == -1); /* kept */
+    ck_assert_int_eq(x.attached_base + x.attached_parent, 0);
+    wd_resolver_free(r);
+    /* ready: l1 (same file name as recorded, before its copy by path) is
+     * tried first; refused, it is passed over (logged) for the copy */
+    x.base_state = WD_BASE_READY;
+    x.refuse = 2;
+    ck_assert(wd_resolver_new(&ops, &x, 4, 1, WD_RESOLVE_MOUNT, NULL, &r, &err) == 0);
+    ck_assert_msg(wd_resolver_resolve(r, 3, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(wd_resolver_parent(r, 3), 0);
+    ck_assert_int_eq(wd_resolver_parent(r, 0), 1);
+    ck_assert_int_eq(wd_resolver_base(r, 1), 0);
+    ck_assert_int_eq(wd_resolver_parent(r, 1), -1);
+    ck_assert_int_eq(x.logged, 1);
+    ck_assert_msg(strstr(x.log, "l1.wdelta claims to rebuild its base but is passed over: refused by the test"), "%s",
+                  x.log);
+    wd_resolver_free(r);
+    /* every parent refused: the first failure is the reason */
+    x.refuse = 0;
+    ck_assert(wd_resolver_new(&ops, &x, 4, 1, WD_RESOLVE_MOUNT, NULL, &r, &err) == 0);
+    ck_assert(wd_resolver_resolve(r, 3, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "l2.wdelta does not fit it: refused by the test"), "%s", err.msg);
+    wd_resolver_free(r);
+    /* files: no base and l1 and its copy gone: a missing link naming l2 */
+    wd_delta *all[4] = {x.d[0], x.d[1], x.d[2], x.d[3]};
+    x.d[1] = x.d[2] = NULL;
+    ck_assert(wd_resolver_new(&ops, &x, 4, 0, 0, "the test", &r, &err) == 0);
+    ck_assert(wd_resolver_resolve(r, 3, &err) == -1);
+    ck_assert_msg(strstr(err.msg, "missing link") && strstr(err.msg, "l2.wdelta") && strstr(err.msg, "--chain DIR"),
+                  "%s", err.msg);
+    wd_resolver_free(r);
+    for (int i = 0; i < 4; i++) wd_delta_close(all[i]);
+    ck_assert(unlink(copy) == 0);
+}
+END_TEST
+
 START_TEST(test_chain_errors)
 {
     char links[3][600];
@@ -653,6 +763,7 @@ Suite *suite_delta(void)
     tcase_add_test(tc, test_cache_reads);
     tcase_add_test(tc, test_chain_reads);
     tcase_add_test(tc, test_chain_errors);
+    tcase_add_test(tc, test_resolver_ops);
     suite_add_tcase(s, tc);
     return s;
 }
