@@ -15,7 +15,7 @@ static double getf(const unsigned char *p, wd_dtype dt, size_t i)
         memcpy(&x, p + 8 * i, 8);
         return x;
     }
-    return lf_get(p, dt, i);
+    return wd_float_at(p, dt, i);
 }
 
 static int eval_extent(wd_delta *d, const wd_ext_priv *ep, const wd_model *ft, int *ft_fds, int *base_fds,
