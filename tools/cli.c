@@ -274,6 +274,24 @@ void bytes_progress_cb(void *ctx, uint64_t done, uint64_t total)
     progress_show(ctx, done, total, 0, 0, 0);
 }
 
+void create_run_start(create_run *cr, wd_create_opts *o, const char *label, int quiet)
+{
+    progress_init(&cr->pr, label, quiet);
+    o->progress = create_progress_cb;
+    o->progress_ctx = &cr->pr;
+    memset(&cr->cs, 0, sizeof cr->cs);
+    cr->t0 = now_s();
+    o->stop = &stop_signal;
+    catch_stop_signals();
+}
+
+double create_run_sizes(const create_run *cr, char *in, char *out, size_t n)
+{
+    human(cr->cs.input_bytes, in, n);
+    human(cr->cs.output_bytes, out, n);
+    return cr->cs.output_bytes ? (double)cr->cs.input_bytes / (double)cr->cs.output_bytes : 0.0;
+}
+
 /* ------------------------------------------------------------ chains */
 
 int chain_arg(chain_args *ca, const char *cmd, const char *p)

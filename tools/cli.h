@@ -55,6 +55,19 @@ void progress_end(progress *p, int ok);
 void create_progress_cb(void *ctx, uint64_t done, uint64_t total, size_t tdone, size_t ttotal);
 void bytes_progress_cb(void *ctx, uint64_t done, uint64_t total);
 
+/* one wd_create or wd_flatten call: its progress line, statistics and start */
+typedef struct create_run {
+    progress pr;
+    wd_create_stats cs;
+    double t0;
+} create_run;
+/* before the call: o reports to cr's progress line (label, quiet), cr's
+ * statistics are zeroed and a stop signal stops the call */
+void create_run_start(create_run *cr, wd_create_opts *o, const char *label, int quiet);
+/* after it: the input and delta sizes as "1.23 GB" (in, out: n bytes each);
+ * returns the ratio input / delta (0 for an empty delta) */
+double create_run_sizes(const create_run *cr, char *in, char *out, size_t n);
+
 #define MAX_CHAIN_ARGS 256
 typedef struct chain_args {
     const char *paths[MAX_CHAIN_ARGS];
