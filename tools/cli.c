@@ -2,6 +2,7 @@
  * convention), option parsing of numbers, input checks, interruption by a
  * signal, the progress line, --chain arguments. */
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -75,6 +76,25 @@ int usage_error(const char *cmd, const char *fmt, ...)
     else
         fprintf(stderr, "wdelta: %s (try 'wdelta --help')\n", buf);
     return EXIT_USAGE;
+}
+
+void opts_begin(void)
+{
+    optind = 0;
+    opterr = 0;
+}
+
+int opt_error(const char *cmd, int c, char **argv)
+{
+    if (c == ':') return usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+    return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
+int one_file_arg(const char *cmd, int argc, char **argv)
+{
+    if (optind >= argc) return usage_error(cmd, "missing FILE");
+    if (argc - optind > 1) return usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+    return 0;
 }
 
 double now_s(void)

@@ -24,6 +24,14 @@ int fail(const wd_err *err);
 /* print a usage error (cmd: the command, or NULL); EXIT_USAGE */
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 double now_s(void);
+/* ---- option parsing (getopt_long): opts_begin before a command's loop;
+ * opt_error for what the loop does not know (c ':' an option missing its
+ * value, else an unknown one): EXIT_USAGE, said why; one_file_arg after
+ * it: the command's FILE argument is there and is the only one (0), else
+ * EXIT_USAGE */
+void opts_begin(void);
+int opt_error(const char *cmd, int c, char **argv);
+int one_file_arg(const char *cmd, int argc, char **argv);
 /* a non-negative integer in [lo, hi] (K/M/G suffixes when allow_suffix); 0 or -1 */
 int parse_num(const char *s, long long lo, long long hi, int allow_suffix, long long *out);
 /* b bytes as "1.23 GB" */

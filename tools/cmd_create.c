@@ -200,8 +200,7 @@ int cmd_create(int argc, char **argv)
     /* codec options given, by letter: checked against the strategy below */
     const char *given_group = NULL, *given_outl = NULL, *given_step = NULL, *given_dens = NULL,
                *given_rank = NULL, *given_maxe = NULL;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:x:qjh", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
@@ -279,8 +278,7 @@ int cmd_create(int argc, char **argv)
         case 'F': force = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(create_help, stdout); return 0;
-        case ':': return usage_error("create", "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("create", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("create", c, argv);
         }
     }
     if (optind < argc) return usage_error("create", "unexpected argument '%s'", argv[optind]);

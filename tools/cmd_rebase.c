@@ -72,8 +72,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
     long long v;
     static chain_args ca;
     ca.n = 0;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":b:o:c:t:l:qh", lo, NULL)) != -1) {
         switch (c) {
         case 'b': o.base_dir = optarg; break;
@@ -98,12 +97,10 @@ static int flatten_cmd(int argc, char **argv, int convert)
         case 'F': force = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(convert ? convert_help : rebase_help, stdout); return 0;
-        case ':': return usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error(cmd, c, argv);
         }
     }
-    if (optind >= argc) return usage_error(cmd, "missing FILE");
-    if (argc - optind > 1) return usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+    if (one_file_arg(cmd, argc, argv)) return EXIT_USAGE;
     if (!o.base_dir) return usage_error(cmd, "missing --base DIR");
     if (!o.out_path) return usage_error(cmd, "missing -o OUT.wdelta");
     const char *path = argv[optind];
