@@ -116,24 +116,8 @@ static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor
     return hash_bytes(h, fd, f, t, buf, cap, ref, cb, ctx, stop, err);
 }
 
-/* one descriptor a shard, all -1 (none open yet); NULL when out of memory */
-static int *shards_new(const wd_model *m)
-{
-    int *fds = malloc((m->nfiles + 1) * sizeof *fds);
-    for (size_t i = 0; fds && i < m->nfiles; i++) fds[i] = -1;
-    return fds;
-}
-
-/* closes the open ones and frees the array (NULL is fine) */
-static void shards_free(const wd_model *m, int *fds)
-{
-    for (size_t i = 0; fds && i < m->nfiles; i++)
-        if (fds[i] >= 0) close(fds[i]);
-    free(fds);
-}
-
-/* Open every shard of m for a front-to-back read into fds (from shards_new;
- * shards_free closes what is open whatever happened). */
+/* Open every shard of m for a front-to-back read into fds (from
+ * wd_fds_new; wd_fds_free closes what is open whatever happened). */
 static int open_shards(const wd_model *m, int *fds, wd_err *err)
 {
     for (size_t i = 0; i < m->nfiles; i++) {
@@ -150,7 +134,7 @@ int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_
 {
     if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
     struct wd_tref *order = malloc((m->ntensors + 1) * sizeof *order);
-    int *fds = shards_new(m);
+    int *fds = wd_fds_new(m->nfiles);
     unsigned char *buf = malloc(chunk);
     wd_sha256 *h = wd_sha256_new();
     int rc = -1;
@@ -170,7 +154,7 @@ int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_
     h = NULL;
     rc = 0;
 out:
-    shards_free(m, fds);
+    wd_fds_free(fds, m->nfiles);
     wd_sha256_free(h);
     free(buf);
     free(order);
@@ -408,7 +392,7 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
     size_t nt = m->ntensors;
     id_job j = {.m = m};
     id_rec *recs = calloc(nt + 1, sizeof *recs);
-    int *fds = shards_new(m);
+    int *fds = wd_fds_new(m->nfiles);
     size_t *order = malloc((nt + 1) * sizeof *order), *fstart = calloc(m->nfiles + 1, sizeof *fstart);
     int rc = -1, nthreads = 0;
     pthread_t tids[8];
@@ -448,7 +432,7 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
     }
     rc = id_compose(recs, nt, out, err);
 out:
-    shards_free(m, fds);
+    wd_fds_free(fds, m->nfiles);
     free(recs);
     free(order);
     free(fstart);

@@ -50,6 +50,12 @@ static inline float wd_float_at(const unsigned char *p, wd_dtype dt, size_t i)
 /* ---- I/O: full reads/writes with retry on EINTR/short counts. */
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
 int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
+/* ---- arrays of n file descriptors (one a shard of a model): wd_fds_new
+ * gives them all -1 (none open; NULL when out of memory); wd_fds_free
+ * closes the first n that are open (n = 0: they are not the caller's to
+ * close) and frees the array (NULL is fine) */
+int *wd_fds_new(size_t n);
+void wd_fds_free(int *fds, size_t n);
 
 /* ---- temporaries (tmpfile.c): OUT.KIND.PID.RANDOM next to out_path, a
  * file (returns an fd open for writing) or a directory (returns 0); -1
