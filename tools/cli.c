@@ -2,6 +2,7 @@
  * convention), option parsing of numbers, input checks, interruption by a
  * signal, the progress line, --chain arguments. */
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -75,6 +76,25 @@ int usage_error(const char *cmd, const char *fmt, ...)
     else
         fprintf(stderr, "wdelta: %s (try 'wdelta --help')\n", buf);
     return EXIT_USAGE;
+}
+
+void opts_begin(void)
+{
+    optind = 0;
+    opterr = 0;
+}
+
+int opt_error(const char *cmd, int c, char **argv)
+{
+    if (c == ':') return usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+    return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
+int one_file_arg(const char *cmd, int argc, char **argv)
+{
+    if (optind >= argc) return usage_error(cmd, "missing FILE");
+    if (argc - optind > 1) return usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+    return 0;
 }
 
 double now_s(void)
@@ -272,6 +292,24 @@ void create_progress_cb(void *ctx, uint64_t done, uint64_t total, size_t tdone,
 void bytes_progress_cb(void *ctx, uint64_t done, uint64_t total)
 {
     progress_show(ctx, done, total, 0, 0, 0);
+}
+
+void create_run_start(create_run *cr, wd_create_opts *o, const char *label, int quiet)
+{
+    progress_init(&cr->pr, label, quiet);
+    o->progress = create_progress_cb;
+    o->progress_ctx = &cr->pr;
+    memset(&cr->cs, 0, sizeof cr->cs);
+    cr->t0 = now_s();
+    o->stop = &stop_signal;
+    catch_stop_signals();
+}
+
+double create_run_sizes(const create_run *cr, char *in, char *out, size_t n)
+{
+    human(cr->cs.input_bytes, in, n);
+    human(cr->cs.output_bytes, out, n);
+    return cr->cs.output_bytes ? (double)cr->cs.input_bytes / (double)cr->cs.output_bytes : 0.0;
 }
 
 /* ------------------------------------------------------------ chains */

@@ -24,6 +24,14 @@ int fail(const wd_err *err);
 /* print a usage error (cmd: the command, or NULL); EXIT_USAGE */
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 double now_s(void);
+/* ---- option parsing (getopt_long): opts_begin before a command's loop;
+ * opt_error for what the loop does not know (c ':' an option missing its
+ * value, else an unknown one): EXIT_USAGE, said why; one_file_arg after
+ * it: the command's FILE argument is there and is the only one (0), else
+ * EXIT_USAGE */
+void opts_begin(void);
+int opt_error(const char *cmd, int c, char **argv);
+int one_file_arg(const char *cmd, int argc, char **argv);
 /* a non-negative integer in [lo, hi] (K/M/G suffixes when allow_suffix); 0 or -1 */
 int parse_num(const char *s, long long lo, long long hi, int allow_suffix, long long *out);
 /* b bytes as "1.23 GB" */
@@ -54,6 +62,19 @@ void progress_end(progress *p, int ok);
 /* callbacks for wd_create (ctx: a progress) and for byte counts */
 void create_progress_cb(void *ctx, uint64_t done, uint64_t total, size_t tdone, size_t ttotal);
 void bytes_progress_cb(void *ctx, uint64_t done, uint64_t total);
+
+/* one wd_create or wd_flatten call: its progress line, statistics and start */
+typedef struct create_run {
+    progress pr;
+    wd_create_stats cs;
+    double t0;
+} create_run;
+/* before the call: o reports to cr's progress line (label, quiet), cr's
+ * statistics are zeroed and a stop signal stops the call */
+void create_run_start(create_run *cr, wd_create_opts *o, const char *label, int quiet);
+/* after it: the input and delta sizes as "1.23 GB" (in, out: n bytes each);
+ * returns the ratio input / delta (0 for an empty delta) */
+double create_run_sizes(const create_run *cr, char *in, char *out, size_t n);
 
 #define MAX_CHAIN_ARGS 256
 typedef struct chain_args {

@@ -52,8 +52,7 @@ int cmd_apply(int argc, char **argv)
     long long v;
     static chain_args ca;
     ca.n = 0;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":b:o:c:t:qh", lo, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -70,12 +69,10 @@ int cmd_apply(int argc, char **argv)
         case 'D': base_dtype = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(apply_help, stdout); return 0;
-        case ':': return usage_error("apply", "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("apply", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("apply", c, argv);
         }
     }
-    if (optind >= argc) return usage_error("apply", "missing FILE");
-    if (argc - optind > 1) return usage_error("apply", "unexpected argument '%s'", argv[optind + 1]);
+    if (one_file_arg("apply", argc, argv)) return EXIT_USAGE;
     if (!base) return usage_error("apply", "missing --base DIR");
     if (!out) return usage_error("apply", "missing -o OUTDIR");
     const char *path = argv[optind];

@@ -200,8 +200,7 @@ int cmd_create(int argc, char **argv)
     /* codec options given, by letter: checked against the strategy below */
     const char *given_group = NULL, *given_outl = NULL, *given_step = NULL, *given_dens = NULL,
                *given_rank = NULL, *given_maxe = NULL;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":b:f:o:p:c:s:t:l:x:qjh", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
@@ -279,8 +278,7 @@ int cmd_create(int argc, char **argv)
         case 'F': force = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(create_help, stdout); return 0;
-        case ':': return usage_error("create", "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("create", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("create", c, argv);
         }
     }
     if (optind < argc) return usage_error("create", "unexpected argument '%s'", argv[optind]);
@@ -327,17 +325,10 @@ int cmd_create(int argc, char **argv)
         if (wd_chain_open(parent, ca.paths, ca.n, o.base_dir, NULL, &chain, &err)) return fail(&err);
         o.parent = wd_chain_top(chain);
     }
-    progress pr;
-    progress_init(&pr, "create", quiet);
-    o.progress = create_progress_cb;
-    o.progress_ctx = &pr;
-    wd_create_stats cs;
-    memset(&cs, 0, sizeof cs);
-    double t0 = now_s();
-    o.stop = &stop_signal;
-    catch_stop_signals();
-    int rc = wd_create(&o, &cs, &err);
-    progress_end(&pr, rc == 0);
+    create_run cr;
+    create_run_start(&cr, &o, "create", quiet);
+    int rc = wd_create(&o, &cr.cs, &err);
+    progress_end(&cr.pr, rc == 0);
     size_t links = chain ? wd_chain_length(chain) : 0;
     wd_chain_close(chain);
     if (rc || wd_output_keep_mode(o.out_path, keep_mode, &err)) return fail(&err);
@@ -347,7 +338,7 @@ int cmd_create(int argc, char **argv)
     wd_err ierr = {0};
     int irc = wd_create_inputs(o.ft_dir, o.out_path, o.exclude, o.nexclude, inputs_cb, &is, &ierr);
     if (json) {
-        int jrc = create_json(o.out_path, parent, links, &cs, now_s() - t0, &is, !irc);
+        int jrc = create_json(o.out_path, parent, links, &cr.cs, now_s() - cr.t0, &is, !irc);
         for (int k = 0; k < 8; k++) {
             free(is.text[k]);
             cJSON_Delete(is.names[k]);
@@ -355,14 +346,12 @@ int cmd_create(int argc, char **argv)
         return jrc;
     }
     if (parent) printf("link %zu of a chain: made against the model %s rebuilds\n", links + 1, parent);
-    double el = now_s() - t0;
+    double el = now_s() - cr.t0;
     char in[32], out[32];
-    human(cs.input_bytes, in, sizeof in);
-    human(cs.output_bytes, out, sizeof out);
+    double ratio = create_run_sizes(&cr, in, out, sizeof in);
     printf("created %s: input %s, delta %s, ratio %.3fx, %zu tensors, %zu blocks, %.2f s, %.1f MB/s\n",
-           o.out_path, in, out,
-           cs.output_bytes ? (double)cs.input_bytes / (double)cs.output_bytes : 0.0,
-           cs.ntensors, cs.nblocks, el, el > 0 ? (double)cs.input_bytes / 1e6 / el : 0.0);
+           o.out_path, in, out, ratio, cr.cs.ntensors, cr.cs.nblocks, el,
+           el > 0 ? (double)cr.cs.input_bytes / 1e6 / el : 0.0);
     if (!irc) inputs_print(&is);
     for (int k = 0; k < 8; k++) free(is.text[k]);
     return 0;

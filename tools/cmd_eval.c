@@ -86,8 +86,7 @@ int cmd_eval(int argc, char **argv)
     static chain_args ca;
     ca.n = 0;
     int json = 0, c;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":b:f:c:jh", lo, NULL)) != -1) {
         switch (c) {
         case 'b': base = optarg; break;
@@ -97,12 +96,10 @@ int cmd_eval(int argc, char **argv)
             if (chain_arg(&ca, "eval", optarg)) return EXIT_USAGE;
             break;
         case 'h': fputs(eval_help, stdout); return 0;
-        case ':': return usage_error("eval", "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("eval", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("eval", c, argv);
         }
     }
-    if (optind >= argc) return usage_error("eval", "missing FILE");
-    if (argc - optind > 1) return usage_error("eval", "unexpected argument '%s'", argv[optind + 1]);
+    if (one_file_arg("eval", argc, argv)) return EXIT_USAGE;
     if (!base) return usage_error("eval", "missing --base DIR");
     if (!ftdir) return usage_error("eval", "missing --finetuned DIR");
     const char *path = argv[optind];

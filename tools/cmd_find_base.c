@@ -81,8 +81,7 @@ int cmd_find_base(int argc, char **argv)
     const char *cache_dir = NULL;
     static chain_args ca;
     ca.n = 0;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":c:vjh", lo, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -93,8 +92,7 @@ int cmd_find_base(int argc, char **argv)
         case 'v': verbose = 1; break;
         case 'j': json = 1; break;
         case 'h': fputs(find_base_help, stdout); return 0;
-        case ':': return usage_error("find-base", "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("find-base", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("find-base", c, argv);
         }
     }
     if (optind >= argc) return usage_error("find-base", "missing FILE");

@@ -41,14 +41,13 @@ int cmd_hash(int argc, char **argv)
         {0, 0, 0, 0},
     };
     int c, v1 = 0, json = 0;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":jh", lo, NULL)) != -1) {
         switch (c) {
         case '1': v1 = 1; break;
         case 'j': json = 1; break;
         case 'h': fputs(hash_help, stdout); return 0;
-        default: return usage_error("hash", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("hash", c, argv);
         }
     }
     if (optind >= argc) return usage_error("hash", "missing DIR");

@@ -291,8 +291,7 @@ int cmd_inspect(int argc, char **argv)
         {0, 0, 0, 0},
     };
     int json = 0, chain = 0, c;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":jch", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
@@ -301,7 +300,7 @@ int cmd_inspect(int argc, char **argv)
             fputs(inspect_help, stdout);
             inspect_chain_usage();
             return 0;
-        default: return usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("inspect", c, argv);
         }
     }
     if (optind >= argc) return usage_error("inspect", "missing FILE");

@@ -72,8 +72,7 @@ static int flatten_cmd(int argc, char **argv, int convert)
     long long v;
     static chain_args ca;
     ca.n = 0;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":b:o:c:t:l:qh", lo, NULL)) != -1) {
         switch (c) {
         case 'b': o.base_dir = optarg; break;
@@ -98,12 +97,10 @@ static int flatten_cmd(int argc, char **argv, int convert)
         case 'F': force = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(convert ? convert_help : rebase_help, stdout); return 0;
-        case ':': return usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error(cmd, c, argv);
         }
     }
-    if (optind >= argc) return usage_error(cmd, "missing FILE");
-    if (argc - optind > 1) return usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+    if (one_file_arg(cmd, argc, argv)) return EXIT_USAGE;
     if (!o.base_dir) return usage_error(cmd, "missing --base DIR");
     if (!o.out_path) return usage_error(cmd, "missing -o OUT.wdelta");
     const char *path = argv[optind];
@@ -136,24 +133,16 @@ static int flatten_cmd(int argc, char **argv, int convert)
     }
     wd_delta *src = convert ? d : wd_chain_top(chain);
     if (!quiet) fprintf(stderr, "%s: rebuilding %s, then storing it against %s\n", cmd, path, o.base_dir);
-    progress pr;
-    progress_init(&pr, cmd, quiet);
-    o.progress = create_progress_cb;
-    o.progress_ctx = &pr;
-    wd_create_stats cs;
-    memset(&cs, 0, sizeof cs);
-    double t0 = now_s();
-    o.stop = &stop_signal;
-    catch_stop_signals();
-    int frc = wd_flatten(src, &o, &cs, &err);
-    progress_end(&pr, frc == 0);
+    create_run cr;
+    create_run_start(&cr, &o, cmd, quiet);
+    int frc = wd_flatten(src, &o, &cr.cs, &err);
+    progress_end(&cr.pr, frc == 0);
     if (frc || wd_output_keep_mode(o.out_path, keep_mode, &err)) goto done;
-    double el = now_s() - t0;
+    double el = now_s() - cr.t0;
     char in[32], out[32];
-    human(cs.input_bytes, in, sizeof in);
-    human(cs.output_bytes, out, sizeof out);
+    double ratio = create_run_sizes(&cr, in, out, sizeof in);
     printf("%s %s -> %s: input %s, delta %s, ratio %.3fx, %.2f s", convert ? "converted" : "rebased", path,
-           o.out_path, in, out, cs.output_bytes ? (double)cs.input_bytes / (double)cs.output_bytes : 0.0, el);
+           o.out_path, in, out, ratio, el);
     if (chain) printf(" (was link %zu of a chain)", wd_chain_length(chain));
     printf("\n");
     rc = 0;

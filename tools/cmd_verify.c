@@ -157,8 +157,7 @@ int cmd_verify(int argc, char **argv)
     int quiet = 0, json = 0, c;
     static chain_args ca;
     ca.n = 0;
-    optind = 0;
-    opterr = 0;
+    opts_begin();
     while ((c = getopt_long(argc, argv, ":b:c:qjh", lo, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -168,12 +167,10 @@ int cmd_verify(int argc, char **argv)
         case 'q': quiet = 1; break;
         case 'j': json = 1; break;
         case 'h': fputs(verify_help, stdout); return 0;
-        case ':': return usage_error("verify", "option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("verify", "unknown option '%s'", argv[optind - 1]);
+        default: return opt_error("verify", c, argv);
         }
     }
-    if (optind >= argc) return usage_error("verify", "missing FILE");
-    if (argc - optind > 1) return usage_error("verify", "unexpected argument '%s'", argv[optind + 1]);
+    if (one_file_arg("verify", argc, argv)) return EXIT_USAGE;
     const char *path = argv[optind];
     int nrc;
     if ((nrc = need_input(NULL, path, 'f')) || (base && (nrc = need_input("--base", base, 'd'))) ||

@@ -179,10 +179,62 @@ uint16_t ls_to_half(float v, unsigned e)
     return wd_f32_to_f16(wd_f32_bits(v * (1.0f / ls_pow2m(e))));
 }
 
+/* ---- the 1-bit codecs' scales ---------------------------------------- */
+
+int ls_bufs_get(wd_scratch *s, size_t ne, size_t rows, size_t cols, ls_bufs *b)
+{
+    b->d = (float *)(void *)wd_scratch_buf(s, LS_A, ne * 4);
+    b->r = (float *)(void *)wd_scratch_buf(s, LS_B, rows * 4);
+    b->c = (float *)(void *)wd_scratch_buf(s, LS_C, cols * 4 + 4);
+    b->rh = (uint16_t *)(void *)wd_scratch_buf(s, LS_D, rows * 2);
+    b->ch = (uint16_t *)(void *)wd_scratch_buf(s, LS_E, cols * 2 + 2);
+    return b->d && b->r && b->c && b->rh && b->ch ? 0 : -1;
+}
+
+unsigned ls_round_cols(float *c, uint16_t *ch, size_t cols)
+{
+    float cm = 0;
+    for (size_t j = 0; j < cols; j++) cm = c[j] > cm ? c[j] : cm;
+    for (size_t j = 0; j < cols; j++) c[j] = cm > 0 ? c[j] / cm : 0.0f;
+    unsigned ec = ls_exponent(c, cols);
+    for (size_t j = 0; j < cols; j++) {
+        ch[j] = ls_to_half(c[j], ec);
+        c[j] = ls_scale(ch[j], ec);
+    }
+    return ec;
+}
+
+int ls_put_scales(lbuf *out, wd_scratch *s, wd_codec codec, wd_dtype dt, int level, const ls_bufs *b, size_t rows,
+                  size_t cols, int axis, unsigned ec, wd_err *err)
+{
+    unsigned er = ls_exponent(b->r, rows);
+    for (size_t i = 0; i < rows; i++) b->rh[i] = ls_to_half(b->r[i], er);
+    unsigned char hdr[WD_LOSSY_HDR];
+    lh_put(hdr, &(lhdr){(unsigned)codec, wd_dtype_size(dt), lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec, NULL});
+    lb_put(out, hdr, sizeof hdr);
+    return lb_section(out, s, b->rh, rows * 2, level, err) || (axis && lb_section(out, s, b->ch, cols * 2, level, err))
+               ? -1
+               : 0;
+}
+
+int ls_get_scales(lrd *r, wd_scratch *s, const lhdr *h, int axis, const unsigned char **rh,
+                  const unsigned char **ch, wd_err *err)
+{
+    unsigned er = h->p1, ec = h->p2;
+    if (er > 100 || ec > 100 || (!axis && ec))
+        return wd_errf(err, "%s block has scale exponents %u and %u", h->name, er, ec);
+    size_t len, rows = h->rows, cols = h->cols;
+    *ch = NULL;
+    if (lr_section(r, s, LS_A, rows * 2, rows * 2, rh, &len, err) ||
+        (axis && lr_section(r, s, LS_B, cols * 2, cols * 2, ch, &len, err)))
+        return wd_errprefix(err, "%s", h->name);
+    return 0;
+}
+
 void lf_delta(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, float *d)
 {
     for (size_t i = 0; i < n; i++) {
-        float x = lf_get(ft, dt, i) - lf_get(base, dt, i);
+        float x = wd_float_at(ft, dt, i) - wd_float_at(base, dt, i);
         d[i] = isfinite(x) ? x : 0.0f; /* inf/NaN moves are left to patches or dropped */
     }
 }

@@ -78,21 +78,6 @@ static inline void lf_storew(unsigned char *p, size_t i, unsigned w, uint32_t v)
         wd_put_u32(p + 4 * i, v);
     }
 }
-/* element i of a float tensor of dtype dt as float32 (exact) */
-static inline float lf_get(const unsigned char *p, wd_dtype dt, size_t i)
-{
-    float f;
-    if (dt == WD_F32) {
-        memcpy(&f, p + 4 * i, 4);
-        return f;
-    }
-    uint16_t u;
-    memcpy(&u, p + 2 * i, 2);
-    if (dt == WD_F16) return wd_half_to_float(u);
-    uint32_t v = (uint32_t)u << 16;
-    memcpy(&f, &v, 4);
-    return f;
-}
 /* delta ft - base in float32 for n elements */
 void lf_delta(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, float *d);
 /* out[i] = round(float(base[i]) + d[i]) for n elements */
@@ -113,6 +98,36 @@ uint16_t ls_to_half(float v, unsigned e);   /* half of v * 2^e, RNE */
 static inline float ls_scale(uint16_t h, unsigned e)
 {
     return wd_half_to_float(h) * ls_pow2m(e);
+}
+
+/* ---- the 1-bit codecs' scales (lossy_sign.c, lossy_ternary.c): a row
+ * scale r_i per row, for the axis forms a column scale c_j per column too,
+ * each stored as FP16 with its block exponent (p1 for r, p2 for c) */
+typedef struct ls_bufs {
+    float *d;      /* |delta|, ne elements (the caller fills it) */
+    float *r, *c;  /* row scales (rows), column scales (cols + 1) */
+    uint16_t *rh;  /* r as FP16 (rows) */
+    uint16_t *ch;  /* c as FP16 (cols + 1) */
+} ls_bufs;
+/* the buffers above from scratch slots LS_A..LS_E; -1 when out of memory */
+int ls_bufs_get(wd_scratch *s, size_t ne, size_t rows, size_t cols, ls_bufs *b);
+/* c scaled to a largest value of 1, rounded to FP16 into ch, and c set to
+ * the rounded values (what the decoder sees); returns c's exponent */
+unsigned ls_round_cols(float *c, uint16_t *ch, size_t cols);
+/* The start of a 1-bit block: rounds b->r to FP16 (b->rh), then writes the
+ * header (p1 = r's exponent, p2 = ec), the row scales and, when axis, the
+ * column scales b->ch.  -1 with err set on failure. */
+int ls_put_scales(lbuf *out, wd_scratch *s, wd_codec codec, wd_dtype dt, int level, const ls_bufs *b, size_t rows,
+                  size_t cols, int axis, unsigned ec, wd_err *err);
+/* The decoder's side: checks h's exponents and reads the row scales (slot
+ * LS_A) and, when axis, the column scales (slot LS_B, else *ch = NULL) as
+ * raw little-endian FP16.  -1 with err set (prefixed by h->name). */
+int ls_get_scales(lrd *r, wd_scratch *s, const lhdr *h, int axis, const unsigned char **rh,
+                  const unsigned char **ch, wd_err *err);
+/* element i of raw little-endian FP16 scales with exponent e */
+static inline float ls_scale_at(const unsigned char *h, size_t i, unsigned e)
+{
+    return ls_scale((uint16_t)(h[2 * i] | h[2 * i + 1] << 8), e);
 }
 
 /* ---- exact patches: positions (varint gaps) and zigzag key differences */

@@ -583,7 +583,7 @@ static int lr_gather(const unsigned char *ft, const unsigned char *base, wd_dtyp
         double rn = 0;
         for (size_t c = 0; c < C; c++) {
             size_t e = ri[s] * n + ci[c];
-            float v = lf_get(ft, dt, e) - lf_get(base, dt, e);
+            float v = wd_float_at(ft, dt, e) - wd_float_at(base, dt, e);
             if (!isfinite(v)) v = 0;
             x[s * C + c] = v;
             double z = LR_NOISE(&nt, lf_loadw(ft, e, w));

@@ -26,6 +26,21 @@
 
 #define ALS_ROUNDS 4
 
+/* One half-step of the rank-1 fit A ~ r c^T: out_k = sum_m A(k, m) v_m /
+ * sum_m v_m^2 (0 when v is all 0), A(k, m) = d[k * ks + m * ms], for
+ * nk values of k and nm of m: r from c (ks = cols, ms = 1) or c from r
+ * (ks = 1, ms = cols); sums in double, in m order. */
+static void als_half(const float *d, size_t nk, size_t nm, size_t ks, size_t ms, const float *v, float *res)
+{
+    double vv = 0;
+    for (size_t m = 0; m < nm; m++) vv += (double)v[m] * v[m];
+    for (size_t k = 0; k < nk; k++) {
+        double acc = 0;
+        for (size_t m = 0; m < nm; m++) acc += (double)d[k * ks + m * ms] * v[m];
+        res[k] = vv > 0 ? (float)(acc / vv) : 0.0f;
+    }
+}
+
 
 int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_params *p,
                    const unsigned char *ft, const unsigned char *base, size_t n, lbuf *out, unsigned *rank_out,
@@ -35,52 +50,30 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
     unsigned w = wd_dtype_size(dt);
     size_t ne = n / w, cols = p->cols, rows = ne / cols;
     int axis = codec == WD_CODEC_AXIS1;
-    float *d = (float *)(void *)wd_scratch_buf(s, LS_A, ne * 4);
-    float *r = (float *)(void *)wd_scratch_buf(s, LS_B, rows * 4);
-    float *c = (float *)(void *)wd_scratch_buf(s, LS_C, cols * 4 + 4);
-    uint16_t *rh = (uint16_t *)(void *)wd_scratch_buf(s, LS_D, rows * 2);
-    uint16_t *ch = (uint16_t *)(void *)wd_scratch_buf(s, LS_E, cols * 2 + 2);
+    ls_bufs b;
     unsigned char *plane = calloc(ne / 8 + 1, 1);
-    if (!d || !r || !c || !rh || !ch || !plane) {
+    if (ls_bufs_get(s, ne, rows, cols, &b) || !plane) {
         free(plane);
         return wd_errf(err, "out of memory");
     }
+    float *d = b.d, *r = b.r, *c = b.c;
     lf_delta(ft, base, dt, ne, d);
     for (size_t i = 0; i < ne; i++) {
         if (d[i] < 0) plane[i >> 3] |= (unsigned char)(1u << (i & 7));
         d[i] = fabsf(d[i]);
     }
-    unsigned er = 0, ec = 0;
+    unsigned ec = 0;
     if (axis) {
         /* rank-1 ALS on A = |d| (double accumulators) */
         for (size_t j = 0; j < cols; j++) c[j] = 0;
         for (size_t i = 0; i < rows; i++)
             for (size_t j = 0; j < cols; j++) c[j] += d[i * cols + j];
         for (int it = 0; it < ALS_ROUNDS; it++) {
-            double cc = 0;
-            for (size_t j = 0; j < cols; j++) cc += (double)c[j] * c[j];
-            for (size_t i = 0; i < rows; i++) {
-                double acc = 0;
-                for (size_t j = 0; j < cols; j++) acc += (double)d[i * cols + j] * c[j];
-                r[i] = cc > 0 ? (float)(acc / cc) : 0.0f;
-            }
-            double rr = 0;
-            for (size_t i = 0; i < rows; i++) rr += (double)r[i] * r[i];
-            for (size_t j = 0; j < cols; j++) {
-                double acc = 0;
-                for (size_t i = 0; i < rows; i++) acc += (double)d[i * cols + j] * r[i];
-                c[j] = rr > 0 ? (float)(acc / rr) : 0.0f;
-            }
+            als_half(d, rows, cols, cols, 1, c, r);
+            als_half(d, cols, rows, 1, cols, r, c);
         }
         /* balance: max c = 1 (the exponent keeps FP16 precise), r refitted */
-        float cm = 0;
-        for (size_t j = 0; j < cols; j++) cm = c[j] > cm ? c[j] : cm;
-        for (size_t j = 0; j < cols; j++) c[j] = cm > 0 ? c[j] / cm : 0.0f;
-        ec = ls_exponent(c, cols);
-        for (size_t j = 0; j < cols; j++) {
-            ch[j] = ls_to_half(c[j], ec);
-            c[j] = ls_scale(ch[j], ec);
-        }
+        ec = ls_round_cols(c, b.ch, cols);
         for (size_t i = 0; i < rows; i++) { /* r_i: <D_i, d_i> = ||d_i||^2 */
             double a1 = 0, a2 = 0;
             for (size_t j = 0; j < cols; j++) {
@@ -99,14 +92,8 @@ int wd_sign_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy_pa
             r[i] = a1 > 0 ? (float)(a2 / a1) : 0.0f;
         }
     }
-    er = ls_exponent(r, rows);
-    for (size_t i = 0; i < rows; i++) rh[i] = ls_to_half(r[i], er);
-    unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec, NULL});
-    lb_put(out, hdr, sizeof hdr);
     int level = p->level ? p->level : 3;
-    int rc = lb_section(out, s, rh, rows * 2, level, err) ||
-             (axis && lb_section(out, s, ch, cols * 2, level, err)) ||
+    int rc = ls_put_scales(out, s, codec, dt, level, &b, rows, cols, axis, ec, err) ||
              lb_section(out, s, plane, (ne + 7) / 8, level, err);
     free(plane);
     return rc ? -1 : 0;
@@ -148,23 +135,19 @@ int wd_sign_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h, lr
     int axis = codec == WD_CODEC_AXIS1;
     size_t w = h->width, ne = n / w, cols = h->cols, rows = h->rows;
     unsigned er = h->p1, ec = h->p2;
-    if (er > 100 || ec > 100 || (!axis && ec))
-        return wd_errf(err, "%s block has scale exponents %u and %u", h->name, er, ec);
-    const unsigned char *rh, *chs = NULL, *plane;
+    const unsigned char *rh, *chs, *plane;
     size_t len;
-    if (lr_section(r, s, LS_A, rows * 2, rows * 2, &rh, &len, err) ||
-        (axis && lr_section(r, s, LS_B, cols * 2, cols * 2, &chs, &len, err)) ||
-        lr_section(r, s, LS_C, (ne + 7) / 8, (ne + 7) / 8, &plane, &len, err))
-        return wd_errprefix(err, "%s", h->name);
+    if (ls_get_scales(r, s, h, axis, &rh, &chs, err)) return -1;
+    if (lr_section(r, s, LS_C, (ne + 7) / 8, (ne + 7) / 8, &plane, &len, err)) return wd_errprefix(err, "%s", h->name);
     float *dr = (float *)(void *)wd_scratch_buf(s, LS_D, cols * 4);
     unsigned char *m = wd_scratch_buf(s, LS_E, cols + 8);
     float *c = axis ? (float *)(void *)wd_scratch_buf(s, LS_F, cols * 4) : NULL;
     if (!dr || !m || (axis && !c)) return wd_errf(err, "out of memory");
     if (axis)
-        for (size_t j = 0; j < cols; j++) c[j] = ls_scale((uint16_t)(chs[2 * j] | chs[2 * j + 1] << 8), ec);
+        for (size_t j = 0; j < cols; j++) c[j] = ls_scale_at(chs, j, ec);
     for (size_t i = 0; i < rows; i++) {
         size_t a = i * cols;
-        float rs = ls_scale((uint16_t)(rh[2 * i] | rh[2 * i + 1] << 8), er);
+        float rs = ls_scale_at(rh, i, er);
         unpack_signs(m, plane, a, cols);
         if (axis) row_axis(dr, m, rs, c, cols);
         else row_const(dr, m, rs, cols);

@@ -45,20 +45,18 @@ int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
     unsigned w = wd_dtype_size(dt);
     size_t ne = n / w, cols = p->cols, rows = ne / cols;
     int axis = codec == WD_CODEC_TERNARY_AXIS1;
-    float *d = (float *)(void *)wd_scratch_buf(s, LS_A, ne * 4);
-    float *r = (float *)(void *)wd_scratch_buf(s, LS_B, rows * 4);
-    float *c = (float *)(void *)wd_scratch_buf(s, LS_C, cols * 4 + 4);
-    uint16_t *rh = (uint16_t *)(void *)wd_scratch_buf(s, LS_D, rows * 2);
-    uint16_t *ch = (uint16_t *)(void *)wd_scratch_buf(s, LS_E, cols * 2 + 2);
+    ls_bufs b;
+    int bufs = ls_bufs_get(s, ne, rows, cols, &b);
     double *cs = axis ? malloc(cols * sizeof *cs) : NULL, *cw = axis ? malloc(cols * sizeof *cw) : NULL;
     unsigned char *mask = calloc(ne / 8 + 1, 1), *sign = calloc(ne / 8 + 1, 1);
-    if (!d || !r || !c || !rh || !ch || !mask || !sign || (axis && (!cs || !cw))) {
+    if (bufs || !mask || !sign || (axis && (!cs || !cw))) {
         free(mask);
         free(sign);
         free(cs);
         free(cw);
         return wd_errf(err, "out of memory");
     }
+    float *d = b.d, *r = b.r, *c = b.c;
     lf_delta(ft, base, dt, ne, d);
     size_t nnz = 0;
     for (size_t i = 0; i < ne; i++) {
@@ -72,7 +70,7 @@ int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
         d[i] = fabsf(d[i]);
     }
     for (size_t j = 0; j < cols; j++) c[j] = 1.0f;
-    unsigned er = 0, ec = 0;
+    unsigned ec = 0;
     if (axis) {
         /* rank-1 ALS of A = |d| over the changed elements (mask M = d != 0):
          * r_i = sum_j A_ij c_j / sum_j M_ij c_j^2, c_j likewise */
@@ -106,14 +104,7 @@ int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
                 }
             for (size_t j = 0; j < cols; j++) c[j] = cw[j] > 0 ? (float)(cs[j] / cw[j]) : 0.0f;
         }
-        float cm = 0;
-        for (size_t j = 0; j < cols; j++) cm = c[j] > cm ? c[j] : cm;
-        for (size_t j = 0; j < cols; j++) c[j] = cm > 0 ? c[j] / cm : 0.0f;
-        ec = ls_exponent(c, cols);
-        for (size_t j = 0; j < cols; j++) {
-            ch[j] = ls_to_half(c[j], ec);
-            c[j] = ls_scale(ch[j], ec);
-        }
+        ec = ls_round_cols(c, b.ch, cols);
     }
     for (size_t i = 0; i < rows; i++) {
         double a1 = 0, a2 = 0, cc = 0; /* sum |d| c, sum d^2, sum c^2 over changed elements */
@@ -130,14 +121,8 @@ int wd_ternary_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
         else if (a2 * cc <= 2 * a1 * a1) r[i] = (float)(a2 / a1);
         else r[i] = (float)(a1 / cc);
     }
-    er = ls_exponent(r, rows);
-    for (size_t i = 0; i < rows; i++) rh[i] = ls_to_half(r[i], er);
-    unsigned char hdr[WD_LOSSY_HDR];
-    lh_put(hdr, &(lhdr){(unsigned)codec, w, lh_kind(dt), (uint32_t)cols, (uint32_t)rows, er, ec, NULL});
-    lb_put(out, hdr, sizeof hdr);
     int level = p->level ? p->level : 3;
-    int rc = lb_section(out, s, rh, rows * 2, level, err) ||
-             (axis && lb_section(out, s, ch, cols * 2, level, err)) ||
+    int rc = ls_put_scales(out, s, codec, dt, level, &b, rows, cols, axis, ec, err) ||
              lb_section(out, s, mask, (ne + 7) / 8, level, err) || lb_section(out, s, sign, (nnz + 7) / 8, level, err);
     free(mask);
     free(sign);
@@ -252,14 +237,10 @@ int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
     size_t w = h->width, ne = n / w, cols = h->cols, rows = h->rows;
     unsigned er = h->p1, ec = h->p2;
     const char *name = h->name;
-    if (er > 100 || ec > 100 || (!axis && ec))
-        return wd_errf(err, "%s block has scale exponents %u and %u", name, er, ec);
-    const unsigned char *rh, *chs = NULL, *mask, *sign;
+    const unsigned char *rh, *chs, *mask, *sign;
     size_t len, mb = (ne + 7) / 8;
-    if (lr_section(r, s, LS_A, rows * 2, rows * 2, &rh, &len, err) ||
-        (axis && lr_section(r, s, LS_B, cols * 2, cols * 2, &chs, &len, err)) ||
-        lr_section(r, s, LS_C, mb, mb, &mask, &len, err))
-        return wd_errprefix(err, "%s", name);
+    if (ls_get_scales(r, s, h, axis, &rh, &chs, err)) return -1;
+    if (lr_section(r, s, LS_C, mb, mb, &mask, &len, err)) return wd_errprefix(err, "%s", name);
     if (ne % 8 && (mask[mb - 1] >> (ne % 8)))
         return wd_errf(err, "%s block: mask bits after element %zu are set", name, ne - 1);
     size_t nnz = popcount_bytes(mask, mb), sb = (nnz + 7) / 8;
@@ -275,10 +256,10 @@ int wd_ternary_decode(wd_scratch *s, wd_codec codec, wd_dtype dt, const lhdr *h,
     if (!dr || !q || (axis && !c)) return wd_errf(err, "out of memory");
     uint32_t *q4 = (uint32_t *)(void *)(q + ((cols + 8 + 3) & ~(size_t)3)); /* cols / 4 words after q */
     if (axis)
-        for (size_t j = 0; j < cols; j++) c[j] = ls_scale((uint16_t)(chs[2 * j] | chs[2 * j + 1] << 8), ec);
+        for (size_t j = 0; j < cols; j++) c[j] = ls_scale_at(chs, j, ec);
     for (size_t i = 0; i < rows; i++) {
         size_t a = i * cols;
-        float rs = ls_scale((uint16_t)(rh[2 * i] | rh[2 * i + 1] << 8), er);
+        float rs = ls_scale_at(rh, i, er);
         if (!isfinite(rs) || rs < 0)
             return wd_errf(err, "%s block: row %zu has the scale %g", name, i, (double)rs);
         unpack_codes(q, q4, plane, a, cols);

@@ -568,11 +568,7 @@ void wd_delta_close(wd_delta *d)
     free(d->blocks);
     free(d->block_ext);
     free(d->ext_by_num);
-    if (d->base_fds) {
-        for (size_t i = 0; !d->base_fds_borrowed && i < d->base->nfiles; i++)
-            if (d->base_fds[i] >= 0) close(d->base_fds[i]);
-        free(d->base_fds);
-    }
+    if (d->base_fds) wd_fds_free(d->base_fds, d->base_fds_borrowed ? 0 : d->base->nfiles);
     wd_scratch_pool_destroy(&d->pool);
     wd_v1view_free(d);
     pthread_mutex_destroy(&d->memo_lock);
@@ -609,11 +605,10 @@ void wd_delta_v1_use_base_dtype(wd_delta *d, int yes)
 
 static int open_base_fds(wd_delta *d, const wd_model *base, wd_err *err)
 {
-    d->base_fds = malloc((base->nfiles ? base->nfiles : 1) * sizeof *d->base_fds);
+    d->base_fds = wd_fds_new(base->nfiles);
     if (!d->base_fds) return wd_errf(err, "out of memory");
     d->base = base;
     d->src = &wd_base_dir_source;
-    for (size_t i = 0; i < base->nfiles; i++) d->base_fds[i] = -1;
     for (size_t i = 0; i < base->nfiles; i++)
         if ((d->base_fds[i] = open(base->files[i].path, O_RDONLY | O_CLOEXEC)) < 0)
             return wd_errf(err, "%s: %s", base->files[i].path, strerror(errno));

@@ -419,24 +419,11 @@ static int base_to_float(const void *base, wd_dtype dt, uint64_t i, float *out)
 {
     const unsigned char *p = base;
     switch (dt) {
-    case WD_F32: {
-        uint32_t u;
-        memcpy(&u, p + 4 * i, 4);
-        *out = wd_f32_from_bits(u);
+    case WD_F32:
+    case WD_BF16:
+    case WD_F16:
+        *out = wd_float_at(p, dt, (size_t)i);
         return 0;
-    }
-    case WD_BF16: {
-        uint16_t u;
-        memcpy(&u, p + 2 * i, 2);
-        *out = wd_f32_from_bits((uint32_t)u << 16);
-        return 0;
-    }
-    case WD_F16: {
-        uint16_t u;
-        memcpy(&u, p + 2 * i, 2);
-        *out = wd_half_to_float(u);
-        return 0;
-    }
     case WD_F64: {
         double d;
         memcpy(&d, p + 8 * i, 8);

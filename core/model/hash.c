@@ -116,11 +116,10 @@ static int hash_tensor(wd_sha256 *h, int fd, const wd_stfile *f, const wd_tensor
     return hash_bytes(h, fd, f, t, buf, cap, ref, cb, ctx, stop, err);
 }
 
-/* Open every shard of m for a front-to-back read into fds (each -1 first,
- * so the caller closes what is >= 0 whatever happened). */
+/* Open every shard of m for a front-to-back read into fds (from
+ * wd_fds_new; wd_fds_free closes what is open whatever happened). */
 static int open_shards(const wd_model *m, int *fds, wd_err *err)
 {
-    for (size_t i = 0; i < m->nfiles; i++) fds[i] = -1;
     for (size_t i = 0; i < m->nfiles; i++) {
         if ((fds[i] = open(m->files[i].path, O_RDONLY | O_CLOEXEC)) < 0)
             return wd_errf(err, "%s: %s", m->files[i].path, strerror(errno));
@@ -135,11 +134,10 @@ int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_
 {
     if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
     struct wd_tref *order = malloc((m->ntensors + 1) * sizeof *order);
-    int *fds = malloc((m->nfiles + 1) * sizeof *fds);
+    int *fds = wd_fds_new(m->nfiles);
     unsigned char *buf = malloc(chunk);
     wd_sha256 *h = wd_sha256_new();
     int rc = -1;
-    for (size_t i = 0; fds && i < m->nfiles; i++) fds[i] = -1;
     if (!order || !fds || !buf || !h) {
         wd_errf(err, "out of memory hashing %s", m->dir);
         goto out;
@@ -156,10 +154,8 @@ int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_
     h = NULL;
     rc = 0;
 out:
-    for (size_t i = 0; fds && i < m->nfiles; i++)
-        if (fds[i] >= 0) close(fds[i]);
+    wd_fds_free(fds, m->nfiles);
     wd_sha256_free(h);
-    free(fds);
     free(buf);
     free(order);
     return rc;
@@ -396,11 +392,10 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
     size_t nt = m->ntensors;
     id_job j = {.m = m};
     id_rec *recs = calloc(nt + 1, sizeof *recs);
-    int *fds = malloc((m->nfiles + 1) * sizeof *fds);
+    int *fds = wd_fds_new(m->nfiles);
     size_t *order = malloc((nt + 1) * sizeof *order), *fstart = calloc(m->nfiles + 1, sizeof *fstart);
     int rc = -1, nthreads = 0;
     pthread_t tids[8];
-    for (size_t i = 0; fds && i < m->nfiles; i++) fds[i] = -1;
     if (!recs || !fds || !order || !fstart) {
         wd_errf(err, "out of memory hashing %s", m->dir);
         goto out;
@@ -437,9 +432,7 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
     }
     rc = id_compose(recs, nt, out, err);
 out:
-    for (size_t i = 0; fds && i < m->nfiles; i++)
-        if (fds[i] >= 0) close(fds[i]);
-    free(fds);
+    wd_fds_free(fds, m->nfiles);
     free(recs);
     free(order);
     free(fstart);

@@ -1133,7 +1133,7 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
 {
     uint64_t done = 0;
     int rc = -1;
-    int *ft_fds = calloc(ft->nfiles + 1, sizeof *ft_fds), *base_fds = calloc(base->nfiles + 1, sizeof *base_fds);
+    int *ft_fds = wd_fds_new(ft->nfiles), *base_fds = wd_fds_new(base->nfiles);
     struct wd_tref *order = calloc(ft->ntensors + 1, sizeof *order);
     res_hash sha_, *sha = &sha_;
     int sha_ok = !res_hash_new(sha);
@@ -1146,8 +1146,6 @@ static int feed_all(writer *w, const wd_model *base, const wd_model *ft, plan_fi
         wd_errf(err, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < ft->nfiles; i++) ft_fds[i] = -1;
-    for (size_t i = 0; i < base->nfiles; i++) base_fds[i] = -1;
     if (w->o->parent) { /* base files are the parent's outputs of the same name */
         w->parent_files = base_fds;
         for (size_t i = 0; i < base->nfiles; i++) base_fds[i] = wd_delta_find_file(w->o->parent, base->files[i].name);
@@ -1253,12 +1251,8 @@ out:
     pthread_mutex_destroy(&v1h.lock);
     pthread_cond_destroy(&v1h.cond);
     res_hash_free(sha);
-    for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
-        if (ft_fds[i] >= 0) close(ft_fds[i]);
-    for (size_t i = 0; base_fds && i < base->nfiles && !w->o->parent; i++)
-        if (base_fds[i] >= 0) close(base_fds[i]);
-    free(ft_fds);
-    free(base_fds);
+    wd_fds_free(ft_fds, ft->nfiles);
+    wd_fds_free(base_fds, w->o->parent ? 0 : base->nfiles); /* with a parent: its file numbers */
     free(order);
     return rc;
 }

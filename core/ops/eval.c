@@ -15,7 +15,7 @@ static double getf(const unsigned char *p, wd_dtype dt, size_t i)
         memcpy(&x, p + 8 * i, 8);
         return x;
     }
-    return lf_get(p, dt, i);
+    return wd_float_at(p, dt, i);
 }
 
 static int eval_extent(wd_delta *d, const wd_ext_priv *ep, const wd_model *ft, int *ft_fds, int *base_fds,
@@ -79,15 +79,13 @@ int wd_eval(wd_delta *d, const wd_model *ft, void (*cb)(void *ctx, const wd_eval
     for (size_t b = 0; b < in->nblocks; b++)
         if (in->blocks[b].out_len > maxb) maxb = in->blocks[b].out_len;
     unsigned char *out = malloc(maxb), *fb = malloc(maxb), *bb = malloc(maxb);
-    int *ft_fds = malloc((ft->nfiles + 1) * sizeof *ft_fds);
-    int *base_fds = malloc((nbase + 1) * sizeof *base_fds);
+    int *ft_fds = wd_fds_new(ft->nfiles);
+    int *base_fds = wd_fds_new(nbase);
     int rc = -1;
     if (!out || !fb || !bb || !ft_fds || !base_fds) {
         wd_errf(err, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < ft->nfiles; i++) ft_fds[i] = -1;
-    for (size_t i = 0; i < nbase; i++) base_fds[i] = -1;
     for (size_t f = 0; f < in->nfiles; f++)
         for (size_t k = 0; k < in->files[f].nextents; k++) {
             const wd_extent *e = &in->files[f].extents[k];
@@ -98,12 +96,8 @@ int wd_eval(wd_delta *d, const wd_model *ft, void (*cb)(void *ctx, const wd_eval
         }
     rc = 0;
 done:
-    for (size_t i = 0; ft_fds && i < ft->nfiles; i++)
-        if (ft_fds[i] >= 0) close(ft_fds[i]);
-    for (size_t i = 0; base_fds && i < nbase; i++)
-        if (base_fds[i] >= 0) close(base_fds[i]);
-    free(ft_fds);
-    free(base_fds);
+    wd_fds_free(ft_fds, ft->nfiles);
+    wd_fds_free(base_fds, nbase);
     free(out);
     free(fb);
     free(bb);

@@ -32,7 +32,7 @@ static void add_stats(wd_lossy_stats *st, size_t len, wd_dtype dt, const unsigne
     st->stored += len;
     size_t ne = n / wd_dtype_size(dt);
     for (size_t i = 0; i < ne; i++) {
-        double f = lf_get(ft, dt, i), b = lf_get(base, dt, i), r = lf_get(dec, dt, i);
+        double f = wd_float_at(ft, dt, i), b = wd_float_at(base, dt, i), r = wd_float_at(dec, dt, i);
         if (!isfinite(f) || !isfinite(b) || !isfinite(r)) {
             /* as wdelta eval: a non-finite value not rebuilt bit for bit
              * (e.g. an overflow to infinity) is an unbounded error */

@@ -8,29 +8,33 @@
  * err->msg itself as an argument ("%s", err->msg), and vsnprintf into the
  * buffer it is reading from would be undefined. */
 
+/* the message from fmt and ap, and the kind; returns -1 */
+static int err_set(wd_err *err, int kind, const char *fmt, va_list ap)
+{
+    char tmp[sizeof err->msg];
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    memcpy(err->msg, tmp, strlen(tmp) + 1);
+    err->kind = kind;
+    return -1;
+}
+
 int wd_errf(wd_err *err, const char *fmt, ...)
 {
     if (!err) return -1;
-    char tmp[sizeof err->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    err_set(err, WD_ERR_DATA, fmt, ap);
     va_end(ap);
-    memcpy(err->msg, tmp, strlen(tmp) + 1);
-    err->kind = WD_ERR_DATA;
     return -1;
 }
 
 int wd_errk(wd_err *err, wd_err_kind kind, const char *fmt, ...)
 {
     if (!err) return -1;
-    char tmp[sizeof err->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    err_set(err, (int)kind, fmt, ap);
     va_end(ap);
-    memcpy(err->msg, tmp, strlen(tmp) + 1);
-    err->kind = (int)kind;
     return -1;
 }
 

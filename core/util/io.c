@@ -1,6 +1,7 @@
 /* io.c - pread/pwrite that either move every byte or say why. */
 #include "util/util.h"
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -35,4 +36,18 @@ int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *
         done += (size_t)r;
     }
     return 0;
+}
+
+int *wd_fds_new(size_t n)
+{
+    int *fds = malloc((n + 1) * sizeof *fds);
+    for (size_t i = 0; fds && i <= n; i++) fds[i] = -1;
+    return fds;
+}
+
+void wd_fds_free(int *fds, size_t n)
+{
+    for (size_t i = 0; fds && i < n; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    free(fds);
 }

@@ -30,9 +30,32 @@ static inline uint64_t wd_get_u64(const unsigned char *p)
     return v;
 }
 
+/* ---- float tensors */
+/* element i of a float tensor of dtype dt as float32 (exact; f32, f16 or bf16) */
+static inline float wd_float_at(const unsigned char *p, wd_dtype dt, size_t i)
+{
+    float f;
+    if (dt == WD_F32) {
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t u;
+    memcpy(&u, p + 2 * i, 2);
+    if (dt == WD_F16) return wd_half_to_float(u);
+    uint32_t v = (uint32_t)u << 16;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
 /* ---- I/O: full reads/writes with retry on EINTR/short counts. */
 int wd_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
 int wd_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *what, wd_err *err);
+/* ---- arrays of n file descriptors (one a shard of a model): wd_fds_new
+ * gives them all -1 (none open; NULL when out of memory); wd_fds_free
+ * closes the first n that are open (n = 0: they are not the caller's to
+ * close) and frees the array (NULL is fine) */
+int *wd_fds_new(size_t n);
+void wd_fds_free(int *fds, size_t n);
 
 /* ---- temporaries (tmpfile.c): OUT.KIND.PID.RANDOM next to out_path, a
  * file (returns an fd open for writing) or a directory (returns 0); -1

@@ -153,6 +153,21 @@ mount_wdeltafs() {
   tail -n 40 "$log" | sed 's/^/      | /'
   return 1
 }
+# mount_measured SRC MNT LOG OPTS: mount_wdeltafs for a memory or fault
+# measurement, ASan's quarantine kept at 1 MB (freed buffers sit there,
+# counted in the daemon's RSS); a pass line, or a fail line and finish
+mount_measured() {
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}quarantine_size_mb=1"
+  if mount_wdeltafs "$1" "$2" "$3" "$4"; then pass "mounted (-o $4)"
+  else fail "mount within $MOUNT_TIMEOUT s"; finish; fi
+}
+# The peak memory of a process over a stretch of work:
+#   mem_mark PID   MEM_BEFORE = its RSS now (kB); its high-water mark reset
+#                  to now (Linux: writing 5 to clear_refs)
+#   mem_grown PID  the MiB its high-water mark grew over MEM_BEFORE since
+_lib_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+mem_mark() { MEM_BEFORE=$(_lib_kb "$1" VmRSS); echo 5 >"/proc/$1/clear_refs" 2>/dev/null; }
+mem_grown() { echo $(( ($(_lib_kb "$1" VmHWM) - MEM_BEFORE) / 1024 )); }
 # wait_daemon [SECS]: wait up to SECS (default 20) for the daemon DPID to exit;
 # then DAEMON_RC = its exit status, DPID = "" and 0; else DAEMON_RC = "" and 1
 wait_daemon() {

@@ -61,23 +61,16 @@ sys.exit(1 if bad or errs else 0)
 EOF
 
 OPTS="base=$T/gen/base,cache_dir=$T/cache,cache_size=${BLOCK_MB}M"
-# under ASan, freed buffers sit in its quarantine (counted in RSS): keep it small
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}quarantine_size_mb=1"
-if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then pass "mounted (-o $OPTS)"
-else fail "mount within $MOUNT_TIMEOUT s"; finish; fi
+mount_measured "$SRC" "$MNT" "$LOG" "$OPTS"
 if wait_for 60 test -e "$MNT/big/$SHARD"; then pass "big/ served within $WAITED s"
 else fail "big/ not served: $(tail -n2 "$LOG")"; finish; fi
-kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-before=$(kb "$DPID" VmRSS)
-# reset the high-water mark to now (Linux: writing 5 to clear_refs)
-echo 5 >"/proc/$DPID/clear_refs" 2>/dev/null
+mem_mark "$DPID"
 if "$PY" "$T/rr.py" "$MNT/big/$SHARD" "$T/gen/ft/$SHARD" 8 40 $((BLOCK_MB << 20)) >"$T/rr.out" 2>&1; then
   pass "8 random readers: every byte right ($(tail -n1 "$T/rr.out"))"
 else fail "random reads: $(tail -n3 "$T/rr.out")"; fi
-peak=$(kb "$DPID" VmHWM)
-grow=$(( (peak - before) / 1024 ))
+grow=$(mem_grown "$DPID")
 limit=$(( BLOCK_MB + 2 * BLOCK_MB + 64 ))
-check "peak memory grew by $grow MiB over $((before / 1024)) MiB (limit: cache ${BLOCK_MB} MiB + 2 blocks + 64 MiB = $limit MiB)" \
+check "peak memory grew by $grow MiB over $((MEM_BEFORE / 1024)) MiB (limit: cache ${BLOCK_MB} MiB + 2 blocks + 64 MiB = $limit MiB)" \
   [ "$grow" -le "$limit" ]
 unmount_checked "$MNT"
 assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon's stderr"

@@ -25,23 +25,16 @@ SHARD=model.safetensors
 [ -f "$T/gen/ft/$SHARD" ] || SHARD=$(cd "$T/gen/ft" && ls *.safetensors | head -n1)
 
 OPTS="base=$T/gen/base,cache_dir=$T/cache,cache_size=${BLOCK_MB}M,readahead_threads=8"
-# under ASan, freed buffers sit in its quarantine (counted in RSS): keep it small
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}quarantine_size_mb=1"
-if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then pass "mounted (-o $OPTS)"
-else fail "mount within $MOUNT_TIMEOUT s"; finish; fi
-kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+mount_measured "$SRC" "$MNT" "$LOG" "$OPTS"
 ls -l "$MNT/big" >/dev/null
-before=$(kb "$DPID" VmRSS)
-# reset the high-water mark to now (Linux: writing 5 to clear_refs)
-echo 5 >"/proc/$DPID/clear_refs" 2>/dev/null
+mem_mark "$DPID"
 if "$PY" "$REPO/tests/integration/randread.py" --threads 8 --reads 400 --max-len $((2 << 20)) \
     "$MNT/big/$SHARD" "$T/gen/ft/$SHARD" >"$T/rr.out" 2>&1; then
   pass "8 random readers: every byte right ($(tail -n1 "$T/rr.out"))"
 else fail "random reads: $(tail -n3 "$T/rr.out")"; fi
-peak=$(kb "$DPID" VmHWM)
-grow=$(( (peak - before) / 1024 ))
+grow=$(mem_grown "$DPID")
 limit=$(( BLOCK_MB * 4 + 24 ))   # the cache, a decode, two readers' pinned blocks, and slack for buffers
-check "peak memory grew by $grow MiB over $((before / 1024)) MiB (limit: cache ${BLOCK_MB} MiB + 3 blocks + 24 MiB = $limit MiB)" \
+check "peak memory grew by $grow MiB over $((MEM_BEFORE / 1024)) MiB (limit: cache ${BLOCK_MB} MiB + 3 blocks + 24 MiB = $limit MiB)" \
   [ "$grow" -le "$limit" ]
 unmount_checked "$MNT"
 assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon's stderr"

@@ -35,12 +35,9 @@ NBLOCKS=$("$WDELTA" inspect "$SRC/m.wdelta" --json | "$PY" -c 'import json, sys;
 [ "${NBLOCKS:-0}" -gt 100 ] || die "the delta has ${NBLOCKS:-no} blocks (want more than 100)"
 
 OPTS="base=$T/gen/base,cache_dir=$T/cache,cache_size=${CACHE_MB}M"
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}quarantine_size_mb=1"
-if mount_wdeltafs "$SRC" "$MNT" "$LOG" "$OPTS"; then pass "mounted (-o $OPTS)"
-else fail "mount within $MOUNT_TIMEOUT s"; finish; fi
+mount_measured "$SRC" "$MNT" "$LOG" "$OPTS"
 if wait_for 60 test -e "$MNT/m/$SHARD"; then pass "m/ served within $WAITED s"
 else fail "m/ not served: $(tail -n2 "$LOG")"; finish; fi
-kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 cat >"$T/seq.py" <<'EOF'
 # seq.py VIRT ORIG PID WARM: read VIRT in order, 1 MiB at a time; print the
 # daemon's minor faults over the reads after the first WARM bytes, the bytes
@@ -72,18 +69,16 @@ sys.exit(0 if hv.digest() == ho.digest() else 1)
 EOF
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
 cat "$T/gen/base/"*.safetensors >/dev/null
-before=$(kb "$DPID" VmRSS)
-echo 5 >"/proc/$DPID/clear_refs" 2>/dev/null
+mem_mark "$DPID"
 if "$PY" "$T/seq.py" "$MNT/m/$SHARD" "$T/gen/ft/$SHARD" "$DPID" $((WARM_MB << 20)) >"$T/seq.out" 2>&1; then
   pass "the virtual file is the fine-tune, byte for byte"
 else fail "the virtual file differs from the fine-tune ($(tail -n2 "$T/seq.out"))"; fi
-peak=$(kb "$DPID" VmHWM)
 read -r faults measured total <"$T/seq.out"
 blocks=$(( NBLOCKS * measured / total ))
 bound=$(( FAULTS_PER_BLOCK * blocks ))
 check "daemon minor faults over the last $((measured >> 20)) MiB read in order: $faults (bound: $FAULTS_PER_BLOCK per block x $blocks blocks = $bound)" \
   [ "$faults" -le "$bound" ]
-grow=$(( (peak - before) / 1024 ))
+grow=$(mem_grown "$DPID")
 check "peak memory grew by $grow MiB (limit: cache $CACHE_MB MiB + 64 MiB)" [ "$grow" -le $((CACHE_MB + 64)) ]
 unmount_checked "$MNT"
 assert_no_sanitizer_report "$LOG" "no sanitizer report in the daemon's stderr"

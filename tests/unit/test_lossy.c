@@ -46,22 +46,6 @@ static void put(unsigned char *p, wd_dtype dt, size_t i, float v)
     }
 }
 
-static float get(const unsigned char *p, wd_dtype dt, size_t i)
-{
-    if (dt == WD_F32) {
-        float f;
-        memcpy(&f, p + 4 * i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    if (dt == WD_F16) return wd_half_to_float(h);
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* base ~ N(0, 0.05); delta ~ N(0, 1) * row scale * column scale * 2e-3,
  * plus a few large moves */
 static void make_pair(unsigned char *base, unsigned char *ft, wd_dtype dt, size_t rows, size_t cols)
@@ -91,7 +75,7 @@ static errs measure(const unsigned char *base, const unsigned char *ft, const un
 {
     double e2 = 0, d2 = 0, mx = 0;
     for (size_t i = 0; i < ne; i++) {
-        double f = get(ft, dt, i), b = get(base, dt, i), x = get(out, dt, i);
+        double f = wd_float_at(ft, dt, i), b = wd_float_at(base, dt, i), x = wd_float_at(out, dt, i);
         e2 += (x - f) * (x - f);
         d2 += (f - b) * (f - b);
         if (fabs(x - f) > mx) mx = fabs(x - f);
@@ -277,19 +261,19 @@ START_TEST(test_lossy_bitdelta_rule)
     for (size_t r = 0; r < rows; r++) {
         double a1 = 0, a2 = 0;
         for (size_t j = 0; j < cols; j++) {
-            double x = (double)get(ft, WD_BF16, r * cols + j) - get(base, WD_BF16, r * cols + j);
+            double x = (double)wd_float_at(ft, WD_BF16, r * cols + j) - wd_float_at(base, WD_BF16, r * cols + j);
             a1 += fabs(x);
             a2 += x * x;
         }
         double m = a2 / a1;
         for (size_t j = 0; j < cols; j++) {
             size_t i = r * cols + j;
-            float d = get(ft, WD_BF16, i) - get(base, WD_BF16, i);
-            float dec = get(out, WD_BF16, i) - get(base, WD_BF16, i);
+            float d = wd_float_at(ft, WD_BF16, i) - wd_float_at(base, WD_BF16, i);
+            float dec = wd_float_at(out, WD_BF16, i) - wd_float_at(base, WD_BF16, i);
             /* |decoded move| is m (to FP16 and bf16 rounding), with d's sign */
-            float want = get(base, WD_BF16, i) + (d < 0 ? -(float)m : (float)m);
-            ck_assert_msg(fabsf(get(out, WD_BF16, i) - want) <= fabsf(want) * 0x1p-8f + 1e-9f,
-                          "row %zu col %zu: %g vs %g", r, j, get(out, WD_BF16, i), want);
+            float want = wd_float_at(base, WD_BF16, i) + (d < 0 ? -(float)m : (float)m);
+            ck_assert_msg(fabsf(wd_float_at(out, WD_BF16, i) - want) <= fabsf(want) * 0x1p-8f + 1e-9f,
+                          "row %zu col %zu: %g vs %g", r, j, wd_float_at(out, WD_BF16, i), want);
             (void)dec;
         }
     }

@@ -11,59 +11,9 @@
 #include <string.h>
 #include "codec/lossy.h"
 #include "suites.h"
+#include "lowrank_pair.h"
 
-static uint64_t rr = 0x0badc0ffee123457ull;
-static double unif(void)
-{
-    rr ^= rr << 13;
-    rr ^= rr >> 7;
-    rr ^= rr << 17;
-    return (double)(rr >> 11) * 0x1p-53;
-}
-static double gauss(void)
-{
-    double u = unif() + 1e-12, v = unif();
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
-static uint16_t to_bf16(float f) /* round to nearest even */
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-static float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* base: N(0, 0.02) in bf16; ft = bf16(base + delta), delta of rank r
- * (Gaussian factors; r = 0: a full-rank Gaussian delta) with RMS `scale`
- * times the base's. */
-static void make_pair(uint16_t *base, uint16_t *ft, size_t m, size_t n, unsigned r, double scale)
-{
-    double *a = malloc((m * (r ? r : 1) + 1) * sizeof *a), *b = malloc(((r ? r : 1) * n + 1) * sizeof *b);
-    double *d = malloc(m * n * sizeof *d), dd = 0, ww = 0;
-    for (size_t i = 0; i < m * n; i++) base[i] = to_bf16((float)(0.02 * gauss()));
-    for (size_t i = 0; i < m * r; i++) a[i] = gauss();
-    for (size_t i = 0; i < r * n; i++) b[i] = gauss();
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) {
-            double acc = 0;
-            if (r)
-                for (unsigned k = 0; k < r; k++) acc += a[i * r + k] * b[k * n + j];
-            else
-                acc = gauss();
-            d[i * n + j] = acc;
-            dd += acc * acc;
-            ww += (double)from_bf16(base[i * n + j]) * from_bf16(base[i * n + j]);
-        }
-    double f = scale * sqrt(ww / dd);
-    for (size_t i = 0; i < m * n; i++) ft[i] = to_bf16((float)(from_bf16(base[i]) + (float)(d[i] * f)));
-    free(a), free(b), free(d);
-}
+static uint64_t rr = 0x0badc0ffee123457ull; /* lowrank_pair.h's state */
 
 /* lowrank-exact of the whole block (rank found), decoded back bit for bit;
  * returns its size, *plain the lossless codec's, *rank the block's rank */
@@ -100,7 +50,7 @@ START_TEST(test_lowrank_ranks_found)
     size_t m = 512, n = 256;
     uint16_t *base = malloc(m * n * 2), *ft = malloc(m * n * 2);
     for (size_t t = 0; t < sizeof ranks / sizeof ranks[0]; t++) {
-        make_pair(base, ft, m, n, ranks[t], 0.1);
+        lp_make_pair(&rr, base, ft, m, n, ranks[t], 0, 0.1);
         unsigned r = wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85, NULL);
         ck_assert_msg(r == ranks[t], "rank %u found as %u", ranks[t], r);
         size_t plain, len;
@@ -119,17 +69,17 @@ START_TEST(test_lowrank_ranks_found)
                                                 ranks[t] / 2, NULL), 0);
     }
     /* a full-rank delta (a full fine-tune) and one below the rounding step */
-    make_pair(base, ft, m, n, 0, 0.1);
+    lp_make_pair(&rr, base, ft, m, n, 0, 0, 0.1);
     ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85, NULL), 0);
-    make_pair(base, ft, m, n, 8, 0.0005);
+    lp_make_pair(&rr, base, ft, m, n, 8, 0, 0.0005);
     ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 85, NULL), 0);
     /* a dominant rank-2 part over a full-rank delta holding 5% of the energy:
      * not low-rank, but its dominant part is reported for a trial */
     {
         uint16_t *f2 = malloc(m * n * 2);
-        make_pair(base, ft, m, n, 2, 0.1); /* base ~ N(0, 0.02): the rank-2 delta's RMS is 0.002 */
+        lp_make_pair(&rr, base, ft, m, n, 2, 0, 0.1); /* base ~ N(0, 0.02): the rank-2 delta's RMS is 0.002 */
         for (size_t i = 0; i < m * n; i++)
-            f2[i] = to_bf16(from_bf16(ft[i]) + (float)(0.002 * sqrt(0.05) * gauss()));
+            f2[i] = lp_to_bf16(lp_from_bf16(ft[i]) + (float)(0.002 * sqrt(0.05) * lp_gauss(&rr)));
         unsigned part = 99;
         ck_assert_uint_eq(wd_lowrank_detect((unsigned char *)f2, (unsigned char *)base, WD_BF16, m, n, 85, &part), 0);
         ck_assert_uint_eq(part, 2);
@@ -146,7 +96,7 @@ START_TEST(test_lowrank_ranks_high)
     /* 1024 x 512 at rank 96 (above the old limit of 32) */
     size_t m = 1024, n = 512;
     uint16_t *base = malloc(m * n * 2), *ft = malloc(m * n * 2);
-    make_pair(base, ft, m, n, 96, 0.1);
+    lp_make_pair(&rr, base, ft, m, n, 96, 0, 0.1);
     unsigned r = wd_lowrank_detect((unsigned char *)ft, (unsigned char *)base, WD_BF16, m, n, 170, NULL);
     ck_assert_msg(r == 96, "rank 96 found as %u", r);
     size_t plain, len;
@@ -170,13 +120,13 @@ START_TEST(test_lowrank_ranks_dtypes)
         unsigned w = wd_dtype_size(dt);
         unsigned char *base = malloc(ne * w), *ft = malloc(ne * w), *out = malloc(ne * w);
         double *a = malloc(m * 16 * sizeof *a), *b = malloc(16 * n * sizeof *b);
-        for (size_t i = 0; i < m * 16; i++) a[i] = gauss();
-        for (size_t i = 0; i < 16 * n; i++) b[i] = gauss() * 0.002 / 4; /* delta RMS 0.002: a tenth of the base's */
+        for (size_t i = 0; i < m * 16; i++) a[i] = lp_gauss(&rr);
+        for (size_t i = 0; i < 16 * n; i++) b[i] = lp_gauss(&rr) * 0.002 / 4; /* delta RMS 0.002: a tenth of the base's */
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < n; j++) {
                 double acc = 0;
                 for (unsigned k = 0; k < 16; k++) acc += a[i * 16 + k] * b[k * n + j];
-                float bv = (float)(0.02 * gauss());
+                float bv = (float)(0.02 * lp_gauss(&rr));
                 size_t e = i * n + j;
                 if (dt == WD_F16) {
                     uint16_t hb = ls_to_half(bv, 0);
@@ -215,7 +165,7 @@ START_TEST(test_lowrank_ranks_limit)
     /* a fixed rank up to WD_LOWRANK_KMAX round trips; a header above it is corrupt */
     size_t m = 300, n = 280;
     uint16_t *base = malloc(m * n * 2), *ft = malloc(m * n * 2);
-    make_pair(base, ft, m, n, 0, 0.1);
+    lp_make_pair(&rr, base, ft, m, n, 0, 0, 0.1);
     size_t plain, len;
     unsigned br;
     len = exact_size(base, ft, m, n, WD_LOWRANK_KMAX, &plain, &br);

@@ -10,57 +10,9 @@
 #include <string.h>
 #include "codec/lossy.h"
 #include "suites.h"
+#include "lowrank_pair.h"
 
-static uint64_t qr = 0x5eed1234abcd9876ull;
-static double unif(void)
-{
-    qr ^= qr << 13;
-    qr ^= qr >> 7;
-    qr ^= qr << 17;
-    return (double)(qr >> 11) * 0x1p-53;
-}
-static double gauss(void)
-{
-    double u = unif() + 1e-12, v = unif();
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
-static uint16_t to_bf16(float f) /* round to nearest even */
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-static float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* base ~ N(0, 0.02) in bf16; ft = bf16(base + delta), delta = A diag(s) B
- * with r components, s_k = (k + 1)^-decay (decay 0: flat), RMS `scale`
- * times the base's */
-static void make_pair(uint16_t *base, uint16_t *ft, size_t m, size_t n, unsigned r, double decay, double scale)
-{
-    double *a = malloc(m * r * sizeof *a), *b = malloc(r * n * sizeof *b), *d = malloc(m * n * sizeof *d);
-    double dd = 0, ww = 0;
-    for (size_t i = 0; i < m * n; i++) base[i] = to_bf16((float)(0.02 * gauss()));
-    for (size_t i = 0; i < m * r; i++) a[i] = gauss();
-    for (size_t k = 0; k < r; k++)
-        for (size_t j = 0; j < n; j++) b[k * n + j] = gauss() * pow((double)k + 1, -decay);
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) {
-            double acc = 0;
-            for (unsigned k = 0; k < r; k++) acc += a[i * r + k] * b[k * n + j];
-            d[i * n + j] = acc;
-            dd += acc * acc;
-            ww += (double)from_bf16(base[i * n + j]) * from_bf16(base[i * n + j]);
-        }
-    double f = scale * sqrt(ww / dd);
-    for (size_t i = 0; i < m * n; i++) ft[i] = to_bf16((float)(from_bf16(base[i]) + (float)(d[i] * f)));
-    free(a), free(b), free(d);
-}
+static uint64_t qr = 0x5eed1234abcd9876ull; /* lowrank_pair.h's state */
 
 static unsigned detect(const uint16_t *ft, const uint16_t *base, size_t m, size_t n, unsigned rmax, unsigned *part)
 {
@@ -78,7 +30,7 @@ START_TEST(test_reject_keeps_low_ranks)
     static const double scales[] = {0.05, 0.2};
     for (size_t t = 0; t < sizeof ranks / sizeof ranks[0]; t++)
         for (size_t s = 0; s < 2; s++) {
-            make_pair(base, ft, m, n, ranks[t], 0, scales[s]);
+            lp_make_pair(&qr, base, ft, m, n, ranks[t], 0, scales[s]);
             unsigned r = detect(ft, base, m, n, 85, NULL);
             ck_assert_msg(r == ranks[t], "rank %u (scale %g) found as %u", ranks[t], scales[s], r);
         }
@@ -99,7 +51,7 @@ START_TEST(test_reject_full_rank)
     static const double scales[] = {0.02, 0.05};
     for (size_t t = 0; t < 3; t++)
         for (size_t s = 0; s < 2; s++) {
-            make_pair(base, ft, m, n, 384, decays[t], scales[s]);
+            lp_make_pair(&qr, base, ft, m, n, 384, decays[t], scales[s]);
             unsigned part = 99, r = detect(ft, base, m, n, 144, &part);
             ck_assert_msg(r == 0, "full-rank delta (decay %g, scale %g) found low-rank (%u)", decays[t], scales[s], r);
             ck_assert_msg(part == 0 || decays[t] > 0, "a flat full-rank delta has no dominant part (%u)", part);
@@ -114,14 +66,14 @@ START_TEST(test_reject_keeps_dominant_part)
      * rejected as low-rank, its part still reported (pairB's lm_head) */
     size_t m = 384, n = 384;
     uint16_t *base = malloc(m * n * 2), *ft = malloc(m * n * 2), *f2 = malloc(m * n * 2);
-    make_pair(base, ft, m, n, 1, 0, 0.2);
+    lp_make_pair(&qr, base, ft, m, n, 1, 0, 0.2);
     double rms = 0;
     for (size_t i = 0; i < m * n; i++) {
-        double d = (double)from_bf16(ft[i]) - from_bf16(base[i]);
+        double d = (double)lp_from_bf16(ft[i]) - lp_from_bf16(base[i]);
         rms += d * d;
     }
     rms = sqrt(rms / (double)(m * n));
-    for (size_t i = 0; i < m * n; i++) f2[i] = to_bf16(from_bf16(ft[i]) + (float)(rms * sqrt(0.05) * gauss()));
+    for (size_t i = 0; i < m * n; i++) f2[i] = lp_to_bf16(lp_from_bf16(ft[i]) + (float)(rms * sqrt(0.05) * lp_gauss(&qr)));
     unsigned part = 99;
     ck_assert_uint_eq(detect(f2, base, m, n, 144, &part), 0);
     ck_assert_uint_eq(part, 1);

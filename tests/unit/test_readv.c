@@ -155,14 +155,21 @@ static void check_range(wd_delta *d, wd_cache *c, uint64_t off, size_t len)
     ck_assert_int_eq(rv.npin, 0);
 }
 
+/* the test delta, its base set (base: the model to free after) */
+static void open_rdelta(wd_delta **d, wd_model *base)
+{
+    wd_err err;
+    ck_assert_msg(wd_delta_open(rdelta, d, &err) == 0, "%s", err.msg);
+    ck_assert_msg(wd_model_open(rbase, base, &err) == 0, "%s", err.msg);
+    ck_assert_msg(wd_delta_set_base(*d, base, &err) == 0, "%s", err.msg);
+}
+
 START_TEST(test_read_pinned)
 {
     wd_delta *d;
     wd_model base;
     wd_err err;
-    ck_assert(wd_delta_open(rdelta, &d, &err) == 0);
-    ck_assert(wd_model_open(rbase, &base, &err) == 0);
-    ck_assert(wd_delta_set_base(d, &base, &err) == 0);
+    open_rdelta(&d, &base);
     const wd_delta_info *in = wd_delta_get_info(d);
     ck_assert_uint_eq(in->files[0].size, want_len);
     ck_assert_uint_gt(in->nblocks, 2 * WD_READV_MAX);
@@ -197,10 +204,7 @@ START_TEST(test_stream_recycles)
 {
     wd_delta *d;
     wd_model base;
-    wd_err err;
-    ck_assert(wd_delta_open(rdelta, &d, &err) == 0);
-    ck_assert(wd_model_open(rbase, &base, &err) == 0);
-    ck_assert(wd_delta_set_base(d, &base, &err) == 0);
+    open_rdelta(&d, &base);
     uint64_t cap = 16u << 20; /* the file fits 5 times over */
     wd_cache *c = wd_cache_new(cap);
     for (uint64_t off = 0; off < want_len; off += 128u << 10) check_range(d, c, off, 128u << 10);

@@ -51,7 +51,7 @@ static void sparse_pair(unsigned char *base, unsigned char *ft, wd_dtype dt, siz
         tput(base, dt, i, b);
         if (tr_u() < changed) {
             double d = 2e-3 * tr_g() * (tr_next() % 20 == 0 ? 6 : 1);
-            tput(ft, dt, i, (float)(lf_get(base, dt, i) + d));
+            tput(ft, dt, i, (float)(wd_float_at(base, dt, i) + d));
         } else {
             memcpy(ft + i * w, base + i * w, w);
         }
@@ -63,7 +63,7 @@ static double rel_of(const unsigned char *base, const unsigned char *ft, const u
 {
     double e2 = 0, d2 = 0;
     for (size_t i = 0; i < ne; i++) {
-        double f = lf_get(ft, dt, i), b = lf_get(base, dt, i), x = lf_get(out, dt, i);
+        double f = wd_float_at(ft, dt, i), b = wd_float_at(base, dt, i), x = wd_float_at(out, dt, i);
         e2 += (x - f) * (x - f);
         d2 += (f - b) * (f - b);
     }
@@ -103,10 +103,10 @@ static void check_zero_kept(const unsigned char *base, const unsigned char *ft, 
                 ck_assert_msg(!memcmp(out + i * w, base + i * w, w), "%s dtype %d: unchanged element %zu altered",
                               what, (int)dt, i);
             else
-                ck_assert_msg(lf_get(out, dt, i) == lf_get(base, dt, i), "%s dtype %d: unchanged element %zu altered",
+                ck_assert_msg(wd_float_at(out, dt, i) == wd_float_at(base, dt, i), "%s dtype %d: unchanged element %zu altered",
                               what, (int)dt, i);
         } else {
-            double d = lf_get(ft, dt, i) - lf_get(base, dt, i), x = lf_get(out, dt, i) - lf_get(base, dt, i);
+            double d = wd_float_at(ft, dt, i) - wd_float_at(base, dt, i), x = wd_float_at(out, dt, i) - wd_float_at(base, dt, i);
             ck_assert_msg(d * x >= 0, "%s dtype %d: element %zu moved against its delta", what, (int)dt, i);
         }
     }
