@@ -16,43 +16,17 @@ require_python
 setup_tmp lora_dominance
 start_watchdog 300
 
-# gen.py OUT RANK SEED: RANK 0 writes the base
-cat >"$T/gen.py" <<'PYEOF'
-import json, os, struct, sys
-import numpy as np
-out, rank, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-T = [("model.layers.0.self_attn.q_proj.weight", (256, 256)), ("model.layers.0.self_attn.k_proj.weight", (64, 256)),
-     ("model.layers.0.mlp.up_proj.weight", (512, 256)), ("model.layers.0.mlp.gate_proj.weight", (512, 256)),
-     ("model.norm.weight", (256,))]
-def bf16(x):
-    u = x.astype(np.float32).view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-rng = np.random.default_rng(11)
-base = {n: bf16(rng.standard_normal(s, dtype=np.float32) * (0.02 if len(s) == 2 else 1.0)) for n, s in T}
-rng = np.random.default_rng(seed)
-h, body = {}, b""
-for n, s in T:
-    w = base[n]
-    if rank and len(s) == 2:
-        wf = (w.astype(np.uint32) << 16).view(np.float32)
-        if "gate" in n:  # a full-rank delta
-            d = rng.standard_normal(s, dtype=np.float32)
-        else:
-            d = rng.standard_normal((s[0], rank), dtype=np.float32) @ rng.standard_normal((rank, s[1]), dtype=np.float32)
-        d *= 0.1 * np.sqrt((wf.astype(np.float64) ** 2).mean() / (d.astype(np.float64) ** 2).mean())
-        w = bf16(wf + d)
-    b = w.tobytes()
-    h[n] = {"dtype": "BF16", "shape": list(s), "data_offsets": [len(body), len(body) + len(b)]}
-    body += b
-hj = json.dumps(h).encode()
-hj += b" " * (-len(hj) % 8)
-os.makedirs(out, exist_ok=True)
-open(os.path.join(out, "model.safetensors"), "wb").write(struct.pack("<Q", len(hj)) + hj + body)
-PYEOF
+# gen OUT RANK SEED: RANK 0 writes the base; gate_proj always a full-rank delta
+# (tests/integration/lora_pair.py; the base from seed 11)
+TENSORS='[["model.layers.0.self_attn.q_proj.weight", [256, 256]], ["model.layers.0.self_attn.k_proj.weight", [64, 256]],
+   ["model.layers.0.mlp.up_proj.weight", [512, 256]], ["model.layers.0.mlp.gate_proj.weight", [512, 256]],
+   ["model.norm.weight", [256]]]'
+LORA_PAIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lora_pair.py"
+gen() { "$PY" "$LORA_PAIR" "$1" "$2" "$3" 11 "gate" "$TENSORS"; }
 
 BASE="$T/base" FT="$T/ft"
-"$PY" "$T/gen.py" "$BASE" 0 1 || die "generating the base"
-"$PY" "$T/gen.py" "$FT" 8 3 || die "generating the merged LoRA"
+gen "$BASE" 0 1 || die "generating the base"
+gen "$FT" 8 3 || die "generating the merged LoRA"
 
 # pick_check FILE EVAL.json STRATEGY-CODECS LOWRANK(0/1): the three LoRA
 # projections are lowrank with a "why" naming lowrank (LOWRANK=1) or keep one

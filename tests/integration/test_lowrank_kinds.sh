@@ -16,42 +16,16 @@ require_python
 setup_mount_tmp lowrank_kinds
 start_watchdog 500
 
-# gen.py OUT RANK SEED: RANK 0 writes the base, -1 a full-rank delta
-cat >"$T/gen.py" <<'PYEOF'
-import json, os, struct, sys
-import numpy as np
-out, rank, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-T = [("model.layers.0.self_attn.q_proj.weight", (256, 256)), ("model.layers.0.mlp.up_proj.weight", (512, 256)),
-     ("model.layers.0.mlp.down_proj.weight", (256, 512)), ("model.layers.1.mlp.up_proj.weight", (1536, 1024)),
-     ("model.norm.weight", (256,))]
-def bf16(x):
-    u = x.astype(np.float32).view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-rng = np.random.default_rng(7)
-base = {n: bf16(rng.standard_normal(s, dtype=np.float32) * (0.02 if len(s) == 2 else 1.0)) for n, s in T}
-rng = np.random.default_rng(seed)
-h, body = {}, b""
-for n, s in T:
-    w = base[n]
-    if rank != 0 and len(s) == 2:
-        wf = (w.astype(np.uint32) << 16).view(np.float32)
-        if rank > 0:
-            d = rng.standard_normal((s[0], rank), dtype=np.float32) @ rng.standard_normal((rank, s[1]), dtype=np.float32)
-        else:
-            d = rng.standard_normal(s, dtype=np.float32)
-        d *= 0.1 * np.sqrt((wf.astype(np.float64) ** 2).mean() / (d.astype(np.float64) ** 2).mean())
-        w = bf16(wf + d)
-    b = w.tobytes()
-    h[n] = {"dtype": "BF16", "shape": list(s), "data_offsets": [len(body), len(body) + len(b)]}
-    body += b
-hj = json.dumps(h).encode()
-hj += b" " * (-len(hj) % 8)
-os.makedirs(out, exist_ok=True)
-open(os.path.join(out, "model.safetensors"), "wb").write(struct.pack("<Q", len(hj)) + hj + body)
-PYEOF
+# gen OUT RANK SEED: RANK 0 writes the base, -1 a full-rank delta
+# (tests/integration/lora_pair.py; the base from seed 7)
+TENSORS='[["model.layers.0.self_attn.q_proj.weight", [256, 256]], ["model.layers.0.mlp.up_proj.weight", [512, 256]],
+   ["model.layers.0.mlp.down_proj.weight", [256, 512]], ["model.layers.1.mlp.up_proj.weight", [1536, 1024]],
+   ["model.norm.weight", [256]]]'
+LORA_PAIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lora_pair.py"
+gen() { "$PY" "$LORA_PAIR" "$1" "$2" "$3" 7 "" "$TENSORS"; }
 
 BASE="$T/base"
-"$PY" "$T/gen.py" "$BASE" 0 1 || die "generating the base"
+gen "$BASE" 0 1 || die "generating the base"
 
 # rank_check FILE RANK CODEC: every projection has CODEC at rank RANK
 rank_check() {
@@ -76,7 +50,7 @@ mkdir -p "$SRC/kinds"
 declare -A GAIN=([4]=4 [24]=2 [48]=1.4)
 for r in 4 24 48; do
   FT="$T/ft$r"
-  "$PY" "$T/gen.py" "$FT" "$r" "$r" || die "generating rank $r"
+  gen "$FT" "$r" "$r" || die "generating rank $r"
   LL="$SRC/kinds/r$r.wdelta"
   create_delta "$BASE" "$FT" "$LL" && pass "rank $r: lossless create" || { fail "rank $r: create"; continue; }
   create_delta "$BASE" "$FT" "$T/nl$r.wdelta" --no-lowrank || fail "rank $r: --no-lowrank create"
@@ -101,7 +75,7 @@ create_delta "$BASE" "$T/ft24" "$SRC/kinds/lossy24.wdelta" --strategy lowrank &&
   fail "rank 24: lowrank create"
 check "rank 24: --strategy lowrank finds rank 24" rank_check "$SRC/kinds/lossy24.wdelta" 24 lowrank
 
-"$PY" "$T/gen.py" "$T/full" -1 5 || die "generating a full-rank delta"
+gen "$T/full" -1 5 || die "generating a full-rank delta"
 create_delta "$BASE" "$T/full" "$T/full.wdelta" && pass "full-rank delta: create" || fail "full-rank delta: create"
 ! "$WDELTA" inspect "$T/full.wdelta" | grep -q 'lowrank-exact'
 check "full-rank delta: no lowrank-exact" [ $? = 0 ]
