@@ -37,6 +37,11 @@ require_bins() {
   local n
   for n in "$@"; do [ -x "$BIN/$n" ] || skip "$BIN/$n not built"; done
 }
+# require_cmds NAME...: skip unless each program is on PATH
+require_cmds() {
+  local c
+  for c in "$@"; do command -v "$c" >/dev/null || skip "$c missing"; done
+}
 # require_fuse: skip without /dev/fuse or fusermount3
 require_fuse() {
   [ -c /dev/fuse ] || skip "/dev/fuse missing (no FUSE in this machine)"
@@ -99,6 +104,22 @@ setup_mount_tmp() {
   SRC="$T/src" MNT="$T/mnt" LOG="$T/daemon.log"
   mkdir -p "$SRC" "$MNT"
 }
+
+# ------------------------------------------------------------------ a second user
+# add_test_user: create the user $TUSER (no home, /bin/sh) for this test;
+# one left by an interrupted run is removed first.  The caller registers
+# its removal (at_exit '[ $MADE_USER = 1 ] && userdel "$TUSER"') where its
+# place among the other clean-ups is right.  Needs root and $T.
+add_test_user() {
+  if id "$TUSER" >/dev/null 2>&1; then
+    echo "note: $TUSER exists (left by an earlier run?); removing it first"
+    userdel "$TUSER" 2>/dev/null
+  fi
+  if useradd -M -s /bin/sh "$TUSER" 2>"$T/err"; then MADE_USER=1; pass "useradd -M $TUSER"
+  else echo "useradd failed: $(cat "$T/err")"; exit 1; fi
+}
+# as_user CMD: run a shell command as $TUSER; its output in $T/u.out
+as_user() { su -s /bin/sh "$TUSER" -c "$1" >"$T/u.out" 2>&1; }
 
 # ------------------------------------------------------------------ the daemon
 # daemon_pids: pids of processes whose command line names our SRC (a daemon in the

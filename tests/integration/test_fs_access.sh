@@ -19,9 +19,7 @@ skip_unless_root "creates a user, mounts with allow_other"
 require_bins wdelta genmodel wdeltafs
 require_fuse
 require_python
-for c in useradd userdel su; do
-  command -v $c >/dev/null || skip "$c missing"
-done
+require_cmds useradd userdel su
 
 setup_mount_tmp wdeltafs-access
 chmod 755 "$T"
@@ -29,7 +27,6 @@ MADE_USER=0
 at_exit '[ $MADE_USER = 1 ] && userdel "$TUSER" 2>/dev/null'
 start_watchdog 200
 
-as_user() { su -s /bin/sh "$TUSER" -c "$1" >"$T/u.out" 2>&1; }
 # denied DESC CMD: CMD as the test user must fail with "Permission denied"
 denied() {
   if as_user "$2"; then fail "$1: allowed (want Permission denied): $(tr -cd '[:print:]\n' <"$T/u.out" | head -c 120)"
@@ -37,9 +34,7 @@ denied() {
   else fail "$1: failed, but not with Permission denied: $(head -n1 "$T/u.out")"; fi
 }
 
-if id "$TUSER" >/dev/null 2>&1; then userdel "$TUSER" 2>/dev/null; fi
-if useradd -M -s /bin/sh "$TUSER" 2>"$T/err"; then MADE_USER=1; pass "useradd -M $TUSER"
-else echo "useradd failed: $(cat "$T/err")"; exit 1; fi
+add_test_user
 
 # ------------------------------------------------------------------ inputs
 # gen1: the public base and a fine-tune

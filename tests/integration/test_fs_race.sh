@@ -27,9 +27,7 @@ skip_unless_root "creates a user, mounts with allow_other"
 require_bins wdelta genmodel wdeltafs
 require_fuse
 require_python
-for c in useradd userdel su md5sum cc; do
-  command -v $c >/dev/null || skip "$c missing"
-done
+require_cmds useradd userdel su md5sum cc
 
 setup_mount_tmp wdeltafs-race
 chmod 755 "$T"
@@ -38,11 +36,8 @@ at_exit '[ $MADE_USER = 1 ] && userdel "$TUSER" 2>/dev/null'
 at_exit --early '[ -s "$T/u/swap.pid" ] && kill "$(cat "$T/u/swap.pid")" 2>/dev/null'
 start_watchdog $((RACE_SECS + 200))
 
-as_user() { su -s /bin/sh "$TUSER" -c "$1" >"$T/u.out" 2>&1; }
 
-if id "$TUSER" >/dev/null 2>&1; then userdel "$TUSER" 2>/dev/null; fi
-if useradd -M -s /bin/sh "$TUSER" 2>"$T/err"; then MADE_USER=1; pass "useradd -M $TUSER"
-else echo "useradd failed: $(cat "$T/err")"; exit 1; fi
+add_test_user
 
 # the swapper: exchanges two names atomically until its time is up
 cat >"$T/swap.c" <<'EOF'

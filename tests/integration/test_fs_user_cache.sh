@@ -12,18 +12,14 @@ TUSER=wdtestcache
 skip_unless_root "creates a user"
 require_bins wdelta genmodel wdeltafs
 require_fuse
-for c in useradd userdel su; do
-  command -v $c >/dev/null || skip "$c missing"
-done
+require_cmds useradd userdel su
 
 setup_mount_tmp wdeltafs-ucache
 chmod 755 "$T"
 MADE_USER=0
 at_exit '[ $MADE_USER = 1 ] && userdel "$TUSER" 2>/dev/null'
 start_watchdog 150
-if id "$TUSER" >/dev/null 2>&1; then userdel "$TUSER" 2>/dev/null; fi
-if useradd -M -s /bin/sh "$TUSER" 2>"$T/err"; then MADE_USER=1; pass "useradd -M $TUSER"
-else echo "useradd failed: $(cat "$T/err")"; exit 1; fi
+add_test_user
 
 gen_pair "$T/gen" --params 1M || die "genmodel failed"
 create_delta "$T/gen/base" "$T/gen/ft" "$SRC/m.wdelta" || die "wdelta create failed"

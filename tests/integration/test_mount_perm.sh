@@ -12,9 +12,7 @@ TUSER=wdtestuser
 skip_unless_root "creates a user, mounts with allow_other"
 require_bins wdelta genmodel wdeltafs
 require_fuse
-for c in useradd userdel su; do
-  command -v $c >/dev/null || skip "$c missing"
-done
+require_cmds useradd userdel su
 
 setup_mount_tmp wdeltafs-perm
 chmod 755 "$T"   # the test user must reach the mountpoint
@@ -22,16 +20,8 @@ MADE_USER=0
 at_exit '[ $MADE_USER = 1 ] && userdel "$TUSER" 2>/dev/null'
 start_watchdog 160
 
-# as_user CMD: run a shell command as the test user; output in $T/u.out
-as_user() { su -s /bin/sh "$TUSER" -c "$1" >"$T/u.out" 2>&1; }
-
 # ------------------------------------------------------------------ user
-if id "$TUSER" >/dev/null 2>&1; then
-  echo "note: $TUSER exists (left by an earlier run?); removing it first"
-  userdel "$TUSER" 2>/dev/null
-fi
-if useradd -M -s /bin/sh "$TUSER" 2>"$T/err"; then MADE_USER=1; pass "useradd -M $TUSER"
-else echo "useradd failed: $(cat "$T/err")"; exit 1; fi
+add_test_user
 
 # ------------------------------------------------------------------ deltas
 gen_pair "$T/gen" --params 1M || die "genmodel failed"
