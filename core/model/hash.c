@@ -170,15 +170,11 @@ int wd_model_hash(const wd_model *m, unsigned char out[32], wd_err *err)
 /* ---- the model identity (WD_ID_V2) ------------------------------------- */
 #define ID_TAG "wdelta-model-id-2\n"
 
-/* One tensor's record: its name, dtype and shape borrowed from the model,
- * or (the incremental hash) owned, all three in the one allocation of name.
- * No fixed arrays: a model may hold 100,000 tensors. */
+/* One tensor's record: the tensor itself (borrowed: its model outlives the
+ * hash) and the digest of its bytes.  40 bytes, no copies: a model may
+ * hold 100,000 tensors. */
 typedef struct id_rec {
-    char *name;
-    const char *dtype;
-    const uint64_t *shape;
-    int ndim;
-    uint64_t length;
+    const wd_tensor *t;
     unsigned char digest[32];
 } id_rec;
 
@@ -201,45 +197,21 @@ static int id_compose(const id_rec *r, size_t n, unsigned char out[32], wd_err *
     wd_put_u64(b, (uint64_t)n);
     wd_sha256_update(h, b, 8);
     for (size_t i = 0; i < n; i++) {
-        put_len_str(h, r[i].name);
-        put_len_str(h, r[i].dtype);
-        wd_put_u32(b, (uint32_t)r[i].ndim);
+        const wd_tensor *t = r[i].t;
+        int nd = t->ndim < 0 ? 0 : t->ndim > WD_MAX_DIMS ? WD_MAX_DIMS : t->ndim;
+        put_len_str(h, t->name);
+        put_len_str(h, t->dtype_name);
+        wd_put_u32(b, (uint32_t)nd);
         wd_sha256_update(h, b, 4);
-        for (int k = 0; k < r[i].ndim; k++) {
-            wd_put_u64(b, r[i].shape[k]);
+        for (int k = 0; k < nd; k++) {
+            wd_put_u64(b, t->shape[k]);
             wd_sha256_update(h, b, 8);
         }
-        wd_put_u64(b, r[i].length);
+        wd_put_u64(b, t->length);
         wd_sha256_update(h, b, 8);
         wd_sha256_update(h, r[i].digest, 32);
     }
     wd_sha256_final(h, out);
-    return 0;
-}
-
-static void id_rec_meta(id_rec *r, const wd_tensor *t)
-{
-    r->name = t->name;
-    r->dtype = t->dtype_name;
-    r->shape = t->shape;
-    r->ndim = t->ndim < 0 ? 0 : t->ndim > WD_MAX_DIMS ? WD_MAX_DIMS : t->ndim;
-    r->length = t->length;
-}
-
-/* The record of t with its own copies (freed with free(r->name)). */
-static int id_rec_own(id_rec *r, const wd_tensor *t)
-{
-    id_rec_meta(r, t);
-    size_t nl = strlen(t->name) + 1, dl = strlen(t->dtype_name) + 1, at = (nl + dl + 7) & ~(size_t)7;
-    char *p = malloc(at + (size_t)r->ndim * sizeof *r->shape);
-    if (!p) return -1;
-    memcpy(p, t->name, nl);
-    memcpy(p + nl, t->dtype_name, dl);
-    uint64_t *sh = (uint64_t *)(void *)(p + at);
-    for (int k = 0; k < r->ndim; k++) sh[k] = t->shape[k];
-    r->name = p;
-    r->dtype = p + nl;
-    r->shape = sh;
     return 0;
 }
 
@@ -290,11 +262,8 @@ int wd_idhash_begin(wd_idhash *h, const wd_tensor *t)
     }
     id_rec *r = &h->r[h->n];
     memset(r, 0, sizeof *r);
-    if (id_rec_own(r, t)) return h->oom = -1;
-    if (!(h->run = wd_sha256_new())) {
-        free(r->name);
-        return h->oom = -1;
-    }
+    r->t = t;
+    if (!(h->run = wd_sha256_new())) return h->oom = -1;
     h->n++;
     return 0;
 }
@@ -306,14 +275,13 @@ void wd_idhash_update(wd_idhash *h, const void *p, size_t n)
 
 static int cmp_rec(const void *a, const void *b)
 {
-    return strcmp(((const id_rec *)a)->name, ((const id_rec *)b)->name);
+    return strcmp(((const id_rec *)a)->t->name, ((const id_rec *)b)->t->name);
 }
 
 void wd_idhash_free(wd_idhash *h)
 {
     if (!h) return;
     wd_sha256_free(h->run);
-    for (size_t i = 0; i < h->n; i++) free(h->r[i].name);
     free(h->r);
     free(h);
 }
@@ -330,7 +298,7 @@ int wd_idhash_final(wd_idhash *h, unsigned char out[32], wd_err *err)
         id_close_tensor(h);
         if (h->n > 1) qsort(h->r, h->n, sizeof *h->r, cmp_rec);
         for (size_t i = 1; i < h->n && !rc; i++)
-            if (!strcmp(h->r[i].name, h->r[i - 1].name)) rc = wd_errf(err, "tensor %s appears twice", h->r[i].name);
+            if (!strcmp(h->r[i].t->name, h->r[i - 1].t->name)) rc = wd_errf(err, "tensor %s appears twice", h->r[i].t->name);
         if (!rc) rc = id_compose(h->r, h->n, out, err);
     }
     wd_idhash_free(h);
@@ -404,9 +372,7 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
     /* records in name order; work handed out file by file, front to back
      * within a file, so reads stay mostly sequential */
     for (size_t i = 0; i < nt; i++) {
-        const wd_tensor *t = &m->files[m->by_name[i].file].tensors[m->by_name[i].tensor];
-        recs[i].name = t->name; /* borrowed: not freed below */
-        id_rec_meta(&recs[i], t);
+        recs[i].t = &m->files[m->by_name[i].file].tensors[m->by_name[i].tensor];
     }
     for (size_t f = 0; f < m->nfiles; f++) fstart[f + 1] = fstart[f] + m->files[f].ntensors;
     for (size_t i = 0; i < nt; i++) {

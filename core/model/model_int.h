@@ -7,7 +7,9 @@
 
 /* ---- a model hash fed tensor by tensor (hash.c): kind WD_HASH_V1 needs
  * the tensors in wd_model_hash_order, WD_ID_V2 takes them in any order.
- * begin (name, dtype, shape, length), then update with its bytes. */
+ * begin (name, dtype, shape, length), then update with its bytes.  The
+ * hash keeps t itself, not a copy (40 bytes a tensor): every t passed must
+ * stay valid and unchanged until wd_idhash_final or wd_idhash_free. */
 typedef struct wd_idhash wd_idhash;
 wd_idhash *wd_idhash_new(unsigned kind);
 int wd_idhash_begin(wd_idhash *h, const wd_tensor *t);

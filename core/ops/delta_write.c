@@ -27,21 +27,41 @@
 #include <zstd.h>
 
 /* ---- the plan: every output file as extents ------------------------- */
+/* A plan record is 64 bytes, one per tensor of the fine-tune (issue 15: a
+ * model may hold 100,000 tensors); what only the lossy and low-rank codecs
+ * need lives in a record of its own, made for the extents that use it. */
+typedef struct plan_lossy {
+    wd_lossy_params lp;           /* lossy codecs' settings */
+    unsigned rank_found;          /* lowrank codecs: largest rank of a block */
+    char *why;                    /* why the strategy's codec changed (manifest "why"), or NULL */
+} plan_lossy;
+
 typedef struct plan_ext plan_ext;
 struct plan_ext {
     uint64_t file_offset, length;
-    wd_codec codec;
-    wd_dtype dtype;
     const wd_tensor *tensor;      /* fine-tune tensor, NULL for header/extra */
     const wd_tensor *base_tensor; /* for WD_CODEC_LOSSLESS */
-    int ft_file, base_file;       /* indices into models' files */
+    plan_lossy *x;                /* NULL: no settings, no reason */
     uint32_t first_block, nblocks;
     uint32_t bs;                  /* block size (row-aligned for lossy codecs) */
-    wd_lossy_params lp;           /* lossy codecs' settings */
-    unsigned rank_found;          /* lowrank codecs: largest rank of a block */
-    char *why;                    /* why the strategy's codec changed (manifest "why"), or NULL;
-                                     a pointer, not a buffer: many tensors, few reasons */
+    int base_file;                /* index into the base's files, -1 if none */
+    wd_codec codec;
+    wd_dtype dtype;
 };
+
+static const wd_lossy_params no_lossy_params;
+
+static const wd_lossy_params *ext_lp(const plan_ext *e)
+{
+    return e->x ? &e->x->lp : &no_lossy_params;
+}
+
+/* e's own lossy record, made on first use; NULL when out of memory */
+static plan_lossy *ext_x(plan_ext *e)
+{
+    if (!e->x) e->x = calloc(1, sizeof *e->x);
+    return e->x;
+}
 
 typedef struct plan_file {
     char *name;
@@ -50,7 +70,7 @@ typedef struct plan_file {
     int is_st;
     size_t next;
     plan_ext *ext;
-    size_t *ext_of;     /* safetensors: tensor index (file order) -> its extent, 0 if none */
+    uint32_t *ext_of;   /* safetensors: tensor index (file order) -> its extent, 0 if none */
 } plan_file;
 
 typedef struct job {
@@ -323,7 +343,11 @@ static void free_plan(plan_file *pf, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(pf[i].name);
         free(pf[i].src_path);
-        for (size_t k = 0; pf[i].ext && k < pf[i].next; k++) free(pf[i].ext[k].why);
+        for (size_t k = 0; pf[i].ext && k < pf[i].next; k++)
+            if (pf[i].ext[k].x) {
+                free(pf[i].ext[k].x->why);
+                free(pf[i].ext[k].x);
+            }
         free(pf[i].ext);
         free(pf[i].ext_of);
     }
@@ -344,8 +368,8 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         p->ext = calloc(sf->ntensors + 1, sizeof *p->ext);
         p->ext_of = calloc(sf->ntensors + 1, sizeof *p->ext_of);
         if (!p->name || !p->ext || !p->ext_of) goto oom;
-        p->ext[p->next++] = (plan_ext){0, sf->header_size, WD_CODEC_ZSTD, WD_U8, NULL, NULL,
-                                       (int)i, -1, 0, 0, 0, {0}, 0, NULL};
+        p->ext[p->next++] = (plan_ext){.length = sf->header_size, .base_file = -1, .codec = WD_CODEC_ZSTD,
+                                       .dtype = WD_U8};
         for (size_t t = 0; t < sf->ntensors; t++) {
             const wd_tensor *tt = &sf->tensors[t];
             if (tt->length == 0) continue;
@@ -353,10 +377,10 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
             const wd_tensor *bt = wd_model_find(base, tt->name, &bfi);
             /* another dtype or rows added/removed: against the converted base */
             int delta = bt && (same_shape(bt, tt) || wd_xdtype_fits(tt, bt));
-            p->ext_of[t] = p->next;
-            p->ext[p->next++] = (plan_ext){tt->offset, tt->length,
-                                           delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, tt->dtype,
-                                           tt, delta ? bt : NULL, (int)i, delta ? (int)bfi : -1, 0, 0, 0, {0}, 0, NULL};
+            p->ext_of[t] = (uint32_t)p->next;
+            p->ext[p->next++] = (plan_ext){.file_offset = tt->offset, .length = tt->length, .tensor = tt,
+                                           .base_tensor = delta ? bt : NULL, .base_file = delta ? (int)bfi : -1,
+                                           .codec = delta ? WD_CODEC_LOSSLESS : WD_CODEC_ZSTD, .dtype = tt->dtype};
         }
     }
     for (size_t i = 0; i < ft->nextras; i++) {
@@ -374,7 +398,7 @@ static int plan_outputs(const wd_model *base, const wd_model *ft, plan_file **ou
         }
         p->size = (uint64_t)stt.st_size;
         if (p->size) {
-            p->ext[0] = (plan_ext){0, p->size, WD_CODEC_ZSTD, WD_U8, NULL, NULL, -1, -1, 0, 0, 0, {0}, 0, NULL};
+            p->ext[0] = (plan_ext){.length = p->size, .base_file = -1, .codec = WD_CODEC_ZSTD, .dtype = WD_U8};
             p->next = 1;
         }
     }
@@ -415,7 +439,8 @@ static void pack_small(plan_file *pf, size_t npf, const wd_model *ft, uint32_t b
                 k++;
                 continue;
             }
-            plan_ext run = {e.file_offset, 0, WD_CODEC_ZSTD, WD_U8, NULL, NULL, (int)i, -1, 0, 0, bs, {0}, 0, NULL};
+            plan_ext run = {.file_offset = e.file_offset, .bs = bs, .base_file = -1, .codec = WD_CODEC_ZSTD,
+                            .dtype = WD_U8};
             while (k < p->next && is_small(&p->ext[k]) && run.length + p->ext[k].length <= bs &&
                    p->ext[k].file_offset == run.file_offset + run.length) {
                 p->ext_of[p->ext[k].tensor - t0] = wi;
@@ -431,6 +456,10 @@ static void pack_small(plan_file *pf, size_t npf, const wd_model *ft, uint32_t b
             p->ext[wi++] = run;
         }
         p->next = wi;
+        /* the records of the packed tensors are gone: give their room back
+         * (a shrinking realloc that fails leaves the block as it was) */
+        plan_ext *shrunk = realloc(p->ext, wi * sizeof *p->ext);
+        if (shrunk) p->ext = shrunk;
     }
 }
 
@@ -584,7 +613,7 @@ static int feed_range(writer *w, int ft_fd, const char *ft_path, int base_fd, co
         if (wd_stop_requested(w->o->stop, err)) return -1;
         uint64_t rel = (uint64_t)b * e->bs;
         size_t n = (size_t)(e->length - rel < e->bs ? e->length - rel : e->bs);
-        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, &e->lp, 0, e->nblocks == 1 ? e : NULL, 0};
+        job j = {e->first_block + b, e->codec, e->dtype, malloc(n), NULL, n, ext_lp(e), 0, e->nblocks == 1 ? e : NULL, 0};
         if (!j.ft) return wd_errf(err, "out of memory");
         if (wd_pread_full(ft_fd, j.ft, n, src_off + rel, ft_path, err)) {
             free(j.ft);
@@ -724,21 +753,23 @@ static cJSON *extent_json(const plan_ext *e)
     cJSON_AddNumberToObject(x, "first_block", e->first_block);
     cJSON_AddNumberToObject(x, "nblocks", e->nblocks);
     cJSON_AddNumberToObject(x, "block_size", e->bs);
+    const wd_lossy_params *lp = ext_lp(e);
+    const char *why = e->x ? e->x->why : NULL;
     if (wd_codec_is_rowblock(e->codec)) {
         cJSON *pj = cJSON_AddObjectToObject(x, "params");
-        cJSON_AddNumberToObject(pj, "cols", e->lp.cols);
+        cJSON_AddNumberToObject(pj, "cols", lp->cols);
         if (e->codec == WD_CODEC_INT4) {
-            cJSON_AddNumberToObject(pj, "group_size", e->lp.group);
-            cJSON_AddNumberToObject(pj, "outliers", e->lp.outliers);
-            if (e->lp.step > 0) cJSON_AddNumberToObject(pj, "step", e->lp.step);
+            cJSON_AddNumberToObject(pj, "group_size", lp->group);
+            cJSON_AddNumberToObject(pj, "outliers", lp->outliers);
+            if (lp->step > 0) cJSON_AddNumberToObject(pj, "step", lp->step);
         }
-        if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", e->lp.density);
+        if (e->codec == WD_CODEC_SPARSE) cJSON_AddNumberToObject(pj, "density", lp->density);
         if (e->codec == WD_CODEC_LOWRANK || e->codec == WD_CODEC_LOWRANK_EXACT)
-            cJSON_AddNumberToObject(pj, "rank", e->lp.rank ? e->lp.rank : e->rank_found);
-        if (e->why) cJSON_AddStringToObject(pj, "why", e->why);
-    } else if (e->why) { /* a lossy strategy's tensor that fell back to lossless */
+            cJSON_AddNumberToObject(pj, "rank", lp->rank ? lp->rank : e->x ? e->x->rank_found : 0);
+        if (why) cJSON_AddStringToObject(pj, "why", why);
+    } else if (why) { /* a lossy strategy's tensor that fell back to lossless */
         cJSON *pj = cJSON_AddObjectToObject(x, "params");
-        cJSON_AddStringToObject(pj, "why", e->why);
+        cJSON_AddStringToObject(pj, "why", why);
     }
     return x;
 }
@@ -1353,7 +1384,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
             if (rc) return -1;
             if (cd != c0) lbs = wd_lossy_block_size(e->tensor, xbs);
         }
-        if (why[0] && !(e->why = strdup(why))) {
+        if (why[0] && (!ext_x(e) || !(e->x->why = strdup(why)))) {
             rc = wd_errf(err, "out of memory");
             return -1;
         }
@@ -1375,10 +1406,11 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
         pthread_mutex_unlock(&c->lock);
     }
     if (wd_codec_is_rowblock(cd)) {
+        if (!ext_x(e)) return wd_errf(err, "out of memory");
         e->codec = cd;
-        e->lp = lp;
+        e->x->lp = lp;
         e->bs = lbs;
-        e->rank_found = rank;
+        e->x->rank_found = rank;
     }
     (void)rc;
     return 0;
