@@ -90,9 +90,10 @@ typedef struct wd_tensor {
     wd_dtype dtype;
     int ndim;
     uint64_t *shape;       /* ndim dimensions (at most WD_MAX_DIMS).  A parsed
-                              file's are stored with its name (one allocation:
-                              free(name) frees both); a caller building a
-                              header points it at its own array */
+                              file's names and dimensions are stored in the
+                              allocation of its tensors array (wd_st_free
+                              frees them; never free a name); a caller
+                              building a header points it at its own array */
     uint64_t nelem;        /* product of shape (1 for a scalar) */
     uint64_t offset;       /* absolute byte offset of the data in the file */
     uint64_t length;       /* byte length */

@@ -255,13 +255,13 @@ static int scan_dir(const char *dir, int have_index, strlist *shards, strlist *e
     return rc;
 }
 
-static int open_shards(wd_model *m, const strlist *shards, wd_err *err)
+static int open_shards(wd_model *m, const strlist *shards, const wd_model *donor, wd_err *err)
 {
     char path[PATH_MAX];
     m->files = calloc(shards->n, sizeof *m->files);
     if (!m->files) return wd_errf(err, "out of memory");
     for (size_t i = 0; i < shards->n; i++) {
-        if (join_path(path, sizeof path, m->dir, shards->v[i], err) || wd_st_open(path, &m->files[i], err))
+        if (join_path(path, sizeof path, m->dir, shards->v[i], err) || wd_st_open_shared(path, donor, &m->files[i], err))
             return -1;
         m->nfiles++;
     }
@@ -270,6 +270,11 @@ static int open_shards(wd_model *m, const strlist *shards, wd_err *err)
 }
 
 int wd_model_open(const char *dir, wd_model *m, wd_err *err)
+{
+    return wd_model_open_shared(dir, NULL, m, err);
+}
+
+int wd_model_open_shared(const char *dir, const wd_model *donor, wd_model *m, wd_err *err)
 {
     memset(m, 0, sizeof *m);
     strlist shards = {0}, extras = {0};
@@ -289,7 +294,7 @@ int wd_model_open(const char *dir, wd_model *m, wd_err *err)
         wd_errf(err, "%s: no safetensors files (no model.safetensors, no *.safetensors, no index)", dir);
         goto out;
     }
-    if (open_shards(m, &shards, err) || wd_model_index(m, err)) goto out;
+    if (open_shards(m, &shards, donor, err) || wd_model_index(m, err)) goto out;
     if (index && check_index(m, index, err)) goto out;
     if (extras.n) qsort(extras.v, extras.n, sizeof *extras.v, cmp_str);
     m->extras = extras.v;

@@ -42,6 +42,14 @@ struct cJSON *wd_json_piece(const char *s, size_t n, size_t *bad);
 int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname,
                        wd_stfile *out, wd_err *err);
 
+/* wd_st_open and wd_model_open against a donor model (a fine-tune against
+ * its base): a tensor whose name the donor holds points at the donor's
+ * name, and at its dimensions when they are equal, instead of a copy of
+ * its own.  The donor must stay open, unchanged, while the result is used
+ * (it may be freed before or after it: freeing reads no name). */
+int wd_st_open_shared(const char *path, const wd_model *donor, wd_stfile *out, wd_err *err);
+int wd_model_open_shared(const char *dir, const wd_model *donor, wd_model *m, wd_err *err);
+
 /* Build m->by_name and m->ntensors from m->files (model.c); an error names
  * a tensor held by two files.  For models made of parsed headers too. */
 int wd_model_index(wd_model *m, wd_err *err);

@@ -19,8 +19,7 @@
 void wd_st_free(wd_stfile *f)
 {
     if (!f) return;
-    for (size_t i = 0; f->tensors && i < f->ntensors; i++) free(f->tensors[i].name);
-    free(f->tensors);
+    free(f->tensors); /* and the names and dimensions stored after the records */
     free(f->header);
     free(f->path);
     free(f->name);
@@ -45,8 +44,40 @@ static int parse_metadata(const cJSON *m, const char *fname, wd_err *err)
     return 0;
 }
 
+/* ---- where names and dimensions are kept --------------------------------
+ * A parsed file's tensor names and dimensions are stored in the allocation
+ * of its tensors array, after the records (one block: no malloc overhead
+ * per tensor, and wd_st_free frees it all).  Parsed against a donor model
+ * (a fine-tune against its base), a tensor whose name the donor holds uses
+ * the donor's copy of the name, and of the dimensions when they are the
+ * same: most of a fine-tune's header text costs nothing a second time. */
+typedef struct names_room {
+    const wd_model *donor; /* may be NULL */
+    char *at, *end;        /* the second pass: the free room */
+} names_room;
+
+static size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* The bytes tensor `name` (nd dimensions dims) needs of the room; *dn and
+ * *dd: the donor's name and dimensions it can use instead, else NULL. */
+static size_t room_for(const names_room *r, const char *name, const uint64_t *dims, int nd, const char **dn,
+                       const uint64_t **dd)
+{
+    const wd_tensor *d = r->donor ? wd_model_find(r->donor, name, NULL) : NULL;
+    *dn = d ? d->name : NULL;
+    *dd = d && d->ndim == nd && (!nd || !memcmp(d->shape, dims, (size_t)nd * sizeof *dims)) ? d->shape : NULL;
+    return (*dn ? 0 : align8(strlen(name) + 1)) + (*dd ? 0 : (size_t)nd * sizeof *dims);
+}
+
+/* The dimensions of a tensor entry's "shape", 0 if it is no list of at
+ * most WD_MAX_DIMS integers (parse_tensor says why). */
+static int shape_dims(const cJSON *sh, uint64_t *dims, int *nd, int *bad_at);
+
 static int parse_tensor(const char *name, const cJSON *it, const char *fname, uint64_t data_size,
-                        uint64_t data_start, wd_tensor *t, wd_err *err)
+                        uint64_t data_start, names_room *room, wd_tensor *t, wd_err *err)
 {
     if (!*name) return wd_errf(err, "%s: a tensor has an empty name", fname);
     if (!wd_utf8_valid(name, strlen(name))) return wd_errf(err, "%s: tensor name is not valid UTF-8", fname);
@@ -60,25 +91,40 @@ static int parse_tensor(const char *name, const cJSON *it, const char *fname, ui
         return wd_errf(err, "%s: tensor %s: data_offsets must be a list of two integers", fname, name);
     if (strlen(dt->valuestring) >= sizeof t->dtype_name || !*dt->valuestring)
         return wd_errf(err, "%s: tensor %s: dtype '%.40s' is not a dtype", fname, name, dt->valuestring);
-    int nd = cJSON_GetArraySize(sh);
+    int nd = cJSON_GetArraySize(sh), bad_at;
     if (nd > WD_MAX_DIMS) return wd_errf(err, "%s: tensor %s: %d dimensions (at most %d)", fname, name, nd, WD_MAX_DIMS);
-    /* the name, then its dimensions (8-byte aligned): one allocation, no
-     * fixed array of WD_MAX_DIMS per tensor (a model may have 100,000) */
-    size_t nl = strlen(name) + 1, at = (nl + 7) & ~(size_t)7;
-    t->name = malloc(at + (size_t)nd * sizeof *t->shape);
-    if (!t->name) return wd_errf(err, "out of memory");
-    memcpy(t->name, name, nl);
-    t->shape = (uint64_t *)(void *)(t->name + at);
+    uint64_t dims[WD_MAX_DIMS];
+    if (!shape_dims(sh, dims, &nd, &bad_at))
+        return wd_errf(err, "%s: tensor %s: shape[%d] is not a non-negative integer", fname, name, bad_at);
+    /* the name, then its dimensions (8-byte aligned), in the room after
+     * the records or the donor's: no fixed array of WD_MAX_DIMS per
+     * tensor, no allocation of its own (a model may have 100,000) */
+    const char *dn;
+    const uint64_t *dd;
+    size_t need = room_for(room, name, dims, nd, &dn, &dd);
+    if (need > (size_t)(room->end - room->at))
+        return wd_errf(err, "%s: tensor %s: no room left for its name (the header changed while read?)", fname, name);
+    char *own = room->at;
+    room->at += need;
+    if (dn) t->name = (char *)dn;
+    else {
+        t->name = own;
+        memcpy(own, name, strlen(name) + 1);
+        own += align8(strlen(name) + 1);
+    }
+    if (dd) t->shape = (uint64_t *)dd;
+    else {
+        t->shape = (uint64_t *)(void *)own;
+        if (nd) memcpy(t->shape, dims, (size_t)nd * sizeof *dims);
+    }
     strcpy(t->dtype_name, dt->valuestring);
     t->dtype = wd_dtype_from_name(t->dtype_name);
     t->ndim = nd;
     uint64_t ne = 1;
     int overflow = 0;
     for (int i = 0; i < nd; i++) {
-        if (as_u64(cJSON_GetArrayItem(sh, i), &t->shape[i]))
-            return wd_errf(err, "%s: tensor %s: shape[%d] is not a non-negative integer", fname, name, i);
-        if (t->shape[i] && ne > UINT64_MAX / t->shape[i]) overflow = 1;
-        else ne *= t->shape[i];
+        if (dims[i] && ne > UINT64_MAX / dims[i]) overflow = 1;
+        else ne *= dims[i];
     }
     if (overflow && ne) return wd_errf(err, "%s: tensor %s: shape product overflows 64 bits", fname, name);
     if (overflow) ne = 0; /* a zero dimension makes any product zero */
@@ -102,6 +148,21 @@ static int parse_tensor(const char *name, const cJSON *it, const char *fname, ui
     t->offset = data_start + b;
     t->length = e - b;
     return 0;
+}
+
+static int shape_dims(const cJSON *sh, uint64_t *dims, int *nd, int *bad_at)
+{
+    int n = cJSON_IsArray(sh) ? cJSON_GetArraySize(sh) : -1, i = 0;
+    *nd = 0;
+    *bad_at = 0;
+    if (n < 0 || n > WD_MAX_DIMS) return 0;
+    for (const cJSON *d = sh->child; d; d = d->next, i++) /* not GetArrayItem: quadratic */
+        if (as_u64(d, &dims[i])) {
+            *bad_at = i;
+            return 0;
+        }
+    *nd = n;
+    return 1;
 }
 
 static int cmp_offset(const void *a, const void *b)
@@ -328,6 +389,8 @@ typedef struct entry_walk {
     wd_stfile *out;
     size_t count;
     int have_meta;
+    names_room room;
+    size_t need; /* the first pass: room the names and dimensions take */
 } entry_walk;
 
 /* Every member of the header object, in order: with out->tensors NULL
@@ -355,14 +418,23 @@ static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
         }
         const char *name = key->valuestring;
         int rc = 0;
-        if (!w->out->tensors) /* the first pass: the JSON alone, so its errors come first */
-            rc = 0;
+        if (!w->out->tensors) { /* the first pass: the JSON alone, so its errors come first */
+            uint64_t dims[WD_MAX_DIMS];
+            int nd, bad_at;
+            const char *dn;
+            const uint64_t *dd;
+            if (strcmp(name, "__metadata__") && cJSON_IsObject(val) &&
+                shape_dims(cJSON_GetObjectItemCaseSensitive(val, "shape"), dims, &nd, &bad_at))
+                w->need += room_for(&w->room, name, dims, nd, &dn, &dd);
+            else if (strcmp(name, "__metadata__")) /* an error in the second pass, unless it fits anyway */
+                w->need += align8(strlen(name) + 1);
+        }
         else if (!strcmp(name, "__metadata__")) {
             if (w->have_meta++) rc = wd_errf(err, "%s: __metadata__ appears twice", fname);
             else rc = parse_metadata(val, fname, err);
         } else {
             wd_tensor *t = &w->out->tensors[w->out->ntensors++];
-            rc = parse_tensor(name, val, fname, w->out->size - w->data_start, w->data_start, t, err);
+            rc = parse_tensor(name, val, fname, w->out->size - w->data_start, w->data_start, &w->room, t, err);
         }
         cJSON_Delete(val);
         cJSON_Delete(key);
@@ -380,12 +452,13 @@ syntax:
     return wd_errf(err, "%s: header is not valid JSON (syntax error near header byte %zu)", fname, at);
 }
 
-/* Parse every entry of the header object into out->tensors. */
-static int parse_entries(const char *json, size_t n, const char *fname, uint64_t data_start, wd_stfile *out,
-                         wd_err *err)
+/* Parse every entry of the header object into out->tensors (the names and
+ * dimensions after the records, or the donor's). */
+static int parse_entries(const char *json, size_t n, const char *fname, uint64_t data_start, const wd_model *donor,
+                         wd_stfile *out, wd_err *err)
 {
     if (check_json_bytes(json, n, fname, err)) return -1;
-    entry_walk w = {fname, data_start, out, 0, 0};
+    entry_walk w = {fname, data_start, out, 0, 0, {donor, NULL, NULL}, 0};
     int rc = walk_entries(json, n, &w, err); /* count */
     if (rc == 1) { /* not an object: the whole text says why (it holds no entries) */
         cJSON *root = parse_json(json, n, fname, err);
@@ -394,15 +467,17 @@ static int parse_entries(const char *json, size_t n, const char *fname, uint64_t
         return -1;
     }
     if (rc) return -1;
-    out->tensors = calloc(w.count + 1, sizeof *out->tensors);
-    if (!out->tensors) return wd_errf(err, "out of memory");
+    size_t recs = (w.count + 1) * sizeof *out->tensors; /* sizeof is a multiple of 8: the room is aligned */
+    if (w.need > SIZE_MAX - recs || !(out->tensors = calloc(1, recs + w.need))) return wd_errf(err, "out of memory");
+    w.room.at = (char *)out->tensors + recs;
+    w.room.end = w.room.at + w.need;
     w.count = 0;
     return walk_entries(json, n, &w, err) ? -1 : 0;
 }
 
 /* The parse, without keeping the header text. */
-int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
-                    wd_err *err)
+static int parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname,
+                        const wd_model *donor, wd_stfile *out, wd_err *err)
 {
     memset(out, 0, sizeof *out);
     if (buflen < 8 || file_size < 8)
@@ -419,13 +494,19 @@ int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_si
         return wd_errf(err, "%s: header buffer holds %zu of %llu bytes", fname, buflen, (unsigned long long)(8 + n));
     out->size = file_size;
     out->header_size = 8 + n;
-    if (parse_entries((const char *)buf + 8, (size_t)n, fname, 8 + n, out, err)) goto fail;
+    if (parse_entries((const char *)buf + 8, (size_t)n, fname, 8 + n, donor, out, err)) goto fail;
     qsort(out->tensors, out->ntensors, sizeof *out->tensors, cmp_offset);
     if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto fail;
     return 0;
 fail:
     wd_st_free(out);
     return -1;
+}
+
+int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
+                       wd_err *err)
+{
+    return parse_nocopy(buf, buflen, file_size, fname, NULL, out, err);
 }
 
 int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
@@ -446,7 +527,7 @@ static char *base_name(const char *path)
     return strdup(s ? s + 1 : path);
 }
 
-int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
+int wd_st_open_shared(const char *path, const wd_model *donor, wd_stfile *out, wd_err *err)
 {
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -485,7 +566,7 @@ int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
     }
     memcpy(buf, len8, 8);
     if (wd_pread_full(fd, buf + 8, (size_t)n, 8, path, err)) goto out;
-    if (wd_st_parse_nocopy(buf, (size_t)(8 + n), size, path, out, err)) goto out;
+    if (parse_nocopy(buf, (size_t)(8 + n), size, path, donor, out, err)) goto out;
     out->path = strdup(path);
     out->name = base_name(path);
     if (!out->path || !out->name) {
@@ -498,6 +579,11 @@ out:
     free(buf);
     close(fd);
     return rc;
+}
+
+int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
+{
+    return wd_st_open_shared(path, NULL, out, err);
 }
 
 const wd_tensor *wd_st_find(const wd_stfile *f, const char *name)

@@ -961,7 +961,10 @@ int wd_create(const wd_create_opts *o, wd_create_stats *st, wd_err *err)
     wd_model base = {0}, ft = {0};
     if (o->parent ? wd_delta_output_model(o->parent, &base, err) : wd_model_open(o->base_dir, &base, err))
         return wd_errprefix(err, o->parent ? "parent" : "base");
-    if (wd_model_open(o->ft_dir, &ft, err) || wd_input_filter(&ft, o->out_path, o->exclude, o->nexclude, err)) {
+    /* the fine-tune's names and dimensions: the base's where they are the
+     * same (both models are held to the end; freeing reads no name) */
+    if (wd_model_open_shared(o->ft_dir, &base, &ft, err) ||
+        wd_input_filter(&ft, o->out_path, o->exclude, o->nexclude, err)) {
         wd_model_free(&ft);
         wd_model_free(&base);
         return wd_errprefix(err, "fine-tune");
