@@ -187,30 +187,42 @@ static void put_len_str(wd_sha256 *h, const char *s)
     wd_sha256_update(h, s, n);
 }
 
-/* The identity of records already in name order (names unique). */
-static int id_compose(const id_rec *r, size_t n, unsigned char out[32], wd_err *err)
+/* The identity is composed of n records in name order (names unique):
+ * id_start, id_put for each, then wd_sha256_final. */
+static wd_sha256 *id_start(size_t n)
 {
     wd_sha256 *h = wd_sha256_new();
-    if (!h) return wd_errf(err, "out of memory");
+    if (!h) return NULL;
     unsigned char b[8];
     wd_sha256_update(h, ID_TAG, strlen(ID_TAG));
     wd_put_u64(b, (uint64_t)n);
     wd_sha256_update(h, b, 8);
-    for (size_t i = 0; i < n; i++) {
-        const wd_tensor *t = r[i].t;
-        int nd = t->ndim < 0 ? 0 : t->ndim > WD_MAX_DIMS ? WD_MAX_DIMS : t->ndim;
-        put_len_str(h, t->name);
-        put_len_str(h, t->dtype_name);
-        wd_put_u32(b, (uint32_t)nd);
-        wd_sha256_update(h, b, 4);
-        for (int k = 0; k < nd; k++) {
-            wd_put_u64(b, t->shape[k]);
-            wd_sha256_update(h, b, 8);
-        }
-        wd_put_u64(b, t->length);
+    return h;
+}
+
+static void id_put(wd_sha256 *h, const wd_tensor *t, const unsigned char digest[32])
+{
+    unsigned char b[8];
+    int nd = t->ndim < 0 ? 0 : t->ndim > WD_MAX_DIMS ? WD_MAX_DIMS : t->ndim;
+    put_len_str(h, t->name);
+    put_len_str(h, t->dtype_name);
+    wd_put_u32(b, (uint32_t)nd);
+    wd_sha256_update(h, b, 4);
+    for (int k = 0; k < nd; k++) {
+        wd_put_u64(b, t->shape[k]);
         wd_sha256_update(h, b, 8);
-        wd_sha256_update(h, r[i].digest, 32);
     }
+    wd_put_u64(b, t->length);
+    wd_sha256_update(h, b, 8);
+    wd_sha256_update(h, digest, 32);
+}
+
+/* The identity of records already in name order (names unique). */
+static int id_compose(const id_rec *r, size_t n, unsigned char out[32], wd_err *err)
+{
+    wd_sha256 *h = id_start(n);
+    if (!h) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < n; i++) id_put(h, r[i].t, r[i].digest);
     wd_sha256_final(h, out);
     return 0;
 }
@@ -309,10 +321,10 @@ int wd_idhash_final(wd_idhash *h, unsigned char out[32], wd_err *err)
 typedef struct id_job {
     const wd_model *m;
     const int *fds;
-    id_rec *recs;          /* in by_name order */
+    unsigned char (*digests)[32]; /* in file order: file f's tensor t at fstart[f] + t */
+    const size_t *fstart;
     pthread_mutex_t lock;
     size_t next;           /* next tensor to take, in file order */
-    size_t *file_order;    /* by_name index of the k-th tensor in file order */
     int failed;
     wd_err err;
 } id_job;
@@ -332,13 +344,18 @@ static void *id_worker(void *arg)
         }
         pthread_mutex_unlock(&j->lock);
         if (stop) break;
-        size_t bi = j->file_order[k];
-        const struct wd_tref *ref = &j->m->by_name[bi];
-        const wd_stfile *f = &j->m->files[ref->file];
-        const wd_tensor *t = &f->tensors[ref->tensor];
+        size_t lo = 0, hi = j->m->nfiles; /* the file holding the k-th tensor */
+        while (hi - lo > 1) {
+            size_t mid = (lo + hi) / 2;
+            if (j->fstart[mid] <= k) lo = mid;
+            else hi = mid;
+        }
+        struct wd_tref ref = {(uint32_t)lo, (uint32_t)(k - j->fstart[lo])};
+        const wd_stfile *f = &j->m->files[ref.file];
+        const wd_tensor *t = &f->tensors[ref.tensor];
         wd_sha256 *h = wd_sha256_new();
         wd_err e;
-        int rc = h ? hash_bytes(h, j->fds[ref->file], f, t, buf, CHUNK, ref, NULL, NULL, NULL, &e)
+        int rc = h ? hash_bytes(h, j->fds[ref.file], f, t, buf, CHUNK, &ref, NULL, NULL, NULL, &e)
                    : wd_errf(&e, "out of memory");
         if (rc) {
             wd_sha256_free(h);
@@ -348,7 +365,7 @@ static void *id_worker(void *arg)
             pthread_mutex_unlock(&j->lock);
             break;
         }
-        wd_sha256_final(h, j->recs[bi].digest);
+        wd_sha256_final(h, j->digests[k]);
     }
     free(buf);
     return NULL;
@@ -359,29 +376,24 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
     if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
     size_t nt = m->ntensors;
     id_job j = {.m = m};
-    id_rec *recs = calloc(nt + 1, sizeof *recs);
+    /* a digest per tensor (32 bytes: a model may hold 100,000 tensors),
+     * in file order; composed in name order through by_name */
+    unsigned char (*digests)[32] = calloc(nt + 1, sizeof *digests);
     int *fds = wd_fds_new(m->nfiles);
-    size_t *order = malloc((nt + 1) * sizeof *order), *fstart = calloc(m->nfiles + 1, sizeof *fstart);
+    size_t *fstart = calloc(m->nfiles + 1, sizeof *fstart);
     int rc = -1, nthreads = 0;
     pthread_t tids[8];
-    if (!recs || !fds || !order || !fstart) {
+    if (!digests || !fds || !fstart) {
         wd_errf(err, "out of memory hashing %s", m->dir);
         goto out;
     }
     if (open_shards(m, fds, err)) goto out;
-    /* records in name order; work handed out file by file, front to back
-     * within a file, so reads stay mostly sequential */
-    for (size_t i = 0; i < nt; i++) {
-        recs[i].t = &m->files[m->by_name[i].file].tensors[m->by_name[i].tensor];
-    }
+    /* work handed out file by file, front to back within a file, so reads
+     * stay mostly sequential */
     for (size_t f = 0; f < m->nfiles; f++) fstart[f + 1] = fstart[f] + m->files[f].ntensors;
-    for (size_t i = 0; i < nt; i++) {
-        const struct wd_tref *r = &m->by_name[i];
-        order[fstart[r->file] + r->tensor] = i;
-    }
     j.fds = fds;
-    j.recs = recs;
-    j.file_order = order;
+    j.digests = digests;
+    j.fstart = fstart;
     pthread_mutex_init(&j.lock, NULL);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     size_t want = cpus > 0 ? (size_t)cpus : 1;
@@ -396,11 +408,20 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
         *err = j.err;
         goto out;
     }
-    rc = id_compose(recs, nt, out, err);
+    wd_sha256 *h = id_start(nt);
+    if (!h) {
+        wd_errf(err, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        const struct wd_tref *r = &m->by_name[i];
+        id_put(h, &m->files[r->file].tensors[r->tensor], digests[fstart[r->file] + r->tensor]);
+    }
+    wd_sha256_final(h, out);
+    rc = 0;
 out:
     wd_fds_free(fds, m->nfiles);
-    free(recs);
-    free(order);
+    free(digests);
     free(fstart);
     return rc;
 }
