@@ -255,13 +255,18 @@ static int scan_dir(const char *dir, int have_index, strlist *shards, strlist *e
     return rc;
 }
 
+static const wd_tensor *donor_find(const void *donor, const char *name)
+{
+    return wd_model_find(donor, name, NULL);
+}
+
 static int open_shards(wd_model *m, const strlist *shards, const wd_model *donor, wd_err *err)
 {
     char path[PATH_MAX];
     m->files = calloc(shards->n, sizeof *m->files);
     if (!m->files) return wd_errf(err, "out of memory");
     for (size_t i = 0; i < shards->n; i++) {
-        if (join_path(path, sizeof path, m->dir, shards->v[i], err) || wd_st_open_shared(path, donor, &m->files[i], err))
+        if (join_path(path, sizeof path, m->dir, shards->v[i], err) || wd_st_open_shared(path, donor ? donor_find : NULL, donor, &m->files[i], err))
             return -1;
         m->nfiles++;
     }

@@ -46,8 +46,11 @@ int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_si
  * its base): a tensor whose name the donor holds points at the donor's
  * name, and at its dimensions when they are equal, instead of a copy of
  * its own.  The donor must stay open, unchanged, while the result is used
- * (it may be freed before or after it: freeing reads no name). */
-int wd_st_open_shared(const char *path, const wd_model *donor, wd_stfile *out, wd_err *err);
+ * (it may be freed before or after it: freeing reads no name).  The file
+ * level finds the donor's tensors through `find` (the model level's
+ * lookup: safetensors.c sits below model.c). */
+typedef const wd_tensor *(*wd_donor_find)(const void *donor, const char *name);
+int wd_st_open_shared(const char *path, wd_donor_find find, const void *donor, wd_stfile *out, wd_err *err);
 int wd_model_open_shared(const char *dir, const wd_model *donor, wd_model *m, wd_err *err);
 
 /* Build m->by_name and m->ntensors from m->files (model.c); an error names

@@ -53,7 +53,8 @@ static int parse_metadata(const cJSON *m, const char *fname, wd_err *err)
  * the donor's copy of the name, and of the dimensions when they are the
  * same: most of a fine-tune's header text costs nothing a second time. */
 typedef struct names_room {
-    const wd_model *donor; /* may be NULL */
+    wd_donor_find find;    /* NULL: no donor */
+    const void *donor;
     char *at, *end;        /* the second pass: the free room */
 } names_room;
 
@@ -67,7 +68,7 @@ static size_t align8(size_t n)
 static size_t room_for(const names_room *r, const char *name, const uint64_t *dims, int nd, const char **dn,
                        const uint64_t **dd)
 {
-    const wd_tensor *d = r->donor ? wd_model_find(r->donor, name, NULL) : NULL;
+    const wd_tensor *d = r->find ? r->find(r->donor, name) : NULL;
     *dn = d ? d->name : NULL;
     *dd = d && d->ndim == nd && (!nd || !memcmp(d->shape, dims, (size_t)nd * sizeof *dims)) ? d->shape : NULL;
     return (*dn ? 0 : align8(strlen(name) + 1)) + (*dd ? 0 : (size_t)nd * sizeof *dims);
@@ -427,8 +428,7 @@ static int walk_entries(const char *s, size_t n, entry_walk *w, wd_err *err)
             if (strcmp(name, "__metadata__") && cJSON_IsObject(val) &&
                 shape_dims(cJSON_GetObjectItemCaseSensitive(val, "shape"), dims, &nd, &bad_at))
                 w->need += room_for(&w->room, name, dims, nd, &dn, &dd);
-            else if (strcmp(name, "__metadata__")) /* an error in the second pass, unless it fits anyway */
-                w->need += align8(strlen(name) + 1);
+            /* else a bad entry: the second pass stops there, before its room */
         }
         else if (!strcmp(name, "__metadata__")) {
             if (w->have_meta++) rc = wd_errf(err, "%s: __metadata__ appears twice", fname);
@@ -455,11 +455,11 @@ syntax:
 
 /* Parse every entry of the header object into out->tensors (the names and
  * dimensions after the records, or the donor's). */
-static int parse_entries(const char *json, size_t n, const char *fname, uint64_t data_start, const wd_model *donor,
-                         wd_stfile *out, wd_err *err)
+static int parse_entries(const char *json, size_t n, const char *fname, uint64_t data_start, wd_donor_find find,
+                         const void *donor, wd_stfile *out, wd_err *err)
 {
     if (check_json_bytes(json, n, fname, err)) return -1;
-    entry_walk w = {fname, data_start, out, 0, 0, {donor, NULL, NULL}, 0};
+    entry_walk w = {fname, data_start, out, 0, 0, {find, donor, NULL, NULL}, 0};
     int rc = walk_entries(json, n, &w, err); /* count */
     if (rc == 1) { /* not an object: the whole text says why (it holds no entries) */
         cJSON *root = parse_json(json, n, fname, err);
@@ -478,7 +478,7 @@ static int parse_entries(const char *json, size_t n, const char *fname, uint64_t
 
 /* The parse, without keeping the header text. */
 static int parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname,
-                        const wd_model *donor, wd_stfile *out, wd_err *err)
+                        wd_donor_find find, const void *donor, wd_stfile *out, wd_err *err)
 {
     memset(out, 0, sizeof *out);
     if (buflen < 8 || file_size < 8)
@@ -495,7 +495,7 @@ static int parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_s
         return wd_errf(err, "%s: header buffer holds %zu of %llu bytes", fname, buflen, (unsigned long long)(8 + n));
     out->size = file_size;
     out->header_size = 8 + n;
-    if (parse_entries((const char *)buf + 8, (size_t)n, fname, 8 + n, donor, out, err)) goto fail;
+    if (parse_entries((const char *)buf + 8, (size_t)n, fname, 8 + n, find, donor, out, err)) goto fail;
     qsort(out->tensors, out->ntensors, sizeof *out->tensors, cmp_offset);
     if (check_duplicates(out, fname, err) || check_layout(out, fname, 8 + n, err)) goto fail;
     return 0;
@@ -507,7 +507,7 @@ fail:
 int wd_st_parse_nocopy(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
                        wd_err *err)
 {
-    return parse_nocopy(buf, buflen, file_size, fname, NULL, out, err);
+    return parse_nocopy(buf, buflen, file_size, fname, NULL, NULL, out, err);
 }
 
 int wd_st_parse(const unsigned char *buf, size_t buflen, uint64_t file_size, const char *fname, wd_stfile *out,
@@ -528,7 +528,7 @@ static char *base_name(const char *path)
     return strdup(s ? s + 1 : path);
 }
 
-int wd_st_open_shared(const char *path, const wd_model *donor, wd_stfile *out, wd_err *err)
+int wd_st_open_shared(const char *path, wd_donor_find find, const void *donor, wd_stfile *out, wd_err *err)
 {
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -573,7 +573,7 @@ int wd_st_open_shared(const char *path, const wd_model *donor, wd_stfile *out, w
     }
     memcpy(buf, len8, 8);
     if (wd_pread_full(fd, buf + 8, (size_t)n, 8, path, err)) goto out;
-    if (parse_nocopy(buf, (size_t)(8 + n), size, path, donor, out, err)) goto out;
+    if (parse_nocopy(buf, (size_t)(8 + n), size, path, find, donor, out, err)) goto out;
     out->path = strdup(path);
     out->name = base_name(path);
     if (!out->path || !out->name) {
@@ -590,7 +590,7 @@ out:
 
 int wd_st_open(const char *path, wd_stfile *out, wd_err *err)
 {
-    return wd_st_open_shared(path, NULL, out, err);
+    return wd_st_open_shared(path, NULL, NULL, out, err);
 }
 
 const wd_tensor *wd_st_find(const wd_stfile *f, const char *name)

@@ -445,6 +445,10 @@ static void pack_small(plan_file *pf, size_t npf, const wd_model *ft, uint32_t b
                    p->ext[k].file_offset == run.file_offset + run.length) {
                 p->ext_of[p->ext[k].tensor - t0] = wi;
                 run.length += p->ext[k].length;
+                if (p->ext[k].x) { /* a reason kept for a tensor that is now in a run: none is written */
+                    free(p->ext[k].x->why);
+                    free(p->ext[k].x);
+                }
                 k++;
             }
             if (!run.length) { /* cannot happen: the first one always fits a block */
