@@ -27,14 +27,20 @@
 # fixed-size records: each model's wd_tensor and by-name slot (2 x 88), the
 # two identity digests, the result's with its tensor (32 + 40), the plan's
 # record (64 + 4) and two tensor orders (2 x 8): H + 340, 437 here.
-# Measured (2 cores, this test's sizes): create ~355 (main before this
-# change ~695: a malloc'd name per tensor in both models, 128-byte plan
-# records, 72-byte identity records with copies of each name), verify ~365
-# (~495), hash ~215, inspect ~260, apply ~150 (~205), the daemon ~205 bytes
-# a tensor; before the one-entry-at-a-time parsing hash, inspect and apply
-# took ~1,300, create ~2,300, verify ~2,150 and the daemon ~1,400 (a cJSON
-# tree of the whole header and of the whole manifest, and 328-byte tensors
-# with room for 32 dimensions).
+# Measured (2 cores, this test's sizes): create ~315 (main before this
+# change ~730: a malloc'd name per tensor in both models, 128-byte plan
+# records, 72-byte identity records with copies of each name, the freed
+# header text left resident), verify ~410 (~525), hash ~215 (~235), inspect
+# ~240 (~255), apply ~240 (~250), the daemon ~235 (~245) bytes a tensor;
+# before the one-entry-at-a-time parsing hash, inspect and apply took
+# ~1,300, create ~2,300, verify ~2,150 and the daemon ~1,400 (a cJSON tree
+# of the whole header and of the whole manifest, and 328-byte tensors with
+# room for 32 dimensions).
+# create runs with 4 KiB blocks: the blocks in flight (a few per thread,
+# bounded by the block size, not by the tensor count) then weigh nothing at
+# either size; at 1 MiB blocks the 80k model's 7.7 MB header passes through
+# the queue as 8 blocks and the 8k model's as 1, which adds ~65 bytes a
+# tensor to the slope that the block size, not the tensor count, bounds.
 # Env: MANY_TENSORS_BIN = the release build to measure (default build/; WDELTA_BIN
 # is not used: ASan figures say nothing).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
