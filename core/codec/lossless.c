@@ -515,5 +515,9 @@ int wd_lossless_decode_kernel(wd_scratch *s, wd_codec codec, wd_dtype dt, const 
             if (pos[l][c] != expect[l][c])
                 return wd_errf(err, "base data does not match the block (context %u of lane %d: %u elements stored, %u in the base)",
                                c, l, cnt[l][c], cnt[l][c] + pos[l][c] - expect[l][c]);
+    /* here the vector gather, had it run, found counts the scalar one did
+     * not: a fault of the vector gather, which the tests ask to hear of */
+    if (kernel == WD_LL_SIMD)
+        return wd_errf(err, "the vector gather's counts differ from the scalar gather's");
     return 0;
 }
