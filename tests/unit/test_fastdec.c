@@ -2,7 +2,8 @@
  * against its scalar gather (lossless.c): every width and dtype, both
  * codecs, many mixes of contexts, lengths that are not multiples of the
  * vector chunk, and bases other than the block's; outputs and errors must
- * be the same byte for byte. */
+ * be the same byte for byte.  Also wd_hash64's vector lanes against the
+ * hash written out plainly. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,6 +305,65 @@ START_TEST(test_moved_counts)
 }
 END_TEST
 
+/* wd_hash64 (vector lanes where the CPU has them) against the hash as
+ * core/util/checksum.c defines it, written out plainly: every length
+ * around the 32-byte round and the 256-byte vector threshold, seeds,
+ * unaligned starts. */
+static uint64_t rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static uint64_t ref_hash(const unsigned char *p, size_t n, uint64_t seed)
+{
+    const uint64_t k1 = 0x9E3779B185EBCA87ull, k2 = 0xC2B2AE3D27D4EB4Full, k3 = 0x165667B19E3779F9ull;
+    uint64_t lane[4] = {seed + k1, seed ^ k2, seed + k3, seed - k1};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int l = 0; l < 4; l++) {
+            uint64_t v;
+            memcpy(&v, p + i + 8 * l, 8);
+            lane[l] = rotl64(lane[l] + v * k2, 31) * k1;
+        }
+    uint64_t h = rotl64(lane[0], 1) + rotl64(lane[1], 7) + rotl64(lane[2], 12) + rotl64(lane[3], 18) + (uint64_t)n;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        h = rotl64((h ^ v) + k3 * k2, 31) * k1;
+    }
+    for (; i < n; i++) h = rotl64((h ^ p[i]) + k1 * k2, 31) * k1;
+    h ^= h >> 33;
+    h *= k2;
+    h ^= h >> 29;
+    h *= k3;
+    h ^= h >> 32;
+    return h;
+}
+
+START_TEST(test_hash_lanes)
+{
+    size_t cap = 70000;
+    unsigned char *buf = malloc(cap + 8);
+    for (size_t i = 0; i < cap + 8; i++) buf[i] = (unsigned char)rnd();
+    static const size_t lens[] = {0, 1, 7, 8, 31, 32, 33, 255, 256, 257, 287, 288, 289, 1000, 4096, 65536, 70000};
+    for (size_t k = 0; k < sizeof lens / sizeof *lens; k++)
+        for (unsigned off = 0; off < 8; off += 3) {
+            uint64_t seed = k % 3 ? rnd() : 0;
+            ck_assert_msg(wd_hash64(buf + off, lens[k], seed) == ref_hash(buf + off, lens[k], seed),
+                          "wd_hash64 of %zu bytes at offset %u differs", lens[k], off);
+        }
+    for (int t = 0; t < 200; t++) {
+        size_t n = rnd() % cap;
+        ck_assert_msg(wd_hash64(buf, n, 5) == ref_hash(buf, n, 5), "wd_hash64 of %zu bytes differs", n);
+    }
+    /* one bit changed anywhere changes the hash */
+    uint64_t h = wd_hash64(buf, 4096, 0);
+    buf[3001] ^= 4;
+    ck_assert(wd_hash64(buf, 4096, 0) != h);
+    free(buf);
+}
+END_TEST
+
 Suite *suite_fastdec(void)
 {
     Suite *s = suite_create("fastdec");
@@ -313,6 +373,7 @@ Suite *suite_fastdec(void)
     tcase_add_test(tc, test_simd_matches_scalar_large);
     tcase_add_test(tc, test_wrong_base);
     tcase_add_test(tc, test_moved_counts);
+    tcase_add_test(tc, test_hash_lanes);
     suite_add_tcase(s, tc);
     return s;
 }
