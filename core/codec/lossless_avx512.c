@@ -266,15 +266,26 @@ AI void chunk(unsigned W, int mode, int is_float, int has_ctx, unsigned shift, u
                 /* the contexts' masks are disjoint: expand each into zeros
                  * and OR them in */
                 uint64_t m = has_ctx ? _mm512_cmpeq_epi8_mask(L[l], bc) & vm[l] : vm[l];
-                uint32_t at = pos[l][c];
-                UNROLL(4) for (unsigned g = 0; g < G; g++) {
-                    __m512i x = _mm512_loadu_si512(planes + (size_t)(pg + g) * ne + at);
-                    /* keep the load apart from the expand: the memory form
-                     * of vpexpandb is slower on Zen 4 */
-                    __asm__("" : "+v"(x));
-                    V[g][l] = _mm512_mask_expand_epi8(V[g][l], m, x);
+                uint32_t at = pos[l][c], cnt = (uint32_t)_mm_popcnt_u64(m);
+                /* a context rarely has more than 32 of a lane's 64: load
+                 * 32 bytes then, which less often straddle a cache line */
+                if (cnt <= 32) {
+                    UNROLL(4) for (unsigned g = 0; g < G; g++) {
+                        __m512i x = _mm512_castsi256_si512(
+                            _mm256_loadu_si256((const void *)(planes + (size_t)(pg + g) * ne + at)));
+                        /* keep the load apart from the expand: the memory
+                         * form of vpexpandb is slower on Zen 4 */
+                        __asm__("" : "+v"(x));
+                        V[g][l] = _mm512_mask_expand_epi8(V[g][l], m, x);
+                    }
+                } else {
+                    UNROLL(4) for (unsigned g = 0; g < G; g++) {
+                        __m512i x = _mm512_loadu_si512(planes + (size_t)(pg + g) * ne + at);
+                        __asm__("" : "+v"(x));
+                        V[g][l] = _mm512_mask_expand_epi8(V[g][l], m, x);
+                    }
                 }
-                if (pg + G >= W) pos[l][c] = at + (uint32_t)_mm_popcnt_u64(m);
+                if (pg + G >= W) pos[l][c] = at + cnt;
             }
         }
         UNROLL(4) for (unsigned g = 0; g < G; g++) {
