@@ -254,7 +254,7 @@ AI void chunk(unsigned W, int mode, int is_float, int has_ctx, unsigned shift, u
     }
     /* planes in groups of G: per context, its mask serves G planes */
     const unsigned G = W >= 4 ? 4 : W;
-    __attribute__((aligned(64))) unsigned char tmp[8 * CH];
+    __m512i P[8][4]; /* plane p's bytes of elements 64 q .. 64 q + 63 */
     UNROLL(2) for (unsigned pg = 0; pg < W; pg += G) {
         __m512i V[4][4];
         UNROLL(4) for (unsigned g = 0; g < G; g++)
@@ -291,45 +291,44 @@ AI void chunk(unsigned W, int mode, int is_float, int has_ctx, unsigned shift, u
         UNROLL(4) for (unsigned g = 0; g < G; g++) {
             transpose128(V[g]);
             UNROLL(4) for (unsigned q = 0; q < 4; q++)
-                _mm512_store_si512(tmp + (pg + g) * CH + 64 * q, _mm512_permutexvar_epi8(pm->inv, V[g][q]));
+                P[pg + g][q] = _mm512_permutexvar_epi8(pm->inv, V[g][q]);
         }
     }
 
     /* zip the planes into codes, 64 elements at a time, and rebuild */
-    for (unsigned q = 0; q < 4; q++) {
+    UNROLL(4) for (unsigned q = 0; q < 4; q++) {
         if (!full && 64 * q >= nvalid) break;
         __m512i z[8];
-        const unsigned char *t0 = tmp + 64 * q;
         if (W == 1) {
-            z[0] = _mm512_load_si512(t0);
+            z[0] = P[0][q];
         } else if (W == 2) {
-            __m512i a = _mm512_load_si512(t0), b = _mm512_load_si512(t0 + CH);
+            __m512i a = P[0][q], b = P[1][q];
             z[0] = _mm512_permutex2var_epi8(a, pm->z8lo, b);
             z[1] = _mm512_permutex2var_epi8(a, pm->z8hi, b);
         } else {
             __m512i h[4][2]; /* pairs of planes zipped: 16-bit pieces, elements 0-31 and 32-63 */
-            for (unsigned r = 0; r < W / 2; r++) {
-                __m512i a = _mm512_load_si512(t0 + 2 * r * CH), b = _mm512_load_si512(t0 + (2 * r + 1) * CH);
+            UNROLL(4) for (unsigned r = 0; r < W / 2; r++) {
+                __m512i a = P[2 * r][q], b = P[2 * r + 1][q];
                 h[r][0] = _mm512_permutex2var_epi8(a, pm->z8lo, b);
                 h[r][1] = _mm512_permutex2var_epi8(a, pm->z8hi, b);
             }
             __m512i f[2][4]; /* quads of planes: 32-bit pieces, elements 16 s .. 16 s + 15 */
-            for (unsigned r = 0; r < W / 4; r++)
-                for (unsigned s = 0; s < 2; s++) {
+            UNROLL(2) for (unsigned r = 0; r < W / 4; r++)
+                UNROLL(2) for (unsigned s = 0; s < 2; s++) {
                     f[r][2 * s] = _mm512_permutex2var_epi16(h[2 * r][s], pm->z16lo, h[2 * r + 1][s]);
                     f[r][2 * s + 1] = _mm512_permutex2var_epi16(h[2 * r][s], pm->z16hi, h[2 * r + 1][s]);
                 }
             if (W == 4) {
-                for (unsigned s = 0; s < 4; s++) z[s] = f[0][s];
+                UNROLL(4) for (unsigned s = 0; s < 4; s++) z[s] = f[0][s];
             } else {
-                for (unsigned s = 0; s < 4; s++) {
+                UNROLL(4) for (unsigned s = 0; s < 4; s++) {
                     z[2 * s] = _mm512_permutex2var_epi32(f[0][s], pm->z32lo, f[1][s]);
                     z[2 * s + 1] = _mm512_permutex2var_epi32(f[0][s], pm->z32hi, f[1][s]);
                 }
             }
         }
         unsigned per = 64 / W;
-        for (unsigned r = 0; r < W; r++) {
+        UNROLL(8) for (unsigned r = 0; r < W; r++) {
             unsigned at = 64 * q + per * r, nv = valid_in(nvalid, at, per);
             if (!full && !nv) break;
             size_t off = (size_t)at * W;
