@@ -21,5 +21,6 @@ Suite *suite_ternary(void);
 Suite *suite_readahead(void);
 Suite *suite_readv(void);
 Suite *suite_shared_names(void);
+Suite *suite_fastdec(void);
 
 #endif
