@@ -23,13 +23,19 @@ static int online_cpus(void)
     return n > 0 ? (int)n : 1;
 }
 
-/* Decoding and writing: `threads` workers decode blocks (taken in order
- * from a shared counter) into buffers from a small pool and queue them; one
- * writer thread pwrites each at its place in its output file and returns
- * the buffer.  So `--threads N` is N decoding threads, with the writes
- * (page-cache copies, or waits on a disk) overlapped on a thread of their
- * own, as `zstd -d` overlaps its I/O (its asyncio).  Memory: the pool,
- * threads + 2 buffers of the largest block. */
+/* Reading, decoding, writing: one reader thread reads each block's inputs
+ * in order (its stored bytes and the base bytes it uses: copies out of the
+ * page cache) into a small pool; `threads` workers decode them into output
+ * buffers of another pool and queue those; one writer thread pwrites each
+ * at its place in its output file.  So `--threads N` is N decoding
+ * threads, the reads and writes overlapped on a thread each, as `zstd -d`
+ * overlaps its I/O (asyncio).  Memory: the two pools, threads + 2 blocks of
+ * inputs and threads + 2 of output, of the largest block. */
+typedef struct apply_in {
+    wd_block_inputs in;
+    struct apply_in *next;
+} apply_in;
+
 typedef struct apply_buf {
     unsigned char *data;
     uint32_t block;
@@ -42,10 +48,12 @@ typedef struct apply_ctx {
     uint32_t *block_file;
     uint64_t *block_off;
     pthread_mutex_t lock;
-    pthread_cond_t cond;    /* a buffer freed, a block queued, or a failure */
+    pthread_cond_t cond;    /* any change below */
+    apply_in *free_in;      /* ready for a read */
+    apply_in *rq, **rtail;  /* read, to decode, in block order */
     apply_buf *free_bufs;   /* ready for a decode */
-    apply_buf *wq, **wtail; /* decoded, to write, in decode order */
-    uint32_t next;
+    apply_buf *wq, **wtail; /* decoded, to write */
+    int reading;            /* the reader still running */
     int decoding;           /* workers still running */
     uint64_t done;
     int failed;
@@ -61,25 +69,60 @@ static void apply_fail_locked(apply_ctx *a, const wd_err *e)
     pthread_cond_broadcast(&a->cond);
 }
 
-static void *apply_worker(void *arg)
+static void *apply_reader(void *arg)
 {
     apply_ctx *a = arg;
     const wd_delta_info *in = wd_delta_get_info(a->d);
     pthread_mutex_lock(&a->lock);
-    for (;;) {
-        while (!a->failed && !a->free_bufs && a->next < in->nblocks) pthread_cond_wait(&a->cond, &a->lock);
-        if (a->failed || a->next >= in->nblocks) break;
+    for (uint32_t b = 0; b < in->nblocks; b++) {
+        while (!a->failed && !a->free_in) pthread_cond_wait(&a->cond, &a->lock);
+        if (a->failed) break;
         wd_err e;
         if (wd_stop_requested(wd_delta_get_stop(a->d), &e)) {
             apply_fail_locked(a, &e);
             break;
         }
+        apply_in *x = a->free_in;
+        a->free_in = x->next;
+        pthread_mutex_unlock(&a->lock);
+        int rc = wd_delta_read_inputs(a->d, b, &x->in, &e);
+        pthread_mutex_lock(&a->lock);
+        if (rc) {
+            x->next = a->free_in;
+            a->free_in = x;
+            apply_fail_locked(a, &e);
+            break;
+        }
+        x->next = NULL;
+        *a->rtail = x;
+        a->rtail = &x->next;
+        pthread_cond_broadcast(&a->cond);
+    }
+    a->reading = 0;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+static void *apply_worker(void *arg)
+{
+    apply_ctx *a = arg;
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        while (!a->failed && (!a->free_bufs || !a->rq) && (a->rq || a->reading)) pthread_cond_wait(&a->cond, &a->lock);
+        if (a->failed || !a->rq) break;
+        apply_in *x = a->rq;
+        a->rq = x->next;
+        if (!a->rq) a->rtail = &a->rq;
         apply_buf *b = a->free_bufs;
         a->free_bufs = b->next;
-        b->block = a->next++;
+        b->block = x->in.block;
         pthread_mutex_unlock(&a->lock);
-        int rc = wd_delta_decode_block(a->d, b->block, b->data, &e);
+        wd_err e;
+        int rc = wd_delta_decode_inputs(a->d, &x->in, b->data, &e);
         pthread_mutex_lock(&a->lock);
+        x->next = a->free_in;
+        a->free_in = x;
         if (rc) {
             b->next = a->free_bufs;
             a->free_bufs = b;
@@ -130,7 +173,7 @@ static void *apply_writer(void *arg)
     return NULL;
 }
 
-/* Run n decoding workers and the writer over every block of a->d. */
+/* Run the reader, n decoding workers and the writer over every block of a->d. */
 static void apply_run(apply_ctx *a, int n)
 {
     const wd_delta_info *in = wd_delta_get_info(a->d);
@@ -139,25 +182,35 @@ static void apply_run(apply_ctx *a, int n)
         if (in->blocks[b].out_len > maxb) maxb = in->blocks[b].out_len;
     size_t nbufs = (size_t)n + 2;
     apply_buf *bufs = calloc(nbufs, sizeof *bufs);
+    apply_in *ins = calloc(nbufs, sizeof *ins);
     pthread_t *tids = calloc((size_t)n, sizeof *tids);
-    pthread_t wt;
+    pthread_t wt, rt;
     wd_err e;
     a->wtail = &a->wq;
+    a->rtail = &a->rq;
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
-    for (size_t i = 0; bufs && i < nbufs; i++) {
+    for (size_t i = 0; bufs && ins && i < nbufs; i++) {
         if (!(bufs[i].data = malloc(maxb))) break;
         bufs[i].next = a->free_bufs;
         a->free_bufs = &bufs[i];
+        ins[i].next = a->free_in;
+        a->free_in = &ins[i];
     }
     a->decoding = 1; /* this thread's, until the workers are started */
-    if (!bufs || !tids || !a->free_bufs) {
+    a->reading = 1;
+    int writer = 0, reader = 0;
+    if (!bufs || !ins || !tids || !a->free_bufs) {
         wd_errf(&e, "out of memory");
         apply_fail_locked(a, &e);
-    } else if ((errno = pthread_create(&wt, NULL, apply_writer, a)) != 0) {
-        wd_errf(&e, "cannot start the writing thread: %s", strerror(errno));
+    } else if ((errno = pthread_create(&wt, NULL, apply_writer, a)) != 0 ||
+               !(writer = 1) || (errno = pthread_create(&rt, NULL, apply_reader, a)) != 0) {
+        wd_errf(&e, "cannot start a thread: %s", strerror(errno));
+        pthread_mutex_lock(&a->lock);
         apply_fail_locked(a, &e);
+        pthread_mutex_unlock(&a->lock);
     } else {
+        reader = 1;
         int started = 0;
         for (int i = 0; i < n; i++) {
             pthread_mutex_lock(&a->lock);
@@ -179,10 +232,20 @@ static void apply_run(apply_ctx *a, int n)
             pthread_mutex_unlock(&a->lock);
         }
         for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
+    }
+    if (!writer) a->decoding = 0;
+    if (reader) pthread_join(rt, NULL);
+    if (writer) {
+        pthread_mutex_lock(&a->lock);
+        if (!reader) a->decoding = 0; /* no worker ran */
+        pthread_cond_broadcast(&a->cond);
+        pthread_mutex_unlock(&a->lock);
         pthread_join(wt, NULL);
     }
     for (size_t i = 0; bufs && i < nbufs; i++) free(bufs[i].data);
+    for (size_t i = 0; ins && i < nbufs; i++) wd_block_inputs_free(&ins[i].in);
     free(bufs);
+    free(ins);
     free(tids);
     pthread_cond_destroy(&a->cond);
     pthread_mutex_destroy(&a->lock);
