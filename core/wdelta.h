@@ -647,11 +647,13 @@ WD_API void wd_chain_close(wd_chain *c);
 #define WD_OPEN_BLOCK_CHECKED_BASE 4u
 WD_API int wd_open_with_base(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
                              unsigned flags, wd_cache *cache, wd_chain **out, wd_err *err);
-/* After a failure reading a chain opened with WD_OPEN_BLOCK_CHECKED_BASE:
- * hashes the base (once) and, when it is not the one the root link was made
- * against, returns -1 with err set to the "wrong base" error (kind
- * WD_ERR_MISSING) naming both identities; 0 when the base is the right one
- * or was checked when the chain was opened (the failure was not the base's). */
+/* After a failure reading a chain opened with WD_OPEN_BLOCK_CHECKED_BASE,
+ * err holding it: when it is a block whose output checksum did not match,
+ * hashes the base (once) and, when that is not the base the root link was
+ * made against, returns -1 with err replaced by the "wrong base" error
+ * (kind WD_ERR_MISSING) naming both identities; 0, err untouched, when the
+ * base is the right one, was checked when the chain was opened, or the
+ * failure was of another kind (an interruption, a failed write). */
 WD_API int wd_chain_check_base(wd_chain *c, wd_err *err);
 /* The deltas of a directory as a forest of chains (`inspect --chain DIR`):
  * every *.wdelta file there by name, opened without a base (the errors of
