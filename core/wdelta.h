@@ -648,7 +648,8 @@ WD_API void wd_chain_close(wd_chain *c);
 WD_API int wd_open_with_base(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
                              unsigned flags, wd_cache *cache, wd_chain **out, wd_err *err);
 /* After a failure reading a chain opened with WD_OPEN_BLOCK_CHECKED_BASE,
- * err holding it: when it is a block whose output checksum did not match,
+ * err holding it: when it is a block that did not decode (a wrong base
+ * shows as its output checksum, or the codec's own check, failing),
  * hashes the base (once) and, when that is not the base the root link was
  * made against, returns -1 with err replaced by the "wrong base" error
  * (kind WD_ERR_MISSING) naming both identities; 0, err untouched, when the

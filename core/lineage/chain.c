@@ -466,9 +466,10 @@ fail:
 
 int wd_chain_check_base(wd_chain *c, wd_err *err)
 {
-    /* only a block whose output did not match (delta_read.c's message) can
-     * be the base's doing: an interruption or a failed write is not hashed for */
-    if (!c || !c->base_unchecked || !c->n || !strstr(err->msg, "output checksum mismatch")) return 0;
+    /* only a block that failed to decode (delta_read.c names it: "block N
+     * (delta offset M)") can be the base's doing: an interruption or a
+     * failed write is not hashed for */
+    if (!c || !c->base_unchecked || !c->n || !strstr(err->msg, "(delta offset ")) return 0;
     const wd_delta *root = c->links[0];
     unsigned kind = root->info.base_hash_kind;
     wd_err e2;
