@@ -20,5 +20,6 @@ Suite *suite_xdtype(void);
 Suite *suite_ternary(void);
 Suite *suite_readahead(void);
 Suite *suite_readv(void);
+Suite *suite_block_inputs(void);
 
 #endif
