@@ -48,7 +48,10 @@ typedef struct apply_ctx {
     uint32_t *block_file;
     uint64_t *block_off;
     pthread_mutex_t lock;
-    pthread_cond_t cond;    /* any change below */
+    /* each thread kind waits on its own: the reader for a free input
+     * buffer, the workers for read inputs and a free output buffer, the
+     * writer for decoded blocks (a block handed on wakes only its taker) */
+    pthread_cond_t in_cond, work_cond, out_cond;
     apply_in *free_in;      /* ready for a read */
     apply_in *rq, **rtail;  /* read, to decode, in block order */
     apply_buf *free_bufs;   /* ready for a decode */
@@ -62,11 +65,18 @@ typedef struct apply_ctx {
     void *progress_ctx;
 } apply_ctx;
 
+static void wake_all_locked(apply_ctx *a)
+{
+    pthread_cond_broadcast(&a->in_cond);
+    pthread_cond_broadcast(&a->work_cond);
+    pthread_cond_broadcast(&a->out_cond);
+}
+
 static void apply_fail_locked(apply_ctx *a, const wd_err *e)
 {
     if (!a->failed) a->err = *e;
     a->failed = 1;
-    pthread_cond_broadcast(&a->cond);
+    wake_all_locked(a);
 }
 
 static void *apply_reader(void *arg)
@@ -75,7 +85,7 @@ static void *apply_reader(void *arg)
     const wd_delta_info *in = wd_delta_get_info(a->d);
     pthread_mutex_lock(&a->lock);
     for (uint32_t b = 0; b < in->nblocks; b++) {
-        while (!a->failed && !a->free_in) pthread_cond_wait(&a->cond, &a->lock);
+        while (!a->failed && !a->free_in) pthread_cond_wait(&a->in_cond, &a->lock);
         if (a->failed) break;
         wd_err e;
         if (wd_stop_requested(wd_delta_get_stop(a->d), &e)) {
@@ -96,10 +106,10 @@ static void *apply_reader(void *arg)
         x->next = NULL;
         *a->rtail = x;
         a->rtail = &x->next;
-        pthread_cond_broadcast(&a->cond);
+        pthread_cond_signal(&a->work_cond);
     }
     a->reading = 0;
-    pthread_cond_broadcast(&a->cond);
+    pthread_cond_broadcast(&a->work_cond);
     pthread_mutex_unlock(&a->lock);
     return NULL;
 }
@@ -109,7 +119,7 @@ static void *apply_worker(void *arg)
     apply_ctx *a = arg;
     pthread_mutex_lock(&a->lock);
     for (;;) {
-        while (!a->failed && (!a->free_bufs || !a->rq) && (a->rq || a->reading)) pthread_cond_wait(&a->cond, &a->lock);
+        while (!a->failed && (!a->free_bufs || !a->rq) && (a->rq || a->reading)) pthread_cond_wait(&a->work_cond, &a->lock);
         if (a->failed || !a->rq) break;
         apply_in *x = a->rq;
         a->rq = x->next;
@@ -123,6 +133,7 @@ static void *apply_worker(void *arg)
         pthread_mutex_lock(&a->lock);
         x->next = a->free_in;
         a->free_in = x;
+        pthread_cond_signal(&a->in_cond);
         if (rc) {
             b->next = a->free_bufs;
             a->free_bufs = b;
@@ -132,10 +143,12 @@ static void *apply_worker(void *arg)
         b->next = NULL;
         *a->wtail = b;
         a->wtail = &b->next;
-        pthread_cond_broadcast(&a->cond);
+        pthread_cond_signal(&a->out_cond);
+        /* another worker may take what is left (read inputs, a buffer) */
+        if (a->rq && a->free_bufs) pthread_cond_signal(&a->work_cond);
     }
     a->decoding--;
-    pthread_cond_broadcast(&a->cond);
+    pthread_cond_broadcast(&a->out_cond);
     pthread_mutex_unlock(&a->lock);
     return NULL;
 }
@@ -148,7 +161,7 @@ static void *apply_writer(void *arg)
     const wd_delta_info *in = wd_delta_get_info(a->d);
     pthread_mutex_lock(&a->lock);
     for (;;) {
-        while (!a->failed && !a->wq && a->decoding) pthread_cond_wait(&a->cond, &a->lock);
+        while (!a->failed && !a->wq && a->decoding) pthread_cond_wait(&a->out_cond, &a->lock);
         if (a->failed || !a->wq) break;
         apply_buf *b = a->wq;
         a->wq = b->next;
@@ -161,7 +174,7 @@ static void *apply_writer(void *arg)
         pthread_mutex_lock(&a->lock);
         b->next = a->free_bufs;
         a->free_bufs = b;
-        pthread_cond_broadcast(&a->cond);
+        pthread_cond_signal(&a->work_cond);
         if (rc) {
             apply_fail_locked(a, &e);
             break;
@@ -189,7 +202,9 @@ static void apply_run(apply_ctx *a, int n)
     a->wtail = &a->wq;
     a->rtail = &a->rq;
     pthread_mutex_init(&a->lock, NULL);
-    pthread_cond_init(&a->cond, NULL);
+    pthread_cond_init(&a->in_cond, NULL);
+    pthread_cond_init(&a->work_cond, NULL);
+    pthread_cond_init(&a->out_cond, NULL);
     for (size_t i = 0; bufs && ins && i < nbufs; i++) {
         if (!(bufs[i].data = malloc(maxb))) break;
         bufs[i].next = a->free_bufs;
@@ -228,7 +243,7 @@ static void apply_run(apply_ctx *a, int n)
         else {
             pthread_mutex_lock(&a->lock);
             a->decoding--;
-            pthread_cond_broadcast(&a->cond);
+            pthread_cond_broadcast(&a->out_cond);
             pthread_mutex_unlock(&a->lock);
         }
         for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
@@ -238,7 +253,7 @@ static void apply_run(apply_ctx *a, int n)
     if (writer) {
         pthread_mutex_lock(&a->lock);
         if (!reader) a->decoding = 0; /* no worker ran */
-        pthread_cond_broadcast(&a->cond);
+        wake_all_locked(a);
         pthread_mutex_unlock(&a->lock);
         pthread_join(wt, NULL);
     }
@@ -247,7 +262,9 @@ static void apply_run(apply_ctx *a, int n)
     free(bufs);
     free(ins);
     free(tids);
-    pthread_cond_destroy(&a->cond);
+    pthread_cond_destroy(&a->in_cond);
+    pthread_cond_destroy(&a->work_cond);
+    pthread_cond_destroy(&a->out_cond);
     pthread_mutex_destroy(&a->lock);
 }
 
