@@ -51,9 +51,9 @@ void read_delta_file(fuse_req_t req, daemon_state *ds, handle *h, size_t size, o
     pthread_mutex_lock(&ds->lock);
     int seq = u + SEQ_WINDOW >= h->next_off && u <= h->next_off + SEQ_WINDOW;
     if (ds->readahead && seq && end < f->size) {
-        /* keep `readahead` MiB (full blocks' worth) queued beyond what was just read */
+        /* keep `readahead` blocks queued beyond what was just read */
         uint64_t want = end + (uint64_t)ds->readahead * WD_DEFAULT_BLOCK_SIZE;
-        if (h->ra_until < want) queue_prefetch_locked(ds, h, (size_t)f->delta_file, end, want);
+        if (h->ra_until < want) queue_prefetch_locked(ds, h, (size_t)f->delta_file, end, ds->readahead);
     }
     if (!seq) h->ra_until = end; /* a jump: read-ahead starts over from here */
     if (!seq || end > h->next_off) h->next_off = end;

@@ -4,32 +4,25 @@
  * come next find them. */
 #include "readahead.h"
 
-/* Queue the blocks of output file f from file offset `pos` (or where this
- * handle's read-ahead got to, if further) up to offset `until`, in file
- * order (the library's wd_delta_next_blocks says which): the depth is in
- * bytes, so a delta of small blocks (one per small tensor) is decoded as
- * far ahead as one of full blocks.  At most 64 blocks a call, and what the
- * queue has room for.  ds->lock held. */
-void queue_prefetch_locked(daemon_state *ds, handle *h, size_t f, uint64_t pos, uint64_t until)
+/* Queue the `count` blocks that follow file offset `pos` of output file f,
+ * in file order (the library's wd_delta_next_blocks says which).  Blocks
+ * already queued for this handle are skipped.  ds->lock held. */
+void queue_prefetch_locked(daemon_state *ds, handle *h, size_t f, uint64_t pos, unsigned count)
 {
     model *m = h->m;
-    uint32_t next[64];
-    size_t room = sizeof ds->q / sizeof *ds->q - ds->qlen;
+    uint32_t next[64]; /* readahead= is at most 64 */
+    size_t room = sizeof ds->q / sizeof *ds->q - ds->qlen, want = count;
+    if (want > room) want = room;
+    if (want > sizeof next / sizeof *next) want = sizeof next / sizeof *next;
     if (pos < h->ra_until) pos = h->ra_until;
-    size_t n = 0;
-    while (pos < until && n < room && n < sizeof next / sizeof *next) {
-        uint64_t end;
-        if (!wd_delta_next_blocks(m->d, f, pos, &next[n], 1, &end)) break;
-        n++;
-        pos = end;
-    }
+    size_t n = wd_delta_next_blocks(m->d, f, pos, next, want, &pos);
     for (size_t k = 0; k < n; k++) {
         model_ref(&ds->t, m);
         ds->q[(ds->qhead + ds->qlen) % (sizeof ds->q / sizeof *ds->q)] = (prefetch_job){m, next[k]};
         ds->qlen++;
     }
     h->ra_until = pos;
-    if (n) pthread_cond_broadcast(&ds->work);
+    pthread_cond_broadcast(&ds->work);
 }
 
 static void *prefetch_main(void *arg)

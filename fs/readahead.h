@@ -8,8 +8,8 @@
 #include <stdint.h>
 #include "daemon.h" /* daemon_state, handle */
 
-/* queue the blocks of output file f from offset pos up to offset until (ds->lock held) */
-void queue_prefetch_locked(daemon_state *ds, handle *h, size_t f, uint64_t pos, uint64_t until);
+/* queue the `count` blocks that follow offset pos of output file f (ds->lock held) */
+void queue_prefetch_locked(daemon_state *ds, handle *h, size_t f, uint64_t pos, unsigned count);
 /* start ds->prefetch_threads workers into pf[]; the number started */
 unsigned readahead_start(daemon_state *ds, pthread_t *pf);
 /* after ds->stopping is set and ds->work broadcast: join the workers and
