@@ -302,7 +302,7 @@ static int check_options(const options *o, daemon_state *ds, uint64_t *cache_siz
         return bad_number("readahead_threads", o->ra_threads, 1, MAX_PREFETCH_THREADS, "threads decoding ahead");
     ds->readahead = 2 * ds->prefetch_threads < 8 ? 8 : 2 * ds->prefetch_threads;
     if (o->readahead && parse_uint(o->readahead, 0, 64, &ds->readahead))
-        return bad_number("readahead", o->readahead, 0, 64, "MiB decoded ahead of a sequential reader");
+        return bad_number("readahead", o->readahead, 0, 64, "blocks decoded ahead of a sequential reader");
     if (o->cache_dir && !*o->cache_dir) {
         fprintf(stderr, "wdeltafs: cache_dir= needs a directory\n");
         return EXIT_USAGE;
@@ -331,9 +331,8 @@ static void usage(const char *prog)
            "  -o cache_dir=DIR          where base digests are remembered (default\n"
            "                            /var/cache/wdeltafs; not root: ~/.cache/wdeltafs)\n"
            "  -o scan_interval=SECS     rescan SRC for changes this often (1..86400, default 2)\n"
-           "  -o readahead=N            MiB decoded ahead of a sequential reader (0..64, in\n"
-           "                            blocks of up to 1 MiB; default: 2 x readahead_threads,\n"
-           "                            at least 8; 0 = none)\n"
+           "  -o readahead=N            blocks decoded ahead of a sequential reader (0..64;\n"
+           "                            default: 2 x readahead_threads, at least 8; 0 = none)\n"
            "  -o readahead_threads=N    threads decoding those blocks (1..16, default: CPUs, 2..16)\n"
            "  -o v1_dtype=float32|base  deltatensors v1 tensors as float32 (default) or the base's dtype\n"
            "  -o cross_fs               walk SRC's directories on other filesystems too (default: not)\n"
