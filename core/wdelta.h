@@ -637,8 +637,26 @@ WD_API void wd_chain_close(wd_chain *c);
  * v1) whose wd_chain_top is the delta to read. */
 #define WD_OPEN_CHECK_V1 1u
 #define WD_OPEN_V1_BASE_DTYPE 2u
+/* WD_OPEN_BLOCK_CHECKED_BASE: a v2 delta that records no parent is given
+ * base_dir without hashing the whole base first, when its tensors are
+ * there with the right dtypes and lengths and its first block that reads
+ * the base decodes (otherwise the full resolution runs, with its messages).
+ * Each block's output checksum then checks the base bytes that block uses
+ * (FORMAT.md, "What a reader checks"): a reader that decodes every block it
+ * returns (wd_apply) loses no check, and saves hashing the whole base.  On a
+ * failed decode, wd_chain_check_base says whether the base was the cause. */
+#define WD_OPEN_BLOCK_CHECKED_BASE 4u
 WD_API int wd_open_with_base(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
                              unsigned flags, wd_cache *cache, wd_chain **out, wd_err *err);
+/* After a failure reading a chain opened with WD_OPEN_BLOCK_CHECKED_BASE,
+ * err holding it: when it is a block that did not decode (a wrong base
+ * shows as its output checksum, or the codec's own check, failing),
+ * hashes the base (once) and, when that is not the base the root link was
+ * made against, returns -1 with err replaced by the "wrong base" error
+ * (kind WD_ERR_MISSING) naming both identities; 0, err untouched, when the
+ * base is the right one, was checked when the chain was opened, or the
+ * failure was of another kind (an interruption, a failed write). */
+WD_API int wd_chain_check_base(wd_chain *c, wd_err *err);
 /* The deltas of a directory as a forest of chains (`inspect --chain DIR`):
  * every *.wdelta file there by name, opened without a base (the errors of
  * those that do not open kept, in order), each under the delta whose result

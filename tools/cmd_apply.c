@@ -26,7 +26,11 @@ static const char apply_help[] =
     "  -c, --chain PATH    where FILE's parent links are: a .wdelta or a directory\n"
     "                      of them (repeatable; default: FILE's own directory)\n"
     "  -o, --output DIR    directory to create (or an existing empty one)\n"
-    "  -t, --threads N     worker threads (default: online CPUs)\n"
+    "  -t, --threads N     decoding threads (default: online CPUs)\n"
+    "      --check-base    hash the whole base and compare it with the identity\n"
+    "                      the delta records before decoding (default: each\n"
+    "                      block's checksum checks the base bytes it uses, and\n"
+    "                      the base is hashed only to explain a failure)\n"
     "      --base-dtype    deltatensors v1 files: write tensors in the base's dtype\n"
     "                      (default: float32, as the reference does)\n"
     "      --force         replace OUTDIR if it holds only files this delta\n"
@@ -43,12 +47,13 @@ int cmd_apply(int argc, char **argv)
         {"threads", required_argument, 0, 't'},
         {"force", no_argument, 0, 'F'},
         {"base-dtype", no_argument, 0, 'D'},
+        {"check-base", no_argument, 0, 'C'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *base = NULL, *out = NULL;
-    int threads = 0, force = 0, quiet = 0, base_dtype = 0, c;
+    int threads = 0, force = 0, quiet = 0, base_dtype = 0, check_base = 0, c;
     long long v;
     static chain_args ca;
     ca.n = 0;
@@ -67,6 +72,7 @@ int cmd_apply(int argc, char **argv)
             break;
         case 'F': force = 1; break;
         case 'D': base_dtype = 1; break;
+        case 'C': check_base = 1; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(apply_help, stdout); return 0;
         default: return opt_error("apply", c, argv);
@@ -85,8 +91,12 @@ int cmd_apply(int argc, char **argv)
     int rc = 1;
     wd_chain *chain = NULL;
     wd_delta *top;
-    if (wd_open_with_base(path, ca.paths, ca.n, base, WD_OPEN_CHECK_V1 | (base_dtype ? WD_OPEN_V1_BASE_DTYPE : 0u),
-                          NULL, &chain, &err))
+    /* every block wd_apply writes is decoded to its output checksum, which
+     * checks the base bytes it used: the whole base is hashed only with
+     * --check-base, or to say whether a failure was the base's */
+    unsigned oflags = WD_OPEN_CHECK_V1 | (base_dtype ? WD_OPEN_V1_BASE_DTYPE : 0u) |
+                      (check_base ? 0u : WD_OPEN_BLOCK_CHECKED_BASE);
+    if (wd_open_with_base(path, ca.paths, ca.n, base, oflags, NULL, &chain, &err))
         goto done;
     top = wd_chain_top(chain);
     /* wd_apply builds in a temporary directory and renames it into place */
@@ -102,7 +112,10 @@ int cmd_apply(int argc, char **argv)
     int arc = force ? wd_apply_replace(top, outbuf, threads, bytes_progress_cb, &pr, &err)
                     : wd_apply(top, outbuf, threads, bytes_progress_cb, &pr, &err);
     progress_end(&pr, arc == 0);
-    if (arc) goto done;
+    if (arc) {
+        wd_chain_check_base(chain, &err); /* a wrong base replaces the block's error */
+        goto done;
+    }
     double el = now_s() - t0;
     const wd_delta_info *in = wd_delta_get_info(top);
     char hs[32];

@@ -64,6 +64,23 @@ const wd_ext_priv *wd_delta_ext(const wd_delta *d, size_t f, size_t k);
  * not the number of open deltas). */
 int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, wd_err *err);
 
+/* A block's decode in two steps, so that the reading (copies out of the
+ * page cache) can run on another thread than the decoding (wd_apply):
+ * wd_delta_read_inputs reads block's stored bytes and, when its codec
+ * reads a base directory's bytes as they are, those base bytes, into in's
+ * buffers (grown as needed; zero-initialise in, wd_block_inputs_free it);
+ * wd_delta_decode_inputs then decodes them with every check of
+ * wd_delta_decode_block (stored and output checksums). */
+typedef struct wd_block_inputs {
+    unsigned char *stored, *base;
+    size_t stored_cap, base_cap;
+    uint32_t block;
+    int has_base, v1;
+} wd_block_inputs;
+int wd_delta_read_inputs(wd_delta *d, uint32_t block, wd_block_inputs *in, wd_err *err);
+int wd_delta_decode_inputs(wd_delta *d, const wd_block_inputs *in, void *out, wd_err *err);
+void wd_block_inputs_free(wd_block_inputs *in);
+
 
 /* delta/base.c, through d->src: read n base bytes of extent e, at base_offset + rel, from the
  * base model's file or from the parent delta's output. */

@@ -691,24 +691,27 @@ static int where(const wd_delta *d, uint32_t block, wd_err *err)
     return wd_errprefix(err, "%s: block %u (delta offset %llu)", d->path, block, (unsigned long long)b->offset);
 }
 
-int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, wd_err *err)
+/* Does block's decode read its base as it lies in a base directory's file
+ * (a delta codec, no prediction, a base directory attached)?  Then the
+ * base bytes are out_len bytes at the base tensor's offset + rel, and
+ * wd_delta_read_inputs may read them ahead. */
+static int reads_base_dir(const wd_delta *d, const wd_ext_priv *e)
 {
-    if (block >= d->info.nblocks) return wd_errf(err, "%s: no block %u", d->path, block);
+    return !d->v1 && !e->pred && wd_codec_needs_base(e->pub.codec) && d->src == &wd_base_dir_source &&
+           e->base_fd_index >= 0;
+}
+
+/* Decode block from its stored bytes (read, not yet checked) and, when
+ * base_in is not NULL, its base bytes read ahead (wd_delta_read_inputs);
+ * else the base is read here through the source. */
+static int decode_from(wd_delta *d, uint32_t block, const unsigned char *stored, const unsigned char *base_in,
+                       void *out, wd_scratch *s, wd_err *err)
+{
     const wd_block *b = &d->blocks[block];
     const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
-    if (d->v1) return wd_v1view_decode(d, block, out, err);
-    if (wd_codec_needs_base(e->pub.codec) && ((!d->base && !d->parent) || e->base_fd_index < 0))
-        return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path,
-                       e->tensor ? e->tensor : e->base_tensor); /* "tensor" is optional in the manifest */
     int rc = -1;
-    unsigned char *stored = wd_scratch_buf(s, 0, b->stored_len);
     const unsigned char *base = NULL;
     wd_cache_pin *pin = NULL;
-    if (!stored) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    if (wd_pread_full(d->fd, stored, b->stored_len, b->offset, "read", err)) goto out_where;
     if (wd_hash64(stored, b->stored_len, 0) != b->stored_hash) {
         wd_errf(err, "stored checksum mismatch (the delta file is corrupt)");
         goto out_where;
@@ -719,7 +722,8 @@ int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, 
         base = out; /* read a base: a wrong one shows in the output checksum */
     } else {
         /* a chain link reads its parent's cached block in place */
-        if (wd_codec_needs_base(e->pub.codec) && wd_delta_base_view(d, e, s, b->out_len, rel, &base, &pin, err))
+        if (base_in) base = base_in;
+        else if (wd_codec_needs_base(e->pub.codec) && wd_delta_base_view(d, e, s, b->out_len, rel, &base, &pin, err))
             goto out_where;
         if (wd_decode_block(s, e->pub.codec, e->pub.dtype, stored, b->stored_len, base, out, b->out_len, err))
             goto out_where;
@@ -738,6 +742,31 @@ out:
     return rc;
 }
 
+/* The checks every decode makes first: the block exists, its source is there. */
+static int decodable(wd_delta *d, uint32_t block, wd_err *err)
+{
+    if (block >= d->info.nblocks) return wd_errf(err, "%s: no block %u", d->path, block);
+    const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
+    if (!d->v1 && wd_codec_needs_base(e->pub.codec) && ((!d->base && !d->parent) || e->base_fd_index < 0))
+        return wd_errf(err, "%s: tensor %s needs the base model, which is not attached", d->path,
+                       e->tensor ? e->tensor : e->base_tensor); /* "tensor" is optional in the manifest */
+    return 0;
+}
+
+int wd_delta_decode_with(wd_delta *d, uint32_t block, void *out, wd_scratch *s, wd_err *err)
+{
+    if (decodable(d, block, err)) return -1;
+    if (d->v1) return wd_v1view_decode(d, block, out, err);
+    const wd_block *b = &d->blocks[block];
+    unsigned char *stored = wd_scratch_buf(s, 0, b->stored_len);
+    if (!stored) return wd_errf(err, "out of memory");
+    if (wd_pread_full(d->fd, stored, b->stored_len, b->offset, "read", err)) {
+        where(d, block, err);
+        return -1;
+    }
+    return decode_from(d, block, stored, NULL, out, s, err);
+}
+
 int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
 {
     wd_scratch *s = wd_scratch_pool_get(&d->pool);
@@ -745,6 +774,57 @@ int wd_delta_decode_block(wd_delta *d, uint32_t block, void *out, wd_err *err)
     int rc = wd_delta_decode_with(d, block, out, s, err);
     wd_scratch_pool_put(&d->pool, s);
     return rc;
+}
+
+static int grow(unsigned char **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap) return 0;
+    free(*buf);
+    *buf = malloc(n ? n : 1);
+    *cap = *buf ? n : 0;
+    return *buf ? 0 : -1;
+}
+
+int wd_delta_read_inputs(wd_delta *d, uint32_t block, wd_block_inputs *in, wd_err *err)
+{
+    in->block = block;
+    in->has_base = 0;
+    in->v1 = d->v1 != NULL;
+    if (decodable(d, block, err)) return -1;
+    if (in->v1) return 0; /* read as it decodes */
+    const wd_block *b = &d->blocks[block];
+    const wd_ext_priv *e = d->ext_by_num[d->block_ext[block]];
+    if (grow(&in->stored, &in->stored_cap, b->stored_len)) return wd_errf(err, "out of memory");
+    if (wd_pread_full(d->fd, in->stored, b->stored_len, b->offset, "read", err)) {
+        where(d, block, err);
+        return -1;
+    }
+    if (!reads_base_dir(d, e)) return 0;
+    if (grow(&in->base, &in->base_cap, b->out_len)) return wd_errf(err, "out of memory");
+    uint64_t rel = (uint64_t)(block - e->pub.first_block) * e->pub.block_size;
+    if (wd_delta_read_base(d, e, in->base, b->out_len, rel, err)) {
+        where(d, block, err);
+        return -1;
+    }
+    in->has_base = 1;
+    return 0;
+}
+
+int wd_delta_decode_inputs(wd_delta *d, const wd_block_inputs *in, void *out, wd_err *err)
+{
+    if (in->v1) return wd_delta_decode_block(d, in->block, out, err);
+    wd_scratch *s = wd_scratch_pool_get(&d->pool);
+    if (!s) return wd_errf(err, "out of memory");
+    int rc = decode_from(d, in->block, in->stored, in->has_base ? in->base : NULL, out, s, err);
+    wd_scratch_pool_put(&d->pool, s);
+    return rc;
+}
+
+void wd_block_inputs_free(wd_block_inputs *in)
+{
+    free(in->stored);
+    free(in->base);
+    memset(in, 0, sizeof *in);
 }
 
 /* ---- accessors for the layers above (delta.h) ------------------------ */

@@ -206,6 +206,7 @@ struct wd_chain {
     int have_base;
     unsigned char base_hash[3][32]; /* by kind (WD_HASH_V1, WD_ID_V2) */
     int base_hashed[3];
+    int base_unchecked; /* WD_OPEN_BLOCK_CHECKED_BASE took the base unhashed */
     wd_delta **nodes;  /* 0: the file; then every delta searched */
     size_t nnodes, cap;
     char searched[600]; /* where candidates were looked for, for messages */
@@ -434,12 +435,63 @@ fail:
     return -1;
 }
 
+/* WD_OPEN_BLOCK_CHECKED_BASE: d (v2, recording no parent, so made against a
+ * base directory) gets base_dir unhashed when it fits there: its base
+ * tensors present with their dtypes and lengths, and its first block that
+ * reads the base decoding to its output checksum.  0 with *out set (d is
+ * the chain's), or -1: nothing kept, d closed, the full resolution decides
+ * (and words the error). */
+static int open_block_checked(wd_delta *d, const char *base_dir, wd_chain **out)
+{
+    wd_err e2;
+    wd_chain *c = calloc(1, sizeof *c);
+    if (!c || add_node(c, d, &e2)) {
+        free(c);
+        wd_delta_close(d);
+        return -1;
+    }
+    if (wd_model_open(base_dir, &c->base, &e2)) goto fail;
+    c->have_base = 1;
+    if (wd_delta_set_base(d, &c->base, &e2) || wd_delta_check_source(d, &e2)) goto fail;
+    if (!(c->links = calloc(1, sizeof *c->links))) goto fail;
+    c->links[0] = d;
+    c->n = 1;
+    c->base_unchecked = 1;
+    *out = c;
+    return 0;
+fail:
+    wd_chain_close(c); /* closes d, a node */
+    return -1;
+}
+
+int wd_chain_check_base(wd_chain *c, wd_err *err)
+{
+    /* only a block that failed to decode (delta_read.c names it: "block N
+     * (delta offset M)") can be the base's doing: an interruption or a
+     * failed write is not hashed for */
+    if (!c || !c->base_unchecked || !c->n || !strstr(err->msg, "(delta offset ")) return 0;
+    const wd_delta *root = c->links[0];
+    unsigned kind = root->info.base_hash_kind;
+    wd_err e2;
+    if (hash_base(c, kind, &e2)) return 0; /* cannot tell: the failure already reported stands */
+    c->base_unchecked = 0;
+    if (!memcmp(c->base_hash[kind], root->info.base_hash, 32)) return 0;
+    char h1[65], h2[65];
+    wd_hex(root->info.base_hash, 32, h1);
+    wd_hex(c->base_hash[kind], 32, h2);
+    return wd_errk(err, WD_ERR_MISSING, "wrong base: %s was made against the base with %s %s, but %s has %s",
+                   root->path, wd_hash_kind_name(kind), h1, c->base.dir, h2);
+}
+
 int wd_open_with_base(const char *file, const char *const *search, size_t nsearch, const char *base_dir,
                       unsigned flags, wd_cache *cache, wd_chain **out, wd_err *err)
 {
     wd_delta *d = NULL;
     if (wd_delta_open(file, &d, err)) return -1;
     if (d->info.version == 2) { /* maybe a chain link: resolved through its parents */
+        if ((flags & WD_OPEN_BLOCK_CHECKED_BASE) && base_dir && !d->info.parent_name && !d->info.parent_depth)
+            return open_block_checked(d, base_dir, out) ? wd_chain_open(file, search, nsearch, base_dir, cache, out, err)
+                                                        : 0;
         wd_delta_close(d);
         return wd_chain_open(file, search, nsearch, base_dir, cache, out, err);
     }

@@ -23,14 +23,41 @@ static int online_cpus(void)
     return n > 0 ? (int)n : 1;
 }
 
-/* block -> (file, file offset) for writing */
+/* Reading, decoding, writing: one reader thread reads each block's inputs
+ * in order (its stored bytes and the base bytes it uses: copies out of the
+ * page cache) into a small pool; `threads` workers decode them into output
+ * buffers of another pool and queue those; one writer thread pwrites each
+ * at its place in its output file.  So `--threads N` is N decoding
+ * threads, the reads and writes overlapped on a thread each, as `zstd -d`
+ * overlaps its I/O (asyncio).  Memory: the two pools, threads + 2 blocks of
+ * inputs and threads + 2 of output, of the largest block. */
+typedef struct apply_in {
+    wd_block_inputs in;
+    struct apply_in *next;
+} apply_in;
+
+typedef struct apply_buf {
+    unsigned char *data;
+    uint32_t block;
+    struct apply_buf *next;
+} apply_buf;
+
 typedef struct apply_ctx {
     wd_delta *d;
     int *fds;
     uint32_t *block_file;
     uint64_t *block_off;
     pthread_mutex_t lock;
-    uint32_t next;
+    /* each thread kind waits on its own: the reader for a free input
+     * buffer, the workers for read inputs and a free output buffer, the
+     * writer for decoded blocks (a block handed on wakes only its taker) */
+    pthread_cond_t in_cond, work_cond, out_cond;
+    apply_in *free_in;      /* ready for a read */
+    apply_in *rq, **rtail;  /* read, to decode, in block order */
+    apply_buf *free_bufs;   /* ready for a decode */
+    apply_buf *wq, **wtail; /* decoded, to write */
+    int reading;            /* the reader still running */
+    int decoding;           /* workers still running */
     uint64_t done;
     int failed;
     wd_err err;
@@ -38,48 +65,207 @@ typedef struct apply_ctx {
     void *progress_ctx;
 } apply_ctx;
 
-static void *apply_worker(void *arg)
+static void wake_all_locked(apply_ctx *a)
+{
+    pthread_cond_broadcast(&a->in_cond);
+    pthread_cond_broadcast(&a->work_cond);
+    pthread_cond_broadcast(&a->out_cond);
+}
+
+static void apply_fail_locked(apply_ctx *a, const wd_err *e)
+{
+    if (!a->failed) a->err = *e;
+    a->failed = 1;
+    wake_all_locked(a);
+}
+
+static void *apply_reader(void *arg)
 {
     apply_ctx *a = arg;
     const wd_delta_info *in = wd_delta_get_info(a->d);
-    unsigned char *buf = NULL;
-    size_t cap = 0;
-    for (;;) {
-        pthread_mutex_lock(&a->lock);
-        uint32_t b = a->next++;
-        int stop = a->failed || b >= in->nblocks;
-        if (!stop && wd_stop_requested(wd_delta_get_stop(a->d), &a->err)) a->failed = stop = 1;
-        pthread_mutex_unlock(&a->lock);
-        if (stop) break;
+    pthread_mutex_lock(&a->lock);
+    for (uint32_t b = 0; b < in->nblocks; b++) {
+        while (!a->failed && !a->free_in) pthread_cond_wait(&a->in_cond, &a->lock);
+        if (a->failed) break;
         wd_err e;
-        size_t n = in->blocks[b].out_len;
-        if (n > cap) {
-            free(buf);
-            buf = malloc(n);
-            cap = buf ? n : 0;
-            if (!buf) {
-                wd_errf(&e, "out of memory");
-                goto fail;
-            }
+        if (wd_stop_requested(wd_delta_get_stop(a->d), &e)) {
+            apply_fail_locked(a, &e);
+            break;
         }
-        uint32_t f = a->block_file[b];
-        if (wd_delta_decode_block(a->d, b, buf, &e) ||
-            wd_pwrite_full(a->fds[f], buf, n, a->block_off[b], in->files[f].name, &e))
-            goto fail;
+        apply_in *x = a->free_in;
+        a->free_in = x->next;
+        pthread_mutex_unlock(&a->lock);
+        int rc = wd_delta_read_inputs(a->d, b, &x->in, &e);
         pthread_mutex_lock(&a->lock);
+        if (rc) {
+            x->next = a->free_in;
+            a->free_in = x;
+            apply_fail_locked(a, &e);
+            break;
+        }
+        x->next = NULL;
+        *a->rtail = x;
+        a->rtail = &x->next;
+        pthread_cond_signal(&a->work_cond);
+    }
+    a->reading = 0;
+    pthread_cond_broadcast(&a->work_cond);
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+static void *apply_worker(void *arg)
+{
+    apply_ctx *a = arg;
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        while (!a->failed && (!a->free_bufs || !a->rq) && (a->rq || a->reading)) pthread_cond_wait(&a->work_cond, &a->lock);
+        if (a->failed || !a->rq) break;
+        apply_in *x = a->rq;
+        a->rq = x->next;
+        if (!a->rq) a->rtail = &a->rq;
+        apply_buf *b = a->free_bufs;
+        a->free_bufs = b->next;
+        b->block = x->in.block;
+        pthread_mutex_unlock(&a->lock);
+        wd_err e;
+        int rc = wd_delta_decode_inputs(a->d, &x->in, b->data, &e);
+        pthread_mutex_lock(&a->lock);
+        x->next = a->free_in;
+        a->free_in = x;
+        pthread_cond_signal(&a->in_cond);
+        if (rc) {
+            b->next = a->free_bufs;
+            a->free_bufs = b;
+            apply_fail_locked(a, &e);
+            break;
+        }
+        b->next = NULL;
+        *a->wtail = b;
+        a->wtail = &b->next;
+        pthread_cond_signal(&a->out_cond);
+        /* another worker may take what is left (read inputs, a buffer) */
+        if (a->rq && a->free_bufs) pthread_cond_signal(&a->work_cond);
+    }
+    a->decoding--;
+    pthread_cond_broadcast(&a->out_cond);
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+/* The writer: until the workers are done and the queue is empty, or a
+ * failure (then what is queued is dropped: the temporary directory goes). */
+static void *apply_writer(void *arg)
+{
+    apply_ctx *a = arg;
+    const wd_delta_info *in = wd_delta_get_info(a->d);
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        while (!a->failed && !a->wq && a->decoding) pthread_cond_wait(&a->out_cond, &a->lock);
+        if (a->failed || !a->wq) break;
+        apply_buf *b = a->wq;
+        a->wq = b->next;
+        if (!a->wq) a->wtail = &a->wq;
+        pthread_mutex_unlock(&a->lock);
+        wd_err e;
+        size_t n = in->blocks[b->block].out_len;
+        uint32_t f = a->block_file[b->block];
+        int rc = wd_pwrite_full(a->fds[f], b->data, n, a->block_off[b->block], in->files[f].name, &e);
+        pthread_mutex_lock(&a->lock);
+        b->next = a->free_bufs;
+        a->free_bufs = b;
+        pthread_cond_signal(&a->work_cond);
+        if (rc) {
+            apply_fail_locked(a, &e);
+            break;
+        }
         a->done += n;
         if (a->progress) a->progress(a->progress_ctx, a->done, in->output_size);
-        pthread_mutex_unlock(&a->lock);
-        continue;
-    fail:
-        pthread_mutex_lock(&a->lock);
-        if (!a->failed) a->err = e;
-        a->failed = 1;
-        pthread_mutex_unlock(&a->lock);
-        break;
     }
-    free(buf);
+    pthread_mutex_unlock(&a->lock);
     return NULL;
+}
+
+/* Run the reader, n decoding workers and the writer over every block of a->d. */
+static void apply_run(apply_ctx *a, int n)
+{
+    const wd_delta_info *in = wd_delta_get_info(a->d);
+    size_t maxb = 1;
+    for (size_t b = 0; b < in->nblocks; b++)
+        if (in->blocks[b].out_len > maxb) maxb = in->blocks[b].out_len;
+    size_t nbufs = (size_t)n + 2;
+    apply_buf *bufs = calloc(nbufs, sizeof *bufs);
+    apply_in *ins = calloc(nbufs, sizeof *ins);
+    pthread_t *tids = calloc((size_t)n, sizeof *tids);
+    pthread_t wt, rt;
+    wd_err e;
+    a->wtail = &a->wq;
+    a->rtail = &a->rq;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->in_cond, NULL);
+    pthread_cond_init(&a->work_cond, NULL);
+    pthread_cond_init(&a->out_cond, NULL);
+    for (size_t i = 0; bufs && ins && i < nbufs; i++) {
+        if (!(bufs[i].data = malloc(maxb))) break;
+        bufs[i].next = a->free_bufs;
+        a->free_bufs = &bufs[i];
+        ins[i].next = a->free_in;
+        a->free_in = &ins[i];
+    }
+    a->decoding = 1; /* this thread's, until the workers are started */
+    a->reading = 1;
+    int writer = 0, reader = 0;
+    if (!bufs || !ins || !tids || !a->free_bufs) {
+        wd_errf(&e, "out of memory");
+        apply_fail_locked(a, &e);
+    } else if ((errno = pthread_create(&wt, NULL, apply_writer, a)) != 0 ||
+               !(writer = 1) || (errno = pthread_create(&rt, NULL, apply_reader, a)) != 0) {
+        wd_errf(&e, "cannot start a thread: %s", strerror(errno));
+        pthread_mutex_lock(&a->lock);
+        apply_fail_locked(a, &e);
+        pthread_mutex_unlock(&a->lock);
+    } else {
+        reader = 1;
+        int started = 0;
+        for (int i = 0; i < n; i++) {
+            pthread_mutex_lock(&a->lock);
+            a->decoding++;
+            pthread_mutex_unlock(&a->lock);
+            if (pthread_create(&tids[i], NULL, apply_worker, a) == 0) {
+                tids[started++] = tids[i];
+                continue;
+            }
+            pthread_mutex_lock(&a->lock);
+            a->decoding--;
+            pthread_mutex_unlock(&a->lock);
+        }
+        if (!started) apply_worker(a); /* no thread to be had: decode here */
+        else {
+            pthread_mutex_lock(&a->lock);
+            a->decoding--;
+            pthread_cond_broadcast(&a->out_cond);
+            pthread_mutex_unlock(&a->lock);
+        }
+        for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
+    }
+    if (!writer) a->decoding = 0;
+    if (reader) pthread_join(rt, NULL);
+    if (writer) {
+        pthread_mutex_lock(&a->lock);
+        if (!reader) a->decoding = 0; /* no worker ran */
+        wake_all_locked(a);
+        pthread_mutex_unlock(&a->lock);
+        pthread_join(wt, NULL);
+    }
+    for (size_t i = 0; bufs && i < nbufs; i++) free(bufs[i].data);
+    for (size_t i = 0; ins && i < nbufs; i++) wd_block_inputs_free(&ins[i].in);
+    free(bufs);
+    free(ins);
+    free(tids);
+    pthread_cond_destroy(&a->in_cond);
+    pthread_cond_destroy(&a->work_cond);
+    pthread_cond_destroy(&a->out_cond);
+    pthread_mutex_destroy(&a->lock);
 }
 
 /* The v1 base extras wd_apply copies: those the delta does not itself hold. */
@@ -248,17 +434,9 @@ static int build(wd_delta *d, const char *out_dir, int replace, mode_t mode, int
             }
         }
     }
-    pthread_mutex_init(&a.lock, NULL);
     int n = threads > 0 ? threads : online_cpus();
     if (n > 256) n = 256;
-    pthread_t *tids = calloc((size_t)n, sizeof *tids);
-    int started = 0;
-    for (int i = 0; tids && i < n; i++)
-        if (pthread_create(&tids[i], NULL, apply_worker, &a) == 0) started++;
-    if (!started) apply_worker(&a);
-    for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
-    free(tids);
-    pthread_mutex_destroy(&a.lock);
+    apply_run(&a, n);
     if (a.failed) {
         *err = a.err;
         goto out;

@@ -5,14 +5,17 @@
 #   - cold sequential read (fresh mount, page cache dropped, base then read
 #     into the page cache) vs a do-nothing FUSE file of the same size
 #     (tests/bench/nullfs.c, same 1 MiB max_readahead, fresh mount, dropped);
-#   - warm re-read on that mount vs the original file from the page cache;
+#   - warm re-read on that mount vs the original file from the page cache,
+#     and vs the do-nothing FUSE file's warm re-read (what FUSE's page cache
+#     path allows);
 #   - the daemon over the cold read, from /proc/PID/stat and status: minor
 #     faults, user and system CPU seconds, peak RSS;
 #   - loader access patterns, each on a fresh mount vs the same pattern on
 #     the original file (page cache warm): safetensors-style mmap, tensors
 #     read in header order, in random order, 3 processes at once (random);
 #   - `wdelta apply --threads 1` vs `zstd -d` of the fine-tune compressed with
-#     `zstd -3` (both write to tmpfs: /dev/shm, else $W);
+#     `zstd -3` (both write to tmpfs: /dev/shm, else $W), and with
+#     --check-base (the whole base hashed first);
 #   - `wdelta create` (default strategy, all CPUs) vs `zstd -3 -T0`;
 #   - block-path decode rate (decode_speed) at 1 and 2 threads.
 # The model: build/genmodel --params BENCH_1G_PARAMS (default 500M, bf16,
@@ -20,7 +23,8 @@
 # Needs root to drop the page cache (else "cold" is marked as not cold),
 # /dev/fuse + fusermount3 for the mount rows, zstd for its rows (Debian
 # packages only).  BENCH_1G=0 skips this part.  About 5-10 minutes.
-# BENCH_1G_ONLY=read: only the cold/warm read rows (a minute or two).
+# BENCH_1G_ONLY=read: only the cold/warm read rows (a minute or two);
+# BENCH_1G_ONLY=apply: only the apply rows.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN="${WDELTA_BIN:-build}"
@@ -29,7 +33,7 @@ WDELTA="$BIN/wdelta" WDELTAFS="$BIN/wdeltafs" GENMODEL="$BIN/genmodel"
 DECODE="$REPO/build/decode_speed"
 REPS="${BENCH_1G_REPS:-3}"
 ONLY="${BENCH_1G_ONLY:-}"
-case "$ONLY" in ""|read) ;; *) echo "bench-1g: BENCH_1G_ONLY=$ONLY: only 'read' is known" >&2; exit 2 ;; esac
+case "$ONLY" in ""|read|apply) ;; *) echo "bench-1g: BENCH_1G_ONLY=$ONLY: only 'read' and 'apply' are known" >&2; exit 2 ;; esac
 PARAMS="${BENCH_1G_PARAMS:-500M}"
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3)
 say() { echo "bench-1g: $*" >&2; }
@@ -165,12 +169,13 @@ pattern_secs() {
   fi
 }
 
-if [ $FUSE_OK = 1 ]; then
-  : >"$W/null"; : >"$W/cold"; : >"$W/warm"; : >"$W/orig"; : >"$W/flt"; : >"$W/ut"; : >"$W/st"; : >"$W/hwm"
+if [ $FUSE_OK = 1 ] && [ "$ONLY" != apply ]; then
+  : >"$W/nullw"; : >"$W/null"; : >"$W/cold"; : >"$W/warm"; : >"$W/orig"; : >"$W/flt"; : >"$W/ut"; : >"$W/st"; : >"$W/hwm"
   for r in $(seq "$REPS"); do
     say "cold/warm reads, round $r of $REPS"
     if [ -n "$NULLFS" ] && start_mount "$W/n" "$NULLFS" "$SIZE" "$W/n" -f; then
-      drop_caches; dd_secs "$W/n/data" >>"$W/null"; stop_mount "$W/n"
+      drop_caches; dd_secs "$W/n/data" >>"$W/null"
+      dd_secs "$W/n/data" >/dev/null; dd_secs "$W/n/data" >>"$W/nullw"; stop_mount "$W/n"
     fi
     wmount || break
     drop_caches
@@ -193,6 +198,8 @@ if [ $FUSE_OK = 1 ]; then
   C=$(median <"$W/cold"); N=$(median <"$W/null"); WM=$(median <"$W/warm"); O=$(median <"$W/orig")
   row "cold sequential read (dd bs=1M), $GB GB virtual file, fresh mount, base in page cache$cold_note" "$(mbs "$SIZE" "$C") MB/s" "do-nothing FUSE file (nullfs, 1 MiB max_readahead): $(mbs "$SIZE" "$N") MB/s" "$(ratio "$N" "$C")" ">= 0.5x"
   row "warm re-read (second re-read) of that virtual file" "$(mbs "$SIZE" "$WM") MB/s" "the original from the page cache: $(mbs "$SIZE" "$O") MB/s" "$(ratio "$O" "$WM")" ">= 0.9x"
+  NW=$(median <"$W/nullw")
+  row "warm re-read of that virtual file vs FUSE's page cache path" "$(mbs "$SIZE" "$WM") MB/s" "do-nothing FUSE file, second re-read: $(mbs "$SIZE" "$NW") MB/s" "$(ratio "$NW" "$WM")" "-"
   U=$(median <"$W/ut"); S=$(median <"$W/st")
   row "daemon over the cold read: minor faults" "$(median <"$W/flt")" "-" "-" "< 20000"
   row "daemon over the cold read: system vs user CPU s" "$(printf '%.2f' "$S") s system" "$(printf '%.2f' "$U") s user" "$(ratio "$S" "$U")" "< 1.0x"
@@ -227,7 +234,8 @@ if [ "$ONLY" = read ]; then
   :
 elif command -v zstd >/dev/null; then
   zstd -q -3 -T0 -f "$FT" -o "$W/ft.zst"
-  : >"$W/ap"; : >"$W/zd"
+  : >"$W/ap"; : >"$W/zd"; : >"$W/apc"
+  CHECKB=0; "$WDELTA" apply --help 2>/dev/null | grep -q -- --check-base && CHECKB=1
   for r in $(seq "$REPS"); do
     say "apply --threads 1 vs zstd -d, round $r of $REPS"
     cat "${BASEF[@]}" "$W/src/m.wdelta" "$W/ft.zst" >/dev/null
@@ -235,14 +243,22 @@ elif command -v zstd >/dev/null; then
     "$WDELTA" apply -q "$W/src/m.wdelta" --base "$G/base" -o "$T/a" --threads 1 >/dev/null || { say "apply failed"; break; }
     since "$t0" >>"$W/ap"
     [ "$r" = 1 ] && { cmp -s "$T/a/$FNAME" "$FT" || say "WARNING: apply output differs"; }
-    rm -rf "$T/a"; t0=$(now)
+    rm -rf "$T/a"
+    if [ $CHECKB = 1 ]; then
+      t0=$(now)
+      "$WDELTA" apply -q --check-base "$W/src/m.wdelta" --base "$G/base" -o "$T/a" --threads 1 >/dev/null || { say "apply --check-base failed"; break; }
+      since "$t0" >>"$W/apc"; rm -rf "$T/a"
+    fi
+    t0=$(now)
     zstd -q -d -f "$W/ft.zst" -o "$T/z" || break
     since "$t0" >>"$W/zd"; rm -f "$T/z"
   done
   A=$(median <"$W/ap"); Z=$(median <"$W/zd")
   row "\`wdelta apply --threads 1\`, $GB GB, output on tmpfs" "$(printf '%.2f' "$A") s" "\`zstd -d\` of it (zstd -3): $(printf '%.2f' "$Z") s" "$(ratio "$A" "$Z")" "<= 1.0x"
+  [ $CHECKB = 1 ] && { A=$(median <"$W/apc"); row "\`wdelta apply --threads 1 --check-base\` (the whole base hashed first)" "$(printf '%.2f' "$A") s" "\`zstd -d\`: $(printf '%.2f' "$Z") s" "$(ratio "$A" "$Z")" "-"; }
   : >"$W/cr"; : >"$W/zc"
-  for r in $(seq "$REPS"); do
+  [ "$ONLY" = apply ] && REPSC=0 || REPSC=$REPS
+  for r in $(seq "$REPSC"); do
     say "create vs zstd -3 -T0, round $r of $REPS"
     cat "${BASEF[@]}" "$FT" >/dev/null
     t0=$(now)
@@ -253,13 +269,13 @@ elif command -v zstd >/dev/null; then
     since "$t0" >>"$W/zc"; rm -f "$T/c.zst"
   done
   A=$(median <"$W/cr"); Z=$(median <"$W/zc")
-  row "\`wdelta create\` (default strategy, $(nproc) threads), $GB GB" "$(printf '%.2f' "$A") s" "\`zstd -3 -T0\`: $(printf '%.2f' "$Z") s" "$(ratio "$A" "$Z")" "<= 2x"
+  [ "$ONLY" = apply ] || row "\`wdelta create\` (default strategy, $(nproc) threads), $GB GB" "$(printf '%.2f' "$A") s" "\`zstd -3 -T0\`: $(printf '%.2f' "$Z") s" "$(ratio "$A" "$Z")" "<= 2x"
 else
   say "zstd missing (apt-get install zstd): skipping the apply/create rows"
 fi
 
 # ------------------------------------------------------------------ decode rate
-[ "$ONLY" = read ] || {
+[ -n "$ONLY" ] || {
 d1=$("$DECODE" --threads 1 "$W/src/m.wdelta" "$G/base" "$REPS")
 d2=$("$DECODE" --threads 2 "$W/src/m.wdelta" "$G/base" "$REPS")
 row "lossless block-path decode (decode_speed), 2 threads" "$d2 MB/s" "1 thread: $d1 MB/s" "$(ratio "$d2" "$d1")" "1 thread >= 1500"

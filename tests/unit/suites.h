@@ -22,5 +22,6 @@ Suite *suite_readahead(void);
 Suite *suite_readv(void);
 Suite *suite_shared_names(void);
 Suite *suite_fastdec(void);
+Suite *suite_block_inputs(void);
 
 #endif

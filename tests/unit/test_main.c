@@ -23,6 +23,7 @@ int main(void)
     srunner_add_suite(sr, suite_readv());
     srunner_add_suite(sr, suite_shared_names());
     srunner_add_suite(sr, suite_fastdec());
+    srunner_add_suite(sr, suite_block_inputs());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
