@@ -649,8 +649,10 @@ static void *base_hash_main(void *arg)
     if (h->kind == WD_HASH_V1) {
         h->rc = wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err);
         if (!h->rc) memcpy(h->v1, h->digest, 32);
-    } else {
-        h->rc = wd_model_hashes(h->base, h->v1, h->digest, &h->err);
+    } else { /* the digest cache the mount and find-base keep: a base hashed once */
+        char cbuf[4096];
+        h->rc = wd_model_hashes_memo(h->base, wd_digest_cache_dir(cbuf, sizeof cbuf), h->digest, h->v1, NULL,
+                                     &h->err);
     }
     h->has_v1 = h->rc == 0;
     return NULL;
