@@ -101,15 +101,19 @@ WD_FIT static void mm_nn(float *restrict c, const float *restrict a, const float
 
 /* c (n x l) = a^T b for a (m x n) and b (m x l), row-major, l a multiple of
  * 8: eight rows of a at a time with their eight rows of b in registers,
- * each 8-column strip of c loaded and stored once per eight rows of a. */
-WD_FIT static void mm_tn(float *restrict c, const float *restrict a, const float *restrict b, size_t m, size_t n,
-                         size_t l)
+ * each 8-column strip of c loaded and stored once per eight rows of a.
+ * upper (a Gram matrix, a = b): each strip only down to its last column
+ * (rows j < c0 + 8 of strip c0: the upper triangle and a little more; the
+ * rest of c is left 0), each entry summed as the full product sums it. */
+WD_FIT static void mm_tn_part(float *restrict c, const float *restrict a, const float *restrict b, size_t m,
+                              size_t n, size_t l, int upper)
 {
     memset(c, 0, n * l * sizeof *c);
     size_t i = 0;
     for (; i + 8 <= m; i += 8) {
         const float *r = a + i * n;
         for (size_t c0 = 0; c0 < l; c0 += 8) {
+            size_t jn = upper && c0 + 8 < n ? c0 + 8 : n;
             const float *bb = b + i * l + c0;
             LR_LD(b0, bb);
             LR_LD(b1, bb + l);
@@ -119,7 +123,7 @@ WD_FIT static void mm_tn(float *restrict c, const float *restrict a, const float
             LR_LD(b5, bb + 5 * l);
             LR_LD(b6, bb + 6 * l);
             LR_LD(b7, bb + 7 * l);
-            for (size_t j = 0; j < n; j++) {
+            for (size_t j = 0; j < jn; j++) {
                 LR_LD(acc, c + j * l + c0);
                 LR_BC(y0, r[j]);
                 LR_BC(y1, r[n + j]);
@@ -137,14 +141,21 @@ WD_FIT static void mm_tn(float *restrict c, const float *restrict a, const float
     }
     for (; i < m; i++)
         for (size_t c0 = 0; c0 < l; c0 += 8) {
+            size_t jn = upper && c0 + 8 < n ? c0 + 8 : n;
             LR_LD(b0, b + i * l + c0);
-            for (size_t j = 0; j < n; j++) {
+            for (size_t j = 0; j < jn; j++) {
                 LR_LD(acc, c + j * l + c0);
                 LR_BC(y0, a[i * n + j]);
                 acc += y0 * b0;
                 memcpy(c + j * l + c0, &acc, sizeof acc);
             }
         }
+}
+
+static void mm_tn(float *restrict c, const float *restrict a, const float *restrict b, size_t m, size_t n,
+                  size_t l)
+{
+    mm_tn_part(c, a, b, m, n, l, 0);
 }
 
 /* g (l x l, upper triangle) = y^T y in float64 */
@@ -641,40 +652,104 @@ WD_FIT static int lr_chol_above(double *restrict a, size_t d, double e2, const d
     return 1;
 }
 
-/* The quick reject of the rank test (issue 18), after its first sketch:
- * under the test's model (D = L + e, L of rank <= rmax, e the rounding
- * noise, whose largest singular value is below the edge), any rmax + 1
- * columns of the sub-block x (S x C) have their smallest singular value
- * below the edge too (Weyl: sigma_{rmax+1}(L_c + e_c) <= sigma_1(e_c) <=
- * edge).  So when the smallest singular value of rmax + 1 evenly spaced
- * columns of x is above the edge, x has more than rmax components above
- * the noise and no rank the test could pass fits: the block is not
- * low-rank.  Checked as a Cholesky factorization of their Gram matrix
- * less edge^2 I (the Gram in float32, the factorization in float64, a
- * pivot counted only above 1e-6 of its diagonal; S (rmax + 1)^2 + (rmax +
- * 1)^3 / 6 steps against the S x C x rmax of the larger sketches it
- * saves): it succeeds exactly when every eigenvalue is above edge^2.  Returns 1 to reject, 0 otherwise (and on
- * out of memory: the full test decides). */
+/* Is A - e2 G positive definite (A, G symmetric d x d, upper triangles,
+ * row-major; a destroyed)?  Cholesky as lr_chol_above, a pivot counted
+ * only above 1e-5 of A's diagonal there (A and G come from float32
+ * products: their rounding, in a direction G barely spans, must not pass
+ * for a margin). */
+WD_FIT static int lr_chol_above_g(double *restrict a, const double *restrict g, size_t d, double e2)
+{
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = i; j < d; j++) a[i * d + j] -= e2 * g[i * d + j];
+    for (size_t k = 0; k < d; k++) {
+        double *rk = a + k * d;
+        if (!(rk[k] > 1e-5 * (rk[k] + e2 * g[k * d + k]))) return 0;
+        double inv = 1.0 / sqrt(rk[k]);
+        for (size_t j = k + 1; j < d; j++) rk[j] *= inv;
+        for (size_t i = k + 1; i < d; i++) {
+            double f = rk[i], *restrict ri = a + i * d;
+            for (size_t j = i; j < d; j++) ri[j] -= f * rk[j];
+        }
+    }
+    return 1;
+}
+
+/* The quick reject of the rank test (issue 18): under the test's model
+ * (D = L + e, L of rank <= rmax, e the rounding noise, whose largest
+ * singular value is below the edge), x (S x C) restricted to any subspace
+ * of rmax + 1 dimensions has its smallest singular value below the edge
+ * too (Courant-Fischer: it is at most sigma_{rmax+1}(x), and Weyl:
+ * sigma_{rmax+1}(L + e) <= sigma_1(e) <= edge).  So when x's smallest
+ * singular value on some such subspace is above the edge, x has more than
+ * rmax components above the noise and no rank the test could pass fits:
+ * the block is not low-rank.  Two subspaces, the cheaper first:
+ *   - rmax + 1 evenly spaced columns: the Gram matrix of those columns
+ *     less edge^2 I positive definite (S (rmax + 1)^2 steps);
+ *   - the span of the rmax + 1 rows of x with the most energy: a row w of x
+ *     weighs x's right singular vectors by their singular values, so their
+ *     span leans to x's top (twice the columns' smallest value on pairB's
+ *     full fine-tune, where evenly spaced columns often fall below the
+ *     edge and the larger sketches ran).  With R those rows (rmax + 1 x C),
+ *     P = x R^T, A = P^T P and G = R R^T, x's singular values on that span
+ *     are the roots of the generalized eigenvalues of (A, G): all above
+ *     the edge when A - edge^2 G is positive definite (S C (rmax + 1) steps
+ *     more).
+ * Products in float32 (the margins are far wider than their rounding),
+ * factorizations in float64.  Returns 1 to reject, 0 otherwise (and on out
+ * of memory: the full test decides). */
 static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, double edge)
 {
     size_t d = (size_t)rmax + 1;
     if (d > S || d > C || !(edge > 0)) return 0;
     size_t d8 = (d + 7) / 8 * 8; /* the columns, zero-padded for mm_tn */
-    float *xc = calloc(S * d8 + 1, sizeof *xc), *g = malloc(d8 * d8 * sizeof *g + 1);
-    double *lo = malloc((d * d + d) * sizeof *lo), *diag = lo ? lo + d * d : NULL;
-    size_t *col = malloc(d * sizeof *col);
+    float *xc = malloc((S * d8 + C * d8 + 1) * sizeof *xc), *xr = xc ? xc + S * d8 : NULL;
+    float *g = malloc(d8 * d8 * sizeof *g + 1);
+    double *lo = malloc((2 * d * d + d) * sizeof *lo), *gg = lo ? lo + d * d : NULL, *diag = lo ? gg + d * d : NULL;
+    size_t *col = malloc((S > d ? S : d) * sizeof *col);
+    double *rn = malloc(S * sizeof *rn + 1);
     int rej = 0;
-    if (!xc || !g || !lo || !col) goto out;
+    if (!xc || !g || !lo || !col || !rn) goto out;
     for (size_t c = 0; c < d; c++) col[c] = c * C / d;
-    for (size_t i = 0; i < S; i++)
+    for (size_t i = 0; i < S; i++) {
         for (size_t c = 0; c < d; c++) xc[i * d8 + c] = x[i * C + col[c]];
-    mm_tn(g, xc, xc, S, d8, d8); /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
+        for (size_t c = d; c < d8; c++) xc[i * d8 + c] = 0;
+    }
+    /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
+    mm_tn_part(g, xc, xc, S, d8, d8, 1);
     for (size_t i = 0; i < d; i++) /* the upper triangle in float64 */
         for (size_t j = i; j < d; j++) lo[i * d + j] = g[i * d8 + j];
     for (size_t i = 0; i < d; i++) diag[i] = lo[i * d + i];
-    rej = lr_chol_above(lo, d, edge * edge, diag);
+    if ((rej = lr_chol_above(lo, d, edge * edge, diag))) goto out;
+    /* the rows with the most energy (ties: the first), none of them zero */
+    for (size_t i = 0; i < S; i++) {
+        double e = 0;
+        for (size_t c = 0; c < C; c++) e += (double)x[i * C + c] * x[i * C + c];
+        rn[i] = e;
+        col[i] = i;
+    }
+    for (size_t a = 0; a < d; a++) { /* partial selection sort: d of S */
+        size_t b = a;
+        for (size_t i = a + 1; i < S; i++)
+            if (rn[col[i]] > rn[col[b]]) b = i;
+        size_t t = col[a];
+        col[a] = col[b], col[b] = t;
+        if (!(rn[col[a]] > 0)) goto out;
+    }
+    for (size_t c = 0; c < C; c++) /* R^T (C x d8, zero-padded) */
+        for (size_t a = d; a < d8; a++) xr[c * d8 + a] = 0;
+    for (size_t a = 0; a < d; a++)
+        for (size_t c = 0; c < C; c++) xr[c * d8 + a] = x[col[a] * C + c];
+    float *pp = xc; /* P = x R^T (S x d8) over the columns' copy */
+    mm_nn(pp, x, xr, S, C, d8);
+    mm_tn_part(g, pp, pp, S, d8, d8, 1); /* A */
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = i; j < d; j++) lo[i * d + j] = g[i * d8 + j];
+    mm_tn_part(g, xr, xr, C, d8, d8, 1); /* G */
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = i; j < d; j++) gg[i * d + j] = g[i * d8 + j];
+    rej = lr_chol_above_g(lo, gg, d, edge * edge);
 out:
-    free(xc), free(g), free(lo), free(col);
+    free(xc), free(g), free(lo), free(col), free(rn);
     return rej;
 }
 
@@ -1342,26 +1417,71 @@ static uint32_t lr_block_bytes(const wd_tensor *t)
     return wd_lossy_block_size(t, (uint32_t)(per * row));
 }
 
-/* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base.
- * The fine-tune's by runs of consecutive wanted rows, straight into place;
- * the base's in whole chunks of `chunk` bytes (the block size) that hold a
- * wanted row: a base that is a parent delta's output decodes each of its
- * blocks once, not once per row. */
+/* Reading sampled rows: one read call costs about what copying RR_GAP bytes
+ * does (measured here: ~1.5 us a pread of a cached page, against ~5 GB/s
+ * for its copy), so wanted rows closer than that are read with the rows
+ * between them (at most RR_SEG bytes at a time) and picked out, farther
+ * ones by runs of their own. */
+#define RR_GAP (8u << 10)
+#define RR_SEG (1u << 20)
+typedef int (*rr_read_fn)(void *ctx, unsigned char *buf, size_t n, uint64_t off, wd_err *err);
+typedef struct rr_file {
+    int fd;
+    const char *path;
+} rr_file;
+static int rr_pread(void *ctx, unsigned char *buf, size_t n, uint64_t off, wd_err *err)
+{
+    rr_file *f = ctx;
+    return wd_pread_full(f->fd, buf, n, off, f->path, err);
+}
+
+/* rows s * rows / cnt (s < cnt) of the row-major data at off into dst;
+ * *tmp (RR_SEG bytes, allocated on first use) holds what is read between */
+static int rr_sampled(rr_read_fn rd, void *ctx, uint64_t off, size_t rows, size_t row, size_t cnt,
+                      unsigned char *dst, unsigned char **tmp, wd_err *err)
+{
+    for (size_t a = 0; a < cnt;) {
+        size_t r0 = a * rows / cnt, b = a + 1, last = r0;
+        int dense = 1; /* consecutive rows: straight into place */
+        while (b < cnt) {
+            size_t rb = b * rows / cnt;
+            if ((rb - last - 1) * row > RR_GAP || (rb - r0 + 1) * row > RR_SEG) break;
+            if (rb != last + 1) dense = 0;
+            last = rb, b++;
+        }
+        if (dense) {
+            if (rd(ctx, dst + a * row, (b - a) * row, off + (uint64_t)r0 * row, err)) return -1;
+        } else {
+            if (!*tmp && !(*tmp = malloc(RR_SEG))) return wd_errf(err, "out of memory");
+            if (rd(ctx, *tmp, (last - r0 + 1) * row, off + (uint64_t)r0 * row, err)) return -1;
+            for (size_t k = a; k < b; k++) memcpy(dst + k * row, *tmp + (k * rows / cnt - r0) * row, row);
+        }
+        a = b;
+    }
+    return 0;
+}
+
+/* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base
+ * (rr_sampled).  The base's likewise where `chunk` is 0 (a base file: any
+ * range costs its bytes), else in whole chunks of `chunk` bytes (the block
+ * size) that hold a wanted row: a base that is a parent delta's output
+ * decodes each of its blocks once, not once per row. */
 static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
                      uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk, unsigned char *ft,
                      unsigned char *base, wd_err *err)
 {
     size_t per = chunk / row ? chunk / row : 1, s = 0;
-    unsigned char *cb = NULL;
+    unsigned char *cb = NULL, *tmp = NULL;
+    rr_file f = {ft_fd, ft_path};
     int rc = -1;
-    for (size_t a = 0; a < cnt;) {
-        size_t b = a + 1, r0 = a * rows / cnt;
-        while (b < cnt && b * rows / cnt == r0 + (b - a)) b++;
-        if (wd_pread_full(ft_fd, ft + a * row, (b - a) * row, t->offset + (uint64_t)r0 * row, ft_path, err)) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
-        }
-        a = b;
+    if (rr_sampled(rr_pread, &f, t->offset, rows, row, cnt, ft, &tmp, err) ||
+        (!chunk && rr_sampled(read_base, base_ctx, base_off, rows, row, cnt, base, &tmp, err))) {
+        wd_errprefix(err, "tensor %s", t->name);
+        goto out;
+    }
+    if (!chunk) {
+        rc = 0;
+        goto out;
     }
     if (!(cb = malloc(per * row))) {
         wd_errf(err, "out of memory");
@@ -1381,17 +1501,18 @@ static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base
     rc = 0;
 out:
     free(cb);
+    free(tmp);
     return rc;
 }
 
 int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                       uint64_t base_off, wd_codec codec, int level, uint32_t target_bs, uint64_t *stored,
-                       uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err)
+                       int base_file, uint64_t base_off, wd_codec codec, int level, uint32_t target_bs,
+                       uint64_t *stored, uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err)
 {
     *stored = *plain = 0;
     *max_rank = 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
-    const uint32_t cbs = bs; /* the chunks read_rows reads */
+    const uint32_t cbs = base_file ? 0 : bs; /* the base's chunks read_rows reads (0: just the rows) */
     *bs_out = bs;
     if (!bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
     size_t w = wd_dtype_size(t->dtype), cols = (size_t)t->shape[t->ndim - 1], row = cols * w;
@@ -1501,7 +1622,8 @@ out:
 }
 
 int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                    uint64_t base_off, uint32_t target_bs, unsigned *rank, uint32_t *bs_out, wd_err *err)
+                    int base_file, uint64_t base_off, uint32_t target_bs, unsigned *rank, uint32_t *bs_out,
+                    wd_err *err)
 {
     *rank = 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
@@ -1517,7 +1639,8 @@ int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
         wd_errf(err, "out of memory");
         goto out;
     }
-    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, bs, ft, base, err)) goto out;
+    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, base_file ? 0 : bs, ft, base, err))
+        goto out;
     *rank = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, NULL);
     if (*rank) {
         uint32_t lbs = lr_block_bytes(t);

@@ -1327,7 +1327,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
     if (cd == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
         uint64_t st, pl;
         uint32_t xbs;
-        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                 e->base_tensor->offset, cd, lossy_level, bs, &st, &pl, &rank, &xbs, err);
         if (rc) return -1;
         if (!c->is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
@@ -1344,7 +1344,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
         unsigned lr = 0;
         uint32_t xbs = 0;
         if (try_exact && wd_codec_is_lossy(cd) && cd != WD_CODEC_LOWRANK &&
-            (rc = wd_lowrank_test(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+            (rc = wd_lowrank_test(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                   e->base_tensor->offset, bs, &lr, &xbs, err)))
             return -1;
         if (lr) {
@@ -1363,7 +1363,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
     if (cd == WD_CODEC_LOSSLESS && try_exact) {
         uint64_t st, pl;
         uint32_t xbs;
-        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                 e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
                                 &pl, &rank, &xbs, err);
         if (rc) return -1;
