@@ -423,6 +423,41 @@ static int lr_work_alloc(lr_work *k, size_t m, size_t n, size_t l, int want_w)
     return -1;
 }
 
+/* The rank test's working memory: one buffer (a scratch slot the caller
+ * does not hold, reused from block to block and tensor to tensor: no fresh
+ * pages to fault in each time) handed out in order.  Taken by value by a
+ * helper, what it takes is given back when it returns. */
+typedef struct lr_arena {
+    unsigned char *p;
+    size_t cap, at;
+} lr_arena;
+#define LR_ALIGN 64
+static void *ar_take(lr_arena *a, size_t n)
+{
+    size_t at = (a->at + LR_ALIGN - 1) / LR_ALIGN * LR_ALIGN;
+    if (!a->p || at > a->cap || n > a->cap - at) return NULL;
+    a->at = at + n;
+    return a->p + at;
+}
+/* bytes ar_take needs for n bytes, at most */
+#define AR_SZ(n) ((size_t)(n) + LR_ALIGN)
+
+static size_t lr_work_bytes(size_t m, size_t n, size_t l)
+{
+    return AR_SZ(m * l * sizeof(float)) + AR_SZ(n * l * sizeof(float)) + 2 * AR_SZ(l * l * sizeof(double)) +
+           AR_SZ(4 * l * sizeof(double)) + AR_SZ(l * sizeof(size_t));
+}
+
+/* lr_work_alloc (values only) from the arena */
+static int lr_work_take(lr_work *k, lr_arena *a, size_t m, size_t n, size_t l)
+{
+    memset(k, 0, sizeof *k);
+    k->y = ar_take(a, m * l * sizeof *k->y), k->z = ar_take(a, n * l * sizeof *k->z);
+    k->g = ar_take(a, l * l * sizeof *k->g), k->r = ar_take(a, l * l * sizeof *k->r);
+    k->x = ar_take(a, 4 * l * sizeof *k->x), k->ord = ar_take(a, l * sizeof *k->ord);
+    return k->y && k->z && k->g && k->r && k->x && k->ord ? 0 : -1;
+}
+
 static void lr_sketch(lr_work *k, const float *d, size_t m, size_t n, size_t l, int power, int rowstart,
                       double *sv)
 {
@@ -581,32 +616,49 @@ typedef struct lr_stats {
 
 /* Stats of the sub-block of rows ri[0..S-1] and columns ci[0..C-1] of the
  * m x n block (ft, base), and that sub-block's delta into x (S x C). */
-static int lr_gather(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, const size_t *ri,
-                     size_t S, const size_t *ci, size_t C, float *x, lr_stats *st)
+/* lr_gather's loop for one dtype (a constant after inlining: no per-element
+ * dtype switch); the sums in locals (the column sums' array could alias
+ * them in memory), in the same order as ever */
+static inline __attribute__((always_inline)) void lr_gather_dt(const unsigned char *ft, const unsigned char *base,
+                                                               wd_dtype dt, size_t n, const size_t *ri, size_t S,
+                                                               const size_t *ci, size_t C, float *x,
+                                                               const lr_ntab *nt, double *cn, lr_stats *st,
+                                                               double *mr)
 {
     unsigned w = wd_dtype_size(dt);
-    double *cn = calloc(C + 1, sizeof *cn), mr = 0, mc = 0;
-    if (!cn) return -1;
-    lr_ntab nt;
-    lr_ntab_init(&nt, dt);
-    st->tot = st->noise = 0;
+    double tot = 0, noise = 0, m = 0;
     for (size_t s = 0; s < S; s++) {
         double rn = 0;
+        const size_t r0 = ri[s] * n;
+        float *xs = x + s * C;
         for (size_t c = 0; c < C; c++) {
-            size_t e = ri[s] * n + ci[c];
+            size_t e = r0 + ci[c];
             float v = wd_float_at(ft, dt, e) - wd_float_at(base, dt, e);
             if (!isfinite(v)) v = 0;
-            x[s * C + c] = v;
-            double z = LR_NOISE(&nt, lf_loadw(ft, e, w));
-            st->tot += (double)v * v;
+            xs[c] = v;
+            double z = LR_NOISE(nt, lf_loadw(ft, e, w));
+            tot += (double)v * v;
             rn += z, cn[c] += z;
         }
-        st->noise += rn;
-        mr = rn > mr ? rn : mr;
+        noise += rn;
+        m = rn > m ? rn : m;
     }
+    st->tot = tot, st->noise = noise, *mr = m;
+}
+
+static int lr_gather(lr_arena a, const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n,
+                     const size_t *ri, size_t S, const size_t *ci, size_t C, float *x, lr_stats *st)
+{
+    double *cn = ar_take(&a, (C + 1) * sizeof *cn), mr = 0, mc = 0;
+    if (!cn) return -1;
+    memset(cn, 0, (C + 1) * sizeof *cn);
+    lr_ntab nt;
+    lr_ntab_init(&nt, dt);
+    if (dt == WD_BF16) lr_gather_dt(ft, base, WD_BF16, n, ri, S, ci, C, x, &nt, cn, st, &mr);
+    else if (dt == WD_F16) lr_gather_dt(ft, base, WD_F16, n, ri, S, ci, C, x, &nt, cn, st, &mr);
+    else lr_gather_dt(ft, base, WD_F32, n, ri, S, ci, C, x, &nt, cn, st, &mr);
     for (size_t c = 0; c < C; c++) mc = cn[c] > mc ? cn[c] : mc;
     st->edge = sqrt(mr) + sqrt(mc);
-    free(cn);
     return 0;
 }
 
@@ -697,16 +749,24 @@ WD_FIT static int lr_chol_above_g(double *restrict a, const double *restrict g, 
  * Products in float32 (the margins are far wider than their rounding),
  * factorizations in float64.  Returns 1 to reject, 0 otherwise (and on out
  * of memory: the full test decides). */
-static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, double edge)
+static size_t lr_reject_bytes(size_t S, size_t C, unsigned rmax)
+{
+    size_t d = (size_t)rmax + 1, d8 = (d + 7) / 8 * 8;
+    return AR_SZ((S * d8 + C * d8) * sizeof(float)) + AR_SZ(d8 * d8 * sizeof(float)) +
+           AR_SZ((2 * d * d + d) * sizeof(double)) + AR_SZ((S > d ? S : d) * sizeof(size_t)) +
+           AR_SZ(S * sizeof(double));
+}
+
+static int lr_quick_reject(lr_arena a, const float *x, size_t S, size_t C, unsigned rmax, double edge)
 {
     size_t d = (size_t)rmax + 1;
     if (d > S || d > C || !(edge > 0)) return 0;
     size_t d8 = (d + 7) / 8 * 8; /* the columns, zero-padded for mm_tn */
-    float *xc = malloc((S * d8 + C * d8 + 1) * sizeof *xc), *xr = xc ? xc + S * d8 : NULL;
-    float *g = malloc(d8 * d8 * sizeof *g + 1);
-    double *lo = malloc((2 * d * d + d) * sizeof *lo), *gg = lo ? lo + d * d : NULL, *diag = lo ? gg + d * d : NULL;
-    size_t *col = malloc((S > d ? S : d) * sizeof *col);
-    double *rn = malloc(S * sizeof *rn + 1);
+    float *xc = ar_take(&a, (S * d8 + C * d8) * sizeof *xc), *xr = xc ? xc + S * d8 : NULL;
+    float *g = ar_take(&a, d8 * d8 * sizeof *g);
+    double *lo = ar_take(&a, (2 * d * d + d) * sizeof *lo), *gg = lo ? lo + d * d : NULL, *diag = lo ? gg + d * d : NULL;
+    size_t *col = ar_take(&a, (S > d ? S : d) * sizeof *col);
+    double *rn = ar_take(&a, S * sizeof *rn);
     int rej = 0;
     if (!xc || !g || !lo || !col || !rn) goto out;
     for (size_t c = 0; c < d; c++) col[c] = c * C / d;
@@ -749,7 +809,6 @@ static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, do
         for (size_t j = i; j < d; j++) gg[i * d + j] = g[i * d8 + j];
     rej = lr_chol_above_g(lo, gg, d, edge * edge);
 out:
-    free(xc), free(g), free(lo), free(col), free(rn);
     return rej;
 }
 
@@ -759,15 +818,12 @@ out:
  * memory.  Two products of x, against the first sketch's two and its
  * orthonormalizations and eigenvalues. */
 #define LR_PROBES 16
-static double lr_fourth(const float *x, size_t S, size_t C)
+static double lr_fourth(lr_arena a, const float *x, size_t S, size_t C)
 {
-    float *g = malloc(C * LR_PROBES * sizeof *g + 1), *u = malloc(S * LR_PROBES * sizeof *u + 1),
-          *v = malloc(C * LR_PROBES * sizeof *v + 1);
+    float *g = ar_take(&a, C * LR_PROBES * sizeof *g), *u = ar_take(&a, S * LR_PROBES * sizeof *u),
+          *v = ar_take(&a, C * LR_PROBES * sizeof *v);
     double q[LR_PROBES] = {0}, mean = 0, var = 0;
-    if (!g || !u || !v) {
-        free(g), free(u), free(v);
-        return -1;
-    }
+    if (!g || !u || !v) return -1;
     uint64_t st = 0x2545f4914f6cdd1dull;
     for (size_t i = 0; i < C * LR_PROBES; i++) g[i] = xs(&st) >> 63 ? 1.0f : -1.0f;
     mm_nn(u, x, g, S, C, LR_PROBES); /* x g */
@@ -776,7 +832,6 @@ static double lr_fourth(const float *x, size_t S, size_t C)
         for (size_t j = 0; j < LR_PROBES; j++) q[j] += (double)v[i * LR_PROBES + j] * v[i * LR_PROBES + j];
     for (size_t j = 0; j < LR_PROBES; j++) mean += q[j] / LR_PROBES;
     for (size_t j = 0; j < LR_PROBES; j++) var += (q[j] - mean) * (q[j] - mean) / (LR_PROBES - 1);
-    free(g), free(u), free(v);
     return mean + 4 * sqrt(var / LR_PROBES);
 }
 
@@ -791,24 +846,31 @@ static double lr_fourth(const float *x, size_t S, size_t C)
  * the energy beyond k cannot be held by rmax - k more components no larger
  * than s_k plus the noise.
  * Returns r, 0 when the block is not low-rank (or on out of memory). */
-unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
-                           unsigned rmax, unsigned *partial)
+static unsigned lr_detect(wd_scratch *sc, const unsigned char *ft, const unsigned char *base, wd_dtype dt,
+                          size_t m, size_t n, unsigned rmax, unsigned *partial)
 {
     if (partial) *partial = 0;
     if (rmax == 0 || m == 0 || n == 0) return 0;
     size_t S = m < 2 * (size_t)rmax + 16 ? m : 2 * (size_t)rmax + 16;
     size_t C = n < 2 * (size_t)rmax + 16 ? n : 2 * (size_t)rmax + 16;
-    size_t *ri = malloc((S + C) * sizeof *ri), *ci = ri ? ri + S : NULL;
-    float *x = malloc(S * C * sizeof *x + 1);
     size_t lmax = lr_cols(rmax, S, C);
-    double *sv = malloc(lmax * sizeof *sv + 1);
+    /* the arena: what lives to the end, then the largest of the helpers' */
+    size_t keep = AR_SZ((S + C) * sizeof(size_t)) + AR_SZ(S * C * sizeof(float)) + AR_SZ(lmax * sizeof(double)) +
+                  lr_work_bytes(S, C, lmax);
+    size_t tmp = lr_reject_bytes(S, C, rmax), t2 = AR_SZ((2 * C + S) * LR_PROBES * sizeof(float)) + AR_SZ((C + 1) * 8);
+    lr_arena a = {NULL, keep + (tmp > t2 ? tmp : t2), 0};
+    unsigned char *own = NULL;
+    a.p = sc ? wd_scratch_buf(sc, LS_A, a.cap) : (own = malloc(a.cap));
+    size_t *ri = ar_take(&a, (S + C) * sizeof *ri), *ci = ri ? ri + S : NULL;
+    float *x = ar_take(&a, S * C * sizeof *x);
+    double *sv = ar_take(&a, lmax * sizeof *sv);
     lr_work k = {0};
     unsigned found = 0;
     lr_stats st;
-    if (!ri || !x || !sv || lr_work_alloc(&k, S, C, lmax, 0)) goto out;
+    if (!ri || !x || !sv || lr_work_take(&k, &a, S, C, lmax)) goto out;
     for (size_t s = 0; s < S; s++) ri[s] = s * m / S;
     for (size_t c = 0; c < C; c++) ci[c] = c * n / C;
-    if (lr_gather(ft, base, dt, n, ri, S, ci, C, x, &st) || !(st.tot > 0)) goto out;
+    if (lr_gather(a, ft, base, dt, n, ri, S, ci, C, x, &st) || !(st.tot > 0)) goto out;
     /* below the rounding noise, what neither the float32 sketch nor FP16
      * factors (11 significant bits) resolve: 2^-20 of the delta's energy
      * (F32 fine-tunes, whose own rounding is far finer) */
@@ -821,10 +883,10 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
      * floor of the edge. */
     unsigned k0 = rmax < 8 ? rmax : 8;
     if (k0 < rmax) {
-        double q = lr_fourth(x, S, C), l0 = (double)lr_cols(k0, S, C);
+        double q = lr_fourth(a, x, S, C), l0 = (double)lr_cols(k0, S, C);
         if (q >= 0 && sqrt(l0 * q) < 0.8 * st.tot && sqrt(k0 * q) < st.tot - 2 * st.noise) {
             double s1 = sqrt(sqrt(q));
-            if (lr_quick_reject(x, S, C, rmax, st.edge > s1 * 0x1p-12 ? st.edge : s1 * 0x1p-12)) goto out;
+            if (lr_quick_reject(a, x, S, C, rmax, st.edge > s1 * 0x1p-12 ? st.edge : s1 * 0x1p-12)) goto out;
         }
     }
     for (unsigned kk = rmax < 8 ? rmax : 8;; kk = 2 * kk < rmax ? 2 * kk : rmax) {
@@ -853,13 +915,18 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
         /* after the first sketch: larger ones only where some rank <= rmax
          * could still pass (most full fine-tunes stop here) */
         if (kk == (rmax < 8 ? rmax : 8) &&
-            lr_quick_reject(x, S, C, rmax, st.edge > sv[0] * 0x1p-12 ? st.edge : sv[0] * 0x1p-12))
+            lr_quick_reject(a, x, S, C, rmax, st.edge > sv[0] * 0x1p-12 ? st.edge : sv[0] * 0x1p-12))
             break;
     }
 out:
-    free(ri), free(x), free(sv);
-    lr_work_free(&k);
+    free(own);
     return found;
+}
+
+unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
+                           unsigned rmax, unsigned *partial)
+{
+    return lr_detect(NULL, ft, base, dt, m, n, rmax, partial);
 }
 
 /* The rank of a fitted block: its components above the block's noise edge. */
@@ -1325,7 +1392,7 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
         kmax = fixed;
     } else { /* the rank test first: cheap where the block is not low-rank */
         unsigned rmax = lr_rmax(rows, cols);
-        det = wd_lowrank_detect(ft, base, dt, rows, cols, rmax, NULL);
+        det = lr_detect(s, ft, base, dt, rows, cols, rmax, NULL);
         kmax = det ? (det + LR_OVER < rmax ? det + LR_OVER : rmax) : codec == WD_CODEC_LOWRANK ? LR_FALLBACK : 0;
     }
     /* the block-sized buffers in scratch slots the decoder alone uses
@@ -1436,9 +1503,9 @@ static int rr_pread(void *ctx, unsigned char *buf, size_t n, uint64_t off, wd_er
 }
 
 /* rows s * rows / cnt (s < cnt) of the row-major data at off into dst;
- * *tmp (RR_SEG bytes, allocated on first use) holds what is read between */
+ * the scratch's slot PRED (RR_SEG bytes) holds what is read between */
 static int rr_sampled(rr_read_fn rd, void *ctx, uint64_t off, size_t rows, size_t row, size_t cnt,
-                      unsigned char *dst, unsigned char **tmp, wd_err *err)
+                      unsigned char *dst, wd_scratch *sc, wd_err *err)
 {
     for (size_t a = 0; a < cnt;) {
         size_t r0 = a * rows / cnt, b = a + 1, last = r0;
@@ -1452,9 +1519,10 @@ static int rr_sampled(rr_read_fn rd, void *ctx, uint64_t off, size_t rows, size_
         if (dense) {
             if (rd(ctx, dst + a * row, (b - a) * row, off + (uint64_t)r0 * row, err)) return -1;
         } else {
-            if (!*tmp && !(*tmp = malloc(RR_SEG))) return wd_errf(err, "out of memory");
-            if (rd(ctx, *tmp, (last - r0 + 1) * row, off + (uint64_t)r0 * row, err)) return -1;
-            for (size_t k = a; k < b; k++) memcpy(dst + k * row, *tmp + (k * rows / cnt - r0) * row, row);
+            unsigned char *tmp = wd_scratch_buf(sc, WD_SLOT_PRED, RR_SEG);
+            if (!tmp) return wd_errf(err, "out of memory");
+            if (rd(ctx, tmp, (last - r0 + 1) * row, off + (uint64_t)r0 * row, err)) return -1;
+            for (size_t k = a; k < b; k++) memcpy(dst + k * row, tmp + (k * rows / cnt - r0) * row, row);
         }
         a = b;
     }
@@ -1466,48 +1534,33 @@ static int rr_sampled(rr_read_fn rd, void *ctx, uint64_t off, size_t rows, size_
  * range costs its bytes), else in whole chunks of `chunk` bytes (the block
  * size) that hold a wanted row: a base that is a parent delta's output
  * decodes each of its blocks once, not once per row. */
-static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                     uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk, unsigned char *ft,
-                     unsigned char *base, wd_err *err)
+static int read_rows(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                     void *base_ctx, uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk,
+                     unsigned char *ft, unsigned char *base, wd_err *err)
 {
     size_t per = chunk / row ? chunk / row : 1, s = 0;
-    unsigned char *cb = NULL, *tmp = NULL;
+    unsigned char *cb;
     rr_file f = {ft_fd, ft_path};
-    int rc = -1;
-    if (rr_sampled(rr_pread, &f, t->offset, rows, row, cnt, ft, &tmp, err) ||
-        (!chunk && rr_sampled(read_base, base_ctx, base_off, rows, row, cnt, base, &tmp, err))) {
-        wd_errprefix(err, "tensor %s", t->name);
-        goto out;
-    }
-    if (!chunk) {
-        rc = 0;
-        goto out;
-    }
-    if (!(cb = malloc(per * row))) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
+    if (rr_sampled(rr_pread, &f, t->offset, rows, row, cnt, ft, sc, err) ||
+        (!chunk && rr_sampled(read_base, base_ctx, base_off, rows, row, cnt, base, sc, err)))
+        return wd_errprefix(err, "tensor %s", t->name);
+    if (!chunk) return 0;
+    if (!(cb = wd_scratch_buf(sc, WD_SLOT_PRED, per * row))) return wd_errf(err, "out of memory");
     for (size_t r0 = 0; r0 < rows && s < cnt; r0 += per) {
         size_t r1 = rows - r0 < per ? rows : r0 + per;
         if (s * rows / cnt >= r1) continue; /* no wanted row in this chunk */
         uint64_t at = (uint64_t)r0 * row;
         size_t n = (r1 - r0) * row;
-        if (read_base(base_ctx, cb, n, base_off + at, err)) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
-        }
+        if (read_base(base_ctx, cb, n, base_off + at, err)) return wd_errprefix(err, "tensor %s", t->name);
         for (; s < cnt && s * rows / cnt < r1; s++) memcpy(base + s * row, cb + (s * rows / cnt - r0) * row, row);
     }
-    rc = 0;
-out:
-    free(cb);
-    free(tmp);
-    return rc;
+    return 0;
 }
 
-int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                       int base_file, uint64_t base_off, wd_codec codec, int level, uint32_t target_bs,
-                       uint64_t *stored, uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err)
+int wd_lowrank_measure(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                       void *base_ctx, int base_file, uint64_t base_off, wd_codec codec, int level,
+                       uint32_t target_bs, uint64_t *stored, uint64_t *plain, unsigned *max_rank, uint32_t *bs_out,
+                       wd_err *err)
 {
     *stored = *plain = 0;
     *max_rank = 0;
@@ -1519,8 +1572,11 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     size_t rows = (size_t)(t->length / row);
     unsigned rmax = lr_rmax(rows, cols);
     size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
-    wd_scratch *s = wd_scratch_new();
-    unsigned char *ft = malloc(S * row + 1), *base = malloc(S * row + 1);
+    /* the sampled rows in the scratch's slots STORED and BASE, which the
+     * codecs leave to their caller */
+    wd_scratch *own = sc ? NULL : wd_scratch_new(), *s = sc ? sc : own;
+    unsigned char *ft = s ? wd_scratch_buf(s, WD_SLOT_STORED, S * row + 1) : NULL;
+    unsigned char *base = s ? wd_scratch_buf(s, WD_SLOT_BASE, S * row + 1) : NULL;
     int rc = -1;
     if (!s || !ft || !base) {
         wd_errf(err, "out of memory");
@@ -1528,8 +1584,8 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     }
     wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, level, 0, 0};
     /* the rank test on rows spread over the whole tensor */
-    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, cbs, ft, base, err)) goto out;
-    unsigned part = 0, r = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, &part);
+    if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, cbs, ft, base, err)) goto out;
+    unsigned part = 0, r = lr_detect(s, ft, base, t->dtype, S, cols, rmax, &part);
     if (r) {
         uint32_t lbs = lr_block_bytes(t);
         if (lbs) *bs_out = bs = lbs;
@@ -1561,13 +1617,13 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
          * counted once per block of the tensor instead of per trial. */
         size_t E = 4 * (size_t)r > 128 ? 4 * (size_t)r : 128;
         if (E > rows) E = rows;
-        free(ft), free(base);
-        ft = malloc(E * row + 1), base = malloc(E * row + 1);
+        ft = wd_scratch_buf(s, WD_SLOT_STORED, E * row + 1), base = wd_scratch_buf(s, WD_SLOT_BASE, E * row + 1);
         if (!ft || !base) {
             wd_errf(err, "out of memory");
             goto out;
         }
-        if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, E, cbs, ft, base, err)) goto out;
+        if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, E, cbs, ft, base, err))
+            goto out;
         lbuf ob = {0};
         unsigned rt = 0;
         p.rank = r; /* the rank the test found */
@@ -1590,8 +1646,7 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
         goto out;
     }
     /* lowrank: every block, for the rank found (inspect) */
-    free(ft), free(base);
-    ft = malloc(bs), base = malloc(bs);
+    ft = wd_scratch_buf(s, WD_SLOT_STORED, bs), base = wd_scratch_buf(s, WD_SLOT_BASE, bs);
     if (!ft || !base) {
         wd_errf(err, "out of memory");
         goto out;
@@ -1615,15 +1670,13 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     }
     rc = 0;
 out:
-    wd_scratch_free(s);
-    free(ft);
-    free(base);
+    wd_scratch_free(own);
     return rc;
 }
 
-int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                    int base_file, uint64_t base_off, uint32_t target_bs, unsigned *rank, uint32_t *bs_out,
-                    wd_err *err)
+int wd_lowrank_test(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                    void *base_ctx, int base_file, uint64_t base_off, uint32_t target_bs, unsigned *rank,
+                    uint32_t *bs_out, wd_err *err)
 {
     *rank = 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
@@ -1633,21 +1686,24 @@ int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
     size_t rows = (size_t)(t->length / row);
     unsigned rmax = lr_rmax(rows, cols);
     size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
-    unsigned char *ft = malloc(S * row + 1), *base = malloc(S * row + 1);
+    wd_scratch *own = sc ? NULL : wd_scratch_new(), *s = sc ? sc : own;
+    unsigned char *ft = s ? wd_scratch_buf(s, WD_SLOT_STORED, S * row + 1) : NULL;
+    unsigned char *base = s ? wd_scratch_buf(s, WD_SLOT_BASE, S * row + 1) : NULL;
     int rc = -1;
-    if (!ft || !base) {
+    if (!s || !ft || !base) {
         wd_errf(err, "out of memory");
         goto out;
     }
-    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, base_file ? 0 : bs, ft, base, err))
+    if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, base_file ? 0 : bs, ft, base,
+                  err))
         goto out;
-    *rank = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, NULL);
+    *rank = lr_detect(s, ft, base, t->dtype, S, cols, rmax, NULL);
     if (*rank) {
         uint32_t lbs = lr_block_bytes(t);
         if (lbs) *bs_out = lbs;
     }
     rc = 0;
 out:
-    free(ft), free(base);
+    wd_scratch_free(own);
     return rc;
 }

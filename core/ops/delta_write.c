@@ -1282,9 +1282,11 @@ typedef struct choose_ctx {
     wd_err err;
 } choose_ctx;
 
-/* One extent of fine-tune file i; *ffd, *bfile, *bsrc: the calling thread's
- * open fine-tune file, and base file and its source (reused across calls). */
-static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile, base_src *bsrc, wd_err *err)
+/* One extent of fine-tune file i; *ffd, *bfile, *bsrc, sc: the calling
+ * thread's open fine-tune file, base file and its source, and scratch
+ * (reused across calls). */
+static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile, base_src *bsrc, wd_scratch *sc,
+                      wd_err *err)
 {
     const wd_create_opts *o = c->o;
     const wd_model *base = c->base, *ft = c->ft;
@@ -1327,7 +1329,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
     if (cd == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
         uint64_t st, pl;
         uint32_t xbs;
-        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
+        rc = wd_lowrank_measure(sc, e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                 e->base_tensor->offset, cd, lossy_level, bs, &st, &pl, &rank, &xbs, err);
         if (rc) return -1;
         if (!c->is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
@@ -1344,7 +1346,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
         unsigned lr = 0;
         uint32_t xbs = 0;
         if (try_exact && wd_codec_is_lossy(cd) && cd != WD_CODEC_LOWRANK &&
-            (rc = wd_lowrank_test(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
+            (rc = wd_lowrank_test(sc, e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                   e->base_tensor->offset, bs, &lr, &xbs, err)))
             return -1;
         if (lr) {
@@ -1363,7 +1365,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
     if (cd == WD_CODEC_LOSSLESS && try_exact) {
         uint64_t st, pl;
         uint32_t xbs;
-        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
+        rc = wd_lowrank_measure(sc, e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                 e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
                                 &pl, &rank, &xbs, err);
         if (rc) return -1;
@@ -1392,6 +1394,7 @@ static void *choose_main(void *arg)
     int ffd = -1, bfile = -1;
     size_t fi = (size_t)-1;
     base_src bsrc = {.fd = -1};
+    wd_scratch *sc = wd_scratch_new(); /* NULL: the trials make their own */
     wd_err e;
     for (;;) {
         pthread_mutex_lock(&c->lock);
@@ -1407,7 +1410,7 @@ static void *choose_main(void *arg)
             ffd = bfile = -1;
             fi = i;
         }
-        if (choose_one(c, i, &c->pf[i].ext[k], &ffd, &bfile, &bsrc, &e)) {
+        if (choose_one(c, i, &c->pf[i].ext[k], &ffd, &bfile, &bsrc, sc, &e)) {
             pthread_mutex_lock(&c->lock);
             if (!c->failed) c->err = e;
             c->failed = 1;
@@ -1417,6 +1420,7 @@ static void *choose_main(void *arg)
     }
     if (ffd >= 0) close(ffd);
     base_src_close(&bsrc);
+    wd_scratch_free(sc);
     return NULL;
 }
 
