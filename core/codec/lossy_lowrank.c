@@ -704,26 +704,20 @@ WD_FIT static int lr_chol_above(double *restrict a, size_t d, double e2, const d
     return 1;
 }
 
-/* Is A - e2 G positive definite (A, G symmetric d x d, upper triangles,
- * row-major; a destroyed)?  Cholesky as lr_chol_above, a pivot counted
- * only above 1e-5 of A's diagonal there (A and G come from float32
- * products: their rounding, in a direction G barely spans, must not pass
- * for a margin). */
-WD_FIT static int lr_chol_above_g(double *restrict a, const double *restrict g, size_t d, double e2)
+/* <a, b> of n floats: eight float32 lanes, their sum in float64 */
+WD_FIT static double lr_dot(const float *restrict a, const float *restrict b, size_t n)
 {
-    for (size_t i = 0; i < d; i++)
-        for (size_t j = i; j < d; j++) a[i * d + j] -= e2 * g[i * d + j];
-    for (size_t k = 0; k < d; k++) {
-        double *rk = a + k * d;
-        if (!(rk[k] > 1e-5 * (rk[k] + e2 * g[k * d + k]))) return 0;
-        double inv = 1.0 / sqrt(rk[k]);
-        for (size_t j = k + 1; j < d; j++) rk[j] *= inv;
-        for (size_t i = k + 1; i < d; i++) {
-            double f = rk[i], *restrict ri = a + i * d;
-            for (size_t j = i; j < d; j++) ri[j] -= f * rk[j];
-        }
+    lr_v8 s = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        LR_LD(u, a + i);
+        LR_LD(v, b + i);
+        s += u * v;
     }
-    return 1;
+    double t = 0;
+    for (int l = 0; l < 8; l++) t += s[l];
+    for (; i < n; i++) t += (double)a[i] * b[i];
+    return t;
 }
 
 /* The quick reject of the rank test (issue 18): under the test's model
@@ -754,7 +748,7 @@ static size_t lr_reject_bytes(size_t S, size_t C, unsigned rmax)
     size_t d = (size_t)rmax + 1, d8 = (d + 7) / 8 * 8;
     return AR_SZ((S * d8 + C * d8) * sizeof(float)) + AR_SZ(d8 * d8 * sizeof(float)) +
            AR_SZ((2 * d * d + d) * sizeof(double)) + AR_SZ((S > d ? S : d) * sizeof(size_t)) +
-           AR_SZ(S * sizeof(double));
+           AR_SZ(S * sizeof(double)) + AR_SZ(S * 8 * sizeof(float));
 }
 
 static int lr_quick_reject(lr_arena a, const float *x, size_t S, size_t C, unsigned rmax, double edge)
@@ -795,19 +789,37 @@ static int lr_quick_reject(lr_arena a, const float *x, size_t S, size_t C, unsig
         col[a] = col[b], col[b] = t;
         if (!(rn[col[a]] > 0)) goto out;
     }
-    for (size_t c = 0; c < C; c++) /* R^T (C x d8, zero-padded) */
-        for (size_t a = d; a < d8; a++) xr[c * d8 + a] = 0;
-    for (size_t a = 0; a < d; a++)
-        for (size_t c = 0; c < C; c++) xr[c * d8 + a] = x[col[a] * C + c];
-    float *pp = xc; /* P = x R^T (S x d8) over the columns' copy */
-    mm_nn(pp, x, xr, S, C, d8);
-    mm_tn_part(g, pp, pp, S, d8, d8, 1); /* A */
-    for (size_t i = 0; i < d; i++)
-        for (size_t j = i; j < d; j++) lo[i * d + j] = g[i * d8 + j];
-    mm_tn_part(g, xr, xr, C, d8, d8, 1); /* G */
-    for (size_t i = 0; i < d; i++)
-        for (size_t j = i; j < d; j++) gg[i * d + j] = g[i * d8 + j];
-    rej = lr_chol_above_g(lo, gg, d, edge * edge);
+    /* A - edge^2 G by an up-looking Cholesky (R in lo, row-major, upper),
+     * eight of the rows at a time: their columns of P (P^T in xc) in one
+     * product, then each pivot from the dot products it needs.  It stops
+     * at the first pivot that fails, so a low-rank block (the columns'
+     * test fails there too) pays for its rank's rows, not all of them. */
+    float *pt = xc, *rb = xr, *pb = ar_take(&a, S * 8 * sizeof *pb);
+    double e2 = edge * edge;
+    if (!pb) goto out;
+    rej = 1;
+    for (size_t k0 = 0; k0 < d && rej; k0 += 8) {
+        size_t kb = d - k0 < 8 ? d - k0 : 8;
+        for (size_t c = 0; c < C; c++)
+            for (size_t b = 0; b < 8; b++) rb[c * 8 + b] = b < kb ? x[col[k0 + b] * C + c] : 0;
+        mm_nn(pb, x, rb, S, C, 8);
+        for (size_t b = 0; b < kb; b++)
+            for (size_t i = 0; i < S; i++) pt[(k0 + b) * S + i] = pb[i * 8 + b];
+        for (size_t k = k0; k < k0 + kb && rej; k++) {
+            const float *pk = pt + k * S, *xk = x + col[k] * C;
+            double gkk = lr_dot(xk, xk, C), p = lr_dot(pk, pk, S) - e2 * gkk;
+            for (size_t j = 0; j < k; j++) {
+                double m = lr_dot(pt + j * S, pk, S) - e2 * lr_dot(x + col[j] * C, xk, C);
+                for (size_t i = 0; i < j; i++) m -= lo[i * d + j] * lo[i * d + k];
+                lo[j * d + k] = m / lo[j * d + j];
+                p -= lo[j * d + k] * lo[j * d + k];
+            }
+            /* a pivot counts only above 1e-5 of what it was before the
+             * subtraction: A and G come from float32 products */
+            if (!(p > 1e-5 * (p + e2 * gkk))) rej = 0;
+            else lo[k * d + k] = sqrt(p);
+        }
+    }
 out:
     return rej;
 }
