@@ -1114,22 +1114,41 @@ static inline uint32_t sr_rebuild(uint32_t p, uint32_t z, unsigned w)
     return sr_unkey((sr_key(p, w) + d) & mask, w);
 }
 
+/* Which of the SR_RUN elements from e on are missed: a bit each, computed
+ * without a branch per element (a miss is a coin toss: a branch on each
+ * one mispredicts about as often), so the passes below branch once per
+ * run and once per miss.  w is a constant after inlining. */
+#define SR_RUN 16
+static inline __attribute__((always_inline)) unsigned sr_missed(const unsigned char *ft, const unsigned char *pred,
+                                                               size_t e, unsigned w)
+{
+    unsigned m = 0;
+    if (w == 2) { /* equal words are equal bytes: no byte order involved */
+        uint16_t a[SR_RUN], b[SR_RUN];
+        memcpy(a, ft + 2 * e, sizeof a), memcpy(b, pred + 2 * e, sizeof b);
+        for (unsigned k = 0; k < SR_RUN; k++) m |= (unsigned)(a[k] != b[k]) << k;
+    } else {
+        uint32_t a[SR_RUN], b[SR_RUN];
+        memcpy(a, ft + 4 * e, sizeof a), memcpy(b, pred + 4 * e, sizeof b);
+        for (unsigned k = 0; k < SR_RUN; k++) m |= (unsigned)(a[k] != b[k]) << k;
+    }
+    return m;
+}
+
 /* Misses per exponent of the prediction (hist, 256 entries), their total
- * returned; one pass, skipping eight equal bytes at a time.  w is a constant
+ * returned; one pass, a run of SR_RUN elements at a time.  w is a constant
  * after inlining. */
 static inline __attribute__((always_inline)) size_t sr_hist_w(const unsigned char *ft, const unsigned char *pred,
                                                               size_t ne, unsigned w, const srspec *c,
                                                               uint32_t *hist)
 {
-    size_t total = 0, per = 8 / w, e = 0;
+    size_t total = 0, e = 0;
     memset(hist, 0, 256 * sizeof *hist);
-    for (; e + per <= ne; e += per) {
-        if (!memcmp(ft + e * w, pred + e * w, 8)) continue;
-        for (size_t k = e; k < e + per; k++) {
-            uint32_t p = lf_loadw(pred, k, w);
-            if (lf_loadw(ft, k, w) != p) hist[p >> c->shift & c->mask]++, total++;
+    for (; e + SR_RUN <= ne; e += SR_RUN)
+        for (unsigned m = sr_missed(ft, pred, e, w); m; m &= m - 1) {
+            uint32_t p = lf_loadw(pred, e + (unsigned)__builtin_ctz(m), w);
+            hist[p >> c->shift & c->mask]++, total++;
         }
-    }
     for (; e < ne; e++) {
         uint32_t p = lf_loadw(pred, e, w);
         if (lf_loadw(ft, e, w) != p) hist[p >> c->shift & c->mask]++, total++;
@@ -1151,21 +1170,24 @@ static inline __attribute__((always_inline)) size_t sr_gather_w(const unsigned c
 {
     uint8_t map[256];
     for (unsigned e = 0; e <= c->mask; e++) map[e] = (uint8_t)sr_ctx(e << c->shift, c);
-    size_t ng = 0, next = 0, per = 8 / w;
-    for (size_t e = 0; e < ne; e += per) {
-        size_t end = e + per <= ne ? e + per : ne;
-        if (end - e == per && !memcmp(ft + e * w, pred + e * w, 8)) continue;
-        for (size_t i = e; i < end; i++) {
-            uint32_t f = lf_loadw(ft, i, w), p = lf_loadw(pred, i, w);
-            if (f == p) continue;
-            size_t g = i - next;
-            for (; g >= 255; g -= 255) gaps[ng++] = 255;
-            gaps[ng++] = (unsigned char)g;
-            next = i + 1;
-            uint32_t z = sr_code(f, p, w), q = pos[map[p >> c->shift & c->mask]]++;
-            for (unsigned b = 0; b < w; b++) planes[b * total + q] = (unsigned char)(z >> (8 * b));
-        }
-    }
+    size_t ng = 0, next = 0;
+/* one missed element i, in element order */
+#define SR_GATHER_ONE(i)                                                                                     \
+    do {                                                                                                     \
+        uint32_t f_ = lf_loadw(ft, (i), w), p_ = lf_loadw(pred, (i), w);                                     \
+        size_t g_ = (i) - next;                                                                              \
+        for (; g_ >= 255; g_ -= 255) gaps[ng++] = 255;                                                       \
+        gaps[ng++] = (unsigned char)g_;                                                                      \
+        next = (i) + 1;                                                                                      \
+        uint32_t z_ = sr_code(f_, p_, w), q_ = pos[map[p_ >> c->shift & c->mask]]++;                        \
+        for (unsigned b_ = 0; b_ < w; b_++) planes[b_ * total + q_] = (unsigned char)(z_ >> (8 * b_));       \
+    } while (0)
+    size_t e = 0;
+    for (; e + SR_RUN <= ne; e += SR_RUN)
+        for (unsigned m = sr_missed(ft, pred, e, w); m; m &= m - 1) SR_GATHER_ONE(e + (unsigned)__builtin_ctz(m));
+    for (; e < ne; e++)
+        if (lf_loadw(ft, e, w) != lf_loadw(pred, e, w)) SR_GATHER_ONE(e);
+#undef SR_GATHER_ONE
     return ng;
 }
 
