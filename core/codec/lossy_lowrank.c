@@ -704,22 +704,6 @@ WD_FIT static int lr_chol_above(double *restrict a, size_t d, double e2, const d
     return 1;
 }
 
-/* <a, b> of n floats: eight float32 lanes, their sum in float64 */
-WD_FIT static double lr_dot(const float *restrict a, const float *restrict b, size_t n)
-{
-    lr_v8 s = {0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        LR_LD(u, a + i);
-        LR_LD(v, b + i);
-        s += u * v;
-    }
-    double t = 0;
-    for (int l = 0; l < 8; l++) t += s[l];
-    for (; i < n; i++) t += (double)a[i] * b[i];
-    return t;
-}
-
 /* The quick reject of the rank test (issue 18): under the test's model
  * (D = L + e, L of rank <= rmax, e the rounding noise, whose largest
  * singular value is below the edge), x (S x C) restricted to any subspace
@@ -748,7 +732,8 @@ static size_t lr_reject_bytes(size_t S, size_t C, unsigned rmax)
     size_t d = (size_t)rmax + 1, d8 = (d + 7) / 8 * 8;
     return AR_SZ((S * d8 + C * d8) * sizeof(float)) + AR_SZ(d8 * d8 * sizeof(float)) +
            AR_SZ((2 * d * d + d) * sizeof(double)) + AR_SZ((S > d ? S : d) * sizeof(size_t)) +
-           AR_SZ(S * sizeof(double)) + AR_SZ(S * 8 * sizeof(float));
+           AR_SZ(S * sizeof(double)) + AR_SZ(S * 8 * sizeof(float)) + AR_SZ(d * C * sizeof(float)) +
+           2 * AR_SZ(d8 * 8 * sizeof(float));
 }
 
 static int lr_quick_reject(lr_arena a, const float *x, size_t S, size_t C, unsigned rmax, double edge)
@@ -790,26 +775,31 @@ static int lr_quick_reject(lr_arena a, const float *x, size_t S, size_t C, unsig
         if (!(rn[col[a]] > 0)) goto out;
     }
     /* A - edge^2 G by an up-looking Cholesky (R in lo, row-major, upper),
-     * eight of the rows at a time: their columns of P (P^T in xc) in one
-     * product, then each pivot from the dot products it needs.  It stops
-     * at the first pivot that fails, so a low-rank block (the columns'
-     * test fails there too) pays for its rank's rows, not all of them. */
-    float *pt = xc, *rb = xr, *pb = ar_take(&a, S * 8 * sizeof *pb);
+     * eight of the rows at a time: their columns of P (P^T in xc), then the
+     * new columns of A and G (against every row so far), each in one
+     * product, then the pivots.  It stops at the first pivot that fails,
+     * so a low-rank block (the columns' test fails there too) pays for its
+     * rank's rows, not all of them. */
+    float *pt = xc, *rb = xr, *pb = ar_take(&a, S * 8 * sizeof *pb), *xs = ar_take(&a, d * C * sizeof *xs);
+    float *ab = ar_take(&a, d8 * 8 * sizeof *ab), *gb = ar_take(&a, d8 * 8 * sizeof *gb);
     double e2 = edge * edge;
-    if (!pb) goto out;
+    if (!pb || !xs || !ab || !gb) goto out;
     rej = 1;
     for (size_t k0 = 0; k0 < d && rej; k0 += 8) {
-        size_t kb = d - k0 < 8 ? d - k0 : 8;
+        size_t kb = d - k0 < 8 ? d - k0 : 8, nr = k0 + kb;
+        for (size_t b = 0; b < kb; b++) memcpy(xs + (k0 + b) * C, x + col[k0 + b] * C, C * sizeof *xs);
         for (size_t c = 0; c < C; c++)
-            for (size_t b = 0; b < 8; b++) rb[c * 8 + b] = b < kb ? x[col[k0 + b] * C + c] : 0;
-        mm_nn(pb, x, rb, S, C, 8);
+            for (size_t b = 0; b < 8; b++) rb[c * 8 + b] = b < kb ? xs[(k0 + b) * C + c] : 0;
+        mm_nn(pb, x, rb, S, C, 8); /* P's columns k0.. */
         for (size_t b = 0; b < kb; b++)
             for (size_t i = 0; i < S; i++) pt[(k0 + b) * S + i] = pb[i * 8 + b];
-        for (size_t k = k0; k < k0 + kb && rej; k++) {
-            const float *pk = pt + k * S, *xk = x + col[k] * C;
-            double gkk = lr_dot(xk, xk, C), p = lr_dot(pk, pk, S) - e2 * gkk;
+        mm_nn(ab, pt, pb, nr, S, 8); /* A[j][k0 + b], j < nr */
+        mm_nn(gb, xs, rb, nr, C, 8); /* G[j][k0 + b] */
+        for (size_t k = k0; k < nr && rej; k++) {
+            size_t b = k - k0;
+            double gkk = gb[k * 8 + b], p = ab[k * 8 + b] - e2 * gkk;
             for (size_t j = 0; j < k; j++) {
-                double m = lr_dot(pt + j * S, pk, S) - e2 * lr_dot(x + col[j] * C, xk, C);
+                double m = ab[j * 8 + b] - e2 * gb[j * 8 + b];
                 for (size_t i = 0; i < j; i++) m -= lo[i * d + j] * lo[i * d + k];
                 lo[j * d + k] = m / lo[j * d + j];
                 p -= lo[j * d + k] * lo[j * d + k];
