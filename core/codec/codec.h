@@ -124,14 +124,21 @@ typedef int (*wd_base_read_fn)(void *ctx, unsigned char *buf, size_t n, uint64_t
  * *plain estimate its bytes and the plain lossless codec's from a trial on
  * a sample of rows (*stored = 1, *plain = 0 where the test fails);
  * lowrank: every block coded, *max_rank the largest rank a block took. */
+/* sc: the calling thread's scratch, kept from tensor to tensor (NULL: one
+ * of their own); they hold its slots STORED, BASE and PRED.
+ * base_file: 1 where read_base reads a file (any range costs its bytes: the
+ * sampled rows alone are read), 0 where it decodes (a parent delta's
+ * output: whole blocks holding a sampled row, each decoded once). */
 /* lowrank's rank test alone (the one wd_lowrank_measure starts with): on
  * rows spread over tensor t, *rank the rank of its delta, 0 where it is not
  * low-rank; *bs_out the block size its lowrank extent would take. */
-int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                    uint64_t base_off, uint32_t target_bs, unsigned *rank, uint32_t *bs_out, wd_err *err);
-int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                       uint64_t base_off, wd_codec codec, int level, uint32_t target_bs, uint64_t *stored,
-                       uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err);
+int wd_lowrank_test(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                    void *base_ctx, int base_file, uint64_t base_off, uint32_t target_bs, unsigned *rank,
+                    uint32_t *bs_out, wd_err *err);
+int wd_lowrank_measure(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                       void *base_ctx, int base_file, uint64_t base_off, wd_codec codec, int level,
+                       uint32_t target_bs, uint64_t *stored, uint64_t *plain, unsigned *max_rank, uint32_t *bs_out,
+                       wd_err *err);
 
 /* zstd through the scratch's contexts (scratch.c) */
 int wd_zstd_compress(wd_scratch *s, void *dst, size_t cap, const void *src, size_t n, int level,

@@ -231,8 +231,21 @@ int ls_get_scales(lrd *r, wd_scratch *s, const lhdr *h, int axis, const unsigned
     return 0;
 }
 
+WD_VEC
+static void delta_bf16(const uint16_t *restrict ft, const uint16_t *restrict base, size_t n, float *restrict d)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x = wd_f32_from_bits((uint32_t)ft[i] << 16) - wd_f32_from_bits((uint32_t)base[i] << 16);
+        d[i] = isfinite(x) ? x : 0.0f;
+    }
+}
+
 void lf_delta(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, float *d)
 {
+    if (dt == WD_BF16) { /* the common case, vectorized (the same values) */
+        delta_bf16((const uint16_t *)(const void *)ft, (const uint16_t *)(const void *)base, n, d);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float x = wd_float_at(ft, dt, i) - wd_float_at(base, dt, i);
         d[i] = isfinite(x) ? x : 0.0f; /* inf/NaN moves are left to patches or dropped */

@@ -101,15 +101,19 @@ WD_FIT static void mm_nn(float *restrict c, const float *restrict a, const float
 
 /* c (n x l) = a^T b for a (m x n) and b (m x l), row-major, l a multiple of
  * 8: eight rows of a at a time with their eight rows of b in registers,
- * each 8-column strip of c loaded and stored once per eight rows of a. */
-WD_FIT static void mm_tn(float *restrict c, const float *restrict a, const float *restrict b, size_t m, size_t n,
-                         size_t l)
+ * each 8-column strip of c loaded and stored once per eight rows of a.
+ * upper (a Gram matrix, a = b): each strip only down to its last column
+ * (rows j < c0 + 8 of strip c0: the upper triangle and a little more; the
+ * rest of c is left 0), each entry summed as the full product sums it. */
+WD_FIT static void mm_tn_part(float *restrict c, const float *restrict a, const float *restrict b, size_t m,
+                              size_t n, size_t l, int upper)
 {
     memset(c, 0, n * l * sizeof *c);
     size_t i = 0;
     for (; i + 8 <= m; i += 8) {
         const float *r = a + i * n;
         for (size_t c0 = 0; c0 < l; c0 += 8) {
+            size_t jn = upper && c0 + 8 < n ? c0 + 8 : n;
             const float *bb = b + i * l + c0;
             LR_LD(b0, bb);
             LR_LD(b1, bb + l);
@@ -119,7 +123,7 @@ WD_FIT static void mm_tn(float *restrict c, const float *restrict a, const float
             LR_LD(b5, bb + 5 * l);
             LR_LD(b6, bb + 6 * l);
             LR_LD(b7, bb + 7 * l);
-            for (size_t j = 0; j < n; j++) {
+            for (size_t j = 0; j < jn; j++) {
                 LR_LD(acc, c + j * l + c0);
                 LR_BC(y0, r[j]);
                 LR_BC(y1, r[n + j]);
@@ -137,14 +141,21 @@ WD_FIT static void mm_tn(float *restrict c, const float *restrict a, const float
     }
     for (; i < m; i++)
         for (size_t c0 = 0; c0 < l; c0 += 8) {
+            size_t jn = upper && c0 + 8 < n ? c0 + 8 : n;
             LR_LD(b0, b + i * l + c0);
-            for (size_t j = 0; j < n; j++) {
+            for (size_t j = 0; j < jn; j++) {
                 LR_LD(acc, c + j * l + c0);
                 LR_BC(y0, a[i * n + j]);
                 acc += y0 * b0;
                 memcpy(c + j * l + c0, &acc, sizeof acc);
             }
         }
+}
+
+static void mm_tn(float *restrict c, const float *restrict a, const float *restrict b, size_t m, size_t n,
+                  size_t l)
+{
+    mm_tn_part(c, a, b, m, n, l, 0);
 }
 
 /* g (l x l, upper triangle) = y^T y in float64 */
@@ -412,6 +423,41 @@ static int lr_work_alloc(lr_work *k, size_t m, size_t n, size_t l, int want_w)
     return -1;
 }
 
+/* The rank test's working memory: one buffer (a scratch slot the caller
+ * does not hold, reused from block to block and tensor to tensor: no fresh
+ * pages to fault in each time) handed out in order.  Taken by value by a
+ * helper, what it takes is given back when it returns. */
+typedef struct lr_arena {
+    unsigned char *p;
+    size_t cap, at;
+} lr_arena;
+#define LR_ALIGN 64
+static void *ar_take(lr_arena *a, size_t n)
+{
+    size_t at = (a->at + LR_ALIGN - 1) / LR_ALIGN * LR_ALIGN;
+    if (!a->p || at > a->cap || n > a->cap - at) return NULL;
+    a->at = at + n;
+    return a->p + at;
+}
+/* bytes ar_take needs for n bytes, at most */
+#define AR_SZ(n) ((size_t)(n) + LR_ALIGN)
+
+static size_t lr_work_bytes(size_t m, size_t n, size_t l)
+{
+    return AR_SZ(m * l * sizeof(float)) + AR_SZ(n * l * sizeof(float)) + 2 * AR_SZ(l * l * sizeof(double)) +
+           AR_SZ(4 * l * sizeof(double)) + AR_SZ(l * sizeof(size_t));
+}
+
+/* lr_work_alloc (values only) from the arena */
+static int lr_work_take(lr_work *k, lr_arena *a, size_t m, size_t n, size_t l)
+{
+    memset(k, 0, sizeof *k);
+    k->y = ar_take(a, m * l * sizeof *k->y), k->z = ar_take(a, n * l * sizeof *k->z);
+    k->g = ar_take(a, l * l * sizeof *k->g), k->r = ar_take(a, l * l * sizeof *k->r);
+    k->x = ar_take(a, 4 * l * sizeof *k->x), k->ord = ar_take(a, l * sizeof *k->ord);
+    return k->y && k->z && k->g && k->r && k->x && k->ord ? 0 : -1;
+}
+
 static void lr_sketch(lr_work *k, const float *d, size_t m, size_t n, size_t l, int power, int rowstart,
                       double *sv)
 {
@@ -570,32 +616,49 @@ typedef struct lr_stats {
 
 /* Stats of the sub-block of rows ri[0..S-1] and columns ci[0..C-1] of the
  * m x n block (ft, base), and that sub-block's delta into x (S x C). */
-static int lr_gather(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n, const size_t *ri,
-                     size_t S, const size_t *ci, size_t C, float *x, lr_stats *st)
+/* lr_gather's loop for one dtype (a constant after inlining: no per-element
+ * dtype switch); the sums in locals (the column sums' array could alias
+ * them in memory), in the same order as ever */
+static inline __attribute__((always_inline)) void lr_gather_dt(const unsigned char *ft, const unsigned char *base,
+                                                               wd_dtype dt, size_t n, const size_t *ri, size_t S,
+                                                               const size_t *ci, size_t C, float *x,
+                                                               const lr_ntab *nt, double *cn, lr_stats *st,
+                                                               double *mr)
 {
     unsigned w = wd_dtype_size(dt);
-    double *cn = calloc(C + 1, sizeof *cn), mr = 0, mc = 0;
-    if (!cn) return -1;
-    lr_ntab nt;
-    lr_ntab_init(&nt, dt);
-    st->tot = st->noise = 0;
+    double tot = 0, noise = 0, m = 0;
     for (size_t s = 0; s < S; s++) {
         double rn = 0;
+        const size_t r0 = ri[s] * n;
+        float *xs = x + s * C;
         for (size_t c = 0; c < C; c++) {
-            size_t e = ri[s] * n + ci[c];
+            size_t e = r0 + ci[c];
             float v = wd_float_at(ft, dt, e) - wd_float_at(base, dt, e);
             if (!isfinite(v)) v = 0;
-            x[s * C + c] = v;
-            double z = LR_NOISE(&nt, lf_loadw(ft, e, w));
-            st->tot += (double)v * v;
+            xs[c] = v;
+            double z = LR_NOISE(nt, lf_loadw(ft, e, w));
+            tot += (double)v * v;
             rn += z, cn[c] += z;
         }
-        st->noise += rn;
-        mr = rn > mr ? rn : mr;
+        noise += rn;
+        m = rn > m ? rn : m;
     }
+    st->tot = tot, st->noise = noise, *mr = m;
+}
+
+static int lr_gather(lr_arena a, const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t n,
+                     const size_t *ri, size_t S, const size_t *ci, size_t C, float *x, lr_stats *st)
+{
+    double *cn = ar_take(&a, (C + 1) * sizeof *cn), mr = 0, mc = 0;
+    if (!cn) return -1;
+    memset(cn, 0, (C + 1) * sizeof *cn);
+    lr_ntab nt;
+    lr_ntab_init(&nt, dt);
+    if (dt == WD_BF16) lr_gather_dt(ft, base, WD_BF16, n, ri, S, ci, C, x, &nt, cn, st, &mr);
+    else if (dt == WD_F16) lr_gather_dt(ft, base, WD_F16, n, ri, S, ci, C, x, &nt, cn, st, &mr);
+    else lr_gather_dt(ft, base, WD_F32, n, ri, S, ci, C, x, &nt, cn, st, &mr);
     for (size_t c = 0; c < C; c++) mc = cn[c] > mc ? cn[c] : mc;
     st->edge = sqrt(mr) + sqrt(mc);
-    free(cn);
     return 0;
 }
 
@@ -641,40 +704,113 @@ WD_FIT static int lr_chol_above(double *restrict a, size_t d, double e2, const d
     return 1;
 }
 
-/* The quick reject of the rank test (issue 18), after its first sketch:
- * under the test's model (D = L + e, L of rank <= rmax, e the rounding
- * noise, whose largest singular value is below the edge), any rmax + 1
- * columns of the sub-block x (S x C) have their smallest singular value
- * below the edge too (Weyl: sigma_{rmax+1}(L_c + e_c) <= sigma_1(e_c) <=
- * edge).  So when the smallest singular value of rmax + 1 evenly spaced
- * columns of x is above the edge, x has more than rmax components above
- * the noise and no rank the test could pass fits: the block is not
- * low-rank.  Checked as a Cholesky factorization of their Gram matrix
- * less edge^2 I (the Gram in float32, the factorization in float64, a
- * pivot counted only above 1e-6 of its diagonal; S (rmax + 1)^2 + (rmax +
- * 1)^3 / 6 steps against the S x C x rmax of the larger sketches it
- * saves): it succeeds exactly when every eigenvalue is above edge^2.  Returns 1 to reject, 0 otherwise (and on
- * out of memory: the full test decides). */
-static int lr_quick_reject(const float *x, size_t S, size_t C, unsigned rmax, double edge)
+/* The quick reject of the rank test (issue 18): under the test's model
+ * (D = L + e, L of rank <= rmax, e the rounding noise, whose largest
+ * singular value is below the edge), x (S x C) restricted to any subspace
+ * of rmax + 1 dimensions has its smallest singular value below the edge
+ * too (Courant-Fischer: it is at most sigma_{rmax+1}(x), and Weyl:
+ * sigma_{rmax+1}(L + e) <= sigma_1(e) <= edge).  So when x's smallest
+ * singular value on some such subspace is above the edge, x has more than
+ * rmax components above the noise and no rank the test could pass fits:
+ * the block is not low-rank.  Two subspaces, the cheaper first:
+ *   - rmax + 1 evenly spaced columns: the Gram matrix of those columns
+ *     less edge^2 I positive definite (S (rmax + 1)^2 steps);
+ *   - the span of the rmax + 1 rows of x with the most energy: a row w of x
+ *     weighs x's right singular vectors by their singular values, so their
+ *     span leans to x's top (twice the columns' smallest value on pairB's
+ *     full fine-tune, where evenly spaced columns often fall below the
+ *     edge and the larger sketches ran).  With R those rows (rmax + 1 x C),
+ *     P = x R^T, A = P^T P and G = R R^T, x's singular values on that span
+ *     are the roots of the generalized eigenvalues of (A, G): all above
+ *     the edge when A - edge^2 G is positive definite (S C (rmax + 1) steps
+ *     more).
+ * Products in float32 (the margins are far wider than their rounding),
+ * factorizations in float64.  Returns 1 to reject, 0 otherwise (and on out
+ * of memory: the full test decides). */
+static size_t lr_reject_bytes(size_t S, size_t C, unsigned rmax)
+{
+    size_t d = (size_t)rmax + 1, d8 = (d + 7) / 8 * 8;
+    return AR_SZ((S * d8 + C * d8) * sizeof(float)) + AR_SZ(d8 * d8 * sizeof(float)) +
+           AR_SZ((2 * d * d + d) * sizeof(double)) + AR_SZ((S > d ? S : d) * sizeof(size_t)) +
+           AR_SZ(S * sizeof(double)) + AR_SZ(S * 8 * sizeof(float)) + AR_SZ(d * C * sizeof(float)) +
+           2 * AR_SZ(d8 * 8 * sizeof(float));
+}
+
+static int lr_quick_reject(lr_arena a, const float *x, size_t S, size_t C, unsigned rmax, double edge)
 {
     size_t d = (size_t)rmax + 1;
     if (d > S || d > C || !(edge > 0)) return 0;
     size_t d8 = (d + 7) / 8 * 8; /* the columns, zero-padded for mm_tn */
-    float *xc = calloc(S * d8 + 1, sizeof *xc), *g = malloc(d8 * d8 * sizeof *g + 1);
-    double *lo = malloc((d * d + d) * sizeof *lo), *diag = lo ? lo + d * d : NULL;
-    size_t *col = malloc(d * sizeof *col);
+    float *xc = ar_take(&a, (S * d8 + C * d8) * sizeof *xc), *xr = xc ? xc + S * d8 : NULL;
+    float *g = ar_take(&a, d8 * d8 * sizeof *g);
+    double *lo = ar_take(&a, (2 * d * d + d) * sizeof *lo), *gg = lo ? lo + d * d : NULL, *diag = lo ? gg + d * d : NULL;
+    size_t *col = ar_take(&a, (S > d ? S : d) * sizeof *col);
+    double *rn = ar_take(&a, S * sizeof *rn);
     int rej = 0;
-    if (!xc || !g || !lo || !col) goto out;
+    if (!xc || !g || !lo || !col || !rn) goto out;
     for (size_t c = 0; c < d; c++) col[c] = c * C / d;
-    for (size_t i = 0; i < S; i++)
+    for (size_t i = 0; i < S; i++) {
         for (size_t c = 0; c < d; c++) xc[i * d8 + c] = x[i * C + col[c]];
-    mm_tn(g, xc, xc, S, d8, d8); /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
+        for (size_t c = d; c < d8; c++) xc[i * d8 + c] = 0;
+    }
+    /* their Gram matrix (float32: the edge's margin is far wider than its rounding) */
+    mm_tn_part(g, xc, xc, S, d8, d8, 1);
     for (size_t i = 0; i < d; i++) /* the upper triangle in float64 */
         for (size_t j = i; j < d; j++) lo[i * d + j] = g[i * d8 + j];
     for (size_t i = 0; i < d; i++) diag[i] = lo[i * d + i];
-    rej = lr_chol_above(lo, d, edge * edge, diag);
+    if ((rej = lr_chol_above(lo, d, edge * edge, diag))) goto out;
+    /* the rows with the most energy (ties: the first), none of them zero */
+    for (size_t i = 0; i < S; i++) {
+        double e = 0;
+        for (size_t c = 0; c < C; c++) e += (double)x[i * C + c] * x[i * C + c];
+        rn[i] = e;
+        col[i] = i;
+    }
+    for (size_t a = 0; a < d; a++) { /* partial selection sort: d of S */
+        size_t b = a;
+        for (size_t i = a + 1; i < S; i++)
+            if (rn[col[i]] > rn[col[b]]) b = i;
+        size_t t = col[a];
+        col[a] = col[b], col[b] = t;
+        if (!(rn[col[a]] > 0)) goto out;
+    }
+    /* A - edge^2 G by an up-looking Cholesky (R in lo, row-major, upper),
+     * eight of the rows at a time: their columns of P (P^T in xc), then the
+     * new columns of A and G (against every row so far), each in one
+     * product, then the pivots.  It stops at the first pivot that fails,
+     * so a low-rank block (the columns' test fails there too) pays for its
+     * rank's rows, not all of them. */
+    float *pt = xc, *rb = xr, *pb = ar_take(&a, S * 8 * sizeof *pb), *xs = ar_take(&a, d * C * sizeof *xs);
+    float *ab = ar_take(&a, d8 * 8 * sizeof *ab), *gb = ar_take(&a, d8 * 8 * sizeof *gb);
+    double e2 = edge * edge;
+    if (!pb || !xs || !ab || !gb) goto out;
+    rej = 1;
+    for (size_t k0 = 0; k0 < d && rej; k0 += 8) {
+        size_t kb = d - k0 < 8 ? d - k0 : 8, nr = k0 + kb;
+        for (size_t b = 0; b < kb; b++) memcpy(xs + (k0 + b) * C, x + col[k0 + b] * C, C * sizeof *xs);
+        for (size_t c = 0; c < C; c++)
+            for (size_t b = 0; b < 8; b++) rb[c * 8 + b] = b < kb ? xs[(k0 + b) * C + c] : 0;
+        mm_nn(pb, x, rb, S, C, 8); /* P's columns k0.. */
+        for (size_t b = 0; b < kb; b++)
+            for (size_t i = 0; i < S; i++) pt[(k0 + b) * S + i] = pb[i * 8 + b];
+        mm_nn(ab, pt, pb, nr, S, 8); /* A[j][k0 + b], j < nr */
+        mm_nn(gb, xs, rb, nr, C, 8); /* G[j][k0 + b] */
+        for (size_t k = k0; k < nr && rej; k++) {
+            size_t b = k - k0;
+            double gkk = gb[k * 8 + b], p = ab[k * 8 + b] - e2 * gkk;
+            for (size_t j = 0; j < k; j++) {
+                double m = ab[j * 8 + b] - e2 * gb[j * 8 + b];
+                for (size_t i = 0; i < j; i++) m -= lo[i * d + j] * lo[i * d + k];
+                lo[j * d + k] = m / lo[j * d + j];
+                p -= lo[j * d + k] * lo[j * d + k];
+            }
+            /* a pivot counts only above 1e-5 of what it was before the
+             * subtraction: A and G come from float32 products */
+            if (!(p > 1e-5 * (p + e2 * gkk))) rej = 0;
+            else lo[k * d + k] = sqrt(p);
+        }
+    }
 out:
-    free(xc), free(g), free(lo), free(col);
     return rej;
 }
 
@@ -684,15 +820,12 @@ out:
  * memory.  Two products of x, against the first sketch's two and its
  * orthonormalizations and eigenvalues. */
 #define LR_PROBES 16
-static double lr_fourth(const float *x, size_t S, size_t C)
+static double lr_fourth(lr_arena a, const float *x, size_t S, size_t C)
 {
-    float *g = malloc(C * LR_PROBES * sizeof *g + 1), *u = malloc(S * LR_PROBES * sizeof *u + 1),
-          *v = malloc(C * LR_PROBES * sizeof *v + 1);
+    float *g = ar_take(&a, C * LR_PROBES * sizeof *g), *u = ar_take(&a, S * LR_PROBES * sizeof *u),
+          *v = ar_take(&a, C * LR_PROBES * sizeof *v);
     double q[LR_PROBES] = {0}, mean = 0, var = 0;
-    if (!g || !u || !v) {
-        free(g), free(u), free(v);
-        return -1;
-    }
+    if (!g || !u || !v) return -1;
     uint64_t st = 0x2545f4914f6cdd1dull;
     for (size_t i = 0; i < C * LR_PROBES; i++) g[i] = xs(&st) >> 63 ? 1.0f : -1.0f;
     mm_nn(u, x, g, S, C, LR_PROBES); /* x g */
@@ -701,7 +834,6 @@ static double lr_fourth(const float *x, size_t S, size_t C)
         for (size_t j = 0; j < LR_PROBES; j++) q[j] += (double)v[i * LR_PROBES + j] * v[i * LR_PROBES + j];
     for (size_t j = 0; j < LR_PROBES; j++) mean += q[j] / LR_PROBES;
     for (size_t j = 0; j < LR_PROBES; j++) var += (q[j] - mean) * (q[j] - mean) / (LR_PROBES - 1);
-    free(g), free(u), free(v);
     return mean + 4 * sqrt(var / LR_PROBES);
 }
 
@@ -716,24 +848,31 @@ static double lr_fourth(const float *x, size_t S, size_t C)
  * the energy beyond k cannot be held by rmax - k more components no larger
  * than s_k plus the noise.
  * Returns r, 0 when the block is not low-rank (or on out of memory). */
-unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
-                           unsigned rmax, unsigned *partial)
+static unsigned lr_detect(wd_scratch *sc, const unsigned char *ft, const unsigned char *base, wd_dtype dt,
+                          size_t m, size_t n, unsigned rmax, unsigned *partial)
 {
     if (partial) *partial = 0;
     if (rmax == 0 || m == 0 || n == 0) return 0;
     size_t S = m < 2 * (size_t)rmax + 16 ? m : 2 * (size_t)rmax + 16;
     size_t C = n < 2 * (size_t)rmax + 16 ? n : 2 * (size_t)rmax + 16;
-    size_t *ri = malloc((S + C) * sizeof *ri), *ci = ri ? ri + S : NULL;
-    float *x = malloc(S * C * sizeof *x + 1);
     size_t lmax = lr_cols(rmax, S, C);
-    double *sv = malloc(lmax * sizeof *sv + 1);
+    /* the arena: what lives to the end, then the largest of the helpers' */
+    size_t keep = AR_SZ((S + C) * sizeof(size_t)) + AR_SZ(S * C * sizeof(float)) + AR_SZ(lmax * sizeof(double)) +
+                  lr_work_bytes(S, C, lmax);
+    size_t tmp = lr_reject_bytes(S, C, rmax), t2 = AR_SZ((2 * C + S) * LR_PROBES * sizeof(float)) + AR_SZ((C + 1) * 8);
+    lr_arena a = {NULL, keep + (tmp > t2 ? tmp : t2), 0};
+    unsigned char *own = NULL;
+    a.p = sc ? wd_scratch_buf(sc, LS_A, a.cap) : (own = malloc(a.cap));
+    size_t *ri = ar_take(&a, (S + C) * sizeof *ri), *ci = ri ? ri + S : NULL;
+    float *x = ar_take(&a, S * C * sizeof *x);
+    double *sv = ar_take(&a, lmax * sizeof *sv);
     lr_work k = {0};
     unsigned found = 0;
     lr_stats st;
-    if (!ri || !x || !sv || lr_work_alloc(&k, S, C, lmax, 0)) goto out;
+    if (!ri || !x || !sv || lr_work_take(&k, &a, S, C, lmax)) goto out;
     for (size_t s = 0; s < S; s++) ri[s] = s * m / S;
     for (size_t c = 0; c < C; c++) ci[c] = c * n / C;
-    if (lr_gather(ft, base, dt, n, ri, S, ci, C, x, &st) || !(st.tot > 0)) goto out;
+    if (lr_gather(a, ft, base, dt, n, ri, S, ci, C, x, &st) || !(st.tot > 0)) goto out;
     /* below the rounding noise, what neither the float32 sketch nor FP16
      * factors (11 significant bits) resolve: 2^-20 of the delta's energy
      * (F32 fine-tunes, whose own rounding is far finer) */
@@ -746,10 +885,10 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
      * floor of the edge. */
     unsigned k0 = rmax < 8 ? rmax : 8;
     if (k0 < rmax) {
-        double q = lr_fourth(x, S, C), l0 = (double)lr_cols(k0, S, C);
+        double q = lr_fourth(a, x, S, C), l0 = (double)lr_cols(k0, S, C);
         if (q >= 0 && sqrt(l0 * q) < 0.8 * st.tot && sqrt(k0 * q) < st.tot - 2 * st.noise) {
             double s1 = sqrt(sqrt(q));
-            if (lr_quick_reject(x, S, C, rmax, st.edge > s1 * 0x1p-12 ? st.edge : s1 * 0x1p-12)) goto out;
+            if (lr_quick_reject(a, x, S, C, rmax, st.edge > s1 * 0x1p-12 ? st.edge : s1 * 0x1p-12)) goto out;
         }
     }
     for (unsigned kk = rmax < 8 ? rmax : 8;; kk = 2 * kk < rmax ? 2 * kk : rmax) {
@@ -778,13 +917,18 @@ unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, w
         /* after the first sketch: larger ones only where some rank <= rmax
          * could still pass (most full fine-tunes stop here) */
         if (kk == (rmax < 8 ? rmax : 8) &&
-            lr_quick_reject(x, S, C, rmax, st.edge > sv[0] * 0x1p-12 ? st.edge : sv[0] * 0x1p-12))
+            lr_quick_reject(a, x, S, C, rmax, st.edge > sv[0] * 0x1p-12 ? st.edge : sv[0] * 0x1p-12))
             break;
     }
 out:
-    free(ri), free(x), free(sv);
-    lr_work_free(&k);
+    free(own);
     return found;
+}
+
+unsigned wd_lowrank_detect(const unsigned char *ft, const unsigned char *base, wd_dtype dt, size_t m, size_t n,
+                           unsigned rmax, unsigned *partial)
+{
+    return lr_detect(NULL, ft, base, dt, m, n, rmax, partial);
 }
 
 /* The rank of a fitted block: its components above the block's noise edge. */
@@ -960,22 +1104,41 @@ static inline uint32_t sr_rebuild(uint32_t p, uint32_t z, unsigned w)
     return sr_unkey((sr_key(p, w) + d) & mask, w);
 }
 
+/* Which of the SR_RUN elements from e on are missed: a bit each, computed
+ * without a branch per element (a miss is a coin toss: a branch on each
+ * one mispredicts about as often), so the passes below branch once per
+ * run and once per miss.  w is a constant after inlining. */
+#define SR_RUN 16
+static inline __attribute__((always_inline)) unsigned sr_missed(const unsigned char *ft, const unsigned char *pred,
+                                                               size_t e, unsigned w)
+{
+    unsigned m = 0;
+    if (w == 2) { /* equal words are equal bytes: no byte order involved */
+        uint16_t a[SR_RUN], b[SR_RUN];
+        memcpy(a, ft + 2 * e, sizeof a), memcpy(b, pred + 2 * e, sizeof b);
+        for (unsigned k = 0; k < SR_RUN; k++) m |= (unsigned)(a[k] != b[k]) << k;
+    } else {
+        uint32_t a[SR_RUN], b[SR_RUN];
+        memcpy(a, ft + 4 * e, sizeof a), memcpy(b, pred + 4 * e, sizeof b);
+        for (unsigned k = 0; k < SR_RUN; k++) m |= (unsigned)(a[k] != b[k]) << k;
+    }
+    return m;
+}
+
 /* Misses per exponent of the prediction (hist, 256 entries), their total
- * returned; one pass, skipping eight equal bytes at a time.  w is a constant
+ * returned; one pass, a run of SR_RUN elements at a time.  w is a constant
  * after inlining. */
 static inline __attribute__((always_inline)) size_t sr_hist_w(const unsigned char *ft, const unsigned char *pred,
                                                               size_t ne, unsigned w, const srspec *c,
                                                               uint32_t *hist)
 {
-    size_t total = 0, per = 8 / w, e = 0;
+    size_t total = 0, e = 0;
     memset(hist, 0, 256 * sizeof *hist);
-    for (; e + per <= ne; e += per) {
-        if (!memcmp(ft + e * w, pred + e * w, 8)) continue;
-        for (size_t k = e; k < e + per; k++) {
-            uint32_t p = lf_loadw(pred, k, w);
-            if (lf_loadw(ft, k, w) != p) hist[p >> c->shift & c->mask]++, total++;
+    for (; e + SR_RUN <= ne; e += SR_RUN)
+        for (unsigned m = sr_missed(ft, pred, e, w); m; m &= m - 1) {
+            uint32_t p = lf_loadw(pred, e + (unsigned)__builtin_ctz(m), w);
+            hist[p >> c->shift & c->mask]++, total++;
         }
-    }
     for (; e < ne; e++) {
         uint32_t p = lf_loadw(pred, e, w);
         if (lf_loadw(ft, e, w) != p) hist[p >> c->shift & c->mask]++, total++;
@@ -997,21 +1160,24 @@ static inline __attribute__((always_inline)) size_t sr_gather_w(const unsigned c
 {
     uint8_t map[256];
     for (unsigned e = 0; e <= c->mask; e++) map[e] = (uint8_t)sr_ctx(e << c->shift, c);
-    size_t ng = 0, next = 0, per = 8 / w;
-    for (size_t e = 0; e < ne; e += per) {
-        size_t end = e + per <= ne ? e + per : ne;
-        if (end - e == per && !memcmp(ft + e * w, pred + e * w, 8)) continue;
-        for (size_t i = e; i < end; i++) {
-            uint32_t f = lf_loadw(ft, i, w), p = lf_loadw(pred, i, w);
-            if (f == p) continue;
-            size_t g = i - next;
-            for (; g >= 255; g -= 255) gaps[ng++] = 255;
-            gaps[ng++] = (unsigned char)g;
-            next = i + 1;
-            uint32_t z = sr_code(f, p, w), q = pos[map[p >> c->shift & c->mask]]++;
-            for (unsigned b = 0; b < w; b++) planes[b * total + q] = (unsigned char)(z >> (8 * b));
-        }
-    }
+    size_t ng = 0, next = 0;
+/* one missed element i, in element order */
+#define SR_GATHER_ONE(i)                                                                                     \
+    do {                                                                                                     \
+        uint32_t f_ = lf_loadw(ft, (i), w), p_ = lf_loadw(pred, (i), w);                                     \
+        size_t g_ = (i) - next;                                                                              \
+        for (; g_ >= 255; g_ -= 255) gaps[ng++] = 255;                                                       \
+        gaps[ng++] = (unsigned char)g_;                                                                      \
+        next = (i) + 1;                                                                                      \
+        uint32_t z_ = sr_code(f_, p_, w), q_ = pos[map[p_ >> c->shift & c->mask]]++;                        \
+        for (unsigned b_ = 0; b_ < w; b_++) planes[b_ * total + q_] = (unsigned char)(z_ >> (8 * b_));       \
+    } while (0)
+    size_t e = 0;
+    for (; e + SR_RUN <= ne; e += SR_RUN)
+        for (unsigned m = sr_missed(ft, pred, e, w); m; m &= m - 1) SR_GATHER_ONE(e + (unsigned)__builtin_ctz(m));
+    for (; e < ne; e++)
+        if (lf_loadw(ft, e, w) != lf_loadw(pred, e, w)) SR_GATHER_ONE(e);
+#undef SR_GATHER_ONE
     return ng;
 }
 
@@ -1250,7 +1416,7 @@ int wd_lowrank_encode(wd_scratch *s, wd_codec codec, wd_dtype dt, const wd_lossy
         kmax = fixed;
     } else { /* the rank test first: cheap where the block is not low-rank */
         unsigned rmax = lr_rmax(rows, cols);
-        det = wd_lowrank_detect(ft, base, dt, rows, cols, rmax, NULL);
+        det = lr_detect(s, ft, base, dt, rows, cols, rmax, NULL);
         kmax = det ? (det + LR_OVER < rmax ? det + LR_OVER : rmax) : codec == WD_CODEC_LOWRANK ? LR_FALLBACK : 0;
     }
     /* the block-sized buffers in scratch slots the decoder alone uses
@@ -1342,64 +1508,99 @@ static uint32_t lr_block_bytes(const wd_tensor *t)
     return wd_lossy_block_size(t, (uint32_t)(per * row));
 }
 
-/* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base.
- * The fine-tune's by runs of consecutive wanted rows, straight into place;
- * the base's in whole chunks of `chunk` bytes (the block size) that hold a
- * wanted row: a base that is a parent delta's output decodes each of its
- * blocks once, not once per row. */
-static int read_rows(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                     uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk, unsigned char *ft,
-                     unsigned char *base, wd_err *err)
+/* Reading sampled rows: one read call costs about what copying RR_GAP bytes
+ * does (measured here: ~1.5 us a pread of a cached page, against ~5 GB/s
+ * for its copy), so wanted rows closer than that are read with the rows
+ * between them (at most RR_SEG bytes at a time) and picked out, farther
+ * ones by runs of their own. */
+#define RR_GAP (8u << 10)
+#define RR_SEG (1u << 20)
+typedef int (*rr_read_fn)(void *ctx, unsigned char *buf, size_t n, uint64_t off, wd_err *err);
+typedef struct rr_file {
+    int fd;
+    const char *path;
+} rr_file;
+static int rr_pread(void *ctx, unsigned char *buf, size_t n, uint64_t off, wd_err *err)
 {
-    size_t per = chunk / row ? chunk / row : 1, s = 0;
-    unsigned char *cb = NULL;
-    int rc = -1;
+    rr_file *f = ctx;
+    return wd_pread_full(f->fd, buf, n, off, f->path, err);
+}
+
+/* rows s * rows / cnt (s < cnt) of the row-major data at off into dst;
+ * the scratch's slot PRED (RR_SEG bytes) holds what is read between */
+static int rr_sampled(rr_read_fn rd, void *ctx, uint64_t off, size_t rows, size_t row, size_t cnt,
+                      unsigned char *dst, wd_scratch *sc, wd_err *err)
+{
     for (size_t a = 0; a < cnt;) {
-        size_t b = a + 1, r0 = a * rows / cnt;
-        while (b < cnt && b * rows / cnt == r0 + (b - a)) b++;
-        if (wd_pread_full(ft_fd, ft + a * row, (b - a) * row, t->offset + (uint64_t)r0 * row, ft_path, err)) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
+        size_t r0 = a * rows / cnt, b = a + 1, last = r0;
+        int dense = 1; /* consecutive rows: straight into place */
+        while (b < cnt) {
+            size_t rb = b * rows / cnt;
+            if ((rb - last - 1) * row > RR_GAP || (rb - r0 + 1) * row > RR_SEG) break;
+            if (rb != last + 1) dense = 0;
+            last = rb, b++;
+        }
+        if (dense) {
+            if (rd(ctx, dst + a * row, (b - a) * row, off + (uint64_t)r0 * row, err)) return -1;
+        } else {
+            unsigned char *tmp = wd_scratch_buf(sc, WD_SLOT_PRED, RR_SEG);
+            if (!tmp) return wd_errf(err, "out of memory");
+            if (rd(ctx, tmp, (last - r0 + 1) * row, off + (uint64_t)r0 * row, err)) return -1;
+            for (size_t k = a; k < b; k++) memcpy(dst + k * row, tmp + (k * rows / cnt - r0) * row, row);
         }
         a = b;
     }
-    if (!(cb = malloc(per * row))) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
+    return 0;
+}
+
+/* `cnt` rows of the tensor spread evenly (row s * rows / cnt) into ft, base
+ * (rr_sampled).  The base's likewise where `chunk` is 0 (a base file: any
+ * range costs its bytes), else in whole chunks of `chunk` bytes (the block
+ * size) that hold a wanted row: a base that is a parent delta's output
+ * decodes each of its blocks once, not once per row. */
+static int read_rows(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                     void *base_ctx, uint64_t base_off, size_t rows, size_t row, size_t cnt, size_t chunk,
+                     unsigned char *ft, unsigned char *base, wd_err *err)
+{
+    size_t per = chunk / row ? chunk / row : 1, s = 0;
+    unsigned char *cb;
+    rr_file f = {ft_fd, ft_path};
+    if (rr_sampled(rr_pread, &f, t->offset, rows, row, cnt, ft, sc, err) ||
+        (!chunk && rr_sampled(read_base, base_ctx, base_off, rows, row, cnt, base, sc, err)))
+        return wd_errprefix(err, "tensor %s", t->name);
+    if (!chunk) return 0;
+    if (!(cb = wd_scratch_buf(sc, WD_SLOT_PRED, per * row))) return wd_errf(err, "out of memory");
     for (size_t r0 = 0; r0 < rows && s < cnt; r0 += per) {
         size_t r1 = rows - r0 < per ? rows : r0 + per;
         if (s * rows / cnt >= r1) continue; /* no wanted row in this chunk */
         uint64_t at = (uint64_t)r0 * row;
         size_t n = (r1 - r0) * row;
-        if (read_base(base_ctx, cb, n, base_off + at, err)) {
-            wd_errprefix(err, "tensor %s", t->name);
-            goto out;
-        }
+        if (read_base(base_ctx, cb, n, base_off + at, err)) return wd_errprefix(err, "tensor %s", t->name);
         for (; s < cnt && s * rows / cnt < r1; s++) memcpy(base + s * row, cb + (s * rows / cnt - r0) * row, row);
     }
-    rc = 0;
-out:
-    free(cb);
-    return rc;
+    return 0;
 }
 
-int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                       uint64_t base_off, wd_codec codec, int level, uint32_t target_bs, uint64_t *stored,
-                       uint64_t *plain, unsigned *max_rank, uint32_t *bs_out, wd_err *err)
+int wd_lowrank_measure(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                       void *base_ctx, int base_file, uint64_t base_off, wd_codec codec, int level,
+                       uint32_t target_bs, uint64_t *stored, uint64_t *plain, unsigned *max_rank, uint32_t *bs_out,
+                       wd_err *err)
 {
     *stored = *plain = 0;
     *max_rank = 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
-    const uint32_t cbs = bs; /* the chunks read_rows reads */
+    const uint32_t cbs = base_file ? 0 : bs; /* the base's chunks read_rows reads (0: just the rows) */
     *bs_out = bs;
     if (!bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
     size_t w = wd_dtype_size(t->dtype), cols = (size_t)t->shape[t->ndim - 1], row = cols * w;
     size_t rows = (size_t)(t->length / row);
     unsigned rmax = lr_rmax(rows, cols);
     size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
-    wd_scratch *s = wd_scratch_new();
-    unsigned char *ft = malloc(S * row + 1), *base = malloc(S * row + 1);
+    /* the sampled rows in the scratch's slots STORED and BASE, which the
+     * codecs leave to their caller */
+    wd_scratch *own = sc ? NULL : wd_scratch_new(), *s = sc ? sc : own;
+    unsigned char *ft = s ? wd_scratch_buf(s, WD_SLOT_STORED, S * row + 1) : NULL;
+    unsigned char *base = s ? wd_scratch_buf(s, WD_SLOT_BASE, S * row + 1) : NULL;
     int rc = -1;
     if (!s || !ft || !base) {
         wd_errf(err, "out of memory");
@@ -1407,8 +1608,8 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     }
     wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, level, 0, 0};
     /* the rank test on rows spread over the whole tensor */
-    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, cbs, ft, base, err)) goto out;
-    unsigned part = 0, r = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, &part);
+    if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, cbs, ft, base, err)) goto out;
+    unsigned part = 0, r = lr_detect(s, ft, base, t->dtype, S, cols, rmax, &part);
     if (r) {
         uint32_t lbs = lr_block_bytes(t);
         if (lbs) *bs_out = bs = lbs;
@@ -1440,13 +1641,13 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
          * counted once per block of the tensor instead of per trial. */
         size_t E = 4 * (size_t)r > 128 ? 4 * (size_t)r : 128;
         if (E > rows) E = rows;
-        free(ft), free(base);
-        ft = malloc(E * row + 1), base = malloc(E * row + 1);
+        ft = wd_scratch_buf(s, WD_SLOT_STORED, E * row + 1), base = wd_scratch_buf(s, WD_SLOT_BASE, E * row + 1);
         if (!ft || !base) {
             wd_errf(err, "out of memory");
             goto out;
         }
-        if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, E, cbs, ft, base, err)) goto out;
+        if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, E, cbs, ft, base, err))
+            goto out;
         lbuf ob = {0};
         unsigned rt = 0;
         p.rank = r; /* the rank the test found */
@@ -1469,8 +1670,7 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
         goto out;
     }
     /* lowrank: every block, for the rank found (inspect) */
-    free(ft), free(base);
-    ft = malloc(bs), base = malloc(bs);
+    ft = wd_scratch_buf(s, WD_SLOT_STORED, bs), base = wd_scratch_buf(s, WD_SLOT_BASE, bs);
     if (!ft || !base) {
         wd_errf(err, "out of memory");
         goto out;
@@ -1494,14 +1694,13 @@ int wd_lowrank_measure(const wd_tensor *t, int ft_fd, const char *ft_path, wd_ba
     }
     rc = 0;
 out:
-    wd_scratch_free(s);
-    free(ft);
-    free(base);
+    wd_scratch_free(own);
     return rc;
 }
 
-int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base, void *base_ctx,
-                    uint64_t base_off, uint32_t target_bs, unsigned *rank, uint32_t *bs_out, wd_err *err)
+int wd_lowrank_test(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
+                    void *base_ctx, int base_file, uint64_t base_off, uint32_t target_bs, unsigned *rank,
+                    uint32_t *bs_out, wd_err *err)
 {
     *rank = 0;
     uint32_t bs = wd_lossy_block_size(t, target_bs);
@@ -1511,20 +1710,24 @@ int wd_lowrank_test(const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_
     size_t rows = (size_t)(t->length / row);
     unsigned rmax = lr_rmax(rows, cols);
     size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
-    unsigned char *ft = malloc(S * row + 1), *base = malloc(S * row + 1);
+    wd_scratch *own = sc ? NULL : wd_scratch_new(), *s = sc ? sc : own;
+    unsigned char *ft = s ? wd_scratch_buf(s, WD_SLOT_STORED, S * row + 1) : NULL;
+    unsigned char *base = s ? wd_scratch_buf(s, WD_SLOT_BASE, S * row + 1) : NULL;
     int rc = -1;
-    if (!ft || !base) {
+    if (!s || !ft || !base) {
         wd_errf(err, "out of memory");
         goto out;
     }
-    if (read_rows(t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, bs, ft, base, err)) goto out;
-    *rank = wd_lowrank_detect(ft, base, t->dtype, S, cols, rmax, NULL);
+    if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, base_file ? 0 : bs, ft, base,
+                  err))
+        goto out;
+    *rank = lr_detect(s, ft, base, t->dtype, S, cols, rmax, NULL);
     if (*rank) {
         uint32_t lbs = lr_block_bytes(t);
         if (lbs) *bs_out = lbs;
     }
     rc = 0;
 out:
-    free(ft), free(base);
+    wd_scratch_free(own);
     return rc;
 }

@@ -3,11 +3,20 @@
  *
  * One file per base directory, CACHE_DIR/base-<wd_hash64 of the canonical
  * directory path, 16 hex>.digest, three lines: the key (the directory, then
- * per weight file "|name:size:mtime.ns:inode"; any change to a shard is a
- * miss), the model identity (WD_ID_V2, hex), then "v1 " and the WD_HASH_V1
- * digest.  Files of older versions (no v1 line) are misses.  Written to a
- * temporary and renamed, mode 0600; the directory is made 0700 (a user's) or
- * 0755 (root's /var/cache/wdeltafs). */
+ * per weight file "|name:size:mtime.ns:inode:ctime.ns"; any change to a
+ * shard is a miss, also one that puts the old mtime back, as `cp -p` or
+ * `rsync -t` over the same file do: the change time cannot be set), the
+ * model identity (WD_ID_V2, hex), then "v1 " and the WD_HASH_V1 digest.
+ * Files of older versions (no v1 line, no change time) are misses.  Written
+ * to a temporary and renamed, mode 0600; the directory is made 0700 (a
+ * user's) or 0755 (root's /var/cache/wdeltafs).
+ *
+ * wd_create takes its base's hashes from here too (wd_model_hashes_memo),
+ * and stores them only when they cannot be stale: the weight files' stat
+ * the same before and after hashing, and every change time older than the
+ * hashing's start by more than the file system's timestamp granularity
+ * can hide (a file rewritten within one clock tick of its hash keeps its
+ * times). */
 #include "model/model_int.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *wd_digest_cache_dir(char *buf, size_t n)
@@ -51,8 +61,9 @@ static char *cache_key(const char *dir, const wd_model *m)
             free(k);
             return NULL;
         }
-        int n = snprintf(part, sizeof part, "|%s:%lld:%lld.%09ld:%llu", m->files[i].name, (long long)st.st_size,
-                         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+        int n = snprintf(part, sizeof part, "|%s:%lld:%lld.%09ld:%llu:%lld.%09ld", m->files[i].name,
+                         (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+                         (unsigned long long)st.st_ino, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
         if (n < 0 || (size_t)n >= sizeof part) {
             free(k);
             return NULL;
@@ -172,6 +183,45 @@ int wd_model_hashes_cached(const char *dir, const char *cache_dir, unsigned char
         (void)wd_digest_cache_store(cache_dir, real, &m, id, v1, &cerr);
     }
     wd_model_free(&m);
+    free(real);
+    return rc;
+}
+
+/* Is any weight file of m changed (status or contents) at or after `since`
+ * less the slack?  Then a hash taken from `since` on may not be the hash
+ * of what the key will describe.  Also 1 where a file cannot be stat'ed. */
+#define RACY_SLACK_S 2 /* well above any file system's timestamp tick */
+static int racy(const wd_model *m, time_t since)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        struct stat st;
+        if (stat(m->files[i].path, &st) || st.st_ctim.tv_sec >= since - RACY_SLACK_S ||
+            st.st_mtim.tv_sec >= since - RACY_SLACK_S)
+            return 1;
+    }
+    return 0;
+}
+
+int wd_model_hashes_memo(const wd_model *m, const char *cache_dir, unsigned char id[32], unsigned char v1[32],
+                         int *cached, wd_err *err)
+{
+    if (cached) *cached = 0;
+    char *real = cache_dir ? realpath(m->dir, NULL) : NULL;
+    if (real && wd_digest_cache_load(cache_dir, real, m, id, v1) == 0) {
+        if (cached) *cached = 1;
+        free(real);
+        return 0;
+    }
+    time_t start = time(NULL);
+    char *before = real ? cache_key(real, m) : NULL;
+    int rc = wd_model_hashes(m, v1, id, err);
+    if (!rc && before && !racy(m, start)) {
+        char *after = cache_key(real, m);
+        wd_err cerr; /* a cache that cannot be written costs a rehash next time, nothing else */
+        if (after && !strcmp(before, after)) (void)wd_digest_cache_store(cache_dir, real, m, id, v1, &cerr);
+        free(after);
+    }
+    free(before);
     free(real);
     return rc;
 }

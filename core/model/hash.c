@@ -13,7 +13,8 @@
  * or order enters it.  Each tensor's digest is independent of the others,
  * so the tensors are hashed by several threads.
  *
- * Both read with pread in bounded chunks. */
+ * Both read with pread in bounded chunks; wd_model_hashes takes both from
+ * one read. */
 #include "model/model_int.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -426,34 +427,161 @@ out:
     return rc;
 }
 
-typedef struct v1_job {
+/* ---- both hashes from one read (wd_model_hashes) ---------------------- */
+/* The calling thread reads the tensors once, in wd_model_hash_order, a
+ * chunk at a time into a small ring, and feeds each tensor's identity
+ * digest; a thread of its own feeds the v1 content hash from the same
+ * chunks, in the same order.  Each byte read (copied) once, the two
+ * SHA-256 passes on two cores (issue 18: two full reads before). */
+#define HB_SLOTS 4
+#define HB_CHUNK (1u << 20)
+typedef struct hb_slot {
+    unsigned char *buf;
+    size_t n, k; /* bytes, position of the tensor in the order */
+    uint64_t at; /* of the tensor's bytes */
+    int full;
+} hb_slot;
+typedef struct hb_ring {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    hb_slot s[HB_SLOTS];
+    size_t head, tail; /* next slot filled, next consumed */
+    int done;          /* the reader is through (or failed) */
     const wd_model *m;
-    unsigned char *out;
-    int rc;
-    wd_err err;
-} v1_job;
+    const struct wd_tref *order;
+    wd_sha256 *v1;
+} hb_ring;
 
-static void *v1_main(void *arg)
+static const wd_tensor *hb_tensor(const hb_ring *r, size_t k)
 {
-    v1_job *j = arg;
-    j->rc = wd_model_hash(j->m, j->out, &j->err);
+    return &r->m->files[r->order[k].file].tensors[r->order[k].tensor];
+}
+
+static void *hb_v1_main(void *arg)
+{
+    hb_ring *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->lock);
+        while (!r->s[r->tail % HB_SLOTS].full && !r->done) pthread_cond_wait(&r->cond, &r->lock);
+        hb_slot *sl = &r->s[r->tail % HB_SLOTS];
+        int go = sl->full;
+        pthread_mutex_unlock(&r->lock);
+        if (!go) break; /* done, nothing left */
+        if (sl->at == 0) {
+            const char *name = hb_tensor(r, sl->k)->name;
+            wd_sha256_update(r->v1, name, strlen(name));
+        }
+        wd_sha256_update(r->v1, sl->buf, sl->n);
+        pthread_mutex_lock(&r->lock);
+        sl->full = 0;
+        r->tail++;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+    }
     return NULL;
+}
+
+/* The reader's side; 0 or -1 with err set (the ring marked done either way). */
+static int hb_read_all(hb_ring *r, const int *fds, id_rec *recs, const size_t *pos_of, const size_t *fstart,
+                       wd_err *err)
+{
+    const wd_model *m = r->m;
+    int rc = 0;
+    for (size_t k = 0; k < m->ntensors && !rc; k++) {
+        const wd_stfile *f = &m->files[r->order[k].file];
+        const wd_tensor *t = hb_tensor(r, k);
+        wd_sha256 *h = wd_sha256_new();
+        if (!h) {
+            rc = wd_errf(err, "out of memory hashing %s", m->dir);
+            break;
+        }
+        uint64_t at = 0;
+        do { /* an empty tensor: one empty chunk (v1 takes its name) */
+            size_t n = t->length - at < HB_CHUNK ? (size_t)(t->length - at) : HB_CHUNK;
+            pthread_mutex_lock(&r->lock);
+            while (r->s[r->head % HB_SLOTS].full) pthread_cond_wait(&r->cond, &r->lock);
+            pthread_mutex_unlock(&r->lock);
+            hb_slot *sl = &r->s[r->head % HB_SLOTS];
+            if (n && wd_pread_full(fds[r->order[k].file], sl->buf, n, t->offset + at, f->path, err)) {
+                rc = wd_errprefix(err, "hashing tensor %s (at its byte %llu)", t->name, (unsigned long long)at);
+                break;
+            }
+            wd_sha256_update(h, sl->buf, n);
+            sl->n = n, sl->k = k, sl->at = at;
+            pthread_mutex_lock(&r->lock);
+            sl->full = 1;
+            r->head++;
+            pthread_cond_broadcast(&r->cond);
+            pthread_mutex_unlock(&r->lock);
+            at += n;
+        } while (at < t->length);
+        if (rc) {
+            wd_sha256_free(h);
+            break;
+        }
+        wd_sha256_final(h, recs[pos_of[fstart[r->order[k].file] + r->order[k].tensor]].digest);
+    }
+    pthread_mutex_lock(&r->lock);
+    r->done = 1;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
 }
 
 int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32], wd_err *err)
 {
-    v1_job j = {.m = m, .out = v1};
-    pthread_t tid;
-    int threaded = pthread_create(&tid, NULL, v1_main, &j) == 0;
-    int rc = wd_model_identity(m, id, err);
-    if (threaded) pthread_join(tid, NULL);
-    else v1_main(&j);
-    if (rc) return -1;
-    if (j.rc) {
-        *err = j.err;
-        return -1;
+    if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
+    size_t nt = m->ntensors;
+    hb_ring r = {.m = m};
+    id_rec *recs = calloc(nt + 1, sizeof *recs);
+    int *fds = wd_fds_new(m->nfiles);
+    struct wd_tref *order = malloc((nt + 1) * sizeof *order);
+    size_t *pos_of = malloc((nt + 1) * sizeof *pos_of), *fstart = calloc(m->nfiles + 1, sizeof *fstart);
+    int rc = -1, ok = recs && fds && order && pos_of && fstart && (r.v1 = wd_sha256_new());
+    for (size_t i = 0; ok && i < HB_SLOTS; i++)
+        if (!(r.s[i].buf = malloc(HB_CHUNK))) ok = 0;
+    if (!ok) {
+        wd_errf(err, "out of memory hashing %s", m->dir);
+        goto out;
     }
-    return 0;
+    if (open_shards(m, fds, err)) goto out;
+    wd_model_hash_order(m, order);
+    r.order = order;
+    /* identity records in name order; pos_of: a tensor's record by its
+     * place in its file */
+    for (size_t f = 0; f < m->nfiles; f++) fstart[f + 1] = fstart[f] + m->files[f].ntensors;
+    for (size_t i = 0; i < nt; i++) {
+        const struct wd_tref *b = &m->by_name[i];
+        id_rec_meta(&recs[i], &m->files[b->file].tensors[b->tensor]);
+        pos_of[fstart[b->file] + b->tensor] = i;
+    }
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_cond_init(&r.cond, NULL);
+    pthread_t tid;
+    int threaded = pthread_create(&tid, NULL, hb_v1_main, &r) == 0;
+    if (!threaded) { /* no thread: one after the other */
+        pthread_mutex_destroy(&r.lock);
+        pthread_cond_destroy(&r.cond);
+        rc = wd_model_identity(m, id, err) || wd_model_hash(m, v1, err) ? -1 : 0;
+        goto out;
+    }
+    int rrc = hb_read_all(&r, fds, recs, pos_of, fstart, err);
+    pthread_join(tid, NULL);
+    pthread_mutex_destroy(&r.lock);
+    pthread_cond_destroy(&r.cond);
+    if (rrc || id_compose(recs, nt, id, err)) goto out;
+    wd_sha256_final(r.v1, v1);
+    r.v1 = NULL;
+    rc = 0;
+out:
+    wd_sha256_free(r.v1);
+    for (size_t i = 0; i < HB_SLOTS; i++) free(r.s[i].buf);
+    wd_fds_free(fds, m->nfiles);
+    free(recs);
+    free(order);
+    free(pos_of);
+    free(fstart);
+    return rc;
 }
 
 int wd_model_hash_kind(const wd_model *m, unsigned kind, unsigned char out[32], wd_err *err)

@@ -66,6 +66,12 @@ typedef void (*wd_hash_chunk_fn)(void *ctx, size_t file, size_t tensor, uint64_t
                                  size_t n);
 int wd_model_hash_ex(const wd_model *m, unsigned char out[32], size_t chunk, wd_hash_chunk_fn cb, void *ctx,
                      const volatile sig_atomic_t *stop, wd_err *err);
+/* Both hashes of the opened model m (wd_model_hashes), from the digest
+ * cache in cache_dir (NULL: none) when its weight files are unchanged,
+ * else computed and stored there where they cannot be stale
+ * (digest_cache.c); *cached (may be NULL) says which. */
+int wd_model_hashes_memo(const wd_model *m, const char *cache_dir, unsigned char id[32], unsigned char v1[32],
+                         int *cached, wd_err *err);
 
 
 #endif

@@ -682,8 +682,10 @@ static void *base_hash_main(void *arg)
     if (h->kind == WD_HASH_V1) {
         h->rc = wd_model_hash_ex(h->base, h->digest, 4u << 20, NULL, NULL, h->stop, &h->err);
         if (!h->rc) memcpy(h->v1, h->digest, 32);
-    } else {
-        h->rc = wd_model_hashes(h->base, h->v1, h->digest, &h->err);
+    } else { /* the digest cache the mount and find-base keep: a base hashed once */
+        char cbuf[4096];
+        h->rc = wd_model_hashes_memo(h->base, wd_digest_cache_dir(cbuf, sizeof cbuf), h->digest, h->v1, NULL,
+                                     &h->err);
     }
     h->has_v1 = h->rc == 0;
     return NULL;
@@ -1318,9 +1320,11 @@ typedef struct choose_ctx {
     wd_err err;
 } choose_ctx;
 
-/* One extent of fine-tune file i; *ffd, *bfile, *bsrc: the calling thread's
- * open fine-tune file, and base file and its source (reused across calls). */
-static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile, base_src *bsrc, wd_err *err)
+/* One extent of fine-tune file i; *ffd, *bfile, *bsrc, sc: the calling
+ * thread's open fine-tune file, base file and its source, and scratch
+ * (reused across calls). */
+static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile, base_src *bsrc, wd_scratch *sc,
+                      wd_err *err)
 {
     const wd_create_opts *o = c->o;
     const wd_model *base = c->base, *ft = c->ft;
@@ -1363,7 +1367,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
     if (cd == WD_CODEC_LOWRANK && !lp.rank) { /* the rank found (for inspect) and the block size */
         uint64_t st, pl;
         uint32_t xbs;
-        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+        rc = wd_lowrank_measure(sc, e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                 e->base_tensor->offset, cd, lossy_level, bs, &st, &pl, &rank, &xbs, err);
         if (rc) return -1;
         if (!c->is_auto) lbs = xbs; /* auto's error bound was measured on blocks of lbs */
@@ -1380,7 +1384,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
         unsigned lr = 0;
         uint32_t xbs = 0;
         if (try_exact && wd_codec_is_lossy(cd) && cd != WD_CODEC_LOWRANK &&
-            (rc = wd_lowrank_test(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+            (rc = wd_lowrank_test(sc, e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                   e->base_tensor->offset, bs, &lr, &xbs, err)))
             return -1;
         if (lr) {
@@ -1399,7 +1403,7 @@ static int choose_one(choose_ctx *c, size_t i, plan_ext *e, int *ffd, int *bfile
     if (cd == WD_CODEC_LOSSLESS && try_exact) {
         uint64_t st, pl;
         uint32_t xbs;
-        rc = wd_lowrank_measure(e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc,
+        rc = wd_lowrank_measure(sc, e->tensor, *ffd, ft->files[i].path, base_src_read, bsrc, !o->parent,
                                 e->base_tensor->offset, WD_CODEC_LOWRANK_EXACT, lossy_level, bs, &st,
                                 &pl, &rank, &xbs, err);
         if (rc) return -1;
@@ -1429,6 +1433,7 @@ static void *choose_main(void *arg)
     int ffd = -1, bfile = -1;
     size_t fi = (size_t)-1;
     base_src bsrc = {.fd = -1};
+    wd_scratch *sc = wd_scratch_new(); /* NULL: the trials make their own */
     wd_err e;
     for (;;) {
         pthread_mutex_lock(&c->lock);
@@ -1444,7 +1449,7 @@ static void *choose_main(void *arg)
             ffd = bfile = -1;
             fi = i;
         }
-        if (choose_one(c, i, &c->pf[i].ext[k], &ffd, &bfile, &bsrc, &e)) {
+        if (choose_one(c, i, &c->pf[i].ext[k], &ffd, &bfile, &bsrc, sc, &e)) {
             pthread_mutex_lock(&c->lock);
             if (!c->failed) c->err = e;
             c->failed = 1;
@@ -1454,6 +1459,7 @@ static void *choose_main(void *arg)
     }
     if (ffd >= 0) close(ffd);
     base_src_close(&bsrc);
+    wd_scratch_free(sc);
     return NULL;
 }
 
