@@ -552,7 +552,7 @@ int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32
     for (size_t f = 0; f < m->nfiles; f++) fstart[f + 1] = fstart[f] + m->files[f].ntensors;
     for (size_t i = 0; i < nt; i++) {
         const struct wd_tref *b = &m->by_name[i];
-        id_rec_meta(&recs[i], &m->files[b->file].tensors[b->tensor]);
+        recs[i].t = &m->files[b->file].tensors[b->tensor];
         pos_of[fstart[b->file] + b->tensor] = i;
     }
     pthread_mutex_init(&r.lock, NULL);
