@@ -115,12 +115,12 @@ static int both(wd_codec codec, wd_dtype dt, const unsigned char *enc, size_t le
     wd_err e1, e2;
     memset(&e1, 0, sizeof e1);
     memset(&e2, 0, sizeof e2);
-    int r1 = wd_lossless_decode_kernel(s1, codec, dt, enc, len, base, o1, n, WD_LL_SCALAR, &e1);
+    int r1 = wd_lossless_decode_kernel(s1, codec, dt, enc, len, base, o1, n, WD_LL_SCALAR, NULL, &e1);
     if (expect == 1) ck_assert_msg(r1 == 0, "%s: scalar: %s", what, e1.msg);
     if (expect == 0) ck_assert_msg(r1 != 0, "%s: scalar decode took a wrong base", what);
     if (r1 == 0 && ft) ck_assert_msg(memcmp(o1, ft, n) == 0, "%s: scalar output differs from the fine-tune", what);
     if (simd()) {
-        int r2 = wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, &e2);
+        int r2 = wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, NULL, &e2);
         ck_assert_msg(r1 == r2, "%s: scalar gives %d (%s), simd %d (%s)", what, r1, e1.msg, r2, e2.msg);
         ck_assert_msg(strcmp(e1.msg, e2.msg) == 0 || r1 == 0, "%s: errors differ: '%s' / '%s'", what, e1.msg,
                       e2.msg);
@@ -132,7 +132,7 @@ static int both(wd_codec codec, wd_dtype dt, const unsigned char *enc, size_t le
         int r3 = wd_lossless_decode(s2, codec, dt, enc, len, base, o2, n, &e2);
         ck_assert_msg(r3 == r1 && (r1 || memcmp(o1, o2, n + 1) == 0), "%s: default decode differs", what);
     } else {
-        ck_assert(wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, &e2) != 0);
+        ck_assert(wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, NULL, &e2) != 0);
     }
     wd_scratch_free(s1);
     wd_scratch_free(s2);
