@@ -15,6 +15,10 @@
  *   3. the lanes are dealt back into element order, the planes zipped into
  *      codes, and each code rebuilt against the base, all while the chunk is
  *      in L1.
+ *   4. where the caller asks (wd_ll_hash), the chunk's output, still in
+ *      registers, feeds wd_hash64's lanes, and a share of the stored
+ *      bytes feeds a second set: both hashes are latency-bound chains that
+ *      run beside the gather's throughput-bound work instead of after it.
  * The last, partial chunk takes the same path with masked loads and stores.
  * Loads of 64 bytes at a position may run past a region (into the next, or
  * the planes buffer's padding: WD_LL_PLANES_PAD); only the bytes a mask
