@@ -15,17 +15,22 @@
  *   3. the lanes are dealt back into element order, the planes zipped into
  *      codes, and each code rebuilt against the base, all while the chunk is
  *      in L1.
+ *   4. where the caller asks (wd_ll_hash), the chunk's output, still in
+ *      registers, feeds wd_hash64's lanes, and a share of the stored
+ *      bytes feeds a second set: both hashes are latency-bound chains that
+ *      run beside the gather's throughput-bound work instead of after it.
  * The last, partial chunk takes the same path with masked loads and stores.
  * Loads of 64 bytes at a position may run past a region (into the next, or
  * the planes buffer's padding: WD_LL_PLANES_PAD); only the bytes a mask
  * selects are used, and a base that is not the block's shows up in the
  * positions, which the caller checks. */
 #include "codec/lossless_simd.h"
+#include "util/hash.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,bmi,bmi2,popcnt")))
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,bmi,bmi2,popcnt")))
 #define AI static inline __attribute__((always_inline)) TGT
 #define CH 256 /* elements per chunk: 64 per lane */
 #define PRAGMA(x) _Pragma(#x)
@@ -40,7 +45,8 @@ int wd_lossless_simd_available(void)
     /* libgcc's constructor has filled in the CPU model (and checked that
      * the OS saves the AVX-512 state) before any of this runs */
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vbmi") &&
            __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("bmi2") &&
            __builtin_cpu_supports("popcnt");
 }
@@ -232,13 +238,25 @@ AI __m512i rebuild(unsigned W, int mode, int is_float, __m512i z, __m512i b)
     }
 }
 
+/* wd_hash64's four lanes (util/hash.h) absorb the 64 bytes of v: two
+ * 32-byte rounds.  The lanes' chain (add, rotate, multiply) is latency-bound;
+ * here it runs beside the gather's throughput-bound work. */
+AI __m256i hash_absorb64(__m256i acc, __m512i v)
+{
+    const __m256i k1 = _mm256_set1_epi64x((long long)WD_HASH_K1), k2 = _mm256_set1_epi64x((long long)WD_HASH_K2);
+    acc = _mm256_add_epi64(acc, _mm256_mullo_epi64(_mm512_castsi512_si256(v), k2));
+    acc = _mm256_mullo_epi64(_mm256_rol_epi64(acc, 31), k1);
+    acc = _mm256_add_epi64(acc, _mm256_mullo_epi64(_mm512_extracti64x4_epi64(v, 1), k2));
+    return _mm256_mullo_epi64(_mm256_rol_epi64(acc, 31), k1);
+}
+
 /* One chunk of up to CH elements (nvalid of them; full: all CH).  The
  * loops over lanes and planes are unrolled (UNROLL) so that the vectors
  * stay in registers; the contexts are the one loop with a run-time count. */
 AI void chunk(unsigned W, int mode, int is_float, int has_ctx, unsigned shift, uint32_t emask, unsigned lo,
               unsigned k, const uint8_t *present, unsigned kp, unsigned char *out, const unsigned char *base,
               unsigned nvalid, int full, uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX],
-              const unsigned char *planes, size_t ne, const perms *pm)
+              const unsigned char *planes, size_t ne, const perms *pm, int hash, __m256i *hacc)
 {
     uint64_t vm[4];
     UNROLL(4) for (unsigned l = 0; l < 4; l++)
@@ -335,32 +353,67 @@ AI void chunk(unsigned W, int mode, int is_float, int has_ctx, unsigned shift, u
             __m512i v = z[r];
             if (mode) v = rebuild(W, mode, is_float, v, load_el(W, base + off, nv, full));
             store_el(W, out + off, v, nv, full);
+            /* the output in order, 64 bytes at a time (full chunks only) */
+            if (hash && full) *hacc = hash_absorb64(*hacc, v);
         }
     }
 }
 
+/* With hash, h's lanes absorb the output of the full chunks (256 W bytes
+ * each, whole 32-byte rounds for every width) and, spread over the same
+ * chunks, the stored bytes' whole rounds. */
 AI void gather(unsigned W, int mode, int is_float, int has_ctx, unsigned shift, uint32_t emask, unsigned lo,
                unsigned k, const uint8_t *present, unsigned kp, unsigned char *out, const unsigned char *base,
-               size_t ne, uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX], const unsigned char *planes)
+               size_t ne, uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX], const unsigned char *planes, int hash,
+               wd_ll_hash *h)
 {
     perms pm;
     make_perms(&pm);
-    size_t i = 0;
-    for (; i + CH <= ne; i += CH)
+    __m256i hacc = _mm256_setzero_si256(), sacc = _mm256_setzero_si256();
+    const unsigned char *in = NULL;
+    size_t in_rounds = 0, per = 0, sdone = 0;
+    if (hash) {
+        hacc = _mm256_loadu_si256((const void *)h->out_lanes);
+        sacc = _mm256_loadu_si256((const void *)h->in_lanes);
+        in = h->in;
+        in_rounds = h->in ? h->in_len / 32 : 0;
+        size_t chunks = ne / CH;
+        per = chunks ? (in_rounds + chunks - 1) / chunks : 0;
+    }
+    const __m256i k1 = _mm256_set1_epi64x((long long)WD_HASH_K1), k2 = _mm256_set1_epi64x((long long)WD_HASH_K2);
+    size_t i = 0, r = 0;
+    for (; i + CH <= ne; i += CH) {
         chunk(W, mode, is_float, has_ctx, shift, emask, lo, k, present, kp, out + i * W, mode ? base + i * W : NULL,
-              CH, 1, pos, planes, ne, &pm);
+              CH, 1, pos, planes, ne, &pm, hash, &hacc);
+        if (hash) {
+            size_t end = r + per < in_rounds ? r + per : in_rounds;
+            for (; r < end; r++) {
+                __m256i v = _mm256_loadu_si256((const void *)(in + 32 * r));
+                sacc = _mm256_add_epi64(sacc, _mm256_mullo_epi64(v, k2));
+                sacc = _mm256_mullo_epi64(_mm256_rol_epi64(sacc, 31), k1);
+            }
+        }
+    }
+    if (hash) {
+        sdone = 32 * r;
+        _mm256_storeu_si256((void *)h->out_lanes, hacc);
+        _mm256_storeu_si256((void *)h->in_lanes, sacc);
+        h->out_done = i * W;
+        h->in_done = sdone;
+    }
     if (i < ne)
         chunk(W, mode, is_float, has_ctx, shift, emask, lo, k, present, kp, out + i * W, mode ? base + i * W : NULL,
-              (unsigned)(ne - i), 0, pos, planes, ne, &pm);
+              (unsigned)(ne - i), 0, pos, planes, ne, &pm, 0, &hacc);
 }
 
 /* one specialised loop per element kind */
 #define GATHER_FN(NAME, W, MODE, FLT, CTX, SHIFT, EMASK)                                                         \
     TGT static void NAME(unsigned lo, unsigned k, const uint8_t *present, unsigned kp, unsigned char *out,      \
                          const unsigned char *base, size_t ne, uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX],        \
-                         const unsigned char *planes)                                                            \
+                         const unsigned char *planes, wd_ll_hash *h)                                             \
     {                                                                                                            \
-        gather(W, MODE, FLT, CTX, SHIFT, EMASK, lo, k, present, kp, out, base, ne, pos, planes);                \
+        if (h) gather(W, MODE, FLT, CTX, SHIFT, EMASK, lo, k, present, kp, out, base, ne, pos, planes, 1, h);   \
+        else gather(W, MODE, FLT, CTX, SHIFT, EMASK, lo, k, present, kp, out, base, ne, pos, planes, 0, NULL);  \
     }
 GATHER_FN(g_bf16, 2, 1, 1, 1, 7, 0xff)
 GATHER_FN(g_f16, 2, 1, 1, 1, 10, 0x1f)
@@ -378,11 +431,12 @@ GATHER_FN(g_raw8, 8, 0, 0, 0, 0, 0)
 int wd_lossless_gather_simd(wd_dtype dt, unsigned w, int mode, unsigned ctx_lo, unsigned k,
                             const uint8_t *present, unsigned kp, unsigned char *out,
                             const unsigned char *base, size_t ne,
-                            uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX], const unsigned char *planes)
+                            uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX], const unsigned char *planes,
+                            wd_ll_hash *h)
 {
     if (!wd_lossless_simd_available()) return -1;
     typedef void (*fn)(unsigned, unsigned, const uint8_t *, unsigned, unsigned char *, const unsigned char *,
-                       size_t, uint32_t (*)[WD_LL_MAX_CTX], const unsigned char *);
+                       size_t, uint32_t (*)[WD_LL_MAX_CTX], const unsigned char *, wd_ll_hash *);
     fn f;
     int has_ctx = mode && k > 1;
     if (has_ctx && dt == WD_BF16) f = g_bf16;
@@ -398,7 +452,7 @@ int wd_lossless_gather_simd(wd_dtype dt, unsigned w, int mode, unsigned ctx_lo, 
         kp = 1;
     }
     if (kp == 0) return -1;
-    f(ctx_lo, k, present, kp, out, base, ne, pos, planes);
+    f(ctx_lo, k, present, kp, out, base, ne, pos, planes, h);
     return 0;
 }
 
@@ -412,10 +466,11 @@ int wd_lossless_simd_available(void)
 int wd_lossless_gather_simd(wd_dtype dt, unsigned w, int mode, unsigned ctx_lo, unsigned k,
                             const uint8_t *present, unsigned kp, unsigned char *out,
                             const unsigned char *base, size_t ne,
-                            uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX], const unsigned char *planes)
+                            uint32_t pos[WD_LL_LANES][WD_LL_MAX_CTX], const unsigned char *planes,
+                            wd_ll_hash *h)
 {
     (void)dt, (void)w, (void)mode, (void)ctx_lo, (void)k, (void)present, (void)kp;
-    (void)out, (void)base, (void)ne, (void)pos, (void)planes;
+    (void)out, (void)base, (void)ne, (void)pos, (void)planes, (void)h;
     return -1;
 }
 #endif

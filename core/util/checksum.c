@@ -4,11 +4,12 @@
  * rotate), then fold.  It only has to catch corruption, not resist attack,
  * and must stay far faster than block decoding (several GB/s per core). */
 #include "wdelta.h"
+#include "util/hash.h"
 #include <string.h>
 
-#define K1 0x9E3779B185EBCA87ull
-#define K2 0xC2B2AE3D27D4EB4Full
-#define K3 0x165667B19E3779F9ull
+#define K1 WD_HASH_K1
+#define K2 WD_HASH_K2
+#define K3 WD_HASH_K3
 
 static inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
@@ -68,18 +69,23 @@ static int have_vec(void)
 }
 #endif
 
-uint64_t wd_hash64(const void *data, size_t n, uint64_t seed)
+void wd_hash64_start(uint64_t lanes[4], uint64_t seed)
+{
+    lanes[0] = seed + K1;
+    lanes[1] = seed ^ K2;
+    lanes[2] = seed + K3;
+    lanes[3] = seed - K1;
+}
+
+uint64_t wd_hash64_end(const uint64_t lanes[4], const void *data, size_t n, size_t done)
 {
     const unsigned char *p = data;
-    uint64_t a = seed + K1, b = seed ^ K2, c = seed + K3, d = seed - K1;
-    size_t i = 0;
+    uint64_t l[4] = {lanes[0], lanes[1], lanes[2], lanes[3]};
+    size_t i = done;
 #ifdef HASH_VEC
-    if (n >= 256 && have_vec()) {
-        uint64_t lanes[4] = {a, b, c, d};
-        i = absorb_vec(p, n, lanes);
-        a = lanes[0], b = lanes[1], c = lanes[2], d = lanes[3];
-    }
+    if (n - done >= 256 && have_vec()) i += absorb_vec(p + done, n - done, l);
 #endif
+    uint64_t a = l[0], b = l[1], c = l[2], d = l[3];
     for (; i + 32 <= n; i += 32) {
         a = absorb(a, load64(p + i));
         b = absorb(b, load64(p + i + 8));
@@ -90,4 +96,11 @@ uint64_t wd_hash64(const void *data, size_t n, uint64_t seed)
     for (; i + 8 <= n; i += 8) h = absorb(h ^ load64(p + i), K3);
     for (; i < n; i++) h = absorb(h ^ p[i], K1);
     return finish(h);
+}
+
+uint64_t wd_hash64(const void *data, size_t n, uint64_t seed)
+{
+    uint64_t lanes[4];
+    wd_hash64_start(lanes, seed);
+    return wd_hash64_end(lanes, data, n, 0);
 }

@@ -85,13 +85,14 @@ rm -rf "$W/gen"
 echo
 echo "wdelta bench on $(nproc) CPUs ($THREADS threads), $(uname -m), page cache warm"
 echo
-echo "| model | ft MB | delta MB | ratio | create MB/s | apply MB/s | decode MB/s (1 core) | create peak RSS MiB | apply peak RSS MiB | bit-exact |"
+echo "| model | ft MB | delta MB | ratio | create MB/s | apply MB/s | decode MB/s (per core, thread CPU time) | create peak RSS MiB | apply peak RSS MiB | bit-exact |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo
 
-# lossy codecs: decode speed per codec on pairB (one core): the whole block
-# path (pread, checksums, decode) and the codec alone
+# lossy codecs: decode speed per codec on pairB (per core: the decoding
+# thread's CPU time): the whole block path (pread, checksums, decode) and the
+# codec alone
 if [ -d "$PB/base" ] && [ -d "$PB/ft" ]; then
   echo "| codec | bits/param (file) | decode MB/s, block path (1 core) | decode MB/s, codec alone |"
   echo "| --- | ---: | ---: | ---: |"

@@ -17,7 +17,9 @@
 #     `zstd -3` (both write to tmpfs: /dev/shm, else $W), and with
 #     --check-base (the whole base hashed first);
 #   - `wdelta create` (default strategy, all CPUs) vs `zstd -3 -T0`;
-#   - block-path decode rate (decode_speed) at 1 and 2 threads.
+#   - block-path decode rate (decode_speed): per core (the decoding thread's
+#     CPU time, steady on a shared machine) against the 1.5 GB/s target, and
+#     the wall-clock rate of 1 and 2 threads together, for the scaling.
 # The model: build/genmodel --params BENCH_1G_PARAMS (default 500M, bf16,
 # one shard: about 1 GB), or BENCH_1G=DIR holding DIR/base and DIR/ft.
 # Needs root to drop the page cache (else "cold" is marked as not cold),
@@ -276,9 +278,11 @@ fi
 
 # ------------------------------------------------------------------ decode rate
 [ -n "$ONLY" ] || {
-d1=$("$DECODE" --threads 1 "$W/src/m.wdelta" "$G/base" "$REPS")
-d2=$("$DECODE" --threads 2 "$W/src/m.wdelta" "$G/base" "$REPS")
-row "lossless block-path decode (decode_speed), 2 threads" "$d2 MB/s" "1 thread: $d1 MB/s" "$(ratio "$d2" "$d1")" "1 thread >= 1500"
+pc=$("$DECODE" --threads 1 "$W/src/m.wdelta" "$G/base" "$REPS")
+w1=$("$DECODE" --threads 1 --wall "$W/src/m.wdelta" "$G/base" "$REPS")
+w2=$("$DECODE" --threads 2 --wall "$W/src/m.wdelta" "$G/base" "$REPS")
+row "lossless block-path decode (decode_speed), per core (thread CPU time)" "$pc MB/s" "-" "-" ">= 1500"
+row "lossless block-path decode (decode_speed), wall clock, 2 threads" "$w2 MB/s" "1 thread: $w1 MB/s" "$(ratio "$w2" "$w1")" "scaling"
 }
 
 echo

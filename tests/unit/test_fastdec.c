@@ -2,14 +2,17 @@
  * against its scalar gather (lossless.c): every width and dtype, both
  * codecs, many mixes of contexts, lengths that are not multiples of the
  * vector chunk, and bases other than the block's; outputs and errors must
- * be the same byte for byte.  Also wd_hash64's vector lanes against the
- * hash written out plainly. */
+ * be the same byte for byte, and the checksums both gathers compute as they
+ * write (of the output and of the stored bytes) must be wd_hash64's.  Also
+ * wd_hash64's vector lanes, and the hash in pieces (util/hash.h), against
+ * the hash written out plainly. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 #include "codec/lossless_simd.h"
+#include "util/hash.h"
 #include "suites.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -115,13 +118,21 @@ static int both(wd_codec codec, wd_dtype dt, const unsigned char *enc, size_t le
     wd_err e1, e2;
     memset(&e1, 0, sizeof e1);
     memset(&e2, 0, sizeof e2);
-    int r1 = wd_lossless_decode_kernel(s1, codec, dt, enc, len, base, o1, n, WD_LL_SCALAR, &e1);
+    uint64_t h1[2], h2[2];
+    int r1 = wd_lossless_decode_kernel(s1, codec, dt, enc, len, base, o1, n, WD_LL_SCALAR, h1, &e1);
     if (expect == 1) ck_assert_msg(r1 == 0, "%s: scalar: %s", what, e1.msg);
+    if (r1 == 0)
+        ck_assert_msg(h1[0] == wd_hash64(o1, n, 0) && h1[1] == wd_hash64(enc, len, 0),
+                      "%s: scalar decode's checksums differ from wd_hash64's", what);
     if (expect == 0) ck_assert_msg(r1 != 0, "%s: scalar decode took a wrong base", what);
     if (r1 == 0 && ft) ck_assert_msg(memcmp(o1, ft, n) == 0, "%s: scalar output differs from the fine-tune", what);
     if (simd()) {
-        int r2 = wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, &e2);
+        int r2 = wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, h2, &e2);
         ck_assert_msg(r1 == r2, "%s: scalar gives %d (%s), simd %d (%s)", what, r1, e1.msg, r2, e2.msg);
+        if (r2 == 0)
+            ck_assert_msg(h2[0] == h1[0] && h2[1] == h1[1],
+                          "%s: the vector gather's checksums (%zu bytes out, %zu stored) differ from wd_hash64's",
+                          what, n, len);
         ck_assert_msg(strcmp(e1.msg, e2.msg) == 0 || r1 == 0, "%s: errors differ: '%s' / '%s'", what, e1.msg,
                       e2.msg);
         /* (after an error the output is undefined: the scalar gather has
@@ -132,7 +143,7 @@ static int both(wd_codec codec, wd_dtype dt, const unsigned char *enc, size_t le
         int r3 = wd_lossless_decode(s2, codec, dt, enc, len, base, o2, n, &e2);
         ck_assert_msg(r3 == r1 && (r1 || memcmp(o1, o2, n + 1) == 0), "%s: default decode differs", what);
     } else {
-        ck_assert(wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, &e2) != 0);
+        ck_assert(wd_lossless_decode_kernel(s2, codec, dt, enc, len, base, o2, n, WD_LL_SIMD, NULL, &e2) != 0);
     }
     wd_scratch_free(s1);
     wd_scratch_free(s2);
@@ -355,6 +366,21 @@ START_TEST(test_hash_lanes)
     for (int t = 0; t < 200; t++) {
         size_t n = rnd() % cap;
         ck_assert_msg(wd_hash64(buf, n, 5) == ref_hash(buf, n, 5), "wd_hash64 of %zu bytes differs", n);
+    }
+    /* in pieces: lanes absorbed up to any whole round, then finished */
+    for (int t = 0; t < 200; t++) {
+        size_t n = rnd() % cap, done = n ? (rnd() % (n + 1)) / 32 * 32 : 0;
+        uint64_t lanes[4], seed = rnd();
+        wd_hash64_start(lanes, seed);
+        for (size_t i = 0; i < done; i += 32)
+            for (int j = 0; j < 4; j++) {
+                uint64_t v;
+                memcpy(&v, buf + i + 8 * j, 8);
+                v = lanes[j] + v * WD_HASH_K2;
+                lanes[j] = (v << 31 | v >> 33) * WD_HASH_K1;
+            }
+        ck_assert_msg(wd_hash64_end(lanes, buf, n, done) == ref_hash(buf, n, seed),
+                      "wd_hash64 in pieces (%zu of %zu bytes absorbed first) differs", done, n);
     }
     /* one bit changed anywhere changes the hash */
     uint64_t h = wd_hash64(buf, 4096, 0);
