@@ -372,6 +372,22 @@ static void *id_worker(void *arg)
     return NULL;
 }
 
+/* The identity of an indexed model from its tensors' digests in file
+ * order (file f's tensor t at fstart[f] + t), composed in name order
+ * through by_name: 32 bytes a tensor, no record of its own. */
+static int id_compose_model(const wd_model *m, const unsigned char (*digests)[32], const size_t *fstart,
+                            unsigned char out[32], wd_err *err)
+{
+    wd_sha256 *h = id_start(m->ntensors);
+    if (!h) return wd_errf(err, "out of memory");
+    for (size_t i = 0; i < m->ntensors; i++) {
+        const struct wd_tref *r = &m->by_name[i];
+        id_put(h, &m->files[r->file].tensors[r->tensor], digests[fstart[r->file] + r->tensor]);
+    }
+    wd_sha256_final(h, out);
+    return 0;
+}
+
 int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
 {
     if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
@@ -409,17 +425,7 @@ int wd_model_identity(const wd_model *m, unsigned char out[32], wd_err *err)
         *err = j.err;
         goto out;
     }
-    wd_sha256 *h = id_start(nt);
-    if (!h) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < nt; i++) {
-        const struct wd_tref *r = &m->by_name[i];
-        id_put(h, &m->files[r->file].tensors[r->tensor], digests[fstart[r->file] + r->tensor]);
-    }
-    wd_sha256_final(h, out);
-    rc = 0;
+    rc = id_compose_model(m, (const unsigned char (*)[32])digests, fstart, out, err);
 out:
     wd_fds_free(fds, m->nfiles);
     free(digests);
@@ -482,8 +488,7 @@ static void *hb_v1_main(void *arg)
 }
 
 /* The reader's side; 0 or -1 with err set (the ring marked done either way). */
-static int hb_read_all(hb_ring *r, const int *fds, id_rec *recs, const size_t *pos_of, const size_t *fstart,
-                       wd_err *err)
+static int hb_read_all(hb_ring *r, const int *fds, unsigned char (*digests)[32], const size_t *fstart, wd_err *err)
 {
     const wd_model *m = r->m;
     int rc = 0;
@@ -519,7 +524,7 @@ static int hb_read_all(hb_ring *r, const int *fds, id_rec *recs, const size_t *p
             wd_sha256_free(h);
             break;
         }
-        wd_sha256_final(h, recs[pos_of[fstart[r->order[k].file] + r->order[k].tensor]].digest);
+        wd_sha256_final(h, digests[fstart[r->order[k].file] + r->order[k].tensor]);
     }
     pthread_mutex_lock(&r->lock);
     r->done = 1;
@@ -533,11 +538,13 @@ int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32
     if (m->ntensors && !m->by_name) return wd_errf(err, "%s: model not indexed", m->dir);
     size_t nt = m->ntensors;
     hb_ring r = {.m = m};
-    id_rec *recs = calloc(nt + 1, sizeof *recs);
+    /* a digest per tensor in file order (32 bytes), composed in name order
+     * through by_name as wd_model_identity does */
+    unsigned char (*digests)[32] = calloc(nt + 1, sizeof *digests);
     int *fds = wd_fds_new(m->nfiles);
     struct wd_tref *order = malloc((nt + 1) * sizeof *order);
-    size_t *pos_of = malloc((nt + 1) * sizeof *pos_of), *fstart = calloc(m->nfiles + 1, sizeof *fstart);
-    int rc = -1, ok = recs && fds && order && pos_of && fstart && (r.v1 = wd_sha256_new());
+    size_t *fstart = calloc(m->nfiles + 1, sizeof *fstart);
+    int rc = -1, ok = digests && fds && order && fstart && (r.v1 = wd_sha256_new());
     for (size_t i = 0; ok && i < HB_SLOTS; i++)
         if (!(r.s[i].buf = malloc(HB_CHUNK))) ok = 0;
     if (!ok) {
@@ -547,14 +554,7 @@ int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32
     if (open_shards(m, fds, err)) goto out;
     wd_model_hash_order(m, order);
     r.order = order;
-    /* identity records in name order; pos_of: a tensor's record by its
-     * place in its file */
     for (size_t f = 0; f < m->nfiles; f++) fstart[f + 1] = fstart[f] + m->files[f].ntensors;
-    for (size_t i = 0; i < nt; i++) {
-        const struct wd_tref *b = &m->by_name[i];
-        recs[i].t = &m->files[b->file].tensors[b->tensor];
-        pos_of[fstart[b->file] + b->tensor] = i;
-    }
     pthread_mutex_init(&r.lock, NULL);
     pthread_cond_init(&r.cond, NULL);
     pthread_t tid;
@@ -565,11 +565,11 @@ int wd_model_hashes(const wd_model *m, unsigned char v1[32], unsigned char id[32
         rc = wd_model_identity(m, id, err) || wd_model_hash(m, v1, err) ? -1 : 0;
         goto out;
     }
-    int rrc = hb_read_all(&r, fds, recs, pos_of, fstart, err);
+    int rrc = hb_read_all(&r, fds, digests, fstart, err);
     pthread_join(tid, NULL);
     pthread_mutex_destroy(&r.lock);
     pthread_cond_destroy(&r.cond);
-    if (rrc || id_compose(recs, nt, id, err)) goto out;
+    if (rrc || id_compose_model(m, (const unsigned char (*)[32])digests, fstart, id, err)) goto out;
     wd_sha256_final(r.v1, v1);
     r.v1 = NULL;
     rc = 0;
@@ -577,9 +577,8 @@ out:
     wd_sha256_free(r.v1);
     for (size_t i = 0; i < HB_SLOTS; i++) free(r.s[i].buf);
     wd_fds_free(fds, m->nfiles);
-    free(recs);
+    free(digests);
     free(order);
-    free(pos_of);
     free(fstart);
     return rc;
 }

@@ -27,8 +27,11 @@
 # fixed-size records: each model's wd_tensor and by-name slot (2 x 88), the
 # two identity digests, the result's with its tensor (32 + 40), the plan's
 # record (64 + 4) and two tensor orders (2 x 8): H + 340, 437 here.
-# Measured (2 cores, this test's sizes): create ~315 (main before this
-# change ~730: a malloc'd name per tensor in both models, 128-byte plan
+# The base's identity digests are 32 bytes a tensor in file order (the
+# base is hashed while create runs: wd_model_hashes, no record of its own).
+# Measured (2 cores, this test's sizes): create ~305 (~345 while the base's
+# hash held a 40-byte record and a size_t map a tensor; ~730 before: a
+# malloc'd name per tensor in both models, 128-byte plan
 # records, 72-byte identity records with copies of each name, the freed
 # header text left resident), verify ~410 (~525), hash ~215 (~235), inspect
 # ~240 (~255), apply ~240 (~250), the daemon ~235 (~245) bytes a tensor;
