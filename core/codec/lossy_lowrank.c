@@ -31,6 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define LR_OVER 8 /* oversampling columns of every sketch */
 #define LR_FALLBACK 32 /* lowrank on a delta the test does not find low-rank: components fitted */
@@ -1113,6 +1116,22 @@ static inline __attribute__((always_inline)) unsigned sr_missed(const unsigned c
                                                                size_t e, unsigned w)
 {
     unsigned m = 0;
+#if defined(__SSE2__)
+    /* 16 compares at once (SSE2: every x86-64): equal lanes packed to one
+     * byte each, in element order, their top bits the equal mask */
+    if (w == 2) {
+        const __m128i *x = (const __m128i *)(const void *)(ft + 2 * e), *y = (const __m128i *)(const void *)(pred + 2 * e);
+        __m128i q0 = _mm_cmpeq_epi16(_mm_loadu_si128(x), _mm_loadu_si128(y));
+        __m128i q1 = _mm_cmpeq_epi16(_mm_loadu_si128(x + 1), _mm_loadu_si128(y + 1));
+        return ~(unsigned)_mm_movemask_epi8(_mm_packs_epi16(q0, q1)) & 0xffffu;
+    } else {
+        const __m128i *x = (const __m128i *)(const void *)(ft + 4 * e), *y = (const __m128i *)(const void *)(pred + 4 * e);
+        __m128i q[4];
+        for (unsigned k = 0; k < 4; k++) q[k] = _mm_cmpeq_epi32(_mm_loadu_si128(x + k), _mm_loadu_si128(y + k));
+        __m128i h = _mm_packs_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3]));
+        return ~(unsigned)_mm_movemask_epi8(h) & 0xffffu;
+    }
+#endif
     if (w == 2) { /* equal words are equal bytes: no byte order involved */
         uint16_t a[SR_RUN], b[SR_RUN];
         memcpy(a, ft + 2 * e, sizeof a), memcpy(b, pred + 2 * e, sizeof b);

@@ -171,6 +171,12 @@ static int encode_and_write(writer *w, wd_scratch *s, job *j, wd_err *err)
         if (!dec) return wd_errf(err, "out of memory");
         if (wd_lossy_decode(s, j->codec, j->dtype, out, len, j->base, dec, j->n, err))
             return wd_errprefix(err, "block %u: decoding what was just encoded", j->block);
+        /* an exact codec (lowrank-exact) must give back the fine-tune's
+         * bytes: checked here, where both are in memory (a memcmp, small
+         * beside the decode), not first by the result hash at read time */
+        if (!wd_codec_is_lossy(j->codec) && memcmp(dec, j->ft, j->n))
+            return wd_errf(err, "block %u: the %s code does not decode to the fine-tune's bytes", j->block,
+                           wd_codec_name(j->codec));
         out_hash = wd_hash64(dec, j->n, 0);
     } else {
         if (j->pred ? wd_xdtype_encode(s, j->dtype, w->level, j->ft, j->base, j->n, &out, &len, err)
