@@ -1600,6 +1600,47 @@ static int read_rows(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *
     return 0;
 }
 
+/* The rank test's sample, shared by wd_lowrank_measure and wd_lowrank_test:
+ * the tensor's row-block size and geometry, and S = 2 rmax + 16 rows spread
+ * over it read into the scratch's slots STORED and BASE (which the codecs
+ * leave to their caller); a scratch of its own when sc is NULL
+ * (sample_free gives it back). */
+typedef struct lr_sample {
+    wd_scratch *own, *s;
+    unsigned char *ft, *base;
+    size_t cols, row, rows, S;
+    unsigned rmax;
+    uint32_t bs;  /* row-block size for target_bs */
+    uint32_t cbs; /* the base's chunks read_rows reads (0: just the rows) */
+} lr_sample;
+
+static int sample_read(lr_sample *x, wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path,
+                       wd_base_read_fn read_base, void *base_ctx, int base_file, uint64_t base_off,
+                       uint32_t target_bs, wd_err *err)
+{
+    memset(x, 0, sizeof *x);
+    x->bs = wd_lossy_block_size(t, target_bs);
+    if (!x->bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
+    x->cbs = base_file ? 0 : x->bs;
+    x->cols = (size_t)t->shape[t->ndim - 1];
+    x->row = x->cols * wd_dtype_size(t->dtype);
+    x->rows = (size_t)(t->length / x->row);
+    x->rmax = lr_rmax(x->rows, x->cols);
+    x->S = x->rows < 2 * (size_t)x->rmax + 16 ? x->rows : 2 * (size_t)x->rmax + 16;
+    x->own = sc ? NULL : wd_scratch_new();
+    x->s = sc ? sc : x->own;
+    x->ft = x->s ? wd_scratch_buf(x->s, WD_SLOT_STORED, x->S * x->row + 1) : NULL;
+    x->base = x->s ? wd_scratch_buf(x->s, WD_SLOT_BASE, x->S * x->row + 1) : NULL;
+    if (!x->s || !x->ft || !x->base) return wd_errf(err, "out of memory");
+    return read_rows(x->s, t, ft_fd, ft_path, read_base, base_ctx, base_off, x->rows, x->row, x->S, x->cbs, x->ft,
+                     x->base, err);
+}
+
+static void sample_free(lr_sample *x)
+{
+    wd_scratch_free(x->own);
+}
+
 int wd_lowrank_measure(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *ft_path, wd_base_read_fn read_base,
                        void *base_ctx, int base_file, uint64_t base_off, wd_codec codec, int level,
                        uint32_t target_bs, uint64_t *stored, uint64_t *plain, unsigned *max_rank, uint32_t *bs_out,
@@ -1607,28 +1648,18 @@ int wd_lowrank_measure(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char
 {
     *stored = *plain = 0;
     *max_rank = 0;
-    uint32_t bs = wd_lossy_block_size(t, target_bs);
-    const uint32_t cbs = base_file ? 0 : bs; /* the base's chunks read_rows reads (0: just the rows) */
-    *bs_out = bs;
-    if (!bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
-    size_t w = wd_dtype_size(t->dtype), cols = (size_t)t->shape[t->ndim - 1], row = cols * w;
-    size_t rows = (size_t)(t->length / row);
-    unsigned rmax = lr_rmax(rows, cols);
-    size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
-    /* the sampled rows in the scratch's slots STORED and BASE, which the
-     * codecs leave to their caller */
-    wd_scratch *own = sc ? NULL : wd_scratch_new(), *s = sc ? sc : own;
-    unsigned char *ft = s ? wd_scratch_buf(s, WD_SLOT_STORED, S * row + 1) : NULL;
-    unsigned char *base = s ? wd_scratch_buf(s, WD_SLOT_BASE, S * row + 1) : NULL;
-    int rc = -1;
-    if (!s || !ft || !base) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, level, 0, 0};
     /* the rank test on rows spread over the whole tensor */
-    if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, cbs, ft, base, err)) goto out;
-    unsigned part = 0, r = lr_detect(s, ft, base, t->dtype, S, cols, rmax, &part);
+    lr_sample x;
+    int rc = -1;
+    *bs_out = wd_lossy_block_size(t, target_bs);
+    if (sample_read(&x, sc, t, ft_fd, ft_path, read_base, base_ctx, base_file, base_off, target_bs, err)) goto out;
+    wd_scratch *s = x.s;
+    unsigned char *ft = x.ft, *base = x.base;
+    size_t cols = x.cols, row = x.row, rows = x.rows, S = x.S;
+    uint32_t bs = x.bs;
+    const uint32_t cbs = x.cbs;
+    wd_lossy_params p = {(uint32_t)cols, 0, 0, 0, level, 0, 0};
+    unsigned part = 0, r = lr_detect(s, ft, base, t->dtype, S, cols, x.rmax, &part);
     if (r) {
         uint32_t lbs = lr_block_bytes(t);
         if (lbs) *bs_out = bs = lbs;
@@ -1713,7 +1744,7 @@ int wd_lowrank_measure(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char
     }
     rc = 0;
 out:
-    wd_scratch_free(own);
+    sample_free(&x);
     return rc;
 }
 
@@ -1722,31 +1753,17 @@ int wd_lowrank_test(wd_scratch *sc, const wd_tensor *t, int ft_fd, const char *f
                     uint32_t *bs_out, wd_err *err)
 {
     *rank = 0;
-    uint32_t bs = wd_lossy_block_size(t, target_bs);
-    *bs_out = bs;
-    if (!bs) return wd_errf(err, "tensor %s: rows too long for row blocks", t->name);
-    size_t w = wd_dtype_size(t->dtype), cols = (size_t)t->shape[t->ndim - 1], row = cols * w;
-    size_t rows = (size_t)(t->length / row);
-    unsigned rmax = lr_rmax(rows, cols);
-    size_t S = rows < 2 * (size_t)rmax + 16 ? rows : 2 * (size_t)rmax + 16;
-    wd_scratch *own = sc ? NULL : wd_scratch_new(), *s = sc ? sc : own;
-    unsigned char *ft = s ? wd_scratch_buf(s, WD_SLOT_STORED, S * row + 1) : NULL;
-    unsigned char *base = s ? wd_scratch_buf(s, WD_SLOT_BASE, S * row + 1) : NULL;
+    lr_sample x;
     int rc = -1;
-    if (!s || !ft || !base) {
-        wd_errf(err, "out of memory");
-        goto out;
-    }
-    if (read_rows(s, t, ft_fd, ft_path, read_base, base_ctx, base_off, rows, row, S, base_file ? 0 : bs, ft, base,
-                  err))
-        goto out;
-    *rank = lr_detect(s, ft, base, t->dtype, S, cols, rmax, NULL);
+    *bs_out = wd_lossy_block_size(t, target_bs);
+    if (sample_read(&x, sc, t, ft_fd, ft_path, read_base, base_ctx, base_file, base_off, target_bs, err)) goto out;
+    *rank = lr_detect(x.s, x.ft, x.base, t->dtype, x.S, x.cols, x.rmax, NULL);
     if (*rank) {
         uint32_t lbs = lr_block_bytes(t);
         if (lbs) *bs_out = lbs;
     }
     rc = 0;
 out:
-    wd_scratch_free(own);
+    sample_free(&x);
     return rc;
 }
