@@ -7,7 +7,8 @@
 #     (tests/bench/nullfs.c, same 1 MiB max_readahead, fresh mount, dropped);
 #   - warm re-read on that mount vs the original file from the page cache,
 #     and vs the do-nothing FUSE file's warm re-read (what FUSE's page cache
-#     path allows);
+#     path allows), and the page-cache folio sizes of both files
+#     (tests/bench/folios.c, root), which set FUSE's warm-read ceiling;
 #   - the daemon over the cold read, from /proc/PID/stat and status: minor
 #     faults, user and system CPU seconds, peak RSS;
 #   - loader access patterns, each on a fresh mount vs the same pattern on
@@ -98,6 +99,8 @@ if [ ${#FUSE_FLAGS[@]} -gt 0 ] &&
 else
   say "cannot build tests/bench/nullfs.c: no FUSE ceiling"
 fi
+FOLIOS=""
+cc -O2 -std=c11 -o "$W/folios" "$REPO/tests/bench/folios.c" 2>>"$W/cc.log" && FOLIOS="$W/folios"
 start_mount() { # MNT CMD...: foreground daemon; sets DPID
   local mnt=$1 _; shift
   mkdir -p "$mnt"
@@ -193,8 +196,10 @@ if [ $FUSE_OK = 1 ] && [ "$ONLY" != apply ]; then
     dd_secs "$W/m/m/$FNAME" >/dev/null # first re-read
     dd_secs "$W/m/m/$FNAME" >>"$W/warm"
     [ "$r" = 1 ] && { cmp -s "$W/m/m/$FNAME" "$FT" || say "WARNING: the virtual file differs from the original"; }
+    [ "$r" = 1 ] && [ -n "$FOLIOS" ] && "$FOLIOS" "$W/m/m/$FNAME" >"$W/folios.v" 2>>"$W/cc.log"
     stop_mount "$W/m"
     cat "$FT" >/dev/null
+    [ "$r" = 1 ] && [ -n "$FOLIOS" ] && "$FOLIOS" "$FT" >"$W/folios.o" 2>>"$W/cc.log"
     dd_secs "$FT" >>"$W/orig"
   done
   cold_note=""; [ $CAN_DROP = 1 ] || cold_note=" (page cache NOT dropped)"
@@ -206,6 +211,13 @@ if [ $FUSE_OK = 1 ] && [ "$ONLY" != apply ]; then
   row "warm re-read (second re-read) of that virtual file" "$(mbs "$SIZE" "$WM") MB/s" "the original from the page cache: $(mbs "$SIZE" "$O") MB/s" "$(ratio "$O" "$WM")" ">= 0.9x"
   NW=$(median <"$W/nullw")
   row "warm re-read of that virtual file vs FUSE's page cache path" "$(mbs "$SIZE" "$WM") MB/s" "do-nothing FUSE file, second re-read: $(mbs "$SIZE" "$NW") MB/s" "$(ratio "$NW" "$WM")" "-"
+  # why the warm row sits where it does: the kernel copies a cached read one
+  # folio at a time, and its FUSE code caches in 4 KiB folios where the
+  # original's file system uses large ones (needs root for /proc/kpageflags)
+  if [ -s "$W/folios.v" ] && [ -s "$W/folios.o" ]; then
+    read -r lv kv _ <"$W/folios.v"; read -r lo ko _ <"$W/folios.o"
+    row "page-cache folios of the virtual file (first 256 MiB; the kernel's FUSE code picks them)" "mean $kv KiB, $(awk -v s="$lv" 'BEGIN { printf "%.0f", s * 100 }')% of pages in large folios" "the original: mean $ko KiB, $(awk -v s="$lo" 'BEGIN { printf "%.0f", s * 100 }')% in large folios" "-" "-"
+  fi
   U=$(median <"$W/ut"); S=$(median <"$W/st")
   row "daemon over the cold read: minor faults" "$(median <"$W/flt")" "-" "-" "< 20000"
   row "daemon over the cold read: system vs user CPU s" "$(printf '%.2f' "$S") s system" "$(printf '%.2f' "$U") s user" "$(ratio "$S" "$U")" "< 1.0x"
