@@ -4,7 +4,8 @@
  * warm re-read through FUSE cannot match the original's: the kernel copies a
  * read out of the page cache one folio at a time, and a FUSE file's cache is
  * kept in 4 KiB folios on kernels without large-folio support in FUSE, while
- * ext4, xfs and tmpfs use folios of up to megabytes.
+ * ext4 and xfs use folios of up to megabytes (tmpfs only where its huge
+ * pages are enabled).
  *
  *   folios FILE [MiB]     (the first MiB MiB of FILE, default 256)
  *
