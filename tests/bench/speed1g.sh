@@ -248,6 +248,18 @@ if [ $FUSE_OK = 1 ] && [ "$ONLY" != apply ]; then
 fi
 
 # ------------------------------------------------------------------ apply, create vs zstd
+# same_memory: before each timed command that writes its output to $T, write
+# and delete as many bytes there, so that every such command (ours and its
+# reference alike) gets memory the system holds ready.  On a virtual
+# machine whose freed memory goes back to the host (virtio-balloon free
+# page reporting, as here), memory freed some seconds before must first be
+# given back by the host, which added 0.2-0.3 s of system time to whichever
+# command happened to run after a pause: the order of the commands, not
+# their speed, then decided the ratio.
+same_memory() {
+  dd if=/dev/zero of="$T/.same" bs=1M count=$((SIZE / 1048576 + 1)) status=none 2>/dev/null
+  rm -f "$T/.same"
+}
 if [ "$ONLY" = read ]; then
   :
 elif command -v zstd >/dev/null; then
@@ -257,17 +269,17 @@ elif command -v zstd >/dev/null; then
   for r in $(seq "$REPS"); do
     say "apply --threads 1 vs zstd -d, round $r of $REPS"
     cat "${BASEF[@]}" "$W/src/m.wdelta" "$W/ft.zst" >/dev/null
-    rm -rf "$T/a"; t0=$(now)
+    rm -rf "$T/a"; same_memory; t0=$(now)
     "$WDELTA" apply -q "$W/src/m.wdelta" --base "$G/base" -o "$T/a" --threads 1 >/dev/null || { say "apply failed"; break; }
     since "$t0" >>"$W/ap"
     [ "$r" = 1 ] && { cmp -s "$T/a/$FNAME" "$FT" || say "WARNING: apply output differs"; }
     rm -rf "$T/a"
     if [ $CHECKB = 1 ]; then
-      t0=$(now)
+      same_memory; t0=$(now)
       "$WDELTA" apply -q --check-base "$W/src/m.wdelta" --base "$G/base" -o "$T/a" --threads 1 >/dev/null || { say "apply --check-base failed"; break; }
       since "$t0" >>"$W/apc"; rm -rf "$T/a"
     fi
-    t0=$(now)
+    same_memory; t0=$(now)
     zstd -q -d -f "$W/ft.zst" -o "$T/z" || break
     since "$t0" >>"$W/zd"; rm -f "$T/z"
   done
@@ -279,10 +291,10 @@ elif command -v zstd >/dev/null; then
   for r in $(seq "$REPSC"); do
     say "create vs zstd -3 -T0, round $r of $REPS"
     cat "${BASEF[@]}" "$FT" >/dev/null
-    t0=$(now)
+    same_memory; t0=$(now)
     "$WDELTA" create -q --base "$G/base" --finetuned "$G/ft" -o "$T/c.wdelta" >/dev/null || { say "create failed"; break; }
     since "$t0" >>"$W/cr"; rm -f "$T/c.wdelta"
-    t0=$(now)
+    same_memory; t0=$(now)
     zstd -q -3 -T0 -f "$FT" -o "$T/c.zst" || break
     since "$t0" >>"$W/zc"; rm -f "$T/c.zst"
   done
